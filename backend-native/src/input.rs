@@ -1,0 +1,153 @@
+//! Reading documents to summarize: JSONL (`dialogue` or `text`, optional `id`), CSV with those
+//! columns, or plain text (the whole input is one document).
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::io::Read;
+use std::path::Path;
+
+/// One document to summarize.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// The input's `id`, or its 0-based position when it has none.
+    pub id: Value,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Jsonl,
+    Csv,
+    Text,
+}
+
+/// Reads `path` (`-` = stdin). The format comes from the extension (.jsonl/.json, .csv,
+/// anything else = text); for stdin, input starting with `{` is JSONL.
+pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
+    let name = path.display().to_string();
+    let bytes = if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).context("stdin: read failed")?;
+        buf
+    } else {
+        std::fs::read(path).with_context(|| format!("{name}: cannot read input"))?
+    };
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let format = match ext.as_deref() {
+        Some("jsonl") | Some("json") | Some("ndjson") => Format::Jsonl,
+        Some("csv") => Format::Csv,
+        _ if path.as_os_str() == "-" && bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => {
+            Format::Jsonl
+        }
+        _ => Format::Text,
+    };
+    let name = if path.as_os_str() == "-" { "stdin".to_string() } else { name };
+    let docs = match format {
+        Format::Jsonl => parse_jsonl(&bytes, &name)?,
+        Format::Csv => parse_csv(&bytes, &name)?,
+        Format::Text => {
+            let text = std::str::from_utf8(&bytes).map_err(|e| {
+                anyhow::anyhow!("{name}: not valid UTF-8 (byte {})", e.valid_up_to())
+            })?;
+            if text.trim().is_empty() {
+                bail!("{name}: input is empty");
+            }
+            vec![Document { id: Value::from(0), text: text.to_string() }]
+        }
+    };
+    if docs.is_empty() {
+        bail!("{name}: no documents in input");
+    }
+    Ok(docs)
+}
+
+fn parse_jsonl(bytes: &[u8], name: &str) -> Result<Vec<Document>> {
+    let mut docs = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let n = i + 1;
+        let line = std::str::from_utf8(line)
+            .map_err(|e| anyhow::anyhow!("{name} line {n}: not valid UTF-8 (byte {})", e.valid_up_to()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("{name} line {n}: invalid JSON: {e}"))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| anyhow::anyhow!("{name} line {n}: expected a JSON object"))?;
+        let (field, text) = match (obj.get("dialogue"), obj.get("text")) {
+            (Some(t), _) => ("dialogue", t),
+            (None, Some(t)) => ("text", t),
+            (None, None) => bail!("{name} line {n}: missing field \"dialogue\" (or \"text\")"),
+        };
+        let text = text
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("{name} line {n}: field \"{field}\" must be a string"))?;
+        let id = obj.get("id").cloned().unwrap_or_else(|| Value::from(docs.len()));
+        docs.push(checked(Document { id, text: text.to_string() }, name, n, field)?);
+    }
+    Ok(docs)
+}
+
+fn parse_csv(bytes: &[u8], name: &str) -> Result<Vec<Document>> {
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(bytes);
+    let headers = reader
+        .headers()
+        .map_err(|e| anyhow::anyhow!("{name}: bad CSV header: {e}"))?
+        .clone();
+    let col = |n: &str| headers.iter().position(|h| h.trim() == n);
+    let (field, text_col) = match (col("dialogue"), col("text")) {
+        (Some(c), _) => ("dialogue", c),
+        (None, Some(c)) => ("text", c),
+        _ => bail!("{name}: CSV has no \"dialogue\" (or \"text\") column"),
+    };
+    let id_col = col("id");
+    let mut docs = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let n = i + 2; // header is line 1
+        let record = record.map_err(|e| anyhow::anyhow!("{name} row {n}: {e}"))?;
+        let text = record.get(text_col).unwrap_or_default().to_string();
+        let id = match id_col.and_then(|c| record.get(c)) {
+            Some(id) => Value::from(id),
+            None => Value::from(docs.len()),
+        };
+        docs.push(checked(Document { id, text }, name, n, field)?);
+    }
+    Ok(docs)
+}
+
+fn checked(doc: Document, name: &str, n: usize, field: &str) -> Result<Document> {
+    if doc.text.trim().is_empty() {
+        bail!("{name} line {n}: field \"{field}\" is empty");
+    }
+    Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_accepts_dialogue_or_text_and_defaults_ids() {
+        let docs = parse_jsonl(b"{\"id\":\"a\",\"dialogue\":\"x\"}\n\n{\"text\":\"y\"}\n", "f").unwrap();
+        assert_eq!(docs[0], Document { id: Value::from("a"), text: "x".into() });
+        assert_eq!(docs[1], Document { id: Value::from(1), text: "y".into() });
+    }
+
+    #[test]
+    fn jsonl_errors_name_the_line() {
+        let err = parse_jsonl(b"{\"dialogue\":\"x\"}\n{\"summary\":\"y\"}\n", "in.jsonl").unwrap_err();
+        assert_eq!(err.to_string(), "in.jsonl line 2: missing field \"dialogue\" (or \"text\")");
+        let err = parse_jsonl(b"{\"dialogue\":\"\xff\"}\n", "in.jsonl").unwrap_err();
+        assert!(err.to_string().starts_with("in.jsonl line 1: not valid UTF-8"), "{err}");
+        let err = parse_jsonl(b"{\"dialogue\":\"  \"}\n", "in.jsonl").unwrap_err();
+        assert_eq!(err.to_string(), "in.jsonl line 1: field \"dialogue\" is empty");
+    }
+
+    #[test]
+    fn csv_reads_columns() {
+        let docs = parse_csv(b"id,dialogue,summary\n7,\"A: hi\nB: yo\",s\n", "f.csv").unwrap();
+        assert_eq!(docs, vec![Document { id: Value::from("7"), text: "A: hi\nB: yo".into() }]);
+        assert!(parse_csv(b"id,summary\n1,x\n", "f.csv").is_err());
+    }
+}

@@ -1,0 +1,9 @@
+//! The native side of Bartleby: command line, files, hub downloads, devices.
+//! Model math lives in `bartleby-core`; this crate only moves bytes in and out of it.
+
+pub mod cli;
+pub mod device;
+pub mod input;
+pub mod model_files;
+pub mod output;
+pub mod summarize_cmd;

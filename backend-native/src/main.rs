@@ -1,0 +1,5 @@
+//! `bartleby`: summarize dialogues with BART on CPU, Vulkan (wgpu) or CUDA.
+
+fn main() -> std::process::ExitCode {
+    bartleby::cli::main()
+}

@@ -1,0 +1,207 @@
+//! Finding a model's files (a local directory or a Hugging Face hub id, downloaded into the
+//! standard HF cache) and loading them into a [`Summarizer`].
+
+use anyhow::{bail, Context, Result};
+use bartleby_core::weights::{load_bart, Checkpoint};
+use bartleby_core::{BartConfig, BartTokenizer, GenerationConfig, Summarizer};
+use burn::tensor::Device;
+use std::path::{Path, PathBuf};
+
+/// Where each file of a checkpoint lives on disk.
+#[derive(Debug)]
+pub struct ModelFiles {
+    pub source: String,
+    pub config: PathBuf,
+    pub generation_config: Option<PathBuf>,
+    pub weights: Vec<PathBuf>,
+    pub tokenizer_json: Option<PathBuf>,
+    pub vocab_merges: Option<(PathBuf, PathBuf)>,
+    pub tokenizer_config: Option<PathBuf>,
+}
+
+/// A way to fetch a named file of the model: `Ok(None)` when it does not exist.
+trait Fetch {
+    fn fetch(&self, file: &str) -> Result<Option<PathBuf>>;
+}
+
+struct LocalDir(PathBuf);
+
+impl Fetch for LocalDir {
+    fn fetch(&self, file: &str) -> Result<Option<PathBuf>> {
+        let p = self.0.join(file);
+        Ok(p.is_file().then_some(p))
+    }
+}
+
+struct Hub {
+    id: String,
+    offline: bool,
+    api: Option<hf_hub::api::sync::ApiRepo>,
+    cache: hf_hub::CacheRepo,
+}
+
+impl Fetch for Hub {
+    fn fetch(&self, file: &str) -> Result<Option<PathBuf>> {
+        if let Some(p) = self.cache.get(file) {
+            return Ok(Some(p));
+        }
+        let Some(api) = &self.api else {
+            return Ok(None); // offline: only what the cache has
+        };
+        match api.get(file) {
+            Ok(p) => Ok(Some(p)),
+            Err(hf_hub::api::sync::ApiError::RequestError(e)) => match *e {
+                ureq::Error::Status(404, _) => Ok(None),
+                ureq::Error::Status(401 | 403, _) => bail!(
+                    "{}: the hub refused access to {file} (gated or private: set HF_TOKEN)",
+                    self.id
+                ),
+                ureq::Error::Status(code, _) => bail!("{}: hub answered HTTP {code} for {file}", self.id),
+                ureq::Error::Transport(t) => bail!(
+                    "{}: cannot reach the Hugging Face hub ({t}); set HF_HUB_OFFLINE=1 to use only the local cache",
+                    self.id
+                ),
+            },
+            Err(e) => bail!("{}: downloading {file} failed: {e}", self.id),
+        }
+    }
+}
+
+fn looks_like_hub_id(s: &str) -> bool {
+    !s.starts_with('.')
+        && !s.starts_with('/')
+        && s.matches('/').count() <= 1
+        && !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+}
+
+/// Resolves `--model`: an existing directory, else a hub id.
+pub fn resolve(model: &str) -> Result<ModelFiles> {
+    let path = Path::new(model);
+    if path.is_dir() {
+        return collect(model, &LocalDir(path.to_path_buf()));
+    }
+    if path.exists() {
+        bail!("{model}: --model must be a directory holding config.json, not a file");
+    }
+    if !looks_like_hub_id(model) {
+        bail!("{model}: no such model directory");
+    }
+    let offline = matches!(std::env::var("HF_HUB_OFFLINE").as_deref(), Ok("1") | Ok("true") | Ok("ON") | Ok("on"));
+    let cache = hf_hub::Cache::from_env();
+    let cache_repo = cache.model(model.to_string());
+    let api = if offline {
+        None
+    } else {
+        let token = std::env::var("HF_TOKEN").ok().or_else(|| cache.token());
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .with_token(token)
+            .with_progress(true)
+            .build()
+            .context("cannot set up the Hugging Face hub client")?;
+        Some(api.model(model.to_string()))
+    };
+    let hub = Hub { id: model.to_string(), offline, api, cache: cache_repo };
+    collect(model, &hub).map_err(|e| {
+        if hub.offline {
+            e.context("HF_HUB_OFFLINE is set and the model is not fully in the local cache")
+        } else {
+            e
+        }
+    })
+}
+
+fn collect(source: &str, f: &dyn Fetch) -> Result<ModelFiles> {
+    let config = f.fetch("config.json")?.ok_or_else(|| anyhow::anyhow!("{source}: no config.json"))?;
+    let weights = if let Some(single) = f.fetch("model.safetensors")? {
+        vec![single]
+    } else if let Some(index) = f.fetch("model.safetensors.index.json")? {
+        let text = std::fs::read(&index).with_context(|| format!("{}: cannot read", index.display()))?;
+        let v: serde_json::Value = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: invalid JSON", index.display()))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| anyhow::anyhow!("{}: missing \"weight_map\"", index.display()))?;
+        let mut files: Vec<&str> = map.values().filter_map(|f| f.as_str()).collect();
+        files.sort();
+        files.dedup();
+        files
+            .into_iter()
+            .map(|name| {
+                f.fetch(name)?.ok_or_else(|| anyhow::anyhow!("{source}: shard {name} listed in the index is missing"))
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else if f.fetch("pytorch_model.bin")?.is_some() {
+        bail!("{source}: only pytorch_model.bin is present; Bartleby reads safetensors (convert with transformers: model.save_pretrained(dir, safe_serialization=True))")
+    } else {
+        bail!("{source}: no model.safetensors or model.safetensors.index.json")
+    };
+    let tokenizer_json = f.fetch("tokenizer.json")?;
+    let vocab_merges = if tokenizer_json.is_none() {
+        match (f.fetch("vocab.json")?, f.fetch("merges.txt")?) {
+            (Some(v), Some(m)) => Some((v, m)),
+            _ => bail!("{source}: no tokenizer.json (or vocab.json + merges.txt)"),
+        }
+    } else {
+        None
+    };
+    Ok(ModelFiles {
+        source: source.to_string(),
+        generation_config: f.fetch("generation_config.json")?,
+        tokenizer_config: f.fetch("tokenizer_config.json")?,
+        config,
+        weights,
+        tokenizer_json,
+        vocab_merges,
+    })
+}
+
+fn read(p: &Path) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))
+}
+
+fn read_json(p: &Path) -> Result<serde_json::Value> {
+    serde_json::from_slice(&read(p)?).with_context(|| format!("{}: invalid JSON", p.display()))
+}
+
+/// Loads config, weights (memory-mapped), tokenizer and generation defaults.
+pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
+    let config_bytes = read(&files.config)?;
+    let config = BartConfig::from_json(&config_bytes, &files.config.display().to_string())?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let config_json: serde_json::Value = serde_json::from_slice(&config_bytes)?;
+    let gen_json = files.generation_config.as_deref().map(read_json).transpose()?;
+    let generation = GenerationConfig::from_hf_json(gen_json.as_ref(), &config_json)
+        .with_context(|| format!("{}: generation settings", files.source))?;
+
+    let maps = files
+        .weights
+        .iter()
+        .map(|p| {
+            let file = std::fs::File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;
+            // SAFETY: the file is opened read-only and only read while the map lives.
+            let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{}: cannot map", p.display()))?;
+            Ok((p.display().to_string(), map))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let shards: Vec<(&str, &[u8])> = maps.iter().map(|(n, m)| (n.as_str(), &m[..])).collect();
+    let checkpoint = Checkpoint::from_shards(&shards)?;
+    let (model, report) = load_bart(&config, &checkpoint, device)?;
+    if !report.unused.is_empty() {
+        tracing::warn!("{}: {} unused tensors, e.g. {}", files.source, report.unused.len(), report.unused[0]);
+    }
+    drop(maps);
+
+    let tok_config = files.tokenizer_config.as_deref().map(read).transpose()?;
+    let tokenizer = match (&files.tokenizer_json, &files.vocab_merges) {
+        (Some(t), _) => BartTokenizer::from_tokenizer_json(&read(t)?, tok_config.as_deref())
+            .with_context(|| t.display().to_string())?,
+        (None, Some((v, m))) => BartTokenizer::from_vocab_merges(&read(v)?, &read(m)?, tok_config.as_deref())
+            .with_context(|| format!("{}", v.display()))?,
+        (None, None) => bail!("{}: no tokenizer files", files.source),
+    };
+    Ok(Summarizer { model, tokenizer, config, generation })
+}

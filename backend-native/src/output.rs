@@ -1,0 +1,60 @@
+//! Writing results atomically: a temp file beside the target, renamed into place on success,
+//! so a failed run never leaves a half-written output.
+
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::Path;
+
+/// Where results go: a file (atomic) or stdout.
+pub enum Sink {
+    Stdout(std::io::BufWriter<std::io::Stdout>),
+    File { tmp: tempfile::NamedTempFile, path: std::path::PathBuf },
+}
+
+impl Sink {
+    pub fn open(path: Option<&Path>) -> Result<Self> {
+        match path {
+            None => Ok(Self::Stdout(std::io::BufWriter::new(std::io::stdout()))),
+            Some(p) if p.as_os_str() == "-" => Ok(Self::Stdout(std::io::BufWriter::new(std::io::stdout()))),
+            Some(p) => {
+                let dir = match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                let tmp = tempfile::Builder::new()
+                    .prefix(".bartleby-")
+                    .tempfile_in(dir)
+                    .with_context(|| format!("{}: cannot create output file", p.display()))?;
+                Ok(Self::File { tmp, path: p.to_path_buf() })
+            }
+        }
+    }
+
+    pub fn write_line(&mut self, line: &str) -> Result<()> {
+        let res = match self {
+            Self::Stdout(w) => writeln!(w, "{line}"),
+            Self::File { tmp, .. } => writeln!(tmp, "{line}"),
+        };
+        res.with_context(|| format!("{}: write failed", self.name()))
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Self::Stdout(_) => "stdout".into(),
+            Self::File { path, .. } => path.display().to_string(),
+        }
+    }
+
+    /// Flushes and, for a file, renames it into place.
+    pub fn finish(self) -> Result<()> {
+        match self {
+            Self::Stdout(mut w) => w.flush().context("stdout: write failed"),
+            Self::File { mut tmp, path } => {
+                tmp.flush().with_context(|| format!("{}: write failed", path.display()))?;
+                tmp.as_file().sync_all().with_context(|| format!("{}: write failed", path.display()))?;
+                tmp.persist(&path).with_context(|| format!("{}: cannot move output into place", path.display()))?;
+                Ok(())
+            }
+        }
+    }
+}

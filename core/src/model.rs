@@ -1,0 +1,395 @@
+//! BART (Lewis et al., 2019) as transformers' `BartForConditionalGeneration` computes it:
+//! a post-LayerNorm Transformer encoder-decoder with learned positions, a shared token
+//! embedding tied to the output projection, and a `final_logits_bias`.
+//!
+//! Reading order: [`Bart`] (the whole model) → [`Encoder`] / [`Decoder`] → their layers →
+//! [`Attention`]. Weight names and their Hugging Face spellings live in [`crate::weights`].
+
+use crate::config::{Activation, BartConfig, POSITION_OFFSET};
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax, tanh};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+/// Large negative score for masked attention positions (transformers adds `finfo(f32).min`).
+const MASKED: f32 = f32::MIN;
+
+/// The full sequence-to-sequence model.
+#[derive(Module, Debug)]
+pub struct Bart {
+    /// Token embedding shared by encoder, decoder and the output projection: `[vocab, d_model]`.
+    pub shared: Param<Tensor<2>>,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    /// Added to the logits: `[vocab]`.
+    pub final_logits_bias: Param<Tensor<1>>,
+    /// `sqrt(d_model)` when `scale_embedding`, else 1.
+    pub embed_scale: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct Encoder {
+    /// Learned positions, `[max_position_embeddings + 2, d_model]`.
+    pub embed_positions: Param<Tensor<2>>,
+    pub layernorm_embedding: LayerNorm,
+    pub layers: Vec<EncoderLayer>,
+}
+
+#[derive(Module, Debug)]
+pub struct Decoder {
+    pub embed_positions: Param<Tensor<2>>,
+    pub layernorm_embedding: LayerNorm,
+    pub layers: Vec<DecoderLayer>,
+}
+
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    pub self_attn: Attention,
+    pub self_attn_layer_norm: LayerNorm,
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub final_layer_norm: LayerNorm,
+    #[module(skip)]
+    pub activation: ActivationFn,
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub self_attn: Attention,
+    pub self_attn_layer_norm: LayerNorm,
+    pub encoder_attn: Attention,
+    pub encoder_attn_layer_norm: LayerNorm,
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub final_layer_norm: LayerNorm,
+    #[module(skip)]
+    pub activation: ActivationFn,
+}
+
+/// Multi-head scaled dot-product attention with separate q/k/v/out projections.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+    pub num_heads: usize,
+}
+
+/// The activation as a module-skippable value.
+#[derive(Debug, Clone, Copy)]
+pub struct ActivationFn(pub Activation);
+
+impl ActivationFn {
+    fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self.0 {
+            Activation::Gelu => gelu(x),
+            Activation::GeluTanh => gelu_approximate(x),
+            Activation::Relu => relu(x),
+            Activation::Silu => silu(x),
+            Activation::Tanh => tanh(x),
+        }
+    }
+}
+
+/// Encoder output and what the decoder needs from it.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// `[batch, src_len, d_model]`
+    pub hidden: Tensor<3>,
+    /// Additive key mask `[batch, 1, 1, src_len]`: 0 for tokens, `f32::MIN` for padding.
+    pub key_mask: Tensor<4>,
+}
+
+impl Encoded {
+    /// Repeats each row `times` times, consecutively (`repeat_interleave`), as beam search needs.
+    pub fn expand(&self, times: usize) -> Self {
+        if times == 1 {
+            return self.clone();
+        }
+        let [batch, _, _] = self.hidden.dims();
+        let index: Vec<i64> = (0..batch as i64).flat_map(|b| std::iter::repeat_n(b, times)).collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [batch * times]), &self.hidden.device());
+        Self {
+            hidden: self.hidden.clone().select(0, index.clone()),
+            key_mask: self.key_mask.clone().select(0, index),
+        }
+    }
+}
+
+/// Per-layer decoder state: self-attention keys/values so far, cross-attention keys/values of
+/// the encoder output (computed once per input).
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    self_kv: Option<(Tensor<4>, Tensor<4>)>,
+    cross_kv: (Tensor<4>, Tensor<4>),
+}
+
+/// The decoder's incremental state for a set of rows (batch × beams).
+#[derive(Debug, Clone)]
+pub struct DecoderCache {
+    layers: Vec<LayerCache>,
+    key_mask: Tensor<4>,
+    /// Tokens already fed (the position of the next one).
+    pub past_len: usize,
+}
+
+impl DecoderCache {
+    /// Row `i` of the new cache continues row `src[i]` of the old one.
+    pub fn reorder(&mut self, src: &[usize]) {
+        let device = self.key_mask.device();
+        let index: Vec<i64> = src.iter().map(|&i| i as i64).collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [src.len()]), &device);
+        for layer in &mut self.layers {
+            if let Some((k, v)) = layer.self_kv.take() {
+                layer.self_kv = Some((k.select(0, index.clone()), v.select(0, index.clone())));
+            }
+            let (k, v) = layer.cross_kv.clone();
+            layer.cross_kv = (k.select(0, index.clone()), v.select(0, index.clone()));
+        }
+        self.key_mask = self.key_mask.clone().select(0, index);
+    }
+
+    pub fn rows(&self) -> usize {
+        self.key_mask.dims()[0]
+    }
+}
+
+impl Bart {
+    pub fn device(&self) -> Device {
+        self.shared.val().device()
+    }
+
+    /// Encodes `input_ids` `[batch, src_len]`; `attention_mask` is 1 for tokens, 0 for padding.
+    pub fn encode(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Encoded {
+        let [batch, src_len] = input_ids.dims();
+        let pad: Tensor<2, Bool> = attention_mask.equal_elem(0);
+        let key_mask = Tensor::<2>::zeros([batch, src_len], &input_ids.device())
+            .mask_fill(pad, MASKED)
+            .reshape([batch, 1, 1, src_len]);
+        let embedded = self.embed(input_ids);
+        let hidden = self.encoder.forward(embedded, &key_mask);
+        Encoded { hidden, key_mask }
+    }
+
+    /// Starts decoding for the rows of `encoded` (already expanded for beams).
+    pub fn start_decoding(&self, encoded: &Encoded) -> DecoderCache {
+        self.decoder.init_cache(encoded)
+    }
+
+    /// Feeds `tokens` `[rows, new_len]` to the decoder and returns the logits
+    /// `[rows, new_len, vocab]` of the next tokens.
+    pub fn decode(&self, tokens: Tensor<2, Int>, cache: &mut DecoderCache) -> Tensor<3> {
+        let embedded = self.embed(tokens);
+        let hidden = self.decoder.forward(embedded, cache);
+        self.lm_head(hidden)
+    }
+
+    /// Teacher-forced forward pass, as `model(input_ids, attention_mask, decoder_input_ids)`.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        decoder_input_ids: Tensor<2, Int>,
+    ) -> (Encoded, Tensor<3>) {
+        let encoded = self.encode(input_ids, attention_mask);
+        let mut cache = self.start_decoding(&encoded);
+        let logits = self.decode(decoder_input_ids, &mut cache);
+        (encoded, logits)
+    }
+
+    /// Token embedding, scaled by `sqrt(d_model)` when the config says so.
+    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [batch, len] = ids.dims();
+        let table = self.shared.val();
+        let [_, d_model] = table.dims();
+        let x = table.select(0, ids.reshape([batch * len])).reshape([batch, len, d_model]);
+        if self.embed_scale != 1.0 {
+            x.mul_scalar(self.embed_scale)
+        } else {
+            x
+        }
+    }
+
+    /// Output projection tied to the shared embedding, plus `final_logits_bias`.
+    fn lm_head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [rows, len, d_model] = hidden.dims();
+        let table = self.shared.val();
+        let [vocab, _] = table.dims();
+        let logits = hidden.reshape([rows * len, d_model]).matmul(table.transpose());
+        (logits + self.final_logits_bias.val().unsqueeze::<2>()).reshape([rows, len, vocab])
+    }
+}
+
+/// Rows `past_len + 2 ..` of a learned position table, as `[1, len, d_model]`.
+fn positions(table: &Param<Tensor<2>>, past_len: usize, len: usize) -> Tensor<3> {
+    let start = past_len + POSITION_OFFSET;
+    table.val().slice([start..start + len]).unsqueeze::<3>()
+}
+
+impl Encoder {
+    fn forward(&self, embedded: Tensor<3>, key_mask: &Tensor<4>) -> Tensor<3> {
+        let [_, len, _] = embedded.dims();
+        let mut x = self.layernorm_embedding.forward(embedded + positions(&self.embed_positions, 0, len));
+        for layer in &self.layers {
+            x = layer.forward(x, key_mask);
+        }
+        x
+    }
+}
+
+impl EncoderLayer {
+    fn forward(&self, x: Tensor<3>, key_mask: &Tensor<4>) -> Tensor<3> {
+        let (k, v) = self.self_attn.keys_values(x.clone());
+        let attended = self.self_attn.attend(x.clone(), &k, &v, Some(key_mask));
+        let x = self.self_attn_layer_norm.forward(x + attended);
+        let ffn = self.fc2.forward(self.activation.apply(self.fc1.forward(x.clone())));
+        self.final_layer_norm.forward(x + ffn)
+    }
+}
+
+impl Decoder {
+    fn init_cache(&self, encoded: &Encoded) -> DecoderCache {
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| LayerCache {
+                self_kv: None,
+                cross_kv: layer.encoder_attn.keys_values(encoded.hidden.clone()),
+            })
+            .collect();
+        DecoderCache { layers, key_mask: encoded.key_mask.clone(), past_len: 0 }
+    }
+
+    fn forward(&self, embedded: Tensor<3>, cache: &mut DecoderCache) -> Tensor<3> {
+        let [_, len, _] = embedded.dims();
+        let past_len = cache.past_len;
+        let mut x = self
+            .layernorm_embedding
+            .forward(embedded + positions(&self.embed_positions, past_len, len));
+        // Causal mask over [past + new] keys, needed only when several tokens come at once.
+        let causal = (len > 1).then(|| {
+            let device = x.device();
+            let future: Tensor<2, Bool> = Tensor::triu_mask([len, past_len + len], 1 + past_len as i64, &device);
+            Tensor::<2>::zeros([len, past_len + len], &device)
+                .mask_fill(future, MASKED)
+                .reshape([1, 1, len, past_len + len])
+        });
+        for (layer, layer_cache) in self.layers.iter().zip(&mut cache.layers) {
+            x = layer.forward(x, layer_cache, causal.as_ref(), &cache.key_mask);
+        }
+        cache.past_len += len;
+        x
+    }
+}
+
+impl DecoderLayer {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cache: &mut LayerCache,
+        causal: Option<&Tensor<4>>,
+        key_mask: &Tensor<4>,
+    ) -> Tensor<3> {
+        // Masked self-attention over everything decoded so far.
+        let (k, v) = self.self_attn.keys_values(x.clone());
+        let (k, v) = match cache.self_kv.take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        let attended = self.self_attn.attend(x.clone(), &k, &v, causal);
+        cache.self_kv = Some((k, v));
+        let x = self.self_attn_layer_norm.forward(x + attended);
+
+        // Cross-attention to the encoder output.
+        let (ck, cv) = &cache.cross_kv;
+        let attended = self.encoder_attn.attend(x.clone(), ck, cv, Some(key_mask));
+        let x = self.encoder_attn_layer_norm.forward(x + attended);
+
+        let ffn = self.fc2.forward(self.activation.apply(self.fc1.forward(x.clone())));
+        self.final_layer_norm.forward(x + ffn)
+    }
+}
+
+impl Attention {
+    /// Projects `x` `[b, len, d]` to keys and values `[b, heads, len, head_dim]`.
+    fn keys_values(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
+        (self.split_heads(self.k_proj.forward(x.clone())), self.split_heads(self.v_proj.forward(x)))
+    }
+
+    /// `softmax(q kᵀ / sqrt(head_dim) + mask) v`, heads merged and projected.
+    fn attend(&self, x: Tensor<3>, k: &Tensor<4>, v: &Tensor<4>, mask: Option<&Tensor<4>>) -> Tensor<3> {
+        let [batch, len, d_model] = x.dims();
+        let head_dim = d_model / self.num_heads;
+        let q = self.split_heads(self.q_proj.forward(x)).mul_scalar((head_dim as f64).powf(-0.5));
+        let mut scores = q.matmul(k.clone().swap_dims(2, 3));
+        if let Some(mask) = mask {
+            scores = scores + mask.clone();
+        }
+        let weights = softmax(scores, 3);
+        let out = weights.matmul(v.clone()).swap_dims(1, 2).reshape([batch, len, d_model]);
+        self.out_proj.forward(out)
+    }
+
+    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [batch, len, d_model] = x.dims();
+        x.reshape([batch, len, self.num_heads, d_model / self.num_heads]).swap_dims(1, 2)
+    }
+}
+
+/// Builds a model whose parameters are uninitialised placeholders of the right shapes, to be
+/// filled by [`crate::weights`].
+pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
+    use burn::nn::LayerNormConfig;
+    let d = config.d_model;
+    let empty2 = |shape: [usize; 2]| Param::from_tensor(Tensor::<2>::empty(shape, device));
+    let linear = |i: usize, o: usize| Linear {
+            weight: Param::from_tensor(Tensor::empty([i, o], device)),
+            bias: Some(Param::from_tensor(Tensor::empty([o], device))),
+    };
+    let layer_norm = || LayerNormConfig::new(d).with_epsilon(config.layer_norm_eps).init(device);
+    let attention = |heads: usize| Attention {
+        q_proj: linear(d, d),
+        k_proj: linear(d, d),
+        v_proj: linear(d, d),
+        out_proj: linear(d, d),
+        num_heads: heads,
+    };
+    let activation = ActivationFn(config.activation);
+    let positions = config.max_position_embeddings + POSITION_OFFSET;
+    Bart {
+        shared: empty2([config.vocab_size, d]),
+        encoder: Encoder {
+            embed_positions: empty2([positions, d]),
+            layernorm_embedding: layer_norm(),
+            layers: (0..config.encoder_layers)
+                .map(|_| EncoderLayer {
+                    self_attn: attention(config.encoder_attention_heads),
+                    self_attn_layer_norm: layer_norm(),
+                    fc1: linear(d, config.encoder_ffn_dim),
+                    fc2: linear(config.encoder_ffn_dim, d),
+                    final_layer_norm: layer_norm(),
+                    activation,
+                })
+                .collect(),
+        },
+        decoder: Decoder {
+            embed_positions: empty2([positions, d]),
+            layernorm_embedding: layer_norm(),
+            layers: (0..config.decoder_layers)
+                .map(|_| DecoderLayer {
+                    self_attn: attention(config.decoder_attention_heads),
+                    self_attn_layer_norm: layer_norm(),
+                    encoder_attn: attention(config.decoder_attention_heads),
+                    encoder_attn_layer_norm: layer_norm(),
+                    fc1: linear(d, config.decoder_ffn_dim),
+                    fc2: linear(config.decoder_ffn_dim, d),
+                    final_layer_norm: layer_norm(),
+                    activation,
+                })
+                .collect(),
+        },
+        final_logits_bias: Param::from_tensor(Tensor::zeros([config.vocab_size], device)),
+        embed_scale: if config.scale_embedding { (d as f64).sqrt() } else { 1.0 },
+    }
+}

@@ -1,0 +1,152 @@
+//! The summarization pipeline that the CLI, the server and the web app share:
+//! text → token ids → encoder → generation → token ids → text.
+
+use crate::config::BartConfig;
+use crate::generate::{generate, GenerationConfig, StepModel};
+use crate::model::{Bart, DecoderCache};
+use crate::tokenizer::BartTokenizer;
+use crate::{Error, Result};
+use burn::tensor::{Int, Tensor, TensorData};
+
+/// One generated summary.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub summary: String,
+    /// The full decoder sequence as transformers' `generate` returns it (decoder start token
+    /// first), without padding.
+    pub token_ids: Vec<u32>,
+}
+
+/// A loaded model with its tokenizer and default generation settings.
+pub struct Summarizer {
+    pub model: Bart,
+    pub tokenizer: BartTokenizer,
+    pub config: BartConfig,
+    pub generation: GenerationConfig,
+}
+
+/// [`StepModel`] over a [`Bart`] decoder cache.
+pub struct BartStep<'m> {
+    model: &'m Bart,
+    cache: DecoderCache,
+    vocab_size: usize,
+}
+
+impl<'m> BartStep<'m> {
+    pub fn new(model: &'m Bart, cache: DecoderCache, vocab_size: usize) -> Self {
+        Self { model, cache, vocab_size }
+    }
+}
+
+impl StepModel for BartStep<'_> {
+    fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let rows = tokens.len();
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, 1]), &self.model.device());
+        let logits = self.model.decode(ids, &mut self.cache);
+        logits
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::Device(format!("reading logits: {e:?}")))
+    }
+
+    fn reorder(&mut self, src: &[usize]) -> Result<()> {
+        if src.iter().enumerate().any(|(i, &s)| i != s) {
+            self.cache.reorder(src);
+        }
+        Ok(())
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+}
+
+/// `[batch, width]` int tensor from rows of ids.
+pub fn ids_tensor(rows: &[Vec<u32>], device: &burn::tensor::Device) -> Tensor<2, Int> {
+    let width = rows.first().map_or(0, Vec::len);
+    let flat: Vec<i64> = rows.iter().flatten().map(|&t| t as i64).collect();
+    Tensor::from_data(TensorData::new(flat, [rows.len(), width]), device)
+}
+
+impl Summarizer {
+    /// The longest input the model can read (its learned position table).
+    pub fn max_input_tokens(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
+    /// Checks settings against the model before any work is done.
+    pub fn validate(&self, gen: &GenerationConfig, max_input_tokens: usize) -> Result<()> {
+        let max_pos = self.config.max_position_embeddings;
+        if max_input_tokens > max_pos {
+            return Err(Error::Input(format!(
+                "max input tokens {max_input_tokens} exceeds the model's max_position_embeddings {max_pos}"
+            )));
+        }
+        if max_input_tokens < 2 {
+            return Err(Error::Input(format!("max input tokens must be at least 2, got {max_input_tokens}")));
+        }
+        let max_len = gen.max_new_tokens.map_or(gen.max_length, |n| n + 1);
+        if max_len > max_pos + 1 {
+            return Err(Error::Generation(format!(
+                "max length {max_len} would feed the decoder more positions than max_position_embeddings {max_pos}"
+            )));
+        }
+        if gen.num_beams == 0 {
+            return Err(Error::Generation("num_beams must be at least 1".into()));
+        }
+        if gen.num_return_sequences == 0 || gen.num_return_sequences > gen.num_beams {
+            return Err(Error::Generation(format!(
+                "num_return_sequences {} must be between 1 and num_beams {}",
+                gen.num_return_sequences, gen.num_beams
+            )));
+        }
+        Ok(())
+    }
+
+    /// Summarizes a batch of texts; returns `num_return_sequences` summaries per text, best first.
+    pub fn summarize(
+        &self,
+        texts: &[&str],
+        gen: &GenerationConfig,
+        max_input_tokens: usize,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<Summary>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.validate(gen, max_input_tokens)?;
+        let batch = self
+            .tokenizer
+            .encode_batch(texts, Some(max_input_tokens), self.config.pad_token_id)?;
+        let sequences = self.generate_ids(&batch.input_ids, &batch.attention_mask, gen, on_step)?;
+        let per_input = gen.num_return_sequences;
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in sequences.chunks(per_input) {
+            let summaries = chunk
+                .iter()
+                .map(|ids| Ok(Summary { summary: self.tokenizer.decode(ids, true)?, token_ids: ids.clone() }))
+                .collect::<Result<Vec<_>>>()?;
+            out.push(summaries);
+        }
+        Ok(out)
+    }
+
+    /// Generation from already tokenized, right-padded inputs.
+    pub fn generate_ids(
+        &self,
+        input_ids: &[Vec<u32>],
+        attention_mask: &[Vec<u32>],
+        gen: &GenerationConfig,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<u32>>> {
+        let device = self.model.device();
+        let encoded = self
+            .model
+            .encode(ids_tensor(input_ids, &device), ids_tensor(attention_mask, &device));
+        let expanded = encoded.expand(gen.num_beams);
+        let cache = self.model.start_decoding(&expanded);
+        let mut step = BartStep::new(&self.model, cache, self.config.vocab_size);
+        generate(&mut step, input_ids.len(), gen, on_step)
+    }
+}

@@ -1,0 +1,287 @@
+//! Hugging Face checkpoint ⇄ [`Bart`]: the one place that knows how transformers names each
+//! weight, reads `model.safetensors` (single or sharded; f32, f16 or bf16) and writes it back in
+//! the same layout.
+
+use crate::config::BartConfig;
+use crate::model::{skeleton, Attention, Bart};
+use crate::{Error, Result};
+use burn::module::Param;
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use std::collections::{BTreeMap, HashMap};
+
+/// How a Hugging Face tensor maps onto a burn parameter.
+pub enum Slot<'a> {
+    /// Same layout on both sides (embeddings): `[rows, cols]`.
+    Matrix(&'a mut Param<Tensor<2>>),
+    /// `nn.Linear` weight: HF stores `[out, in]`, burn `[in, out]`.
+    LinearWeight(&'a mut Param<Tensor<2>>),
+    /// A vector; HF may store it as `[1, n]` (`final_logits_bias`).
+    Vector(&'a mut Param<Tensor<1>>),
+}
+
+type Visitor<'f> = dyn FnMut(String, Slot<'_>) -> Result<()> + 'f;
+
+/// Calls `f` for every parameter with its canonical transformers name
+/// (`BartForConditionalGeneration`'s state dict, tied copies omitted).
+pub fn visit(model: &mut Bart, f: &mut Visitor<'_>) -> Result<()> {
+    f("model.shared.weight".into(), Slot::Matrix(&mut model.shared))?;
+    f("final_logits_bias".into(), Slot::Vector(&mut model.final_logits_bias))?;
+    let enc = &mut model.encoder;
+    f("model.encoder.embed_positions.weight".into(), Slot::Matrix(&mut enc.embed_positions))?;
+    layer_norm("model.encoder.layernorm_embedding", &mut enc.layernorm_embedding, f)?;
+    for (i, layer) in enc.layers.iter_mut().enumerate() {
+        let p = format!("model.encoder.layers.{i}");
+        attention(&format!("{p}.self_attn"), &mut layer.self_attn, f)?;
+        layer_norm(&format!("{p}.self_attn_layer_norm"), &mut layer.self_attn_layer_norm, f)?;
+        linear(&format!("{p}.fc1"), &mut layer.fc1, f)?;
+        linear(&format!("{p}.fc2"), &mut layer.fc2, f)?;
+        layer_norm(&format!("{p}.final_layer_norm"), &mut layer.final_layer_norm, f)?;
+    }
+    let dec = &mut model.decoder;
+    f("model.decoder.embed_positions.weight".into(), Slot::Matrix(&mut dec.embed_positions))?;
+    layer_norm("model.decoder.layernorm_embedding", &mut dec.layernorm_embedding, f)?;
+    for (i, layer) in dec.layers.iter_mut().enumerate() {
+        let p = format!("model.decoder.layers.{i}");
+        attention(&format!("{p}.self_attn"), &mut layer.self_attn, f)?;
+        layer_norm(&format!("{p}.self_attn_layer_norm"), &mut layer.self_attn_layer_norm, f)?;
+        attention(&format!("{p}.encoder_attn"), &mut layer.encoder_attn, f)?;
+        layer_norm(&format!("{p}.encoder_attn_layer_norm"), &mut layer.encoder_attn_layer_norm, f)?;
+        linear(&format!("{p}.fc1"), &mut layer.fc1, f)?;
+        linear(&format!("{p}.fc2"), &mut layer.fc2, f)?;
+        layer_norm(&format!("{p}.final_layer_norm"), &mut layer.final_layer_norm, f)?;
+    }
+    Ok(())
+}
+
+fn attention(prefix: &str, a: &mut Attention, f: &mut Visitor<'_>) -> Result<()> {
+    linear(&format!("{prefix}.q_proj"), &mut a.q_proj, f)?;
+    linear(&format!("{prefix}.k_proj"), &mut a.k_proj, f)?;
+    linear(&format!("{prefix}.v_proj"), &mut a.v_proj, f)?;
+    linear(&format!("{prefix}.out_proj"), &mut a.out_proj, f)
+}
+
+fn linear(prefix: &str, l: &mut Linear, f: &mut Visitor<'_>) -> Result<()> {
+    f(format!("{prefix}.weight"), Slot::LinearWeight(&mut l.weight))?;
+    if let Some(bias) = l.bias.as_mut() {
+        f(format!("{prefix}.bias"), Slot::Vector(bias))?;
+    }
+    Ok(())
+}
+
+fn layer_norm(prefix: &str, ln: &mut LayerNorm, f: &mut Visitor<'_>) -> Result<()> {
+    f(format!("{prefix}.weight"), Slot::Vector(&mut ln.gamma))?;
+    if let Some(beta) = ln.beta.as_mut() {
+        f(format!("{prefix}.bias"), Slot::Vector(beta))?;
+    }
+    Ok(())
+}
+
+/// The tensors of a checkpoint (one or several safetensors shards), by canonical name.
+pub struct Checkpoint<'a> {
+    tensors: HashMap<String, (String, TensorView<'a>)>,
+}
+
+/// Other spellings transformers accepts for the tied shared embedding, in order of preference.
+const SHARED_ALIASES: [&str; 3] =
+    ["model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"];
+
+impl<'a> Checkpoint<'a> {
+    /// Parses safetensors shards given as `(file name, bytes)`.
+    pub fn from_shards(shards: &[(&str, &'a [u8])]) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for (file, bytes) in shards {
+            let st = SafeTensors::deserialize(bytes)
+                .map_err(|e| Error::Weights(format!("{file}: not a valid safetensors file: {e}")))?;
+            for (name, view) in st.tensors() {
+                let canonical = canonical_name(&name);
+                if tensors.insert(canonical, (file.to_string(), view)).is_some() {
+                    return Err(Error::Weights(format!("{file}: tensor {name} appears twice")));
+                }
+            }
+        }
+        Ok(Self { tensors })
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    fn get(&self, name: &str) -> Option<&(String, TensorView<'a>)> {
+        self.tensors.get(name).or_else(|| {
+            (name == "model.shared.weight")
+                .then(|| SHARED_ALIASES.iter().find_map(|alias| self.tensors.get(*alias)))
+                .flatten()
+        })
+    }
+}
+
+/// `encoder.layers.0...` (a `BartModel` state dict) → `model.encoder.layers.0...`.
+fn canonical_name(name: &str) -> String {
+    if name.starts_with("encoder.") || name.starts_with("decoder.") || name.starts_with("shared.") {
+        format!("model.{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// Reads a tensor as f32, whatever its stored float type.
+fn to_f32(file: &str, name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
+    let data = view.data();
+    Ok(match view.dtype() {
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(Error::Weights(format!(
+                "{file}: tensor {name} has dtype {other:?}; expected F32, F16 or BF16"
+            )))
+        }
+    })
+}
+
+/// `[rows, cols]` row-major → `[cols, rows]` row-major.
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+/// What loading found besides the model: tensors it did not use, defaults it filled in.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub unused: Vec<String>,
+    pub defaulted: Vec<String>,
+}
+
+/// Builds a [`Bart`] on `device` from a checkpoint. Every tensor must be present with the shape
+/// the config implies (except `final_logits_bias`, zero when absent, as in transformers).
+pub fn load_bart(config: &BartConfig, checkpoint: &Checkpoint<'_>, device: &Device) -> Result<(Bart, LoadReport)> {
+    let mut model = skeleton(config, device);
+    let mut report = LoadReport::default();
+    let mut used = std::collections::HashSet::new();
+    visit(&mut model, &mut |name, slot| {
+        let Some((file, view)) = checkpoint.get(&name) else {
+            if name == "final_logits_bias" {
+                report.defaulted.push(name);
+                return Ok(());
+            }
+            return Err(Error::Weights(format!("missing tensor {name} (checkpoint has {} tensors)", checkpoint.len())));
+        };
+        used.insert(name.clone());
+        let found = view.shape().to_vec();
+        let mismatch = |expected: &[usize]| {
+            Error::Weights(format!("{file}: tensor {name} has shape {found:?}, expected {expected:?}"))
+        };
+        match slot {
+            Slot::Matrix(p) => {
+                let expected = p.val().dims();
+                if found != expected {
+                    return Err(mismatch(&expected));
+                }
+                let data = to_f32(file, &name, view)?;
+                *p = Param::from_tensor(Tensor::from_data(TensorData::new(data, expected), device));
+            }
+            Slot::LinearWeight(p) => {
+                let [d_in, d_out] = p.val().dims();
+                if found != [d_out, d_in] {
+                    return Err(mismatch(&[d_out, d_in]));
+                }
+                let data = transpose(&to_f32(file, &name, view)?, d_out, d_in);
+                *p = Param::from_tensor(Tensor::from_data(TensorData::new(data, [d_in, d_out]), device));
+            }
+            Slot::Vector(p) => {
+                let [n] = p.val().dims();
+                let ok = found == [n] || (name == "final_logits_bias" && found == [1, n]);
+                if !ok {
+                    return Err(mismatch(&[n]));
+                }
+                let data = to_f32(file, &name, view)?;
+                *p = Param::from_tensor(Tensor::from_data(TensorData::new(data, [n]), device));
+            }
+        }
+        Ok(())
+    })?;
+    let mut unused: Vec<String> = checkpoint
+        .tensors
+        .keys()
+        .filter(|k| !used.contains(*k) && !SHARED_ALIASES.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    unused.sort();
+    report.unused = unused;
+    Ok((model, report))
+}
+
+/// Storage type for [`save_safetensors`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveDtype {
+    F32,
+    F16,
+    BF16,
+}
+
+/// Serializes the model as a transformers `model.safetensors` (BartForConditionalGeneration
+/// names; `final_logits_bias` as `[1, vocab]`; tied copies omitted like `save_pretrained`).
+pub fn save_safetensors(model: &Bart, dtype: SaveDtype) -> Result<Vec<u8>> {
+    let mut model = model.clone();
+    let mut tensors: BTreeMap<String, (Vec<u8>, Vec<usize>)> = BTreeMap::new();
+    let read = |t: Tensor<2>| -> Result<Vec<f32>> {
+        t.into_data().try_to_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+    };
+    visit(&mut model, &mut |name, slot| {
+        let (data, shape) = match slot {
+            Slot::Matrix(p) => {
+                let dims = p.val().dims();
+                (read(p.val())?, dims.to_vec())
+            }
+            Slot::LinearWeight(p) => {
+                let [d_in, d_out] = p.val().dims();
+                (transpose(&read(p.val())?, d_in, d_out), vec![d_out, d_in])
+            }
+            Slot::Vector(p) => {
+                let [n] = p.val().dims();
+                let shape = if name == "final_logits_bias" { vec![1, n] } else { vec![n] };
+                (read(p.val().unsqueeze::<2>())?, shape)
+            }
+        };
+        let bytes = match dtype {
+            SaveDtype::F32 => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            SaveDtype::F16 => data.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
+            SaveDtype::BF16 => data.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+        };
+        tensors.insert(name, (bytes, shape));
+        Ok(())
+    })?;
+    let st_dtype = match dtype {
+        SaveDtype::F32 => Dtype::F32,
+        SaveDtype::F16 => Dtype::F16,
+        SaveDtype::BF16 => Dtype::BF16,
+    };
+    let views = tensors
+        .iter()
+        .map(|(name, (bytes, shape))| {
+            TensorView::new(st_dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::Weights(format!("{name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Weights(e.to_string()))
+}

@@ -1,0 +1,211 @@
+//! Bad input gives a clear one-line error naming the file/field, a non-zero exit, no panic and
+//! no half-written output.
+
+use bartleby_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Run {
+    code: Option<i32>,
+    stderr: String,
+}
+
+fn summarize(model: &Path, input_text: &[u8], extra: &[&str]) -> (Run, PathBuf, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(&input, input_text).unwrap();
+    let output = tmp.path().join("out.jsonl");
+    let out = Command::new(bartleby_bin())
+        .args(["summarize", "--model", model.to_str().unwrap()])
+        .args(["--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    let run = Run { code: out.status.code(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() };
+    (run, output, tmp)
+}
+
+const GOOD_INPUT: &[u8] = b"{\"id\": 1, \"dialogue\": \"A: hi there\\nB: hello\"}\n";
+
+/// Asserts a failed run with a single error line containing every `needle`.
+fn assert_clear_error(run: &Run, output: &Path, needles: &[&str]) {
+    assert_eq!(run.code, Some(1), "expected exit 1, stderr: {}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {}", run.stderr);
+    for n in needles {
+        assert!(lines[0].contains(n), "error line {:?} lacks {n:?}", lines[0]);
+    }
+    assert!(!output.exists(), "a failed run left {}", output.display());
+    let leftovers: Vec<_> = std::fs::read_dir(output.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".bartleby-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left behind");
+}
+
+/// A copy of tiny-gelu to break.
+fn model_copy() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    std::fs::create_dir(&dir).unwrap();
+    for entry in std::fs::read_dir(model_dir("tiny-gelu")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    (tmp, dir)
+}
+
+/// Rewrites model.safetensors through `edit` on its (name → (shape, f32 data)) map.
+fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)>)) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut map: std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    edit(&mut map);
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = map
+        .iter()
+        .map(|(n, (s, d))| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
+        .collect();
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn truncated_safetensors() {
+    let (_t, dir) = model_copy();
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(&run, &out, &["model.safetensors", "not a valid safetensors file"]);
+}
+
+#[test]
+fn header_claiming_10_gb() {
+    let (_t, dir) = model_copy();
+    let mut bytes = 10_000_000_000u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{\"x\": 1}");
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(&run, &out, &["model.safetensors", "not a valid safetensors file"]);
+}
+
+#[test]
+fn missing_tensor() {
+    let (_t, dir) = model_copy();
+    rewrite_weights(&dir, |m| {
+        m.remove("model.decoder.layers.1.fc2.weight").unwrap();
+    });
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(&run, &out, &["missing tensor model.decoder.layers.1.fc2.weight"]);
+}
+
+#[test]
+fn wrong_shape() {
+    let (_t, dir) = model_copy();
+    rewrite_weights(&dir, |m| {
+        let (shape, data) = m.get_mut("model.encoder.layers.0.fc1.weight").unwrap();
+        let (rows, cols) = (shape[0], shape[1]);
+        *shape = vec![rows - 1, cols];
+        data.truncate((rows - 1) * cols * 4);
+    });
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(&run, &out, &["model.encoder.layers.0.fc1.weight", "shape [39, 24], expected [40, 24]"]);
+}
+
+#[test]
+fn config_missing_key() {
+    let (_t, dir) = model_copy();
+    let path = dir.join("config.json");
+    let mut cfg = read_json(&path);
+    cfg.as_object_mut().unwrap().remove("d_model");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(&run, &out, &["config.json", "missing required key \"d_model\""]);
+}
+
+#[test]
+fn unknown_model_type() {
+    let (_t, dir) = model_copy();
+    let path = dir.join("config.json");
+    let mut cfg = read_json(&path);
+    cfg["model_type"] = "t5".into();
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(&run, &out, &["config.json", "unsupported model_type \"t5\""]);
+}
+
+#[test]
+fn empty_input_file() {
+    let (run, out, _k) = summarize(&model_dir("tiny-gelu"), b"", &[]);
+    assert_clear_error(&run, &out, &["in.jsonl", "no documents"]);
+}
+
+#[test]
+fn non_utf8_line() {
+    let mut input = GOOD_INPUT.to_vec();
+    input.extend_from_slice(b"{\"dialogue\": \"caf\xe9\"}\n");
+    let (run, out, _k) = summarize(&model_dir("tiny-gelu"), &input, &[]);
+    assert_clear_error(&run, &out, &["in.jsonl line 2", "not valid UTF-8"]);
+}
+
+#[test]
+fn empty_dialogue_and_missing_field() {
+    let (run, out, _k) = summarize(&model_dir("tiny-gelu"), b"{\"dialogue\": \"  \"}\n", &[]);
+    assert_clear_error(&run, &out, &["in.jsonl line 1", "\"dialogue\" is empty"]);
+    let (run, out, _k) = summarize(&model_dir("tiny-gelu"), b"{\"summary\": \"x\"}\n", &[]);
+    assert_clear_error(&run, &out, &["in.jsonl line 1", "missing field \"dialogue\""]);
+}
+
+#[test]
+fn bad_flags() {
+    let (run, out, _k) = summarize(&model_dir("tiny-gelu"), GOOD_INPUT, &["--num-beams", "0"]);
+    assert_clear_error(&run, &out, &["--num-beams"]);
+    let (run, out, _k) = summarize(&model_dir("tiny-gelu"), GOOD_INPUT, &["--max-input-tokens", "100000"]);
+    assert_clear_error(&run, &out, &["max_position_embeddings"]);
+    let (run, out, _k) = summarize(&model_dir("tiny-gelu"), GOOD_INPUT, &["--max-length", "5000"]);
+    assert_clear_error(&run, &out, &["max_position_embeddings"]);
+    // clap's own errors exit 2.
+    let (run, _out, _k) = summarize(&model_dir("tiny-gelu"), GOOD_INPUT, &["--early-stopping", "maybe"]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("--early-stopping"));
+}
+
+#[test]
+fn missing_model_dir_and_unwritable_output() {
+    let (run, out, _k) = summarize(Path::new("./no/such/model"), GOOD_INPUT, &[]);
+    assert_clear_error(&run, &out, &["./no/such/model", "no such model directory"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(&input, GOOD_INPUT).unwrap();
+    let out = Command::new(bartleby_bin())
+        .args(["summarize", "--model", model_dir("tiny-gelu").to_str().unwrap()])
+        .args(["--input", input.to_str().unwrap(), "--output", "/nonexistent-dir/out.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent-dir/out.jsonl") && !stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn hub_offline_without_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(&input, GOOD_INPUT).unwrap();
+    let out = Command::new(bartleby_bin())
+        .args(["summarize", "--model", "facebook/bart-large-cnn", "--input", input.to_str().unwrap()])
+        .env("HF_HOME", tmp.path().join("hf"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("facebook/bart-large-cnn") && stderr.contains("HF_HUB_OFFLINE"), "{stderr}");
+}

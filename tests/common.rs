@@ -1,0 +1,63 @@
+//! Helpers shared by the integration tests: fixture paths, loading, the built CLI binary.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn fixtures() -> PathBuf {
+    root().join("tests/fixtures")
+}
+
+/// The fixture models that `tools/reference/make_fixtures.py` produced.
+pub const MODELS: [&str; 4] = ["tiny-gelu", "tiny-relu-scaled", "tiny-gelunew-sharded", "tiny-silu"];
+
+pub fn model_dir(name: &str) -> PathBuf {
+    fixtures().join("models").join(name)
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn parity(name: &str) -> Value {
+    read_json(&fixtures().join("parity").join(format!("{name}.json")))
+}
+
+/// Loads a fixture model with the same code the CLI uses.
+pub fn load(name: &str, device: &burn::tensor::Device) -> bartleby_core::Summarizer {
+    let files = bartleby::model_files::resolve(model_dir(name).to_str().unwrap()).unwrap();
+    bartleby::model_files::load(&files, device).unwrap()
+}
+
+pub fn u32_rows(v: &Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+        .collect()
+}
+
+pub fn f32_flat(v: &Value, out: &mut Vec<f32>) {
+    match v {
+        Value::Array(a) => a.iter().for_each(|x| f32_flat(x, out)),
+        x => out.push(x.as_f64().unwrap() as f32),
+    }
+}
+
+/// The `bartleby` binary built next to the test binaries (`cargo build --release --bins` first).
+pub fn bartleby_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> → target/<profile>/bartleby
+    let bin = exe.parent().unwrap().parent().unwrap().join(format!("bartleby{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} not found: build it first with `cargo build --release --bins` (tests/run.sh does)",
+        bin.display()
+    );
+    bin
+}

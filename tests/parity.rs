@@ -1,0 +1,147 @@
+//! Parity with transformers 4.57.6 on the committed fixtures (tools/reference/make_fixtures.py):
+//! tokenizer ids and text, encoder states and logits (≤ 1e-4), generated ids (identical).
+
+use bartleby_core::generate::pad_like_hf;
+use bartleby_core::summarize::ids_tensor;
+use bartleby_core::{BartTokenizer, GenerationConfig};
+use bartleby_tests::*;
+use burn::tensor::Device;
+use serde_json::Value;
+
+const LOGIT_TOL: f32 = 1e-4;
+
+fn max_abs_diff(ours: &[f32], theirs: &[f32]) -> f32 {
+    assert_eq!(ours.len(), theirs.len(), "element counts differ");
+    ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn tokenizer_matches_autotokenizer() {
+    let cases = read_json(&fixtures().join("tokenizer/cases.json"));
+    let dir = fixtures().join("tokenizer");
+    let fast = BartTokenizer::from_tokenizer_json(
+        &std::fs::read(dir.join("tokenizer.json")).unwrap(),
+        Some(&std::fs::read(dir.join("tokenizer_config.json")).unwrap()),
+    )
+    .unwrap();
+    let slow_dir = fixtures().join("tokenizer-slow");
+    let slow = BartTokenizer::from_vocab_merges(
+        &std::fs::read(slow_dir.join("vocab.json")).unwrap(),
+        &std::fs::read(slow_dir.join("merges.txt")).unwrap(),
+        Some(&std::fs::read(slow_dir.join("tokenizer_config.json")).unwrap()),
+    )
+    .unwrap();
+    let texts = cases["texts"].as_array().unwrap();
+    let ids = u32_rows(&cases["ids"]);
+    let trunc = u32_rows(&cases["ids_trunc_16"]);
+    assert!(texts.len() >= 20);
+    for (i, text) in texts.iter().enumerate() {
+        let text = text.as_str().unwrap();
+        for (name, tok) in [("tokenizer.json", &fast), ("vocab+merges", &slow)] {
+            assert_eq!(tok.encode(text, None).unwrap(), ids[i], "{name}: ids of text {i} {text:?}");
+            assert_eq!(tok.encode(text, Some(16)).unwrap(), trunc[i], "{name}: truncated ids of text {i}");
+            assert_eq!(
+                tok.decode(&ids[i], true).unwrap(),
+                cases["decoded"][i].as_str().unwrap(),
+                "{name}: decode of text {i}"
+            );
+            assert_eq!(
+                tok.decode(&ids[i], false).unwrap(),
+                cases["decoded_keep_special"][i].as_str().unwrap(),
+                "{name}: decode (keep special) of text {i}"
+            );
+        }
+    }
+}
+
+/// Applies a fixture's `generate(**kwargs)` on top of the model's own settings.
+fn settings(base: &GenerationConfig, kwargs: &Value) -> GenerationConfig {
+    let mut overrides = kwargs.as_object().unwrap().clone();
+    overrides.remove("do_sample");
+    overrides.remove("_defaults");
+    base.with_overrides(&Value::Object(overrides)).unwrap()
+}
+
+fn check_model(name: &str, device: &Device) {
+    let fx = parity(name);
+    let s = load(name, device);
+    let max_input = fx["max_input_tokens"].as_u64().unwrap() as usize;
+
+    // Tokenizer as the model directory ships it.
+    let texts: Vec<&str> = fx["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let input_ids = u32_rows(&fx["input_ids"]);
+    for (i, text) in texts.iter().enumerate() {
+        assert_eq!(s.tokenizer.encode(text, Some(max_input)).unwrap(), input_ids[i], "{name}: ids of text {i}");
+    }
+
+    // The model's effective generation settings (generation_config.json or its fallbacks).
+    let eff = &fx["effective_generation_config"];
+    let g = &s.generation;
+    assert_eq!(g.num_beams as u64, eff["num_beams"].as_u64().unwrap(), "{name}: num_beams");
+    assert_eq!(g.max_length as u64, eff["max_length"].as_u64().unwrap(), "{name}: max_length");
+    assert_eq!(g.min_length as u64, eff["min_length"].as_u64().unwrap(), "{name}: min_length");
+    assert_eq!(g.no_repeat_ngram_size as u64, eff["no_repeat_ngram_size"].as_u64().unwrap(), "{name}: no_repeat");
+    assert_eq!(g.length_penalty as f64, eff["length_penalty"].as_f64().unwrap(), "{name}: length_penalty");
+    assert_eq!(g.forced_bos_token_id.map(u64::from), eff["forced_bos_token_id"].as_u64(), "{name}: forced_bos");
+    assert_eq!(g.forced_eos_token_id.map(u64::from), eff["forced_eos_token_id"].as_u64(), "{name}: forced_eos");
+
+    // Teacher-forced forward on a padded batch.
+    let batch_ids = u32_rows(&fx["batch_input_ids"]);
+    let batch_mask = u32_rows(&fx["batch_attention_mask"]);
+    let dec_ids = u32_rows(&fx["decoder_input_ids"]);
+    let (encoded, logits) = s.model.forward(
+        ids_tensor(&batch_ids, device),
+        ids_tensor(&batch_mask, device),
+        ids_tensor(&dec_ids, device),
+    );
+    let mut expected = Vec::new();
+    f32_flat(&fx["encoder_last_hidden_state"], &mut expected);
+    let ours = encoded.hidden.into_data().to_vec::<f32>().unwrap();
+    let diff = max_abs_diff(&ours, &expected);
+    assert!(diff <= LOGIT_TOL, "{name}: encoder output differs by {diff}");
+    expected.clear();
+    f32_flat(&fx["logits"], &mut expected);
+    let ours = logits.into_data().to_vec::<f32>().unwrap();
+    let diff = max_abs_diff(&ours, &expected);
+    assert!(diff <= LOGIT_TOL, "{name}: logits differ by {diff}");
+    eprintln!("{name}: logits max abs diff {diff:e}");
+
+    // Generation: identical ids, batched (with padding) and single.
+    let gens = fx["generations"].as_array().unwrap();
+    assert!(gens.len() >= 14, "{name}: too few generation cases");
+    for case in gens {
+        let cfg = settings(&s.generation, &case["kwargs"]);
+        let idx: Vec<usize> = case["batch_texts_index"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as usize).collect();
+        let (ids, mask) = if idx.len() == 1 {
+            let row = input_ids[idx[0]].clone();
+            (vec![row.clone()], vec![vec![1; row.len()]])
+        } else {
+            assert_eq!(idx, (0..idx.len()).collect::<Vec<_>>());
+            (batch_ids.clone(), batch_mask.clone())
+        };
+        let seqs = s.generate_ids(&ids, &mask, &cfg, &mut |_| {}).unwrap();
+        let expected = u32_rows(&case["sequences"]);
+        assert_eq!(
+            pad_like_hf(&seqs, cfg.pad_token_id),
+            expected,
+            "{name}: generation {} on texts {idx:?}",
+            case["name"]
+        );
+    }
+}
+
+#[test]
+fn model_parity_cpu() {
+    let device = Device::flex();
+    for name in MODELS {
+        check_model(name, &device);
+    }
+}
+
+/// One small parity run on wgpu (Vulkan; lavapipe in CI).
+#[cfg(feature = "wgpu")]
+#[test]
+fn model_parity_wgpu() {
+    let device = bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device");
+    check_model("tiny-gelu", &device);
+}
