@@ -17,11 +17,19 @@ fn summarize(model: &Path, input_text: &[u8], extra: &[&str]) -> (Run, PathBuf, 
     let output = tmp.path().join("out.jsonl");
     let out = Command::new(bartleby_bin())
         .args(["summarize", "--model", model.to_str().unwrap()])
-        .args(["--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()])
+        .args([
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ])
         .args(extra)
         .output()
         .unwrap();
-    let run = Run { code: out.status.code(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() };
+    let run = Run {
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
     (run, output, tmp)
 }
 
@@ -31,10 +39,23 @@ const GOOD_INPUT: &[u8] = b"{\"id\": 1, \"dialogue\": \"A: hi there\\nB: hello\"
 fn assert_clear_error(run: &Run, output: &Path, needles: &[&str]) {
     assert_eq!(run.code, Some(1), "expected exit 1, stderr: {}", run.stderr);
     assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
-    let lines: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {}", run.stderr);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one error line, got: {}",
+        run.stderr
+    );
     for n in needles {
-        assert!(lines[0].contains(n), "error line {:?} lacks {n:?}", lines[0]);
+        assert!(
+            lines[0].contains(n),
+            "error line {:?} lacks {n:?}",
+            lines[0]
+        );
     }
     assert!(!output.exists(), "a failed run left {}", output.display());
     let leftovers: Vec<_> = std::fs::read_dir(output.parent().unwrap())
@@ -58,7 +79,10 @@ fn model_copy() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Rewrites model.safetensors through `edit` on its (name → (shape, f32 data)) map.
-fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)>)) {
+fn rewrite_weights(
+    dir: &Path,
+    edit: impl FnOnce(&mut std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)>),
+) {
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -70,7 +94,13 @@ fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut std::collections::BTreeMap
     edit(&mut map);
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = map
         .iter()
-        .map(|(n, (s, d))| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
+        .map(|(n, (s, d))| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
+            )
+        })
         .collect();
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
@@ -82,7 +112,11 @@ fn truncated_safetensors() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
-    assert_clear_error(&run, &out, &["model.safetensors", "not a valid safetensors file"]);
+    assert_clear_error(
+        &run,
+        &out,
+        &["model.safetensors", "not a valid safetensors file"],
+    );
 }
 
 #[test]
@@ -92,7 +126,11 @@ fn header_claiming_10_gb() {
     bytes.extend_from_slice(b"{\"x\": 1}");
     std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
     let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
-    assert_clear_error(&run, &out, &["model.safetensors", "not a valid safetensors file"]);
+    assert_clear_error(
+        &run,
+        &out,
+        &["model.safetensors", "not a valid safetensors file"],
+    );
 }
 
 #[test]
@@ -102,7 +140,11 @@ fn missing_tensor() {
         m.remove("model.decoder.layers.1.fc2.weight").unwrap();
     });
     let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
-    assert_clear_error(&run, &out, &["missing tensor model.decoder.layers.1.fc2.weight"]);
+    assert_clear_error(
+        &run,
+        &out,
+        &["missing tensor model.decoder.layers.1.fc2.weight"],
+    );
 }
 
 #[test]
@@ -115,7 +157,14 @@ fn wrong_shape() {
         data.truncate((rows - 1) * cols * 4);
     });
     let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
-    assert_clear_error(&run, &out, &["model.encoder.layers.0.fc1.weight", "shape [39, 24], expected [40, 24]"]);
+    assert_clear_error(
+        &run,
+        &out,
+        &[
+            "model.encoder.layers.0.fc1.weight",
+            "shape [39, 24], expected [40, 24]",
+        ],
+    );
 }
 
 #[test]
@@ -126,7 +175,11 @@ fn config_missing_key() {
     cfg.as_object_mut().unwrap().remove("d_model");
     std::fs::write(&path, cfg.to_string()).unwrap();
     let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
-    assert_clear_error(&run, &out, &["config.json", "missing required key \"d_model\""]);
+    assert_clear_error(
+        &run,
+        &out,
+        &["config.json", "missing required key \"d_model\""],
+    );
 }
 
 #[test]
@@ -137,7 +190,11 @@ fn unknown_model_type() {
     cfg["model_type"] = "t5".into();
     std::fs::write(&path, cfg.to_string()).unwrap();
     let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
-    assert_clear_error(&run, &out, &["config.json", "unsupported model_type \"t5\""]);
+    assert_clear_error(
+        &run,
+        &out,
+        &["config.json", "unsupported model_type \"t5\""],
+    );
 }
 
 #[test]
@@ -159,19 +216,35 @@ fn empty_dialogue_and_missing_field() {
     let (run, out, _k) = summarize(&model_dir("tiny-gelu"), b"{\"dialogue\": \"  \"}\n", &[]);
     assert_clear_error(&run, &out, &["in.jsonl line 1", "\"dialogue\" is empty"]);
     let (run, out, _k) = summarize(&model_dir("tiny-gelu"), b"{\"summary\": \"x\"}\n", &[]);
-    assert_clear_error(&run, &out, &["in.jsonl line 1", "missing field \"dialogue\""]);
+    assert_clear_error(
+        &run,
+        &out,
+        &["in.jsonl line 1", "missing field \"dialogue\""],
+    );
 }
 
 #[test]
 fn bad_flags() {
     let (run, out, _k) = summarize(&model_dir("tiny-gelu"), GOOD_INPUT, &["--num-beams", "0"]);
     assert_clear_error(&run, &out, &["--num-beams"]);
-    let (run, out, _k) = summarize(&model_dir("tiny-gelu"), GOOD_INPUT, &["--max-input-tokens", "100000"]);
+    let (run, out, _k) = summarize(
+        &model_dir("tiny-gelu"),
+        GOOD_INPUT,
+        &["--max-input-tokens", "100000"],
+    );
     assert_clear_error(&run, &out, &["max_position_embeddings"]);
-    let (run, out, _k) = summarize(&model_dir("tiny-gelu"), GOOD_INPUT, &["--max-length", "5000"]);
+    let (run, out, _k) = summarize(
+        &model_dir("tiny-gelu"),
+        GOOD_INPUT,
+        &["--max-length", "5000"],
+    );
     assert_clear_error(&run, &out, &["max_position_embeddings"]);
     // clap's own errors exit 2.
-    let (run, _out, _k) = summarize(&model_dir("tiny-gelu"), GOOD_INPUT, &["--early-stopping", "maybe"]);
+    let (run, _out, _k) = summarize(
+        &model_dir("tiny-gelu"),
+        GOOD_INPUT,
+        &["--early-stopping", "maybe"],
+    );
     assert_eq!(run.code, Some(2));
     assert!(run.stderr.contains("--early-stopping"));
 }
@@ -184,13 +257,25 @@ fn missing_model_dir_and_unwritable_output() {
     let input = tmp.path().join("in.jsonl");
     std::fs::write(&input, GOOD_INPUT).unwrap();
     let out = Command::new(bartleby_bin())
-        .args(["summarize", "--model", model_dir("tiny-gelu").to_str().unwrap()])
-        .args(["--input", input.to_str().unwrap(), "--output", "/nonexistent-dir/out.jsonl"])
+        .args([
+            "summarize",
+            "--model",
+            model_dir("tiny-gelu").to_str().unwrap(),
+        ])
+        .args([
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            "/nonexistent-dir/out.jsonl",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/nonexistent-dir/out.jsonl") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent-dir/out.jsonl") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -199,7 +284,13 @@ fn hub_offline_without_cache() {
     let input = tmp.path().join("in.jsonl");
     std::fs::write(&input, GOOD_INPUT).unwrap();
     let out = Command::new(bartleby_bin())
-        .args(["summarize", "--model", "facebook/bart-large-cnn", "--input", input.to_str().unwrap()])
+        .args([
+            "summarize",
+            "--model",
+            "facebook/bart-large-cnn",
+            "--input",
+            input.to_str().unwrap(),
+        ])
         .env("HF_HOME", tmp.path().join("hf"))
         .env("HF_HUB_OFFLINE", "1")
         .output()
@@ -207,5 +298,8 @@ fn hub_offline_without_cache() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("facebook/bart-large-cnn") && stderr.contains("HF_HUB_OFFLINE"), "{stderr}");
+    assert!(
+        stderr.contains("facebook/bart-large-cnn") && stderr.contains("HF_HUB_OFFLINE"),
+        "{stderr}"
+    );
 }

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn fixtures() -> PathBuf {
@@ -13,7 +16,12 @@ pub fn fixtures() -> PathBuf {
 }
 
 /// The fixture models that `tools/reference/make_fixtures.py` produced.
-pub const MODELS: [&str; 4] = ["tiny-gelu", "tiny-relu-scaled", "tiny-gelunew-sharded", "tiny-silu"];
+pub const MODELS: [&str; 4] = [
+    "tiny-gelu",
+    "tiny-relu-scaled",
+    "tiny-gelunew-sharded",
+    "tiny-silu",
+];
 
 pub fn model_dir(name: &str) -> PathBuf {
     fixtures().join("models").join(name)
@@ -38,7 +46,13 @@ pub fn u32_rows(v: &Value) -> Vec<Vec<u32>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
         .collect()
 }
 
@@ -53,7 +67,12 @@ pub fn f32_flat(v: &Value, out: &mut Vec<f32>) {
 pub fn bartleby_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> → target/<profile>/bartleby
-    let bin = exe.parent().unwrap().parent().unwrap().join(format!("bartleby{}", std::env::consts::EXE_SUFFIX));
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(format!("bartleby{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
         "{} not found: build it first with `cargo build --release --bins` (tests/run.sh does)",

@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
-FEATURES="--features bartleby-tests/wgpu"
-cargo build --release --bins $FEATURES
+FEATURES="--features bartleby/wgpu"
+cargo build --release -p bartleby --bins $FEATURES
 cargo test --release --workspace $FEATURES
 cargo build --release -p bartleby-core --target wasm32-unknown-unknown
 echo "all tests passed"

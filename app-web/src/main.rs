@@ -3,5 +3,8 @@
 
 fn main() {
     let config = bartleby_core::GenerationConfig::default();
-    println!("bartleby-web placeholder; default num_beams = {}", config.num_beams);
+    println!(
+        "bartleby-web placeholder; default num_beams = {}",
+        config.num_beams
+    );
 }

@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "bartleby", version, about = "Fine-tune, evaluate and run BART summarizers")]
+#[command(
+    name = "bartleby",
+    version,
+    about = "Fine-tune, evaluate and run BART summarizers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

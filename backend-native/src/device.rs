@@ -13,6 +13,9 @@ pub enum DeviceArg {
     Cuda,
 }
 
+/// Whether this build includes the wgpu backend.
+pub const WGPU_BUILT: bool = cfg!(feature = "wgpu");
+
 pub fn init(arg: DeviceArg) -> Result<Device> {
     match arg {
         DeviceArg::Cpu => Ok(Device::flex()),

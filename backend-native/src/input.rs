@@ -27,21 +27,32 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
     let name = path.display().to_string();
     let bytes = if path.as_os_str() == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).context("stdin: read failed")?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("stdin: read failed")?;
         buf
     } else {
         std::fs::read(path).with_context(|| format!("{name}: cannot read input"))?
     };
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     let format = match ext.as_deref() {
         Some("jsonl") | Some("json") | Some("ndjson") => Format::Jsonl,
         Some("csv") => Format::Csv,
-        _ if path.as_os_str() == "-" && bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => {
+        _ if path.as_os_str() == "-"
+            && bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') =>
+        {
             Format::Jsonl
         }
         _ => Format::Text,
     };
-    let name = if path.as_os_str() == "-" { "stdin".to_string() } else { name };
+    let name = if path.as_os_str() == "-" {
+        "stdin".to_string()
+    } else {
+        name
+    };
     let docs = match format {
         Format::Jsonl => parse_jsonl(&bytes, &name)?,
         Format::Csv => parse_csv(&bytes, &name)?,
@@ -52,7 +63,10 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
             if text.trim().is_empty() {
                 bail!("{name}: input is empty");
             }
-            vec![Document { id: Value::from(0), text: text.to_string() }]
+            vec![Document {
+                id: Value::from(0),
+                text: text.to_string(),
+            }]
         }
     };
     if docs.is_empty() {
@@ -65,8 +79,12 @@ fn parse_jsonl(bytes: &[u8], name: &str) -> Result<Vec<Document>> {
     let mut docs = Vec::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let n = i + 1;
-        let line = std::str::from_utf8(line)
-            .map_err(|e| anyhow::anyhow!("{name} line {n}: not valid UTF-8 (byte {})", e.valid_up_to()))?;
+        let line = std::str::from_utf8(line).map_err(|e| {
+            anyhow::anyhow!(
+                "{name} line {n}: not valid UTF-8 (byte {})",
+                e.valid_up_to()
+            )
+        })?;
         if line.trim().is_empty() {
             continue;
         }
@@ -80,11 +98,22 @@ fn parse_jsonl(bytes: &[u8], name: &str) -> Result<Vec<Document>> {
             (None, Some(t)) => ("text", t),
             (None, None) => bail!("{name} line {n}: missing field \"dialogue\" (or \"text\")"),
         };
-        let text = text
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("{name} line {n}: field \"{field}\" must be a string"))?;
-        let id = obj.get("id").cloned().unwrap_or_else(|| Value::from(docs.len()));
-        docs.push(checked(Document { id, text: text.to_string() }, name, n, field)?);
+        let text = text.as_str().ok_or_else(|| {
+            anyhow::anyhow!("{name} line {n}: field \"{field}\" must be a string")
+        })?;
+        let id = obj
+            .get("id")
+            .cloned()
+            .unwrap_or_else(|| Value::from(docs.len()));
+        docs.push(checked(
+            Document {
+                id,
+                text: text.to_string(),
+            },
+            name,
+            n,
+            field,
+        )?);
     }
     Ok(docs)
 }
@@ -129,25 +158,58 @@ mod tests {
 
     #[test]
     fn jsonl_accepts_dialogue_or_text_and_defaults_ids() {
-        let docs = parse_jsonl(b"{\"id\":\"a\",\"dialogue\":\"x\"}\n\n{\"text\":\"y\"}\n", "f").unwrap();
-        assert_eq!(docs[0], Document { id: Value::from("a"), text: "x".into() });
-        assert_eq!(docs[1], Document { id: Value::from(1), text: "y".into() });
+        let docs = parse_jsonl(
+            b"{\"id\":\"a\",\"dialogue\":\"x\"}\n\n{\"text\":\"y\"}\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(
+            docs[0],
+            Document {
+                id: Value::from("a"),
+                text: "x".into()
+            }
+        );
+        assert_eq!(
+            docs[1],
+            Document {
+                id: Value::from(1),
+                text: "y".into()
+            }
+        );
     }
 
     #[test]
     fn jsonl_errors_name_the_line() {
-        let err = parse_jsonl(b"{\"dialogue\":\"x\"}\n{\"summary\":\"y\"}\n", "in.jsonl").unwrap_err();
-        assert_eq!(err.to_string(), "in.jsonl line 2: missing field \"dialogue\" (or \"text\")");
+        let err =
+            parse_jsonl(b"{\"dialogue\":\"x\"}\n{\"summary\":\"y\"}\n", "in.jsonl").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "in.jsonl line 2: missing field \"dialogue\" (or \"text\")"
+        );
         let err = parse_jsonl(b"{\"dialogue\":\"\xff\"}\n", "in.jsonl").unwrap_err();
-        assert!(err.to_string().starts_with("in.jsonl line 1: not valid UTF-8"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("in.jsonl line 1: not valid UTF-8"),
+            "{err}"
+        );
         let err = parse_jsonl(b"{\"dialogue\":\"  \"}\n", "in.jsonl").unwrap_err();
-        assert_eq!(err.to_string(), "in.jsonl line 1: field \"dialogue\" is empty");
+        assert_eq!(
+            err.to_string(),
+            "in.jsonl line 1: field \"dialogue\" is empty"
+        );
     }
 
     #[test]
     fn csv_reads_columns() {
         let docs = parse_csv(b"id,dialogue,summary\n7,\"A: hi\nB: yo\",s\n", "f.csv").unwrap();
-        assert_eq!(docs, vec![Document { id: Value::from("7"), text: "A: hi\nB: yo".into() }]);
+        assert_eq!(
+            docs,
+            vec![Document {
+                id: Value::from("7"),
+                text: "A: hi\nB: yo".into()
+            }]
+        );
         assert!(parse_csv(b"id,summary\n1,x\n", "f.csv").is_err());
     }
 }

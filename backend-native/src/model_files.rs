@@ -72,7 +72,8 @@ fn looks_like_hub_id(s: &str) -> bool {
         && !s.starts_with('/')
         && s.matches('/').count() <= 1
         && !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
 /// Resolves `--model`: an existing directory, else a hub id.
@@ -87,7 +88,10 @@ pub fn resolve(model: &str) -> Result<ModelFiles> {
     if !looks_like_hub_id(model) {
         bail!("{model}: no such model directory");
     }
-    let offline = matches!(std::env::var("HF_HUB_OFFLINE").as_deref(), Ok("1") | Ok("true") | Ok("ON") | Ok("on"));
+    let offline = matches!(
+        std::env::var("HF_HUB_OFFLINE").as_deref(),
+        Ok("1") | Ok("true") | Ok("ON") | Ok("on")
+    );
     let cache = hf_hub::Cache::from_env();
     let cache_repo = cache.model(model.to_string());
     let api = if offline {
@@ -101,7 +105,12 @@ pub fn resolve(model: &str) -> Result<ModelFiles> {
             .context("cannot set up the Hugging Face hub client")?;
         Some(api.model(model.to_string()))
     };
-    let hub = Hub { id: model.to_string(), offline, api, cache: cache_repo };
+    let hub = Hub {
+        id: model.to_string(),
+        offline,
+        api,
+        cache: cache_repo,
+    };
     collect(model, &hub).map_err(|e| {
         if hub.offline {
             e.context("HF_HUB_OFFLINE is set and the model is not fully in the local cache")
@@ -112,11 +121,14 @@ pub fn resolve(model: &str) -> Result<ModelFiles> {
 }
 
 fn collect(source: &str, f: &dyn Fetch) -> Result<ModelFiles> {
-    let config = f.fetch("config.json")?.ok_or_else(|| anyhow::anyhow!("{source}: no config.json"))?;
+    let config = f
+        .fetch("config.json")?
+        .ok_or_else(|| anyhow::anyhow!("{source}: no config.json"))?;
     let weights = if let Some(single) = f.fetch("model.safetensors")? {
         vec![single]
     } else if let Some(index) = f.fetch("model.safetensors.index.json")? {
-        let text = std::fs::read(&index).with_context(|| format!("{}: cannot read", index.display()))?;
+        let text =
+            std::fs::read(&index).with_context(|| format!("{}: cannot read", index.display()))?;
         let v: serde_json::Value = serde_json::from_slice(&text)
             .with_context(|| format!("{}: invalid JSON", index.display()))?;
         let map = v
@@ -129,7 +141,9 @@ fn collect(source: &str, f: &dyn Fetch) -> Result<ModelFiles> {
         files
             .into_iter()
             .map(|name| {
-                f.fetch(name)?.ok_or_else(|| anyhow::anyhow!("{source}: shard {name} listed in the index is missing"))
+                f.fetch(name)?.ok_or_else(|| {
+                    anyhow::anyhow!("{source}: shard {name} listed in the index is missing")
+                })
             })
             .collect::<Result<Vec<_>>>()?
     } else if f.fetch("pytorch_model.bin")?.is_some() {
@@ -173,17 +187,23 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
         tracing::warn!("{w}");
     }
     let config_json: serde_json::Value = serde_json::from_slice(&config_bytes)?;
-    let gen_json = files.generation_config.as_deref().map(read_json).transpose()?;
-    let generation = GenerationConfig::from_hf_json(gen_json.as_ref(), &config_json)
+    let gen_json = files
+        .generation_config
+        .as_deref()
+        .map(read_json)
+        .transpose()?;
+    let generation = GenerationConfig::from_transformers_json(gen_json.as_ref(), &config_json)
         .with_context(|| format!("{}: generation settings", files.source))?;
 
     let maps = files
         .weights
         .iter()
         .map(|p| {
-            let file = std::fs::File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;
+            let file =
+                std::fs::File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;
             // SAFETY: the file is opened read-only and only read while the map lives.
-            let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{}: cannot map", p.display()))?;
+            let map = unsafe { memmap2::Mmap::map(&file) }
+                .with_context(|| format!("{}: cannot map", p.display()))?;
             Ok((p.display().to_string(), map))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -191,7 +211,12 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
     let checkpoint = Checkpoint::from_shards(&shards)?;
     let (model, report) = load_bart(&config, &checkpoint, device)?;
     if !report.unused.is_empty() {
-        tracing::warn!("{}: {} unused tensors, e.g. {}", files.source, report.unused.len(), report.unused[0]);
+        tracing::warn!(
+            "{}: {} unused tensors, e.g. {}",
+            files.source,
+            report.unused.len(),
+            report.unused[0]
+        );
     }
     drop(maps);
 
@@ -199,9 +224,16 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
     let tokenizer = match (&files.tokenizer_json, &files.vocab_merges) {
         (Some(t), _) => BartTokenizer::from_tokenizer_json(&read(t)?, tok_config.as_deref())
             .with_context(|| t.display().to_string())?,
-        (None, Some((v, m))) => BartTokenizer::from_vocab_merges(&read(v)?, &read(m)?, tok_config.as_deref())
-            .with_context(|| format!("{}", v.display()))?,
+        (None, Some((v, m))) => {
+            BartTokenizer::from_vocab_merges(&read(v)?, &read(m)?, tok_config.as_deref())
+                .with_context(|| format!("{}", v.display()))?
+        }
         (None, None) => bail!("{}: no tokenizer files", files.source),
     };
-    Ok(Summarizer { model, tokenizer, config, generation })
+    Ok(Summarizer {
+        model,
+        tokenizer,
+        config,
+        generation,
+    })
 }

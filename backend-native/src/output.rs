@@ -8,14 +8,19 @@ use std::path::Path;
 /// Where results go: a file (atomic) or stdout.
 pub enum Sink {
     Stdout(std::io::BufWriter<std::io::Stdout>),
-    File { tmp: tempfile::NamedTempFile, path: std::path::PathBuf },
+    File {
+        tmp: tempfile::NamedTempFile,
+        path: std::path::PathBuf,
+    },
 }
 
 impl Sink {
     pub fn open(path: Option<&Path>) -> Result<Self> {
         match path {
             None => Ok(Self::Stdout(std::io::BufWriter::new(std::io::stdout()))),
-            Some(p) if p.as_os_str() == "-" => Ok(Self::Stdout(std::io::BufWriter::new(std::io::stdout()))),
+            Some(p) if p.as_os_str() == "-" => {
+                Ok(Self::Stdout(std::io::BufWriter::new(std::io::stdout())))
+            }
             Some(p) => {
                 let dir = match p.parent() {
                     Some(d) if !d.as_os_str().is_empty() => d,
@@ -25,7 +30,10 @@ impl Sink {
                     .prefix(".bartleby-")
                     .tempfile_in(dir)
                     .with_context(|| format!("{}: cannot create output file", p.display()))?;
-                Ok(Self::File { tmp, path: p.to_path_buf() })
+                Ok(Self::File {
+                    tmp,
+                    path: p.to_path_buf(),
+                })
             }
         }
     }
@@ -50,9 +58,14 @@ impl Sink {
         match self {
             Self::Stdout(mut w) => w.flush().context("stdout: write failed"),
             Self::File { mut tmp, path } => {
-                tmp.flush().with_context(|| format!("{}: write failed", path.display()))?;
-                tmp.as_file().sync_all().with_context(|| format!("{}: write failed", path.display()))?;
-                tmp.persist(&path).with_context(|| format!("{}: cannot move output into place", path.display()))?;
+                tmp.flush()
+                    .with_context(|| format!("{}: write failed", path.display()))?;
+                tmp.as_file()
+                    .sync_all()
+                    .with_context(|| format!("{}: write failed", path.display()))?;
+                tmp.persist(&path).with_context(|| {
+                    format!("{}: cannot move output into place", path.display())
+                })?;
                 Ok(())
             }
         }

@@ -46,7 +46,7 @@ pub struct GenerationArgs {
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
     #[arg(long, allow_hyphen_values = true)]
-    pub length_penalty: Option<f32>,
+    pub length_penalty: Option<f64>,
     #[arg(long)]
     pub no_repeat_ngram_size: Option<usize>,
     /// true, false or never.
@@ -64,37 +64,52 @@ fn parse_early_stopping(s: &str) -> Result<EarlyStopping, String> {
 }
 
 impl GenerationArgs {
-    pub fn apply(&self, mut g: GenerationConfig) -> Result<GenerationConfig> {
-        if let Some(n) = self.num_beams {
-            if n == 0 {
-                bail!("--num-beams must be at least 1");
+    /// The flags as `generate(**kwargs)` keyword arguments (generation_config.json names).
+    pub fn kwargs(&self) -> serde_json::Value {
+        let mut kw = serde_json::Map::new();
+        let mut set = |k: &str, v: Option<serde_json::Value>| {
+            if let Some(v) = v {
+                kw.insert(k.to_string(), v);
             }
-            g.num_beams = n;
-            g.num_return_sequences = g.num_return_sequences.min(n);
+        };
+        set("num_beams", self.num_beams.map(Into::into));
+        set("max_length", self.max_length.map(Into::into));
+        set("min_length", self.min_length.map(Into::into));
+        set("max_new_tokens", self.max_new_tokens.map(Into::into));
+        set(
+            "length_penalty",
+            self.length_penalty.map(|p| serde_json::json!(p)),
+        );
+        set(
+            "no_repeat_ngram_size",
+            self.no_repeat_ngram_size.map(Into::into),
+        );
+        set(
+            "early_stopping",
+            self.early_stopping
+                .map(|e| serde_json::to_value(e).expect("serializable")),
+        );
+        serde_json::Value::Object(kw)
+    }
+
+    /// Overrides `base` with the flags that were given, exactly as `generate(**kwargs)` would.
+    pub fn apply(&self, base: &GenerationConfig) -> Result<GenerationConfig> {
+        if self.num_beams == Some(0) {
+            bail!("--num-beams must be at least 1");
         }
-        if let Some(n) = self.max_length {
-            g.max_length = n;
-            g.max_new_tokens = None;
+        if self.length_penalty.is_some_and(|p| !p.is_finite()) {
+            bail!("--length-penalty must be a finite number");
         }
-        if let Some(n) = self.min_length {
-            g.min_length = n;
+        let mut base = base.clone();
+        if self.max_length.is_some() && self.max_new_tokens.is_none() {
+            // --max-length replaces a max_new_tokens that came from the model's config.
+            base.max_new_tokens = None;
         }
-        if let Some(n) = self.max_new_tokens {
-            g.max_new_tokens = Some(n);
+        let mut gen = base.with_overrides(&self.kwargs())?;
+        if gen.num_return_sequences > gen.num_beams {
+            gen.num_return_sequences = gen.num_beams;
         }
-        if let Some(p) = self.length_penalty {
-            if !p.is_finite() {
-                bail!("--length-penalty must be a finite number");
-            }
-            g.length_penalty = p;
-        }
-        if let Some(n) = self.no_repeat_ngram_size {
-            g.no_repeat_ngram_size = n;
-        }
-        if let Some(e) = self.early_stopping {
-            g.early_stopping = e;
-        }
-        Ok(g)
+        Ok(gen)
     }
 }
 
@@ -103,14 +118,22 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     let device = device::init(args.device)?;
     let started = Instant::now();
     let files = model_files::resolve(&args.model)?;
-    let summarizer = model_files::load(&files, &device).with_context(|| format!("loading {}", args.model))?;
-    tracing::info!("loaded {} in {:.1}s", args.model, started.elapsed().as_secs_f64());
-    let gen = args.generation.apply(summarizer.generation.clone())?;
-    let max_input = args.max_input_tokens.unwrap_or_else(|| summarizer.max_input_tokens());
+    let summarizer =
+        model_files::load(&files, &device).with_context(|| format!("loading {}", args.model))?;
+    tracing::info!(
+        "loaded {} in {:.3}s",
+        args.model,
+        started.elapsed().as_secs_f64()
+    );
+    let gen = args.generation.apply(&summarizer.pipeline_generation()?)?;
+    let max_input = args
+        .max_input_tokens
+        .unwrap_or_else(|| summarizer.max_input_tokens());
     summarizer.validate(&gen, max_input)?;
 
     let mut sink = Sink::open(args.output.as_deref())?;
     let bar = progress_bar(docs.len());
+    let gen_started = Instant::now();
     for chunk in docs.chunks(args.batch_size as usize) {
         let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
         let results = summarizer.summarize(&texts, &gen, max_input, &mut |_| {})?;
@@ -130,7 +153,12 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     sink.finish()?;
-    tracing::info!("summarized {} documents in {:.1}s", docs.len(), started.elapsed().as_secs_f64());
+    tracing::info!(
+        "generated {} summaries in {:.3}s ({:.3}s in all)",
+        docs.len(),
+        gen_started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -65,10 +65,15 @@ pub const POSITION_OFFSET: usize = 2;
 impl BartConfig {
     /// Parses `config.json`. `file` names the source in error messages.
     pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
-        let err = |message: String| Error::Config { file: file.to_string(), message };
+        let err = |message: String| Error::Config {
+            file: file.to_string(),
+            message,
+        };
         let raw: Value =
             serde_json::from_slice(bytes).map_err(|e| err(format!("not valid JSON: {e}")))?;
-        let obj = raw.as_object().ok_or_else(|| err("expected a JSON object".into()))?;
+        let obj = raw
+            .as_object()
+            .ok_or_else(|| err("expected a JSON object".into()))?;
         match obj.get("model_type").and_then(Value::as_str) {
             Some("bart") => {}
             Some(other) => {
@@ -80,9 +85,11 @@ impl BartConfig {
         }
         let usize_key = |k: &str| -> Result<usize> {
             match obj.get(k) {
-                Some(v) => v.as_u64().filter(|&n| n > 0).map(|n| n as usize).ok_or_else(|| {
-                    err(format!("key {k:?} must be a positive integer, found {v}"))
-                }),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|&n| n > 0)
+                    .map(|n| n as usize)
+                    .ok_or_else(|| err(format!("key {k:?} must be a positive integer, found {v}"))),
                 None => Err(err(format!("missing required key {k:?}"))),
             }
         };
@@ -102,7 +109,9 @@ impl BartConfig {
         let bool_key = |k: &str, default: bool| -> Result<bool> {
             match obj.get(k) {
                 None | Some(Value::Null) => Ok(default),
-                Some(v) => v.as_bool().ok_or_else(|| err(format!("key {k:?} must be a boolean"))),
+                Some(v) => v
+                    .as_bool()
+                    .ok_or_else(|| err(format!("key {k:?} must be a boolean"))),
             }
         };
         let activation_name = match obj.get("activation_function") {
@@ -190,7 +199,9 @@ impl BartConfig {
         let d = self.d_model;
         let attn = 4 * (d * d + d);
         let ln = 2 * d;
-        let enc_layer = attn + ln + (d * self.encoder_ffn_dim + self.encoder_ffn_dim)
+        let enc_layer = attn
+            + ln
+            + (d * self.encoder_ffn_dim + self.encoder_ffn_dim)
             + (self.encoder_ffn_dim * d + d)
             + ln;
         let dec_layer = 2 * (attn + ln)

@@ -22,7 +22,7 @@
 //! - `torch.topk` on CPU is `std::partial_sort` (when `k * 64 <= n`) or
 //!   `std::nth_element` + `std::sort` of the first `k - 1` elements (libstdc++), with
 //!   the comparator `x > y || (isnan(x) && !isnan(y))`. Its ordering of ties is an
-//!   artefact of those algorithms, so they are ported here verbatim (see [`topk`]).
+//!   artefact of those algorithms, so they are ported here verbatim (see `topk`).
 //! - Logits processors, in the order of `_get_logits_processor`:
 //!   `NoRepeatNGramLogitsProcessor`, `MinLengthLogitsProcessor`,
 //!   `MinNewTokensLengthLogitsProcessor`, `ForcedBOSTokenLogitsProcessor`,
@@ -289,7 +289,9 @@ fn as_usize(key: &str, v: &Value) -> Result<usize, Error> {
             return Ok(f as usize);
         }
     }
-    Err(gen_err(format!("`{key}` must be a non-negative integer, got {v}")))
+    Err(gen_err(format!(
+        "`{key}` must be a non-negative integer, got {v}"
+    )))
 }
 
 /// A token id: an integer, or a one-element list (transformers allows lists of eos ids).
@@ -395,7 +397,10 @@ fn bart_config_default(key: &str) -> Option<Value> {
 /// else the `BartConfig()` default), including BART's legacy
 /// `force_bos_token_to_be_generated` handling.
 fn bart_config_value(config: &Value, key: &str) -> Option<Value> {
-    let v = config.get(key).cloned().or_else(|| bart_config_default(key));
+    let v = config
+        .get(key)
+        .cloned()
+        .or_else(|| bart_config_default(key));
     if key == "forced_bos_token_id"
         && v.as_ref().is_none_or(Value::is_null)
         && config.get("force_bos_token_to_be_generated") == Some(&Value::Bool(true))
@@ -418,10 +423,19 @@ fn hf_from_model_config(config: &Value) -> RawConfig {
         if !known {
             continue;
         }
-        // `from_model_config` drops None values so that GenerationConfig defaults apply.
+        // `from_model_config` drops None values so that GenerationConfig defaults apply...
         if let Some(v) = bart_config_value(config, &key) {
             if !v.is_null() {
                 m.insert(key, v);
+            } else if config.get(&key).is_some()
+                && !key.starts_with("encoder")
+                && !key.starts_with("decoder")
+            {
+                // ...but then copies every attribute still at its GenerationConfig
+                // default from `config.get_text_config(decoder=True)` (for BART a
+                // flattened copy of the same config, encoder_*/decoder_* keys
+                // removed/renamed), so an explicit null in config.json ends up as None.
+                m.insert(key, Value::Null);
             }
         }
     }
@@ -537,9 +551,9 @@ impl GenerationConfig {
                 self.length_penalty = if v.is_null() {
                     1.0
                 } else {
-                    v.as_f64()
-                        .ok_or_else(|| gen_err(format!("`length_penalty` must be a number, got {v}")))?
-                        as f32
+                    v.as_f64().ok_or_else(|| {
+                        gen_err(format!("`length_penalty` must be a number, got {v}"))
+                    })? as f32
                 }
             }
             "early_stopping" => {
@@ -552,8 +566,7 @@ impl GenerationConfig {
             "no_repeat_ngram_size" => self.no_repeat_ngram_size = req(v, 0)?,
             "num_return_sequences" => self.num_return_sequences = req(v, 1)?,
             "decoder_start_token_id" => {
-                self.decoder_start_token_id =
-                    as_token(key, v)?.unwrap_or(d.decoder_start_token_id)
+                self.decoder_start_token_id = as_token(key, v)?.unwrap_or(d.decoder_start_token_id)
             }
             "bos_token_id" => self.bos_token_id = as_token(key, v)?,
             "eos_token_id" => self.eos_token_id = as_token(key, v)?,
@@ -571,7 +584,8 @@ impl GenerationConfig {
     fn from_raw(raw: &RawConfig) -> Result<GenerationConfig, Error> {
         for (k, v) in raw {
             if let Some(d) = unsupported_default(k) {
-                let inert = json_eq(v, &d)
+                let inert = v.is_null()
+                    || json_eq(v, &d)
                     || (k == "guidance_scale" && json_eq(v, &serde_json::json!(1.0)))
                     || (k == "low_memory" && v == &Value::Bool(false));
                 if !inert {
@@ -584,10 +598,28 @@ impl GenerationConfig {
         let get = |k: &str| raw.get(k).cloned().unwrap_or(Value::Null);
         let mut cfg = GenerationConfig::default();
         for key in FIELDS {
+            let v = get(key);
             match *key {
                 "decoder_start_token_id" | "pad_token_id" => {}
+                // None disables these processors, like 0
+                "min_length" | "no_repeat_ngram_size" if v.is_null() => {
+                    cfg.set_json(key, &serde_json::json!(0))?;
+                }
+                "max_length"
+                | "min_length"
+                | "num_beams"
+                | "length_penalty"
+                | "early_stopping"
+                | "no_repeat_ngram_size"
+                | "num_return_sequences"
+                    if v.is_null() =>
+                {
+                    return Err(gen_err(format!(
+                        "generation config has `{key}` = None, which transformers cannot generate with"
+                    )));
+                }
                 _ => {
-                    cfg.set_json(key, &get(key))?;
+                    cfg.set_json(key, &v)?;
                 }
             }
         }
@@ -620,8 +652,10 @@ impl GenerationConfig {
     ///   defaults, the whole config is rebuilt from config.json as below.
     /// - without it: `GenerationConfig.from_model_config(config)`: config.json's
     ///   top-level generation keys, `BartConfig()` defaults for keys config.json lacks
-    ///   (bos 0, pad 1, eos 2, decoder start 2, forced eos 2), `GenerationConfig()`
-    ///   defaults for keys that are `null`; BART's legacy
+    ///   (bos 0, pad 1, eos 2, decoder start 2, forced eos 2); an explicit `null` ends
+    ///   up as None (copied back from `get_text_config(decoder=True)`), which is an
+    ///   error for `max_length`/`num_beams`/`length_penalty`/`early_stopping`/
+    ///   `num_return_sequences` and means 0 for `min_length`/`no_repeat_ngram_size`; BART's legacy
     ///   `force_bos_token_to_be_generated: true` sets `forced_bos_token_id = bos`.
     /// - `task_specific_params` is never used by `generate()` (only the
     ///   `summarization` pipeline applies it, as overrides).
@@ -733,9 +767,22 @@ impl GenerationConfig {
     /// as `max_new_tokens = Some(19)` unless `max_new_tokens` is set (which wins).
     /// Unknown keys and unsupported features are refused.
     pub fn apply_kwargs(&mut self, kwargs: &Value) -> Result<(), Error> {
-        let obj = kwargs
+        self.update(kwargs)?;
+        if let Some(v) = kwargs.get("max_length") {
+            if !v.is_null() && self.max_length == 20 && self.max_new_tokens.is_none() {
+                self.max_new_tokens = Some(19);
+            }
+        }
+        Ok(())
+    }
+
+    /// `GenerationConfig.update(**params)`: sets the given keys (generation_config.json
+    /// names) without the explicit-`max_length` rule of [`apply_kwargs`](Self::apply_kwargs).
+    /// Unknown keys and unsupported features are refused.
+    pub fn update(&mut self, params: &Value) -> Result<(), Error> {
+        let obj = params
             .as_object()
-            .ok_or_else(|| gen_err("generate kwargs must be a JSON object"))?;
+            .ok_or_else(|| gen_err("generation options must be a JSON object"))?;
         for (k, v) in obj {
             if self.set_json(k, v)? {
                 continue;
@@ -744,19 +791,26 @@ impl GenerationConfig {
                 if json_eq(v, &d) {
                     continue;
                 }
-                return Err(gen_err(format!("generation option `{k}` = {v} is not supported")));
+                return Err(gen_err(format!(
+                    "generation option `{k}` = {v} is not supported"
+                )));
             }
             if INERT_KEYS.contains(&k.as_str()) {
                 continue;
             }
             return Err(gen_err(format!("unknown generation option `{k}`")));
         }
-        if let Some(v) = obj.get("max_length") {
-            if !v.is_null() && self.max_length == 20 && self.max_new_tokens.is_none() {
-                self.max_new_tokens = Some(19);
-            }
-        }
         Ok(())
+    }
+}
+
+impl GenerationConfig {
+    /// A copy with `generate(**kwargs)` applied; see
+    /// [`apply_kwargs`](GenerationConfig::apply_kwargs).
+    pub fn with_overrides(&self, kwargs: &Value) -> Result<GenerationConfig, Error> {
+        let mut c = self.clone();
+        c.apply_kwargs(kwargs)?;
+        Ok(c)
     }
 }
 
@@ -805,12 +859,16 @@ fn pow2i(q: i32) -> f32 {
 /// SLEEF `xexpf` (the 1.0-ULP single-precision exp torch's CPU `Vectorized<float>::exp`
 /// uses), scalar port.
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // SLEEF's constants, verbatim
 fn sleef_expf_u10(d: f32) -> f32 {
-    const R_LN2F: f32 = 1.442_695_040_888_963_4;
+    const R_LN2F: f32 = std::f32::consts::LOG2_E;
     const L2UF: f32 = 0.693_145_751_953_125;
     const L2LF: f32 = 1.428_606_765_330_187e-6;
-    let q = (d * R_LN2F).round_ties_even() as i32;
-    let qf = q as f32;
+    // round-half-even of d * log2(e) (exact for |x| < 2^22; larger |d| is masked below)
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    let t = d * R_LN2F + MAGIC;
+    let qf = t - MAGIC;
+    let q = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let mut s = fma32(qf, -L2UF, d);
     s = fma32(qf, -L2LF, s);
     let mut u = 0.000_198_527_617_612_853_646_278_381_f32;
@@ -822,9 +880,8 @@ fn sleef_expf_u10(d: f32) -> f32 {
     u = 1.0 + fma32(s * s, u, s);
     let h = q >> 1;
     u = u * pow2i(h) * pow2i(q.wrapping_sub(h));
-    if d < -104.0 {
-        0.0
-    } else if d > 104.0 {
+    let u = if d < -104.0 { 0.0 } else { u };
+    if d > 104.0 {
         f32::INFINITY
     } else {
         u
@@ -862,12 +919,14 @@ pub(crate) fn log_softmax_in_place(row: &mut [f32]) {
             *a = sleef_expf_u10(x - max);
         }
         let full = n - n % LANES;
-        let mut d = LANES;
-        while d < full {
-            for (a, &x) in acc.iter_mut().zip(&row[d..d + LANES]) {
-                *a += sleef_expf_u10(x - max);
+        for chunk in row[LANES..full].chunks_exact(LANES) {
+            let mut e = [0f32; LANES];
+            for (e, &x) in e.iter_mut().zip(chunk) {
+                *e = sleef_expf_u10(x - max);
             }
-            d += LANES;
+            for (a, e) in acc.iter_mut().zip(e) {
+                *a += e;
+            }
         }
         for (a, &x) in acc.iter_mut().zip(&row[full..]) {
             *a += sleef_expf_u10(x - max);
@@ -1386,6 +1445,7 @@ fn greedy(
 }
 
 /// `GenerationMixin._beam_search` with `do_sample=False`.
+#[allow(clippy::needless_range_loop)] // index arithmetic mirrors the [batch, beam] tensors
 fn beam_search(
     model: &mut impl StepModel,
     batch: usize,
@@ -1507,7 +1567,8 @@ fn beam_search(
                 src[r] = b * nb + cand_src[ci];
             }
             // f. update finished hypotheses
-            let full = early == EarlyStopping::True && fin_flag[b * nb..(b + 1) * nb].iter().all(|&f| f);
+            let full =
+                early == EarlyStopping::True && fin_flag[b * nb..(b + 1) * nb].iter().all(|&f| f);
             small.clear();
             for j in 0..nb {
                 small.push(Elem {
@@ -1620,4 +1681,389 @@ pub fn pad_like_hf(seqs: &[Vec<u32>], pad: u32) -> Vec<Vec<u32>> {
             p
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Expected values come from tests/fixtures/generate/fake_model.json, written by
+    //! tools/reference/gen_fake_model_fixture.py with torch 2.15.0 / transformers 4.57.6.
+    use super::*;
+    use std::sync::OnceLock;
+
+    fn fixture() -> &'static Value {
+        static F: OnceLock<Value> = OnceLock::new();
+        F.get_or_init(|| {
+            serde_json::from_str(include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/fixtures/generate/fake_model.json"
+            )))
+            .expect("fixture json")
+        })
+    }
+
+    /// Mirror of `fake_logits` in tools/reference/gen_fake_model_fixture.py.
+    fn fake_logits(seed: u32, seq: &[u32], bias_token: usize, bias: f32, out: &mut [f32]) {
+        let n = seq.len();
+        let last = seq[n - 1];
+        let prev = if n >= 2 { seq[n - 2] } else { 65535 };
+        for (v, o) in out.iter_mut().enumerate() {
+            let mut h: u32 = 2166136261;
+            for w in [seed, prev, last, v as u32] {
+                h ^= w;
+                h = h.wrapping_mul(16777619);
+            }
+            h ^= h >> 15;
+            h = h.wrapping_mul(0x2C1B3C6D);
+            h ^= h >> 12;
+            *o = (h % 1024) as f32 / 64.0;
+        }
+        if bias_token < out.len() {
+            out[bias_token] += bias * n.min(24) as f32;
+        }
+    }
+
+    struct FakeModel {
+        seeds: Vec<u32>,
+        seqs: Vec<Vec<u32>>,
+        vocab: usize,
+        bias_token: usize,
+        bias: f32,
+        reorders: usize,
+    }
+
+    impl FakeModel {
+        fn new(seeds: &[u32], expand: usize, vocab: usize, bias_token: usize, bias: f32) -> Self {
+            let seeds: Vec<u32> = seeds
+                .iter()
+                .flat_map(|&s| std::iter::repeat_n(s, expand))
+                .collect();
+            FakeModel {
+                seqs: vec![Vec::new(); seeds.len()],
+                seeds,
+                vocab,
+                bias_token,
+                bias,
+                reorders: 0,
+            }
+        }
+    }
+
+    impl StepModel for FakeModel {
+        fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>, Error> {
+            assert_eq!(tokens.len(), self.seqs.len());
+            let mut out = vec![0f32; tokens.len() * self.vocab];
+            for (r, &t) in tokens.iter().enumerate() {
+                self.seqs[r].push(t);
+                fake_logits(
+                    self.seeds[r],
+                    &self.seqs[r],
+                    self.bias_token,
+                    self.bias,
+                    &mut out[r * self.vocab..(r + 1) * self.vocab],
+                );
+            }
+            Ok(out)
+        }
+        fn reorder(&mut self, src: &[usize]) -> Result<(), Error> {
+            assert_eq!(src.len(), self.seqs.len());
+            assert!(
+                src.iter().enumerate().any(|(i, &s)| i != s),
+                "identity reorder"
+            );
+            let old = self.seqs.clone();
+            for (i, &s) in src.iter().enumerate() {
+                assert_eq!(self.seeds[i], self.seeds[s], "reorder across batch items");
+                self.seqs[i] = old[s].clone();
+            }
+            self.reorders += 1;
+            Ok(())
+        }
+        fn vocab_size(&self) -> usize {
+            self.vocab
+        }
+    }
+
+    fn u32s(v: &Value) -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    }
+
+    #[test]
+    fn generate_matches_transformers_on_fake_model() {
+        let f = fixture();
+        let bias_token = f["bias_token"].as_u64().unwrap() as usize;
+        let cases = f["generate"].as_array().unwrap();
+        assert!(cases.len() >= 15);
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let vocab = case["vocab"].as_u64().unwrap() as usize;
+            let seeds = u32s(&case["seeds"]);
+            let cfg = GenerationConfig::from_transformers_json(None, &case["config"])
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let cfg = cfg
+                .with_overrides(&case["kwargs"])
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let bias = case["bias"].as_f64().unwrap() as f32;
+            let mut model = FakeModel::new(&seeds, cfg.num_beams, vocab, bias_token, bias);
+            let mut steps = Vec::new();
+            let out = generate(&mut model, seeds.len(), &cfg, &mut |l| steps.push(l))
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let expected: Vec<Vec<u32>> = case["sequences"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(u32s)
+                .collect();
+            assert_eq!(out.len(), seeds.len() * cfg.num_return_sequences, "{name}");
+            for s in &out {
+                assert_eq!(s[0], cfg.decoder_start_token_id, "{name}");
+                assert!(s.len() <= cfg.effective_max_length(), "{name}");
+            }
+            let padded = pad_like_hf(&out, cfg.hf_output_pad_token_id());
+            assert_eq!(padded, expected, "{name}: cfg {cfg:?}");
+            assert_eq!(steps.first(), Some(&2), "{name}");
+            assert!(steps.windows(2).all(|w| w[1] == w[0] + 1), "{name}");
+            if cfg.num_beams > 1 && steps.len() > 2 {
+                assert!(model.reorders > 0, "{name}");
+            }
+        }
+    }
+
+    fn decode_code(c: i64) -> f32 {
+        match c {
+            1000 => f32::NEG_INFINITY,
+            1001 => f32::NAN,
+            1002 => -1e9,
+            c => c as f32 * 0.5,
+        }
+    }
+
+    #[test]
+    fn topk_matches_torch_tie_order() {
+        let cases = fixture()["topk"].as_array().unwrap();
+        for (n_case, case) in cases.iter().enumerate() {
+            let vals: Vec<f32> = case["codes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| decode_code(c.as_i64().unwrap()))
+                .collect();
+            let k = case["k"].as_u64().unwrap() as usize;
+            let expected: Vec<usize> = case["indices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect();
+            let mut q: Vec<Elem> = vals
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| Elem { v, i })
+                .collect();
+            topk(&mut q, k);
+            let got: Vec<usize> = q[..k].iter().map(|e| e.i).collect();
+            assert_eq!(got, expected, "case {n_case} n={} k={k}", vals.len());
+            // the streaming variant used by beam search, split into rows
+            for width in [vals.len(), 1] {
+                if !vals.len().is_multiple_of(width) {
+                    continue;
+                }
+                let offsets = vec![0f32; vals.len() / width];
+                let (mut out, mut scratch) = (Vec::new(), Vec::new());
+                topk_offset_rows(&vals, &offsets, width, k, &mut out, &mut scratch);
+                let got: Vec<usize> = out.iter().map(|e| e.i).collect();
+                assert_eq!(got, expected, "streamed case {n_case} width {width}");
+            }
+        }
+    }
+
+    #[test]
+    fn log_softmax_close_to_torch() {
+        let cases = fixture()["log_softmax"].as_array().unwrap();
+        let (mut exact_rows, mut max_ulps) = (0usize, 0u32);
+        for case in cases {
+            let mut row: Vec<f32> = u32s(&case["input_bits"])
+                .into_iter()
+                .map(f32::from_bits)
+                .collect();
+            let expected: Vec<f32> = u32s(&case["output_bits"])
+                .into_iter()
+                .map(f32::from_bits)
+                .collect();
+            log_softmax_in_place(&mut row);
+            if row == expected {
+                exact_rows += 1;
+            }
+            for (a, b) in row.iter().zip(&expected) {
+                let d = (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32;
+                max_ulps = max_ulps.max(d);
+            }
+        }
+        eprintln!(
+            "log_softmax: {exact_rows}/{} rows bit-identical, max {max_ulps} ulp",
+            cases.len()
+        );
+        assert!(
+            exact_rows * 100 >= cases.len() * 90,
+            "{exact_rows}/{}",
+            cases.len()
+        );
+        assert!(max_ulps <= 4, "max ulp difference {max_ulps}");
+    }
+
+    #[test]
+    fn config_resolution_matches_transformers() {
+        let cases = fixture()["config_resolution"].as_array().unwrap();
+        for case in cases {
+            let name = case["name"].as_str().unwrap();
+            let gen = case.get("generation_config").filter(|g| !g.is_null());
+            let got = GenerationConfig::from_transformers_json(gen, &case["config"]);
+            let r = &case["resolved"];
+            let cannot_generate = r.get("error").is_some()
+                || [
+                    "max_length",
+                    "num_beams",
+                    "length_penalty",
+                    "early_stopping",
+                    "num_return_sequences",
+                ]
+                .iter()
+                .any(|k| r[*k].is_null());
+            if cannot_generate {
+                assert!(got.is_err(), "{name}: expected an error, got {got:?}");
+                continue;
+            }
+            let cfg = got.unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let opt = |k: &str| -> Option<u32> {
+                match &r[k] {
+                    Value::Null => None,
+                    Value::Array(a) => Some(a[0].as_u64().unwrap() as u32),
+                    v => Some(v.as_u64().unwrap() as u32),
+                }
+            };
+            let num = |k: &str| r[k].as_u64().map(|x| x as usize);
+            assert_eq!(Some(cfg.max_length), num("max_length"), "{name}");
+            assert_eq!(cfg.max_new_tokens, num("max_new_tokens"), "{name}");
+            assert_eq!(cfg.min_length, num("min_length").unwrap_or(0), "{name}");
+            assert_eq!(cfg.min_new_tokens, num("min_new_tokens"), "{name}");
+            assert_eq!(Some(cfg.num_beams), num("num_beams"), "{name}");
+            assert_eq!(
+                cfg.length_penalty,
+                r["length_penalty"].as_f64().unwrap() as f32,
+                "{name}"
+            );
+            assert_eq!(
+                cfg.early_stopping,
+                EarlyStopping::from_json(&r["early_stopping"]).unwrap(),
+                "{name}"
+            );
+            assert_eq!(
+                cfg.no_repeat_ngram_size,
+                num("no_repeat_ngram_size").unwrap_or(0),
+                "{name}"
+            );
+            assert_eq!(
+                Some(cfg.num_return_sequences),
+                num("num_return_sequences"),
+                "{name}"
+            );
+            assert_eq!(
+                Some(cfg.decoder_start_token_id),
+                opt("decoder_start_token_id"),
+                "{name}"
+            );
+            assert_eq!(cfg.bos_token_id, opt("bos_token_id"), "{name}");
+            assert_eq!(cfg.eos_token_id, opt("eos_token_id"), "{name}");
+            assert_eq!(Some(cfg.pad_token_id), opt("pad_token_id"), "{name}");
+            assert_eq!(
+                cfg.forced_bos_token_id,
+                opt("forced_bos_token_id"),
+                "{name}"
+            );
+            assert_eq!(
+                cfg.forced_eos_token_id,
+                opt("forced_eos_token_id"),
+                "{name}"
+            );
+        }
+    }
+
+    /// The project's own resolution rule (no transformers counterpart): per key,
+    /// generation_config.json > config.json > task_specific_params.summarization > default.
+    #[test]
+    fn from_hf_json_cascade() {
+        let config = serde_json::json!({
+            "num_beams": 4, "max_length": 142, "forced_bos_token_id": 0,
+            "task_specific_params": {"summarization": {
+                "num_beams": 6, "min_length": 56, "no_repeat_ngram_size": 3,
+                "early_stopping": true, "prefix": " "}}
+        });
+        let gen =
+            serde_json::json!({"num_beams": 2, "length_penalty": 2.0, "forced_bos_token_id": null});
+        let c = from_hf_json(Some(&gen), &config).unwrap();
+        assert_eq!(c.num_beams, 2);
+        assert_eq!(c.length_penalty, 2.0);
+        assert_eq!(c.forced_bos_token_id, None);
+        assert_eq!(c.max_length, 142);
+        assert_eq!(c.min_length, 56);
+        assert_eq!(c.no_repeat_ngram_size, 3);
+        assert_eq!(c.early_stopping, EarlyStopping::True);
+        assert_eq!(c.forced_eos_token_id, Some(2));
+        assert_eq!((c.decoder_start_token_id, c.pad_token_id), (2, 1));
+        let c = from_hf_json(None, &config).unwrap();
+        assert_eq!((c.num_beams, c.forced_bos_token_id), (4, Some(0)));
+        let bad = serde_json::json!({"do_sample": true});
+        assert!(from_hf_json(None, &bad).is_err());
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        for (es, js) in [
+            (EarlyStopping::True, "true"),
+            (EarlyStopping::False, "false"),
+            (EarlyStopping::Never, "\"never\""),
+        ] {
+            assert_eq!(serde_json::to_string(&es).unwrap(), js);
+            assert_eq!(serde_json::from_str::<EarlyStopping>(js).unwrap(), es);
+        }
+        assert!(serde_json::from_str::<EarlyStopping>("\"always\"").is_err());
+        let c = GenerationConfig {
+            num_beams: 4,
+            early_stopping: EarlyStopping::Never,
+            max_new_tokens: Some(60),
+            ..Default::default()
+        };
+        let s = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<GenerationConfig>(&s).unwrap(), c);
+        let partial: GenerationConfig = serde_json::from_str(r#"{"num_beams": 3}"#).unwrap();
+        assert_eq!(partial.num_beams, 3);
+        assert_eq!(partial.max_length, 20);
+    }
+
+    #[test]
+    fn length_rules() {
+        let mut c = GenerationConfig::default();
+        assert_eq!(c.effective_max_length(), 21);
+        c.apply_kwargs(&serde_json::json!({"max_length": 20}))
+            .unwrap();
+        assert_eq!(c.effective_max_length(), 20);
+        c.apply_kwargs(&serde_json::json!({"max_new_tokens": 5, "max_length": 99}))
+            .unwrap();
+        assert_eq!(c.effective_max_length(), 6);
+        c.apply_kwargs(&serde_json::json!({"min_new_tokens": 3, "min_length": 9}))
+            .unwrap();
+        assert_eq!(c.effective_min_length(), 4);
+        assert!(c.apply_kwargs(&serde_json::json!({"top_kk": 3})).is_err());
+        assert!(c
+            .apply_kwargs(&serde_json::json!({"repetition_penalty": 1.2}))
+            .is_err());
+        let g = GenerationConfig {
+            num_return_sequences: 2,
+            ..Default::default()
+        };
+        assert!(g.validate().is_err());
+    }
 }

@@ -6,16 +6,16 @@
 //! and for `wasm32-unknown-unknown`.
 
 pub mod config;
-//pub mod generate;
+pub mod generate;
 pub mod model;
-//pub mod summarize;
+pub mod summarize;
 pub mod tokenizer;
 pub mod weights;
 
 pub use config::BartConfig;
-//pub use generate::{EarlyStopping, GenerationConfig};
+pub use generate::{EarlyStopping, GenerationConfig};
 pub use model::Bart;
-//pub use summarize::{Summarizer, Summary};
+pub use summarize::{Summarizer, Summary};
 pub use tokenizer::BartTokenizer;
 
 /// Everything that can go wrong in the core. Messages are one line and name the file/field.

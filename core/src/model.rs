@@ -108,8 +108,13 @@ impl Encoded {
             return self.clone();
         }
         let [batch, _, _] = self.hidden.dims();
-        let index: Vec<i64> = (0..batch as i64).flat_map(|b| std::iter::repeat_n(b, times)).collect();
-        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [batch * times]), &self.hidden.device());
+        let index: Vec<i64> = (0..batch as i64)
+            .flat_map(|b| std::iter::repeat_n(b, times))
+            .collect();
+        let index = Tensor::<1, Int>::from_data(
+            TensorData::new(index, [batch * times]),
+            &self.hidden.device(),
+        );
         Self {
             hidden: self.hidden.clone().select(0, index.clone()),
             key_mask: self.key_mask.clone().select(0, index),
@@ -203,7 +208,9 @@ impl Bart {
         let [batch, len] = ids.dims();
         let table = self.shared.val();
         let [_, d_model] = table.dims();
-        let x = table.select(0, ids.reshape([batch * len])).reshape([batch, len, d_model]);
+        let x = table
+            .select(0, ids.reshape([batch * len]))
+            .reshape([batch, len, d_model]);
         if self.embed_scale != 1.0 {
             x.mul_scalar(self.embed_scale)
         } else {
@@ -216,7 +223,9 @@ impl Bart {
         let [rows, len, d_model] = hidden.dims();
         let table = self.shared.val();
         let [vocab, _] = table.dims();
-        let logits = hidden.reshape([rows * len, d_model]).matmul(table.transpose());
+        let logits = hidden
+            .reshape([rows * len, d_model])
+            .matmul(table.transpose());
         (logits + self.final_logits_bias.val().unsqueeze::<2>()).reshape([rows, len, vocab])
     }
 }
@@ -230,7 +239,9 @@ fn positions(table: &Param<Tensor<2>>, past_len: usize, len: usize) -> Tensor<3>
 impl Encoder {
     fn forward(&self, embedded: Tensor<3>, key_mask: &Tensor<4>) -> Tensor<3> {
         let [_, len, _] = embedded.dims();
-        let mut x = self.layernorm_embedding.forward(embedded + positions(&self.embed_positions, 0, len));
+        let mut x = self
+            .layernorm_embedding
+            .forward(embedded + positions(&self.embed_positions, 0, len));
         for layer in &self.layers {
             x = layer.forward(x, key_mask);
         }
@@ -243,7 +254,9 @@ impl EncoderLayer {
         let (k, v) = self.self_attn.keys_values(x.clone());
         let attended = self.self_attn.attend(x.clone(), &k, &v, Some(key_mask));
         let x = self.self_attn_layer_norm.forward(x + attended);
-        let ffn = self.fc2.forward(self.activation.apply(self.fc1.forward(x.clone())));
+        let ffn = self
+            .fc2
+            .forward(self.activation.apply(self.fc1.forward(x.clone())));
         self.final_layer_norm.forward(x + ffn)
     }
 }
@@ -258,7 +271,11 @@ impl Decoder {
                 cross_kv: layer.encoder_attn.keys_values(encoded.hidden.clone()),
             })
             .collect();
-        DecoderCache { layers, key_mask: encoded.key_mask.clone(), past_len: 0 }
+        DecoderCache {
+            layers,
+            key_mask: encoded.key_mask.clone(),
+            past_len: 0,
+        }
     }
 
     fn forward(&self, embedded: Tensor<3>, cache: &mut DecoderCache) -> Tensor<3> {
@@ -270,7 +287,9 @@ impl Decoder {
         // Causal mask over [past + new] keys, needed only when several tokens come at once.
         let causal = (len > 1).then(|| {
             let device = x.device();
-            let future: Tensor<2, Bool> = Tensor::triu_mask([len, past_len + len], 1 + past_len as i64, &device);
+            // burn's tril_mask is true OUTSIDE the lower triangle: exactly the future keys.
+            let future: Tensor<2, Bool> =
+                Tensor::tril_mask([len, past_len + len], past_len as i64, &device);
             Tensor::<2>::zeros([len, past_len + len], &device)
                 .mask_fill(future, MASKED)
                 .reshape([1, 1, len, past_len + len])
@@ -306,7 +325,9 @@ impl DecoderLayer {
         let attended = self.encoder_attn.attend(x.clone(), ck, cv, Some(key_mask));
         let x = self.encoder_attn_layer_norm.forward(x + attended);
 
-        let ffn = self.fc2.forward(self.activation.apply(self.fc1.forward(x.clone())));
+        let ffn = self
+            .fc2
+            .forward(self.activation.apply(self.fc1.forward(x.clone())));
         self.final_layer_norm.forward(x + ffn)
     }
 }
@@ -314,26 +335,41 @@ impl DecoderLayer {
 impl Attention {
     /// Projects `x` `[b, len, d]` to keys and values `[b, heads, len, head_dim]`.
     fn keys_values(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
-        (self.split_heads(self.k_proj.forward(x.clone())), self.split_heads(self.v_proj.forward(x)))
+        (
+            self.split_heads(self.k_proj.forward(x.clone())),
+            self.split_heads(self.v_proj.forward(x)),
+        )
     }
 
     /// `softmax(q kᵀ / sqrt(head_dim) + mask) v`, heads merged and projected.
-    fn attend(&self, x: Tensor<3>, k: &Tensor<4>, v: &Tensor<4>, mask: Option<&Tensor<4>>) -> Tensor<3> {
+    fn attend(
+        &self,
+        x: Tensor<3>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        mask: Option<&Tensor<4>>,
+    ) -> Tensor<3> {
         let [batch, len, d_model] = x.dims();
         let head_dim = d_model / self.num_heads;
-        let q = self.split_heads(self.q_proj.forward(x)).mul_scalar((head_dim as f64).powf(-0.5));
+        let q = self
+            .split_heads(self.q_proj.forward(x))
+            .mul_scalar((head_dim as f64).powf(-0.5));
         let mut scores = q.matmul(k.clone().swap_dims(2, 3));
         if let Some(mask) = mask {
             scores = scores + mask.clone();
         }
         let weights = softmax(scores, 3);
-        let out = weights.matmul(v.clone()).swap_dims(1, 2).reshape([batch, len, d_model]);
+        let out = weights
+            .matmul(v.clone())
+            .swap_dims(1, 2)
+            .reshape([batch, len, d_model]);
         self.out_proj.forward(out)
     }
 
     fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
         let [batch, len, d_model] = x.dims();
-        x.reshape([batch, len, self.num_heads, d_model / self.num_heads]).swap_dims(1, 2)
+        x.reshape([batch, len, self.num_heads, d_model / self.num_heads])
+            .swap_dims(1, 2)
     }
 }
 
@@ -344,10 +380,14 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
     let d = config.d_model;
     let empty2 = |shape: [usize; 2]| Param::from_tensor(Tensor::<2>::empty(shape, device));
     let linear = |i: usize, o: usize| Linear {
-            weight: Param::from_tensor(Tensor::empty([i, o], device)),
-            bias: Some(Param::from_tensor(Tensor::empty([o], device))),
+        weight: Param::from_tensor(Tensor::empty([i, o], device)),
+        bias: Some(Param::from_tensor(Tensor::empty([o], device))),
     };
-    let layer_norm = || LayerNormConfig::new(d).with_epsilon(config.layer_norm_eps).init(device);
+    let layer_norm = || {
+        LayerNormConfig::new(d)
+            .with_epsilon(config.layer_norm_eps)
+            .init(device)
+    };
     let attention = |heads: usize| Attention {
         q_proj: linear(d, d),
         k_proj: linear(d, d),
@@ -390,6 +430,10 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
                 .collect(),
         },
         final_logits_bias: Param::from_tensor(Tensor::zeros([config.vocab_size], device)),
-        embed_scale: if config.scale_embedding { (d as f64).sqrt() } else { 1.0 },
+        embed_scale: if config.scale_embedding {
+            (d as f64).sqrt()
+        } else {
+            1.0
+        },
     }
 }

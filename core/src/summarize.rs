@@ -34,7 +34,11 @@ pub struct BartStep<'m> {
 
 impl<'m> BartStep<'m> {
     pub fn new(model: &'m Bart, cache: DecoderCache, vocab_size: usize) -> Self {
-        Self { model, cache, vocab_size }
+        Self {
+            model,
+            cache,
+            vocab_size,
+        }
     }
 }
 
@@ -42,7 +46,8 @@ impl StepModel for BartStep<'_> {
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let rows = tokens.len();
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, 1]), &self.model.device());
+        let ids =
+            Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, 1]), &self.model.device());
         let logits = self.model.decode(ids, &mut self.cache);
         logits
             .into_data()
@@ -84,24 +89,39 @@ impl Summarizer {
             )));
         }
         if max_input_tokens < 2 {
-            return Err(Error::Input(format!("max input tokens must be at least 2, got {max_input_tokens}")));
+            return Err(Error::Input(format!(
+                "max input tokens must be at least 2, got {max_input_tokens}"
+            )));
         }
-        let max_len = gen.max_new_tokens.map_or(gen.max_length, |n| n + 1);
+        gen.validate()?;
+        let max_len = gen.effective_max_length();
         if max_len > max_pos + 1 {
             return Err(Error::Generation(format!(
                 "max length {max_len} would feed the decoder more positions than max_position_embeddings {max_pos}"
             )));
         }
-        if gen.num_beams == 0 {
-            return Err(Error::Generation("num_beams must be at least 1".into()));
-        }
-        if gen.num_return_sequences == 0 || gen.num_return_sequences > gen.num_beams {
-            return Err(Error::Generation(format!(
-                "num_return_sequences {} must be between 1 and num_beams {}",
-                gen.num_return_sequences, gen.num_beams
-            )));
-        }
         Ok(())
+    }
+
+    /// The settings for summarization: the model's generation config with `config.json`'s
+    /// `task_specific_params.summarization` (minus its `prefix`) applied on top, as if passed
+    /// to `generate(**params)` — what transformers' summarization pipeline intends (the pipeline
+    /// itself also adds its own `max_new_tokens=256`, which we do not).
+    pub fn pipeline_generation(&self) -> Result<GenerationConfig> {
+        let mut gen = self.generation.clone();
+        if let Some(params) = self
+            .config
+            .raw
+            .get("task_specific_params")
+            .and_then(|t| t.get("summarization"))
+        {
+            let mut params = params.clone();
+            if let Some(obj) = params.as_object_mut() {
+                obj.remove("prefix");
+            }
+            gen.apply_kwargs(&params)?;
+        }
+        Ok(gen)
     }
 
     /// Summarizes a batch of texts; returns `num_return_sequences` summaries per text, best first.
@@ -116,16 +136,21 @@ impl Summarizer {
             return Ok(Vec::new());
         }
         self.validate(gen, max_input_tokens)?;
-        let batch = self
-            .tokenizer
-            .encode_batch(texts, Some(max_input_tokens), self.config.pad_token_id)?;
+        let batch =
+            self.tokenizer
+                .encode_batch(texts, Some(max_input_tokens), self.config.pad_token_id)?;
         let sequences = self.generate_ids(&batch.input_ids, &batch.attention_mask, gen, on_step)?;
         let per_input = gen.num_return_sequences;
         let mut out = Vec::with_capacity(texts.len());
         for chunk in sequences.chunks(per_input) {
             let summaries = chunk
                 .iter()
-                .map(|ids| Ok(Summary { summary: self.tokenizer.decode(ids, true)?, token_ids: ids.clone() }))
+                .map(|ids| {
+                    Ok(Summary {
+                        summary: self.tokenizer.decode(ids, true)?,
+                        token_ids: ids.clone(),
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?;
             out.push(summaries);
         }
@@ -141,9 +166,10 @@ impl Summarizer {
         on_step: &mut dyn FnMut(usize),
     ) -> Result<Vec<Vec<u32>>> {
         let device = self.model.device();
-        let encoded = self
-            .model
-            .encode(ids_tensor(input_ids, &device), ids_tensor(attention_mask, &device));
+        let encoded = self.model.encode(
+            ids_tensor(input_ids, &device),
+            ids_tensor(attention_mask, &device),
+        );
         let expanded = encoded.expand(gen.num_beams);
         let cache = self.model.start_decoding(&expanded);
         let mut step = BartStep::new(&self.model, cache, self.config.vocab_size);

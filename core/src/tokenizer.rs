@@ -33,12 +33,19 @@ impl BartTokenizer {
     pub fn from_tokenizer_json(bytes: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Self> {
         let inner = Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
-        Ok(Self { inner, clean_up_spaces: clean_up_flag(tokenizer_config)? })
+        Ok(Self {
+            inner,
+            clean_up_spaces: clean_up_flag(tokenizer_config)?,
+        })
     }
 
     /// From `vocab.json` + `merges.txt` (what `BartTokenizer`, the slow one, reads), built the way
     /// transformers converts it to a fast tokenizer.
-    pub fn from_vocab_merges(vocab: &[u8], merges: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Self> {
+    pub fn from_vocab_merges(
+        vocab: &[u8],
+        merges: &[u8],
+        tokenizer_config: Option<&[u8]>,
+    ) -> Result<Self> {
         let vocab: HashMap<String, u32> = serde_json::from_slice(vocab)
             .map_err(|e| Error::Tokenizer(format!("vocab.json: {e}")))?;
         let merges_text = std::str::from_utf8(merges)
@@ -48,13 +55,16 @@ impl BartTokenizer {
             if (n == 0 && line.starts_with("#version")) || line.trim().is_empty() {
                 continue;
             }
-            let (a, b) = line
-                .split_once(' ')
-                .ok_or_else(|| Error::Tokenizer(format!("merges.txt line {}: expected two tokens", n + 1)))?;
+            let (a, b) = line.split_once(' ').ok_or_else(|| {
+                Error::Tokenizer(format!("merges.txt line {}: expected two tokens", n + 1))
+            })?;
             merge_list.push((a.to_string(), b.to_string()));
         }
         let id = |t: &str| {
-            vocab.get(t).copied().ok_or_else(|| Error::Tokenizer(format!("vocab.json has no {t}")))
+            vocab
+                .get(t)
+                .copied()
+                .ok_or_else(|| Error::Tokenizer(format!("vocab.json has no {t}")))
         };
         let (bos, eos) = (id("<s>")?, id("</s>")?);
         let mut specials = vec!["<s>", "<pad>", "</s>", "<unk>"];
@@ -63,12 +73,20 @@ impl BartTokenizer {
             specials.push("<mask>");
         }
         let bpe = BPE::builder()
-            .vocab_and_merges(vocab.iter().map(|(k, v)| (k.clone(), *v)).collect::<tokenizers::models::bpe::Vocab>(), merge_list)
+            .vocab_and_merges(
+                vocab
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect::<tokenizers::models::bpe::Vocab>(),
+                merge_list,
+            )
             .unk_token("<unk>".into())
             .build()
             .map_err(tok_err)?;
         let mut inner = Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, true)));
+        inner.with_pre_tokenizer(Some(
+            tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, true),
+        ));
         inner.with_decoder(Some(ByteLevel::default()));
         inner.with_post_processor(Some(
             RobertaProcessing::new(("</s>".into(), eos), ("<s>".into(), bos))
@@ -77,10 +95,17 @@ impl BartTokenizer {
         ));
         let added: Vec<AddedToken> = specials
             .iter()
-            .map(|t| AddedToken::from(t.to_string(), true).lstrip(*t == "<mask>").normalized(false))
+            .map(|t| {
+                AddedToken::from(t.to_string(), true)
+                    .lstrip(*t == "<mask>")
+                    .normalized(false)
+            })
             .collect();
         inner.add_special_tokens(&added);
-        Ok(Self { inner, clean_up_spaces: clean_up_flag(tokenizer_config)? })
+        Ok(Self {
+            inner,
+            clean_up_spaces: clean_up_flag(tokenizer_config)?,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -93,7 +118,11 @@ impl BartTokenizer {
     pub fn encode(&self, text: &str, max_len: Option<usize>) -> Result<Vec<u32>> {
         let mut enc = self.inner.encode(text, false).map_err(tok_err)?;
         if let Some(max) = max_len {
-            let added = self.inner.get_post_processor().map(|p| p.added_tokens(false)).unwrap_or(0);
+            let added = self
+                .inner
+                .get_post_processor()
+                .map(|p| p.added_tokens(false))
+                .unwrap_or(0);
             if max < added {
                 return Err(Error::Input(format!(
                     "max input tokens {max} is smaller than the {added} special tokens"
@@ -106,15 +135,30 @@ impl BartTokenizer {
     }
 
     /// Encodes several texts and right-pads them with `pad_id`.
-    pub fn encode_batch(&self, texts: &[&str], max_len: Option<usize>, pad_id: u32) -> Result<Batch> {
-        let input_ids = texts.iter().map(|t| self.encode(t, max_len)).collect::<Result<Vec<_>>>()?;
+    pub fn encode_batch(
+        &self,
+        texts: &[&str],
+        max_len: Option<usize>,
+        pad_id: u32,
+    ) -> Result<Batch> {
+        let input_ids = texts
+            .iter()
+            .map(|t| self.encode(t, max_len))
+            .collect::<Result<Vec<_>>>()?;
         Ok(pad_batch(input_ids, pad_id))
     }
 
     /// `tokenizer.decode(ids, skip_special_tokens=...)`.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        let text = self.inner.decode(ids, skip_special_tokens).map_err(tok_err)?;
-        Ok(if self.clean_up_spaces { clean_up_tokenization(&text) } else { text })
+        let text = self
+            .inner
+            .decode(ids, skip_special_tokens)
+            .map_err(tok_err)?;
+        Ok(if self.clean_up_spaces {
+            clean_up_tokenization(&text)
+        } else {
+            text
+        })
     }
 }
 
@@ -132,7 +176,11 @@ pub fn pad_batch(input_ids: Vec<Vec<u32>>, pad_id: u32) -> Batch {
             ids
         })
         .collect();
-    Batch { input_ids, attention_mask, width }
+    Batch {
+        input_ids,
+        attention_mask,
+        width,
+    }
 }
 
 /// transformers' `clean_up_tokenization`.
@@ -150,8 +198,12 @@ pub fn clean_up_tokenization(text: &str) -> String {
 }
 
 fn clean_up_flag(tokenizer_config: Option<&[u8]>) -> Result<bool> {
-    let Some(bytes) = tokenizer_config else { return Ok(false) };
+    let Some(bytes) = tokenizer_config else {
+        return Ok(false);
+    };
     let v: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::Tokenizer(format!("tokenizer_config.json: {e}")))?;
-    Ok(v.get("clean_up_tokenization_spaces").and_then(|b| b.as_bool()).unwrap_or(false))
+    Ok(v.get("clean_up_tokenization_spaces")
+        .and_then(|b| b.as_bool())
+        .unwrap_or(false))
 }

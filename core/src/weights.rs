@@ -27,31 +27,71 @@ type Visitor<'f> = dyn FnMut(String, Slot<'_>) -> Result<()> + 'f;
 /// Calls `f` for every parameter with its canonical transformers name
 /// (`BartForConditionalGeneration`'s state dict, tied copies omitted).
 pub fn visit(model: &mut Bart, f: &mut Visitor<'_>) -> Result<()> {
-    f("model.shared.weight".into(), Slot::Matrix(&mut model.shared))?;
-    f("final_logits_bias".into(), Slot::Vector(&mut model.final_logits_bias))?;
+    f(
+        "model.shared.weight".into(),
+        Slot::Matrix(&mut model.shared),
+    )?;
+    f(
+        "final_logits_bias".into(),
+        Slot::Vector(&mut model.final_logits_bias),
+    )?;
     let enc = &mut model.encoder;
-    f("model.encoder.embed_positions.weight".into(), Slot::Matrix(&mut enc.embed_positions))?;
-    layer_norm("model.encoder.layernorm_embedding", &mut enc.layernorm_embedding, f)?;
+    f(
+        "model.encoder.embed_positions.weight".into(),
+        Slot::Matrix(&mut enc.embed_positions),
+    )?;
+    layer_norm(
+        "model.encoder.layernorm_embedding",
+        &mut enc.layernorm_embedding,
+        f,
+    )?;
     for (i, layer) in enc.layers.iter_mut().enumerate() {
         let p = format!("model.encoder.layers.{i}");
         attention(&format!("{p}.self_attn"), &mut layer.self_attn, f)?;
-        layer_norm(&format!("{p}.self_attn_layer_norm"), &mut layer.self_attn_layer_norm, f)?;
+        layer_norm(
+            &format!("{p}.self_attn_layer_norm"),
+            &mut layer.self_attn_layer_norm,
+            f,
+        )?;
         linear(&format!("{p}.fc1"), &mut layer.fc1, f)?;
         linear(&format!("{p}.fc2"), &mut layer.fc2, f)?;
-        layer_norm(&format!("{p}.final_layer_norm"), &mut layer.final_layer_norm, f)?;
+        layer_norm(
+            &format!("{p}.final_layer_norm"),
+            &mut layer.final_layer_norm,
+            f,
+        )?;
     }
     let dec = &mut model.decoder;
-    f("model.decoder.embed_positions.weight".into(), Slot::Matrix(&mut dec.embed_positions))?;
-    layer_norm("model.decoder.layernorm_embedding", &mut dec.layernorm_embedding, f)?;
+    f(
+        "model.decoder.embed_positions.weight".into(),
+        Slot::Matrix(&mut dec.embed_positions),
+    )?;
+    layer_norm(
+        "model.decoder.layernorm_embedding",
+        &mut dec.layernorm_embedding,
+        f,
+    )?;
     for (i, layer) in dec.layers.iter_mut().enumerate() {
         let p = format!("model.decoder.layers.{i}");
         attention(&format!("{p}.self_attn"), &mut layer.self_attn, f)?;
-        layer_norm(&format!("{p}.self_attn_layer_norm"), &mut layer.self_attn_layer_norm, f)?;
+        layer_norm(
+            &format!("{p}.self_attn_layer_norm"),
+            &mut layer.self_attn_layer_norm,
+            f,
+        )?;
         attention(&format!("{p}.encoder_attn"), &mut layer.encoder_attn, f)?;
-        layer_norm(&format!("{p}.encoder_attn_layer_norm"), &mut layer.encoder_attn_layer_norm, f)?;
+        layer_norm(
+            &format!("{p}.encoder_attn_layer_norm"),
+            &mut layer.encoder_attn_layer_norm,
+            f,
+        )?;
         linear(&format!("{p}.fc1"), &mut layer.fc1, f)?;
         linear(&format!("{p}.fc2"), &mut layer.fc2, f)?;
-        layer_norm(&format!("{p}.final_layer_norm"), &mut layer.final_layer_norm, f)?;
+        layer_norm(
+            &format!("{p}.final_layer_norm"),
+            &mut layer.final_layer_norm,
+            f,
+        )?;
     }
     Ok(())
 }
@@ -64,7 +104,10 @@ fn attention(prefix: &str, a: &mut Attention, f: &mut Visitor<'_>) -> Result<()>
 }
 
 fn linear(prefix: &str, l: &mut Linear, f: &mut Visitor<'_>) -> Result<()> {
-    f(format!("{prefix}.weight"), Slot::LinearWeight(&mut l.weight))?;
+    f(
+        format!("{prefix}.weight"),
+        Slot::LinearWeight(&mut l.weight),
+    )?;
     if let Some(bias) = l.bias.as_mut() {
         f(format!("{prefix}.bias"), Slot::Vector(bias))?;
     }
@@ -85,20 +128,29 @@ pub struct Checkpoint<'a> {
 }
 
 /// Other spellings transformers accepts for the tied shared embedding, in order of preference.
-const SHARED_ALIASES: [&str; 3] =
-    ["model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"];
+const SHARED_ALIASES: [&str; 3] = [
+    "model.encoder.embed_tokens.weight",
+    "model.decoder.embed_tokens.weight",
+    "lm_head.weight",
+];
 
 impl<'a> Checkpoint<'a> {
     /// Parses safetensors shards given as `(file name, bytes)`.
     pub fn from_shards(shards: &[(&str, &'a [u8])]) -> Result<Self> {
         let mut tensors = HashMap::new();
         for (file, bytes) in shards {
-            let st = SafeTensors::deserialize(bytes)
-                .map_err(|e| Error::Weights(format!("{file}: not a valid safetensors file: {e}")))?;
+            let st = SafeTensors::deserialize(bytes).map_err(|e| {
+                Error::Weights(format!("{file}: not a valid safetensors file: {e}"))
+            })?;
             for (name, view) in st.tensors() {
                 let canonical = canonical_name(&name);
-                if tensors.insert(canonical, (file.to_string(), view)).is_some() {
-                    return Err(Error::Weights(format!("{file}: tensor {name} appears twice")));
+                if tensors
+                    .insert(canonical, (file.to_string(), view))
+                    .is_some()
+                {
+                    return Err(Error::Weights(format!(
+                        "{file}: tensor {name} appears twice"
+                    )));
                 }
             }
         }
@@ -116,7 +168,11 @@ impl<'a> Checkpoint<'a> {
     fn get(&self, name: &str) -> Option<&(String, TensorView<'a>)> {
         self.tensors.get(name).or_else(|| {
             (name == "model.shared.weight")
-                .then(|| SHARED_ALIASES.iter().find_map(|alias| self.tensors.get(*alias)))
+                .then(|| {
+                    SHARED_ALIASES
+                        .iter()
+                        .find_map(|alias| self.tensors.get(*alias))
+                })
                 .flatten()
         })
     }
@@ -135,7 +191,10 @@ fn canonical_name(name: &str) -> String {
 fn to_f32(file: &str, name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
     let data = view.data();
     Ok(match view.dtype() {
-        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         Dtype::F16 => data
             .chunks_exact(2)
             .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
@@ -172,7 +231,11 @@ pub struct LoadReport {
 
 /// Builds a [`Bart`] on `device` from a checkpoint. Every tensor must be present with the shape
 /// the config implies (except `final_logits_bias`, zero when absent, as in transformers).
-pub fn load_bart(config: &BartConfig, checkpoint: &Checkpoint<'_>, device: &Device) -> Result<(Bart, LoadReport)> {
+pub fn load_bart(
+    config: &BartConfig,
+    checkpoint: &Checkpoint<'_>,
+    device: &Device,
+) -> Result<(Bart, LoadReport)> {
     let mut model = skeleton(config, device);
     let mut report = LoadReport::default();
     let mut used = std::collections::HashSet::new();
@@ -182,12 +245,17 @@ pub fn load_bart(config: &BartConfig, checkpoint: &Checkpoint<'_>, device: &Devi
                 report.defaulted.push(name);
                 return Ok(());
             }
-            return Err(Error::Weights(format!("missing tensor {name} (checkpoint has {} tensors)", checkpoint.len())));
+            return Err(Error::Weights(format!(
+                "missing tensor {name} (checkpoint has {} tensors)",
+                checkpoint.len()
+            )));
         };
         used.insert(name.clone());
         let found = view.shape().to_vec();
         let mismatch = |expected: &[usize]| {
-            Error::Weights(format!("{file}: tensor {name} has shape {found:?}, expected {expected:?}"))
+            Error::Weights(format!(
+                "{file}: tensor {name} has shape {found:?}, expected {expected:?}"
+            ))
         };
         match slot {
             Slot::Matrix(p) => {
@@ -204,7 +272,10 @@ pub fn load_bart(config: &BartConfig, checkpoint: &Checkpoint<'_>, device: &Devi
                     return Err(mismatch(&[d_out, d_in]));
                 }
                 let data = transpose(&to_f32(file, &name, view)?, d_out, d_in);
-                *p = Param::from_tensor(Tensor::from_data(TensorData::new(data, [d_in, d_out]), device));
+                *p = Param::from_tensor(Tensor::from_data(
+                    TensorData::new(data, [d_in, d_out]),
+                    device,
+                ));
             }
             Slot::Vector(p) => {
                 let [n] = p.val().dims();
@@ -243,7 +314,9 @@ pub fn save_safetensors(model: &Bart, dtype: SaveDtype) -> Result<Vec<u8>> {
     let mut model = model.clone();
     let mut tensors: BTreeMap<String, (Vec<u8>, Vec<usize>)> = BTreeMap::new();
     let read = |t: Tensor<2>| -> Result<Vec<f32>> {
-        t.into_data().try_to_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+        t.into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::Device(format!("{e:?}")))
     };
     visit(&mut model, &mut |name, slot| {
         let (data, shape) = match slot {
@@ -257,14 +330,24 @@ pub fn save_safetensors(model: &Bart, dtype: SaveDtype) -> Result<Vec<u8>> {
             }
             Slot::Vector(p) => {
                 let [n] = p.val().dims();
-                let shape = if name == "final_logits_bias" { vec![1, n] } else { vec![n] };
+                let shape = if name == "final_logits_bias" {
+                    vec![1, n]
+                } else {
+                    vec![n]
+                };
                 (read(p.val().unsqueeze::<2>())?, shape)
             }
         };
         let bytes = match dtype {
             SaveDtype::F32 => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            SaveDtype::F16 => data.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
-            SaveDtype::BF16 => data.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+            SaveDtype::F16 => data
+                .iter()
+                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                .collect(),
+            SaveDtype::BF16 => data
+                .iter()
+                .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                .collect(),
         };
         tensors.insert(name, (bytes, shape));
         Ok(())

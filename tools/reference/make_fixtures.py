@@ -64,7 +64,7 @@ PARITY_TEXTS = [
     ("samsum", "13817874"),  # very short
     ("samsum", "13682333"),  # short, contains U+2019 ’
     ("samsum", "13731412"),  # short, ends with an emoji 👍
-    ("samsum", "13829193"),  # short, emojis 😁 😀
+    ("samsum", "13681537"),  # very short, "<3" (single input shorter than every max_input_tokens)
     ("dialogsum", "dev_133"),  # longer than max_input_tokens
 ]
 
@@ -541,6 +541,27 @@ def eos_quality(results):
                        cases_with_both=sorted(cases_with_both))
 
 
+def pick_seed(spec, vocab_size, pin, n_candidates=6):
+    """Random BARTs with tied embeddings tend to repeat one token whatever the input. Among a few fixed seeds, keep
+    the one whose plain greedy continuations differ most across the batch (input dependence)."""
+    ids = torch.tensor(pin["batch_input_ids"])
+    mask = torch.tensor(pin["batch_attention_mask"])
+    best = None
+    for k in range(n_candidates):
+        seed = spec["seed"] + 100 * k
+        m = build_model(dict(spec, seed=seed), vocab_size)
+        with torch.no_grad():
+            out = m.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1, max_new_tokens=10,
+                             min_length=0, no_repeat_ngram_size=0, max_length=None)
+        rows = out.tolist()
+        score = 10 * len(set(map(tuple, rows))) + sum(len(set(r)) for r in rows)
+        if best is None or score > best[0]:
+            best = (score, seed, m)
+    print(f"[{spec['name']}] seed {best[1]} (diversity score {best[0]})")
+    spec["chosen_seed"] = best[1]
+    return best[2]
+
+
 def tune_eos_bias(model, spec, parity_in):
     base = model.final_logits_bias[0, EOS].item()
     dt = DTYPES[spec["dtype"]]
@@ -681,15 +702,16 @@ def make_model_fixtures(tok, tok_fast_dir, tok_slow_dir, fast, data):
     for spec in MODEL_SPECS:
         name = spec["name"]
         vocab_size = len(fast) if spec["vocab"] == "full" else len(fast) - 1
-        model = build_model(spec, vocab_size)
+        pin = parity_inputs(spec, fast, texts, summaries)
         gc = gen_config_for(spec)
+        model = pick_seed(spec, vocab_size, pin)
         if gc is not None:
             model.generation_config = gc
         else:
             model.generation_config = GenerationConfig.from_model_config(model.config)
-        pin = parity_inputs(spec, fast, texts, summaries)
         assert any(len(x) > pin["max_input_tokens"] - 1 for x in pin["input_ids"])
         assert any(len(x) < pin["max_input_tokens"] for x in pin["input_ids"][:4])
+        assert len(fast(texts[4])["input_ids"]) < pin["max_input_tokens"] < len(fast(texts[5])["input_ids"])
 
         tune_eos_bias(model, spec, pin)
 
@@ -724,6 +746,7 @@ def make_model_fixtures(tok, tok_fast_dir, tok_slow_dir, fast, data):
         fixture = {
             "model": name,
             "model_dir": f"tests/fixtures/models/{name}",
+            "seed": spec["chosen_seed"],
             "storage_dtype": spec["dtype"],
             "reference_dtype": "float32",
             "texts": texts,
