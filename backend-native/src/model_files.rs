@@ -2,7 +2,7 @@
 //! standard HF cache) and loading them into a [`Summarizer`].
 
 use anyhow::{bail, Context, Result};
-use bartleby_core::weights::{load_bart, Checkpoint};
+use bartleby_core::weights::{load_bart_with, Checkpoint};
 use bartleby_core::{BartConfig, BartTokenizer, GenerationConfig, Summarizer};
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
@@ -209,7 +209,11 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
         .collect::<Result<Vec<_>>>()?;
     let shards: Vec<(&str, &[u8])> = maps.iter().map(|(n, m)| (n.as_str(), &m[..])).collect();
     let checkpoint = Checkpoint::from_shards(&shards)?;
-    let (model, report) = load_bart(&config, &checkpoint, device)?;
+    // Release each tensor's mapped pages once it is converted: peak memory stays near the
+    // model's own size instead of model + file.
+    let (model, report) = load_bart_with(&config, &checkpoint, device, &mut |bytes| {
+        release_pages(&maps, bytes);
+    })?;
     if !report.unused.is_empty() {
         tracing::warn!(
             "{}: {} unused tensors, e.g. {}",
@@ -236,4 +240,27 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
         config,
         generation,
     })
+}
+
+/// Drops the pages of `bytes` (inside one of `maps`) from memory: a read-only file mapping's
+/// clean pages are simply re-read from the file if touched again.
+fn release_pages(maps: &[(String, memmap2::Mmap)], bytes: &[u8]) {
+    const PAGE: usize = 4096;
+    let Some((_, map)) = maps
+        .iter()
+        .find(|(_, m)| m.as_ptr_range().contains(&bytes.as_ptr()))
+    else {
+        return;
+    };
+    let offset = bytes.as_ptr() as usize - map.as_ptr() as usize;
+    let start = offset.div_ceil(PAGE) * PAGE;
+    let end = (offset + bytes.len()) / PAGE * PAGE;
+    if end > start {
+        // SAFETY: DontNeed on a private read-only file mapping cannot change what a later
+        // read sees (the pages are reloaded from the file); nothing else holds references
+        // into these pages past this point except `bytes`, which is not read again.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
+    }
 }

@@ -101,25 +101,12 @@ pub struct Encoded {
     pub key_mask: Tensor<4>,
 }
 
-impl Encoded {
-    /// Repeats each row `times` times, consecutively (`repeat_interleave`), as beam search needs.
-    pub fn expand(&self, times: usize) -> Self {
-        if times == 1 {
-            return self.clone();
-        }
-        let [batch, _, _] = self.hidden.dims();
-        let index: Vec<i64> = (0..batch as i64)
-            .flat_map(|b| std::iter::repeat_n(b, times))
-            .collect();
-        let index = Tensor::<1, Int>::from_data(
-            TensorData::new(index, [batch * times]),
-            &self.hidden.device(),
-        );
-        Self {
-            hidden: self.hidden.clone().select(0, index.clone()),
-            key_mask: self.key_mask.clone().select(0, index),
-        }
-    }
+/// `[0,0,…,1,1,…]`: each of `n` rows repeated `times` times (`repeat_interleave`).
+fn interleave_index(n: usize, times: usize, device: &Device) -> Tensor<1, Int> {
+    let index: Vec<i64> = (0..n as i64)
+        .flat_map(|b| std::iter::repeat_n(b, times))
+        .collect();
+    Tensor::from_data(TensorData::new(index, [n * times]), device)
 }
 
 /// Per-layer decoder state: self-attention keys/values so far, cross-attention keys/values of
@@ -135,24 +122,34 @@ pub struct LayerCache {
 pub struct DecoderCache {
     layers: Vec<LayerCache>,
     key_mask: Tensor<4>,
+    /// Consecutive rows that share one input (beams); their cross-attention state is equal.
+    rows_per_input: usize,
     /// Tokens already fed (the position of the next one).
     pub past_len: usize,
 }
 
 impl DecoderCache {
     /// Row `i` of the new cache continues row `src[i]` of the old one.
+    /// Beam search only moves rows among the beams of one input, whose cross-attention keys,
+    /// values and mask are identical: only the self-attention cache is then copied.
     pub fn reorder(&mut self, src: &[usize]) {
         let device = self.key_mask.device();
         let index: Vec<i64> = src.iter().map(|&i| i as i64).collect();
         let index = Tensor::<1, Int>::from_data(TensorData::new(index, [src.len()]), &device);
+        let g = self.rows_per_input;
+        let within_inputs = src.iter().enumerate().all(|(i, &s)| s / g == i / g);
         for layer in &mut self.layers {
             if let Some((k, v)) = layer.self_kv.take() {
                 layer.self_kv = Some((k.select(0, index.clone()), v.select(0, index.clone())));
             }
-            let (k, v) = layer.cross_kv.clone();
-            layer.cross_kv = (k.select(0, index.clone()), v.select(0, index.clone()));
+            if !within_inputs {
+                let (k, v) = layer.cross_kv.clone();
+                layer.cross_kv = (k.select(0, index.clone()), v.select(0, index.clone()));
+            }
         }
-        self.key_mask = self.key_mask.clone().select(0, index);
+        if !within_inputs {
+            self.key_mask = self.key_mask.clone().select(0, index);
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -177,9 +174,10 @@ impl Bart {
         Encoded { hidden, key_mask }
     }
 
-    /// Starts decoding for the rows of `encoded` (already expanded for beams).
-    pub fn start_decoding(&self, encoded: &Encoded) -> DecoderCache {
-        self.decoder.init_cache(encoded)
+    /// Starts decoding `rows_per_input` rows (beams) for each input of `encoded`; row
+    /// `b * rows_per_input + k` belongs to input `b`.
+    pub fn start_decoding(&self, encoded: &Encoded, rows_per_input: usize) -> DecoderCache {
+        self.decoder.init_cache(encoded, rows_per_input)
     }
 
     /// Feeds `tokens` `[rows, new_len]` to the decoder and returns the logits
@@ -198,7 +196,7 @@ impl Bart {
         decoder_input_ids: Tensor<2, Int>,
     ) -> (Encoded, Tensor<3>) {
         let encoded = self.encode(input_ids, attention_mask);
-        let mut cache = self.start_decoding(&encoded);
+        let mut cache = self.start_decoding(&encoded, 1);
         let logits = self.decode(decoder_input_ids, &mut cache);
         (encoded, logits)
     }
@@ -262,18 +260,34 @@ impl EncoderLayer {
 }
 
 impl Decoder {
-    fn init_cache(&self, encoded: &Encoded) -> DecoderCache {
+    /// Cross-attention keys/values are projected once per input, then repeated for its beams.
+    fn init_cache(&self, encoded: &Encoded, rows_per_input: usize) -> DecoderCache {
+        let [batch, _, _] = encoded.hidden.dims();
+        let expand = |t: Tensor<4>| -> Tensor<4> {
+            if rows_per_input == 1 {
+                t
+            } else {
+                t.select(
+                    0,
+                    interleave_index(batch, rows_per_input, &encoded.hidden.device()),
+                )
+            }
+        };
         let layers = self
             .layers
             .iter()
-            .map(|layer| LayerCache {
-                self_kv: None,
-                cross_kv: layer.encoder_attn.keys_values(encoded.hidden.clone()),
+            .map(|layer| {
+                let (k, v) = layer.encoder_attn.keys_values(encoded.hidden.clone());
+                LayerCache {
+                    self_kv: None,
+                    cross_kv: (expand(k), expand(v)),
+                }
             })
             .collect();
         DecoderCache {
             layers,
-            key_mask: encoded.key_mask.clone(),
+            key_mask: expand(encoded.key_mask.clone()),
+            rows_per_input,
             past_len: 0,
         }
     }
@@ -378,10 +392,13 @@ impl Attention {
 pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
     use burn::nn::LayerNormConfig;
     let d = config.d_model;
-    let empty2 = |shape: [usize; 2]| Param::from_tensor(Tensor::<2>::empty(shape, device));
+    // Broadcast views of a single zero: the right shapes, no memory.
+    let empty2 =
+        |shape: [usize; 2]| Param::from_tensor(Tensor::<2>::zeros([1, 1], device).expand(shape));
+    let empty1 = |n: usize| Param::from_tensor(Tensor::<1>::zeros([1], device).expand([n]));
     let linear = |i: usize, o: usize| Linear {
-        weight: Param::from_tensor(Tensor::empty([i, o], device)),
-        bias: Some(Param::from_tensor(Tensor::empty([o], device))),
+        weight: empty2([i, o]),
+        bias: Some(empty1(o)),
     };
     let layer_norm = || {
         LayerNormConfig::new(d)

@@ -170,8 +170,7 @@ impl Summarizer {
             ids_tensor(input_ids, &device),
             ids_tensor(attention_mask, &device),
         );
-        let expanded = encoded.expand(gen.num_beams);
-        let cache = self.model.start_decoding(&expanded);
+        let cache = self.model.start_decoding(&encoded, gen.num_beams);
         let mut step = BartStep::new(&self.model, cache, self.config.vocab_size);
         generate(&mut step, input_ids.len(), gen, on_step)
     }

@@ -211,17 +211,6 @@ fn to_f32(file: &str, name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
     })
 }
 
-/// `[rows, cols]` row-major → `[cols, rows]` row-major.
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
-}
-
 /// What loading found besides the model: tensors it did not use, defaults it filled in.
 #[derive(Debug, Default)]
 pub struct LoadReport {
@@ -235,6 +224,18 @@ pub fn load_bart(
     config: &BartConfig,
     checkpoint: &Checkpoint<'_>,
     device: &Device,
+) -> Result<(Bart, LoadReport)> {
+    load_bart_with(config, checkpoint, device, &mut |_| {})
+}
+
+/// [`load_bart`], calling `converted(bytes)` with each tensor's stored bytes once they have
+/// been copied into the model (a memory-mapped caller can release those pages then, which
+/// keeps peak memory near the model's own size).
+pub fn load_bart_with(
+    config: &BartConfig,
+    checkpoint: &Checkpoint<'_>,
+    device: &Device,
+    converted: &mut dyn FnMut(&[u8]),
 ) -> Result<(Bart, LoadReport)> {
     let mut model = skeleton(config, device);
     let mut report = LoadReport::default();
@@ -271,11 +272,10 @@ pub fn load_bart(
                 if found != [d_out, d_in] {
                     return Err(mismatch(&[d_out, d_in]));
                 }
-                let data = transpose(&to_f32(file, &name, view)?, d_out, d_in);
-                *p = Param::from_tensor(Tensor::from_data(
-                    TensorData::new(data, [d_in, d_out]),
-                    device,
-                ));
+                // Kept in HF's [out, in] memory order; burn sees the transposed view (no copy).
+                let data = to_f32(file, &name, view)?;
+                let stored = Tensor::<2>::from_data(TensorData::new(data, [d_out, d_in]), device);
+                *p = Param::from_tensor(stored.transpose());
             }
             Slot::Vector(p) => {
                 let [n] = p.val().dims();
@@ -287,6 +287,7 @@ pub fn load_bart(
                 *p = Param::from_tensor(Tensor::from_data(TensorData::new(data, [n]), device));
             }
         }
+        converted(view.data());
         Ok(())
     })?;
     let mut unused: Vec<String> = checkpoint
@@ -326,7 +327,7 @@ pub fn save_safetensors(model: &Bart, dtype: SaveDtype) -> Result<Vec<u8>> {
             }
             Slot::LinearWeight(p) => {
                 let [d_in, d_out] = p.val().dims();
-                (transpose(&read(p.val())?, d_in, d_out), vec![d_out, d_in])
+                (read(p.val().transpose())?, vec![d_out, d_in])
             }
             Slot::Vector(p) => {
                 let [n] = p.val().dims();
