@@ -221,11 +221,36 @@ impl Bart {
         let [rows, len, d_model] = hidden.dims();
         let table = self.shared.val();
         let [vocab, _] = table.dims();
-        let logits = hidden
-            .reshape([rows * len, d_model])
-            .matmul(table.transpose());
+        let hidden = hidden.reshape([rows * len, d_model]);
+        let logits = if rows * len <= FEW_ROWS {
+            table.matmul(hidden.transpose()).transpose()
+        } else {
+            hidden.matmul(table.transpose())
+        };
         (logits + self.final_logits_bias.val().unsqueeze::<2>()).reshape([rows, len, vocab])
     }
+}
+
+/// Below this many rows, `x W` is computed as `(W x^T)^T`: gemm then streams the weight in
+/// its stored (HF `[out, in]`) order, which is what decoding (a few rows per step) is bound by.
+const FEW_ROWS: usize = 64;
+
+/// `x W + b` for `x` `[batch, len, d_in]`.
+fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [batch, len, d_in] = x.dims();
+    let weight = linear.weight.val(); // [d_in, d_out]
+    let [_, d_out] = weight.dims();
+    let x = x.reshape([batch * len, d_in]);
+    let y = if batch * len <= FEW_ROWS {
+        weight.transpose().matmul(x.transpose()).transpose()
+    } else {
+        x.matmul(weight)
+    };
+    let y = match &linear.bias {
+        Some(b) => y + b.val().unsqueeze::<2>(),
+        None => y,
+    };
+    y.reshape([batch, len, d_out])
 }
 
 /// Rows `past_len + 2 ..` of a learned position table, as `[1, len, d_model]`.
@@ -252,9 +277,10 @@ impl EncoderLayer {
         let (k, v) = self.self_attn.keys_values(x.clone());
         let attended = self.self_attn.attend(x.clone(), &k, &v, Some(key_mask));
         let x = self.self_attn_layer_norm.forward(x + attended);
-        let ffn = self
-            .fc2
-            .forward(self.activation.apply(self.fc1.forward(x.clone())));
+        let ffn = project(
+            &self.fc2,
+            self.activation.apply(project(&self.fc1, x.clone())),
+        );
         self.final_layer_norm.forward(x + ffn)
     }
 }
@@ -339,9 +365,10 @@ impl DecoderLayer {
         let attended = self.encoder_attn.attend(x.clone(), ck, cv, Some(key_mask));
         let x = self.encoder_attn_layer_norm.forward(x + attended);
 
-        let ffn = self
-            .fc2
-            .forward(self.activation.apply(self.fc1.forward(x.clone())));
+        let ffn = project(
+            &self.fc2,
+            self.activation.apply(project(&self.fc1, x.clone())),
+        );
         self.final_layer_norm.forward(x + ffn)
     }
 }
@@ -350,8 +377,8 @@ impl Attention {
     /// Projects `x` `[b, len, d]` to keys and values `[b, heads, len, head_dim]`.
     fn keys_values(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
         (
-            self.split_heads(self.k_proj.forward(x.clone())),
-            self.split_heads(self.v_proj.forward(x)),
+            self.split_heads(project(&self.k_proj, x.clone())),
+            self.split_heads(project(&self.v_proj, x)),
         )
     }
 
@@ -366,7 +393,7 @@ impl Attention {
         let [batch, len, d_model] = x.dims();
         let head_dim = d_model / self.num_heads;
         let q = self
-            .split_heads(self.q_proj.forward(x))
+            .split_heads(project(&self.q_proj, x))
             .mul_scalar((head_dim as f64).powf(-0.5));
         let mut scores = q.matmul(k.clone().swap_dims(2, 3));
         if let Some(mask) = mask {
@@ -377,7 +404,7 @@ impl Attention {
             .matmul(v.clone())
             .swap_dims(1, 2)
             .reshape([batch, len, d_model]);
-        self.out_proj.forward(out)
+        project(&self.out_proj, out)
     }
 
     fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
