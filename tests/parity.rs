@@ -259,3 +259,78 @@ fn save_roundtrip_matches_transformers_layout() {
     let (_model, report) = load_bart(&s.config, &ck, &device).unwrap();
     assert!(report.unused.is_empty() && report.defaulted.is_empty());
 }
+
+/// Real checkpoints spell keys differently: a `BartModel` state dict has no `model.` prefix,
+/// some keep only `lm_head.weight` for the tied embedding, some lack `final_logits_bias`.
+/// Each loads to the same model (and a missing bias is reported as defaulted to zero).
+#[test]
+fn key_spellings_load_the_same_model() {
+    use bartleby_core::weights::{load_bart, Checkpoint};
+    let device = Device::flex();
+    let s = load("tiny-gelu", &device);
+    let original = std::fs::read(model_dir("tiny-gelu").join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&original).unwrap();
+    let rename = |f: &dyn Fn(&str) -> Option<String>| -> Vec<u8> {
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+            .tensors()
+            .into_iter()
+            .filter_map(|(n, v)| f(&n).map(|n| (n, v)))
+            .collect();
+        safetensors::serialize(views, None).unwrap()
+    };
+    let fx = parity("tiny-gelu");
+    let ids = u32_rows(&fx["batch_input_ids"]);
+    let mask = u32_rows(&fx["batch_attention_mask"]);
+    let dec = u32_rows(&fx["decoder_input_ids"]);
+    let logits = |m: &bartleby_core::Bart| {
+        let (_, l) = m.forward(
+            ids_tensor(&ids, &device),
+            ids_tensor(&mask, &device),
+            ids_tensor(&dec, &device),
+        );
+        l.into_data().try_to_vec::<f32>().unwrap()
+    };
+    let reference = logits(&s.model);
+    let variants: [(&str, Box<dyn Fn(&str) -> Option<String>>, bool); 3] = [
+        (
+            "no model. prefix",
+            Box::new(|n: &str| Some(n.strip_prefix("model.").unwrap_or(n).to_string())),
+            false,
+        ),
+        (
+            "lm_head only",
+            Box::new(|n: &str| {
+                Some(if n == "model.shared.weight" {
+                    "lm_head.weight".into()
+                } else {
+                    n.to_string()
+                })
+            }),
+            false,
+        ),
+        (
+            "no final_logits_bias",
+            Box::new(|n: &str| (n != "final_logits_bias").then(|| n.to_string())),
+            true,
+        ),
+    ];
+    for (what, f, bias_missing) in variants {
+        let bytes = rename(&*f);
+        let ck = Checkpoint::from_shards(&[(what, &bytes[..])]).unwrap();
+        let (model, report) = load_bart(&s.config, &ck, &device).unwrap();
+        assert_eq!(
+            report.defaulted.contains(&"final_logits_bias".to_string()),
+            bias_missing,
+            "{what}"
+        );
+        let got = logits(&model);
+        if bias_missing {
+            assert!(
+                max_abs_diff(&got, &reference) > 0.0,
+                "{what}: bias should matter"
+            );
+        } else {
+            assert_eq!(got, reference, "{what}");
+        }
+    }
+}
