@@ -303,3 +303,15 @@ fn hub_offline_without_cache() {
         "{stderr}"
     );
 }
+
+/// A tokenizer id the embedding does not have (bart-large-cnn's `<mask>` is 50264 with
+/// vocab_size 50264; the sharded fixture mirrors that) is an input error, not a panic.
+#[test]
+fn token_outside_vocabulary() {
+    let (run, out, _k) = summarize(
+        &model_dir("tiny-gelunew-sharded"),
+        b"{\"dialogue\": \"A: what is <mask> here\"}\n",
+        &[],
+    );
+    assert_clear_error(&run, &out, &["outside the model's vocabulary", "<mask>"]);
+}

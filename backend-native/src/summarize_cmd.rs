@@ -136,7 +136,9 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     let gen_started = Instant::now();
     for chunk in docs.chunks(args.batch_size as usize) {
         let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
-        let results = summarizer.summarize(&texts, &gen, max_input, &mut |_| {})?;
+        let results = summarizer
+            .summarize(&texts, &gen, max_input, &mut |_| {})
+            .with_context(|| format!("{}: document id {}", args.input.display(), chunk[0].id))?;
         for (doc, summaries) in chunk.iter().zip(results) {
             let best = &summaries[0];
             let mut line = serde_json::json!({

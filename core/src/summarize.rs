@@ -139,6 +139,15 @@ impl Summarizer {
         let batch =
             self.tokenizer
                 .encode_batch(texts, Some(max_input_tokens), self.config.pad_token_id)?;
+        for (i, ids) in batch.input_ids.iter().enumerate() {
+            if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+                return Err(Error::Input(format!(
+                    "batch row {i}: token {bad} ({:?}) is outside the model's vocabulary (vocab_size {})",
+                    self.tokenizer.decode(&[bad], false).unwrap_or_default(),
+                    self.config.vocab_size
+                )));
+            }
+        }
         let sequences = self.generate_ids(&batch.input_ids, &batch.attention_mask, gen, on_step)?;
         let per_input = gen.num_return_sequences;
         let mut out = Vec::with_capacity(texts.len());
