@@ -101,16 +101,8 @@ pub struct Encoded {
     pub key_mask: Tensor<4>,
 }
 
-/// `[0,0,…,1,1,…]`: each of `n` rows repeated `times` times (`repeat_interleave`).
-fn interleave_index(n: usize, times: usize, device: &Device) -> Tensor<1, Int> {
-    let index: Vec<i64> = (0..n as i64)
-        .flat_map(|b| std::iter::repeat_n(b, times))
-        .collect();
-    Tensor::from_data(TensorData::new(index, [n * times]), device)
-}
-
-/// Per-layer decoder state: self-attention keys/values so far, cross-attention keys/values of
-/// the encoder output (computed once per input).
+/// Per-layer decoder state: self-attention keys/values so far (one per row), cross-attention
+/// keys/values of the encoder output (one per input, shared by its beams).
 #[derive(Debug, Clone)]
 pub struct LayerCache {
     self_kv: Option<(Tensor<4>, Tensor<4>)>,
@@ -129,31 +121,30 @@ pub struct DecoderCache {
 }
 
 impl DecoderCache {
-    /// Row `i` of the new cache continues row `src[i]` of the old one.
-    /// Beam search only moves rows among the beams of one input, whose cross-attention keys,
-    /// values and mask are identical: only the self-attention cache is then copied.
-    pub fn reorder(&mut self, src: &[usize]) {
+    /// Row `i` of the new cache continues row `src[i]` of the old one. Beam search only moves
+    /// rows among the beams of one input, which share the cross-attention state: only the
+    /// self-attention cache is copied.
+    pub fn reorder(&mut self, src: &[usize]) -> crate::Result<()> {
+        let g = self.rows_per_input;
+        if src.len() != self.rows() || src.iter().enumerate().any(|(i, &s)| s / g != i / g) {
+            return Err(crate::Error::Generation(format!(
+                "cache reorder must keep rows within their input's {g} beams"
+            )));
+        }
         let device = self.key_mask.device();
         let index: Vec<i64> = src.iter().map(|&i| i as i64).collect();
         let index = Tensor::<1, Int>::from_data(TensorData::new(index, [src.len()]), &device);
-        let g = self.rows_per_input;
-        let within_inputs = src.iter().enumerate().all(|(i, &s)| s / g == i / g);
         for layer in &mut self.layers {
             if let Some((k, v)) = layer.self_kv.take() {
                 layer.self_kv = Some((k.select(0, index.clone()), v.select(0, index.clone())));
             }
-            if !within_inputs {
-                let (k, v) = layer.cross_kv.clone();
-                layer.cross_kv = (k.select(0, index.clone()), v.select(0, index.clone()));
-            }
         }
-        if !within_inputs {
-            self.key_mask = self.key_mask.clone().select(0, index);
-        }
+        Ok(())
     }
 
+    /// Decoder rows: inputs × rows per input.
     pub fn rows(&self) -> usize {
-        self.key_mask.dims()[0]
+        self.key_mask.dims()[0] * self.rows_per_input
     }
 }
 
@@ -275,7 +266,7 @@ impl Encoder {
 impl EncoderLayer {
     fn forward(&self, x: Tensor<3>, key_mask: &Tensor<4>) -> Tensor<3> {
         let (k, v) = self.self_attn.keys_values(x.clone());
-        let attended = self.self_attn.attend(x.clone(), &k, &v, Some(key_mask));
+        let attended = self.self_attn.attend(x.clone(), &k, &v, Some(key_mask), 1);
         let x = self.self_attn_layer_norm.forward(x + attended);
         let ffn = project(
             &self.fc2,
@@ -286,33 +277,20 @@ impl EncoderLayer {
 }
 
 impl Decoder {
-    /// Cross-attention keys/values are projected once per input, then repeated for its beams.
+    /// Cross-attention keys/values are projected once per input; its beams attend to them
+    /// together (see [`Attention::attend`]).
     fn init_cache(&self, encoded: &Encoded, rows_per_input: usize) -> DecoderCache {
-        let [batch, _, _] = encoded.hidden.dims();
-        let expand = |t: Tensor<4>| -> Tensor<4> {
-            if rows_per_input == 1 {
-                t
-            } else {
-                t.select(
-                    0,
-                    interleave_index(batch, rows_per_input, &encoded.hidden.device()),
-                )
-            }
-        };
         let layers = self
             .layers
             .iter()
-            .map(|layer| {
-                let (k, v) = layer.encoder_attn.keys_values(encoded.hidden.clone());
-                LayerCache {
-                    self_kv: None,
-                    cross_kv: (expand(k), expand(v)),
-                }
+            .map(|layer| LayerCache {
+                self_kv: None,
+                cross_kv: layer.encoder_attn.keys_values(encoded.hidden.clone()),
             })
             .collect();
         DecoderCache {
             layers,
-            key_mask: expand(encoded.key_mask.clone()),
+            key_mask: encoded.key_mask.clone(),
             rows_per_input,
             past_len: 0,
         }
@@ -335,7 +313,13 @@ impl Decoder {
                 .reshape([1, 1, len, past_len + len])
         });
         for (layer, layer_cache) in self.layers.iter().zip(&mut cache.layers) {
-            x = layer.forward(x, layer_cache, causal.as_ref(), &cache.key_mask);
+            x = layer.forward(
+                x,
+                layer_cache,
+                causal.as_ref(),
+                &cache.key_mask,
+                cache.rows_per_input,
+            );
         }
         cache.past_len += len;
         x
@@ -349,6 +333,7 @@ impl DecoderLayer {
         cache: &mut LayerCache,
         causal: Option<&Tensor<4>>,
         key_mask: &Tensor<4>,
+        rows_per_input: usize,
     ) -> Tensor<3> {
         // Masked self-attention over everything decoded so far.
         let (k, v) = self.self_attn.keys_values(x.clone());
@@ -356,13 +341,15 @@ impl DecoderLayer {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
             None => (k, v),
         };
-        let attended = self.self_attn.attend(x.clone(), &k, &v, causal);
+        let attended = self.self_attn.attend(x.clone(), &k, &v, causal, 1);
         cache.self_kv = Some((k, v));
         let x = self.self_attn_layer_norm.forward(x + attended);
 
         // Cross-attention to the encoder output.
         let (ck, cv) = &cache.cross_kv;
-        let attended = self.encoder_attn.attend(x.clone(), ck, cv, Some(key_mask));
+        let attended = self
+            .encoder_attn
+            .attend(x.clone(), ck, cv, Some(key_mask), rows_per_input);
         let x = self.encoder_attn_layer_norm.forward(x + attended);
 
         let ffn = project(
@@ -383,18 +370,26 @@ impl Attention {
     }
 
     /// `softmax(q kᵀ / sqrt(head_dim) + mask) v`, heads merged and projected.
+    ///
+    /// `x` has `group` consecutive rows per row of `k`/`v`/`mask` (the beams of one input
+    /// attending to its encoder output): their queries are stacked along the length axis, so
+    /// the keys and values are neither copied per beam nor reordered.
     fn attend(
         &self,
         x: Tensor<3>,
         k: &Tensor<4>,
         v: &Tensor<4>,
         mask: Option<&Tensor<4>>,
+        group: usize,
     ) -> Tensor<3> {
-        let [batch, len, d_model] = x.dims();
-        let head_dim = d_model / self.num_heads;
-        let q = self
-            .split_heads(project(&self.q_proj, x))
+        let [rows, len, d_model] = x.dims();
+        let (heads, head_dim) = (self.num_heads, d_model / self.num_heads);
+        let inputs = rows / group;
+        // [rows, len, d] → [inputs, group·len, d] (rows of an input are consecutive) → heads.
+        let q = project(&self.q_proj, x)
+            .reshape([inputs, group * len, d_model])
             .mul_scalar((head_dim as f64).powf(-0.5));
+        let q = self.split_heads(q);
         let mut scores = q.matmul(k.clone().swap_dims(2, 3));
         if let Some(mask) = mask {
             scores = scores + mask.clone();
@@ -403,7 +398,7 @@ impl Attention {
         let out = weights
             .matmul(v.clone())
             .swap_dims(1, 2)
-            .reshape([batch, len, d_model]);
+            .reshape([rows, len, heads * head_dim]);
         project(&self.out_proj, out)
     }
 

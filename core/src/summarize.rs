@@ -57,7 +57,7 @@ impl StepModel for BartStep<'_> {
 
     fn reorder(&mut self, src: &[usize]) -> Result<()> {
         if src.iter().enumerate().any(|(i, &s)| i != s) {
-            self.cache.reorder(src);
+            self.cache.reorder(src)?;
         }
         Ok(())
     }
