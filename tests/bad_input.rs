@@ -315,3 +315,35 @@ fn token_outside_vocabulary() {
     );
     assert_clear_error(&run, &out, &["outside the model's vocabulary", "<mask>"]);
 }
+
+#[test]
+fn generation_ids_outside_vocabulary() {
+    let (_t, dir) = model_copy();
+    let path = dir.join("generation_config.json");
+    let mut g = read_json(&path);
+    g["decoder_start_token_id"] = 9999.into();
+    std::fs::write(&path, g.to_string()).unwrap();
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(
+        &run,
+        &out,
+        &["decoder_start_token_id 9999", "vocab_size 500"],
+    );
+}
+
+#[test]
+fn absurd_num_beams_and_untied_embeddings() {
+    let (run, out, _k) = summarize(
+        &model_dir("tiny-gelu"),
+        GOOD_INPUT,
+        &["--num-beams", "1000000000000"],
+    );
+    assert_clear_error(&run, &out, &["num_beams 1000000000000 is more than 256"]);
+    let (_t, dir) = model_copy();
+    let path = dir.join("config.json");
+    let mut cfg = read_json(&path);
+    cfg["tie_word_embeddings"] = false.into();
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(&run, &out, &["config.json", "tie_word_embeddings=false"]);
+}

@@ -334,3 +334,22 @@ fn key_spellings_load_the_same_model() {
         }
     }
 }
+
+/// A tokenizer.json saved with truncation/padding switched on encodes exactly like one without
+/// (transformers ignores those sections; its per-call arguments decide).
+#[test]
+fn tokenizer_json_truncation_and_padding_sections_are_ignored() {
+    let dir = fixtures().join("tokenizer");
+    let mut json = read_json(&dir.join("tokenizer.json"));
+    json["truncation"] = serde_json::json!({"direction": "Right", "max_length": 5, "strategy": "LongestFirst", "stride": 0});
+    json["padding"] = serde_json::json!({"strategy": {"Fixed": 40}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 1, "pad_type_id": 0, "pad_token": "<pad>"});
+    let tok = BartTokenizer::from_tokenizer_json(json.to_string().as_bytes(), None).unwrap();
+    let cases = read_json(&fixtures().join("tokenizer/cases.json"));
+    let ids = u32_rows(&cases["ids"]);
+    let trunc = u32_rows(&cases["ids_trunc_16"]);
+    for (i, text) in cases["texts"].as_array().unwrap().iter().enumerate() {
+        let text = text.as_str().unwrap();
+        assert_eq!(tok.encode(text, None).unwrap(), ids[i], "text {i}");
+        assert_eq!(tok.encode(text, Some(16)).unwrap(), trunc[i], "text {i}");
+    }
+}

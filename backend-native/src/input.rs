@@ -124,7 +124,11 @@ fn parse_csv(bytes: &[u8], name: &str) -> Result<Vec<Document>> {
         .headers()
         .map_err(|e| anyhow::anyhow!("{name}: bad CSV header: {e}"))?
         .clone();
-    let col = |n: &str| headers.iter().position(|h| h.trim() == n);
+    let col = |n: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim_start_matches('\u{feff}').trim() == n)
+    };
     let (field, text_col) = match (col("dialogue"), col("text")) {
         (Some(c), _) => ("dialogue", c),
         (None, Some(c)) => ("text", c),
@@ -132,9 +136,9 @@ fn parse_csv(bytes: &[u8], name: &str) -> Result<Vec<Document>> {
     };
     let id_col = col("id");
     let mut docs = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let n = i + 2; // header is line 1
-        let record = record.map_err(|e| anyhow::anyhow!("{name} row {n}: {e}"))?;
+    for record in reader.records() {
+        let record = record.map_err(|e| anyhow::anyhow!("{name}: bad CSV row: {e}"))?;
+        let n = record.position().map_or(0, |p| p.line() as usize);
         let text = record.get(text_col).unwrap_or_default().to_string();
         let id = match id_col.and_then(|c| record.get(c)) {
             Some(id) => Value::from(id),

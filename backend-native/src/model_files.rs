@@ -90,7 +90,14 @@ pub fn resolve(model: &str) -> Result<ModelFiles> {
     }
     let offline = matches!(
         std::env::var("HF_HUB_OFFLINE").as_deref(),
-        Ok("1") | Ok("true") | Ok("ON") | Ok("on")
+        Ok("1")
+            | Ok("true")
+            | Ok("True")
+            | Ok("TRUE")
+            | Ok("ON")
+            | Ok("on")
+            | Ok("YES")
+            | Ok("yes")
     );
     let cache = hf_hub::Cache::from_env();
     let cache_repo = cache.model(model.to_string());
@@ -239,11 +246,16 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
         tokenizer,
         config,
         generation,
+        has_generation_config_file: files.generation_config.is_some(),
     })
 }
 
+#[cfg(not(unix))]
+fn release_pages(_maps: &[(String, memmap2::Mmap)], _bytes: &[u8]) {}
+
 /// Drops the pages of `bytes` (inside one of `maps`) from memory: a read-only file mapping's
 /// clean pages are simply re-read from the file if touched again.
+#[cfg(unix)]
 fn release_pages(maps: &[(String, memmap2::Mmap)], bytes: &[u8]) {
     const PAGE: usize = 4096;
     let Some((_, map)) = maps

@@ -58,6 +58,14 @@ impl Sink {
         match self {
             Self::Stdout(mut w) => w.flush().context("stdout: write failed"),
             Self::File { mut tmp, path } => {
+                // NamedTempFile is created 0600; a finished output gets the usual 0644.
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = tmp
+                        .as_file()
+                        .set_permissions(std::fs::Permissions::from_mode(0o644));
+                }
                 tmp.flush()
                     .with_context(|| format!("{}: write failed", path.display()))?;
                 tmp.as_file()

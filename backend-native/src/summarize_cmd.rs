@@ -125,11 +125,24 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
         args.model,
         started.elapsed().as_secs_f64()
     );
-    let gen = args.generation.apply(&summarizer.pipeline_generation()?)?;
+    let (defaults, from_task_params) = summarizer.summarization_generation()?;
+    if from_task_params {
+        tracing::info!(
+            "no generation_config.json: using config.json task_specific_params.summarization"
+        );
+    }
+    let gen = args.generation.apply(&defaults)?;
     let max_input = args
         .max_input_tokens
         .unwrap_or_else(|| summarizer.max_input_tokens());
     summarizer.validate(&gen, max_input)?;
+    // Check every document before any work, so an error names the document.
+    let input_name = args.input.display().to_string();
+    for doc in &docs {
+        summarizer
+            .check_input(&doc.text, max_input)
+            .with_context(|| format!("{input_name}: document id {}", doc.id))?;
+    }
 
     let mut sink = Sink::open(args.output.as_deref())?;
     let bar = progress_bar(docs.len());
@@ -138,7 +151,7 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
         let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
         let results = summarizer
             .summarize(&texts, &gen, max_input, &mut |_| {})
-            .with_context(|| format!("{}: document id {}", args.input.display(), chunk[0].id))?;
+            .with_context(|| format!("{input_name}: documents from id {}", chunk[0].id))?;
         for (doc, summaries) in chunk.iter().zip(results) {
             let best = &summaries[0];
             let mut line = serde_json::json!({

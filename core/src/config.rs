@@ -145,6 +145,11 @@ impl BartConfig {
             }
         }
 
+        if !bool_key("tie_word_embeddings", true)? {
+            return Err(err(
+                "tie_word_embeddings=false (a separate lm_head) is not supported".into(),
+            ));
+        }
         let config = Self {
             vocab_size: usize_key("vocab_size")?,
             d_model: usize_key("d_model")?,

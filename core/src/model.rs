@@ -468,7 +468,7 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
                 })
                 .collect(),
         },
-        final_logits_bias: Param::from_tensor(Tensor::zeros([config.vocab_size], device)),
+        final_logits_bias: empty1(config.vocab_size),
         embed_scale: if config.scale_embedding {
             (d as f64).sqrt()
         } else {

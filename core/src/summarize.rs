@@ -22,7 +22,10 @@ pub struct Summarizer {
     pub model: Bart,
     pub tokenizer: BartTokenizer,
     pub config: BartConfig,
+    /// What `model.generate()` would use (generation_config.json, else config.json).
     pub generation: GenerationConfig,
+    /// Whether the checkpoint has a generation_config.json.
+    pub has_generation_config_file: bool,
 }
 
 /// [`StepModel`] over a [`Bart`] decoder cache.
@@ -94,6 +97,28 @@ impl Summarizer {
             )));
         }
         gen.validate()?;
+        const MAX_BEAMS: usize = 256;
+        if gen.num_beams > MAX_BEAMS {
+            return Err(Error::Generation(format!(
+                "num_beams {} is more than {MAX_BEAMS}",
+                gen.num_beams
+            )));
+        }
+        let vocab = self.config.vocab_size;
+        let ids = [
+            ("decoder_start_token_id", Some(gen.decoder_start_token_id)),
+            ("pad_token_id", Some(gen.pad_token_id)),
+            ("eos_token_id", gen.eos_token_id),
+            ("forced_bos_token_id", gen.forced_bos_token_id),
+            ("forced_eos_token_id", gen.forced_eos_token_id),
+        ];
+        for (name, id) in ids {
+            if let Some(id) = id.filter(|&id| id as usize >= vocab) {
+                return Err(Error::Generation(format!(
+                    "{name} {id} is outside the model's vocabulary (vocab_size {vocab})"
+                )));
+            }
+        }
         let max_len = gen.effective_max_length();
         if max_len > max_pos + 1 {
             return Err(Error::Generation(format!(
@@ -103,25 +128,46 @@ impl Summarizer {
         Ok(())
     }
 
-    /// The settings for summarization: the model's generation config with `config.json`'s
-    /// `task_specific_params.summarization` (minus its `prefix`) applied on top, as if passed
-    /// to `generate(**params)` — what transformers' summarization pipeline intends (the pipeline
-    /// itself also adds its own `max_new_tokens=256`, which we do not).
-    pub fn pipeline_generation(&self) -> Result<GenerationConfig> {
+    /// The settings for summarization: [`Self::generation`], except that a checkpoint without
+    /// generation_config.json takes config.json's `task_specific_params.summarization` (minus
+    /// its `prefix`) on top, as if passed to `generate(**params)` — the old-style hub configs
+    /// that keep their summarization settings only there. Returns the settings and whether
+    /// the task parameters were used.
+    pub fn summarization_generation(&self) -> Result<(GenerationConfig, bool)> {
         let mut gen = self.generation.clone();
-        if let Some(params) = self
+        let params = self
             .config
             .raw
             .get("task_specific_params")
-            .and_then(|t| t.get("summarization"))
-        {
-            let mut params = params.clone();
-            if let Some(obj) = params.as_object_mut() {
-                obj.remove("prefix");
+            .and_then(|t| t.get("summarization"));
+        match params {
+            Some(params) if !self.has_generation_config_file => {
+                let mut params = params.clone();
+                if let Some(obj) = params.as_object_mut() {
+                    obj.remove("prefix");
+                }
+                gen.apply_kwargs(&params)?;
+                Ok((gen, true))
             }
-            gen.apply_kwargs(&params)?;
+            _ => Ok((gen, false)),
         }
-        Ok(gen)
+    }
+
+    /// Tokenizes one text as [`Self::summarize`] would and checks that the model can read it.
+    pub fn check_input(&self, text: &str, max_input_tokens: usize) -> Result<()> {
+        let ids = self.tokenizer.encode(text, Some(max_input_tokens))?;
+        self.check_ids(&ids)
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(Error::Input(format!(
+                "token {bad} ({:?}) is outside the model's vocabulary (vocab_size {})",
+                self.tokenizer.decode(&[bad], false).unwrap_or_default(),
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
     }
 
     /// Summarizes a batch of texts; returns `num_return_sequences` summaries per text, best first.
@@ -139,14 +185,8 @@ impl Summarizer {
         let batch =
             self.tokenizer
                 .encode_batch(texts, Some(max_input_tokens), self.config.pad_token_id)?;
-        for (i, ids) in batch.input_ids.iter().enumerate() {
-            if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
-                return Err(Error::Input(format!(
-                    "batch row {i}: token {bad} ({:?}) is outside the model's vocabulary (vocab_size {})",
-                    self.tokenizer.decode(&[bad], false).unwrap_or_default(),
-                    self.config.vocab_size
-                )));
-            }
+        for ids in &batch.input_ids {
+            self.check_ids(ids)?;
         }
         let sequences = self.generate_ids(&batch.input_ids, &batch.attention_mask, gen, on_step)?;
         let per_input = gen.num_return_sequences;

@@ -31,8 +31,12 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
 impl BartTokenizer {
     /// From `tokenizer.json` bytes and, optionally, `tokenizer_config.json` bytes.
     pub fn from_tokenizer_json(bytes: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Self> {
-        let inner = Tokenizer::from_bytes(bytes)
+        let mut inner = Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        // transformers turns the file's own truncation/padding off and applies its per-call
+        // settings instead; so do we (truncation happens in `encode`, padding in `pad_batch`).
+        inner.with_truncation(None).map_err(tok_err)?;
+        inner.with_padding(None);
         Ok(Self {
             inner,
             clean_up_spaces: clean_up_flag(tokenizer_config)?,
