@@ -1,6 +1,6 @@
 //! The `bartleby` command line: a thin shell over `bartleby-core`.
 
-use crate::summarize_cmd;
+use crate::{score_cmd, summarize_cmd};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Summarize dialogues (JSONL, CSV or plain text) with a BART checkpoint.
     Summarize(summarize_cmd::SummarizeArgs),
+    /// Score predictions against references: ROUGE (rouge_score 0.1.2) and BLEU (sacrebleu 2.6.0).
+    Score(score_cmd::ScoreArgs),
 }
 
 /// Parses arguments, runs the command, prints errors as one line; exit code 1 on failure.
@@ -34,6 +36,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Summarize(args) => summarize_cmd::run(args),
+        Command::Score(args) => score_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

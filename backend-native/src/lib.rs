@@ -6,4 +6,5 @@ pub mod device;
 pub mod input;
 pub mod model_files;
 pub mod output;
+pub mod score_cmd;
 pub mod summarize_cmd;
