@@ -347,3 +347,31 @@ fn absurd_num_beams_and_untied_embeddings() {
     let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
     assert_clear_error(&run, &out, &["config.json", "tie_word_embeddings=false"]);
 }
+
+/// A hub that cannot be reached (here: HF_ENDPOINT on a closed local port) is one clear line.
+#[test]
+fn hub_unreachable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(&input, GOOD_INPUT).unwrap();
+    let out = Command::new(bartleby_bin())
+        .args([
+            "summarize",
+            "--model",
+            "facebook/bart-large-cnn",
+            "--input",
+            input.to_str().unwrap(),
+        ])
+        .env("HF_HOME", tmp.path().join("hf"))
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the Hugging Face hub"),
+        "{stderr}"
+    );
+}

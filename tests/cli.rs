@@ -172,3 +172,122 @@ fn summarize_real_dialogues_csv_text_and_stdin() {
     assert_eq!(row["token_ids"], rows[0]["token_ids"]);
     assert_eq!(row["summary"], rows[0]["summary"]);
 }
+
+/// A minimal stand-in for the Hugging Face hub's file endpoint
+/// (`GET /{repo}/resolve/main/{file}` with `Range`, answering with etag, x-repo-commit and
+/// content-range as the hub does), serving a fixture model directory.
+fn serve_hub(
+    repo: &'static str,
+    dir: std::path::PathBuf,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let mut range_start = 0usize;
+            let mut range_end: Option<usize> = None;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some(r) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    let (a, b) = r.trim().split_once('-').unwrap();
+                    range_start = a.parse().unwrap();
+                    range_end = b.parse().ok();
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let prefix = format!("/{repo}/resolve/main/");
+            let file = path.strip_prefix(&prefix).map(|f| dir.join(f));
+            let reply = match file.filter(|f| f.is_file()) {
+                Some(f) => {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let bytes = std::fs::read(&f).unwrap();
+                    let end = range_end.unwrap_or(bytes.len() - 1).min(bytes.len() - 1);
+                    let body = &bytes[range_start..=end];
+                    let mut head = format!(
+                        "HTTP/1.1 206 Partial Content\r\netag: \"{:x}\"\r\nx-repo-commit: 0123456789abcdef0123456789abcdef01234567\r\ncontent-range: bytes {range_start}-{end}/{}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        bytes.len() * 31 + f.file_name().unwrap().len(),
+                        bytes.len(),
+                        body.len()
+                    )
+                    .into_bytes();
+                    head.extend_from_slice(body);
+                    head
+                }
+                None => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_vec(),
+            };
+            let _ = stream.write_all(&reply);
+        }
+    });
+    (addr, served)
+}
+
+/// `--model ORG/NAME` downloads into the HF cache (HF_HOME) through the hub API, gives the same
+/// output as the local directory, and then works offline from the cache.
+#[test]
+fn hub_download_then_offline_cache() {
+    let (endpoint, served) = serve_hub("bartleby-test/tiny-gelu", model_dir("tiny-gelu"));
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": 1, \"dialogue\": \"A: are we meeting at 5?\\nB: yes, see you\"}\n",
+    )
+    .unwrap();
+    let run = |model: &str, offline: bool, out: &str| {
+        let mut cmd = Command::new(bartleby_bin());
+        cmd.args([
+            "summarize",
+            "--model",
+            model,
+            "--input",
+            input.to_str().unwrap(),
+        ])
+        .args(["--output", tmp.path().join(out).to_str().unwrap()])
+        .env("HF_HOME", tmp.path().join("hf"))
+        .env("HF_ENDPOINT", &endpoint)
+        .env_remove("HF_TOKEN");
+        if offline {
+            cmd.env("HF_HUB_OFFLINE", "1");
+        } else {
+            cmd.env_remove("HF_HUB_OFFLINE");
+        }
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::fs::read_to_string(tmp.path().join(out)).unwrap()
+    };
+    let local = run(
+        model_dir("tiny-gelu").to_str().unwrap(),
+        false,
+        "local.jsonl",
+    );
+    let hub = run("bartleby-test/tiny-gelu", false, "hub.jsonl");
+    assert_eq!(hub, local);
+    assert!(
+        served.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "files came from the hub stand-in"
+    );
+    assert!(
+        tmp.path()
+            .join("hf/hub/models--bartleby-test--tiny-gelu")
+            .is_dir(),
+        "standard HF cache layout"
+    );
+    let offline = run("bartleby-test/tiny-gelu", true, "offline.jsonl");
+    assert_eq!(offline, local);
+}
