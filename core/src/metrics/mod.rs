@@ -9,6 +9,7 @@
 //! Parity fixtures: `tests/fixtures/metrics/` written by `tools/reference/make_metric_fixtures.py`;
 //! the tests in these modules check every recorded score to 1e-6 (absolute).
 
+pub mod analysis;
 pub mod bleu;
 pub mod rouge;
 
