@@ -75,24 +75,39 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
     Ok(docs)
 }
 
+/// The non-blank lines of a JSONL file as `(line number, object)`; errors name the file and line
+/// (not UTF-8, invalid JSON, not an object).
+pub fn jsonl_objects<'a>(
+    bytes: &'a [u8],
+    name: &'a str,
+) -> impl Iterator<Item = Result<(usize, serde_json::Map<String, Value>)>> + 'a {
+    bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter_map(move |(i, line)| {
+            let n = i + 1;
+            let line = match std::str::from_utf8(line) {
+                Ok(line) if line.trim().is_empty() => return None,
+                Ok(line) => line,
+                Err(e) => {
+                    return Some(Err(anyhow::anyhow!(
+                        "{name} line {n}: not valid UTF-8 (byte {})",
+                        e.valid_up_to()
+                    )))
+                }
+            };
+            Some(match serde_json::from_str(line) {
+                Ok(Value::Object(obj)) => Ok((n, obj)),
+                Ok(_) => Err(anyhow::anyhow!("{name} line {n}: expected a JSON object")),
+                Err(e) => Err(anyhow::anyhow!("{name} line {n}: invalid JSON: {e}")),
+            })
+        })
+}
+
 fn parse_jsonl(bytes: &[u8], name: &str) -> Result<Vec<Document>> {
     let mut docs = Vec::new();
-    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        let n = i + 1;
-        let line = std::str::from_utf8(line).map_err(|e| {
-            anyhow::anyhow!(
-                "{name} line {n}: not valid UTF-8 (byte {})",
-                e.valid_up_to()
-            )
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| anyhow::anyhow!("{name} line {n}: invalid JSON: {e}"))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| anyhow::anyhow!("{name} line {n}: expected a JSON object"))?;
+    for row in jsonl_objects(bytes, name) {
+        let (n, obj) = row?;
         let (field, text) = match (obj.get("dialogue"), obj.get("text")) {
             (Some(t), _) => ("dialogue", t),
             (None, Some(t)) => ("text", t),

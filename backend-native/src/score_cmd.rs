@@ -157,22 +157,8 @@ pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
 /// Parses JSONL pairs; errors name the file, the line and the field.
 pub fn parse_pairs(bytes: &[u8], name: &str) -> Result<Vec<Pair>> {
     let mut pairs = Vec::new();
-    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        let n = i + 1;
-        let line = std::str::from_utf8(line).map_err(|e| {
-            anyhow::anyhow!(
-                "{name} line {n}: not valid UTF-8 (byte {})",
-                e.valid_up_to()
-            )
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| anyhow::anyhow!("{name} line {n}: invalid JSON: {e}"))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| anyhow::anyhow!("{name} line {n}: expected a JSON object"))?;
+    for row in crate::input::jsonl_objects(bytes, name) {
+        let (n, obj) = row?;
         let prediction = match obj.get("prediction") {
             None => bail!("{name} line {n}: missing field \"prediction\""),
             Some(Value::String(s)) => s.clone(),
