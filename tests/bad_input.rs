@@ -5,11 +5,6 @@ use bartleby_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-struct Run {
-    code: Option<i32>,
-    stderr: String,
-}
-
 fn summarize(model: &Path, input_text: &[u8], extra: &[&str]) -> (Run, PathBuf, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in.jsonl");
@@ -26,45 +21,10 @@ fn summarize(model: &Path, input_text: &[u8], extra: &[&str]) -> (Run, PathBuf, 
         .args(extra)
         .output()
         .unwrap();
-    let run = Run {
-        code: out.status.code(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    (run, output, tmp)
+    (Run::from(out), output, tmp)
 }
 
 const GOOD_INPUT: &[u8] = b"{\"id\": 1, \"dialogue\": \"A: hi there\\nB: hello\"}\n";
-
-/// Asserts a failed run with a single error line containing every `needle`.
-fn assert_clear_error(run: &Run, output: &Path, needles: &[&str]) {
-    assert_eq!(run.code, Some(1), "expected exit 1, stderr: {}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
-    let lines: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected one error line, got: {}",
-        run.stderr
-    );
-    for n in needles {
-        assert!(
-            lines[0].contains(n),
-            "error line {:?} lacks {n:?}",
-            lines[0]
-        );
-    }
-    assert!(!output.exists(), "a failed run left {}", output.display());
-    let leftovers: Vec<_> = std::fs::read_dir(output.parent().unwrap())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".bartleby-"))
-        .collect();
-    assert!(leftovers.is_empty(), "temp files left behind");
-}
 
 /// A copy of tiny-gelu to break.
 fn model_copy() -> (tempfile::TempDir, PathBuf) {
@@ -278,26 +238,36 @@ fn missing_model_dir_and_unwritable_output() {
     );
 }
 
-#[test]
-fn hub_offline_without_cache() {
+/// `summarize --model facebook/bart-large-cnn` with an empty HF_HOME and the given environment.
+fn summarize_from_hub(env: &[(&str, Option<&str>)]) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in.jsonl");
     std::fs::write(&input, GOOD_INPUT).unwrap();
-    let out = Command::new(bartleby_bin())
-        .args([
-            "summarize",
-            "--model",
-            "facebook/bart-large-cnn",
-            "--input",
-            input.to_str().unwrap(),
-        ])
-        .env("HF_HOME", tmp.path().join("hf"))
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(bartleby_bin());
+    cmd.args([
+        "summarize",
+        "--model",
+        "facebook/bart-large-cnn",
+        "--input",
+        input.to_str().unwrap(),
+    ])
+    .env("HF_HOME", tmp.path().join("hf"));
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr
+}
+
+#[test]
+fn hub_offline_without_cache() {
+    let stderr = summarize_from_hub(&[("HF_HUB_OFFLINE", Some("1"))]);
     assert!(
         stderr.contains("facebook/bart-large-cnn") && stderr.contains("HF_HUB_OFFLINE"),
         "{stderr}"
@@ -351,25 +321,10 @@ fn absurd_num_beams_and_untied_embeddings() {
 /// A hub that cannot be reached (here: HF_ENDPOINT on a closed local port) is one clear line.
 #[test]
 fn hub_unreachable() {
-    let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("in.jsonl");
-    std::fs::write(&input, GOOD_INPUT).unwrap();
-    let out = Command::new(bartleby_bin())
-        .args([
-            "summarize",
-            "--model",
-            "facebook/bart-large-cnn",
-            "--input",
-            input.to_str().unwrap(),
-        ])
-        .env("HF_HOME", tmp.path().join("hf"))
-        .env("HF_ENDPOINT", "http://127.0.0.1:9")
-        .env_remove("HF_HUB_OFFLINE")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = summarize_from_hub(&[
+        ("HF_ENDPOINT", Some("http://127.0.0.1:9")),
+        ("HF_HUB_OFFLINE", None),
+    ]);
     assert!(
         stderr.contains("cannot reach the Hugging Face hub"),
         "{stderr}"

@@ -80,3 +80,50 @@ pub fn bartleby_bin() -> PathBuf {
     );
     bin
 }
+
+/// What a finished `bartleby` process reported.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stderr: String,
+}
+
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Self {
+        Run {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Asserts a failed run: exit 1, no panic, a single `error:` line containing every `needle`,
+/// and neither `output` nor a `.bartleby-*` temp file left beside it.
+pub fn assert_clear_error(run: &Run, output: &Path, needles: &[&str]) {
+    assert_eq!(run.code, Some(1), "expected exit 1, stderr: {}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one error line, got: {}",
+        run.stderr
+    );
+    for n in needles {
+        assert!(
+            lines[0].contains(n),
+            "error line {:?} lacks {n:?}",
+            lines[0]
+        );
+    }
+    assert!(!output.exists(), "a failed run left {}", output.display());
+    let leftovers: Vec<_> = std::fs::read_dir(output.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".bartleby-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left behind");
+}

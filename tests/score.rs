@@ -10,11 +10,6 @@ use std::process::Command;
 
 const TOL: f64 = 1e-6;
 
-struct Run {
-    code: Option<i32>,
-    stderr: String,
-}
-
 fn score(input: &Path, output: &Path, extra: &[&str]) -> Run {
     let out = Command::new(bartleby_bin())
         .args([
@@ -27,10 +22,7 @@ fn score(input: &Path, output: &Path, extra: &[&str]) -> Run {
         .args(extra)
         .output()
         .unwrap();
-    Run {
-        code: out.status.code(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// Compares `got` with `want` recursively: same keys, same strings/bools, numbers within TOL.
@@ -174,41 +166,13 @@ fn stdout_output_and_single_reference() {
 // ---------------------------------------------------------------------------------------------
 // Bad input
 
-/// Runs `score` on `input_text` written to `in.jsonl`; asserts exit 1, one `error:` line with
-/// every needle, no panic, no output and no temp file left.
-fn assert_clear_error(input_text: &[u8], extra: &[&str], needles: &[&str]) {
+/// Runs `score` on `input_text` written to `in.jsonl`; asserts a clear one-line failure.
+fn assert_score_error(input_text: &[u8], extra: &[&str], needles: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in.jsonl");
     std::fs::write(&input, input_text).unwrap();
     let output: PathBuf = tmp.path().join("scores.json");
-    let run = score(&input, &output, extra);
-    assert_eq!(run.code, Some(1), "expected exit 1, stderr: {}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
-    let lines: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected one error line, got: {}",
-        run.stderr
-    );
-    for n in needles {
-        assert!(
-            lines[0].contains(n),
-            "error line {:?} lacks {n:?}",
-            lines[0]
-        );
-    }
-    assert!(!output.exists(), "a failed run left {}", output.display());
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".bartleby-"))
-        .collect();
-    assert!(leftovers.is_empty(), "temp files left behind");
+    assert_clear_error(&score(&input, &output, extra), &output, needles);
 }
 
 const GOOD: &[u8] = b"{\"id\": 1, \"prediction\": \"a b c\", \"references\": [\"a b d\"]}\n";
@@ -222,18 +186,18 @@ fn with_line(line: &[u8]) -> Vec<u8> {
 
 #[test]
 fn empty_file() {
-    assert_clear_error(b"", &[], &["in.jsonl", "no pairs"]);
-    assert_clear_error(b"\n  \n", &[], &["in.jsonl", "no pairs"]);
+    assert_score_error(b"", &[], &["in.jsonl", "no pairs"]);
+    assert_score_error(b"\n  \n", &[], &["in.jsonl", "no pairs"]);
 }
 
 #[test]
 fn missing_fields() {
-    assert_clear_error(
+    assert_score_error(
         &with_line(b"{\"references\": [\"x\"]}"),
         &[],
         &["in.jsonl line 2", "missing field \"prediction\""],
     );
-    assert_clear_error(
+    assert_score_error(
         &with_line(b"{\"prediction\": \"x\"}"),
         &[],
         &["in.jsonl line 2", "missing field \"references\""],
@@ -242,12 +206,12 @@ fn missing_fields() {
 
 #[test]
 fn wrong_types() {
-    assert_clear_error(
+    assert_score_error(
         &with_line(b"{\"prediction\": 5, \"references\": [\"x\"]}"),
         &[],
         &["in.jsonl line 2", "\"prediction\" must be a string"],
     );
-    assert_clear_error(
+    assert_score_error(
         &with_line(b"{\"prediction\": \"x\", \"references\": \"x\"}"),
         &[],
         &[
@@ -255,22 +219,22 @@ fn wrong_types() {
             "\"references\" must be a list of strings",
         ],
     );
-    assert_clear_error(
+    assert_score_error(
         &with_line(b"{\"prediction\": \"x\", \"references\": [\"x\", null]}"),
         &[],
         &["in.jsonl line 2", "\"references\"[1] must be a string"],
     );
-    assert_clear_error(
+    assert_score_error(
         &with_line(b"{\"prediction\": \"x\", \"reference\": [\"x\"]}"),
         &[],
         &["in.jsonl line 2", "\"reference\" must be a string"],
     );
-    assert_clear_error(
+    assert_score_error(
         &with_line(b"[\"x\"]"),
         &[],
         &["in.jsonl line 2", "expected a JSON object"],
     );
-    assert_clear_error(
+    assert_score_error(
         &with_line(b"{\"prediction\": \"x\", "),
         &[],
         &["in.jsonl line 2", "invalid JSON"],
@@ -279,7 +243,7 @@ fn wrong_types() {
 
 #[test]
 fn empty_references_list() {
-    assert_clear_error(
+    assert_score_error(
         &with_line(b"{\"prediction\": \"x\", \"references\": []}"),
         &[],
         &["in.jsonl line 2", "\"references\" is an empty list"],
@@ -288,7 +252,7 @@ fn empty_references_list() {
 
 #[test]
 fn non_utf8_line() {
-    assert_clear_error(
+    assert_score_error(
         &with_line(b"{\"prediction\": \"caf\xe9\", \"references\": [\"x\"]}"),
         &[],
         &["in.jsonl line 2", "not valid UTF-8"],
@@ -297,17 +261,17 @@ fn non_utf8_line() {
 
 #[test]
 fn unknown_or_unavailable_metric() {
-    assert_clear_error(
+    assert_score_error(
         GOOD,
         &["--metrics", "rouge,bertscore"],
         &["--metrics", "bertscore is not available yet"],
     );
-    assert_clear_error(
+    assert_score_error(
         GOOD,
         &["--metrics", "foo"],
         &["--metrics", "unknown metric \"foo\""],
     );
-    assert_clear_error(
+    assert_score_error(
         GOOD,
         &["--metrics", "bleu", "--hf-evaluate"],
         &["--hf-evaluate", "rouge"],
