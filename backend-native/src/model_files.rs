@@ -2,6 +2,7 @@
 //! standard HF cache) and loading them into a [`Summarizer`].
 
 use anyhow::{bail, Context, Result};
+use bartleby_core::lora::{self, AdapterReport};
 use bartleby_core::weights::{load_bart_with, Checkpoint};
 use bartleby_core::{BartConfig, BartTokenizer, GenerationConfig, Summarizer};
 use burn::tensor::Device;
@@ -35,7 +36,6 @@ impl Fetch for LocalDir {
 
 struct Hub {
     id: String,
-    offline: bool,
     api: Option<hf_hub::api::sync::ApiRepo>,
     cache: hf_hub::CacheRepo,
 }
@@ -78,15 +78,91 @@ fn looks_like_hub_id(s: &str) -> bool {
 
 /// Resolves `--model`: an existing directory, else a hub id.
 pub fn resolve(model: &str) -> Result<ModelFiles> {
-    let path = Path::new(model);
+    let (fetch, offline) = source(model, "model", "config.json")?;
+    collect(model, fetch.as_ref()).map_err(|e| offline_context(e, offline))
+}
+
+/// A PEFT LoRA adapter's files.
+#[derive(Debug)]
+pub struct AdapterFiles {
+    pub source: String,
+    pub config: PathBuf,
+    pub weights: PathBuf,
+}
+
+/// Resolves `--adapter`: a directory written by PEFT's `save_pretrained` (or `bartleby train`),
+/// else a hub id.
+pub fn resolve_adapter(adapter: &str) -> Result<AdapterFiles> {
+    let (fetch, offline) = source(adapter, "adapter", lora::CONFIG_FILE)?;
+    let files = (|| {
+        let config = fetch
+            .fetch(lora::CONFIG_FILE)?
+            .ok_or_else(|| anyhow::anyhow!("{adapter}: no {}", lora::CONFIG_FILE))?;
+        let weights = match fetch.fetch(lora::WEIGHTS_FILE)? {
+            Some(w) => w,
+            None if fetch.fetch("adapter_model.bin")?.is_some() => bail!(
+                "{adapter}: only adapter_model.bin is present; Bartleby reads safetensors \
+                 (PEFT: model.save_pretrained(dir, safe_serialization=True))"
+            ),
+            None => bail!("{adapter}: no {}", lora::WEIGHTS_FILE),
+        };
+        Ok(AdapterFiles {
+            source: adapter.to_string(),
+            config,
+            weights,
+        })
+    })();
+    files.map_err(|e| offline_context(e, offline))
+}
+
+/// Adds the adapter's LoRA branches to the loaded model.
+pub fn apply_adapter(summarizer: &mut Summarizer, files: &AdapterFiles) -> Result<AdapterReport> {
+    let config = lora::LoraConfig::from_json(&read(&files.config)?)
+        .with_context(|| files.config.display().to_string())?;
+    let report = lora::load_adapter(&mut summarizer.model, &config, &read(&files.weights)?)
+        .with_context(|| files.weights.display().to_string())?;
+    tracing::info!(
+        "{}: LoRA on {} projections (r={}, alpha={})",
+        files.source,
+        report.adapted.len(),
+        config.r,
+        config.lora_alpha
+    );
+    Ok(report)
+}
+
+/// Resolves and loads `--model`, with `--adapter` applied when given: the one way commands
+/// get a model.
+pub fn load_model(model: &str, adapter: Option<&str>, device: &Device) -> Result<Summarizer> {
+    let files = resolve(model)?;
+    let mut summarizer = load(&files, device).with_context(|| format!("loading {model}"))?;
+    if let Some(adapter) = adapter {
+        let adapter_files = resolve_adapter(adapter)?;
+        apply_adapter(&mut summarizer, &adapter_files)
+            .with_context(|| format!("applying adapter {adapter} to {model}"))?;
+    }
+    Ok(summarizer)
+}
+
+fn offline_context(e: anyhow::Error, offline: bool) -> anyhow::Error {
+    if offline {
+        e.context("HF_HUB_OFFLINE is set and the files are not fully in the local cache")
+    } else {
+        e
+    }
+}
+
+/// Where `spec` (a directory, else a hub id) fetches files from, and whether the hub is off.
+fn source(spec: &str, what: &str, marker: &str) -> Result<(Box<dyn Fetch>, bool)> {
+    let path = Path::new(spec);
     if path.is_dir() {
-        return collect(model, &LocalDir(path.to_path_buf()));
+        return Ok((Box::new(LocalDir(path.to_path_buf())), false));
     }
     if path.exists() {
-        bail!("{model}: --model must be a directory holding config.json, not a file");
+        bail!("{spec}: --{what} must be a directory holding {marker}, not a file");
     }
-    if !looks_like_hub_id(model) {
-        bail!("{model}: no such model directory");
+    if !looks_like_hub_id(spec) {
+        bail!("{spec}: no such {what} directory");
     }
     let offline = matches!(
         std::env::var("HF_HUB_OFFLINE").as_deref(),
@@ -100,7 +176,7 @@ pub fn resolve(model: &str) -> Result<ModelFiles> {
             | Ok("yes")
     );
     let cache = hf_hub::Cache::from_env();
-    let cache_repo = cache.model(model.to_string());
+    let cache_repo = cache.model(spec.to_string());
     let api = if offline {
         None
     } else {
@@ -110,21 +186,14 @@ pub fn resolve(model: &str) -> Result<ModelFiles> {
             .with_progress(true)
             .build()
             .context("cannot set up the Hugging Face hub client")?;
-        Some(api.model(model.to_string()))
+        Some(api.model(spec.to_string()))
     };
     let hub = Hub {
-        id: model.to_string(),
-        offline,
+        id: spec.to_string(),
         api,
         cache: cache_repo,
     };
-    collect(model, &hub).map_err(|e| {
-        if hub.offline {
-            e.context("HF_HUB_OFFLINE is set and the model is not fully in the local cache")
-        } else {
-            e
-        }
-    })
+    Ok((Box::new(hub), offline))
 }
 
 fn collect(source: &str, f: &dyn Fetch) -> Result<ModelFiles> {

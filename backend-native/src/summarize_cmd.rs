@@ -15,6 +15,10 @@ pub struct SummarizeArgs {
     /// Model directory (config.json, model.safetensors, tokenizer) or Hugging Face hub id.
     #[arg(long)]
     pub model: String,
+    /// LoRA adapter (PEFT format: adapter_config.json + adapter_model.safetensors), a directory
+    /// or hub id, applied unmerged on top of --model.
+    #[arg(long)]
+    pub adapter: Option<String>,
     /// Input: .jsonl (`dialogue` or `text`, optional `id`), .csv with those columns, or plain
     /// text (one document). `-` reads stdin.
     #[arg(long, default_value = "-")]
@@ -117,9 +121,7 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     let docs = read_documents(&args.input)?;
     let device = device::init(args.device)?;
     let started = Instant::now();
-    let files = model_files::resolve(&args.model)?;
-    let summarizer =
-        model_files::load(&files, &device).with_context(|| format!("loading {}", args.model))?;
+    let summarizer = model_files::load_model(&args.model, args.adapter.as_deref(), &device)?;
     tracing::info!(
         "loaded {} in {:.3}s",
         args.model,

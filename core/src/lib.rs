@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod generate;
+pub mod lora;
 pub mod metrics;
 pub mod model;
 pub mod summarize;

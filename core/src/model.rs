@@ -7,7 +7,7 @@
 
 use crate::config::{Activation, BartConfig, POSITION_OFFSET};
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::{Dropout, LayerNorm, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax, tanh};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
@@ -46,8 +46,8 @@ pub struct Decoder {
 pub struct EncoderLayer {
     pub self_attn: Attention,
     pub self_attn_layer_norm: LayerNorm,
-    pub fc1: Linear,
-    pub fc2: Linear,
+    pub fc1: Proj,
+    pub fc2: Proj,
     pub final_layer_norm: LayerNorm,
     #[module(skip)]
     pub activation: ActivationFn,
@@ -59,8 +59,8 @@ pub struct DecoderLayer {
     pub self_attn_layer_norm: LayerNorm,
     pub encoder_attn: Attention,
     pub encoder_attn_layer_norm: LayerNorm,
-    pub fc1: Linear,
-    pub fc2: Linear,
+    pub fc1: Proj,
+    pub fc2: Proj,
     pub final_layer_norm: LayerNorm,
     #[module(skip)]
     pub activation: ActivationFn,
@@ -69,10 +69,10 @@ pub struct DecoderLayer {
 /// Multi-head scaled dot-product attention with separate q/k/v/out projections.
 #[derive(Module, Debug)]
 pub struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub out_proj: Linear,
+    pub q_proj: Proj,
+    pub k_proj: Proj,
+    pub v_proj: Proj,
+    pub out_proj: Proj,
     pub num_heads: usize,
 }
 
@@ -226,6 +226,63 @@ impl Bart {
 /// its stored (HF `[out, in]`) order, which is what decoding (a few rows per step) is bound by.
 const FEW_ROWS: usize = 64;
 
+/// A linear projection `x W + b`, optionally with a LoRA branch (Hu et al., 2021):
+/// `x W + b + s · (dropout(x) A) B`, as PEFT's `lora.Linear` computes it unmerged.
+#[derive(Module, Debug)]
+pub struct Proj {
+    pub linear: Linear,
+    pub lora: Option<LoraBranch>,
+}
+
+/// The low-rank update of one projection. PEFT stores `lora_A` `[r, in]` and `lora_B`
+/// `[out, r]`; burn's layout is their transposes.
+#[derive(Module, Debug)]
+pub struct LoraBranch {
+    /// `[in, r]`
+    pub a: Param<Tensor<2>>,
+    /// `[r, out]`
+    pub b: Param<Tensor<2>>,
+    /// `lora_alpha / r`, or `lora_alpha / sqrt(r)` with rsLoRA.
+    pub scaling: f64,
+    /// On the branch input; active only on an autodiff (training) device.
+    pub dropout: Dropout,
+}
+
+impl Proj {
+    /// `x` `[batch, len, d_in]` → `[batch, len, d_out]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let base = project(&self.linear, x.clone());
+        match &self.lora {
+            None => base,
+            Some(lora) => base + lora.forward(x),
+        }
+    }
+
+    /// Folds the LoRA branch into the weight: `W + s · A B` (PEFT's `merge_and_unload`).
+    pub fn merge(&mut self) {
+        if let Some(lora) = self.lora.take() {
+            let delta = lora.a.val().matmul(lora.b.val()).mul_scalar(lora.scaling);
+            let weight = self.linear.weight.val() + delta;
+            self.linear.weight = Param::from_tensor(weight);
+        }
+    }
+}
+
+impl LoraBranch {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [batch, len, d_in] = x.dims();
+        let x = self.dropout.forward(x);
+        let a = self.a.val();
+        let b = self.b.val();
+        let [_, d_out] = b.dims();
+        x.reshape([batch * len, d_in])
+            .matmul(a)
+            .matmul(b)
+            .mul_scalar(self.scaling)
+            .reshape([batch, len, d_out])
+    }
+}
+
 /// `x W + b` for `x` `[batch, len, d_in]`.
 fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [batch, len, d_in] = x.dims();
@@ -268,10 +325,9 @@ impl EncoderLayer {
         let (k, v) = self.self_attn.keys_values(x.clone());
         let attended = self.self_attn.attend(x.clone(), &k, &v, Some(key_mask), 1);
         let x = self.self_attn_layer_norm.forward(x + attended);
-        let ffn = project(
-            &self.fc2,
-            self.activation.apply(project(&self.fc1, x.clone())),
-        );
+        let ffn = self
+            .fc2
+            .forward(self.activation.apply(self.fc1.forward(x.clone())));
         self.final_layer_norm.forward(x + ffn)
     }
 }
@@ -352,10 +408,9 @@ impl DecoderLayer {
             .attend(x.clone(), ck, cv, Some(key_mask), rows_per_input);
         let x = self.encoder_attn_layer_norm.forward(x + attended);
 
-        let ffn = project(
-            &self.fc2,
-            self.activation.apply(project(&self.fc1, x.clone())),
-        );
+        let ffn = self
+            .fc2
+            .forward(self.activation.apply(self.fc1.forward(x.clone())));
         self.final_layer_norm.forward(x + ffn)
     }
 }
@@ -364,8 +419,8 @@ impl Attention {
     /// Projects `x` `[b, len, d]` to keys and values `[b, heads, len, head_dim]`.
     fn keys_values(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
         (
-            self.split_heads(project(&self.k_proj, x.clone())),
-            self.split_heads(project(&self.v_proj, x)),
+            self.split_heads(self.k_proj.forward(x.clone())),
+            self.split_heads(self.v_proj.forward(x)),
         )
     }
 
@@ -386,7 +441,7 @@ impl Attention {
         let (heads, head_dim) = (self.num_heads, d_model / self.num_heads);
         let inputs = rows / group;
         // [rows, len, d] → [inputs, group·len, d] (rows of an input are consecutive) → heads.
-        let q = project(&self.q_proj, x)
+        let q = self.q_proj.forward(x)
             .reshape([inputs, group * len, d_model])
             .mul_scalar((head_dim as f64).powf(-0.5));
         let q = self.split_heads(q);
@@ -399,7 +454,7 @@ impl Attention {
             .matmul(v.clone())
             .swap_dims(1, 2)
             .reshape([rows, len, heads * head_dim]);
-        project(&self.out_proj, out)
+        self.out_proj.forward(out)
     }
 
     fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
@@ -418,9 +473,12 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
     let empty2 =
         |shape: [usize; 2]| Param::from_tensor(Tensor::<2>::zeros([1, 1], device).expand(shape));
     let empty1 = |n: usize| Param::from_tensor(Tensor::<1>::zeros([1], device).expand([n]));
-    let linear = |i: usize, o: usize| Linear {
-        weight: empty2([i, o]),
-        bias: Some(empty1(o)),
+    let linear = |i: usize, o: usize| Proj {
+        linear: Linear {
+            weight: empty2([i, o]),
+            bias: Some(empty1(o)),
+        },
+        lora: None,
     };
     let layer_norm = || {
         LayerNormConfig::new(d)

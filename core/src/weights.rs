@@ -3,10 +3,10 @@
 //! the same layout.
 
 use crate::config::BartConfig;
-use crate::model::{skeleton, Attention, Bart};
+use crate::model::{skeleton, Attention, Bart, Proj};
 use crate::{Error, Result};
 use burn::module::Param;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::LayerNorm;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -22,23 +22,57 @@ pub enum Slot<'a> {
     Vector(&'a mut Param<Tensor<1>>),
 }
 
+/// A parameter tensor, or a whole projection (its weight, bias and any LoRA branch).
+pub enum Node<'a> {
+    Tensor(Slot<'a>),
+    Proj(&'a mut Proj),
+}
+
 type Visitor<'f> = dyn FnMut(String, Slot<'_>) -> Result<()> + 'f;
+type Walker<'f> = dyn FnMut(String, Node<'_>) -> Result<()> + 'f;
 
 /// Calls `f` for every parameter with its canonical transformers name
 /// (`BartForConditionalGeneration`'s state dict, tied copies omitted).
 pub fn visit(model: &mut Bart, f: &mut Visitor<'_>) -> Result<()> {
+    walk(model, &mut |name, node| match node {
+        Node::Tensor(slot) => f(name, slot),
+        Node::Proj(p) => {
+            f(format!("{name}.weight"), Slot::LinearWeight(&mut p.linear.weight))?;
+            match p.linear.bias.as_mut() {
+                Some(bias) => f(format!("{name}.bias"), Slot::Vector(bias)),
+                None => Ok(()),
+            }
+        }
+    })
+}
+
+/// Calls `f` for every projection (`nn.Linear` in transformers) with its module name, e.g.
+/// `model.encoder.layers.0.self_attn.q_proj` — the names PEFT's `target_modules` match.
+pub fn visit_projections(
+    model: &mut Bart,
+    f: &mut dyn FnMut(String, &mut Proj) -> Result<()>,
+) -> Result<()> {
+    walk(model, &mut |name, node| match node {
+        Node::Tensor(_) => Ok(()),
+        Node::Proj(p) => f(name, p),
+    })
+}
+
+
+/// The one walk over the model in transformers' naming.
+fn walk(model: &mut Bart, f: &mut Walker<'_>) -> Result<()> {
     f(
         "model.shared.weight".into(),
-        Slot::Matrix(&mut model.shared),
+        Node::Tensor(Slot::Matrix(&mut model.shared)),
     )?;
     f(
         "final_logits_bias".into(),
-        Slot::Vector(&mut model.final_logits_bias),
+        Node::Tensor(Slot::Vector(&mut model.final_logits_bias)),
     )?;
     let enc = &mut model.encoder;
     f(
         "model.encoder.embed_positions.weight".into(),
-        Slot::Matrix(&mut enc.embed_positions),
+        Node::Tensor(Slot::Matrix(&mut enc.embed_positions)),
     )?;
     layer_norm(
         "model.encoder.layernorm_embedding",
@@ -64,7 +98,7 @@ pub fn visit(model: &mut Bart, f: &mut Visitor<'_>) -> Result<()> {
     let dec = &mut model.decoder;
     f(
         "model.decoder.embed_positions.weight".into(),
-        Slot::Matrix(&mut dec.embed_positions),
+        Node::Tensor(Slot::Matrix(&mut dec.embed_positions)),
     )?;
     layer_norm(
         "model.decoder.layernorm_embedding",
@@ -96,28 +130,21 @@ pub fn visit(model: &mut Bart, f: &mut Visitor<'_>) -> Result<()> {
     Ok(())
 }
 
-fn attention(prefix: &str, a: &mut Attention, f: &mut Visitor<'_>) -> Result<()> {
+fn attention(prefix: &str, a: &mut Attention, f: &mut Walker<'_>) -> Result<()> {
     linear(&format!("{prefix}.q_proj"), &mut a.q_proj, f)?;
     linear(&format!("{prefix}.k_proj"), &mut a.k_proj, f)?;
     linear(&format!("{prefix}.v_proj"), &mut a.v_proj, f)?;
     linear(&format!("{prefix}.out_proj"), &mut a.out_proj, f)
 }
 
-fn linear(prefix: &str, l: &mut Linear, f: &mut Visitor<'_>) -> Result<()> {
-    f(
-        format!("{prefix}.weight"),
-        Slot::LinearWeight(&mut l.weight),
-    )?;
-    if let Some(bias) = l.bias.as_mut() {
-        f(format!("{prefix}.bias"), Slot::Vector(bias))?;
-    }
-    Ok(())
+fn linear(prefix: &str, p: &mut Proj, f: &mut Walker<'_>) -> Result<()> {
+    f(prefix.to_string(), Node::Proj(p))
 }
 
-fn layer_norm(prefix: &str, ln: &mut LayerNorm, f: &mut Visitor<'_>) -> Result<()> {
-    f(format!("{prefix}.weight"), Slot::Vector(&mut ln.gamma))?;
+fn layer_norm(prefix: &str, ln: &mut LayerNorm, f: &mut Walker<'_>) -> Result<()> {
+    f(format!("{prefix}.weight"), Node::Tensor(Slot::Vector(&mut ln.gamma)))?;
     if let Some(beta) = ln.beta.as_mut() {
-        f(format!("{prefix}.bias"), Slot::Vector(beta))?;
+        f(format!("{prefix}.bias"), Node::Tensor(Slot::Vector(beta)))?;
     }
     Ok(())
 }
@@ -187,8 +214,8 @@ fn canonical_name(name: &str) -> String {
     }
 }
 
-/// Reads a tensor as f32, whatever its stored float type.
-fn to_f32(file: &str, name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
+/// Reads a tensor as f32, whatever its stored float type (f32, f16, bf16).
+pub fn read_f32(file: &str, name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
     let data = view.data();
     Ok(match view.dtype() {
         Dtype::F32 => data
@@ -264,7 +291,7 @@ pub fn load_bart_with(
                 if found != expected {
                     return Err(mismatch(&expected));
                 }
-                let data = to_f32(file, &name, view)?;
+                let data = read_f32(file, &name, view)?;
                 *p = Param::from_tensor(Tensor::from_data(TensorData::new(data, expected), device));
             }
             Slot::LinearWeight(p) => {
@@ -273,7 +300,7 @@ pub fn load_bart_with(
                     return Err(mismatch(&[d_out, d_in]));
                 }
                 // Kept in HF's [out, in] memory order; burn sees the transposed view (no copy).
-                let data = to_f32(file, &name, view)?;
+                let data = read_f32(file, &name, view)?;
                 let stored = Tensor::<2>::from_data(TensorData::new(data, [d_out, d_in]), device);
                 *p = Param::from_tensor(stored.transpose());
             }
@@ -283,7 +310,7 @@ pub fn load_bart_with(
                 if !ok {
                     return Err(mismatch(&[n]));
                 }
-                let data = to_f32(file, &name, view)?;
+                let data = read_f32(file, &name, view)?;
                 *p = Param::from_tensor(Tensor::from_data(TensorData::new(data, [n]), device));
             }
         }

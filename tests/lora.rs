@@ -1,0 +1,177 @@
+//! LoRA parity with PEFT 0.21 (tools/reference/make_lora_fixtures.py): adapters saved by PEFT
+//! itself (nonzero B; several target sets, rsLoRA, rank/alpha patterns, a regex target, trained
+//! biases) give PEFT's logits (≤ 1e-4) and generated ids (identical), unmerged and merged.
+
+use bartleby_core::lora::{self, LoraConfig};
+use bartleby_core::summarize::ids_tensor;
+use bartleby_core::weights::{load_bart, save_safetensors, Checkpoint, SaveDtype};
+use bartleby_core::{Bart, GenerationConfig, Summarizer};
+use bartleby_tests::*;
+use burn::tensor::Device;
+use serde_json::Value;
+use std::path::PathBuf;
+
+const LOGIT_TOL: f32 = 1e-4;
+const CASES: [&str; 3] = ["gelu-qv", "relu-all-rslora", "silu-regex-bias"];
+
+fn case_dir(case: &str) -> PathBuf {
+    fixtures().join("lora").join(case)
+}
+
+fn with_adapter(case: &str, device: &Device) -> (Summarizer, Value) {
+    let fx = read_json(&fixtures().join("lora").join(format!("{case}.json")));
+    let mut s = load(fx["model"].as_str().unwrap(), device);
+    let dir = case_dir(case);
+    let config = LoraConfig::from_json(&std::fs::read(dir.join(lora::CONFIG_FILE)).unwrap())
+        .unwrap();
+    let weights = std::fs::read(dir.join(lora::WEIGHTS_FILE)).unwrap();
+    let report = lora::load_adapter(&mut s.model, &config, &weights).unwrap();
+    assert!(!report.adapted.is_empty(), "{case}: nothing adapted");
+    (s, fx)
+}
+
+fn logits(model: &Bart, fx: &Value, device: &Device) -> Vec<f32> {
+    let pin = parity(fx["model"].as_str().unwrap());
+    let (_, logits) = model.forward(
+        ids_tensor(&u32_rows(&pin["batch_input_ids"]), device),
+        ids_tensor(&u32_rows(&pin["batch_attention_mask"]), device),
+        ids_tensor(&u32_rows(&pin["decoder_input_ids"]), device),
+    );
+    logits.into_data().try_to_vec::<f32>().unwrap()
+}
+
+fn max_abs_diff(ours: &[f32], theirs: &Value) -> f32 {
+    let mut expected = Vec::new();
+    f32_flat(theirs, &mut expected);
+    assert_eq!(ours.len(), expected.len(), "element counts differ");
+    ours.iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+fn check_generations(s: &Summarizer, fx: &Value, key: &str, case: &str) {
+    let pin = parity(fx["model"].as_str().unwrap());
+    let ids = u32_rows(&pin["batch_input_ids"]);
+    let mask = u32_rows(&pin["batch_attention_mask"]);
+    let gens = fx[key].as_array().unwrap();
+    assert_eq!(gens.len(), 2);
+    for g in gens {
+        let cfg: GenerationConfig = s.generation.with_overrides(&g["kwargs"]).unwrap();
+        let seqs = s.generate_ids(&ids, &mask, &cfg, &mut |_| {}).unwrap();
+        assert_eq!(
+            bartleby_core::generate::pad_like_hf(&seqs, cfg.hf_output_pad_token_id()),
+            u32_rows(&g["sequences"]),
+            "{case}: {key} {}",
+            g["name"]
+        );
+    }
+}
+
+fn check_case(case: &str, device: &Device) {
+    let (mut s, fx) = with_adapter(case, device);
+    let diff = max_abs_diff(&logits(&s.model, &fx, device), &fx["logits"]);
+    eprintln!("{case}: unmerged logits max abs diff {diff:e}");
+    assert!(diff <= LOGIT_TOL, "{case}: logits differ from PEFT by {diff}");
+    check_generations(&s, &fx, "generations", case);
+
+    let merged = lora::merge(&mut s.model).unwrap();
+    assert!(merged > 0);
+    let diff = max_abs_diff(&logits(&s.model, &fx, device), &fx["merged_logits"]);
+    eprintln!("{case}: merged logits max abs diff {diff:e}");
+    assert!(diff <= LOGIT_TOL, "{case}: merged logits differ by {diff}");
+    check_generations(&s, &fx, "merged_generations", case);
+
+    // The merged checkpoint, written and read back, is the same model.
+    let bytes = save_safetensors(&s.model, SaveDtype::F32).unwrap();
+    let checkpoint = Checkpoint::from_shards(&[("merged", &bytes)]).unwrap();
+    let (reloaded, _) = load_bart(&s.config, &checkpoint, device).unwrap();
+    assert_eq!(
+        logits(&reloaded, &fx, device),
+        logits(&s.model, &fx, device),
+        "{case}: merged checkpoint does not reload to the same model"
+    );
+}
+
+#[test]
+fn peft_adapters_match_peft_cpu() {
+    let device = Device::flex();
+    for case in CASES {
+        check_case(case, &device);
+    }
+}
+
+#[test]
+fn peft_adapter_matches_peft_wgpu() {
+    if !bartleby::device::WGPU_BUILT {
+        eprintln!("peft_adapter_matches_peft_wgpu: built without the wgpu feature; not run");
+        return;
+    }
+    let device = bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device");
+    check_case("relu-all-rslora", &device);
+}
+
+/// `save_adapter` writes PEFT's key names and layouts: the file PEFT saved, read and written
+/// back, has the same tensors byte for byte.
+#[test]
+fn saved_adapter_has_peft_layout() {
+    let device = Device::flex();
+    let (s, _) = with_adapter("relu-all-rslora", &device);
+    let saved = lora::save_adapter(&s.model).unwrap();
+    let original = std::fs::read(case_dir("relu-all-rslora").join(lora::WEIGHTS_FILE)).unwrap();
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&saved).unwrap(),
+        safetensors::SafeTensors::deserialize(&original).unwrap(),
+    );
+    let mut names_a = a.names();
+    let mut names_b = b.names();
+    names_a.sort();
+    names_b.sort();
+    assert_eq!(names_a, names_b);
+    for name in names_b {
+        let (ta, tb) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
+        assert_eq!(ta.shape(), tb.shape(), "{name}");
+        assert_eq!(ta.data(), tb.data(), "{name}: bytes differ");
+    }
+}
+
+/// An adapter for another model shape, or with a tensor no projection has, is refused with an
+/// error naming the tensor.
+#[test]
+fn adapter_for_another_model_is_refused() {
+    let device = Device::flex();
+    let dir = case_dir("gelu-qv");
+    let config =
+        LoraConfig::from_json(&std::fs::read(dir.join(lora::CONFIG_FILE)).unwrap()).unwrap();
+    let weights = std::fs::read(dir.join(lora::WEIGHTS_FILE)).unwrap();
+    let mut other = load("tiny-relu-scaled", &device);
+    let err = lora::load_adapter(&mut other.model, &config, &weights)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("adapter_model.safetensors") && err.contains("shape"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unsupported_adapter_configs_are_refused() {
+    let base = std::fs::read(case_dir("gelu-qv").join(lora::CONFIG_FILE)).unwrap();
+    let base: Value = serde_json::from_slice(&base).unwrap();
+    for (key, value, needle) in [
+        ("use_dora", Value::Bool(true), "use_dora"),
+        ("peft_type", Value::from("IA3"), "peft_type"),
+        ("r", Value::from(0), "r must be"),
+        ("lora_dropout", Value::from(1.5), "lora_dropout"),
+    ] {
+        let mut cfg = base.clone();
+        cfg[key] = value;
+        let err = LoraConfig::from_json(&serde_json::to_vec(&cfg).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("adapter_config.json") && err.contains(needle),
+            "{key}: {err}"
+        );
+    }
+}
