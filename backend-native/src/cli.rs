@@ -1,6 +1,6 @@
 //! The `bartleby` command line: a thin shell over `bartleby-core`.
 
-use crate::{score_cmd, summarize_cmd};
+use crate::{merge_cmd, score_cmd, summarize_cmd};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -21,6 +21,9 @@ enum Command {
     Summarize(summarize_cmd::SummarizeArgs),
     /// Score predictions against references: ROUGE (rouge_score 0.1.2) and BLEU (sacrebleu 2.6.0).
     Score(score_cmd::ScoreArgs),
+    /// Merge a LoRA adapter into its base model: a standalone transformers checkpoint, checked
+    /// to give the same logits and generations as base + adapter.
+    Merge(merge_cmd::MergeArgs),
 }
 
 /// Parses arguments, runs the command, prints errors as one line; exit code 1 on failure.
@@ -37,6 +40,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Summarize(args) => summarize_cmd::run(args),
         Command::Score(args) => score_cmd::run(args),
+        Command::Merge(args) => merge_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

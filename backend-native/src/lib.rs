@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod device;
 pub mod input;
+pub mod merge_cmd;
 pub mod model_files;
 pub mod output;
 pub mod score_cmd;

@@ -117,10 +117,10 @@ pub fn resolve_adapter(adapter: &str) -> Result<AdapterFiles> {
 
 /// Adds the adapter's LoRA branches to the loaded model.
 pub fn apply_adapter(summarizer: &mut Summarizer, files: &AdapterFiles) -> Result<AdapterReport> {
-    let config = lora::LoraConfig::from_json(&read(&files.config)?)
-        .with_context(|| files.config.display().to_string())?;
-    let report = lora::load_adapter(&mut summarizer.model, &config, &read(&files.weights)?)
-        .with_context(|| files.weights.display().to_string())?;
+    // Core errors name the file (adapter_config.json / adapter_model.safetensors); callers add
+    // which adapter.
+    let config = lora::LoraConfig::from_json(&read(&files.config)?)?;
+    let report = lora::load_adapter(&mut summarizer.model, &config, &read(&files.weights)?)?;
     tracing::info!(
         "{}: LoRA on {} projections (r={}, alpha={})",
         files.source,

@@ -79,3 +79,52 @@ impl Sink {
         }
     }
 }
+
+/// Creates the directory `output` atomically: `fill` writes into a temp directory beside it,
+/// which is renamed into place only when `fill` succeeds. An existing `output` is an error
+/// unless `force`, in which case it is replaced (after the new one is complete).
+pub fn write_dir(output: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = output.display();
+    if output.exists() && !force {
+        anyhow::bail!("{name}: already exists (use --force to replace it)");
+    }
+    let parent = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("{}: cannot create directory", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".bartleby-")
+        .tempdir_in(parent)
+        .with_context(|| format!("{name}: cannot create output directory"))?;
+    fill(tmp.path())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755));
+    }
+    let tmp = tmp.keep();
+    let old = output.exists().then(|| parent.join(format!(
+        ".bartleby-old-{}",
+        output.file_name().unwrap_or_default().to_string_lossy()
+    )));
+    if let Some(old) = &old {
+        std::fs::rename(output, old).with_context(|| format!("{name}: cannot replace"))?;
+    }
+    if let Err(e) = std::fs::rename(&tmp, output) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e).with_context(|| format!("{name}: cannot move output into place"));
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("{}: cannot remove the replaced output", old.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `dir/file` (inside a directory that [`write_dir`] renames into place).
+pub fn write_file(dir: &Path, file: &str, bytes: &[u8]) -> Result<()> {
+    let path = dir.join(file);
+    std::fs::write(&path, bytes).with_context(|| format!("{file}: write failed"))
+}

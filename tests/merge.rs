@@ -1,0 +1,183 @@
+//! End-to-end: `bartleby summarize --adapter` and `bartleby merge` on PEFT-saved adapters
+//! (tests/fixtures/lora, made by tools/reference/make_lora_fixtures.py).
+
+use bartleby_tests::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+fn bartleby(args: &[&str]) -> std::process::Output {
+    Command::new(bartleby_bin()).args(args).output().unwrap()
+}
+
+fn lora_case(case: &str) -> (String, Value) {
+    let dir = fixtures().join("lora").join(case);
+    let fx = read_json(&fixtures().join("lora").join(format!("{case}.json")));
+    (dir.to_str().unwrap().to_string(), fx)
+}
+
+/// Writes the parity batch's texts as JSONL and summarizes them greedily in one batch.
+fn summarize_batch(model: &Path, adapter: Option<&str>, fx: &Value, tmp: &Path) -> Vec<Vec<u32>> {
+    let pin = parity(fx["model"].as_str().unwrap());
+    let n = u32_rows(&pin["batch_input_ids"]).len();
+    let lines: Vec<String> = pin["texts"].as_array().unwrap()[..n]
+        .iter()
+        .map(|t| serde_json::json!({ "dialogue": t }).to_string())
+        .collect();
+    let input = tmp.join("in.jsonl");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let output = tmp.join("out.jsonl");
+    let max_input = pin["max_input_tokens"].to_string();
+    let mut args = vec![
+        "summarize",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--max-input-tokens",
+        &max_input,
+        "--batch-size",
+        "8",
+        "--num-beams",
+        "1",
+    ];
+    if let Some(a) = adapter {
+        args.extend(["--adapter", a]);
+    }
+    let out = bartleby(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let row: Value = serde_json::from_str(l).unwrap();
+            u32_rows(&Value::Array(vec![row["token_ids"].clone()])).remove(0)
+        })
+        .collect()
+}
+
+/// PEFT's greedy generations of the batch, padding removed.
+fn expected(fx: &Value, key: &str) -> Vec<Vec<u32>> {
+    let greedy = fx[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "greedy")
+        .unwrap();
+    u32_rows(&greedy["sequences"])
+        .into_iter()
+        .map(|mut row| {
+            // Rows end with eos (2) then padding (1); the first token (decoder start, 2) stays.
+            while row.len() > 1 && row.last() == Some(&1) {
+                row.pop();
+            }
+            row
+        })
+        .collect()
+}
+
+#[test]
+fn summarize_with_peft_adapter_gives_peft_ids() {
+    let (adapter, fx) = lora_case("gelu-qv");
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = summarize_batch(&model_dir("tiny-gelu"), Some(&adapter), &fx, tmp.path());
+    assert_eq!(ids, expected(&fx, "generations"));
+}
+
+#[test]
+fn merge_writes_a_checkpoint_that_generates_like_peft() {
+    let (adapter, fx) = lora_case("gelu-qv");
+    let tmp = tempfile::tempdir().unwrap();
+    let merged = tmp.path().join("merged");
+    let out = bartleby(&[
+        "merge",
+        "--model",
+        model_dir("tiny-gelu").to_str().unwrap(),
+        "--adapter",
+        &adapter,
+        "--output",
+        merged.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("generated ids identical 4/4"), "{stdout}");
+    for file in ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(merged.join(file).is_file(), "{file} missing");
+    }
+    // The merged generation_config.json keeps the base's summarization settings.
+    let base_gen = read_json(&model_dir("tiny-gelu").join("generation_config.json"));
+    let merged_gen = read_json(&merged.join("generation_config.json"));
+    for key in [
+        "num_beams",
+        "max_length",
+        "min_length",
+        "length_penalty",
+        "no_repeat_ngram_size",
+        "early_stopping",
+        "forced_bos_token_id",
+        "decoder_start_token_id",
+    ] {
+        assert_eq!(merged_gen[key], base_gen[key], "generation_config.json {key}");
+    }
+    let ids = summarize_batch(&merged, None, &fx, tmp.path());
+    assert_eq!(ids, expected(&fx, "merged_generations"));
+}
+
+#[test]
+fn merge_refuses_bad_inputs_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("merged");
+    let gelu = model_dir("tiny-gelu");
+    let (other_adapter, _) = lora_case("silu-regex-bias");
+    let (adapter, _) = lora_case("gelu-qv");
+    let missing = tmp.path().join("no-adapter");
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["--adapter", &other_adapter],
+            vec!["adapter_model.safetensors", "shape"],
+        ),
+        (
+            vec!["--adapter", missing.to_str().unwrap()],
+            vec!["no such adapter directory"],
+        ),
+        (
+            vec!["--adapter", gelu.to_str().unwrap()],
+            vec!["adapter_config.json"],
+        ),
+        (
+            vec!["--adapter", &adapter, "--tolerance", "0", "--dtype", "f16"],
+            vec!["lossless check failed"],
+        ),
+    ];
+    for (extra, needles) in cases {
+        let mut args = vec![
+            "merge",
+            "--model",
+            gelu.to_str().unwrap(),
+            "--output",
+            out_dir.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        assert_clear_error(&bartleby(&args).into(), &out_dir, &needles);
+    }
+    // An existing output is kept unless --force.
+    std::fs::create_dir(&out_dir).unwrap();
+    let args = [
+        "merge",
+        "--model",
+        gelu.to_str().unwrap(),
+        "--adapter",
+        &adapter,
+        "--output",
+        out_dir.to_str().unwrap(),
+    ];
+    let run: Run = bartleby(&args).into();
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("already exists"), "{}", run.stderr);
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    assert!(bartleby(&forced).status.success());
+    assert!(out_dir.join("model.safetensors").is_file());
+}
