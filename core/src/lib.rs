@@ -12,6 +12,8 @@ pub mod metrics;
 pub mod model;
 pub mod summarize;
 pub mod tokenizer;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod weights;
 
 pub use config::BartConfig;

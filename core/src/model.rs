@@ -271,8 +271,11 @@ impl Proj {
 impl LoraBranch {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [batch, len, d_in] = x.dims();
-        let x = self.dropout.forward(x);
+        // While training (the factors on the autodiff device) dropout needs `x` there too, even
+        // where it comes from the frozen, plain-tensor base.
         let a = self.a.val();
+        let x = if a.is_autodiff() { x.autodiff() } else { x };
+        let x = self.dropout.forward(x);
         let b = self.b.val();
         let [_, d_out] = b.dims();
         x.reshape([batch * len, d_in])

@@ -1,0 +1,333 @@
+//! Fine-tuning, one piece at a time, each computing what PyTorch + transformers compute:
+//! tokenized examples → [`collate`] (DataCollatorForSeq2Seq) → [`loss`] (BART's mean token
+//! cross-entropy) → gradients → [`clip_global_norm`] (`clip_grad_norm_`) → [`AdamW`]
+//! (`torch.optim.AdamW`) with [`linear_schedule`] (`get_linear_schedule_with_warmup`).
+//!
+//! Only the trainable parameters live on burn's autodiff device; the frozen base stays a plain
+//! tensor (a constant to autodiff), so LoRA training pays for the adapter's gradients only.
+
+use crate::model::Bart;
+use crate::summarize::ids_tensor;
+use crate::tokenizer::BartTokenizer;
+use crate::weights::{visit, visit_projections, Slot};
+use crate::{Error, Result};
+use burn::module::Param;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+
+/// The label value the loss ignores (PyTorch's `ignore_index`, transformers' padding of labels).
+pub const IGNORE: i64 = -100;
+
+/// One tokenized training pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub input_ids: Vec<u32>,
+    /// The summary's ids (`<s> ... </s>`), truncated.
+    pub labels: Vec<u32>,
+}
+
+/// Tokenizes a pair as `tokenizer(dialogue, max_length, truncation=True)` and
+/// `tokenizer(text_target=summary, ...)` do.
+pub fn tokenize(
+    tokenizer: &BartTokenizer,
+    dialogue: &str,
+    summary: &str,
+    max_source: usize,
+    max_target: usize,
+) -> Result<Example> {
+    Ok(Example {
+        input_ids: tokenizer.encode(dialogue, Some(max_source))?,
+        labels: tokenizer.encode(summary, Some(max_target))?,
+    })
+}
+
+/// A padded micro-batch, as `DataCollatorForSeq2Seq(padding="longest")` + BART's
+/// `shift_tokens_right` make it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub input_ids: Vec<Vec<u32>>,
+    pub attention_mask: Vec<Vec<u32>>,
+    pub decoder_input_ids: Vec<Vec<u32>>,
+    /// Padded with [`IGNORE`].
+    pub labels: Vec<Vec<i64>>,
+}
+
+impl Batch {
+    /// Target tokens the loss counts.
+    pub fn target_tokens(&self) -> usize {
+        self.labels.iter().flatten().filter(|&&l| l != IGNORE).count()
+    }
+
+    /// Input and target tokens, padding excluded.
+    pub fn tokens(&self) -> usize {
+        let inputs: u32 = self.attention_mask.iter().flatten().sum();
+        inputs as usize + self.target_tokens()
+    }
+}
+
+pub fn collate(examples: &[&Example], pad: u32, decoder_start: u32) -> Batch {
+    let src_len = examples.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+    let tgt_len = examples.iter().map(|e| e.labels.len()).max().unwrap_or(0);
+    let mut batch = Batch {
+        input_ids: Vec::new(),
+        attention_mask: Vec::new(),
+        decoder_input_ids: Vec::new(),
+        labels: Vec::new(),
+    };
+    for e in examples {
+        let n = e.input_ids.len();
+        let mut ids = e.input_ids.clone();
+        ids.resize(src_len, pad);
+        let mut mask = vec![1; n];
+        mask.resize(src_len, 0);
+        let mut labels: Vec<i64> = e.labels.iter().map(|&t| t as i64).collect();
+        labels.resize(tgt_len, IGNORE);
+        // shift_tokens_right: start token, then the labels without the last, -100 → pad.
+        let decoder = std::iter::once(decoder_start)
+            .chain(
+                labels[..tgt_len.saturating_sub(1)]
+                    .iter()
+                    .map(|&l| if l == IGNORE { pad } else { l as u32 }),
+            )
+            .collect();
+        batch.input_ids.push(ids);
+        batch.attention_mask.push(mask);
+        batch.decoder_input_ids.push(decoder);
+        batch.labels.push(labels);
+    }
+    batch
+}
+
+/// Mean cross-entropy over the non-ignored target tokens (`CrossEntropyLoss(ignore_index=-100)`
+/// on BART's logits), as a one-element tensor that carries the autodiff graph.
+pub fn loss(model: &Bart, batch: &Batch) -> Result<Tensor<1>> {
+    let count = batch.target_tokens();
+    if count == 0 {
+        return Err(Error::Input("a training batch has no target tokens".into()));
+    }
+    let device = model.device();
+    let (_, logits) = model.forward(
+        ids_tensor(&batch.input_ids, &device),
+        ids_tensor(&batch.attention_mask, &device),
+        ids_tensor(&batch.decoder_input_ids, &device),
+    );
+    let [rows, len, vocab] = logits.dims();
+    let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
+    let keep: Vec<f32> = flat.iter().map(|&l| (l != IGNORE) as u8 as f32).collect();
+    let targets: Vec<i64> = flat.iter().map(|&l| l.max(0)).collect();
+    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [rows * len, 1]), &device);
+    let keep = Tensor::<1>::from_data(TensorData::new(keep, [rows * len]), &device);
+    let log_probs = log_softmax(logits.reshape([rows * len, vocab]), 1);
+    let picked = log_probs.gather(1, targets).reshape([rows * len]);
+    Ok((picked * keep).sum().neg().div_scalar(count as f64))
+}
+
+/// What training updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trainable {
+    /// The LoRA branches' A and B.
+    Lora,
+    /// Every weight of the model (full fine-tuning).
+    All,
+}
+
+/// A trainable tensor, flattened: its name (PEFT key or transformers name) and value.
+enum ParamRef<'a> {
+    D1(&'a mut Param<Tensor<1>>),
+    D2(&'a mut Param<Tensor<2>>),
+}
+
+/// Calls `f` on every trainable parameter, in a fixed order, with a stable name.
+fn each_trainable(
+    model: &mut Bart,
+    what: Trainable,
+    f: &mut dyn FnMut(String, ParamRef<'_>) -> Result<()>,
+) -> Result<()> {
+    match what {
+        Trainable::Lora => visit_projections(model, &mut |name, proj| match &mut proj.lora {
+            Some(lora) => {
+                f(format!("{name}.lora_A"), ParamRef::D2(&mut lora.a))?;
+                f(format!("{name}.lora_B"), ParamRef::D2(&mut lora.b))
+            }
+            None => Ok(()),
+        }),
+        Trainable::All => visit(model, &mut |name, slot| match slot {
+            Slot::Matrix(p) | Slot::LinearWeight(p) => f(name, ParamRef::D2(p)),
+            Slot::Vector(p) => f(name, ParamRef::D1(p)),
+        }),
+    }
+}
+
+/// Puts the trainable parameters on the autodiff device with gradients required; the rest stay
+/// plain tensors. Returns how many values are trainable.
+pub fn make_trainable(model: &mut Bart, what: Trainable) -> Result<usize> {
+    let mut count = 0;
+    each_trainable(model, what, &mut |_, p| {
+        match p {
+            ParamRef::D1(p) => {
+                count += p.val().dims().iter().product::<usize>();
+                *p = Param::from_tensor(p.val().inner().autodiff().require_grad());
+            }
+            ParamRef::D2(p) => {
+                count += p.val().dims().iter().product::<usize>();
+                *p = Param::from_tensor(p.val().inner().autodiff().require_grad());
+            }
+        }
+        Ok(())
+    })?;
+    if count == 0 {
+        return Err(Error::Input("the model has nothing to train (no LoRA branches)".into()));
+    }
+    Ok(count)
+}
+
+/// Gradients of the trainable parameters, flattened, in [`each_trainable`] order; summed over
+/// the micro-batches of one optimizer step.
+#[derive(Default)]
+pub struct GradAccumulator {
+    grads: Vec<Tensor<1>>,
+}
+
+impl GradAccumulator {
+    /// Runs backward from `loss` and adds each trainable parameter's gradient.
+    pub fn backward(&mut self, model: &mut Bart, what: Trainable, loss: Tensor<1>) -> Result<()> {
+        let grads = loss.backward();
+        let mut i = 0;
+        let accumulated = &mut self.grads;
+        each_trainable(model, what, &mut |name, p| {
+            let g = match p {
+                ParamRef::D1(p) => p.val().grad(&grads),
+                ParamRef::D2(p) => p.val().grad(&grads).map(flatten),
+            };
+            let g = g.ok_or_else(|| Error::Input(format!("no gradient reached {name}")))?;
+            if i < accumulated.len() {
+                accumulated[i] = accumulated[i].clone() + g;
+            } else {
+                accumulated.push(g);
+            }
+            i += 1;
+            Ok(())
+        })
+    }
+
+    pub fn take(&mut self) -> Vec<Tensor<1>> {
+        std::mem::take(&mut self.grads)
+    }
+}
+
+fn flatten<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+    let n: usize = t.dims().iter().product();
+    t.reshape([n])
+}
+
+/// `torch.nn.utils.clip_grad_norm_(params, max_norm)`: scales every gradient by
+/// `min(1, max_norm / (total_norm + 1e-6))`, where the norm is over all gradients together.
+/// Returns the total norm before clipping.
+pub fn clip_global_norm(grads: &mut [Tensor<1>], max_norm: f64) -> Result<f64> {
+    let Some(first) = grads.first() else {
+        return Ok(0.0);
+    };
+    let mut sum = Tensor::<1>::zeros([1], &first.device());
+    for g in grads.iter() {
+        sum = sum + g.clone().powi_scalar(2).sum();
+    }
+    let total = scalar(sum.sqrt())?;
+    let coef = (max_norm / (total + 1e-6)).min(1.0);
+    // torch multiplies by the clamped coefficient whatever its value, as f32.
+    for g in grads.iter_mut() {
+        *g = g.clone().mul_scalar(coef as f32);
+    }
+    Ok(total)
+}
+
+/// Reads a one-element tensor.
+pub fn scalar(t: Tensor<1>) -> Result<f64> {
+    let v = t
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::Device(format!("{e:?}")))?;
+    Ok(v[0] as f64)
+}
+
+/// `get_linear_schedule_with_warmup`: the learning rate for optimizer step `step` (0-based).
+pub fn linear_schedule(base_lr: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    let factor = if step < warmup {
+        step as f64 / warmup.max(1) as f64
+    } else {
+        ((total as f64 - step as f64) / (total.saturating_sub(warmup)).max(1) as f64).max(0.0)
+    };
+    base_lr * factor
+}
+
+/// `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments, eps outside the sqrt).
+pub struct AdamW {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Completed steps.
+    pub step: u64,
+    /// First and second moments, flattened, in [`each_trainable`] order.
+    pub moments: Vec<(Tensor<1>, Tensor<1>)>,
+}
+
+impl AdamW {
+    pub fn new(beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Self {
+        Self {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            step: 0,
+            moments: Vec::new(),
+        }
+    }
+
+    /// One update of the trainable parameters with `grads` (from [`GradAccumulator::take`]).
+    pub fn step(
+        &mut self,
+        model: &mut Bart,
+        what: Trainable,
+        grads: Vec<Tensor<1>>,
+        lr: f64,
+    ) -> Result<()> {
+        self.step += 1;
+        let t = self.step as i32;
+        let bias1 = 1.0 - self.beta1.powi(t);
+        let bias2_sqrt = (1.0 - self.beta2.powi(t)).sqrt();
+        let fresh = self.moments.is_empty();
+        let mut grads = grads.into_iter();
+        let mut i = 0;
+        let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
+        let moments = &mut self.moments;
+        each_trainable(model, what, &mut |name, p| {
+            let g = grads
+                .next()
+                .ok_or_else(|| Error::Input(format!("no gradient for {name}")))?;
+            if fresh {
+                moments.push((g.zeros_like(), g.zeros_like()));
+            }
+            let (m, v) = &mut moments[i];
+            *m = m.clone().mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
+            *v = v.clone().mul_scalar(b2) + g.clone().powi_scalar(2).mul_scalar(1.0 - b2);
+            let denom = v.clone().sqrt().div_scalar(bias2_sqrt).add_scalar(eps);
+            let update = m.clone().div(denom).mul_scalar(lr / bias1);
+            match p {
+                ParamRef::D1(p) => *p = updated(p.val(), update, lr, wd),
+                ParamRef::D2(p) => *p = updated(p.val(), update, lr, wd),
+            }
+            i += 1;
+            Ok(())
+        })
+    }
+}
+
+/// `p ← p·(1 − lr·wd) − update`, as a fresh trainable leaf.
+fn updated<const D: usize>(p: Tensor<D>, update: Tensor<1>, lr: f64, wd: f64) -> Param<Tensor<D>> {
+    let shape = p.dims();
+    let p = p.inner();
+    let p = if wd != 0.0 { p.mul_scalar(1.0 - lr * wd) } else { p };
+    let p = p - update.reshape(shape);
+    Param::from_tensor(p.autodiff().require_grad())
+}
