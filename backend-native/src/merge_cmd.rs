@@ -269,7 +269,7 @@ fn pretty(v: &Value) -> Vec<u8> {
 }
 
 /// Tokenizer files of the base (whichever exist beside its config.json or were resolved).
-fn copy_tokenizer_files(files: &ModelFiles, dir: &Path) -> Result<()> {
+pub fn copy_tokenizer_files(files: &ModelFiles, dir: &Path) -> Result<()> {
     let mut sources: Vec<PathBuf> = Vec::new();
     sources.extend(files.tokenizer_json.clone());
     sources.extend(files.tokenizer_config.clone());

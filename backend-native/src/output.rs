@@ -46,6 +46,14 @@ impl Sink {
         res.with_context(|| format!("{}: write failed", self.name()))
     }
 
+    pub fn write_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let res = match self {
+            Self::Stdout(w) => w.write_all(bytes),
+            Self::File { tmp, .. } => tmp.write_all(bytes),
+        };
+        res.with_context(|| format!("{}: write failed", self.name()))
+    }
+
     fn name(&self) -> String {
         match self {
             Self::Stdout(_) => "stdout".into(),

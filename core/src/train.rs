@@ -331,3 +331,96 @@ fn updated<const D: usize>(p: Tensor<D>, update: Tensor<1>, lr: f64, wd: f64) ->
     let p = p - update.reshape(shape);
     Param::from_tensor(p.autodiff().require_grad())
 }
+
+/// A copy of `model` for inference: trainable parameters taken off the autodiff device (no
+/// graph is recorded while validating or generating).
+pub fn detached(model: &Bart, what: Trainable) -> Result<Bart> {
+    let mut copy = model.clone();
+    each_trainable(&mut copy, what, &mut |_, p| {
+        match p {
+            ParamRef::D1(p) => *p = Param::from_tensor(p.val().inner()),
+            ParamRef::D2(p) => *p = Param::from_tensor(p.val().inner()),
+        }
+        Ok(())
+    })?;
+    Ok(copy)
+}
+
+/// Flattened trainable values (for checkpoints), in [`each_trainable`] order, with names.
+pub fn trainable_values(model: &mut Bart, what: Trainable) -> Result<Vec<(String, Tensor<1>)>> {
+    let mut out = Vec::new();
+    each_trainable(model, what, &mut |name, p| {
+        let t = match p {
+            ParamRef::D1(p) => p.val().inner(),
+            ParamRef::D2(p) => flatten(p.val().inner()),
+        };
+        out.push((name, t));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Overwrites the trainable values with `values` (same order and sizes as
+/// [`trainable_values`]), keeping them trainable.
+pub fn set_trainable_values(model: &mut Bart, what: Trainable, values: Vec<Tensor<1>>) -> Result<()> {
+    let mut values = values.into_iter();
+    each_trainable(model, what, &mut |name, p| {
+        let v = values
+            .next()
+            .ok_or_else(|| Error::Weights(format!("checkpoint lacks {name}")))?;
+        let fit = |v: Tensor<1>, n: usize| {
+            (v.dims()[0] == n)
+                .then_some(v)
+                .ok_or_else(|| Error::Weights(format!("checkpoint value of {name} has the wrong size")))
+        };
+        match p {
+            ParamRef::D1(p) => {
+                let dims = p.val().dims();
+                *p = Param::from_tensor(fit(v, dims[0])?.autodiff().require_grad());
+            }
+            ParamRef::D2(p) => {
+                let dims = p.val().dims();
+                let v = fit(v, dims[0] * dims[1])?.reshape(dims);
+                *p = Param::from_tensor(v.autodiff().require_grad());
+            }
+        }
+        Ok(())
+    })?;
+    if values.next().is_some() {
+        return Err(Error::Weights("checkpoint has more values than the model trains".into()));
+    }
+    Ok(())
+}
+
+/// A permutation of `0..n` that depends only on `seed`: Fisher–Yates driven by SplitMix64, the
+/// same on every machine and in every version (no dependency on a library's RNG).
+pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// The micro-batches of one epoch, as example indices: a seeded shuffle, then (like
+/// transformers' `group_by_length`) mega-batches of 50 micro-batches each sorted by input
+/// length, longest first, so padding stays small.
+pub fn epoch_batches(lengths: &[usize], micro: usize, seed: u64, epoch: u64) -> Vec<Vec<usize>> {
+    let order = shuffled(lengths.len(), seed.wrapping_add(epoch.wrapping_mul(0x5851_F42D_4C95_7F2D)));
+    let mut batches = Vec::new();
+    for mega in order.chunks(50 * micro.max(1)) {
+        let mut mega = mega.to_vec();
+        mega.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+        batches.extend(mega.chunks(micro.max(1)).map(<[usize]>::to_vec));
+    }
+    batches
+}

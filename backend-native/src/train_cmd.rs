@@ -1,0 +1,818 @@
+//! `bartleby train`: LoRA (or full) fine-tuning of BART on dialogue/summary pairs, with
+//! validation, best-checkpoint selection, early stopping, exact resume and a PEFT-format
+//! adapter as output. The math is `bartleby_core::train`; this file is the loop and the files.
+
+use crate::dataset::{self, Row};
+use crate::device::{self, DeviceArg};
+use crate::model_files::{self, ModelFiles};
+use crate::output;
+use anyhow::{bail, Context, Result};
+use bartleby_core::lora::{self, LoraConfig};
+use bartleby_core::metrics::rouge;
+use bartleby_core::train::{self, AdamW, Batch, Example, GradAccumulator, Trainable};
+use bartleby_core::weights::{save_safetensors, SaveDtype};
+use bartleby_core::Summarizer;
+use burn::tensor::{Device, Tensor, TensorData};
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Everything a run needs; read from `--config` (TOML), overridden by flags, written to
+/// `RUN_DIR/config.toml`. Defaults are the seed pipeline's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: String,
+    pub data: Vec<String>,
+    /// Validation data; default: the `val_split` of each `data` source.
+    pub val_data: Vec<String>,
+    pub train_split: String,
+    pub val_split: String,
+    pub train_size: usize,
+    pub val_size: usize,
+    pub seed: u64,
+    pub max_source_tokens: usize,
+    pub max_target_tokens: usize,
+    pub method: Method,
+    pub lora_r: usize,
+    pub lora_alpha: f64,
+    pub lora_dropout: f64,
+    pub target_modules: Vec<String>,
+    pub rslora: bool,
+    pub micro_batch: usize,
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: usize,
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (0 = train all epochs).
+    pub max_steps: usize,
+    pub max_grad_norm: f64,
+    /// Validate every N optimizer steps (0 = at the end of each epoch).
+    pub eval_every: usize,
+    /// Metric that picks the best checkpoint: loss (lower is better), rouge1, rouge2, rougeL.
+    pub metric_for_best: String,
+    /// Stop after this many validations without improvement (0 = never).
+    pub patience: usize,
+    /// Write a resumable checkpoint every N optimizer steps (0 = only at the end of an epoch).
+    pub save_every: usize,
+    pub log_every: usize,
+    pub precision: Precision,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model: "facebook/bart-large-cnn".into(),
+            data: Vec::new(),
+            val_data: Vec::new(),
+            train_split: "train".into(),
+            val_split: "validation".into(),
+            train_size: 2000,
+            val_size: 200,
+            seed: 42,
+            max_source_tokens: 768,
+            max_target_tokens: 192,
+            method: Method::Lora,
+            lora_r: 8,
+            lora_alpha: 32.0,
+            lora_dropout: 0.05,
+            target_modules: vec!["q_proj".into(), "v_proj".into()],
+            rslora: false,
+            micro_batch: 4,
+            grad_accum: 2,
+            lr: 2e-4,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            epochs: 3,
+            max_steps: 0,
+            max_grad_norm: 1.0,
+            eval_every: 0,
+            metric_for_best: "rougeL".into(),
+            patience: 0,
+            save_every: 0,
+            log_every: 1,
+            precision: Precision::F32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// LoRA adapters on `target_modules`; the base stays frozen.
+    Lora,
+    /// Every weight (small models).
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Args, Debug)]
+#[command(after_long_help = TRAIN_HELP)]
+pub struct TrainArgs {
+    /// TOML file with any TrainConfig field (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint (its config.toml is used;
+    /// other flags are not allowed).
+    #[arg(long, conflicts_with_all = ["config", "name"])]
+    pub resume: Option<PathBuf>,
+    /// Run name: outputs go to RUNS_DIR/NAME.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Testing aid: exit with status 3 right after optimizer step N, as if the process had been
+    /// killed there (checkpoints written so far stay).
+    #[arg(long, hide = true)]
+    pub stop_after_step: Option<usize>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+/// One flag per [`TrainConfig`] field.
+#[derive(Args, Debug, Default)]
+pub struct Overrides {
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Training data (file, folder of split files or hub dataset id); repeat to mix sources.
+    #[arg(long)]
+    pub data: Vec<String>,
+    #[arg(long)]
+    pub val_data: Vec<String>,
+    #[arg(long)]
+    pub train_split: Option<String>,
+    #[arg(long)]
+    pub val_split: Option<String>,
+    #[arg(long)]
+    pub train_size: Option<usize>,
+    #[arg(long)]
+    pub val_size: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub max_source_tokens: Option<usize>,
+    #[arg(long)]
+    pub max_target_tokens: Option<usize>,
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    #[arg(long)]
+    pub lora_r: Option<usize>,
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    #[arg(long)]
+    pub lora_dropout: Option<f64>,
+    /// Comma-separated module names (q_proj,k_proj,v_proj,out_proj,fc1,fc2; a dotted prefix
+    /// such as encoder.layers.0.fc1 narrows it).
+    #[arg(long, value_delimiter = ',')]
+    pub target_modules: Option<Vec<String>>,
+    #[arg(long)]
+    pub rslora: Option<bool>,
+    #[arg(long)]
+    pub micro_batch: Option<usize>,
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    #[arg(long)]
+    pub max_grad_norm: Option<f64>,
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    #[arg(long)]
+    pub metric_for_best: Option<String>,
+    #[arg(long)]
+    pub patience: Option<usize>,
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    #[arg(long)]
+    pub log_every: Option<usize>,
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
+}
+
+const TRAIN_HELP: &str = "\
+Run directory RUNS_DIR/NAME:
+  config.toml      the resolved configuration
+  metrics.jsonl    one line per logged step (step, epoch, loss, lr, grad_norm, tokens_per_s,
+                   elapsed_s) and per validation (val_loss, rouge1, rouge2, rougeL: mean F, 0-1)
+  loss.png         training (and validation) loss curve
+  checkpoint/      the last resumable state (adapter or model, optimizer moments, step)
+  adapter/         the final PEFT adapter (adapter_config.json, adapter_model.safetensors,
+                   tokenizer files): PeftModel.from_pretrained(base, dir) loads it
+  best/            the adapter of the best validation (metric_for_best)
+With --method full, adapter/ and best/ hold a full checkpoint (model.safetensors + config).";
+
+macro_rules! apply_overrides {
+    ($cfg:expr, $o:expr, $($field:ident),*) => {
+        $(if let Some(v) = $o.$field.clone() { $cfg.$field = v; })*
+    };
+}
+
+impl TrainConfig {
+    fn resolve(args: &TrainArgs) -> Result<Self> {
+        let mut cfg = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("{}: cannot read", path.display()))?;
+                toml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?
+            }
+            None => TrainConfig::default(),
+        };
+        let o = &args.overrides;
+        apply_overrides!(
+            cfg, o, model, train_split, val_split, train_size, val_size, seed,
+            max_source_tokens, max_target_tokens, method, lora_r, lora_alpha, lora_dropout,
+            target_modules, rslora, micro_batch, grad_accum, lr, weight_decay, warmup_steps,
+            epochs, max_steps, max_grad_norm, eval_every, metric_for_best, patience, save_every,
+            log_every, precision
+        );
+        if !o.data.is_empty() {
+            cfg.data = o.data.clone();
+        }
+        if !o.val_data.is_empty() {
+            cfg.val_data = o.val_data.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let positive = [
+            ("train_size", self.train_size),
+            ("micro_batch", self.micro_batch),
+            ("grad_accum", self.grad_accum),
+            ("max_source_tokens", self.max_source_tokens),
+            ("max_target_tokens", self.max_target_tokens),
+            ("lora_r", self.lora_r),
+            ("log_every", self.log_every),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            bail!("{name} must be at least 1");
+        }
+        if self.data.is_empty() {
+            bail!("no training data: give --data (or `data` in the config file)");
+        }
+        if self.epochs == 0 && self.max_steps == 0 {
+            bail!("epochs and max_steps are both 0: nothing to train");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            bail!("lora_dropout must be in [0, 1), got {}", self.lora_dropout);
+        }
+        if !["loss", "rouge1", "rouge2", "rougeL"].contains(&self.metric_for_best.as_str()) {
+            bail!(
+                "metric_for_best must be loss, rouge1, rouge2 or rougeL, got {:?}",
+                self.metric_for_best
+            );
+        }
+        if self.precision != Precision::F32 {
+            bail!(
+                "precision {:?} is not available: burn has no mixed precision and Bartleby \
+                 trains in f32 only for now (nothing was run)",
+                self.precision
+            );
+        }
+        Ok(())
+    }
+
+    fn trainable(&self) -> Trainable {
+        match self.method {
+            Method::Lora => Trainable::Lora,
+            Method::Full => Trainable::All,
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What a checkpoint records besides the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainerState {
+    /// Optimizer steps completed.
+    step: usize,
+    adam_step: u64,
+    best_metric: Option<f64>,
+    best_step: Option<usize>,
+    evals_without_improvement: usize,
+}
+
+const STATE_FILE: &str = "trainer_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const TRAINABLE_FILE: &str = "trainable.safetensors";
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let (run_dir, cfg, resume) = match &args.resume {
+        Some(dir) => {
+            let path = dir.join("config.toml");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("{}: cannot read (is it a run directory?)", path.display()))?;
+            let cfg: TrainConfig = toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+            (dir.clone(), cfg, true)
+        }
+        None => {
+            let cfg = TrainConfig::resolve(&args)?;
+            let name = args.name.clone().context("give --name (the run directory's name)")?;
+            (args.runs_dir.join(name), cfg, false)
+        }
+    };
+    let device = device::init(args.device)?;
+    let mut trainer = Trainer::new(cfg, run_dir, &device, resume)?;
+    trainer.train(args.stop_after_step)
+}
+
+struct Trainer {
+    cfg: TrainConfig,
+    dir: PathBuf,
+    files: ModelFiles,
+    s: Summarizer,
+    what: Trainable,
+    train: Vec<Example>,
+    val: Vec<Example>,
+    val_rows: Vec<Row>,
+    opt: AdamW,
+    state: TrainerState,
+    metrics: std::fs::File,
+    history: Vec<(f64, f64)>,
+    val_history: Vec<(f64, f64)>,
+}
+
+impl Trainer {
+    fn new(cfg: TrainConfig, dir: PathBuf, device: &Device, resume: bool) -> Result<Self> {
+        let files = model_files::resolve(&cfg.model)?;
+        let mut s = model_files::load(&files, device)
+            .with_context(|| format!("loading {}", cfg.model))?;
+        let what = cfg.trainable();
+        if what == Trainable::Lora {
+            let lora_cfg = lora_config(&cfg);
+            let adapted = lora::attach_new(&mut s.model, &lora_cfg)?;
+            tracing::info!("LoRA on {} projections", adapted.len());
+        }
+        let trainable = train::make_trainable(&mut s.model, what)?;
+        let (train_rows, val_rows) = load_data(&cfg)?;
+        let train = tokenize_rows(&s, &train_rows, &cfg, "train")?;
+        let val = tokenize_rows(&s, &val_rows, &cfg, "validation")?;
+        eprintln!(
+            "training {trainable} values ({:?}) on {} examples, validating on {}",
+            cfg.method,
+            train.len(),
+            val.len()
+        );
+        let opt = AdamW::new(0.9, 0.999, 1e-8, cfg.weight_decay);
+        let state = TrainerState {
+            step: 0,
+            adam_step: 0,
+            best_metric: None,
+            best_step: None,
+            evals_without_improvement: 0,
+        };
+        if !resume {
+            if dir.exists() {
+                bail!("{}: run directory already exists (use --resume to continue it)", dir.display());
+            }
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("{}: cannot create run directory", dir.display()))?;
+            let toml = toml::to_string(&cfg).context("config does not serialize")?;
+            write_atomic(&dir.join("config.toml"), toml.as_bytes())?;
+        }
+        let metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("metrics.jsonl"))
+            .with_context(|| format!("{}: cannot open metrics.jsonl", dir.display()))?;
+        let mut trainer = Self {
+            cfg,
+            dir,
+            files,
+            s,
+            what,
+            train,
+            val,
+            val_rows,
+            opt,
+            state,
+            metrics,
+            history: Vec::new(),
+            val_history: Vec::new(),
+        };
+        if resume {
+            trainer.restore()?;
+        }
+        Ok(trainer)
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.train.len().div_ceil(self.cfg.micro_batch).div_ceil(self.cfg.grad_accum)
+    }
+
+    fn total_steps(&self) -> usize {
+        let by_epochs = self.cfg.epochs * self.steps_per_epoch();
+        match self.cfg.max_steps {
+            0 => by_epochs,
+            m if self.cfg.epochs == 0 => m,
+            m => m.min(by_epochs),
+        }
+    }
+
+    fn train(&mut self, stop_after: Option<usize>) -> Result<()> {
+        let total = self.total_steps();
+        let per_epoch = self.steps_per_epoch();
+        let lengths: Vec<usize> = self.train.iter().map(|e| e.input_ids.len()).collect();
+        let bar = progress_bar(total as u64, self.state.step as u64);
+        let started = Instant::now();
+        let mut acc = GradAccumulator::default();
+        let mut stopped_early = false;
+        'epochs: for epoch in 0.. {
+            if epoch * per_epoch >= total {
+                break;
+            }
+            let batches = train::epoch_batches(&lengths, self.cfg.micro_batch, self.cfg.seed, epoch as u64);
+            for (k, group) in batches.chunks(self.cfg.grad_accum).enumerate() {
+                let step = epoch * per_epoch + k; // 0-based optimizer step
+                if step >= total {
+                    break 'epochs;
+                }
+                if step < self.state.step {
+                    continue; // done before the resumed checkpoint
+                }
+                let t0 = Instant::now();
+                // Dropout's randomness depends only on (seed, step): a resumed run repeats it.
+                self.s.model.device().seed(self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(step as u64));
+                let mut loss_sum = 0.0;
+                let mut tokens = 0;
+                for ids in group {
+                    let refs: Vec<&Example> = ids.iter().map(|&i| &self.train[i]).collect();
+                    let batch = train::collate(&refs, self.s.config.pad_token_id, self.s.generation.decoder_start_token_id);
+                    tokens += batch.tokens();
+                    let loss = train::loss(&self.s.model, &batch)?;
+                    loss_sum += train::scalar(loss.clone().inner())?;
+                    acc.backward(&mut self.s.model, self.what, loss.div_scalar(group.len() as f64))?;
+                }
+                let mut grads = acc.take();
+                let grad_norm = train::clip_global_norm(&mut grads, self.cfg.max_grad_norm)?;
+                let lr = train::linear_schedule(self.cfg.lr, step, self.cfg.warmup_steps, total);
+                self.opt.step(&mut self.s.model, self.what, grads, lr)?;
+                self.state.step = step + 1;
+                self.state.adam_step = self.opt.step;
+                let loss = loss_sum / group.len() as f64;
+                if !loss.is_finite() {
+                    bail!("training diverged: loss {loss} at step {} (try a lower --lr)", step + 1);
+                }
+                let tok_s = tokens as f64 / t0.elapsed().as_secs_f64();
+                bar.set_position(self.state.step as u64);
+                bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tok_s:.0} tok/s"));
+                let epoch_f = epoch as f64 + (k + 1) as f64 / per_epoch as f64;
+                self.history.push((self.state.step as f64, loss));
+                if self.state.step % self.cfg.log_every == 0 || self.state.step == total {
+                    self.log(serde_json::json!({
+                        "step": self.state.step, "epoch": epoch_f, "loss": loss, "lr": lr,
+                        "grad_norm": grad_norm, "tokens_per_s": tok_s,
+                        "elapsed_s": started.elapsed().as_secs_f64(),
+                        "peak_rss_bytes": peak_rss_bytes(),
+                    }))?;
+                }
+                let end_of_epoch = k + 1 == per_epoch || self.state.step == total;
+                let eval_now = match self.cfg.eval_every {
+                    0 => end_of_epoch,
+                    n => self.state.step % n == 0 || self.state.step == total,
+                };
+                if eval_now && !self.val.is_empty() {
+                    bar.suspend(|| eprintln!("validating at step {}", self.state.step));
+                    stopped_early = self.validate(epoch_f)?;
+                }
+                let save_now = match self.cfg.save_every {
+                    0 => end_of_epoch,
+                    n => self.state.step % n == 0 || end_of_epoch,
+                };
+                if save_now {
+                    self.checkpoint()?;
+                }
+                if stop_after == Some(self.state.step) {
+                    bar.abandon();
+                    std::process::exit(3);
+                }
+                if stopped_early {
+                    bar.suspend(|| eprintln!("early stopping: no improvement in {} validations", self.cfg.patience));
+                    break 'epochs;
+                }
+            }
+        }
+        bar.finish_and_clear();
+        self.write_trained("adapter")?;
+        self.plot_loss()?;
+        eprintln!(
+            "trained {} steps in {:.1}s; adapter in {}",
+            self.state.step,
+            started.elapsed().as_secs_f64(),
+            self.dir.join("adapter").display()
+        );
+        Ok(())
+    }
+
+    fn log(&mut self, line: serde_json::Value) -> Result<()> {
+        writeln!(self.metrics, "{line}")
+            .and_then(|_| self.metrics.flush())
+            .with_context(|| format!("{}: cannot write metrics.jsonl", self.dir.display()))
+    }
+
+    /// Validation loss and ROUGE; records the best; returns whether to stop early.
+    fn validate(&mut self, epoch: f64) -> Result<bool> {
+        let inference = train::detached(&self.s.model, self.what)?;
+        let trained = std::mem::replace(&mut self.s.model, inference);
+        let result = self.validation_metrics();
+        self.s.model = trained;
+        let (val_loss, rouge) = result?;
+        let [r1, r2, rl] = rouge;
+        self.val_history.push((self.state.step as f64, val_loss));
+        self.log(serde_json::json!({
+            "step": self.state.step, "epoch": epoch, "val_loss": val_loss,
+            "rouge1": r1, "rouge2": r2, "rougeL": rl,
+        }))?;
+        let metric = match self.cfg.metric_for_best.as_str() {
+            "loss" => -val_loss,
+            "rouge1" => r1,
+            "rouge2" => r2,
+            _ => rl,
+        };
+        if self.state.best_metric.is_none_or(|best| metric > best) {
+            self.state.best_metric = Some(metric);
+            self.state.best_step = Some(self.state.step);
+            self.state.evals_without_improvement = 0;
+            self.write_trained("best")?;
+        } else {
+            self.state.evals_without_improvement += 1;
+        }
+        Ok(self.cfg.patience > 0 && self.state.evals_without_improvement >= self.cfg.patience)
+    }
+
+    fn validation_metrics(&self) -> Result<(f64, [f64; 3])> {
+        let mut loss_sum = 0.0;
+        let mut batches = 0;
+        for chunk in self.val.chunks(self.cfg.micro_batch) {
+            let refs: Vec<&Example> = chunk.iter().collect();
+            let batch: Batch = train::collate(&refs, self.s.config.pad_token_id, self.s.generation.decoder_start_token_id);
+            loss_sum += train::scalar(train::loss(&self.s.model, &batch)?)?;
+            batches += 1;
+        }
+        let (gen, _) = self.s.summarization_generation()?;
+        let mut sums = [0.0; 3];
+        for chunk in self.val_rows.chunks(self.cfg.micro_batch.max(8)) {
+            let texts: Vec<&str> = chunk.iter().map(|r| r.dialogue.as_str()).collect();
+            let summaries = self.s.summarize(&texts, &gen, self.cfg.max_source_tokens, &mut |_| {})?;
+            for (row, out) in chunk.iter().zip(summaries) {
+                let scores = rouge::score(&out[0].summary, &[row.summary.as_str()], true);
+                sums[0] += scores.rouge1.fmeasure;
+                sums[1] += scores.rouge2.fmeasure;
+                sums[2] += scores.rougeL.fmeasure;
+            }
+        }
+        let n = self.val_rows.len() as f64;
+        Ok((loss_sum / batches as f64, sums.map(|x| x / n)))
+    }
+
+    /// Writes the trained weights as a loadable directory: a PEFT adapter, or (full
+    /// fine-tuning) a transformers checkpoint; tokenizer files included.
+    fn write_trained(&self, name: &str) -> Result<()> {
+        let model = train::detached(&self.s.model, self.what)?;
+        let cfg = &self.cfg;
+        let files = &self.files;
+        let what = self.what;
+        output::write_dir(&self.dir.join(name), true, |dir| {
+            match what {
+                Trainable::Lora => {
+                    let mut lora_cfg = lora_config(cfg);
+                    lora_cfg.base_model_name_or_path = Some(cfg.model.clone());
+                    output::write_file(dir, lora::CONFIG_FILE, &lora_cfg.to_json())?;
+                    output::write_file(dir, lora::WEIGHTS_FILE, &lora::save_adapter(&model)?)?;
+                }
+                Trainable::All => {
+                    output::write_file(dir, "model.safetensors", &save_safetensors(&model, SaveDtype::F32)?)?;
+                    std::fs::copy(&files.config, dir.join("config.json")).context("config.json: copy failed")?;
+                    if let Some(g) = &files.generation_config {
+                        std::fs::copy(g, dir.join("generation_config.json")).context("generation_config.json: copy failed")?;
+                    }
+                }
+            }
+            crate::merge_cmd::copy_tokenizer_files(files, dir)
+        })
+    }
+
+    /// A resumable state: trainable values, optimizer moments, step, best-so-far.
+    fn checkpoint(&mut self) -> Result<()> {
+        // Names start with the position, so sorting them restores the model order.
+        let mut tensors: Vec<(String, Tensor<1>)> = train::trainable_values(&mut self.s.model, self.what)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, t))| (format!("{i:06}.{name}"), t))
+            .collect();
+        for (i, (m, v)) in self.opt.moments.iter().enumerate() {
+            tensors.push((format!("adam.{i:06}.m"), m.clone()));
+            tensors.push((format!("adam.{i:06}.v"), v.clone()));
+        }
+        let (weights, moments): (Vec<_>, Vec<_>) =
+            tensors.into_iter().partition(|(n, _)| !n.starts_with("adam."));
+        let weights = flat_safetensors(weights)?;
+        let moments = flat_safetensors(moments)?;
+        let state = serde_json::to_vec_pretty(&self.state)?;
+        output::write_dir(&self.dir.join("checkpoint"), true, |dir| {
+            output::write_file(dir, TRAINABLE_FILE, &weights)?;
+            output::write_file(dir, OPTIMIZER_FILE, &moments)?;
+            output::write_file(dir, STATE_FILE, &state)
+        })
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        let dir = self.dir.join("checkpoint");
+        let read = |f: &str| {
+            std::fs::read(dir.join(f)).with_context(|| format!("{}: cannot read {f} (no checkpoint to resume from?)", dir.display()))
+        };
+        self.state = serde_json::from_slice(&read(STATE_FILE)?)
+            .with_context(|| format!("{}: invalid {STATE_FILE}", dir.display()))?;
+        let device = self.s.model.device();
+        let values = read_flat_safetensors(&read(TRAINABLE_FILE)?, &device)?;
+        train::set_trainable_values(&mut self.s.model, self.what, values.into_iter().map(|(_, t)| t).collect())?;
+        let moments = read_flat_safetensors(&read(OPTIMIZER_FILE)?, &device)?;
+        let mut pairs = Vec::new();
+        for chunk in moments.chunks(2) {
+            if let [(_, m), (_, v)] = chunk {
+                pairs.push((m.clone(), v.clone()));
+            }
+        }
+        self.opt.moments = pairs;
+        self.opt.step = self.state.adam_step;
+        // The log keeps only what the checkpoint's run had written up to its step.
+        let path = self.dir.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s as usize <= self.state.step)
+            })
+            .collect();
+        let mut body = kept.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        write_atomic(&path, body.as_bytes())?;
+        self.metrics = std::fs::OpenOptions::new().append(true).open(&path)?;
+        for line in kept {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            let step = v["step"].as_f64().unwrap_or(0.0);
+            if let Some(loss) = v["loss"].as_f64() {
+                self.history.push((step, loss));
+            }
+            if let Some(loss) = v["val_loss"].as_f64() {
+                self.val_history.push((step, loss));
+            }
+        }
+        eprintln!("resuming {} from step {}", self.dir.display(), self.state.step);
+        Ok(())
+    }
+
+    fn plot_loss(&self) -> Result<()> {
+        crate::plots::loss_curve(&self.dir.join("loss.png"), &self.history, &self.val_history)
+    }
+}
+
+fn lora_config(cfg: &TrainConfig) -> LoraConfig {
+    let mut c = LoraConfig::new(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules.clone());
+    c.use_rslora = cfg.rslora;
+    c
+}
+
+/// The training and validation subsets: every source's split concatenated, then a seeded
+/// sample of train_size / val_size rows (kept in source order).
+fn load_data(cfg: &TrainConfig) -> Result<(Vec<Row>, Vec<Row>)> {
+    let mut train_rows = Vec::new();
+    for spec in &cfg.data {
+        train_rows.extend(dataset::load_rows(spec, &cfg.train_split)?);
+    }
+    let mut val_rows = Vec::new();
+    let val_sources = if cfg.val_data.is_empty() { &cfg.data } else { &cfg.val_data };
+    if cfg.val_size > 0 {
+        for spec in val_sources {
+            val_rows.extend(dataset::load_rows(spec, &cfg.val_split)?);
+        }
+    }
+    if cfg.train_size > train_rows.len() {
+        bail!(
+            "train_size {} is larger than the {} training rows of {}",
+            cfg.train_size,
+            train_rows.len(),
+            cfg.data.join(", ")
+        );
+    }
+    if cfg.val_size > val_rows.len() {
+        bail!(
+            "val_size {} is larger than the {} validation rows of {}",
+            cfg.val_size,
+            val_rows.len(),
+            val_sources.join(", ")
+        );
+    }
+    let train_rows = dataset::select(train_rows, Some(cfg.train_size), Some(cfg.seed));
+    let val_rows = dataset::select(val_rows, Some(cfg.val_size), Some(cfg.seed));
+    Ok((train_rows, val_rows))
+}
+
+fn tokenize_rows(s: &Summarizer, rows: &[Row], cfg: &TrainConfig, what: &str) -> Result<Vec<Example>> {
+    let max_source = cfg.max_source_tokens.min(s.max_input_tokens());
+    let max_target = cfg.max_target_tokens.min(s.max_input_tokens());
+    rows.iter()
+        .map(|r| {
+            train::tokenize(&s.tokenizer, &r.dialogue, &r.summary, max_source, max_target)
+                .with_context(|| format!("{what} row {}", r.id))
+        })
+        .collect()
+}
+
+fn flat_safetensors(tensors: Vec<(String, Tensor<1>)>) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    for (name, t) in tensors {
+        let n = t.dims()[0];
+        let values = t
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading {name}: {e:?}"))?;
+        let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        data.push((name, bytes, n));
+    }
+    let views = data
+        .iter()
+        .map(|(name, bytes, n)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![*n], bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, None).map_err(|e| anyhow::anyhow!("checkpoint: {e}"))
+}
+
+fn read_flat_safetensors(bytes: &[u8], device: &Device) -> Result<Vec<(String, Tensor<1>)>> {
+    let st = safetensors::SafeTensors::deserialize(bytes).context("checkpoint: not a safetensors file")?;
+    let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+    names.sort(); // written in order; names sort the same way
+    names
+        .into_iter()
+        .map(|name| {
+            let view = st.tensor(&name)?;
+            let values = bartleby_core::weights::read_f32("checkpoint", &name, &view)?;
+            let n = values.len();
+            Ok((name, Tensor::from_data(TensorData::new(values, [n]), device)))
+        })
+        .collect()
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut sink = output::Sink::open(Some(path))?;
+    sink.write_bytes(bytes)?;
+    sink.finish()
+}
+
+fn progress_bar(total: u64, done: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} training [{bar:30}] {pos}/{len} steps {msg} ({per_sec}, ETA {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_position(done);
+    bar
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), when known.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

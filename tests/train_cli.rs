@@ -1,0 +1,156 @@
+//! End-to-end: `bartleby train` on a tiny model and real dialogues (../shared/data), then
+//! `merge` and `summarize`; an interrupted run resumed equals an uninterrupted one; bad input.
+
+use bartleby_tests::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bartleby(args: &[&str]) -> Output {
+    Command::new(bartleby_bin()).args(args).output().unwrap()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn data() -> String {
+    root().join("../shared/data/dialogsum").to_str().unwrap().to_string()
+}
+
+/// A small run: 16 training dialogues, 4 for validation, 2 epochs of 2 steps.
+fn train_args<'a>(runs: &'a str, name: &'a str, model: &'a str, data: &'a str) -> Vec<&'a str> {
+    vec![
+        "train", "--model", model, "--data", data, "--runs-dir", runs, "--name", name,
+        "--train-size", "16", "--val-size", "4", "--max-source-tokens", "48",
+        "--max-target-tokens", "16", "--micro-batch", "4", "--grad-accum", "2", "--epochs", "2",
+        "--lr", "1e-3", "--seed", "3", "--save-every", "1",
+    ]
+}
+
+fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn train_then_merge_then_summarize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().to_str().unwrap();
+    let model = model_dir("tiny-gelu");
+    let data = data();
+    ok(&bartleby(&train_args(runs, "r", model.to_str().unwrap(), &data)));
+    let run = tmp.path().join("r");
+    for f in ["config.toml", "metrics.jsonl", "loss.png", "adapter/adapter_config.json",
+              "adapter/adapter_model.safetensors", "adapter/tokenizer.json", "best/adapter_config.json"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let lines = metrics(&run);
+    let steps: Vec<u64> = lines.iter().filter(|l| l["loss"].is_number()).map(|l| l["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [1, 2, 3, 4]);
+    let evals = lines.iter().filter(|l| l["val_loss"].is_number()).count();
+    assert_eq!(evals, 2, "one validation per epoch");
+    let cfg = read_json(&run.join("adapter/adapter_config.json"));
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["r"], 8);
+    assert_eq!(cfg["target_modules"], serde_json::json!(["q_proj", "v_proj"]));
+
+    // The trained adapter is not a no-op, and merging it keeps the generations.
+    let merged = tmp.path().join("merged");
+    let adapter = run.join("adapter");
+    let out = bartleby(&["merge", "--model", model.to_str().unwrap(), "--adapter",
+                         adapter.to_str().unwrap(), "--output", merged.to_str().unwrap()]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("identical 4/4"));
+    let input = tmp.path().join("in.txt");
+    std::fs::write(&input, "Anna: lunch at noon?\nTom: sure, see you at the cafe").unwrap();
+    let summarize = |model: &Path, adapter: Option<&Path>, out: &str| -> Value {
+        let out_path = tmp.path().join(out);
+        let mut args = vec!["summarize", "--model", model.to_str().unwrap(), "--input",
+                            input.to_str().unwrap(), "--output", out_path.to_str().unwrap()];
+        if let Some(a) = adapter {
+            args.extend(["--adapter", a.to_str().unwrap()]);
+        }
+        ok(&bartleby(&args));
+        serde_json::from_str(std::fs::read_to_string(out_path).unwrap().trim()).unwrap()
+    };
+    let with_adapter = summarize(&model, Some(&adapter), "a.jsonl");
+    let from_merged = summarize(&merged, None, "m.jsonl");
+    assert_eq!(with_adapter["token_ids"], from_merged["token_ids"]);
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().to_str().unwrap();
+    let model = model_dir("tiny-gelu");
+    let model = model.to_str().unwrap();
+    let data = data();
+    ok(&bartleby(&train_args(runs, "whole", model, &data)));
+    let mut killed = train_args(runs, "resumed", model, &data);
+    killed.extend(["--stop-after-step", "3"]);
+    let out = bartleby(&killed);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!tmp.path().join("resumed/adapter").exists());
+    let resumed = tmp.path().join("resumed");
+    ok(&bartleby(&["train", "--resume", resumed.to_str().unwrap()]));
+    let whole = tmp.path().join("whole");
+    for f in ["adapter/adapter_model.safetensors", "best/adapter_model.safetensors"] {
+        assert_eq!(
+            std::fs::read(whole.join(f)).unwrap(),
+            std::fs::read(resumed.join(f)).unwrap(),
+            "{f} differs after resume"
+        );
+    }
+    let strip = |v: Vec<Value>| -> Vec<Value> {
+        v.into_iter()
+            .map(|mut l| {
+                for k in ["tokens_per_s", "elapsed_s", "peak_rss_bytes"] {
+                    l.as_object_mut().unwrap().remove(k);
+                }
+                l
+            })
+            .collect()
+    };
+    assert_eq!(strip(metrics(&whole)), strip(metrics(&resumed)));
+}
+
+#[test]
+fn train_bad_input_is_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().to_str().unwrap();
+    let model = model_dir("tiny-gelu");
+    let model = model.to_str().unwrap();
+    let data = data();
+    let no_summary = tmp.path().join("bad.jsonl");
+    std::fs::write(&no_summary, "{\"id\": 1, \"dialogue\": \"A: hi\"}\n").unwrap();
+    let bad_cfg = tmp.path().join("bad.toml");
+    std::fs::write(&bad_cfg, "lora_r = 8\nno_such_field = 1\n").unwrap();
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["--train-size", "100000"], vec!["train_size 100000", "larger"]),
+        (vec!["--target-modules", "nope_proj"], vec!["nope_proj", "match no projection"]),
+        (vec!["--precision", "f16"], vec!["precision"]),
+        (vec!["--data", no_summary.to_str().unwrap()], vec!["bad.jsonl line 1", "summary"]),
+        (vec!["--config", bad_cfg.to_str().unwrap()], vec!["bad.toml", "no_such_field"]),
+        (vec!["--train-split", "nope"], vec!["no split \"nope\""]),
+    ];
+    for (extra, needles) in cases {
+        let mut args = train_args(runs, "bad", model, &data);
+        args.extend(extra);
+        let out_dir = tmp.path().join("bad");
+        // Nothing is created when the configuration or the data is bad.
+        assert_clear_error(&bartleby(&args).into(), &out_dir, &needles);
+    }
+    let missing = tmp.path().join("nothing-here");
+    let run: Run = bartleby(&["train", "--resume", missing.to_str().unwrap()]).into();
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("config.toml"), "{}", run.stderr);
+}
