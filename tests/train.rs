@@ -72,6 +72,7 @@ fn lora_training_matches_pytorch_peft() {
         assert_eq!(ours.labels, i64_rows(&theirs["labels"]));
     }
 
+    s.model.set_dropout(0.0, 0.0, 0.0); // the reference runs model.eval()
     train::make_trainable(&mut s.model, Trainable::Lora).unwrap();
     let betas = fx["betas"].as_array().unwrap();
     let mut opt = AdamW::new(

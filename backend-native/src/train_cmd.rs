@@ -39,6 +39,8 @@ pub struct TrainConfig {
     pub lora_r: usize,
     pub lora_alpha: f64,
     pub lora_dropout: f64,
+    /// Overrides the model's `dropout` (config.json) for training; unset = the model's own.
+    pub dropout: Option<f64>,
     pub target_modules: Vec<String>,
     pub rslora: bool,
     pub micro_batch: usize,
@@ -79,6 +81,7 @@ impl Default for TrainConfig {
             lora_r: 8,
             lora_alpha: 32.0,
             lora_dropout: 0.05,
+            dropout: None,
             target_modules: vec!["q_proj".into(), "v_proj".into()],
             rslora: false,
             micro_batch: 4,
@@ -173,6 +176,9 @@ pub struct Overrides {
     pub lora_alpha: Option<f64>,
     #[arg(long)]
     pub lora_dropout: Option<f64>,
+    /// The model's dropout while training (default: its config.json `dropout`).
+    #[arg(long)]
+    pub dropout: Option<f64>,
     /// Comma-separated module names (q_proj,k_proj,v_proj,out_proj,fc1,fc2; a dotted prefix
     /// such as encoder.layers.0.fc1 narrows it).
     #[arg(long, value_delimiter = ',')]
@@ -246,6 +252,9 @@ impl TrainConfig {
             epochs, max_steps, max_grad_norm, eval_every, metric_for_best, patience, save_every,
             log_every, precision
         );
+        if o.dropout.is_some() {
+            cfg.dropout = o.dropout;
+        }
         if !o.data.is_empty() {
             cfg.data = o.data.clone();
         }
@@ -277,6 +286,9 @@ impl TrainConfig {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("lr must be a positive number, got {}", self.lr);
+        }
+        if self.dropout.is_some_and(|p| !(0.0..1.0).contains(&p)) {
+            bail!("dropout must be in [0, 1), got {:?}", self.dropout);
         }
         if !(0.0..1.0).contains(&self.lora_dropout) {
             bail!("lora_dropout must be in [0, 1), got {}", self.lora_dropout);
@@ -367,6 +379,10 @@ impl Trainer {
         let mut s = model_files::load(&files, device)
             .with_context(|| format!("loading {}", cfg.model))?;
         let what = cfg.trainable();
+        if let Some(p) = cfg.dropout {
+            let c = &s.config;
+            s.model.set_dropout(p, c.attention_dropout, c.activation_dropout);
+        }
         if what == Trainable::Lora {
             let lora_cfg = lora_config(&cfg);
             let adapted = lora::attach_new(&mut s.model, &lora_cfg)?;

@@ -53,6 +53,11 @@ pub struct BartConfig {
     pub forced_bos_token_id: Option<u32>,
     pub forced_eos_token_id: Option<u32>,
     pub layer_norm_eps: f64,
+    /// Training-time dropout probabilities (BartConfig defaults 0.1 / 0.0 / 0.0); inactive when
+    /// generating.
+    pub dropout: f64,
+    pub attention_dropout: f64,
+    pub activation_dropout: f64,
     /// Things in the file that transformers ignores for `model_type: bart` and so do we.
     pub warnings: Vec<String>,
     /// The parsed file, kept so that it can be written back unchanged (merge, export).
@@ -114,6 +119,15 @@ impl BartConfig {
                     .ok_or_else(|| err(format!("key {k:?} must be a boolean"))),
             }
         };
+        let prob_key = |k: &str, default: f64| -> Result<f64> {
+            match obj.get(k) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v
+                    .as_f64()
+                    .filter(|p| (0.0..1.0).contains(p))
+                    .ok_or_else(|| err(format!("key {k:?} must be a probability in [0, 1), found {v}"))),
+            }
+        };
         let activation_name = match obj.get("activation_function") {
             None => "gelu".to_string(),
             Some(v) => v
@@ -170,6 +184,9 @@ impl BartConfig {
             forced_bos_token_id: opt_id("forced_bos_token_id", None)?,
             forced_eos_token_id: opt_id("forced_eos_token_id", Some(2))?,
             layer_norm_eps: 1e-5,
+            dropout: prob_key("dropout", 0.1)?,
+            attention_dropout: prob_key("attention_dropout", 0.0)?,
+            activation_dropout: prob_key("activation_dropout", 0.0)?,
             warnings,
             raw: raw.clone(),
         };

@@ -25,6 +25,9 @@ pub struct Bart {
     pub final_logits_bias: Param<Tensor<1>>,
     /// `sqrt(d_model)` when `scale_embedding`, else 1.
     pub embed_scale: f64,
+    /// Training: activations go on the autodiff device from the embeddings on, so that every
+    /// dropout applies (burn's dropout acts only on autodiff tensors).
+    pub training: bool,
 }
 
 #[derive(Module, Debug)]
@@ -32,6 +35,7 @@ pub struct Encoder {
     /// Learned positions, `[max_position_embeddings + 2, d_model]`.
     pub embed_positions: Param<Tensor<2>>,
     pub layernorm_embedding: LayerNorm,
+    pub dropout: Dropout,
     pub layers: Vec<EncoderLayer>,
 }
 
@@ -39,6 +43,7 @@ pub struct Encoder {
 pub struct Decoder {
     pub embed_positions: Param<Tensor<2>>,
     pub layernorm_embedding: LayerNorm,
+    pub dropout: Dropout,
     pub layers: Vec<DecoderLayer>,
 }
 
@@ -49,6 +54,10 @@ pub struct EncoderLayer {
     pub fc1: Proj,
     pub fc2: Proj,
     pub final_layer_norm: LayerNorm,
+    /// On each sublayer's output (`config.dropout`) and after the activation
+    /// (`config.activation_dropout`).
+    pub dropout: Dropout,
+    pub activation_dropout: Dropout,
     #[module(skip)]
     pub activation: ActivationFn,
 }
@@ -62,6 +71,10 @@ pub struct DecoderLayer {
     pub fc1: Proj,
     pub fc2: Proj,
     pub final_layer_norm: LayerNorm,
+    /// On each sublayer's output (`config.dropout`) and after the activation
+    /// (`config.activation_dropout`).
+    pub dropout: Dropout,
+    pub activation_dropout: Dropout,
     #[module(skip)]
     pub activation: ActivationFn,
 }
@@ -73,6 +86,8 @@ pub struct Attention {
     pub k_proj: Proj,
     pub v_proj: Proj,
     pub out_proj: Proj,
+    /// On the attention weights (`config.attention_dropout`).
+    pub dropout: Dropout,
     pub num_heads: usize,
 }
 
@@ -192,6 +207,23 @@ impl Bart {
         (encoded, logits)
     }
 
+    /// Overrides the training dropout probabilities (e.g. all 0 for a deterministic run).
+    pub fn set_dropout(&mut self, dropout: f64, attention: f64, activation: f64) {
+        self.encoder.dropout.prob = dropout;
+        self.decoder.dropout.prob = dropout;
+        for l in &mut self.encoder.layers {
+            l.dropout.prob = dropout;
+            l.activation_dropout.prob = activation;
+            l.self_attn.dropout.prob = attention;
+        }
+        for l in &mut self.decoder.layers {
+            l.dropout.prob = dropout;
+            l.activation_dropout.prob = activation;
+            l.self_attn.dropout.prob = attention;
+            l.encoder_attn.dropout.prob = attention;
+        }
+    }
+
     /// Token embedding, scaled by `sqrt(d_model)` when the config says so.
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [batch, len] = ids.dims();
@@ -200,6 +232,7 @@ impl Bart {
         let x = table
             .select(0, ids.reshape([batch * len]))
             .reshape([batch, len, d_model]);
+        let x = if self.training { x.autodiff() } else { x };
         if self.embed_scale != 1.0 {
             x.mul_scalar(self.embed_scale)
         } else {
@@ -313,9 +346,10 @@ fn positions(table: &Param<Tensor<2>>, past_len: usize, len: usize) -> Tensor<3>
 impl Encoder {
     fn forward(&self, embedded: Tensor<3>, key_mask: &Tensor<4>) -> Tensor<3> {
         let [_, len, _] = embedded.dims();
-        let mut x = self
-            .layernorm_embedding
-            .forward(embedded + positions(&self.embed_positions, 0, len));
+        let mut x = self.dropout.forward(
+            self.layernorm_embedding
+                .forward(embedded + positions(&self.embed_positions, 0, len)),
+        );
         for layer in &self.layers {
             x = layer.forward(x, key_mask);
         }
@@ -327,11 +361,12 @@ impl EncoderLayer {
     fn forward(&self, x: Tensor<3>, key_mask: &Tensor<4>) -> Tensor<3> {
         let (k, v) = self.self_attn.keys_values(x.clone());
         let attended = self.self_attn.attend(x.clone(), &k, &v, Some(key_mask), 1);
-        let x = self.self_attn_layer_norm.forward(x + attended);
-        let ffn = self
-            .fc2
-            .forward(self.activation.apply(self.fc1.forward(x.clone())));
-        self.final_layer_norm.forward(x + ffn)
+        let x = self
+            .self_attn_layer_norm
+            .forward(x + self.dropout.forward(attended));
+        let hidden = self.activation.apply(self.fc1.forward(x.clone()));
+        let ffn = self.fc2.forward(self.activation_dropout.forward(hidden));
+        self.final_layer_norm.forward(x + self.dropout.forward(ffn))
     }
 }
 
@@ -358,9 +393,10 @@ impl Decoder {
     fn forward(&self, embedded: Tensor<3>, cache: &mut DecoderCache) -> Tensor<3> {
         let [_, len, _] = embedded.dims();
         let past_len = cache.past_len;
-        let mut x = self
-            .layernorm_embedding
-            .forward(embedded + positions(&self.embed_positions, past_len, len));
+        let mut x = self.dropout.forward(
+            self.layernorm_embedding
+                .forward(embedded + positions(&self.embed_positions, past_len, len)),
+        );
         // Causal mask over [past + new] keys, needed only when several tokens come at once.
         let causal = (len > 1).then(|| {
             let device = x.device();
@@ -402,19 +438,22 @@ impl DecoderLayer {
         };
         let attended = self.self_attn.attend(x.clone(), &k, &v, causal, 1);
         cache.self_kv = Some((k, v));
-        let x = self.self_attn_layer_norm.forward(x + attended);
+        let x = self
+            .self_attn_layer_norm
+            .forward(x + self.dropout.forward(attended));
 
         // Cross-attention to the encoder output.
         let (ck, cv) = &cache.cross_kv;
         let attended = self
             .encoder_attn
             .attend(x.clone(), ck, cv, Some(key_mask), rows_per_input);
-        let x = self.encoder_attn_layer_norm.forward(x + attended);
+        let x = self
+            .encoder_attn_layer_norm
+            .forward(x + self.dropout.forward(attended));
 
-        let ffn = self
-            .fc2
-            .forward(self.activation.apply(self.fc1.forward(x.clone())));
-        self.final_layer_norm.forward(x + ffn)
+        let hidden = self.activation.apply(self.fc1.forward(x.clone()));
+        let ffn = self.fc2.forward(self.activation_dropout.forward(hidden));
+        self.final_layer_norm.forward(x + self.dropout.forward(ffn))
     }
 }
 
@@ -452,7 +491,7 @@ impl Attention {
         if let Some(mask) = mask {
             scores = scores + mask.clone();
         }
-        let weights = softmax(scores, 3);
+        let weights = self.dropout.forward(softmax(scores, 3));
         let out = weights
             .matmul(v.clone())
             .swap_dims(1, 2)
@@ -470,7 +509,7 @@ impl Attention {
 /// Builds a model whose parameters are uninitialised placeholders of the right shapes, to be
 /// filled by [`crate::weights`].
 pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
-    use burn::nn::LayerNormConfig;
+    use burn::nn::{DropoutConfig, LayerNormConfig};
     let d = config.d_model;
     // Broadcast views of a single zero: the right shapes, no memory.
     let empty2 =
@@ -488,11 +527,13 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
             .with_epsilon(config.layer_norm_eps)
             .init(device)
     };
+    let dropout = |p: f64| DropoutConfig::new(p).init();
     let attention = |heads: usize| Attention {
         q_proj: linear(d, d),
         k_proj: linear(d, d),
         v_proj: linear(d, d),
         out_proj: linear(d, d),
+        dropout: dropout(config.attention_dropout),
         num_heads: heads,
     };
     let activation = ActivationFn(config.activation);
@@ -502,6 +543,7 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
         encoder: Encoder {
             embed_positions: empty2([positions, d]),
             layernorm_embedding: layer_norm(),
+            dropout: dropout(config.dropout),
             layers: (0..config.encoder_layers)
                 .map(|_| EncoderLayer {
                     self_attn: attention(config.encoder_attention_heads),
@@ -509,6 +551,8 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
                     fc1: linear(d, config.encoder_ffn_dim),
                     fc2: linear(config.encoder_ffn_dim, d),
                     final_layer_norm: layer_norm(),
+                    dropout: dropout(config.dropout),
+                    activation_dropout: dropout(config.activation_dropout),
                     activation,
                 })
                 .collect(),
@@ -516,6 +560,7 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
         decoder: Decoder {
             embed_positions: empty2([positions, d]),
             layernorm_embedding: layer_norm(),
+            dropout: dropout(config.dropout),
             layers: (0..config.decoder_layers)
                 .map(|_| DecoderLayer {
                     self_attn: attention(config.decoder_attention_heads),
@@ -525,6 +570,8 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
                     fc1: linear(d, config.decoder_ffn_dim),
                     fc2: linear(config.decoder_ffn_dim, d),
                     final_layer_norm: layer_norm(),
+                    dropout: dropout(config.dropout),
+                    activation_dropout: dropout(config.activation_dropout),
                     activation,
                 })
                 .collect(),
@@ -535,5 +582,6 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
         } else {
             1.0
         },
+        training: false,
     }
 }

@@ -158,9 +158,11 @@ fn each_trainable(
     }
 }
 
-/// Puts the trainable parameters on the autodiff device with gradients required; the rest stay
-/// plain tensors. Returns how many values are trainable.
+/// Puts the trainable parameters on the autodiff device with gradients required (the rest stay
+/// plain tensors) and switches the model to training (dropout on). Returns how many values are
+/// trainable.
 pub fn make_trainable(model: &mut Bart, what: Trainable) -> Result<usize> {
+    model.training = true;
     let mut count = 0;
     each_trainable(model, what, &mut |_, p| {
         match p {
@@ -333,9 +335,10 @@ fn updated<const D: usize>(p: Tensor<D>, update: Tensor<1>, lr: f64, wd: f64) ->
 }
 
 /// A copy of `model` for inference: trainable parameters taken off the autodiff device (no
-/// graph is recorded while validating or generating).
+/// graph is recorded while validating or generating, and dropout is off).
 pub fn detached(model: &Bart, what: Trainable) -> Result<Bart> {
     let mut copy = model.clone();
+    copy.training = false;
     each_trainable(&mut copy, what, &mut |_, p| {
         match p {
             ParamRef::D1(p) => *p = Param::from_tensor(p.val().inner()),
