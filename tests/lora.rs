@@ -175,3 +175,38 @@ fn unsupported_adapter_configs_are_refused() {
         );
     }
 }
+
+/// QLoRA's frozen base: projections quantized to 8 bits (blocks of 4) change the logits only a
+/// little, and a LoRA training step runs on top of them.
+#[test]
+fn quantized_base_stays_close_and_trains() {
+    use bartleby_core::quant::{quantize_projections, QuantBits};
+    let device = Device::flex();
+    let (mut s, fx) = with_adapter("gelu-qv", &device);
+    let reference = logits(&s.model, &fx, &device);
+    let n = quantize_projections(&mut s.model, QuantBits::Q8, 4).unwrap();
+    assert!(n > 0);
+    let quantized = logits(&s.model, &fx, &device);
+    let diff = reference
+        .iter()
+        .zip(&quantized)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let scale = reference.iter().fold(0f32, |m, a| m.max(a.abs()));
+    eprintln!("q8 logits max abs diff {diff:e} (max |logit| {scale})");
+    assert!(diff > 0.0 && diff < 0.05 * scale, "q8 diff {diff}");
+    // One LoRA step over the quantized base: gradients reach the adapter.
+    use bartleby_core::train::{self, GradAccumulator, Trainable};
+    train::make_trainable(&mut s.model, Trainable::Lora).unwrap();
+    let example = train::Example { input_ids: vec![0, 10, 11, 12, 2], labels: vec![0, 20, 21, 2] };
+    let batch = train::collate(&[&example], 1, 2);
+    let loss = train::loss(&s.model, &batch).unwrap();
+    let mut acc = GradAccumulator::default();
+    acc.backward(&mut s.model, Trainable::Lora, loss).unwrap();
+    let grads = acc.take();
+    let norm = train::clip_global_norm(&mut grads.clone(), 1e9).unwrap();
+    assert!(norm > 0.0 && norm.is_finite(), "gradient norm {norm}");
+    let err = quantize_projections(&mut load("tiny-gelu", &device).model, QuantBits::Q4, 7)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not divide"), "{err}");
+}

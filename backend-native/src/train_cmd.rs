@@ -9,6 +9,7 @@ use crate::output;
 use anyhow::{bail, Context, Result};
 use bartleby_core::lora::{self, LoraConfig};
 use bartleby_core::metrics::rouge;
+use bartleby_core::quant::{quantize_projections, QuantBits};
 use bartleby_core::train::{self, AdamW, Batch, Example, GradAccumulator, Trainable};
 use bartleby_core::weights::{save_safetensors, SaveDtype};
 use bartleby_core::Summarizer;
@@ -43,6 +44,10 @@ pub struct TrainConfig {
     pub dropout: Option<f64>,
     pub target_modules: Vec<String>,
     pub rslora: bool,
+    /// QLoRA: hold the frozen base projections quantized (q8 or q4, per block of
+    /// `quant_block` input features); the LoRA factors stay f32.
+    pub base_quant: BaseQuant,
+    pub quant_block: u8,
     pub micro_batch: usize,
     pub grad_accum: usize,
     pub lr: f64,
@@ -84,6 +89,8 @@ impl Default for TrainConfig {
             dropout: None,
             target_modules: vec!["q_proj".into(), "v_proj".into()],
             rslora: false,
+            base_quant: BaseQuant::None,
+            quant_block: 32,
             micro_batch: 4,
             grad_accum: 2,
             lr: 2e-4,
@@ -109,6 +116,14 @@ pub enum Method {
     Lora,
     /// Every weight (small models).
     Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseQuant {
+    None,
+    Q8,
+    Q4,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -185,6 +200,11 @@ pub struct Overrides {
     pub target_modules: Option<Vec<String>>,
     #[arg(long)]
     pub rslora: Option<bool>,
+    /// QLoRA: quantize the frozen base (none, q8, q4).
+    #[arg(long, value_enum)]
+    pub base_quant: Option<BaseQuant>,
+    #[arg(long)]
+    pub quant_block: Option<u8>,
     #[arg(long)]
     pub micro_batch: Option<usize>,
     #[arg(long)]
@@ -248,7 +268,7 @@ impl TrainConfig {
         apply_overrides!(
             cfg, o, model, train_split, val_split, train_size, val_size, seed,
             max_source_tokens, max_target_tokens, method, lora_r, lora_alpha, lora_dropout,
-            target_modules, rslora, micro_batch, grad_accum, lr, weight_decay, warmup_steps,
+            target_modules, rslora, base_quant, quant_block, micro_batch, grad_accum, lr, weight_decay, warmup_steps,
             epochs, max_steps, max_grad_norm, eval_every, metric_for_best, patience, save_every,
             log_every, precision
         );
@@ -298,6 +318,9 @@ impl TrainConfig {
                 "metric_for_best must be loss, rouge1, rouge2 or rougeL, got {:?}",
                 self.metric_for_best
             );
+        }
+        if self.base_quant != BaseQuant::None && self.method != Method::Lora {
+            bail!("base_quant (QLoRA) needs method = lora: a quantized base cannot be trained");
         }
         if self.precision != Precision::F32 {
             bail!(
@@ -387,6 +410,15 @@ impl Trainer {
             let lora_cfg = lora_config(&cfg);
             let adapted = lora::attach_new(&mut s.model, &lora_cfg)?;
             tracing::info!("LoRA on {} projections", adapted.len());
+        }
+        let bits = match cfg.base_quant {
+            BaseQuant::None => None,
+            BaseQuant::Q8 => Some(QuantBits::Q8),
+            BaseQuant::Q4 => Some(QuantBits::Q4),
+        };
+        if let Some(bits) = bits {
+            let n = quantize_projections(&mut s.model, bits, cfg.quant_block)?;
+            tracing::info!("QLoRA: {n} base projections held as {:?}", cfg.base_quant);
         }
         let trainable = train::make_trainable(&mut s.model, what)?;
         let (train_rows, val_rows) = load_data(&cfg)?;

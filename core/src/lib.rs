@@ -10,6 +10,7 @@ pub mod generate;
 pub mod lora;
 pub mod metrics;
 pub mod model;
+pub mod quant;
 pub mod summarize;
 pub mod tokenizer;
 #[cfg(feature = "train")]
