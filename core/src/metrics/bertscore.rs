@@ -222,7 +222,10 @@ impl Baseline {
     /// Row `layer` of the CSV (counted from the first row after the header, like pandas'
     /// `.iloc[layer]`), columns 2-4. `file` names the source in errors.
     pub fn from_csv(text: &str, layer: usize, file: &str) -> Result<Self> {
-        let err = |m: String| Error::Input(format!("{file}: {m}"));
+        let err = |message: String| Error::Config {
+            file: file.to_string(),
+            message,
+        };
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
         let header = lines.next().ok_or_else(|| err("empty baseline file".into()))?;
         if header.split(',').count() < 4 {
