@@ -153,7 +153,10 @@ fn minilm_matches_bert_score_on_wgpu() {
     let device = bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device");
     let fx = expected();
     let run = &fx["runs"][0];
-    assert_eq!((run["model"].as_str(), run["num_layers"].as_u64()), (Some("minilm"), Some(6)));
+    assert_eq!(
+        (run["model"].as_str(), run["num_layers"].as_u64()),
+        (Some("minilm"), Some(6))
+    );
     let got = run_scores(&fx, run, &scorer("minilm", 6, &device));
     let mut failures = Vec::new();
     let worst = check_run(&fx, run, &got, TOL_WGPU, &mut failures);
@@ -191,8 +194,15 @@ fn tiny_roberta_hidden_states() {
         let s = scorer("tiny-roberta", layer, &device);
         let rows = u32_rows(&case["input_ids"]);
         let masks = u32_rows(&case["attention_mask"]);
-        let lens: Vec<usize> = masks.iter().map(|m| m.iter().sum::<u32>() as usize).collect();
-        let trimmed: Vec<Vec<u32>> = rows.iter().zip(&lens).map(|(r, &l)| r[..l].to_vec()).collect();
+        let lens: Vec<usize> = masks
+            .iter()
+            .map(|m| m.iter().sum::<u32>() as usize)
+            .collect();
+        let trimmed: Vec<Vec<u32>> = rows
+            .iter()
+            .zip(&lens)
+            .map(|(r, &l)| r[..l].to_vec())
+            .collect();
         for (row, text) in trimmed.iter().zip(case["texts"].as_array().unwrap()) {
             assert_eq!(&s.tokenizer.encode(text.as_str().unwrap()).unwrap(), row);
         }
@@ -263,9 +273,27 @@ fn cli_scores_bertscore_with_rouge_and_bleu() {
     let baseline = dir().join("minilm-baseline.csv");
     let model = ["--bertscore-model", minilm.to_str().unwrap()];
     let variants: [(&[&str], u64, bool, bool); 2] = [
-        (&["--metrics", "rouge,bleu,bertscore", "--bertscore-layer", "6"], 6, false, false),
         (
-            &["--metrics", "bertscore", "--bertscore-layer", "3", "--idf", "--rescale", baseline.to_str().unwrap()],
+            &[
+                "--metrics",
+                "rouge,bleu,bertscore",
+                "--bertscore-layer",
+                "6",
+            ],
+            6,
+            false,
+            false,
+        ),
+        (
+            &[
+                "--metrics",
+                "bertscore",
+                "--bertscore-layer",
+                "3",
+                "--idf",
+                "--rescale",
+                baseline.to_str().unwrap(),
+            ],
             3,
             true,
             true,
@@ -280,7 +308,12 @@ fn cli_scores_bertscore_with_rouge_and_bleu() {
         let rows = got["per_example"].as_array().unwrap();
         let mut worst = 0.0f64;
         for key in ["precision", "recall", "f1"] {
-            let want: Vec<f64> = run[key].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let want: Vec<f64> = run[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
             for (i, (row, w)) in rows.iter().zip(&want).enumerate() {
                 assert_eq!(row["id"], fx["cases"][i]["id"]);
                 let g = row["bertscore"][key].as_f64().unwrap();
@@ -292,7 +325,10 @@ fn cli_scores_bertscore_with_rouge_and_bleu() {
         println!("{flags:?}: max |cli - bert_score| = {worst:e}");
         assert!(worst < TOL, "{flags:?}: differs by {worst}");
         let s = &got["settings"]["bertscore"];
-        assert_eq!((s["layer"].as_u64(), s["idf"].as_bool()), (Some(*layer), Some(*idf)));
+        assert_eq!(
+            (s["layer"].as_u64(), s["idf"].as_bool()),
+            (Some(*layer), Some(*idf))
+        );
         assert_eq!(s["implementation"], "bert_score 0.3.13");
         if k == 0 {
             assert!(rows[0]["rouge1"].is_object() && rows[0]["bleu"].is_number());
@@ -304,7 +340,11 @@ fn cli_scores_bertscore_with_rouge_and_bleu() {
 fn cli_bertscore_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("pairs.jsonl");
-    std::fs::write(&input, "{\"prediction\":\"a cat\",\"reference\":\"the cat\"}\n").unwrap();
+    std::fs::write(
+        &input,
+        "{\"prediction\":\"a cat\",\"reference\":\"the cat\"}\n",
+    )
+    .unwrap();
     let output = tmp.path().join("out.json");
     let tiny = dir().join("tiny-roberta");
     let tiny = tiny.to_str().unwrap();
@@ -314,7 +354,12 @@ fn cli_bertscore_bad_input() {
     let missing = tmp.path().join("no-such-model");
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
-            vec!["--bertscore-model", missing.to_str().unwrap(), "--bertscore-layer", "1"],
+            vec![
+                "--bertscore-model",
+                missing.to_str().unwrap(),
+                "--bertscore-layer",
+                "1",
+            ],
             vec!["--bertscore-model", "no such model directory"],
         ),
         (
@@ -323,18 +368,43 @@ fn cli_bertscore_bad_input() {
         ),
         (
             vec!["--bertscore-model", tiny],
-            vec!["--bertscore-layer", "no default layer", "pass --bertscore-layer N (0..=3)"],
+            vec![
+                "--bertscore-layer",
+                "no default layer",
+                "pass --bertscore-layer N (0..=3)",
+            ],
         ),
         (
-            vec!["--bertscore-model", tiny, "--bertscore-layer", "1", "--rescale", bad_csv],
+            vec![
+                "--bertscore-model",
+                tiny,
+                "--bertscore-layer",
+                "1",
+                "--rescale",
+                bad_csv,
+            ],
             vec!["--rescale", "bad.csv", "column 3 is not a number"],
         ),
         (
-            vec!["--bertscore-model", tiny, "--bertscore-layer", "2", "--rescale", bad_csv],
+            vec![
+                "--bertscore-model",
+                tiny,
+                "--bertscore-layer",
+                "2",
+                "--rescale",
+                bad_csv,
+            ],
             vec!["bad.csv", "no baseline for layer 2"],
         ),
         (
-            vec!["--bertscore-model", tiny, "--bertscore-layer", "1", "--rescale", "/nonexistent.csv"],
+            vec![
+                "--bertscore-model",
+                tiny,
+                "--bertscore-layer",
+                "1",
+                "--rescale",
+                "/nonexistent.csv",
+            ],
             vec!["--rescale /nonexistent.csv", "cannot read"],
         ),
     ];
@@ -351,7 +421,14 @@ fn cli_bertscore_bad_input() {
     let res = score_cli(
         &input,
         &output,
-        &["--metrics", "bertscore", "--bertscore-model", empty.to_str().unwrap(), "--bertscore-layer", "1"],
+        &[
+            "--metrics",
+            "bertscore",
+            "--bertscore-model",
+            empty.to_str().unwrap(),
+            "--bertscore-layer",
+            "1",
+        ],
     );
     assert_clear_error(&res, &output, &["--bertscore-model", "no config.json"]);
 }

@@ -553,7 +553,8 @@ pub fn load_bertscore(model: &str, layer: Option<usize>, device: &Device) -> Res
         .weights
         .iter()
         .map(|p| {
-            let file = std::fs::File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;
+            let file =
+                std::fs::File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;
             // SAFETY: the file is opened read-only and only read while the map lives.
             let map = unsafe { memmap2::Mmap::map(&file) }
                 .with_context(|| format!("{}: cannot map", p.display()))?;
@@ -606,8 +607,11 @@ fn add_bertscore(doc: &mut ScoreReport, pairs: &[Pair], args: &ScoreArgs) -> Res
         .iter()
         .map(|p| p.references.iter().map(String::as_str).collect())
         .collect();
-    let texts: std::collections::HashSet<&str> =
-        candidates.iter().copied().chain(references.iter().flatten().copied()).collect();
+    let texts: std::collections::HashSet<&str> = candidates
+        .iter()
+        .copied()
+        .chain(references.iter().flatten().copied())
+        .collect();
     let bar = encoding_bar(texts.len());
     let scores = bertscore::score(&scorer, &candidates, &references, &settings, &mut |n| {
         bar.inc(n as u64)

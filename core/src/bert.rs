@@ -56,8 +56,8 @@ impl BertConfig {
             Some("roberta") => BertKind::Roberta,
             Some(other) => {
                 return Err(err(format!(
-                    "unsupported model_type {other:?} for BERTScore (supported: \"bert\", \"roberta\")"
-                )))
+                "unsupported model_type {other:?} for BERTScore (supported: \"bert\", \"roberta\")"
+            )))
             }
             None => return Err(err("missing required key \"model_type\"".into())),
         };
@@ -77,21 +77,27 @@ impl BertConfig {
                 "position_embedding_type {position_type:?} is not supported (only \"absolute\")"
             )));
         }
-        let act_name = raw.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu");
+        let act_name = raw
+            .get("hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or("gelu");
         let activation = Activation::parse(act_name)
             .ok_or_else(|| err(format!("unsupported hidden_act {act_name:?}")))?;
         let layer_norm_eps = match raw.get("layer_norm_eps") {
             None => 1e-12,
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| err(format!("key \"layer_norm_eps\" must be a number, found {v}")))?,
+            Some(v) => v.as_f64().ok_or_else(|| {
+                err(format!(
+                    "key \"layer_norm_eps\" must be a number, found {v}"
+                ))
+            })?,
         };
         let pad_token_id = match raw.get("pad_token_id") {
             None | Some(Value::Null) => u32::from(kind == BertKind::Roberta),
-            Some(v) => v
-                .as_u64()
-                .map(|n| n as u32)
-                .ok_or_else(|| err(format!("key \"pad_token_id\" must be a token id, found {v}")))?,
+            Some(v) => v.as_u64().map(|n| n as u32).ok_or_else(|| {
+                err(format!(
+                    "key \"pad_token_id\" must be a token id, found {v}"
+                ))
+            })?,
         };
         let config = Self {
             kind,
@@ -190,8 +196,7 @@ impl BertEncoder {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, width]), &device);
         let positions =
             Tensor::<2, Int>::from_data(TensorData::new(positions, [batch, width]), &device);
-        let key_mask =
-            Tensor::<4>::from_data(TensorData::new(mask, [batch, 1, 1, width]), &device);
+        let key_mask = Tensor::<4>::from_data(TensorData::new(mask, [batch, 1, 1, width]), &device);
         let mut x = self.embed(ids, positions);
         for layer in &self.layers {
             x = layer.forward(x, &key_mask);
@@ -238,7 +243,9 @@ impl BertEncoder {
 
 impl BertLayer {
     fn forward(&self, x: Tensor<3>, key_mask: &Tensor<4>) -> Tensor<3> {
-        let attended = self.attention_output.forward(self.attend(x.clone(), key_mask));
+        let attended = self
+            .attention_output
+            .forward(self.attend(x.clone(), key_mask));
         let x = self.attention_norm.forward(attended + x);
         let inner = activate(self.activation, self.intermediate.forward(x.clone()));
         self.output_norm.forward(self.output.forward(inner) + x)
@@ -342,7 +349,10 @@ impl<'a> Tensors<'a> {
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor<2>> {
         let data = self.values(name, &[rows, cols])?;
-        Ok(Tensor::from_data(TensorData::new(data, [rows, cols]), &self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(data, [rows, cols]),
+            &self.device,
+        ))
     }
 
     fn vector(&self, name: &str, n: usize) -> Result<Param<Tensor<1>>> {

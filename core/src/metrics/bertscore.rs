@@ -106,11 +106,17 @@ fn special_token(config: Option<&Value>, key: &str, default: &str) -> String {
 impl ScoreTokenizer {
     /// From tokenizer.json and, optionally, tokenizer_config.json (special tokens and
     /// `model_max_length`).
-    pub fn new(tokenizer_json: &[u8], tokenizer_config: Option<&[u8]>, kind: BertKind) -> Result<Self> {
+    pub fn new(
+        tokenizer_json: &[u8],
+        tokenizer_config: Option<&[u8]>,
+        kind: BertKind,
+    ) -> Result<Self> {
         let terr = |e: String| Error::Tokenizer(e);
         let mut inner = Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| terr(format!("tokenizer.json: {e}")))?;
-        inner.with_truncation(None).map_err(|e| terr(e.to_string()))?;
+        inner
+            .with_truncation(None)
+            .map_err(|e| terr(e.to_string()))?;
         inner.with_padding(None);
         let config: Option<Value> = tokenizer_config
             .map(serde_json::from_slice)
@@ -161,7 +167,11 @@ impl ScoreTokenizer {
                 .get_post_processor()
                 .map(|p| tokenizers::PostProcessor::added_tokens(p, false))
                 .unwrap_or(0);
-            enc.truncate(max.saturating_sub(added), 0, tokenizers::TruncationDirection::Right);
+            enc.truncate(
+                max.saturating_sub(added),
+                0,
+                tokenizers::TruncationDirection::Right,
+            );
         }
         let enc = self.inner.post_process(enc, None, true).map_err(terr)?;
         Ok(enc.get_ids().to_vec())
@@ -227,7 +237,9 @@ impl Baseline {
             message,
         };
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let header = lines.next().ok_or_else(|| err("empty baseline file".into()))?;
+        let header = lines
+            .next()
+            .ok_or_else(|| err("empty baseline file".into()))?;
         if header.split(',').count() < 4 {
             return Err(err(format!(
                 "expected a comma-separated header like LAYER,P,R,F, found {header:?}"
@@ -235,13 +247,21 @@ impl Baseline {
         }
         let rows: Vec<&str> = lines.collect();
         let row = rows.get(layer).ok_or_else(|| {
-            err(format!("no baseline for layer {layer} (the file has {} rows)", rows.len()))
+            err(format!(
+                "no baseline for layer {layer} (the file has {} rows)",
+                rows.len()
+            ))
         })?;
         let cells: Vec<&str> = row.split(',').collect();
         let value = |i: usize| -> Result<f32> {
             let cell = cells.get(i).map(|c| c.trim()).unwrap_or("");
-            cell.parse::<f32>()
-                .map_err(|_| err(format!("row {}: column {} is not a number: {cell:?}", layer + 1, i + 1)))
+            cell.parse::<f32>().map_err(|_| {
+                err(format!(
+                    "row {}: column {} is not a number: {cell:?}",
+                    layer + 1,
+                    i + 1
+                ))
+            })
         };
         Ok(Self {
             precision: value(1)?,
@@ -354,7 +374,13 @@ struct Side<'a> {
 /// P, R, F of one (candidate, reference) row. `ref_padded` / `hyp_padded`: whether the other
 /// rows of its matching batch make this reference / candidate padded (a padded position counts
 /// as a similarity of 0).
-fn match_row(hyp: &Side<'_>, reference: &Side<'_>, d: usize, ref_padded: bool, hyp_padded: bool) -> [f32; 3] {
+fn match_row(
+    hyp: &Side<'_>,
+    reference: &Side<'_>,
+    d: usize,
+    ref_padded: bool,
+    hyp_padded: bool,
+) -> [f32; 3] {
     let floor = |padded: bool| if padded { 0.0f32 } else { f32::NEG_INFINITY };
     let mut best_p = vec![floor(ref_padded); hyp.len];
     let mut best_r = vec![floor(hyp_padded); reference.len];
@@ -369,7 +395,10 @@ fn match_row(hyp: &Side<'_>, reference: &Side<'_>, d: usize, ref_padded: bool, h
     }
     let weighted = |best: &[f32], w: &[f32]| {
         let total: f32 = w.iter().sum();
-        best.iter().zip(w).map(|(b, w)| b * (w / total)).sum::<f32>()
+        best.iter()
+            .zip(w)
+            .map(|(b, w)| b * (w / total))
+            .sum::<f32>()
     };
     let mut p = weighted(&best_p, &hyp.weights);
     let mut r = weighted(&best_r, &reference.weights);
@@ -454,8 +483,16 @@ pub fn score(
     let d = scorer.config.hidden_size;
     let mut row_scores = Vec::with_capacity(rows.len());
     for batch in rows.chunks(settings.batch_size.max(1)) {
-        let max_hyp = batch.iter().map(|(c, _)| ids[index[c]].len()).max().unwrap_or(0);
-        let max_ref = batch.iter().map(|(_, r)| ids[index[r]].len()).max().unwrap_or(0);
+        let max_hyp = batch
+            .iter()
+            .map(|(c, _)| ids[index[c]].len())
+            .max()
+            .unwrap_or(0);
+        let max_ref = batch
+            .iter()
+            .map(|(_, r)| ids[index[r]].len())
+            .max()
+            .unwrap_or(0);
         for (c, r) in batch {
             let (hyp, reference) = (side(c), side(r));
             let (ref_padded, hyp_padded) = (reference.len < max_ref, hyp.len < max_hyp);
@@ -491,7 +528,9 @@ mod tests {
         assert_eq!(b.apply([1.0, 0.25, 0.75]), [1.0, 0.0, 0.0]);
         let err = Baseline::from_csv(csv, 2, "b.csv").unwrap_err().to_string();
         assert!(err.contains("b.csv: no baseline for layer 2"), "{err}");
-        let err = Baseline::from_csv("LAYER\tP\tR\tF\n", 0, "b.tsv").unwrap_err().to_string();
+        let err = Baseline::from_csv("LAYER\tP\tR\tF\n", 0, "b.tsv")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("comma-separated"), "{err}");
     }
 
@@ -501,24 +540,43 @@ mod tests {
         assert_eq!(w.weight(1), 0.0);
         assert_eq!(w.weight(5), (3.0f64 / 2.0).ln() as f32);
         assert_eq!(w.weight(9), 3.0f64.ln() as f32);
-        let u = IdfWeights::Uniform { cls_id: 1, sep_id: 2 };
+        let u = IdfWeights::Uniform {
+            cls_id: 1,
+            sep_id: 2,
+        };
         assert_eq!([u.weight(1), u.weight(2), u.weight(7)], [0.0, 0.0, 1.0]);
     }
 
     #[test]
     fn padding_floors_the_best_match_at_zero() {
-        let (h, r) = ([1.0f32, 0.0, 1.0, 0.0, 1.0, 0.0], [-1.0f32, 0.0, -1.0, 0.0, -1.0, 0.0]);
-        let side = |emb| Side { emb, weights: vec![0.0, 1.0, 0.0], len: 3 };
-        assert_eq!(match_row(&side(&h), &side(&r), 2, false, false), [-1.0, -1.0, -1.0]);
+        let (h, r) = (
+            [1.0f32, 0.0, 1.0, 0.0, 1.0, 0.0],
+            [-1.0f32, 0.0, -1.0, 0.0, -1.0, 0.0],
+        );
+        let side = |emb| Side {
+            emb,
+            weights: vec![0.0, 1.0, 0.0],
+            len: 3,
+        };
+        assert_eq!(
+            match_row(&side(&h), &side(&r), 2, false, false),
+            [-1.0, -1.0, -1.0]
+        );
         assert_eq!(match_row(&side(&h), &side(&r), 2, true, false)[0], 0.0);
         assert_eq!(match_row(&side(&h), &side(&r), 2, false, true)[1], 0.0);
         assert!(max_rows(&[[0.5, f32::NAN, 0.1], [0.6, 0.1, 0.2]])[1].is_nan());
-        assert_eq!(max_rows(&[[0.5, 0.3, 0.1], [0.6, 0.1, 0.2]]), [0.6, 0.3, 0.2]);
+        assert_eq!(
+            max_rows(&[[0.5, 0.3, 0.1], [0.6, 0.1, 0.2]]),
+            [0.6, 0.3, 0.2]
+        );
     }
 
     #[test]
     fn known_models_have_bert_scores_default_layer() {
         assert_eq!(default_layer("roberta-large"), Some(17));
-        assert_eq!(default_layer("sentence-transformers/all-MiniLM-L6-v2"), None);
+        assert_eq!(
+            default_layer("sentence-transformers/all-MiniLM-L6-v2"),
+            None
+        );
     }
 }
