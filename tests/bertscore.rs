@@ -432,3 +432,35 @@ fn cli_bertscore_bad_input() {
     );
     assert_clear_error(&res, &output, &["--bertscore-model", "no config.json"]);
 }
+
+/// The default model is bert_score's `roberta-large` from the hub: offline with an empty cache
+/// that is one line naming it.
+#[test]
+fn cli_bertscore_default_model_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("pairs.jsonl");
+    std::fs::write(
+        &input,
+        "{\"prediction\":\"a cat\",\"reference\":\"the cat\"}\n",
+    )
+    .unwrap();
+    let output = tmp.path().join("out.json");
+    let out = Command::new(bartleby_bin())
+        .args([
+            "score",
+            "--metrics",
+            "bertscore",
+            "--input",
+            input.to_str().unwrap(),
+        ])
+        .args(["--output", output.to_str().unwrap()])
+        .env("HF_HOME", tmp.path().join("hf"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert_clear_error(
+        &Run::from(out),
+        &output,
+        &["--bertscore-model roberta-large", "HF_HUB_OFFLINE"],
+    );
+}

@@ -59,11 +59,17 @@ const DEFAULT_LAYERS: [(&str, usize); 22] = [
     ("dbmdz/bert-base-turkish-cased", 10),
 ];
 
-/// bert_score's default layer for `model` (a hub id), when its table has one.
+/// bert_score's default layer for `model` (a hub id), when its table has one. The hub's newer
+/// spellings of the same repositories (`FacebookAI/roberta-large`, `google-bert/bert-base-uncased`,
+/// `distilbert/distilroberta-base`) get the same layer (bert_score itself would not know them).
 pub fn default_layer(model: &str) -> Option<usize> {
+    let name = ["FacebookAI/", "google-bert/", "distilbert/"]
+        .iter()
+        .find_map(|org| model.strip_prefix(org))
+        .unwrap_or(model);
     DEFAULT_LAYERS
         .iter()
-        .find(|(name, _)| *name == model)
+        .find(|(known, _)| *known == name)
         .map(|&(_, l)| l)
 }
 
@@ -574,6 +580,7 @@ mod tests {
     #[test]
     fn known_models_have_bert_scores_default_layer() {
         assert_eq!(default_layer("roberta-large"), Some(17));
+        assert_eq!(default_layer("FacebookAI/roberta-large"), Some(17));
         assert_eq!(
             default_layer("sentence-transformers/all-MiniLM-L6-v2"),
             None
