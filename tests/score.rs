@@ -261,10 +261,18 @@ fn non_utf8_line() {
 
 #[test]
 fn unknown_or_unavailable_metric() {
+    // bertscore is available now (tests/bertscore.rs); a missing encoder is its error.
     assert_score_error(
         GOOD,
-        &["--metrics", "rouge,bertscore"],
-        &["--metrics", "bertscore is not available yet"],
+        &[
+            "--metrics",
+            "rouge,bertscore",
+            "--bertscore-model",
+            "./no/such/model",
+            "--bertscore-layer",
+            "1",
+        ],
+        &["--bertscore-model", "no such model directory"],
     );
     assert_score_error(
         GOOD,

@@ -1,9 +1,15 @@
-//! `bartleby score`: ROUGE and BLEU of predictions against references, a thin shell over
-//! [`bartleby_core::metrics`] (rouge-score 0.1.2 and sacrebleu 2.6.0 reproduced exactly).
+//! `bartleby score`: ROUGE, BLEU and BERTScore of predictions against references, a thin shell
+//! over [`bartleby_core::metrics`] (rouge-score 0.1.2, sacrebleu 2.6.0 and bert_score 0.3.13
+//! reproduced exactly).
 
+use crate::device::{self, DeviceArg};
+use crate::model_files;
 use crate::output::Sink;
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use bartleby_core::bert::BertConfig;
+use bartleby_core::metrics::bertscore::{self, Baseline, BertScorer, Prf};
 use bartleby_core::metrics::{bleu, rouge};
+use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use serde_json::Value;
@@ -14,6 +20,9 @@ use std::time::Instant;
 /// The reference implementations the scores reproduce.
 pub const ROUGE_REFERENCE: &str = "rouge_score 0.1.2";
 pub const BLEU_REFERENCE: &str = "sacrebleu 2.6.0";
+pub const BERTSCORE_REFERENCE: &str = "bert_score 0.3.13";
+/// bert_score's default model (`lang="en"`).
+const BERTSCORE_DEFAULT_MODEL: &str = "roberta-large";
 /// The bootstrap samples of evaluate's rouge metric (`BootstrapAggregator()`'s default, fixed).
 const HF_EVALUATE_SAMPLES: u64 = 1000;
 
@@ -27,7 +36,7 @@ pub struct ScoreArgs {
     /// Output JSON (`-` = stdout). Written to a temp file and renamed when complete.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Comma-separated metrics: rouge, bleu.
+    /// Comma-separated metrics: rouge, bleu, bertscore.
     #[arg(long, value_delimiter = ',', default_value = "rouge,bleu")]
     pub metrics: Vec<String>,
     /// ROUGE with the Porter stemmer (rouge_score's use_stemmer=True).
@@ -48,6 +57,28 @@ pub struct ScoreArgs {
     /// references=..., use_stemmer=S)` returns (mid F-measures, 1000 samples), as "hf_evaluate".
     #[arg(long)]
     pub hf_evaluate: bool,
+    /// BERTScore encoder: a local directory or a Hugging Face hub id (a BERT or RoBERTa
+    /// checkpoint with config.json, safetensors and tokenizer.json).
+    #[arg(long, default_value = BERTSCORE_DEFAULT_MODEL)]
+    pub bertscore_model: String,
+    /// The encoder layer whose states BERTScore compares (0 = embeddings). Default: bert_score's
+    /// value for the model (roberta-large: 17); required for models its table lacks.
+    #[arg(long)]
+    pub bertscore_layer: Option<usize>,
+    /// BERTScore with idf weights computed over the references (bert_score's idf=True).
+    #[arg(long)]
+    pub idf: bool,
+    /// Rescale BERTScore with a baseline file in bert_score's format (CSV: LAYER,P,R,F; the row
+    /// of --bertscore-layer): (score - b) / (1 - b).
+    #[arg(long, value_name = "FILE")]
+    pub rescale: Option<PathBuf>,
+    /// BERTScore batch size (bert_score's batch_size; it also groups the greedy matching, which
+    /// can change scores slightly, as in bert_score).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch_size: u64,
+    /// Device for the BERTScore encoder.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
 }
 
 const SCORE_HELP: &str = "\
@@ -76,6 +107,13 @@ Reference streams when pairs have different numbers of references (--bleu-pad):
   inside compute(): pass --bootstrap-seed N to reproduce evaluate.load(\"rouge\", seed=N) (or
   np.random.seed(N) before evaluate.load); without a seed, evaluate's numbers change from process
   to process.
+
+bertscore: bert_score.score(predictions, references, model_type=--bertscore-model,
+  num_layers=--bertscore-layer, idf=--idf, batch_size=--batch-size) per example, as
+  {precision, recall, f1}; with several references P, R and F are each the best over them
+  (separately, as bert_score does); corpus = the means. --rescale FILE applies
+  (score - b) / (1 - b) with b from the file's row for the layer (bert_score's
+  rescale_with_baseline with baseline_path=FILE). Empty texts score 0 (as bert_score).
 ";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -108,6 +146,17 @@ pub struct Pair {
 pub enum Metric {
     Rouge,
     Bleu,
+    BertScore,
+}
+
+impl Metric {
+    fn name(self) -> &'static str {
+        match self {
+            Metric::Rouge => "rouge",
+            Metric::Bleu => "bleu",
+            Metric::BertScore => "bertscore",
+        }
+    }
 }
 
 /// Parses `--metrics` (duplicates dropped, order kept).
@@ -117,18 +166,18 @@ pub fn parse_metrics(names: &[String]) -> Result<Vec<Metric>> {
         let m = match name.trim().to_ascii_lowercase().as_str() {
             "rouge" => Metric::Rouge,
             "bleu" | "sacrebleu" => Metric::Bleu,
-            "bertscore" | "bert_score" | "bert-score" => {
-                bail!("--metrics: bertscore is not available yet (available: rouge, bleu)")
+            "bertscore" | "bert_score" | "bert-score" => Metric::BertScore,
+            "" => bail!("--metrics: empty metric name (available: rouge, bleu, bertscore)"),
+            other => {
+                bail!("--metrics: unknown metric {other:?} (available: rouge, bleu, bertscore)")
             }
-            "" => bail!("--metrics: empty metric name (available: rouge, bleu)"),
-            other => bail!("--metrics: unknown metric {other:?} (available: rouge, bleu)"),
         };
         if !out.contains(&m) {
             out.push(m);
         }
     }
     if out.is_empty() {
-        bail!("--metrics: no metric given (available: rouge, bleu)");
+        bail!("--metrics: no metric given (available: rouge, bleu, bertscore)");
     }
     Ok(out)
 }
@@ -251,6 +300,9 @@ pub struct ExampleScores {
     /// sacrebleu `sentence_bleu(prediction, references).score`, 0-100.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bleu: Option<f64>,
+    /// bert_score's P/R/F (rescaled with --rescale).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bertscore: Option<Prf>,
 }
 
 /// The bootstrap interval of a ROUGE type's F-measure.
@@ -276,6 +328,9 @@ pub struct CorpusScores {
     /// sacrebleu `corpus_bleu(predictions, reference_streams).score`, 0-100.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bleu: Option<f64>,
+    /// The means of the per-example BERTScores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bertscore: Option<Prf>,
 }
 
 /// What `evaluate.load("rouge").compute(...)` returns.
@@ -307,6 +362,17 @@ pub struct BleuSettings {
 }
 
 #[derive(Debug, Serialize)]
+pub struct BertScoreSettings {
+    pub implementation: &'static str,
+    pub model: String,
+    pub layer: usize,
+    pub idf: bool,
+    /// The baseline file of --rescale.
+    pub rescale: Option<String>,
+    pub batch_size: u64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct Settings {
     pub metrics: Vec<&'static str>,
     pub pairs: usize,
@@ -314,6 +380,8 @@ pub struct Settings {
     pub rouge: Option<RougeSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bleu: Option<BleuSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bertscore: Option<BertScoreSettings>,
 }
 
 /// The output document.
@@ -360,6 +428,7 @@ pub fn score_pairs(pairs: &[Pair], metrics: &[Metric], args: &ScoreArgs) -> Resu
             rougeL: rouge.map(|r| r.rougeL),
             rougeLsum: rouge.map(|r| r.rougeLsum),
             bleu: want_bleu.then(|| bleu::sentence_bleu(&pair.prediction, &refs).score),
+            bertscore: None,
         });
         bar.inc(1);
     }
@@ -371,19 +440,15 @@ pub fn score_pairs(pairs: &[Pair], metrics: &[Metric], args: &ScoreArgs) -> Resu
         rougeL: None,
         rougeLsum: None,
         bleu: None,
+        bertscore: None,
     };
     let mut hf_evaluate = None;
     let mut settings = Settings {
-        metrics: metrics
-            .iter()
-            .map(|m| match m {
-                Metric::Rouge => "rouge",
-                Metric::Bleu => "bleu",
-            })
-            .collect(),
+        metrics: metrics.iter().map(|m| m.name()).collect(),
         pairs: pairs.len(),
         rouge: None,
         bleu: None,
+        bertscore: None,
     };
     if want_rouge {
         let [r1, r2, rl, rlsum] =
@@ -441,9 +506,16 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     if args.hf_evaluate && !metrics.contains(&Metric::Rouge) {
         bail!("--hf-evaluate needs the rouge metric (--metrics rouge,...)");
     }
+    let want_bertscore = metrics.contains(&Metric::BertScore);
+    if !want_bertscore && (args.idf || args.rescale.is_some() || args.bertscore_layer.is_some()) {
+        bail!("--idf, --rescale and --bertscore-layer need the bertscore metric (--metrics ...,bertscore)");
+    }
     let pairs = read_pairs(&args.input)?;
     let started = Instant::now();
-    let doc = score_pairs(&pairs, &metrics, &args)?;
+    let mut doc = score_pairs(&pairs, &metrics, &args)?;
+    if want_bertscore {
+        add_bertscore(&mut doc, &pairs, &args)?;
+    }
     let mut sink = Sink::open(args.output.as_deref())?;
     sink.write_line(&serde_json::to_string_pretty(&doc)?)?;
     sink.finish()?;
@@ -453,6 +525,129 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Resolves `--bertscore-model` (directory or hub id) and loads its first `layer` layers; `layer`
+/// defaults to bert_score's value for known hub ids. Returns the scorer and the layer.
+pub fn load_bertscore(model: &str, layer: Option<usize>, device: &Device) -> Result<BertScorer> {
+    let files =
+        model_files::resolve(model).with_context(|| format!("--bertscore-model {model}"))?;
+    let tokenizer_json = files.tokenizer_json.as_deref().ok_or_else(|| {
+        anyhow!("--bertscore-model {model}: no tokenizer.json (BERTScore reads the fast tokenizer file)")
+    })?;
+    let config_bytes = read(&files.config)?;
+    let config = BertConfig::from_json(&config_bytes, &files.config.display().to_string())?;
+    let layer = match layer.or_else(|| bertscore::default_layer(model)) {
+        Some(l) if l <= config.num_hidden_layers => l,
+        Some(l) => bail!(
+            "--bertscore-layer {l}: out of range for {model}, which has {} layers (0..={})",
+            config.num_hidden_layers,
+            config.num_hidden_layers
+        ),
+        None => bail!(
+            "--bertscore-layer: bert_score has no default layer for {model}; pass --bertscore-layer N (0..={})",
+            config.num_hidden_layers
+        ),
+    };
+    let maps = files
+        .weights
+        .iter()
+        .map(|p| {
+            let file =
+                std::fs::File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;
+            // SAFETY: the file is opened read-only and only read while the map lives.
+            let map = unsafe { memmap2::Mmap::map(&file) }
+                .with_context(|| format!("{}: cannot map", p.display()))?;
+            Ok((p.display().to_string(), map))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let shards: Vec<(&str, &[u8])> = maps.iter().map(|(n, m)| (n.as_str(), &m[..])).collect();
+    let tok_config = files.tokenizer_config.as_deref().map(read).transpose()?;
+    BertScorer::from_bytes(
+        &config_bytes,
+        &shards,
+        &read(tokenizer_json)?,
+        tok_config.as_deref(),
+        layer,
+        device,
+    )
+    .with_context(|| format!("--bertscore-model {model}"))
+}
+
+fn read(p: &Path) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))
+}
+
+/// Computes BERTScore for every pair and adds it to `doc` (per example, corpus means, settings).
+fn add_bertscore(doc: &mut ScoreReport, pairs: &[Pair], args: &ScoreArgs) -> Result<()> {
+    let rescale_text = args
+        .rescale
+        .as_deref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .with_context(|| format!("--rescale {}: cannot read", p.display()))
+        })
+        .transpose()?;
+    let device = device::init(args.device)?;
+    let scorer = load_bertscore(&args.bertscore_model, args.bertscore_layer, &device)?;
+    let baseline = match (&args.rescale, &rescale_text) {
+        (Some(path), Some(text)) => Some(
+            Baseline::from_csv(text, scorer.layer, &path.display().to_string())
+                .context("--rescale")?,
+        ),
+        _ => None,
+    };
+    let settings = bertscore::Settings {
+        idf: args.idf,
+        batch_size: args.batch_size as usize,
+        baseline,
+    };
+    let candidates: Vec<&str> = pairs.iter().map(|p| p.prediction.as_str()).collect();
+    let references: Vec<Vec<&str>> = pairs
+        .iter()
+        .map(|p| p.references.iter().map(String::as_str).collect())
+        .collect();
+    let texts: std::collections::HashSet<&str> = candidates
+        .iter()
+        .copied()
+        .chain(references.iter().flatten().copied())
+        .collect();
+    let bar = encoding_bar(texts.len());
+    let scores = bertscore::score(&scorer, &candidates, &references, &settings, &mut |n| {
+        bar.inc(n as u64)
+    })?;
+    bar.finish_and_clear();
+    let n = scores.len() as f64;
+    let mean = |f: fn(&Prf) -> f64| scores.iter().map(f).sum::<f64>() / n;
+    doc.corpus.bertscore = Some(Prf {
+        precision: mean(|s| s.precision),
+        recall: mean(|s| s.recall),
+        f1: mean(|s| s.f1),
+    });
+    for (row, s) in doc.per_example.iter_mut().zip(scores) {
+        row.bertscore = Some(s);
+    }
+    doc.settings.bertscore = Some(BertScoreSettings {
+        implementation: BERTSCORE_REFERENCE,
+        model: args.bertscore_model.clone(),
+        layer: scorer.layer,
+        idf: args.idf,
+        rescale: args.rescale.as_ref().map(|p| p.display().to_string()),
+        batch_size: args.batch_size,
+    });
+    Ok(())
+}
+
+fn encoding_bar(n: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(n as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} BERTScore: encoding [{bar:30}] {pos}/{len} texts ({per_sec}, ETA {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 fn progress_bar(n: usize) -> indicatif::ProgressBar {
@@ -514,10 +709,10 @@ mod tests {
             m(&["bleu", "rouge", "bleu"]).unwrap(),
             vec![Metric::Bleu, Metric::Rouge]
         );
-        assert!(m(&["rouge", "bertscore"])
-            .unwrap_err()
-            .to_string()
-            .contains("bertscore is not available yet"));
+        assert_eq!(
+            m(&["rouge", "bert_score"]).unwrap(),
+            vec![Metric::Rouge, Metric::BertScore]
+        );
         assert!(m(&["foo"])
             .unwrap_err()
             .to_string()

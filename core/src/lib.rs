@@ -5,6 +5,7 @@
 //! (config.json, safetensors, tokenizer.json) and get values back. It compiles for native targets
 //! and for `wasm32-unknown-unknown`.
 
+pub mod bert;
 pub mod config;
 pub mod generate;
 pub mod lora;
