@@ -1,6 +1,6 @@
 //! The `bartleby` command line: a thin shell over `bartleby-core`.
 
-use crate::{score_cmd, summarize_cmd};
+use crate::{compare_cmd, eval_cmd, score_cmd, summarize_cmd};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -21,6 +21,11 @@ enum Command {
     Summarize(summarize_cmd::SummarizeArgs),
     /// Score predictions against references: ROUGE (rouge_score 0.1.2) and BLEU (sacrebleu 2.6.0).
     Score(score_cmd::ScoreArgs),
+    /// Evaluate a model on a dataset split: predictions, ROUGE/BLEU with bootstrap intervals,
+    /// failure analysis and charts.
+    Eval(eval_cmd::EvalArgs),
+    /// Compare `eval` runs side by side: deltas against the first and their significance.
+    Compare(compare_cmd::CompareArgs),
 }
 
 /// Parses arguments, runs the command, prints errors as one line; exit code 1 on failure.
@@ -37,6 +42,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Summarize(args) => summarize_cmd::run(args),
         Command::Score(args) => score_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::Compare(args) => compare_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

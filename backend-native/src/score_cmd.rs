@@ -27,6 +27,22 @@ pub struct ScoreArgs {
     /// Output JSON (`-` = stdout). Written to a temp file and renamed when complete.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub metric: MetricArgs,
+    /// How corpus BLEU pads the reference streams of pairs with fewer references than the most:
+    /// `none` (missing references are ignored, as sacrebleu does with None) or `empty` (padded
+    /// with "", which sacrebleu counts as a 0-token reference). See below.
+    #[arg(long, value_enum, default_value_t = BleuPad::None)]
+    pub bleu_pad: BleuPad,
+    /// Also output what Hugging Face `evaluate.load("rouge", seed=N).compute(predictions=...,
+    /// references=..., use_stemmer=S)` returns (mid F-measures, 1000 samples), as "hf_evaluate".
+    #[arg(long)]
+    pub hf_evaluate: bool,
+}
+
+/// Which metrics and how ROUGE is computed: the flags `score` and `eval` share.
+#[derive(Args, Debug, Clone)]
+pub struct MetricArgs {
     /// Comma-separated metrics: rouge, bleu.
     #[arg(long, value_delimiter = ',', default_value = "rouge,bleu")]
     pub metrics: Vec<String>,
@@ -39,15 +55,29 @@ pub struct ScoreArgs {
     /// Bootstrap resamples for the corpus ROUGE intervals (rouge_score's n_samples).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub bootstrap_samples: u64,
-    /// How corpus BLEU pads the reference streams of pairs with fewer references than the most:
-    /// `none` (missing references are ignored, as sacrebleu does with None) or `empty` (padded
-    /// with "", which sacrebleu counts as a 0-token reference). See below.
-    #[arg(long, value_enum, default_value_t = BleuPad::None)]
+}
+
+/// Everything [`score_pairs`] needs besides the pairs.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreOptions {
+    pub stemmer: bool,
+    pub bootstrap_seed: u32,
+    pub bootstrap_samples: u64,
     pub bleu_pad: BleuPad,
-    /// Also output what Hugging Face `evaluate.load("rouge", seed=N).compute(predictions=...,
-    /// references=..., use_stemmer=S)` returns (mid F-measures, 1000 samples), as "hf_evaluate".
-    #[arg(long)]
     pub hf_evaluate: bool,
+}
+
+impl MetricArgs {
+    /// These settings with BLEU padding `none` and without the `evaluate` numbers.
+    pub fn options(&self) -> ScoreOptions {
+        ScoreOptions {
+            stemmer: self.stemmer,
+            bootstrap_seed: self.bootstrap_seed,
+            bootstrap_samples: self.bootstrap_samples,
+            bleu_pad: BleuPad::None,
+            hf_evaluate: false,
+        }
+    }
 }
 
 const SCORE_HELP: &str = "\
@@ -341,7 +371,11 @@ fn bootstrap(scores: &[rouge::RougeScores], samples: u64, seed: u32) -> Result<[
 }
 
 /// Scores `pairs` and returns the output document.
-pub fn score_pairs(pairs: &[Pair], metrics: &[Metric], args: &ScoreArgs) -> Result<ScoreReport> {
+pub fn score_pairs(
+    pairs: &[Pair],
+    metrics: &[Metric],
+    args: &ScoreOptions,
+) -> Result<ScoreReport> {
     let want_rouge = metrics.contains(&Metric::Rouge);
     let want_bleu = metrics.contains(&Metric::Bleu);
     let bar = progress_bar(pairs.len());
@@ -437,13 +471,18 @@ pub fn score_pairs(pairs: &[Pair], metrics: &[Metric], args: &ScoreArgs) -> Resu
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
-    let metrics = parse_metrics(&args.metrics)?;
+    let metrics = parse_metrics(&args.metric.metrics)?;
     if args.hf_evaluate && !metrics.contains(&Metric::Rouge) {
         bail!("--hf-evaluate needs the rouge metric (--metrics rouge,...)");
     }
     let pairs = read_pairs(&args.input)?;
     let started = Instant::now();
-    let doc = score_pairs(&pairs, &metrics, &args)?;
+    let options = ScoreOptions {
+        bleu_pad: args.bleu_pad,
+        hf_evaluate: args.hf_evaluate,
+        ..args.metric.options()
+    };
+    let doc = score_pairs(&pairs, &metrics, &options)?;
     let mut sink = Sink::open(args.output.as_deref())?;
     sink.write_line(&serde_json::to_string_pretty(&doc)?)?;
     sink.finish()?;
