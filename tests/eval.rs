@@ -284,13 +284,14 @@ fn assert_eval_fails(tmp: &Path, data: &str, extra: &[&str], env: &[(&str, &str)
         "eval",
         "--model",
         model.to_str().unwrap(),
-        "--name",
-        "t",
         "--out",
         out.to_str().unwrap(),
         "--data",
         data,
     ];
+    if !extra.contains(&"--name") {
+        args.extend(["--name", "t"]);
+    }
     args.extend_from_slice(extra);
     let run = Run::from(bartleby(&args, env));
     assert_clear_error(&run, &out.join("t_metrics.json"), needles);
