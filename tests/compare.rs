@@ -39,21 +39,41 @@ fn deltas_and_overlap_rule() {
     let base = metrics_file(
         t,
         "baseline",
-        [(0.30, 0.32, 0.34), (0.10, 0.11, 0.12), (0.25, 0.27, 0.29), (0.25, 0.27, 0.29)],
+        [
+            (0.30, 0.32, 0.34),
+            (0.10, 0.11, 0.12),
+            (0.25, 0.27, 0.29),
+            (0.25, 0.27, 0.29),
+        ],
         10.0,
     );
     let lora = metrics_file(
         t,
         "lora",
         // rouge1 clearly above; rouge2 overlapping; rougeL touching (0.29 = 0.29: overlap); rougeLsum below.
-        [(0.35, 0.37, 0.39), (0.115, 0.125, 0.135), (0.29, 0.31, 0.33), (0.20, 0.22, 0.24)],
+        [
+            (0.35, 0.37, 0.39),
+            (0.115, 0.125, 0.135),
+            (0.29, 0.31, 0.33),
+            (0.20, 0.22, 0.24),
+        ],
         12.5,
     );
     let out = t.join("cmp");
-    let run = compare(&[&base, &lora], &["--out", out.to_str().unwrap(), "--name", "bl"]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = compare(
+        &[&base, &lora],
+        &["--out", out.to_str().unwrap(), "--name", "bl"],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let md = String::from_utf8(run.stdout).unwrap();
-    assert!(md.contains("| baseline | 200 | 32.00 [30.00, 34.00] | 11.00 [10.00, 12.00] |"), "{md}");
+    assert!(
+        md.contains("| baseline | 200 | 32.00 [30.00, 34.00] | 11.00 [10.00, 12.00] |"),
+        "{md}"
+    );
     assert!(
         md.contains("| lora | 200 | 37.00 [35.00, 39.00] (+5.00*) | 12.50 [11.50, 13.50] (+1.50) | 31.00 [29.00, 33.00] (+4.00) | 22.00 [20.00, 24.00] (-5.00*) | 12.50 (+2.50) |"),
         "{md}"
@@ -87,7 +107,14 @@ fn compare_two_eval_runs() {
         // Longer summaries than the models' own settings: ROUGE above 0 with random weights.
         let o = Command::new(bartleby_bin())
             .args(["eval", "--model", model_dir(model).to_str().unwrap()])
-            .args(["--data", data.to_str().unwrap(), "--limit", "8", "--name", name])
+            .args([
+                "--data",
+                data.to_str().unwrap(),
+                "--limit",
+                "8",
+                "--name",
+                name,
+            ])
             .args(["--min-length", "30", "--max-length", "40"])
             .args(["--out", out.to_str().unwrap()])
             .output()
@@ -96,14 +123,22 @@ fn compare_two_eval_runs() {
     }
     let (a, b) = (out.join("gelu_metrics.json"), out.join("silu_metrics.json"));
     let run = compare(&[&a, &b], &["--out", out.to_str().unwrap()]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let doc = read_json(&out.join("compare.json"));
     let (ma, mb) = (read_json(&a), read_json(&b));
     for k in ["rouge1", "rouge2", "rougeL", "rougeLsum"] {
         let (ca, cb) = (&ma["corpus"][k], &mb["corpus"][k]);
         let f = |v: &Value, f: &str| v[f].as_f64().unwrap();
         let delta = &doc["runs"][1]["deltas_vs_baseline"][k];
-        assert_eq!(delta["delta"].as_f64().unwrap(), f(cb, "mid") - f(ca, "mid"), "{k}");
+        assert_eq!(
+            delta["delta"].as_f64().unwrap(),
+            f(cb, "mid") - f(ca, "mid"),
+            "{k}"
+        );
         let apart = f(cb, "low") > f(ca, "high") || f(cb, "high") < f(ca, "low");
         assert_eq!(delta["significant"], apart, "{k}");
         assert_eq!(doc["runs"][1]["scores"][k], *cb);
@@ -126,13 +161,25 @@ fn bad_input() {
     let missing = t.join("missing.json");
     fails(&[&good, &missing], &["missing.json", "cannot read"]);
     let mut doc = read_json(&good);
-    doc["corpus"]["rouge2"].as_object_mut().unwrap().remove("low");
+    doc["corpus"]["rouge2"]
+        .as_object_mut()
+        .unwrap()
+        .remove("low");
     let broken = t.join("broken.json");
     std::fs::write(&broken, doc.to_string()).unwrap();
-    fails(&[&good, &broken], &["broken.json", "missing field \"corpus.rouge2.low\""]);
+    fails(
+        &[&good, &broken],
+        &["broken.json", "missing field \"corpus.rouge2.low\""],
+    );
     doc["corpus"] = json!({"rouge1": {"low": "x", "mid": 1, "high": 1}});
     std::fs::write(&broken, doc.to_string()).unwrap();
-    fails(&[&good, &broken], &["broken.json", "field \"corpus.rouge1.low\" must be a number"]);
+    fails(
+        &[&good, &broken],
+        &[
+            "broken.json",
+            "field \"corpus.rouge1.low\" must be a number",
+        ],
+    );
     std::fs::write(&broken, "{not json").unwrap();
     fails(&[&good, &broken], &["broken.json", "invalid JSON"]);
 }

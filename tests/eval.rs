@@ -102,7 +102,17 @@ fn eval_outputs_match_score_and_summarize() {
     let data = dialogsum();
     let run = eval(
         &out,
-        &["--data", data.to_str().unwrap(), "--limit", "6", "--stemmer", LONGER[0], LONGER[1], LONGER[2], LONGER[3]],
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--limit",
+            "6",
+            "--stemmer",
+            LONGER[0],
+            LONGER[1],
+            LONGER[2],
+            LONGER[3],
+        ],
     );
     let run = ok(run, "eval");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -223,8 +233,14 @@ fn eval_outputs_match_score_and_summarize() {
     assert_eq!(header, ["metric", "value", "low", "high"]);
     let rouge1 = rows.iter().find(|r| r[0] == "rouge1").unwrap();
     let r1 = &metrics["corpus"]["rouge1"];
-    assert_eq!(rouge1[1].parse::<f64>().unwrap(), r1["mid"].as_f64().unwrap());
-    assert_eq!(rouge1[2].parse::<f64>().unwrap(), r1["low"].as_f64().unwrap());
+    assert_eq!(
+        rouge1[1].parse::<f64>().unwrap(),
+        r1["mid"].as_f64().unwrap()
+    );
+    assert_eq!(
+        rouge1[2].parse::<f64>().unwrap(),
+        r1["low"].as_f64().unwrap()
+    );
     let flagged = rows.iter().find(|r| r[0] == "failures_flagged").unwrap();
     assert_eq!(flagged[1], metrics["failures"]["flagged"].to_string());
 
@@ -247,12 +263,24 @@ fn seeded_sample_and_json_array() {
         ok(
             eval(
                 &out,
-                &["--data", data.to_str().unwrap(), "--limit", "3", "--seed", "42", "--metrics", "bleu"],
+                &[
+                    "--data",
+                    data.to_str().unwrap(),
+                    "--limit",
+                    "3",
+                    "--seed",
+                    "42",
+                    "--metrics",
+                    "bleu",
+                ],
             ),
             "eval",
         );
         let (_, rows) = read_csv(&out.join("t_predictions.csv"));
-        assert!(rows.iter().all(|r| r[4].is_empty()), "no rougeL without rouge");
+        assert!(
+            rows.iter().all(|r| r[4].is_empty()),
+            "no rougeL without rouge"
+        );
         assert!(!out.join("t_rouge.png").exists());
         rows.into_iter().map(|r| r[0].clone()).collect::<Vec<_>>()
     };
@@ -276,7 +304,13 @@ fn seeded_sample_and_json_array() {
 }
 
 /// A failed eval: one error line naming `needles`, exit 1, nothing in the output folder.
-fn assert_eval_fails(tmp: &Path, data: &str, extra: &[&str], env: &[(&str, &str)], needles: &[&str]) {
+fn assert_eval_fails(
+    tmp: &Path,
+    data: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    needles: &[&str],
+) {
     let out = tmp.join("metrics");
     std::fs::create_dir_all(&out).unwrap();
     let model = model_dir(MODEL);
@@ -304,7 +338,13 @@ fn bad_data() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let missing = t.join("nope.jsonl");
-    assert_eval_fails(t, missing.to_str().unwrap(), &[], &[], &["nope.jsonl", "no such data file"]);
+    assert_eval_fails(
+        t,
+        missing.to_str().unwrap(),
+        &[],
+        &[],
+        &["nope.jsonl", "no such data file"],
+    );
 
     let rows = t.join("rows.jsonl");
     std::fs::write(
@@ -312,19 +352,43 @@ fn bad_data() {
         "{\"id\": \"a\", \"dialogue\": \"A: hi\", \"summary\": \"A greets.\"}\n{\"id\": \"b\", \"dialogue\": \"B: yo\"}\n",
     )
     .unwrap();
-    assert_eval_fails(t, rows.to_str().unwrap(), &[], &[], &["rows.jsonl line 2: missing field \"summary\""]);
+    assert_eval_fails(
+        t,
+        rows.to_str().unwrap(),
+        &[],
+        &[],
+        &["rows.jsonl line 2: missing field \"summary\""],
+    );
 
     let csv = t.join("rows.csv");
     std::fs::write(&csv, "id,dialogue\n1,A: hi\n").unwrap();
-    assert_eval_fails(t, csv.to_str().unwrap(), &[], &[], &["rows.csv line 1: missing column \"summary\""]);
+    assert_eval_fails(
+        t,
+        csv.to_str().unwrap(),
+        &[],
+        &[],
+        &["rows.csv line 1: missing column \"summary\""],
+    );
 
     let parquet = t.join("rows.parquet");
     std::fs::write(&parquet, b"PAR1").unwrap();
-    assert_eval_fails(t, parquet.to_str().unwrap(), &[], &[], &["rows.parquet", "Parquet is not supported yet"]);
+    assert_eval_fails(
+        t,
+        parquet.to_str().unwrap(),
+        &[],
+        &[],
+        &["rows.parquet", "Parquet is not supported yet"],
+    );
 
     let data = dialogsum();
     let data = data.to_str().unwrap();
-    assert_eval_fails(t, data, &["--split", "test"], &[], &["dialogsum", "no split \"test\"", "train, validation"]);
+    assert_eval_fails(
+        t,
+        data,
+        &["--split", "test"],
+        &[],
+        &["dialogsum", "no split \"test\"", "train, validation"],
+    );
 }
 
 #[test]
@@ -333,12 +397,30 @@ fn bad_arguments() {
     let t = tmp.path();
     let data = dialogsum();
     let data = data.to_str().unwrap();
-    assert_eval_fails(t, data, &["--limit", "0"], &[], &["--limit must be at least 1"]);
+    assert_eval_fails(
+        t,
+        data,
+        &["--limit", "0"],
+        &[],
+        &["--limit must be at least 1"],
+    );
     assert_eval_fails(t, data, &["--seed", "1"], &[], &["--seed", "--limit"]);
-    assert_eval_fails(t, data, &["--metrics", "rouge,bertscore"], &[], &["bertscore is not available yet"]);
+    assert_eval_fails(
+        t,
+        data,
+        &["--metrics", "rouge,bertscore"],
+        &[],
+        &["bertscore is not available yet"],
+    );
     assert_eval_fails(t, data, &["--name", "../x"], &[], &["--name \"../x\""]);
     // Fails after the output folder was checked: still nothing written.
-    assert_eval_fails(t, data, &["--limit", "2", "--max-input-tokens", "1000"], &[], &["max_position_embeddings 64"]);
+    assert_eval_fails(
+        t,
+        data,
+        &["--limit", "2", "--max-input-tokens", "1000"],
+        &[],
+        &["max_position_embeddings 64"],
+    );
 }
 
 #[test]
@@ -348,8 +430,15 @@ fn unwritable_out() {
     std::fs::write(&file, "not a folder").unwrap();
     let out = file.join("metrics");
     let data = dialogsum();
-    let run = Run::from(eval(&out, &["--data", data.to_str().unwrap(), "--limit", "1"]));
-    assert_clear_error(&run, &tmp.path().join("t_metrics.json"), &[out.to_str().unwrap(), "cannot create output folder"]);
+    let run = Run::from(eval(
+        &out,
+        &["--data", data.to_str().unwrap(), "--limit", "1"],
+    ));
+    assert_clear_error(
+        &run,
+        &tmp.path().join("t_metrics.json"),
+        &[out.to_str().unwrap(), "cannot create output folder"],
+    );
 }
 
 #[test]
@@ -368,7 +457,14 @@ fn hub_dataset_offline_or_unreachable() {
         tmp.path(),
         "knkarthick/highlightsum",
         &[],
-        &[("HF_HOME", hf), ("HF_HUB_OFFLINE", "0"), ("HF_ENDPOINT", "http://127.0.0.1:9")],
-        &["knkarthick/highlightsum", "cannot reach the Hugging Face hub"],
+        &[
+            ("HF_HOME", hf),
+            ("HF_HUB_OFFLINE", "0"),
+            ("HF_ENDPOINT", "http://127.0.0.1:9"),
+        ],
+        &[
+            "knkarthick/highlightsum",
+            "cannot reach the Hugging Face hub",
+        ],
     );
 }

@@ -76,7 +76,13 @@ fn interval(v: &Value, path: &str, file: &str) -> Result<Ci> {
     let obj = v
         .as_object()
         .ok_or_else(|| anyhow::anyhow!("{file}: field \"{path}\" must be an object"))?;
-    let get = |k: &str| number(field(obj, k, &format!("{path}."), file)?, &format!("{path}.{k}"), file);
+    let get = |k: &str| {
+        number(
+            field(obj, k, &format!("{path}."), file)?,
+            &format!("{path}.{k}"),
+            file,
+        )
+    };
     Ok(Ci {
         low: get("low")?,
         mid: get("mid")?,
@@ -178,12 +184,20 @@ pub fn markdown(runs: &[RunScores]) -> String {
         let mut cells = vec![run.name.replace('|', "\\|"), run.n.to_string()];
         for k in 0..4 {
             let value = run.rouge[k].map(|c| {
-                format!("{:.2} [{:.2}, {:.2}]", 100.0 * c.mid, 100.0 * c.low, 100.0 * c.high)
+                format!(
+                    "{:.2} [{:.2}, {:.2}]",
+                    100.0 * c.mid,
+                    100.0 * c.low,
+                    100.0 * c.high
+                )
             });
-            let delta = (i > 0).then(|| rouge_delta(base, run, k)).flatten().map(|d| Delta {
-                delta: 100.0 * d.delta,
-                ..d
-            });
+            let delta = (i > 0)
+                .then(|| rouge_delta(base, run, k))
+                .flatten()
+                .map(|d| Delta {
+                    delta: 100.0 * d.delta,
+                    ..d
+                });
             cells.push(cell(value, delta));
         }
         let delta = (i > 0).then(|| bleu_delta(base, run)).flatten();
@@ -219,14 +233,20 @@ pub fn json(runs: &[RunScores]) -> Value {
                     scores.insert(key.to_string(), ci_json(c));
                 }
                 if let Some(d) = rouge_delta(base, run, k).filter(|_| i > 0) {
-                    deltas.insert(key.to_string(), serde_json::to_value(d).expect("serializable"));
+                    deltas.insert(
+                        key.to_string(),
+                        serde_json::to_value(d).expect("serializable"),
+                    );
                 }
             }
             if let Some(b) = run.bleu {
                 scores.insert("bleu".into(), b.into());
             }
             if let Some(d) = bleu_delta(base, run).filter(|_| i > 0) {
-                deltas.insert("bleu".into(), serde_json::to_value(d).expect("serializable"));
+                deltas.insert(
+                    "bleu".into(),
+                    serde_json::to_value(d).expect("serializable"),
+                );
             }
             let mut v = serde_json::to_value(run).expect("serializable");
             v["scores"] = Value::Object(scores);
@@ -244,11 +264,18 @@ pub fn json(runs: &[RunScores]) -> Value {
 
 fn chart(runs: &[RunScores]) -> Result<Vec<u8>> {
     let pct = |c: Option<Ci>| {
-        c.map_or(Ci { low: 0.0, mid: 0.0, high: 0.0 }, |c| Ci {
-            low: 100.0 * c.low,
-            mid: 100.0 * c.mid,
-            high: 100.0 * c.high,
-        })
+        c.map_or(
+            Ci {
+                low: 0.0,
+                mid: 0.0,
+                high: 0.0,
+            },
+            |c| Ci {
+                low: 100.0 * c.low,
+                mid: 100.0 * c.mid,
+                high: 100.0 * c.high,
+            },
+        )
     };
     let series: Vec<Series> = runs
         .iter()
@@ -302,7 +329,13 @@ mod tests {
             data: "d".into(),
             split: "validation".into(),
             n: 10,
-            rouge: mids.map(|m| Some(Ci { low: m - half, mid: m, high: m + half })),
+            rouge: mids.map(|m| {
+                Some(Ci {
+                    low: m - half,
+                    mid: m,
+                    high: m + half,
+                })
+            }),
             bleu: Some(bleu),
         }
     }
@@ -312,12 +345,23 @@ mod tests {
         let base = run_with("a", [0.30, 0.10, 0.25, 0.25], 0.02, 5.0);
         let b = run_with("b", [0.35, 0.13, 0.25, 0.20], 0.02, 7.5);
         // 0.33 > 0.32: significant; 0.11 < 0.12: overlapping; equal; 0.22 < 0.23 below.
-        let sig: Vec<Option<bool>> = (0..4).map(|k| rouge_delta(&base, &b, k).unwrap().significant).collect();
+        let sig: Vec<Option<bool>> = (0..4)
+            .map(|k| rouge_delta(&base, &b, k).unwrap().significant)
+            .collect();
         assert_eq!(sig, [Some(true), Some(false), Some(false), Some(true)]);
         assert!((rouge_delta(&base, &b, 0).unwrap().delta - 0.05).abs() < 1e-12);
-        assert_eq!(bleu_delta(&base, &b), Some(Delta { delta: 2.5, significant: None }));
+        assert_eq!(
+            bleu_delta(&base, &b),
+            Some(Delta {
+                delta: 2.5,
+                significant: None
+            })
+        );
         let md = markdown(&[base, b]);
-        assert!(md.contains("| b | 10 | 35.00 [33.00, 37.00] (+5.00*) |"), "{md}");
+        assert!(
+            md.contains("| b | 10 | 35.00 [33.00, 37.00] (+5.00*) |"),
+            "{md}"
+        );
         assert!(md.contains("| 7.50 (+2.50) |"), "{md}");
     }
 }

@@ -142,7 +142,11 @@ fn parse_jsonl(bytes: &[u8], name: &str) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for item in crate::input::jsonl_objects(bytes, name) {
         let (n, obj) = item?;
-        rows.push(row_from_object(&obj, rows.len(), &format!("{name} line {n}"))?);
+        rows.push(row_from_object(
+            &obj,
+            rows.len(),
+            &format!("{name} line {n}"),
+        )?);
     }
     Ok(rows)
 }
@@ -188,12 +192,20 @@ fn parse_csv(bytes: &[u8], name: &str) -> Result<Vec<Row>> {
         let record = record.map_err(|e| anyhow::anyhow!("{name}: bad CSV row: {e}"))?;
         let line = record.position().map_or(0, |p| p.line());
         let mut obj = Map::new();
-        for (field, c) in [("dialogue", Some(dialogue)), ("summary", Some(summary)), ("id", id)] {
+        for (field, c) in [
+            ("dialogue", Some(dialogue)),
+            ("summary", Some(summary)),
+            ("id", id),
+        ] {
             if let Some(v) = c.and_then(|c| record.get(c)) {
                 obj.insert(field.to_string(), Value::from(v));
             }
         }
-        rows.push(row_from_object(&obj, rows.len(), &format!("{name} line {line}"))?);
+        rows.push(row_from_object(
+            &obj,
+            rows.len(),
+            &format!("{name} line {line}"),
+        )?);
     }
     Ok(rows)
 }
@@ -437,13 +449,22 @@ mod tests {
 
     #[test]
     fn json_array_and_csv() {
-        let r = parse_json_array(b"[{\"id\":\"a\",\"dialogue\":\"x\",\"summary\":\"y\"}]", "f.json")
-            .unwrap();
+        let r = parse_json_array(
+            b"[{\"id\":\"a\",\"dialogue\":\"x\",\"summary\":\"y\"}]",
+            "f.json",
+        )
+        .unwrap();
         assert_eq!(r[0].summary, "y");
-        let r = parse_csv(b"id,dialogue,summary,topic\n1,\"A: hi\nB: yo\",s,t\n", "f.csv").unwrap();
+        let r = parse_csv(
+            b"id,dialogue,summary,topic\n1,\"A: hi\nB: yo\",s,t\n",
+            "f.csv",
+        )
+        .unwrap();
         assert_eq!(r[0].dialogue, "A: hi\nB: yo");
         assert_eq!(
-            parse_csv(b"id,dialogue\n1,x\n", "f.csv").unwrap_err().to_string(),
+            parse_csv(b"id,dialogue\n1,x\n", "f.csv")
+                .unwrap_err()
+                .to_string(),
             "f.csv line 1: missing column \"summary\""
         );
         assert_eq!(
@@ -457,7 +478,10 @@ mod tests {
     #[test]
     fn split_file_names() {
         assert!(is_split_file("validation.csv", "validation"));
-        assert!(is_split_file("data/validation-00000-of-00001.parquet", "validation"));
+        assert!(is_split_file(
+            "data/validation-00000-of-00001.parquet",
+            "validation"
+        ));
         assert!(is_split_file("cfg/validation/0000.parquet", "validation"));
         assert!(!is_split_file("train.csv", "validation"));
         assert!(!is_split_file("validation_extra/../train.csv", "test"));

@@ -12,7 +12,9 @@ use crate::plots::{self, Ci, Series};
 use crate::score_cmd::{parse_metrics, score_pairs, MetricArgs, Pair, ScoreReport};
 use crate::summarize_cmd::{progress_bar, Generator, RunArgs};
 use anyhow::{bail, Context, Result};
-use bartleby_core::metrics::analysis::{self, Category, ExampleAnalysis, FailureReport, Thresholds};
+use bartleby_core::metrics::analysis::{
+    self, Category, ExampleAnalysis, FailureReport, Thresholds,
+};
 use bartleby_core::{GenerationConfig, Summary};
 use clap::Args;
 use serde::Serialize;
@@ -190,7 +192,11 @@ fn analyze(
     rows.iter()
         .zip(predictions)
         .map(|(row, pred)| {
-            let input_tokens = generator.summarizer.tokenizer.encode(&row.dialogue, None)?.len();
+            let input_tokens = generator
+                .summarizer
+                .tokenizer
+                .encode(&row.dialogue, None)?
+                .len();
             let example = analysis::Example {
                 id: row.id.clone(),
                 dialogue: &row.dialogue,
@@ -297,7 +303,10 @@ impl EvalRun<'_> {
                 (serde_json::to_string_pretty(&metrics)? + "\n").into_bytes(),
             ),
             (format!("{name}_metrics.csv"), metrics_csv(&metrics)?),
-            (format!("{name}_failures.md"), self.failures_md().into_bytes()),
+            (
+                format!("{name}_failures.md"),
+                self.failures_md().into_bytes(),
+            ),
         ];
         files.extend(self.charts()?);
         Ok(files)
@@ -342,7 +351,9 @@ impl EvalRun<'_> {
                 rule: match (args.limit, args.seed) {
                     (None, _) => "all rows",
                     (Some(_), None) => "first N rows",
-                    (Some(_), Some(_)) => "seeded sample (SplitMix64 + partial Fisher-Yates), file order",
+                    (Some(_), Some(_)) => {
+                        "seeded sample (SplitMix64 + partial Fisher-Yates), file order"
+                    }
                 },
             },
             generation: self.gen,
@@ -419,7 +430,11 @@ impl EvalRun<'_> {
             extra += &format!("- Repeated: \"{}\" ×{}\n", r.ngram, r.count);
         }
         let dialogue: String = row.dialogue.chars().take(DIALOGUE_EXCERPT).collect();
-        let cut = if dialogue.len() < row.dialogue.len() { "\n…" } else { "" };
+        let cut = if dialogue.len() < row.dialogue.len() {
+            "\n…"
+        } else {
+            ""
+        };
         format!(
             "\n### `{id}`: severity {severity:.3}{rouge}\n\n- Words: generated {}, reference {}, \
              dialogue {}; input tokens {} (window {})\n{extra}- Reference: {}\n- Generated: {}\n\n\
@@ -439,7 +454,9 @@ impl EvalRun<'_> {
         let name = &self.args.name;
         let mut out = Vec::new();
         let c = &self.report.corpus;
-        if let (Some(r1), Some(r2), Some(rl), Some(rlsum)) = (c.rouge1, c.rouge2, c.rougeL, c.rougeLsum) {
+        if let (Some(r1), Some(r2), Some(rl), Some(rlsum)) =
+            (c.rouge1, c.rouge2, c.rougeL, c.rougeLsum)
+        {
             let pct = |i: crate::score_cmd::Interval| Ci {
                 low: 100.0 * i.low,
                 mid: 100.0 * i.mid,
@@ -449,10 +466,15 @@ impl EvalRun<'_> {
                 name,
                 values: vec![pct(r1), pct(r2), pct(rl), pct(rlsum)],
             }];
-            let title = format!("{name}: ROUGE F1 with 95% bootstrap intervals (n = {})", self.rows.len());
+            let title = format!(
+                "{name}: ROUGE F1 with 95% bootstrap intervals (n = {})",
+                self.rows.len()
+            );
             let png = plots::interval_bars(&title, "F1 (%)", &ROUGE_LABELS, &series)?;
             out.push((format!("{name}_rouge.png"), png));
-            let scores: Vec<f64> = (0..self.rows.len()).filter_map(|i| self.rouge_l(i)).collect();
+            let scores: Vec<f64> = (0..self.rows.len())
+                .filter_map(|i| self.rouge_l(i))
+                .collect();
             let title = format!("{name}: per-example ROUGE-L F1");
             let png = plots::histogram(&title, "ROUGE-L F1", &scores, 1.0, 20)?;
             out.push((format!("{name}_rougeL_hist.png"), png));
@@ -490,7 +512,12 @@ fn metrics_csv(doc: &MetricsDoc) -> Result<Vec<u8>> {
     let num = |v: f64| v.to_string();
     w.write_record(["n", &doc.n.to_string(), "", ""])?;
     let c = doc.corpus;
-    for (label, i) in [("rouge1", c.rouge1), ("rouge2", c.rouge2), ("rougeL", c.rougeL), ("rougeLsum", c.rougeLsum)] {
+    for (label, i) in [
+        ("rouge1", c.rouge1),
+        ("rouge2", c.rouge2),
+        ("rougeL", c.rougeL),
+        ("rougeLsum", c.rougeLsum),
+    ] {
         if let Some(i) = i {
             w.write_record([label, &num(i.mid), &num(i.low), &num(i.high)])?;
         }
@@ -509,7 +536,12 @@ fn metrics_csv(doc: &MetricsDoc) -> Result<Vec<u8>> {
     ] {
         w.write_record([label, &num(v), "", ""])?;
     }
-    w.write_record(["failures_flagged", &doc.failures.flagged.to_string(), "", ""])?;
+    w.write_record([
+        "failures_flagged",
+        &doc.failures.flagged.to_string(),
+        "",
+        "",
+    ])?;
     for (cat, count) in doc.failures.counts {
         let label = format!("failures_{}", category_name(*cat));
         w.write_record([&label, &count.to_string(), "", ""])?;
@@ -520,7 +552,10 @@ fn metrics_csv(doc: &MetricsDoc) -> Result<Vec<u8>> {
 fn print_summary(name: &str, report: &ScoreReport, written: &[PathBuf]) {
     let c = &report.corpus;
     let mut parts = Vec::new();
-    for (label, i) in ROUGE_LABELS.iter().zip([c.rouge1, c.rouge2, c.rougeL, c.rougeLsum]) {
+    for (label, i) in ROUGE_LABELS
+        .iter()
+        .zip([c.rouge1, c.rouge2, c.rougeL, c.rougeLsum])
+    {
         if let Some(i) = i {
             parts.push(format!(
                 "{label} {:.2} [{:.2}, {:.2}]",

@@ -41,9 +41,8 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 fn register_font() -> Result<()> {
     static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| {
-        plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok()
-    });
+    let ok = *REGISTERED
+        .get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
     if !ok {
         bail!("plots: the embedded DejaVu Sans font could not be loaded");
     }
@@ -120,8 +119,9 @@ pub fn interval_bars(
             });
             let anno = chart.draw_series(bars)?;
             if series.len() > 1 {
-                anno.label(ser.name)
-                    .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled()));
+                anno.label(ser.name).legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled())
+                });
             }
             for (g, v) in ser.values.iter().enumerate() {
                 let x = left(g) + width / 2.0;
@@ -131,11 +131,18 @@ pub fn interval_bars(
                     vec![(x - cap, v.low), (x + cap, v.low)],
                     vec![(x - cap, v.high), (x + cap, v.high)],
                 ] {
-                    chart.draw_series(std::iter::once(PathElement::new(points, BLACK.stroke_width(2))))?;
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        points,
+                        BLACK.stroke_width(2),
+                    )))?;
                 }
                 let label = format!("{:.2}", v.mid);
                 let style = font(13).pos(Pos::new(HPos::Center, VPos::Bottom));
-                chart.draw_series(std::iter::once(Text::new(label, (x, v.high.max(v.mid)), style)))?;
+                chart.draw_series(std::iter::once(Text::new(
+                    label,
+                    (x, v.high.max(v.mid)),
+                    style,
+                )))?;
             }
         }
         for (g, name) in groups.iter().enumerate() {
@@ -158,7 +165,13 @@ pub fn interval_bars(
 
 /// A histogram of `values` over `[0, x_max]` in `bins` equal bins (values above `x_max` fall in
 /// the last bin).
-pub fn histogram(title: &str, x_desc: &str, values: &[f64], x_max: f64, bins: usize) -> Result<Vec<u8>> {
+pub fn histogram(
+    title: &str,
+    x_desc: &str,
+    values: &[f64],
+    x_max: f64,
+    bins: usize,
+) -> Result<Vec<u8>> {
     let counts = bin_counts(values, x_max, bins);
     let y_max = nice_ceiling(*counts.iter().max().unwrap_or(&0) as f64 * 1.1).max(1.0);
     let step = x_max / bins as f64;
@@ -197,7 +210,11 @@ pub fn bin_counts(values: &[f64], x_max: f64, bins: usize) -> Vec<usize> {
     let last = counts.len() - 1;
     for &v in values {
         let b = ((v / x_max) * counts.len() as f64).floor();
-        let b = if b.is_nan() || b < 0.0 { 0 } else { (b as usize).min(last) };
+        let b = if b.is_nan() || b < 0.0 {
+            0
+        } else {
+            (b as usize).min(last)
+        };
         counts[b] += 1;
     }
     counts
@@ -271,23 +288,35 @@ mod tests {
 
     #[test]
     fn charts_are_png() {
-        let ci = |m| Ci { low: m - 2.0, mid: m, high: m + 2.0 };
+        let ci = |m| Ci {
+            low: m - 2.0,
+            mid: m,
+            high: m + 2.0,
+        };
         let bars = interval_bars(
             "ROUGE",
             "F1 (%)",
             &["R-1", "R-2"],
-            &[Series { name: "a", values: vec![ci(30.0), ci(10.0)] }],
+            &[Series {
+                name: "a",
+                values: vec![ci(30.0), ci(10.0)],
+            }],
         )
         .unwrap();
         assert!(is_png(&bars));
-        assert!(is_png(&histogram("h", "x", &[0.1, 0.5, 2.0], 1.0, 10).unwrap()));
+        assert!(is_png(
+            &histogram("h", "x", &[0.1, 0.5, 2.0], 1.0, 10).unwrap()
+        ));
         assert!(is_png(&scatter("s", "x", "y", &[(3.0, 4.0)]).unwrap()));
         assert!(is_png(&scatter("s", "x", "y", &[]).unwrap()));
     }
 
     #[test]
     fn bins_and_ceilings() {
-        assert_eq!(bin_counts(&[0.0, 0.05, 0.1, 1.0, 7.0, -1.0], 1.0, 10)[..2], [3, 1]);
+        assert_eq!(
+            bin_counts(&[0.0, 0.05, 0.1, 1.0, 7.0, -1.0], 1.0, 10)[..2],
+            [3, 1]
+        );
         assert_eq!(bin_counts(&[1.0, 7.0], 1.0, 10)[9], 2);
         assert_eq!(nice_ceiling(0.0), 1.0);
         assert_eq!(nice_ceiling(42.0), 50.0);

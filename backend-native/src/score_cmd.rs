@@ -371,11 +371,7 @@ fn bootstrap(scores: &[rouge::RougeScores], samples: u64, seed: u32) -> Result<[
 }
 
 /// Scores `pairs` and returns the output document.
-pub fn score_pairs(
-    pairs: &[Pair],
-    metrics: &[Metric],
-    args: &ScoreOptions,
-) -> Result<ScoreReport> {
+pub fn score_pairs(pairs: &[Pair], metrics: &[Metric], args: &ScoreOptions) -> Result<ScoreReport> {
     let want_rouge = metrics.contains(&Metric::Rouge);
     let want_bleu = metrics.contains(&Metric::Bleu);
     let bar = progress_bar(pairs.len());
