@@ -468,3 +468,143 @@ fn hub_dataset_offline_or_unreachable() {
         ],
     );
 }
+
+/// A minimal stand-in for the Hugging Face hub's dataset endpoints, serving the files of `dir`:
+/// the repository info (`GET /api/datasets/{repo}/revision/main`, the file list) and the files
+/// (`GET /datasets/{repo}/resolve/main/{file}` with `Range`, answering with etag, x-repo-commit
+/// and content-range as the hub does).
+fn serve_dataset_hub(repo: &'static str, dir: PathBuf) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let mut range = (0usize, None::<usize>);
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some(r) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    let (a, b) = r.trim().split_once('-').unwrap();
+                    range = (a.parse().unwrap(), b.parse().ok());
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let _ = stream.write_all(&dataset_hub_reply(repo, &dir, &path, range));
+        }
+    });
+    addr
+}
+
+fn dataset_hub_reply(repo: &str, dir: &Path, path: &str, range: (usize, Option<usize>)) -> Vec<u8> {
+    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+    if path == format!("/api/datasets/{repo}/revision/main") {
+        let mut files: Vec<Value> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| serde_json::json!({"rfilename": e.unwrap().file_name().to_string_lossy()}))
+            .collect();
+        files.sort_by_key(|f| f["rfilename"].to_string());
+        let body = serde_json::json!({"sha": COMMIT, "siblings": files}).to_string();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        return (head + &body).into_bytes();
+    }
+    let file = path
+        .strip_prefix(&format!("/datasets/{repo}/resolve/main/"))
+        .map(|f| dir.join(f))
+        .filter(|f| f.is_file());
+    let Some(file) = file else {
+        return b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            .to_vec();
+    };
+    let bytes = std::fs::read(&file).unwrap();
+    let end = range.1.unwrap_or(bytes.len() - 1).min(bytes.len() - 1);
+    let body = &bytes[range.0..=end];
+    let mut reply = format!(
+        "HTTP/1.1 206 Partial Content\r\netag: \"{:x}\"\r\nx-repo-commit: {COMMIT}\r\ncontent-range: bytes {}-{end}/{}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        bytes.len() * 31 + file.file_name().unwrap().len(),
+        range.0,
+        bytes.len(),
+        body.len()
+    )
+    .into_bytes();
+    reply.extend_from_slice(body);
+    reply
+}
+
+/// `--data ORG/NAME` downloads the split's file into the HF cache through the hub API and gives
+/// the same predictions as the local file; then it works offline from the cache; a split only
+/// available as Parquet is a clear error.
+#[test]
+fn hub_dataset_download_then_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    std::fs::create_dir(&repo_dir).unwrap();
+    let mut csv = csv::Writer::from_path(repo_dir.join("validation.csv")).unwrap();
+    csv.write_record(["id", "dialogue", "summary", "topic"])
+        .unwrap();
+    for (id, d, s) in first_rows(3) {
+        csv.write_record([&id, &d, &s, "t"]).unwrap();
+    }
+    csv.flush().unwrap();
+    std::fs::write(repo_dir.join("train-00000-of-00001.parquet"), b"PAR1").unwrap();
+    let endpoint = serve_dataset_hub("bartleby-test/dialogs", repo_dir.clone());
+    let hf = tmp.path().join("hf");
+    let run = |data: &str, out: &str, offline: &str| {
+        let out = tmp.path().join(out);
+        let env = [
+            ("HF_HOME", hf.to_str().unwrap()),
+            ("HF_ENDPOINT", endpoint.as_str()),
+            ("HF_HUB_OFFLINE", offline),
+        ];
+        let model = model_dir(MODEL);
+        let args = [
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data,
+            "--name",
+            "t",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        ok(bartleby(&args, &env), data);
+        read_csv(&out.join("t_predictions.csv")).1
+    };
+    let local = run(
+        repo_dir.join("validation.csv").to_str().unwrap(),
+        "local",
+        "0",
+    );
+    assert_eq!(local.len(), 3);
+    assert_eq!(run("bartleby-test/dialogs", "hub", "0"), local);
+    assert!(
+        hf.join("hub/datasets--bartleby-test--dialogs").is_dir(),
+        "standard HF cache layout"
+    );
+    assert_eq!(run("bartleby-test/dialogs", "offline", "1"), local);
+    assert_eval_fails(
+        tmp.path(),
+        "bartleby-test/dialogs",
+        &["--split", "train"],
+        &[
+            ("HF_HOME", hf.to_str().unwrap()),
+            ("HF_ENDPOINT", endpoint.as_str()),
+            ("HF_HUB_OFFLINE", "0"),
+        ],
+        &[
+            "bartleby-test/dialogs",
+            "only available as Parquet",
+            "train-00000-of-00001.parquet",
+        ],
+    );
+}
