@@ -33,6 +33,7 @@ const READABLE: [&str; 4] = ["jsonl", "ndjson", "json", "csv"];
 /// Loads the rows of `spec` (a file, a folder of split files or a hub dataset id); `split` picks
 /// the file of a folder or hub dataset and is ignored for a single file.
 pub fn load_rows(spec: &str, split: &str) -> Result<Vec<Row>> {
+    check_split_name(split)?;
     let path = Path::new(spec);
     let rows = if path.is_dir() {
         read_file(&split_file_in_dir(path, split)?)?
@@ -51,6 +52,19 @@ pub fn load_rows(spec: &str, split: &str) -> Result<Vec<Row>> {
         bail!("{spec}: no rows");
     }
     Ok(rows)
+}
+
+/// A split is a plain name (`validation`, `train`, `test_2`): it becomes part of a file name.
+fn check_split_name(split: &str) -> Result<()> {
+    let ok = !split.is_empty()
+        && !split.starts_with('.')
+        && split
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        bail!("--split {split:?}: use letters, digits, '-', '_' or '.' (not first)");
+    }
+    Ok(())
 }
 
 fn extension(path: &Path) -> Option<String> {
@@ -473,6 +487,17 @@ mod tests {
                 .to_string(),
             "f.csv line 2: field \"summary\" is empty"
         );
+    }
+
+    #[test]
+    fn split_names_are_plain() {
+        assert!(check_split_name("validation").is_ok());
+        for bad in ["", "../train", "a/b", ".hidden"] {
+            assert!(load_rows("d", bad)
+                .unwrap_err()
+                .to_string()
+                .starts_with("--split"));
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::device;
 use crate::input::Document;
 use crate::output::Sink;
 use crate::plots::{self, Ci, Series};
-use crate::score_cmd::{parse_metrics, score_pairs, MetricArgs, Pair, ScoreReport};
+use crate::score_cmd::{parse_metrics, score_pairs, Metric, MetricArgs, Pair, ScoreReport};
 use crate::summarize_cmd::{progress_bar, Generator, RunArgs};
 use anyhow::{bail, Context, Result};
 use bartleby_core::metrics::analysis::{
@@ -105,41 +105,33 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let started = Instant::now();
     check_args(&args)?;
     let metrics = parse_metrics(&args.metric.metrics)?;
-    let all = dataset::load_rows(&args.data, &args.split)?;
-    let rows_in_split = all.len();
-    let rows = dataset::select(all, args.limit, args.seed);
+    let (rows, rows_in_split) = load_data(&args)?;
     prepare_out_dir(&args.out)?;
 
     let device = device::init(args.run.device)?;
     let generator = Generator::new(&args.model, &args.run, &device)?;
     let load_seconds = started.elapsed().as_secs_f64();
-    let docs: Vec<Document> = rows
-        .iter()
-        .map(|r| Document {
-            id: r.id.clone().into(),
-            text: r.dialogue.clone(),
-        })
-        .collect();
-    generator.check_documents(&docs, &args.data)?;
 
     let gen_started = Instant::now();
-    let predictions = generate(&generator, &docs, &args)?;
+    let predictions = generate(&generator, &rows, &args)?;
     let generation_seconds = gen_started.elapsed().as_secs_f64();
 
     let score_started = Instant::now();
-    let pairs: Vec<Pair> = rows
-        .iter()
-        .zip(&predictions)
-        .map(|(r, p)| Pair {
-            id: r.id.clone().into(),
-            prediction: p.summary.clone(),
-            references: vec![r.summary.clone()],
-        })
-        .collect();
-    let report = score_pairs(&pairs, &metrics, &args.metric.options())?;
+    let report = score(&rows, &predictions, &metrics, &args.metric)?;
     let analyses = analyze(&generator, &rows, &predictions)?;
     let failures = analysis::summarize_failures(&analyses, WORST_K);
     let scoring_seconds = score_started.elapsed().as_secs_f64();
+    let timing = Timing {
+        load_seconds,
+        generation_seconds,
+        examples_per_second: rows.len() as f64 / generation_seconds.max(1e-9),
+        scoring_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+    };
+    tracing::info!(
+        "generation {generation_seconds:.3}s ({:.2} examples/s), scoring and analysis {scoring_seconds:.3}s",
+        timing.examples_per_second
+    );
 
     let run = EvalRun {
         args: &args,
@@ -151,25 +143,40 @@ pub fn run(args: EvalArgs) -> Result<()> {
         gen: &generator.gen,
         max_input: generator.max_input,
     };
-    let timing = Timing {
-        load_seconds,
-        generation_seconds,
-        examples_per_second: rows.len() as f64 / generation_seconds.max(1e-9),
-        scoring_seconds,
-        total_seconds: started.elapsed().as_secs_f64(),
-    };
     let files = run.files(rows_in_split, timing)?;
     let written = write_atomically(&args.out, files)?;
     print_summary(&args.name, &report, &written);
     Ok(())
 }
 
-/// Summarizes every row (best summary of each), with a progress bar.
-fn generate(generator: &Generator, docs: &[Document], args: &EvalArgs) -> Result<Vec<Summary>> {
+/// The selected rows of the split and the number of rows the split has.
+fn load_data(args: &EvalArgs) -> Result<(Vec<Row>, usize)> {
+    let all = dataset::load_rows(&args.data, &args.split)?;
+    let rows_in_split = all.len();
+    let rows = dataset::select(all, args.limit, args.seed);
+    tracing::info!(
+        "{} ({}): {rows_in_split} rows, evaluating {}",
+        args.data,
+        args.split,
+        rows.len()
+    );
+    Ok((rows, rows_in_split))
+}
+
+/// Checks every dialogue, then summarizes them (best summary of each), with a progress bar.
+fn generate(generator: &Generator, rows: &[Row], args: &EvalArgs) -> Result<Vec<Summary>> {
+    let docs: Vec<Document> = rows
+        .iter()
+        .map(|r| Document {
+            id: r.id.clone().into(),
+            text: r.dialogue.clone(),
+        })
+        .collect();
+    generator.check_documents(&docs, &args.data)?;
     let bar = progress_bar(docs.len(), "evaluating", "examples");
     let mut out = Vec::with_capacity(docs.len());
     generator.summarize_all(
-        docs,
+        &docs,
         args.run.batch_size as usize,
         &args.data,
         &bar,
@@ -180,6 +187,25 @@ fn generate(generator: &Generator, docs: &[Document], args: &EvalArgs) -> Result
     )?;
     tracing::info!("generated {} summaries", out.len());
     Ok(out)
+}
+
+/// Scores the predictions against the references exactly as `bartleby score` would.
+fn score(
+    rows: &[Row],
+    predictions: &[Summary],
+    metrics: &[Metric],
+    metric_args: &MetricArgs,
+) -> Result<ScoreReport> {
+    let pairs: Vec<Pair> = rows
+        .iter()
+        .zip(predictions)
+        .map(|(r, p)| Pair {
+            id: r.id.clone().into(),
+            prediction: p.summary.clone(),
+            references: vec![r.summary.clone()],
+        })
+        .collect();
+    score_pairs(&pairs, metrics, &metric_args.options())
 }
 
 /// Failure analysis of every example; input lengths from the model's tokenizer.
