@@ -355,7 +355,7 @@ impl EvalRun<'_> {
             let score = self.rouge_l(i).map(|f| f.to_string()).unwrap_or_default();
             w.write_record([&row.id, &row.dialogue, &row.summary, &pred.summary, &score])?;
         }
-        Ok(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+        w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     fn metrics_doc(&self, rows_in_split: usize, timing: Timing) -> MetricsDoc<'_> {
@@ -572,7 +572,7 @@ fn metrics_csv(doc: &MetricsDoc) -> Result<Vec<u8>> {
         let label = format!("failures_{}", category_name(*cat));
         w.write_record([&label, &count.to_string(), "", ""])?;
     }
-    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+    w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn print_summary(name: &str, report: &ScoreReport, written: &[PathBuf]) {

@@ -267,7 +267,7 @@ pub fn scatter(title: &str, x_desc: &str, y_desc: &str, points: &[(f64, f64)]) -
 
 /// The smallest of 1, 2, 2.5, 5 × 10^k that is at least `v` (1 for `v <= 0`).
 fn nice_ceiling(v: f64) -> f64 {
-    if !(v > 0.0) || !v.is_finite() {
+    if v.is_nan() || v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
     let scale = 10f64.powf(v.log10().floor());
