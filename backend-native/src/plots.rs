@@ -265,13 +265,13 @@ pub fn scatter(title: &str, x_desc: &str, y_desc: &str, points: &[(f64, f64)]) -
     })
 }
 
-/// The smallest of 1, 2, 2.5, 5 × 10^k that is at least `v` (1 for `v <= 0`).
+/// The smallest of 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10^k that is at least `v` (1 for `v <= 0`).
 fn nice_ceiling(v: f64) -> f64 {
     if v.is_nan() || v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
     let scale = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
+    [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
         .iter()
         .map(|m| m * scale)
         .find(|&c| c >= v)
@@ -320,7 +320,8 @@ mod tests {
         assert_eq!(bin_counts(&[1.0, 7.0], 1.0, 10)[9], 2);
         assert_eq!(nice_ceiling(0.0), 1.0);
         assert_eq!(nice_ceiling(42.0), 50.0);
-        assert_eq!(nice_ceiling(1.2), 2.0);
+        assert_eq!(nice_ceiling(1.2), 1.5);
+        assert_eq!(nice_ceiling(51.7), 60.0);
         assert_eq!(nice_ceiling(2.2), 2.5);
     }
 }
