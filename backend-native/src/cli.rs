@@ -1,6 +1,6 @@
 //! The `bartleby` command line: a thin shell over `bartleby-core`.
 
-use crate::{merge_cmd, score_cmd, summarize_cmd};
+use crate::{compare_cmd, data_cmd, eval_cmd, merge_cmd, score_cmd, summarize_cmd, train_cmd};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -19,11 +19,21 @@ struct Cli {
 enum Command {
     /// Summarize dialogues (JSONL, CSV or plain text) with a BART checkpoint.
     Summarize(summarize_cmd::SummarizeArgs),
-    /// Score predictions against references: ROUGE (rouge_score 0.1.2) and BLEU (sacrebleu 2.6.0).
+    /// Score predictions against references: ROUGE (rouge_score 0.1.2), BLEU (sacrebleu 2.6.0),
+    /// BERTScore (bert_score 0.3.13).
     Score(score_cmd::ScoreArgs),
     /// Merge a LoRA adapter into its base model: a standalone transformers checkpoint, checked
     /// to give the same logits and generations as base + adapter.
     Merge(merge_cmd::MergeArgs),
+    /// Inspect dialogue summarization data (split sizes, lengths, the first example).
+    Data(data_cmd::DataArgs),
+    /// Fine-tune with LoRA (or fully): PEFT-format adapter, validation, resumable checkpoints.
+    Train(train_cmd::TrainArgs),
+    /// Evaluate a model on a dataset split: predictions, ROUGE/BLEU with bootstrap intervals,
+    /// failure analysis and charts.
+    Eval(eval_cmd::EvalArgs),
+    /// Compare `eval` runs side by side: deltas against the first and their significance.
+    Compare(compare_cmd::CompareArgs),
 }
 
 /// Parses arguments, runs the command, prints errors as one line; exit code 1 on failure.
@@ -41,6 +51,10 @@ pub fn main() -> ExitCode {
         Command::Summarize(args) => summarize_cmd::run(args),
         Command::Score(args) => score_cmd::run(args),
         Command::Merge(args) => merge_cmd::run(args),
+        Command::Data(args) => data_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::Compare(args) => compare_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,10 +2,16 @@
 //! Model math lives in `bartleby-core`; this crate only moves bytes in and out of it.
 
 pub mod cli;
+pub mod compare_cmd;
+pub mod dataset;
+pub mod data_cmd;
 pub mod device;
+pub mod eval_cmd;
 pub mod input;
 pub mod merge_cmd;
 pub mod model_files;
 pub mod output;
+pub mod plots;
 pub mod score_cmd;
 pub mod summarize_cmd;
+pub mod train_cmd;

@@ -300,8 +300,20 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
     }
     drop(maps);
 
+    let tokenizer = load_tokenizer(files)?;
+    Ok(Summarizer {
+        model,
+        tokenizer,
+        config,
+        generation,
+        has_generation_config_file: files.generation_config.is_some(),
+    })
+}
+
+/// The model's tokenizer (tokenizer.json, else vocab.json + merges.txt).
+pub fn load_tokenizer(files: &ModelFiles) -> Result<BartTokenizer> {
     let tok_config = files.tokenizer_config.as_deref().map(read).transpose()?;
-    let tokenizer = match (&files.tokenizer_json, &files.vocab_merges) {
+    Ok(match (&files.tokenizer_json, &files.vocab_merges) {
         (Some(t), _) => BartTokenizer::from_tokenizer_json(&read(t)?, tok_config.as_deref())
             .with_context(|| t.display().to_string())?,
         (None, Some((v, m))) => {
@@ -309,13 +321,6 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
                 .with_context(|| format!("{}", v.display()))?
         }
         (None, None) => bail!("{}: no tokenizer files", files.source),
-    };
-    Ok(Summarizer {
-        model,
-        tokenizer,
-        config,
-        generation,
-        has_generation_config_file: files.generation_config.is_some(),
     })
 }
 

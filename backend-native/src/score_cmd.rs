@@ -36,18 +36,8 @@ pub struct ScoreArgs {
     /// Output JSON (`-` = stdout). Written to a temp file and renamed when complete.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Comma-separated metrics: rouge, bleu, bertscore.
-    #[arg(long, value_delimiter = ',', default_value = "rouge,bleu")]
-    pub metrics: Vec<String>,
-    /// ROUGE with the Porter stemmer (rouge_score's use_stemmer=True).
-    #[arg(long)]
-    pub stemmer: bool,
-    /// Seed of the ROUGE bootstrap, as `np.random.seed(N)` before `BootstrapAggregator.aggregate()`.
-    #[arg(long, default_value_t = 0)]
-    pub bootstrap_seed: u32,
-    /// Bootstrap resamples for the corpus ROUGE intervals (rouge_score's n_samples).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub bootstrap_samples: u64,
+    #[command(flatten)]
+    pub metric: MetricArgs,
     /// How corpus BLEU pads the reference streams of pairs with fewer references than the most:
     /// `none` (missing references are ignored, as sacrebleu does with None) or `empty` (padded
     /// with "", which sacrebleu counts as a 0-token reference). See below.
@@ -79,6 +69,46 @@ pub struct ScoreArgs {
     /// Device for the BERTScore encoder.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+}
+
+/// Which metrics and how ROUGE is computed: the flags `score` and `eval` share.
+#[derive(Args, Debug, Clone)]
+pub struct MetricArgs {
+    /// Comma-separated metrics: rouge, bleu (and, for `score`, bertscore).
+    #[arg(long, value_delimiter = ',', default_value = "rouge,bleu")]
+    pub metrics: Vec<String>,
+    /// ROUGE with the Porter stemmer (rouge_score's use_stemmer=True).
+    #[arg(long)]
+    pub stemmer: bool,
+    /// Seed of the ROUGE bootstrap, as `np.random.seed(N)` before `BootstrapAggregator.aggregate()`.
+    #[arg(long, default_value_t = 0)]
+    pub bootstrap_seed: u32,
+    /// Bootstrap resamples for the corpus ROUGE intervals (rouge_score's n_samples).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub bootstrap_samples: u64,
+}
+
+/// Everything [`score_pairs`] needs besides the pairs.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreOptions {
+    pub stemmer: bool,
+    pub bootstrap_seed: u32,
+    pub bootstrap_samples: u64,
+    pub bleu_pad: BleuPad,
+    pub hf_evaluate: bool,
+}
+
+impl MetricArgs {
+    /// These settings with BLEU padding `none` and without the `evaluate` numbers.
+    pub fn options(&self) -> ScoreOptions {
+        ScoreOptions {
+            stemmer: self.stemmer,
+            bootstrap_seed: self.bootstrap_seed,
+            bootstrap_samples: self.bootstrap_samples,
+            bleu_pad: BleuPad::None,
+            hf_evaluate: false,
+        }
+    }
 }
 
 const SCORE_HELP: &str = "\
@@ -409,7 +439,7 @@ fn bootstrap(scores: &[rouge::RougeScores], samples: u64, seed: u32) -> Result<[
 }
 
 /// Scores `pairs` and returns the output document.
-pub fn score_pairs(pairs: &[Pair], metrics: &[Metric], args: &ScoreArgs) -> Result<ScoreReport> {
+pub fn score_pairs(pairs: &[Pair], metrics: &[Metric], args: &ScoreOptions) -> Result<ScoreReport> {
     let want_rouge = metrics.contains(&Metric::Rouge);
     let want_bleu = metrics.contains(&Metric::Bleu);
     let bar = progress_bar(pairs.len());
@@ -502,7 +532,7 @@ pub fn score_pairs(pairs: &[Pair], metrics: &[Metric], args: &ScoreArgs) -> Resu
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
-    let metrics = parse_metrics(&args.metrics)?;
+    let metrics = parse_metrics(&args.metric.metrics)?;
     if args.hf_evaluate && !metrics.contains(&Metric::Rouge) {
         bail!("--hf-evaluate needs the rouge metric (--metrics rouge,...)");
     }
@@ -512,7 +542,12 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     }
     let pairs = read_pairs(&args.input)?;
     let started = Instant::now();
-    let mut doc = score_pairs(&pairs, &metrics, &args)?;
+    let options = ScoreOptions {
+        bleu_pad: args.bleu_pad,
+        hf_evaluate: args.hf_evaluate,
+        ..args.metric.options()
+    };
+    let mut doc = score_pairs(&pairs, &metrics, &options)?;
     if want_bertscore {
         add_bertscore(&mut doc, &pairs, &args)?;
     }

@@ -1,11 +1,12 @@
 //! `bartleby summarize`: a thin shell over [`bartleby_core::Summarizer`].
 
 use crate::device::{self, DeviceArg};
-use crate::input::read_documents;
+use crate::input::{read_documents, Document};
 use crate::model_files;
 use crate::output::Sink;
 use anyhow::{bail, Context, Result};
-use bartleby_core::{EarlyStopping, GenerationConfig};
+use bartleby_core::{EarlyStopping, GenerationConfig, Summarizer, Summary};
+use burn::tensor::Device;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,10 +16,6 @@ pub struct SummarizeArgs {
     /// Model directory (config.json, model.safetensors, tokenizer) or Hugging Face hub id.
     #[arg(long)]
     pub model: String,
-    /// LoRA adapter (PEFT format: adapter_config.json + adapter_model.safetensors), a directory
-    /// or hub id, applied unmerged on top of --model.
-    #[arg(long)]
-    pub adapter: Option<String>,
     /// Input: .jsonl (`dialogue` or `text`, optional `id`), .csv with those columns, or plain
     /// text (one document). `-` reads stdin.
     #[arg(long, default_value = "-")]
@@ -26,6 +23,17 @@ pub struct SummarizeArgs {
     /// Output JSONL (`-` = stdout). Written to a temp file and renamed when complete.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// How a model generates: the flags `summarize` and `eval` share.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// LoRA adapter (PEFT format: adapter_config.json + adapter_model.safetensors), a directory
+    /// or hub id, applied unmerged on top of --model.
+    #[arg(long)]
+    pub adapter: Option<String>,
     #[command(flatten)]
     pub generation: GenerationArgs,
     /// Truncate inputs to this many tokens (default: the model's max_position_embeddings).
@@ -117,58 +125,104 @@ impl GenerationArgs {
     }
 }
 
-pub fn run(args: SummarizeArgs) -> Result<()> {
-    let docs = read_documents(&args.input)?;
-    let device = device::init(args.device)?;
+/// Loads the model named by `--model` (a directory or a hub id) with `--adapter` applied when
+/// given: the one place where models are loaded for generation.
+pub fn load_summarizer(model: &str, adapter: Option<&str>, device: &Device) -> Result<Summarizer> {
     let started = Instant::now();
-    let summarizer = model_files::load_model(&args.model, args.adapter.as_deref(), &device)?;
-    tracing::info!(
-        "loaded {} in {:.3}s",
-        args.model,
-        started.elapsed().as_secs_f64()
-    );
-    let (defaults, from_task_params) = summarizer.summarization_generation()?;
-    if from_task_params {
-        tracing::info!(
-            "no generation_config.json: using config.json task_specific_params.summarization"
-        );
-    }
-    let gen = args.generation.apply(&defaults)?;
-    let max_input = args
-        .max_input_tokens
-        .unwrap_or_else(|| summarizer.max_input_tokens());
-    summarizer.validate(&gen, max_input)?;
-    // Check every document before any work, so an error names the document.
-    let input_name = args.input.display().to_string();
-    for doc in &docs {
-        summarizer
-            .check_input(&doc.text, max_input)
-            .with_context(|| format!("{input_name}: document id {}", doc.id))?;
+    let summarizer = model_files::load_model(model, adapter, device)?;
+    tracing::info!("loaded {model} in {:.3}s", started.elapsed().as_secs_f64());
+    Ok(summarizer)
+}
+
+/// A loaded model with the generation settings and input window it will use.
+pub struct Generator {
+    pub summarizer: Summarizer,
+    pub gen: GenerationConfig,
+    pub max_input: usize,
+}
+
+impl Generator {
+    /// Loads `model` and resolves its summarization settings with the flags on top.
+    pub fn new(model: &str, run: &RunArgs, device: &Device) -> Result<Self> {
+        let summarizer = load_summarizer(model, run.adapter.as_deref(), device)?;
+        let (defaults, from_task_params) = summarizer.summarization_generation()?;
+        if from_task_params {
+            tracing::info!(
+                "no generation_config.json: using config.json task_specific_params.summarization"
+            );
+        }
+        let gen = run.generation.apply(&defaults)?;
+        let max_input = run
+            .max_input_tokens
+            .unwrap_or_else(|| summarizer.max_input_tokens());
+        summarizer.validate(&gen, max_input)?;
+        Ok(Self {
+            summarizer,
+            gen,
+            max_input,
+        })
     }
 
-    let mut sink = Sink::open(args.output.as_deref())?;
-    let bar = progress_bar(docs.len());
-    let gen_started = Instant::now();
-    for chunk in docs.chunks(args.batch_size as usize) {
-        let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
-        let results = summarizer
-            .summarize(&texts, &gen, max_input, &mut |_| {})
-            .with_context(|| format!("{input_name}: documents from id {}", chunk[0].id))?;
-        for (doc, summaries) in chunk.iter().zip(results) {
-            let best = &summaries[0];
-            let mut line = serde_json::json!({
-                "id": doc.id,
-                "summary": best.summary,
-                "token_ids": best.token_ids,
-            });
-            if summaries.len() > 1 {
-                line["candidates"] = serde_json::to_value(&summaries)?;
-            }
-            sink.write_line(&line.to_string())?;
+    /// Checks every document before any work, so an error names the document.
+    pub fn check_documents(&self, docs: &[Document], source: &str) -> Result<()> {
+        for doc in docs {
+            self.summarizer
+                .check_input(&doc.text, self.max_input)
+                .with_context(|| format!("{source}: document id {}", doc.id))?;
         }
-        bar.inc(chunk.len() as u64);
+        Ok(())
     }
-    bar.finish_and_clear();
+
+    /// Summarizes `docs` in batches of `batch_size`, in order, handing each document's summaries
+    /// (best first) to `each`; `bar` advances per batch.
+    pub fn summarize_all(
+        &self,
+        docs: &[Document],
+        batch_size: usize,
+        source: &str,
+        bar: &indicatif::ProgressBar,
+        mut each: impl FnMut(&Document, Vec<Summary>) -> Result<()>,
+    ) -> Result<()> {
+        for chunk in docs.chunks(batch_size) {
+            let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
+            let results = self
+                .summarizer
+                .summarize(&texts, &self.gen, self.max_input, &mut |_| {})
+                .with_context(|| format!("{source}: documents from id {}", chunk[0].id))?;
+            for (doc, summaries) in chunk.iter().zip(results) {
+                each(doc, summaries)?;
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
+}
+
+pub fn run(args: SummarizeArgs) -> Result<()> {
+    let docs = read_documents(&args.input)?;
+    let device = device::init(args.run.device)?;
+    let started = Instant::now();
+    let generator = Generator::new(&args.model, &args.run, &device)?;
+    let input_name = args.input.display().to_string();
+    generator.check_documents(&docs, &input_name)?;
+
+    let mut sink = Sink::open(args.output.as_deref())?;
+    let bar = progress_bar(docs.len(), "summarizing", "docs");
+    let gen_started = Instant::now();
+    let batch_size = args.run.batch_size as usize;
+    generator.summarize_all(&docs, batch_size, &input_name, &bar, |doc, summaries| {
+        let best = &summaries[0];
+        let mut line = serde_json::json!({
+            "id": doc.id,
+            "summary": best.summary,
+            "token_ids": best.token_ids,
+        });
+        if summaries.len() > 1 {
+            line["candidates"] = serde_json::to_value(&summaries)?;
+        }
+        sink.write_line(&line.to_string())
+    })?;
     sink.finish()?;
     tracing::info!(
         "generated {} summaries in {:.3}s ({:.3}s in all)",
@@ -179,15 +233,16 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn progress_bar(n: usize) -> indicatif::ProgressBar {
+/// A progress bar with rate and ETA over `n` items (hidden for 3 or fewer).
+pub fn progress_bar(n: usize, action: &str, items: &str) -> indicatif::ProgressBar {
     if n <= 3 {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(n as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} summarizing [{bar:30}] {pos}/{len} docs ({per_sec}, ETA {eta})",
-        )
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {action} [{{bar:30}}] {{pos}}/{{len}} {items} ({{per_sec}}, ETA {{eta}})"
+        ))
         .expect("valid template")
         .progress_chars("=> "),
     );

@@ -825,7 +825,7 @@ fn flat_safetensors(tensors: Vec<(String, Tensor<1>)>) -> Result<Vec<u8>> {
 
 fn read_flat_safetensors(bytes: &[u8], device: &Device) -> Result<Vec<(String, Tensor<1>)>> {
     let st = safetensors::SafeTensors::deserialize(bytes).context("checkpoint: not a safetensors file")?;
-    let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     names.sort(); // written in order; names sort the same way
     names
         .into_iter()
