@@ -136,6 +136,7 @@ fn train_bad_input_is_one_clear_line() {
     std::fs::write(&bad_cfg, "lora_r = 8\nno_such_field = 1\n").unwrap();
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (vec!["--train-size", "100000"], vec!["train_size 100000", "larger"]),
+        (vec!["--epochs", "0"], vec!["nothing to train"]),
         (vec!["--target-modules", "nope_proj"], vec!["nope_proj", "match no projection"]),
         (vec!["--precision", "f16"], vec!["precision"]),
         (vec!["--data", no_summary.to_str().unwrap()], vec!["bad.jsonl line 1", "summary"]),
@@ -143,7 +144,10 @@ fn train_bad_input_is_one_clear_line() {
         (vec!["--train-split", "nope"], vec!["no split \"nope\""]),
     ];
     for (extra, needles) in cases {
-        let mut args = train_args(runs, "bad", model, &data);
+        let mut args = vec![
+            "train", "--model", model, "--data", &data, "--runs-dir", runs, "--name", "bad",
+            "--max-source-tokens", "48", "--max-target-tokens", "16",
+        ];
         args.extend(extra);
         let out_dir = tmp.path().join("bad");
         // Nothing is created when the configuration or the data is bad.

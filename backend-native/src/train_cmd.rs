@@ -407,6 +407,8 @@ impl Trainer {
             s.model.set_dropout(p, c.attention_dropout, c.activation_dropout);
         }
         if what == Trainable::Lora {
+            // The adapter's initial A depends only on the seed.
+            device.seed(cfg.seed);
             let lora_cfg = lora_config(&cfg);
             let adapted = lora::attach_new(&mut s.model, &lora_cfg)?;
             tracing::info!("LoRA on {} projections", adapted.len());
