@@ -127,3 +127,21 @@ pub fn assert_clear_error(run: &Run, output: &Path, needles: &[&str]) {
         .collect();
     assert!(leftovers.is_empty(), "temp files left behind");
 }
+
+/// Two safetensors files hold the same tensors: names, shapes and bytes.
+pub fn assert_same_safetensors(ours: &[u8], theirs: &[u8]) {
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(ours).unwrap(),
+        safetensors::SafeTensors::deserialize(theirs).unwrap(),
+    );
+    let mut names_a = a.names();
+    let mut names_b = b.names();
+    names_a.sort();
+    names_b.sort();
+    assert_eq!(names_a, names_b);
+    for name in names_b {
+        let (ta, tb) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
+        assert_eq!(ta.shape(), tb.shape(), "{name}");
+        assert_eq!(ta.data(), tb.data(), "{name}: bytes differ");
+    }
+}

@@ -119,20 +119,7 @@ fn saved_adapter_has_peft_layout() {
     let (s, _) = with_adapter("relu-all-rslora", &device);
     let saved = lora::save_adapter(&s.model).unwrap();
     let original = std::fs::read(case_dir("relu-all-rslora").join(lora::WEIGHTS_FILE)).unwrap();
-    let (a, b) = (
-        safetensors::SafeTensors::deserialize(&saved).unwrap(),
-        safetensors::SafeTensors::deserialize(&original).unwrap(),
-    );
-    let mut names_a = a.names();
-    let mut names_b = b.names();
-    names_a.sort();
-    names_b.sort();
-    assert_eq!(names_a, names_b);
-    for name in names_b {
-        let (ta, tb) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
-        assert_eq!(ta.shape(), tb.shape(), "{name}");
-        assert_eq!(ta.data(), tb.data(), "{name}: bytes differ");
-    }
+    assert_same_safetensors(&saved, &original);
 }
 
 /// An adapter for another model shape, or with a tensor no projection has, is refused with an

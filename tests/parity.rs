@@ -225,35 +225,12 @@ fn save_roundtrip_matches_transformers_layout() {
     let s = load("tiny-gelu", &device);
     let saved = save_safetensors(&s.model, SaveDtype::F32).unwrap();
     let original = std::fs::read(model_dir("tiny-gelu").join("model.safetensors")).unwrap();
-    let (a, b) = (
-        safetensors::SafeTensors::deserialize(&saved).unwrap(),
-        safetensors::SafeTensors::deserialize(&original).unwrap(),
-    );
-    let mut names_a = a.names();
-    let mut names_b = b.names();
-    names_a.sort();
-    names_b.sort();
-    assert_eq!(names_a, names_b);
-    for name in names_b {
-        let (ta, tb) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
-        assert_eq!(ta.shape(), tb.shape(), "{name}");
-        assert_eq!(ta.data(), tb.data(), "{name}: bytes differ");
-    }
+    assert_same_safetensors(&saved, &original);
     // f16 storage survives a load → save(f16) round trip bit for bit.
     let s16 = load("tiny-relu-scaled", &device);
     let saved16 = save_safetensors(&s16.model, SaveDtype::F16).unwrap();
     let orig16 = std::fs::read(model_dir("tiny-relu-scaled").join("model.safetensors")).unwrap();
-    let (a, b) = (
-        safetensors::SafeTensors::deserialize(&saved16).unwrap(),
-        safetensors::SafeTensors::deserialize(&orig16).unwrap(),
-    );
-    for (name, tb) in b.tensors() {
-        assert_eq!(
-            a.tensor(&name).unwrap().data(),
-            tb.data(),
-            "{name}: f16 bytes differ"
-        );
-    }
+    assert_same_safetensors(&saved16, &orig16);
     // And the saved bytes load again.
     let ck = Checkpoint::from_shards(&[("saved", &saved[..])]).unwrap();
     let (_model, report) = load_bart(&s.config, &ck, &device).unwrap();

@@ -271,18 +271,7 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
     let generation = GenerationConfig::from_transformers_json(gen_json.as_ref(), &config_json)
         .with_context(|| format!("{}: generation settings", files.source))?;
 
-    let maps = files
-        .weights
-        .iter()
-        .map(|p| {
-            let file =
-                std::fs::File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;
-            // SAFETY: the file is opened read-only and only read while the map lives.
-            let map = unsafe { memmap2::Mmap::map(&file) }
-                .with_context(|| format!("{}: cannot map", p.display()))?;
-            Ok((p.display().to_string(), map))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let maps = map_files(&files.weights)?;
     let shards: Vec<(&str, &[u8])> = maps.iter().map(|(n, m)| (n.as_str(), &m[..])).collect();
     let checkpoint = Checkpoint::from_shards(&shards)?;
     // Release each tensor's mapped pages once it is converted: peak memory stays near the
@@ -308,6 +297,21 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
         generation,
         has_generation_config_file: files.generation_config.is_some(),
     })
+}
+
+/// Memory-maps weight files read-only, each with its display name.
+pub fn map_files(paths: &[PathBuf]) -> Result<Vec<(String, memmap2::Mmap)>> {
+    paths
+        .iter()
+        .map(|p| {
+            let file =
+                std::fs::File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;
+            // SAFETY: the file is opened read-only and only read while the map lives.
+            let map = unsafe { memmap2::Mmap::map(&file) }
+                .with_context(|| format!("{}: cannot map", p.display()))?;
+            Ok((p.display().to_string(), map))
+        })
+        .collect()
 }
 
 /// The model's tokenizer (tokenizer.json, else vocab.json + merges.txt).

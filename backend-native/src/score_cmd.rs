@@ -584,18 +584,7 @@ pub fn load_bertscore(model: &str, layer: Option<usize>, device: &Device) -> Res
             config.num_hidden_layers
         ),
     };
-    let maps = files
-        .weights
-        .iter()
-        .map(|p| {
-            let file =
-                std::fs::File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;
-            // SAFETY: the file is opened read-only and only read while the map lives.
-            let map = unsafe { memmap2::Mmap::map(&file) }
-                .with_context(|| format!("{}: cannot map", p.display()))?;
-            Ok((p.display().to_string(), map))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let maps = model_files::map_files(&files.weights)?;
     let shards: Vec<(&str, &[u8])> = maps.iter().map(|(n, m)| (n.as_str(), &m[..])).collect();
     let tok_config = files.tokenizer_config.as_deref().map(read).transpose()?;
     BertScorer::from_bytes(

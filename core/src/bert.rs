@@ -12,7 +12,7 @@ use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax, tanh};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -325,26 +325,7 @@ impl<'a> Tensors<'a> {
                 view.shape()
             )));
         }
-        let data = view.data();
-        Ok(match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(Error::Weights(format!(
-                    "{file}: tensor {name} has dtype {other:?}; expected F32, F16 or BF16"
-                )))
-            }
-        })
+        crate::weights::read_f32(file, name, &view)
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor<2>> {
