@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, BartForConditionalGeneration, Generation
 base_dir, adapter_dir, merged_dir = sys.argv[1:4]
 tok = AutoTokenizer.from_pretrained(merged_dir)
 texts = ["Anna: are we still on for Saturday?\nTom: sure, 10am at the station", "#Person1#: How much is it?\n#Person2#: 80 dollars."]
-batch = tok(texts, return_tensors="pt", padding=True)
+batch = tok(texts, return_tensors="pt", padding=True, return_token_type_ids=False)
 merged = BartForConditionalGeneration.from_pretrained(merged_dir).eval()
 peft = PeftModel.from_pretrained(BartForConditionalGeneration.from_pretrained(base_dir), adapter_dir).eval()
 gc = GenerationConfig.from_pretrained(merged_dir)
