@@ -8,6 +8,7 @@ pub mod data_cmd;
 pub mod device;
 pub mod eval_cmd;
 pub mod input;
+pub mod memory;
 pub mod merge_cmd;
 pub mod model_files;
 pub mod output;
