@@ -11,8 +11,8 @@
 //!   like the split), downloaded into the Hugging Face cache (`HF_HOME`, `HF_TOKEN`,
 //!   `HF_HUB_OFFLINE=1` as for models).
 //!
-//! Parquet is not read yet: a `.parquet` file (or a hub split only available as Parquet) is an
-//! error that says so. Errors are one line naming the file, the line and the field.
+//! Parquet (`.parquet`, what HF `datasets` writes) is read too, with the `parquet` crate (snappy).
+//! Errors are one line naming the file, the line (or row) and the field.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
@@ -28,7 +28,7 @@ pub struct Row {
 }
 
 /// File formats that [`load_rows`] reads.
-const READABLE: [&str; 4] = ["jsonl", "ndjson", "json", "csv"];
+const READABLE: [&str; 5] = ["jsonl", "ndjson", "json", "csv", "parquet"];
 
 /// Loads the rows of `spec` (a file, a folder of split files or a hub dataset id); `split` picks
 /// the file of a folder or hub dataset and is ignored for a single file.
@@ -78,11 +78,9 @@ pub fn read_file(path: &Path) -> Result<Vec<Row>> {
     let name = path.display().to_string();
     let ext = extension(path);
     match ext.as_deref() {
-        Some("parquet") => bail!(
-            "{name}: Parquet is not supported yet; convert it to JSONL or CSV (e.g. with pandas: pd.read_parquet(f).to_json(out, orient=\"records\", lines=True))"
-        ),
+        Some("parquet") => return parse_parquet(path, &name),
         Some(e) if READABLE.contains(&e) => {}
-        _ => bail!("{name}: unknown data format (expected .jsonl, .json or .csv)"),
+        _ => bail!("{name}: unknown data format (expected .jsonl, .json, .csv or .parquet)"),
     }
     let bytes = std::fs::read(path).with_context(|| format!("{name}: cannot read data file"))?;
     match ext.as_deref() {
@@ -90,6 +88,39 @@ pub fn read_file(path: &Path) -> Result<Vec<Row>> {
         Some("json") if first_non_space(&bytes) == Some(b'[') => parse_json_array(&bytes, &name),
         _ => parse_jsonl(&bytes, &name),
     }
+}
+
+/// A Parquet file (what HF `datasets` writes): string `dialogue`/`summary` columns, optional `id`
+/// (string or integer); other columns are ignored.
+fn parse_parquet(path: &Path, name: &str) -> Result<Vec<Row>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let file = std::fs::File::open(path).with_context(|| format!("{name}: cannot read data file"))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| anyhow::anyhow!("{name}: not a valid Parquet file: {e}"))?;
+    let rows = reader
+        .get_row_iter(None)
+        .map_err(|e| anyhow::anyhow!("{name}: cannot read rows: {e}"))?;
+    let mut out = Vec::new();
+    for (i, row) in rows.enumerate() {
+        let row = row.map_err(|e| anyhow::anyhow!("{name} row {i}: {e}"))?;
+        let mut obj = Map::new();
+        for (column, field) in row.get_column_iter() {
+            let value = match field {
+                Field::Str(s) => Value::from(s.as_str()),
+                Field::Int(n) => Value::from(*n),
+                Field::Long(n) => Value::from(*n),
+                Field::Null => Value::Null,
+                _ if ["id", "dialogue", "summary"].contains(&column.as_str()) => {
+                    bail!("{name} row {i}: column {column:?} has an unsupported type")
+                }
+                _ => continue,
+            };
+            obj.insert(column.clone(), value);
+        }
+        out.push(row_from_object(&obj, out.len(), &format!("{name} row {i}"))?);
+    }
+    Ok(out)
 }
 
 fn first_non_space(bytes: &[u8]) -> Option<u8> {
@@ -105,10 +136,6 @@ fn split_file_in_dir(dir: &Path, split: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    let parquet = dir.join(format!("{split}.parquet"));
-    if parquet.is_file() {
-        return read_file(&parquet).map(|_| parquet); // the Parquet error
-    }
     let mut available: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("{}: cannot list folder", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -118,7 +145,7 @@ fn split_file_in_dir(dir: &Path, split: &str) -> Result<PathBuf> {
     available.sort();
     available.dedup();
     bail!(
-        "{}: no split {split:?} (no {split}.jsonl, .json or .csv; splits here: {})",
+        "{}: no split {split:?} (no {split}.jsonl, .json, .csv or .parquet; splits here: {})",
         dir.display(),
         if available.is_empty() {
             "none".to_string()
@@ -371,10 +398,7 @@ fn hub_split_files(id: &str, split: &str) -> Result<Vec<PathBuf>> {
         .filter(|f| extension(Path::new(f)).is_some_and(|e| READABLE.contains(&e.as_str())))
         .collect();
     if readable.is_empty() {
-        match matching.iter().find(|f| f.ends_with(".parquet")) {
-            Some(f) => bail!("{id}: split {split:?} is only available as Parquet ({f}), which is not supported yet; download it and convert it to JSONL or CSV"),
-            None => bail!("{id}: no .jsonl, .json or .csv file for split {split:?} in the dataset repository"),
-        }
+        bail!("{id}: no .jsonl, .json, .csv or .parquet file for split {split:?} in the dataset repository");
     }
     readable
         .into_iter()
