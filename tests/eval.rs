@@ -610,7 +610,8 @@ fn hub_dataset_download_then_offline() {
 #[test]
 fn parquet_rows_equal_jsonl_rows() {
     let parquet = fixtures().join("data/dialogsum-validation-5.parquet");
-    let from_parquet = bartleby::dataset::load_rows(parquet.to_str().unwrap(), "validation").unwrap();
+    let from_parquet =
+        bartleby::dataset::load_rows(parquet.to_str().unwrap(), "validation").unwrap();
     let jsonl = dialogsum().join("validation.jsonl");
     let from_jsonl = bartleby::dataset::load_rows(jsonl.to_str().unwrap(), "validation").unwrap();
     assert_eq!(from_parquet.len(), 5);

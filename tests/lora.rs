@@ -22,8 +22,8 @@ fn with_adapter(case: &str, device: &Device) -> (Summarizer, Value) {
     let fx = read_json(&fixtures().join("lora").join(format!("{case}.json")));
     let mut s = load(fx["model"].as_str().unwrap(), device);
     let dir = case_dir(case);
-    let config = LoraConfig::from_json(&std::fs::read(dir.join(lora::CONFIG_FILE)).unwrap())
-        .unwrap();
+    let config =
+        LoraConfig::from_json(&std::fs::read(dir.join(lora::CONFIG_FILE)).unwrap()).unwrap();
     let weights = std::fs::read(dir.join(lora::WEIGHTS_FILE)).unwrap();
     let report = lora::load_adapter(&mut s.model, &config, &weights).unwrap();
     assert!(!report.adapted.is_empty(), "{case}: nothing adapted");
@@ -72,7 +72,10 @@ fn check_case(case: &str, device: &Device) {
     let (mut s, fx) = with_adapter(case, device);
     let diff = max_abs_diff(&logits(&s.model, &fx, device), &fx["logits"]);
     eprintln!("{case}: unmerged logits max abs diff {diff:e}");
-    assert!(diff <= LOGIT_TOL, "{case}: logits differ from PEFT by {diff}");
+    assert!(
+        diff <= LOGIT_TOL,
+        "{case}: logits differ from PEFT by {diff}"
+    );
     check_generations(&s, &fx, "generations", case);
 
     let merged = lora::merge(&mut s.model).unwrap();
@@ -184,7 +187,10 @@ fn quantized_base_stays_close_and_trains() {
     // One LoRA step over the quantized base: gradients reach the adapter.
     use bartleby_core::train::{self, GradAccumulator, Trainable};
     train::make_trainable(&mut s.model, Trainable::Lora).unwrap();
-    let example = train::Example { input_ids: vec![0, 10, 11, 12, 2], labels: vec![0, 20, 21, 2] };
+    let example = train::Example {
+        input_ids: vec![0, 10, 11, 12, 2],
+        labels: vec![0, 20, 21, 2],
+    };
     let batch = train::collate(&[&example], 1, 2);
     let loss = train::loss(&s.model, &batch).unwrap();
     let mut acc = GradAccumulator::default();

@@ -47,7 +47,11 @@ fn summarize_batch(model: &Path, adapter: Option<&str>, fx: &Value, tmp: &Path) 
         args.extend(["--adapter", a]);
     }
     let out = bartleby(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read_to_string(&output)
         .unwrap()
         .lines()
@@ -101,9 +105,18 @@ fn merge_writes_a_checkpoint_that_generates_like_peft() {
         merged.to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("generated ids identical 4/4"), "{stdout}");
-    for file in ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"] {
+    for file in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ] {
         assert!(merged.join(file).is_file(), "{file} missing");
     }
     // The merged generation_config.json keeps the base's summarization settings.
@@ -119,7 +132,10 @@ fn merge_writes_a_checkpoint_that_generates_like_peft() {
         "forced_bos_token_id",
         "decoder_start_token_id",
     ] {
-        assert_eq!(merged_gen[key], base_gen[key], "generation_config.json {key}");
+        assert_eq!(
+            merged_gen[key], base_gen[key],
+            "generation_config.json {key}"
+        );
     }
     let ids = summarize_batch(&merged, None, &fx, tmp.path());
     assert_eq!(ids, expected(&fx, "merged_generations"));

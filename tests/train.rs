@@ -17,7 +17,9 @@ fn adapter(model: &mut bartleby_core::Bart, dir: &str) {
 }
 
 fn rows(fx: &Value) -> Vec<Value> {
-    let path = root().join("../shared/data").join(fx["data"].as_str().unwrap());
+    let path = root()
+        .join("../shared/data")
+        .join(fx["data"].as_str().unwrap());
     let text = std::fs::read_to_string(&path).expect("../shared/data (dialogsum train)");
     text.lines()
         .take(fx["batches"].as_array().unwrap().len() * 2)
@@ -29,7 +31,13 @@ fn i64_rows(v: &Value) -> Vec<Vec<i64>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect()
+        })
         .collect()
 }
 
@@ -62,13 +70,20 @@ fn lora_training_matches_pytorch_peft() {
         .chunks(micro)
         .map(|c| {
             let refs: Vec<&train::Example> = c.iter().collect();
-            train::collate(&refs, s.config.pad_token_id, s.generation.decoder_start_token_id)
+            train::collate(
+                &refs,
+                s.config.pad_token_id,
+                s.generation.decoder_start_token_id,
+            )
         })
         .collect();
     for (ours, theirs) in batches.iter().zip(fx["batches"].as_array().unwrap()) {
         assert_eq!(ours.input_ids, u32_rows(&theirs["input_ids"]));
         assert_eq!(ours.attention_mask, u32_rows(&theirs["attention_mask"]));
-        assert_eq!(ours.decoder_input_ids, u32_rows(&theirs["decoder_input_ids"]));
+        assert_eq!(
+            ours.decoder_input_ids,
+            u32_rows(&theirs["decoder_input_ids"])
+        );
         assert_eq!(ours.labels, i64_rows(&theirs["labels"]));
     }
 
@@ -102,25 +117,51 @@ fn lora_training_matches_pytorch_peft() {
         opt.step(&mut s.model, Trainable::Lora, grads, lr).unwrap();
         let (loss, want) = (loss_sum / ga as f64, expected["loss"].as_f64().unwrap());
         let want_norm = expected["grad_norm"].as_f64().unwrap();
-        eprintln!("step {}: loss {loss:.6} (torch {want:.6}), grad norm {norm:.5} (torch {want_norm:.5})", step + 1);
-        assert!((lr - expected["lr"].as_f64().unwrap()).abs() < 1e-12, "step {step}: lr");
-        assert!(((loss - want) / want).abs() <= 1e-3, "step {}: loss {loss} vs {want}", step + 1);
-        assert!(((norm - want_norm) / want_norm).abs() <= 1e-3, "step {}: grad norm", step + 1);
+        eprintln!(
+            "step {}: loss {loss:.6} (torch {want:.6}), grad norm {norm:.5} (torch {want_norm:.5})",
+            step + 1
+        );
+        assert!(
+            (lr - expected["lr"].as_f64().unwrap()).abs() < 1e-12,
+            "step {step}: lr"
+        );
+        assert!(
+            ((loss - want) / want).abs() <= 1e-3,
+            "step {}: loss {loss} vs {want}",
+            step + 1
+        );
+        assert!(
+            ((norm - want_norm) / want_norm).abs() <= 1e-3,
+            "step {}: grad norm",
+            step + 1
+        );
     }
 
     // The trained adapter equals PEFT's.
     let saved = lora::save_adapter(&s.model).unwrap();
     let ours = safetensors::SafeTensors::deserialize(&saved).unwrap();
-    let final_bytes = std::fs::read(fixtures().join("train/final").join(lora::WEIGHTS_FILE)).unwrap();
+    let final_bytes =
+        std::fs::read(fixtures().join("train/final").join(lora::WEIGHTS_FILE)).unwrap();
     let theirs = safetensors::SafeTensors::deserialize(&final_bytes).unwrap();
     let f32s = |b: &[u8]| -> Vec<f32> {
-        b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     };
     assert_eq!(ours.len(), theirs.len());
     for name in theirs.names() {
-        let (a, b) = (f32s(ours.tensor(name).unwrap().data()), f32s(theirs.tensor(name).unwrap().data()));
+        let (a, b) = (
+            f32s(ours.tensor(name).unwrap().data()),
+            f32s(theirs.tensor(name).unwrap().data()),
+        );
         let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(diff <= 1e-3 * scale.max(1e-3), "{name}: differs by {diff} (scale {scale})");
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            diff <= 1e-3 * scale.max(1e-3),
+            "{name}: differs by {diff} (scale {scale})"
+        );
     }
 }

@@ -20,16 +20,45 @@ fn ok(out: &Output) {
 }
 
 fn data() -> String {
-    root().join("../shared/data/dialogsum").to_str().unwrap().to_string()
+    root()
+        .join("../shared/data/dialogsum")
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// A small run: 16 training dialogues, 4 for validation, 2 epochs of 2 steps.
 fn train_args<'a>(runs: &'a str, name: &'a str, model: &'a str, data: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--model", model, "--data", data, "--runs-dir", runs, "--name", name,
-        "--train-size", "16", "--val-size", "4", "--max-source-tokens", "48",
-        "--max-target-tokens", "16", "--micro-batch", "4", "--grad-accum", "2", "--epochs", "2",
-        "--lr", "1e-3", "--seed", "3", "--save-every", "1",
+        "train",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--runs-dir",
+        runs,
+        "--name",
+        name,
+        "--train-size",
+        "16",
+        "--val-size",
+        "4",
+        "--max-source-tokens",
+        "48",
+        "--max-target-tokens",
+        "16",
+        "--micro-batch",
+        "4",
+        "--grad-accum",
+        "2",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "3",
+        "--save-every",
+        "1",
     ]
 }
 
@@ -47,35 +76,72 @@ fn train_then_merge_then_summarize() {
     let runs = tmp.path().to_str().unwrap();
     let model = model_dir("tiny-gelu");
     let data = data();
-    ok(&bartleby(&train_args(runs, "r", model.to_str().unwrap(), &data)));
+    ok(&bartleby(&train_args(
+        runs,
+        "r",
+        model.to_str().unwrap(),
+        &data,
+    )));
     let run = tmp.path().join("r");
-    for f in ["config.toml", "metrics.jsonl", "loss.png", "adapter/adapter_config.json",
-              "adapter/adapter_model.safetensors", "adapter/tokenizer.json", "best/adapter_config.json"] {
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "loss.png",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/tokenizer.json",
+        "best/adapter_config.json",
+    ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     let lines = metrics(&run);
-    let steps: Vec<u64> = lines.iter().filter(|l| l["loss"].is_number()).map(|l| l["step"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["loss"].is_number())
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
     assert_eq!(steps, [1, 2, 3, 4]);
     let evals = lines.iter().filter(|l| l["val_loss"].is_number()).count();
     assert_eq!(evals, 2, "one validation per epoch");
     let cfg = read_json(&run.join("adapter/adapter_config.json"));
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["r"], 8);
-    assert_eq!(cfg["target_modules"], serde_json::json!(["q_proj", "v_proj"]));
+    assert_eq!(
+        cfg["target_modules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
 
     // The trained adapter is not a no-op, and merging it keeps the generations.
     let merged = tmp.path().join("merged");
     let adapter = run.join("adapter");
-    let out = bartleby(&["merge", "--model", model.to_str().unwrap(), "--adapter",
-                         adapter.to_str().unwrap(), "--output", merged.to_str().unwrap()]);
+    let out = bartleby(&[
+        "merge",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--output",
+        merged.to_str().unwrap(),
+    ]);
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("identical 4/4"));
     let input = tmp.path().join("in.txt");
-    std::fs::write(&input, "Anna: lunch at noon?\nTom: sure, see you at the cafe").unwrap();
+    std::fs::write(
+        &input,
+        "Anna: lunch at noon?\nTom: sure, see you at the cafe",
+    )
+    .unwrap();
     let summarize = |model: &Path, adapter: Option<&Path>, out: &str| -> Value {
         let out_path = tmp.path().join(out);
-        let mut args = vec!["summarize", "--model", model.to_str().unwrap(), "--input",
-                            input.to_str().unwrap(), "--output", out_path.to_str().unwrap()];
+        let mut args = vec![
+            "summarize",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out_path.to_str().unwrap(),
+        ];
         if let Some(a) = adapter {
             args.extend(["--adapter", a.to_str().unwrap()]);
         }
@@ -98,12 +164,20 @@ fn resumed_run_equals_uninterrupted_run() {
     let mut killed = train_args(runs, "resumed", model, &data);
     killed.extend(["--stop-after-step", "3"]);
     let out = bartleby(&killed);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!tmp.path().join("resumed/adapter").exists());
     let resumed = tmp.path().join("resumed");
     ok(&bartleby(&["train", "--resume", resumed.to_str().unwrap()]));
     let whole = tmp.path().join("whole");
-    for f in ["adapter/adapter_model.safetensors", "best/adapter_model.safetensors"] {
+    for f in [
+        "adapter/adapter_model.safetensors",
+        "best/adapter_model.safetensors",
+    ] {
         assert_eq!(
             std::fs::read(whole.join(f)).unwrap(),
             std::fs::read(resumed.join(f)).unwrap(),
@@ -135,18 +209,41 @@ fn train_bad_input_is_one_clear_line() {
     let bad_cfg = tmp.path().join("bad.toml");
     std::fs::write(&bad_cfg, "lora_r = 8\nno_such_field = 1\n").unwrap();
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
-        (vec!["--train-size", "100000"], vec!["train_size 100000", "larger"]),
+        (
+            vec!["--train-size", "100000"],
+            vec!["train_size 100000", "larger"],
+        ),
         (vec!["--epochs", "0"], vec!["nothing to train"]),
-        (vec!["--target-modules", "nope_proj"], vec!["nope_proj", "match no projection"]),
+        (
+            vec!["--target-modules", "nope_proj"],
+            vec!["nope_proj", "match no projection"],
+        ),
         (vec!["--precision", "f16"], vec!["precision"]),
-        (vec!["--data", no_summary.to_str().unwrap()], vec!["bad.jsonl line 1", "summary"]),
-        (vec!["--config", bad_cfg.to_str().unwrap()], vec!["bad.toml", "no_such_field"]),
+        (
+            vec!["--data", no_summary.to_str().unwrap()],
+            vec!["bad.jsonl line 1", "summary"],
+        ),
+        (
+            vec!["--config", bad_cfg.to_str().unwrap()],
+            vec!["bad.toml", "no_such_field"],
+        ),
         (vec!["--train-split", "nope"], vec!["no split \"nope\""]),
     ];
     for (extra, needles) in cases {
         let mut args = vec![
-            "train", "--model", model, "--data", &data, "--runs-dir", runs, "--name", "bad",
-            "--max-source-tokens", "48", "--max-target-tokens", "16",
+            "train",
+            "--model",
+            model,
+            "--data",
+            &data,
+            "--runs-dir",
+            runs,
+            "--name",
+            "bad",
+            "--max-source-tokens",
+            "48",
+            "--max-target-tokens",
+            "16",
         ];
         args.extend(extra);
         let out_dir = tmp.path().join("bad");

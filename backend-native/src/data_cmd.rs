@@ -89,8 +89,14 @@ fn split_report(
     });
     if let Some(tok) = tokenizer {
         let count = |text: &str| tok.encode(text, None).map(|ids| ids.len());
-        let dialogue: Vec<usize> = rows.iter().map(|r| count(&r.dialogue)).collect::<Result<_, _>>()?;
-        let summary: Vec<usize> = rows.iter().map(|r| count(&r.summary)).collect::<Result<_, _>>()?;
+        let dialogue: Vec<usize> = rows
+            .iter()
+            .map(|r| count(&r.dialogue))
+            .collect::<Result<_, _>>()?;
+        let summary: Vec<usize> = rows
+            .iter()
+            .map(|r| count(&r.summary))
+            .collect::<Result<_, _>>()?;
         let over = |v: &[usize], max: usize| v.iter().filter(|&&n| n > max).count();
         report["tokens"] = json!({
             "dialogue": stats(dialogue.clone()),
@@ -176,12 +182,24 @@ fn print_text(report: &serde_json::Value) {
             line("summary", &t["summary"]);
             println!(
                 "  longer than the window: {} dialogues > {} tokens, {} summaries > {} tokens",
-                t["dialogue_over_window"], t["max_source_tokens"], t["summary_over_window"], t["max_target_tokens"]
+                t["dialogue_over_window"],
+                t["max_source_tokens"],
+                t["summary_over_window"],
+                t["max_target_tokens"]
             );
         }
         let ex = &r["first_example"];
         println!("  first example (id {}):", ex["id"]);
-        println!("    dialogue: {}", ex["dialogue"].as_str().unwrap_or_default().replace('\n', "\n              "));
-        println!("    summary:  {}", ex["summary"].as_str().unwrap_or_default());
+        println!(
+            "    dialogue: {}",
+            ex["dialogue"]
+                .as_str()
+                .unwrap_or_default()
+                .replace('\n', "\n              ")
+        );
+        println!(
+            "    summary:  {}",
+            ex["summary"].as_str().unwrap_or_default()
+        );
     }
 }

@@ -95,7 +95,8 @@ pub fn read_file(path: &Path) -> Result<Vec<Row>> {
 fn parse_parquet(path: &Path, name: &str) -> Result<Vec<Row>> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
-    let file = std::fs::File::open(path).with_context(|| format!("{name}: cannot read data file"))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{name}: cannot read data file"))?;
     let reader = SerializedFileReader::new(file)
         .map_err(|e| anyhow::anyhow!("{name}: not a valid Parquet file: {e}"))?;
     let rows = reader
@@ -118,7 +119,11 @@ fn parse_parquet(path: &Path, name: &str) -> Result<Vec<Row>> {
             };
             obj.insert(column.clone(), value);
         }
-        out.push(row_from_object(&obj, out.len(), &format!("{name} row {i}"))?);
+        out.push(row_from_object(
+            &obj,
+            out.len(),
+            &format!("{name} row {i}"),
+        )?);
     }
     Ok(out)
 }

@@ -3,8 +3,8 @@
 
 pub mod cli;
 pub mod compare_cmd;
-pub mod dataset;
 pub mod data_cmd;
+pub mod dataset;
 pub mod device;
 pub mod eval_cmd;
 pub mod input;

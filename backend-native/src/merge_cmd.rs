@@ -88,8 +88,8 @@ const BUILT_IN_CHECK: [&str; 4] = [
 pub fn run(args: MergeArgs) -> Result<()> {
     let device = device::init(args.device)?;
     let files = model_files::resolve(&args.model)?;
-    let mut summarizer = model_files::load(&files, &device)
-        .with_context(|| format!("loading {}", args.model))?;
+    let mut summarizer =
+        model_files::load(&files, &device).with_context(|| format!("loading {}", args.model))?;
     let adapter_files = model_files::resolve_adapter(&args.adapter)?;
     model_files::apply_adapter(&mut summarizer, &adapter_files)
         .with_context(|| format!("applying adapter {} to {}", args.adapter, args.model))?;
@@ -106,7 +106,13 @@ pub fn run(args: MergeArgs) -> Result<()> {
         summarizer.config.pad_token_id,
     )?;
 
-    let before = Outputs::of(&summarizer, &batch.input_ids, &batch.attention_mask, &gen, None)?;
+    let before = Outputs::of(
+        &summarizer,
+        &batch.input_ids,
+        &batch.attention_mask,
+        &gen,
+        None,
+    )?;
     let merged = lora::merge(&mut summarizer.model)?;
     let weights = save_safetensors(&summarizer.model, args.dtype.save())?;
     // Check the checkpoint as written (after any f16/bf16 rounding), not the in-memory model.
@@ -137,10 +143,15 @@ pub fn run(args: MergeArgs) -> Result<()> {
          {diff:.3e} (tolerance {tolerance:.0e}), generated ids identical {same}/{n}"
     );
     if !(diff <= tolerance) {
-        bail!("lossless check failed: logits differ by {diff:.3e} > {tolerance:.0e}; nothing written");
+        bail!(
+            "lossless check failed: logits differ by {diff:.3e} > {tolerance:.0e}; nothing written"
+        );
     }
     if same != n && matches!(args.dtype, DtypeArg::F32) {
-        bail!("lossless check failed: {} of {n} generations changed; nothing written", n - same);
+        bail!(
+            "lossless check failed: {} of {n} generations changed; nothing written",
+            n - same
+        );
     }
 
     let generation_json = generation_config_json(&files, &gen)?;

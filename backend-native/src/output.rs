@@ -113,10 +113,12 @@ pub fn write_dir(output: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<
         let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755));
     }
     let tmp = tmp.keep();
-    let old = output.exists().then(|| parent.join(format!(
-        ".bartleby-old-{}",
-        output.file_name().unwrap_or_default().to_string_lossy()
-    )));
+    let old = output.exists().then(|| {
+        parent.join(format!(
+            ".bartleby-old-{}",
+            output.file_name().unwrap_or_default().to_string_lossy()
+        ))
+    });
     if let Some(old) = &old {
         std::fs::rename(output, old).with_context(|| format!("{name}: cannot replace"))?;
     }

@@ -327,7 +327,12 @@ mod tests {
 }
 
 /// Line chart of one or more `(x, y)` series (training curves): x from 0, y from the data.
-pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f64)])]) -> Result<Vec<u8>> {
+pub fn lines(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(&str, &[(f64, f64)])],
+) -> Result<Vec<u8>> {
     let all = series.iter().flat_map(|(_, s)| s.iter());
     let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in all.filter(|(x, y)| x.is_finite() && y.is_finite()) {
@@ -359,7 +364,9 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[(&str, &[(f64, f
             chart
                 .draw_series(LineSeries::new(points.iter().copied(), style))?
                 .label(*name)
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
+                });
             if points.len() < 60 {
                 chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
             }

@@ -259,18 +259,46 @@ impl TrainConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("{}: cannot read", path.display()))?;
-                toml::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?
+                toml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string()))
+                })?
             }
             None => TrainConfig::default(),
         };
         let o = &args.overrides;
         apply_overrides!(
-            cfg, o, model, train_split, val_split, train_size, val_size, seed,
-            max_source_tokens, max_target_tokens, method, lora_r, lora_alpha, lora_dropout,
-            target_modules, rslora, base_quant, quant_block, micro_batch, grad_accum, lr, weight_decay, warmup_steps,
-            epochs, max_steps, max_grad_norm, eval_every, metric_for_best, patience, save_every,
-            log_every, precision
+            cfg,
+            o,
+            model,
+            train_split,
+            val_split,
+            train_size,
+            val_size,
+            seed,
+            max_source_tokens,
+            max_target_tokens,
+            method,
+            lora_r,
+            lora_alpha,
+            lora_dropout,
+            target_modules,
+            rslora,
+            base_quant,
+            quant_block,
+            micro_batch,
+            grad_accum,
+            lr,
+            weight_decay,
+            warmup_steps,
+            epochs,
+            max_steps,
+            max_grad_norm,
+            eval_every,
+            metric_for_best,
+            patience,
+            save_every,
+            log_every,
+            precision
         );
         if o.dropout.is_some() {
             cfg.dropout = o.dropout;
@@ -363,15 +391,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let (run_dir, cfg, resume) = match &args.resume {
         Some(dir) => {
             let path = dir.join("config.toml");
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("{}: cannot read (is it a run directory?)", path.display()))?;
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("{}: cannot read (is it a run directory?)", path.display())
+            })?;
             let cfg: TrainConfig = toml::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
             (dir.clone(), cfg, true)
         }
         None => {
             let cfg = TrainConfig::resolve(&args)?;
-            let name = args.name.clone().context("give --name (the run directory's name)")?;
+            let name = args
+                .name
+                .clone()
+                .context("give --name (the run directory's name)")?;
             (args.runs_dir.join(name), cfg, false)
         }
     };
@@ -399,12 +431,13 @@ struct Trainer {
 impl Trainer {
     fn new(cfg: TrainConfig, dir: PathBuf, device: &Device, resume: bool) -> Result<Self> {
         let files = model_files::resolve(&cfg.model)?;
-        let mut s = model_files::load(&files, device)
-            .with_context(|| format!("loading {}", cfg.model))?;
+        let mut s =
+            model_files::load(&files, device).with_context(|| format!("loading {}", cfg.model))?;
         let what = cfg.trainable();
         if let Some(p) = cfg.dropout {
             let c = &s.config;
-            s.model.set_dropout(p, c.attention_dropout, c.activation_dropout);
+            s.model
+                .set_dropout(p, c.attention_dropout, c.activation_dropout);
         }
         if what == Trainable::Lora {
             // The adapter's initial A depends only on the seed.
@@ -442,7 +475,10 @@ impl Trainer {
         };
         if !resume {
             if dir.exists() {
-                bail!("{}: run directory already exists (use --resume to continue it)", dir.display());
+                bail!(
+                    "{}: run directory already exists (use --resume to continue it)",
+                    dir.display()
+                );
             }
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("{}: cannot create run directory", dir.display()))?;
@@ -476,7 +512,10 @@ impl Trainer {
     }
 
     fn steps_per_epoch(&self) -> usize {
-        self.train.len().div_ceil(self.cfg.micro_batch).div_ceil(self.cfg.grad_accum)
+        self.train
+            .len()
+            .div_ceil(self.cfg.micro_batch)
+            .div_ceil(self.cfg.grad_accum)
     }
 
     fn total_steps(&self) -> usize {
@@ -500,7 +539,8 @@ impl Trainer {
             if epoch * per_epoch >= total {
                 break;
             }
-            let batches = train::epoch_batches(&lengths, self.cfg.micro_batch, self.cfg.seed, epoch as u64);
+            let batches =
+                train::epoch_batches(&lengths, self.cfg.micro_batch, self.cfg.seed, epoch as u64);
             for (k, group) in batches.chunks(self.cfg.grad_accum).enumerate() {
                 let step = epoch * per_epoch + k; // 0-based optimizer step
                 if step >= total {
@@ -511,16 +551,29 @@ impl Trainer {
                 }
                 let t0 = Instant::now();
                 // Dropout's randomness depends only on (seed, step): a resumed run repeats it.
-                self.s.model.device().seed(self.cfg.seed.wrapping_mul(1_000_003).wrapping_add(step as u64));
+                self.s.model.device().seed(
+                    self.cfg
+                        .seed
+                        .wrapping_mul(1_000_003)
+                        .wrapping_add(step as u64),
+                );
                 let mut loss_sum = 0.0;
                 let mut tokens = 0;
                 for ids in group {
                     let refs: Vec<&Example> = ids.iter().map(|&i| &self.train[i]).collect();
-                    let batch = train::collate(&refs, self.s.config.pad_token_id, self.s.generation.decoder_start_token_id);
+                    let batch = train::collate(
+                        &refs,
+                        self.s.config.pad_token_id,
+                        self.s.generation.decoder_start_token_id,
+                    );
                     tokens += batch.tokens();
                     let loss = train::loss(&self.s.model, &batch)?;
                     loss_sum += train::scalar(loss.clone().inner())?;
-                    acc.backward(&mut self.s.model, self.what, loss.div_scalar(group.len() as f64))?;
+                    acc.backward(
+                        &mut self.s.model,
+                        self.what,
+                        loss.div_scalar(group.len() as f64),
+                    )?;
                 }
                 let mut grads = acc.take();
                 let grad_norm = train::clip_global_norm(&mut grads, self.cfg.max_grad_norm)?;
@@ -530,7 +583,10 @@ impl Trainer {
                 self.state.adam_step = self.opt.step;
                 let loss = loss_sum / group.len() as f64;
                 if !loss.is_finite() {
-                    bail!("training diverged: loss {loss} at step {} (try a lower --lr)", step + 1);
+                    bail!(
+                        "training diverged: loss {loss} at step {} (try a lower --lr)",
+                        step + 1
+                    );
                 }
                 let tok_s = tokens as f64 / t0.elapsed().as_secs_f64();
                 bar.set_position(self.state.step as u64);
@@ -566,7 +622,12 @@ impl Trainer {
                     std::process::exit(3);
                 }
                 if stopped_early {
-                    bar.suspend(|| eprintln!("early stopping: no improvement in {} validations", self.cfg.patience));
+                    bar.suspend(|| {
+                        eprintln!(
+                            "early stopping: no improvement in {} validations",
+                            self.cfg.patience
+                        )
+                    });
                     break 'epochs;
                 }
             }
@@ -624,7 +685,11 @@ impl Trainer {
         let mut batches = 0;
         for chunk in self.val.chunks(self.cfg.micro_batch) {
             let refs: Vec<&Example> = chunk.iter().collect();
-            let batch: Batch = train::collate(&refs, self.s.config.pad_token_id, self.s.generation.decoder_start_token_id);
+            let batch: Batch = train::collate(
+                &refs,
+                self.s.config.pad_token_id,
+                self.s.generation.decoder_start_token_id,
+            );
             loss_sum += train::scalar(train::loss(&self.s.model, &batch)?)?;
             batches += 1;
         }
@@ -632,7 +697,9 @@ impl Trainer {
         let mut sums = [0.0; 3];
         for chunk in self.val_rows.chunks(self.cfg.micro_batch.max(8)) {
             let texts: Vec<&str> = chunk.iter().map(|r| r.dialogue.as_str()).collect();
-            let summaries = self.s.summarize(&texts, &gen, self.cfg.max_source_tokens, &mut |_| {})?;
+            let summaries =
+                self.s
+                    .summarize(&texts, &gen, self.cfg.max_source_tokens, &mut |_| {})?;
             for (row, out) in chunk.iter().zip(summaries) {
                 let scores = rouge::score(&out[0].summary, &[row.summary.as_str()], true);
                 sums[0] += scores.rouge1.fmeasure;
@@ -660,10 +727,16 @@ impl Trainer {
                     output::write_file(dir, lora::WEIGHTS_FILE, &lora::save_adapter(&model)?)?;
                 }
                 Trainable::All => {
-                    output::write_file(dir, "model.safetensors", &save_safetensors(&model, SaveDtype::F32)?)?;
-                    std::fs::copy(&files.config, dir.join("config.json")).context("config.json: copy failed")?;
+                    output::write_file(
+                        dir,
+                        "model.safetensors",
+                        &save_safetensors(&model, SaveDtype::F32)?,
+                    )?;
+                    std::fs::copy(&files.config, dir.join("config.json"))
+                        .context("config.json: copy failed")?;
                     if let Some(g) = &files.generation_config {
-                        std::fs::copy(g, dir.join("generation_config.json")).context("generation_config.json: copy failed")?;
+                        std::fs::copy(g, dir.join("generation_config.json"))
+                            .context("generation_config.json: copy failed")?;
                     }
                 }
             }
@@ -674,17 +747,19 @@ impl Trainer {
     /// A resumable state: trainable values, optimizer moments, step, best-so-far.
     fn checkpoint(&mut self) -> Result<()> {
         // Names start with the position, so sorting them restores the model order.
-        let mut tensors: Vec<(String, Tensor<1>)> = train::trainable_values(&mut self.s.model, self.what)?
-            .into_iter()
-            .enumerate()
-            .map(|(i, (name, t))| (format!("{i:06}.{name}"), t))
-            .collect();
+        let mut tensors: Vec<(String, Tensor<1>)> =
+            train::trainable_values(&mut self.s.model, self.what)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, t))| (format!("{i:06}.{name}"), t))
+                .collect();
         for (i, (m, v)) in self.opt.moments.iter().enumerate() {
             tensors.push((format!("adam.{i:06}.m"), m.clone()));
             tensors.push((format!("adam.{i:06}.v"), v.clone()));
         }
-        let (weights, moments): (Vec<_>, Vec<_>) =
-            tensors.into_iter().partition(|(n, _)| !n.starts_with("adam."));
+        let (weights, moments): (Vec<_>, Vec<_>) = tensors
+            .into_iter()
+            .partition(|(n, _)| !n.starts_with("adam."));
         let weights = flat_safetensors(weights)?;
         let moments = flat_safetensors(moments)?;
         let state = serde_json::to_vec_pretty(&self.state)?;
@@ -698,13 +773,22 @@ impl Trainer {
     fn restore(&mut self) -> Result<()> {
         let dir = self.dir.join("checkpoint");
         let read = |f: &str| {
-            std::fs::read(dir.join(f)).with_context(|| format!("{}: cannot read {f} (no checkpoint to resume from?)", dir.display()))
+            std::fs::read(dir.join(f)).with_context(|| {
+                format!(
+                    "{}: cannot read {f} (no checkpoint to resume from?)",
+                    dir.display()
+                )
+            })
         };
         self.state = serde_json::from_slice(&read(STATE_FILE)?)
             .with_context(|| format!("{}: invalid {STATE_FILE}", dir.display()))?;
         let device = self.s.model.device();
         let values = read_flat_safetensors(&read(TRAINABLE_FILE)?, &device)?;
-        train::set_trainable_values(&mut self.s.model, self.what, values.into_iter().map(|(_, t)| t).collect())?;
+        train::set_trainable_values(
+            &mut self.s.model,
+            self.what,
+            values.into_iter().map(|(_, t)| t).collect(),
+        )?;
         let moments = read_flat_safetensors(&read(OPTIMIZER_FILE)?, &device)?;
         let mut pairs = Vec::new();
         for chunk in moments.chunks(2) {
@@ -742,7 +826,11 @@ impl Trainer {
                 self.val_history.push((step, loss));
             }
         }
-        eprintln!("resuming {} from step {}", self.dir.display(), self.state.step);
+        eprintln!(
+            "resuming {} from step {}",
+            self.dir.display(),
+            self.state.step
+        );
         Ok(())
     }
 
@@ -752,7 +840,12 @@ impl Trainer {
 }
 
 fn lora_config(cfg: &TrainConfig) -> LoraConfig {
-    let mut c = LoraConfig::new(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules.clone());
+    let mut c = LoraConfig::new(
+        cfg.lora_r,
+        cfg.lora_alpha,
+        cfg.lora_dropout,
+        cfg.target_modules.clone(),
+    );
     c.use_rslora = cfg.rslora;
     c
 }
@@ -765,7 +858,11 @@ fn load_data(cfg: &TrainConfig) -> Result<(Vec<Row>, Vec<Row>)> {
         train_rows.extend(dataset::load_rows(spec, &cfg.train_split)?);
     }
     let mut val_rows = Vec::new();
-    let val_sources = if cfg.val_data.is_empty() { &cfg.data } else { &cfg.val_data };
+    let val_sources = if cfg.val_data.is_empty() {
+        &cfg.data
+    } else {
+        &cfg.val_data
+    };
     if cfg.val_size > 0 {
         for spec in val_sources {
             val_rows.extend(dataset::load_rows(spec, &cfg.val_split)?);
@@ -792,13 +889,24 @@ fn load_data(cfg: &TrainConfig) -> Result<(Vec<Row>, Vec<Row>)> {
     Ok((train_rows, val_rows))
 }
 
-fn tokenize_rows(s: &Summarizer, rows: &[Row], cfg: &TrainConfig, what: &str) -> Result<Vec<Example>> {
+fn tokenize_rows(
+    s: &Summarizer,
+    rows: &[Row],
+    cfg: &TrainConfig,
+    what: &str,
+) -> Result<Vec<Example>> {
     let max_source = cfg.max_source_tokens.min(s.max_input_tokens());
     let max_target = cfg.max_target_tokens.min(s.max_input_tokens());
     rows.iter()
         .map(|r| {
-            train::tokenize(&s.tokenizer, &r.dialogue, &r.summary, max_source, max_target)
-                .with_context(|| format!("{what} row {}", r.id))
+            train::tokenize(
+                &s.tokenizer,
+                &r.dialogue,
+                &r.summary,
+                max_source,
+                max_target,
+            )
+            .with_context(|| format!("{what} row {}", r.id))
         })
         .collect()
 }
@@ -826,7 +934,8 @@ fn flat_safetensors(tensors: Vec<(String, Tensor<1>)>) -> Result<Vec<u8>> {
 }
 
 fn read_flat_safetensors(bytes: &[u8], device: &Device) -> Result<Vec<(String, Tensor<1>)>> {
-    let st = safetensors::SafeTensors::deserialize(bytes).context("checkpoint: not a safetensors file")?;
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .context("checkpoint: not a safetensors file")?;
     let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     names.sort(); // written in order; names sort the same way
     names
@@ -835,7 +944,10 @@ fn read_flat_safetensors(bytes: &[u8], device: &Device) -> Result<Vec<(String, T
             let view = st.tensor(&name)?;
             let values = bartleby_core::weights::read_f32("checkpoint", &name, &view)?;
             let n = values.len();
-            Ok((name, Tensor::from_data(TensorData::new(values, [n]), device)))
+            Ok((
+                name,
+                Tensor::from_data(TensorData::new(values, [n]), device),
+            ))
         })
         .collect()
 }

@@ -125,7 +125,11 @@ impl BartConfig {
                 Some(v) => v
                     .as_f64()
                     .filter(|p| (0.0..1.0).contains(p))
-                    .ok_or_else(|| err(format!("key {k:?} must be a probability in [0, 1), found {v}"))),
+                    .ok_or_else(|| {
+                        err(format!(
+                            "key {k:?} must be a probability in [0, 1), found {v}"
+                        ))
+                    }),
             }
         };
         let activation_name = match obj.get("activation_function") {

@@ -120,9 +120,15 @@ impl LoraConfig {
         let unsupported = [
             (config.use_dora, "use_dora (DoRA)"),
             (config.lora_bias, "lora_bias"),
-            (config.fan_in_fan_out, "fan_in_fan_out (BART's layers are nn.Linear)"),
             (
-                config.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()),
+                config.fan_in_fan_out,
+                "fan_in_fan_out (BART's layers are nn.Linear)",
+            ),
+            (
+                config
+                    .modules_to_save
+                    .as_ref()
+                    .is_some_and(|m| !m.is_empty()),
                 "modules_to_save",
             ),
         ];
@@ -192,9 +198,7 @@ impl LoraConfig {
             Some(Value::Array(list)) => list.iter().filter_map(Value::as_u64).collect(),
             Some(v) => v.as_u64().into_iter().collect(),
         };
-        let index = module
-            .split('.')
-            .find_map(|part| part.parse::<u64>().ok());
+        let index = module.split('.').find_map(|part| part.parse::<u64>().ok());
         index.is_some_and(|i| wanted.contains(&i))
     }
 }
@@ -288,7 +292,9 @@ pub fn load_adapter(
             (None, Some(v)) => (wrapped, v),
             (None, None) => return Ok(()),
             (Some(_), Some(_)) => {
-                return Err(weights_err(format!("both {plain} and {wrapped} are present")))
+                return Err(weights_err(format!(
+                    "both {plain} and {wrapped} are present"
+                )))
             }
         };
         let Slot::Vector(p) = slot else {
@@ -310,7 +316,9 @@ pub fn load_adapter(
         )));
     }
     if report.adapted.is_empty() {
-        return Err(weights_err("the adapter has no lora_A/lora_B tensors".into()));
+        return Err(weights_err(
+            "the adapter has no lora_A/lora_B tensors".into(),
+        ));
     }
     Ok(report)
 }
@@ -391,7 +399,9 @@ pub fn save_adapter(model: &Bart) -> Result<Vec<u8>> {
         Ok(())
     })?;
     if tensors.is_empty() {
-        return Err(Error::Weights("the model has no LoRA branches to save".into()));
+        return Err(Error::Weights(
+            "the model has no LoRA branches to save".into(),
+        ));
     }
     let views = tensors
         .iter()

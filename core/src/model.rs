@@ -483,7 +483,9 @@ impl Attention {
         let (heads, head_dim) = (self.num_heads, d_model / self.num_heads);
         let inputs = rows / group;
         // [rows, len, d] → [inputs, group·len, d] (rows of an input are consecutive) → heads.
-        let q = self.q_proj.forward(x)
+        let q = self
+            .q_proj
+            .forward(x)
             .reshape([inputs, group * len, d_model])
             .mul_scalar((head_dim as f64).powf(-0.5));
         let q = self.split_heads(q);

@@ -55,7 +55,11 @@ pub struct Batch {
 impl Batch {
     /// Target tokens the loss counts.
     pub fn target_tokens(&self) -> usize {
-        self.labels.iter().flatten().filter(|&&l| l != IGNORE).count()
+        self.labels
+            .iter()
+            .flatten()
+            .filter(|&&l| l != IGNORE)
+            .count()
     }
 
     /// Input and target tokens, padding excluded.
@@ -66,7 +70,11 @@ impl Batch {
 }
 
 pub fn collate(examples: &[&Example], pad: u32, decoder_start: u32) -> Batch {
-    let src_len = examples.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+    let src_len = examples
+        .iter()
+        .map(|e| e.input_ids.len())
+        .max()
+        .unwrap_or(0);
     let tgt_len = examples.iter().map(|e| e.labels.len()).max().unwrap_or(0);
     let mut batch = Batch {
         input_ids: Vec::new(),
@@ -84,11 +92,13 @@ pub fn collate(examples: &[&Example], pad: u32, decoder_start: u32) -> Batch {
         labels.resize(tgt_len, IGNORE);
         // shift_tokens_right: start token, then the labels without the last, -100 → pad.
         let decoder = std::iter::once(decoder_start)
-            .chain(
-                labels[..tgt_len.saturating_sub(1)]
-                    .iter()
-                    .map(|&l| if l == IGNORE { pad } else { l as u32 }),
-            )
+            .chain(labels[..tgt_len.saturating_sub(1)].iter().map(|&l| {
+                if l == IGNORE {
+                    pad
+                } else {
+                    l as u32
+                }
+            }))
             .collect();
         batch.input_ids.push(ids);
         batch.attention_mask.push(mask);
@@ -178,7 +188,9 @@ pub fn make_trainable(model: &mut Bart, what: Trainable) -> Result<usize> {
         Ok(())
     })?;
     if count == 0 {
-        return Err(Error::Input("the model has nothing to train (no LoRA branches)".into()));
+        return Err(Error::Input(
+            "the model has nothing to train (no LoRA branches)".into(),
+        ));
     }
     Ok(count)
 }
@@ -329,7 +341,11 @@ impl AdamW {
 fn updated<const D: usize>(p: Tensor<D>, update: Tensor<1>, lr: f64, wd: f64) -> Param<Tensor<D>> {
     let shape = p.dims();
     let p = p.inner();
-    let p = if wd != 0.0 { p.mul_scalar(1.0 - lr * wd) } else { p };
+    let p = if wd != 0.0 {
+        p.mul_scalar(1.0 - lr * wd)
+    } else {
+        p
+    };
     let p = p - update.reshape(shape);
     Param::from_tensor(p.autodiff().require_grad())
 }
@@ -365,16 +381,20 @@ pub fn trainable_values(model: &mut Bart, what: Trainable) -> Result<Vec<(String
 
 /// Overwrites the trainable values with `values` (same order and sizes as
 /// [`trainable_values`]), keeping them trainable.
-pub fn set_trainable_values(model: &mut Bart, what: Trainable, values: Vec<Tensor<1>>) -> Result<()> {
+pub fn set_trainable_values(
+    model: &mut Bart,
+    what: Trainable,
+    values: Vec<Tensor<1>>,
+) -> Result<()> {
     let mut values = values.into_iter();
     each_trainable(model, what, &mut |name, p| {
         let v = values
             .next()
             .ok_or_else(|| Error::Weights(format!("checkpoint lacks {name}")))?;
         let fit = |v: Tensor<1>, n: usize| {
-            (v.dims()[0] == n)
-                .then_some(v)
-                .ok_or_else(|| Error::Weights(format!("checkpoint value of {name} has the wrong size")))
+            (v.dims()[0] == n).then_some(v).ok_or_else(|| {
+                Error::Weights(format!("checkpoint value of {name} has the wrong size"))
+            })
         };
         match p {
             ParamRef::D1(p) => {
@@ -390,7 +410,9 @@ pub fn set_trainable_values(model: &mut Bart, what: Trainable, values: Vec<Tenso
         Ok(())
     })?;
     if values.next().is_some() {
-        return Err(Error::Weights("checkpoint has more values than the model trains".into()));
+        return Err(Error::Weights(
+            "checkpoint has more values than the model trains".into(),
+        ));
     }
     Ok(())
 }
@@ -418,7 +440,10 @@ pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
 /// transformers' `group_by_length`) mega-batches of 50 micro-batches each sorted by input
 /// length, longest first, so padding stays small.
 pub fn epoch_batches(lengths: &[usize], micro: usize, seed: u64, epoch: u64) -> Vec<Vec<usize>> {
-    let order = shuffled(lengths.len(), seed.wrapping_add(epoch.wrapping_mul(0x5851_F42D_4C95_7F2D)));
+    let order = shuffled(
+        lengths.len(),
+        seed.wrapping_add(epoch.wrapping_mul(0x5851_F42D_4C95_7F2D)),
+    );
     let mut batches = Vec::new();
     for mega in order.chunks(50 * micro.max(1)) {
         let mut mega = mega.to_vec();

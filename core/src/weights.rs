@@ -37,7 +37,10 @@ pub fn visit(model: &mut Bart, f: &mut Visitor<'_>) -> Result<()> {
     walk(model, &mut |name, node| match node {
         Node::Tensor(slot) => f(name, slot),
         Node::Proj(p) => {
-            f(format!("{name}.weight"), Slot::LinearWeight(&mut p.linear.weight))?;
+            f(
+                format!("{name}.weight"),
+                Slot::LinearWeight(&mut p.linear.weight),
+            )?;
             match p.linear.bias.as_mut() {
                 Some(bias) => f(format!("{name}.bias"), Slot::Vector(bias)),
                 None => Ok(()),
@@ -57,7 +60,6 @@ pub fn visit_projections(
         Node::Proj(p) => f(name, p),
     })
 }
-
 
 /// The one walk over the model in transformers' naming.
 fn walk(model: &mut Bart, f: &mut Walker<'_>) -> Result<()> {
@@ -142,7 +144,10 @@ fn linear(prefix: &str, p: &mut Proj, f: &mut Walker<'_>) -> Result<()> {
 }
 
 fn layer_norm(prefix: &str, ln: &mut LayerNorm, f: &mut Walker<'_>) -> Result<()> {
-    f(format!("{prefix}.weight"), Node::Tensor(Slot::Vector(&mut ln.gamma)))?;
+    f(
+        format!("{prefix}.weight"),
+        Node::Tensor(Slot::Vector(&mut ln.gamma)),
+    )?;
     if let Some(beta) = ln.beta.as_mut() {
         f(format!("{prefix}.bias"), Node::Tensor(Slot::Vector(beta)))?;
     }
