@@ -81,6 +81,14 @@ pub fn bartleby_bin() -> PathBuf {
     bin
 }
 
+/// Runs the built `bartleby` binary with `args` and waits for it.
+pub fn bartleby(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bartleby_bin())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// What a finished `bartleby` process reported.
 pub struct Run {
     pub code: Option<i32>,

@@ -4,11 +4,6 @@
 use bartleby_tests::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
-
-fn bartleby(args: &[&str]) -> std::process::Output {
-    Command::new(bartleby_bin()).args(args).output().unwrap()
-}
 
 fn lora_case(case: &str) -> (String, Value) {
     let dir = fixtures().join("lora").join(case);

@@ -4,11 +4,7 @@
 use bartleby_tests::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn bartleby(args: &[&str]) -> Output {
-    Command::new(bartleby_bin()).args(args).output().unwrap()
-}
+use std::process::Output;
 
 fn ok(out: &Output) {
     assert!(
