@@ -58,7 +58,7 @@ fn check_generations(s: &Summarizer, fx: &Value, key: &str, case: &str) {
     assert_eq!(gens.len(), 2);
     for g in gens {
         let cfg: GenerationConfig = s.generation.with_overrides(&g["kwargs"]).unwrap();
-        let seqs = s.generate_ids(&ids, &mask, &cfg, &mut |_| {}).unwrap();
+        let seqs = s.generate_ids(&ids, &mask, &cfg, &mut |_, _| {}).unwrap();
         assert_eq!(
             bartleby_core::generate::pad_like_hf(&seqs, cfg.hf_output_pad_token_id()),
             u32_rows(&g["sequences"]),

@@ -185,7 +185,7 @@ fn check_model(name: &str, device: &Device) {
             assert_eq!(idx, (0..idx.len()).collect::<Vec<_>>());
             (batch_ids.clone(), batch_mask.clone())
         };
-        let seqs = s.generate_ids(&ids, &mask, &cfg, &mut |_| {}).unwrap();
+        let seqs = s.generate_ids(&ids, &mask, &cfg, &mut |_, _| {}).unwrap();
         let expected = u32_rows(&case["sequences"]);
         assert_eq!(
             pad_like_hf(&seqs, cfg.hf_output_pad_token_id()),

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # THE test command (README). Installs what the tests need when it is missing (the wasm32 target;
 # lavapipe, Mesa's Vulkan on the CPU, for the wgpu test — apt, as root or with sudo), builds
-# once, runs every test on CPU plus the wgpu parity test on Vulkan, and checks that the core
-# compiles for wasm32.
+# once, runs every test on CPU plus the wgpu parity test on Vulkan, checks that the core
+# compiles for wasm32, then builds the web app with trunk and runs its browser tests in headless
+# Chromium (WebGPU on SwiftShader, and the CPU path): pinned tools from TOOLCHAIN.md — trunk
+# 0.21.14, wasm-bindgen-cli 0.2.130 (cargo install, once), binaryen 132 + playwright-core from npm
+# (tests/e2e/package-lock.json), Debian's chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-unknown-unknown
-if ! dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
+APT_NEEDED=""
+for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || APT_NEEDED="$APT_NEEDED $pkg"
+done
+if [ -n "$APT_NEEDED" ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $APT_NEEDED >/dev/null
 fi
 test -d ../shared/data || { echo "tests need the dialogue data at ../shared/data"; exit 1; }
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
@@ -32,4 +39,12 @@ FEATURES="--features bartleby/wgpu"
 cargo build --release -p bartleby --bins $FEATURES
 cargo test --release --workspace $FEATURES
 cargo build --release -p bartleby-core --target wasm32-unknown-unknown
+
+# The web app.
+trunk --version 2>/dev/null | grep -q "0.21.14" || cargo install trunk --version 0.21.14 --locked
+wasm-bindgen --version 2>/dev/null | grep -q "0.2.130" || cargo install wasm-bindgen-cli --version 0.2.130
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+export PATH="$PWD/tests/e2e/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+TRUNK_SKIP_VERSION_CHECK=true trunk build --release
+node tests/e2e/web.mjs
 echo "all tests passed"

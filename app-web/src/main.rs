@@ -1,10 +1,11 @@
-//! Placeholder for the in-browser app (Leptos CSR, built with trunk). It links the same
-//! `bartleby-core` the CLI uses; the UI, worker and WebGPU backend come with the web issue.
+//! The page: a Leptos CSR app (see `ui`). The model itself runs in the worker binary.
 
 fn main() {
-    let config = bartleby_core::GenerationConfig::default();
-    println!(
-        "bartleby-web placeholder; default num_beams = {}",
-        config.num_beams
-    );
+    #[cfg(target_arch = "wasm32")]
+    {
+        console_error_panic_hook::set_once();
+        leptos::mount::mount_to_body(bartleby_web::ui::App);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("bartleby-web runs in the browser: build the site with `trunk build --release`");
 }

@@ -1,6 +1,8 @@
 //! The `bartleby` command line: a thin shell over `bartleby-core`.
 
-use crate::{compare_cmd, data_cmd, eval_cmd, merge_cmd, score_cmd, summarize_cmd, train_cmd};
+use crate::{
+    compare_cmd, data_cmd, eval_cmd, export_cmd, merge_cmd, score_cmd, summarize_cmd, train_cmd,
+};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -34,6 +36,9 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Compare `eval` runs side by side: deltas against the first and their significance.
     Compare(compare_cmd::CompareArgs),
+    /// Export a web bundle (f32/f16/q8/q4 weights, tokenizer, manifest.json with sha256) for the
+    /// browser app; `summarize --model BUNDLE_DIR` runs it natively.
+    Export(export_cmd::ExportArgs),
 }
 
 /// Parses arguments, runs the command, prints errors as one line; exit code 1 on failure.
@@ -55,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Compare(args) => compare_cmd::run(args),
+        Command::Export(args) => export_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

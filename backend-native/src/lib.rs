@@ -7,6 +7,7 @@ pub mod data_cmd;
 pub mod dataset;
 pub mod device;
 pub mod eval_cmd;
+pub mod export_cmd;
 pub mod input;
 pub mod memory;
 pub mod merge_cmd;

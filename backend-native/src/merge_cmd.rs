@@ -166,7 +166,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
     Ok(())
 }
 
-fn check_documents(input: Option<&Path>, n: usize) -> Result<Vec<Document>> {
+pub(crate) fn check_documents(input: Option<&Path>, n: usize) -> Result<Vec<Document>> {
     let mut docs = match input {
         Some(path) => read_documents(path)?,
         None => BUILT_IN_CHECK
@@ -198,7 +198,7 @@ impl Outputs {
         gen: &GenerationConfig,
         along: Option<&[Vec<u32>]>,
     ) -> Result<Self> {
-        let sequences = s.generate_ids(ids, mask, gen, &mut |_| {})?;
+        let sequences = s.generate_ids(ids, mask, gen, &mut |_, _| {})?;
         let decoder = bartleby_core::generate::pad_like_hf(
             along.unwrap_or(&sequences),
             gen.hf_output_pad_token_id(),
@@ -231,7 +231,7 @@ fn read_json(path: &Path) -> Result<Value> {
 }
 
 /// The base's config.json with the stored dtype updated.
-fn config_json(files: &ModelFiles, dtype: DtypeArg) -> Result<Vec<u8>> {
+pub(crate) fn config_json(files: &ModelFiles, dtype: DtypeArg) -> Result<Vec<u8>> {
     let mut config = read_json(&files.config)?;
     let obj = config
         .as_object_mut()
@@ -246,7 +246,10 @@ fn config_json(files: &ModelFiles, dtype: DtypeArg) -> Result<Vec<u8>> {
 /// The base's generation_config.json (or an empty one) with every setting summarization uses
 /// written out explicitly: the merged model generates with exactly the settings the base+adapter
 /// evaluation used, whatever defaults a loader would otherwise fill in.
-fn generation_config_json(files: &ModelFiles, gen: &GenerationConfig) -> Result<Vec<u8>> {
+pub(crate) fn generation_config_json(
+    files: &ModelFiles,
+    gen: &GenerationConfig,
+) -> Result<Vec<u8>> {
     let mut json = match &files.generation_config {
         Some(path) => read_json(path)?,
         None => serde_json::json!({ "_from_model_config": false }),

@@ -18,6 +18,8 @@ pub struct ModelFiles {
     pub tokenizer_json: Option<PathBuf>,
     pub vocab_merges: Option<(PathBuf, PathBuf)>,
     pub tokenizer_config: Option<PathBuf>,
+    /// A `bartleby export` bundle's manifest.json (sizes and sha256 of the files).
+    pub manifest: Option<PathBuf>,
 }
 
 /// A way to fetch a named file of the model: `Ok(None)` when it does not exist.
@@ -240,6 +242,7 @@ fn collect(source: &str, f: &dyn Fetch) -> Result<ModelFiles> {
         source: source.to_string(),
         generation_config: f.fetch("generation_config.json")?,
         tokenizer_config: f.fetch("tokenizer_config.json")?,
+        manifest: f.fetch(bartleby_core::bundle::MANIFEST_FILE)?,
         config,
         weights,
         tokenizer_json,
@@ -257,6 +260,9 @@ fn read_json(p: &Path) -> Result<serde_json::Value> {
 
 /// Loads config, weights (memory-mapped), tokenizer and generation defaults.
 pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
+    if let Some(manifest) = &files.manifest {
+        verify_bundle(manifest)?;
+    }
     let config_bytes = read(&files.config)?;
     let config = BartConfig::from_json(&config_bytes, &files.config.display().to_string())?;
     for w in &config.warnings {
@@ -297,6 +303,22 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
         generation,
         has_generation_config_file: files.generation_config.is_some(),
     })
+}
+
+/// Checks every file a bundle's manifest lists (size, then sha256): a truncated download or an
+/// edited file is an error naming it.
+pub fn verify_bundle(manifest_path: &Path) -> Result<bartleby_core::bundle::Manifest> {
+    let dir = manifest_path.parent().unwrap_or(Path::new("."));
+    let manifest = bartleby_core::bundle::Manifest::from_json(&read(manifest_path)?)
+        .with_context(|| dir.display().to_string())?;
+    for entry in &manifest.files {
+        let path = dir.join(&entry.path);
+        let maps = map_files(std::slice::from_ref(&path))?;
+        manifest
+            .verify(&entry.path, &maps[0].1)
+            .with_context(|| format!("bundle {}", dir.display()))?;
+    }
+    Ok(manifest)
 }
 
 /// Memory-maps weight files read-only, each with its display name.

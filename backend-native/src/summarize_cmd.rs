@@ -187,7 +187,7 @@ impl Generator {
             let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
             let results = self
                 .summarizer
-                .summarize(&texts, &self.gen, self.max_input, &mut |_| {})
+                .summarize(&texts, &self.gen, self.max_input, &mut |_, _| {})
                 .with_context(|| format!("{source}: documents from id {}", chunk[0].id))?;
             for (doc, summaries) in chunk.iter().zip(results) {
                 each(doc, summaries)?;

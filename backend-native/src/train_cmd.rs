@@ -699,7 +699,7 @@ impl Trainer {
             let texts: Vec<&str> = chunk.iter().map(|r| r.dialogue.as_str()).collect();
             let summaries =
                 self.s
-                    .summarize(&texts, &gen, self.cfg.max_source_tokens, &mut |_| {})?;
+                    .summarize(&texts, &gen, self.cfg.max_source_tokens, &mut |_, _| {})?;
             for (row, out) in chunk.iter().zip(summaries) {
                 let scores = rouge::score(&out[0].summary, &[row.summary.as_str()], true);
                 sums[0] += scores.rouge1.fmeasure;

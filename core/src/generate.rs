@@ -827,11 +827,14 @@ pub fn from_hf_json(
 // ---------------------------------------------------------------------------
 
 /// One decoding step of a seq2seq model over `rows` sequences (rows = batch_size * num_beams).
+/// `step` is async because a browser's WebGPU device can only read results back
+/// asynchronously; natively (and on the CPU in wasm) it completes at once.
+#[allow(async_fn_in_trait)] // single-threaded use; no Send bound wanted
 pub trait StepModel {
     /// Append `tokens[r]` to row r's decoder sequence (position = number of tokens fed
     /// so far for that row, same for all rows) and return the next-token LOGITS for
     /// every row, flattened row-major: len = rows * vocab_size.
-    fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>, Error>;
+    async fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>, Error>;
     /// Reorder the decoder cache: new row i continues old row `src[i]` (beam search).
     /// len(src) == rows.
     fn reorder(&mut self, src: &[usize]) -> Result<(), Error>;
@@ -1351,13 +1354,33 @@ impl Processors {
 /// repeat_interleave like HF).
 /// Returns batch_size * num_return_sequences sequences in HF order, each the full
 /// decoder sequence starting with decoder_start_token_id, with its TRUE length (no pad
-/// appended). `on_step(cur_len)` is called after every decoding step with the new
-/// sequence length (start token included).
+/// appended). `on_step(cur_len, sequences)` is called after every decoding step with the new
+/// sequence length (start token included) and, for greedy search, the sequences so far (one per
+/// row; finished rows are padded) — what a streaming UI shows; beam search passes `&[]`.
+///
+/// Blocks until done; for a model whose reads are truly asynchronous (WebGPU in a browser)
+/// use [`generate_async`].
 pub fn generate(
     model: &mut impl StepModel,
     batch_size: usize,
     cfg: &GenerationConfig,
-    on_step: &mut dyn FnMut(usize),
+    on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
+) -> Result<Vec<Vec<u32>>, Error> {
+    burn::tensor::try_read_sync(generate_async(model, batch_size, cfg, on_step)).unwrap_or_else(
+        || {
+            Err(gen_err(
+                "this device reads results asynchronously (WebGPU in a browser): use generate_async",
+            ))
+        },
+    )
+}
+
+/// [`generate`] as a future: awaits each decoding step's logits.
+pub async fn generate_async(
+    model: &mut impl StepModel,
+    batch_size: usize,
+    cfg: &GenerationConfig,
+    on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
 ) -> Result<Vec<Vec<u32>>, Error> {
     cfg.validate()?;
     if batch_size == 0 {
@@ -1368,9 +1391,9 @@ pub fn generate(
         return Err(gen_err("vocab_size is 0"));
     }
     if cfg.num_beams == 1 {
-        greedy(model, batch_size, cfg, vocab, on_step)
+        greedy(model, batch_size, cfg, vocab, on_step).await
     } else {
-        beam_search(model, batch_size, cfg, vocab, on_step)
+        beam_search(model, batch_size, cfg, vocab, on_step).await
     }
 }
 
@@ -1385,12 +1408,12 @@ fn check_logits(logits: &[f32], rows: usize, vocab: usize) -> Result<(), Error> 
 }
 
 /// `GenerationMixin._sample` with `do_sample=False`.
-fn greedy(
+async fn greedy(
     model: &mut impl StepModel,
     rows: usize,
     cfg: &GenerationConfig,
     vocab: usize,
-    on_step: &mut dyn FnMut(usize),
+    on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
 ) -> Result<Vec<Vec<u32>>, Error> {
     let max_len = cfg.effective_max_length();
     let procs = Processors::new(cfg, vocab)?;
@@ -1411,7 +1434,7 @@ fn greedy(
         for (t, s) in tokens.iter_mut().zip(&seqs) {
             *t = s[cur_len - 1];
         }
-        let mut logits = model.step(&tokens)?;
+        let mut logits = model.step(&tokens).await?;
         check_logits(&logits, rows, vocab)?;
         for r in 0..rows {
             let next = if unfinished[r] || eos.is_none() {
@@ -1433,7 +1456,7 @@ fn greedy(
                 }
             }
         }
-        on_step(cur_len);
+        on_step(cur_len, &seqs);
         if !unfinished.iter().any(|&u| u) {
             break;
         }
@@ -1446,12 +1469,12 @@ fn greedy(
 
 /// `GenerationMixin._beam_search` with `do_sample=False`.
 #[allow(clippy::needless_range_loop)] // index arithmetic mirrors the [batch, beam] tensors
-fn beam_search(
+async fn beam_search(
     model: &mut impl StepModel,
     batch: usize,
     cfg: &GenerationConfig,
     vocab: usize,
-    on_step: &mut dyn FnMut(usize),
+    on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
 ) -> Result<Vec<Vec<u32>>, Error> {
     let nb = cfg.num_beams;
     let max_len = cfg.effective_max_length();
@@ -1513,7 +1536,7 @@ fn beam_search(
         for r in 0..rows {
             tokens[r] = run_seq[r * l + cur_len - 1];
         }
-        let mut logp = model.step(&tokens)?;
+        let mut logp = model.step(&tokens).await?;
         check_logits(&logp, rows, vocab)?;
         // b. log-probs, processors
         for r in 0..rows {
@@ -1649,7 +1672,7 @@ fn beam_search(
         let exists_open_beam = !(fin_flag.iter().all(|&f| f) && early == EarlyStopping::True);
         let valid_continuations = !cand_hit.iter().all(|&h| h);
         let done = !(improvement_possible && exists_open_beam && valid_continuations);
-        on_step(cur_len);
+        on_step(cur_len, &[]);
         if done {
             break;
         }
@@ -1749,7 +1772,7 @@ mod tests {
     }
 
     impl StepModel for FakeModel {
-        fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>, Error> {
+        async fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>, Error> {
             assert_eq!(tokens.len(), self.seqs.len());
             let mut out = vec![0f32; tokens.len() * self.vocab];
             for (r, &t) in tokens.iter().enumerate() {
@@ -1809,7 +1832,7 @@ mod tests {
             let bias = case["bias"].as_f64().unwrap() as f32;
             let mut model = FakeModel::new(&seeds, cfg.num_beams, vocab, bias_token, bias);
             let mut steps = Vec::new();
-            let out = generate(&mut model, seeds.len(), &cfg, &mut |l| steps.push(l))
+            let out = generate(&mut model, seeds.len(), &cfg, &mut |l, _| steps.push(l))
                 .unwrap_or_else(|e| panic!("{name}: {e:?}"));
             let expected: Vec<Vec<u32>> = case["sequences"]
                 .as_array()

@@ -6,6 +6,7 @@
 //! and for `wasm32-unknown-unknown`.
 
 pub mod bert;
+pub mod bundle;
 pub mod config;
 pub mod generate;
 pub mod lora;

@@ -2,7 +2,7 @@
 //! text → token ids → encoder → generation → token ids → text.
 
 use crate::config::BartConfig;
-use crate::generate::{generate, GenerationConfig, StepModel};
+use crate::generate::{generate_async, GenerationConfig, StepModel};
 use crate::model::{Bart, DecoderCache};
 use crate::tokenizer::BartTokenizer;
 use crate::{Error, Result};
@@ -46,14 +46,16 @@ impl<'m> BartStep<'m> {
 }
 
 impl StepModel for BartStep<'_> {
-    fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+    async fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let rows = tokens.len();
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let ids =
             Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, 1]), &self.model.device());
         let logits = self.model.decode(ids, &mut self.cache);
         logits
-            .into_data()
+            .into_data_async()
+            .await
+            .map_err(|e| Error::Device(format!("reading logits: {e:?}")))?
             .try_to_vec::<f32>()
             .map_err(|e| Error::Device(format!("reading logits: {e:?}")))
     }
@@ -171,12 +173,25 @@ impl Summarizer {
     }
 
     /// Summarizes a batch of texts; returns `num_return_sequences` summaries per text, best first.
+    /// `on_step` is [`crate::generate::generate`]'s progress callback. Blocks until done (see
+    /// [`Self::summarize_async`] for WebGPU in a browser).
     pub fn summarize(
         &self,
         texts: &[&str],
         gen: &GenerationConfig,
         max_input_tokens: usize,
-        on_step: &mut dyn FnMut(usize),
+        on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
+    ) -> Result<Vec<Vec<Summary>>> {
+        block_on(self.summarize_async(texts, gen, max_input_tokens, on_step))
+    }
+
+    /// [`Self::summarize`] as a future.
+    pub async fn summarize_async(
+        &self,
+        texts: &[&str],
+        gen: &GenerationConfig,
+        max_input_tokens: usize,
+        on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
     ) -> Result<Vec<Vec<Summary>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
@@ -188,7 +203,9 @@ impl Summarizer {
         for ids in &batch.input_ids {
             self.check_ids(ids)?;
         }
-        let sequences = self.generate_ids(&batch.input_ids, &batch.attention_mask, gen, on_step)?;
+        let sequences = self
+            .generate_ids_async(&batch.input_ids, &batch.attention_mask, gen, on_step)
+            .await?;
         let per_input = gen.num_return_sequences;
         let mut out = Vec::with_capacity(texts.len());
         for chunk in sequences.chunks(per_input) {
@@ -212,7 +229,18 @@ impl Summarizer {
         input_ids: &[Vec<u32>],
         attention_mask: &[Vec<u32>],
         gen: &GenerationConfig,
-        on_step: &mut dyn FnMut(usize),
+        on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
+    ) -> Result<Vec<Vec<u32>>> {
+        block_on(self.generate_ids_async(input_ids, attention_mask, gen, on_step))
+    }
+
+    /// [`Self::generate_ids`] as a future.
+    pub async fn generate_ids_async(
+        &self,
+        input_ids: &[Vec<u32>],
+        attention_mask: &[Vec<u32>],
+        gen: &GenerationConfig,
+        on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
     ) -> Result<Vec<Vec<u32>>> {
         let device = self.model.device();
         let encoded = self.model.encode(
@@ -221,6 +249,17 @@ impl Summarizer {
         );
         let cache = self.model.start_decoding(&encoded, gen.num_beams);
         let mut step = BartStep::new(&self.model, cache, self.config.vocab_size);
-        generate(&mut step, input_ids.len(), gen, on_step)
+        generate_async(&mut step, input_ids.len(), gen, on_step).await
     }
+}
+
+/// Runs a future to completion where the device reads synchronously (native, and the CPU
+/// backend in wasm); an error where it cannot (WebGPU in a browser: use the `_async` form).
+pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    burn::tensor::try_read_sync(f).unwrap_or_else(|| {
+        Err(Error::Device(
+            "this device reads results asynchronously (WebGPU in a browser): use the async form"
+                .into(),
+        ))
+    })
 }

@@ -112,6 +112,15 @@ impl BartTokenizer {
         })
     }
 
+    /// The tokenizer as `tokenizer.json` bytes (what a bundle ships, whatever the source files
+    /// were); [`Self::from_tokenizer_json`] reads it back to the same tokenizer.
+    pub fn to_tokenizer_json(&self) -> Result<Vec<u8>> {
+        self.inner
+            .to_string(false)
+            .map(String::into_bytes)
+            .map_err(tok_err)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

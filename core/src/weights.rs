@@ -301,6 +301,28 @@ pub fn load_bart_with(
             }
             Slot::LinearWeight(p) => {
                 let [d_in, d_out] = p.val().dims();
+                if matches!(view.dtype(), Dtype::I8 | Dtype::U8) {
+                    // A quantized bundle (crate::bundle): values + per-block scales, rebuilt
+                    // as burn's quantized tensor with the same scheme.
+                    let scale_name = format!("{name}_scale");
+                    let Some((_, scales)) = checkpoint.get(&scale_name) else {
+                        return Err(Error::Weights(format!(
+                            "{file}: quantized tensor {name} has no {scale_name}"
+                        )));
+                    };
+                    used.insert(scale_name);
+                    let (data, bits, block) =
+                        crate::bundle::dequantize(file, &name, view, scales, d_out, d_in)?;
+                    let block = u8::try_from(block).map_err(|_| {
+                        Error::Weights(format!("{file}: {name}: block size {block} > 255"))
+                    })?;
+                    let stored =
+                        Tensor::<2>::from_data(TensorData::new(data, [d_out, d_in]), device);
+                    let q = stored.quantize_dynamic(&crate::quant::scheme(bits, block));
+                    *p = Param::from_tensor(q.transpose());
+                    converted(view.data());
+                    return Ok(());
+                }
                 if found != [d_out, d_in] {
                     return Err(mismatch(&[d_out, d_in]));
                 }

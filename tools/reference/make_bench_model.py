@@ -12,6 +12,7 @@ train splits to 50,264 tokens (+ <mask> = 50264, 50,265 in all, like bart-large-
 vocab_size is 50264 as on the hub). If BPE training stops short of 50,264, the vocab is padded with unreachable
 "<dummy_N>" entries before <mask>.
 
+--distilbart-6-6: sshleifer/distilbart-cnn-6-6's shape (bart-large-cnn's width, 6 encoder + 6 decoder layers).
 --tiny: same tokenizer and config keys, but d_model 64, 2+2 layers, 4 heads, ffn 128 (a smoke test, seconds).
 """
 
@@ -111,6 +112,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out", nargs="?", default=str(ROOT / "bench" / "out" / "bart-large-cnn-random"))
     ap.add_argument("--tiny", action="store_true", help="tiny dims (smoke test); same tokenizer and config keys")
+    ap.add_argument("--distilbart-6-6", dest="distil", action="store_true",
+                    help="sshleifer/distilbart-cnn-6-6's shape (6+6 layers of bart-large-cnn's width) for bench/web")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     args = ap.parse_args()
     out = Path(args.out)
@@ -123,6 +126,8 @@ def main():
 
     dims = dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
                 decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096)
+    if args.distil:
+        dims.update(encoder_layers=6, decoder_layers=6)
     if args.tiny:
         dims = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                     decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Trunk pre_build hook. Into the staging dir (the future dist/):
+# - examples.json: 2 DialogSum + 2 SAMSum validation dialogues from ../shared/data (or
+#   $BARTLEBY_DATA); an empty list without the data;
+# - public/model/ (a bundle from `bartleby export`, the site's default model) and public/results/
+#   (files for the Dashboards view, listed in results/index.json), when present.
+set -euo pipefail
+stage="${TRUNK_STAGING_DIR:?run by trunk}"
+src="$(cd "$(dirname "$0")/.." && pwd)"
+data="${BARTLEBY_DATA:-$src/../shared/data}"
+rows=()
+for set in dialogsum samsum; do
+  f="$data/$set/validation.jsonl"
+  [ -f "$f" ] || continue
+  while IFS= read -r line; do rows+=("$line"); done < <(head -n 2 "$f")
+done
+{ printf '['; (IFS=,; printf '%s' "${rows[*]:-}"); printf ']\n'; } > "$stage/examples.json"
+for d in model results; do
+  if [ -d "$src/public/$d" ]; then cp -r "$src/public/$d" "$stage/$d"; fi
+done

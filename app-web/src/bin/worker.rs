@@ -1,0 +1,132 @@
+//! The Web Worker: holds the model and runs `bartleby-core` on burn's WebGPU backend, or on its
+//! CPU backend compiled to wasm. `public/worker.js` fetches and caches the bundle files and calls
+//! the two functions exported here; the page never touches the model directly.
+
+#[cfg(target_arch = "wasm32")]
+mod engine {
+    use bartleby_core::bundle::{self, BundleFiles};
+    use bartleby_core::Summarizer;
+    use burn::tensor::Device;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use wasm_bindgen::prelude::*;
+
+    thread_local! {
+        static MODEL: RefCell<Option<(Rc<Summarizer>, &'static str)>> = const { RefCell::new(None) };
+    }
+
+    fn err(e: impl std::fmt::Display) -> JsError {
+        JsError::new(&e.to_string())
+    }
+
+    /// Loads a bundle: `files` is an array of `[path, Uint8Array]` pairs (manifest.json
+    /// included); `backend` is "webgpu" or "cpu". Every file is checked against the manifest.
+    /// Returns the manifest as JSON.
+    #[wasm_bindgen]
+    pub async fn load_bundle(files: js_sys::Array, backend: String) -> Result<String, JsError> {
+        let mut map = BundleFiles::new();
+        for pair in files.iter() {
+            let pair = js_sys::Array::from(&pair);
+            let name = pair
+                .get(0)
+                .as_string()
+                .ok_or_else(|| JsError::new("load_bundle: a file name is not a string"))?;
+            let bytes = js_sys::Uint8Array::new(&pair.get(1)).to_vec();
+            map.insert(name, bytes);
+        }
+        let (device, name): (Device, &'static str) = match backend.as_str() {
+            "webgpu" => {
+                let device = Device::wgpu_options()
+                    .init_async()
+                    .await
+                    .map_err(|e| JsError::new(&format!("WebGPU: no usable device ({e:?})")))?;
+                (device, "webgpu")
+            }
+            "cpu" => (Device::flex(), "cpu"),
+            other => {
+                return Err(JsError::new(&format!(
+                    "backend {other:?}: expected webgpu or cpu"
+                )))
+            }
+        };
+        MODEL.with(|m| m.borrow_mut().take());
+        let (manifest, summarizer) = bundle::load_summarizer(&map, &device).map_err(err)?;
+        drop(map);
+        MODEL.with(|m| *m.borrow_mut() = Some((Rc::new(summarizer), name)));
+        Ok(String::from_utf8(manifest.to_json()).map_err(err)?)
+    }
+
+    /// Summarizes `text` with the bundle's generation settings overridden by `options` (a JSON
+    /// object with generation_config.json's key names, plus `max_input_tokens`). `on_update` is
+    /// called after every step with a JSON object: `{"step", "max_length", "partial"}` (partial
+    /// text for greedy search; null for beam search). Returns `{"summary", "token_ids"}` as JSON.
+    #[wasm_bindgen]
+    pub async fn summarize(
+        text: String,
+        options: String,
+        on_update: js_sys::Function,
+    ) -> Result<String, JsError> {
+        let (summarizer, _) = MODEL
+            .with(|m| m.borrow().clone())
+            .ok_or_else(|| JsError::new("no model loaded"))?;
+        let mut options: serde_json::Value = if options.trim().is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_str(&options).map_err(|e| err(format!("options: {e}")))?
+        };
+        let obj = options
+            .as_object_mut()
+            .ok_or_else(|| JsError::new("options: expected a JSON object"))?;
+        let max_input = match obj.remove("max_input_tokens") {
+            None | Some(serde_json::Value::Null) => summarizer.max_input_tokens(),
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| JsError::new("options.max_input_tokens: expected a whole number"))?
+                as usize,
+        };
+        let gen = summarizer
+            .summarization_generation()
+            .map_err(err)?
+            .0
+            .with_overrides(&options)
+            .map_err(err)?;
+        if text.trim().is_empty() {
+            return Err(JsError::new("the text is empty"));
+        }
+        let max_length = gen.effective_max_length();
+        let greedy = gen.num_beams == 1;
+        let tokenizer = summarizer.tokenizer.clone();
+        let mut on_step = |step: usize, seqs: &[Vec<u32>]| {
+            let partial = if greedy {
+                seqs.first()
+                    .and_then(|s| tokenizer.decode(s, true).ok())
+                    .map(serde_json::Value::String)
+                    .unwrap_or(serde_json::Value::Null)
+            } else {
+                serde_json::Value::Null
+            };
+            let update =
+                serde_json::json!({"step": step, "max_length": max_length, "partial": partial});
+            let _ = on_update.call1(&JsValue::NULL, &JsValue::from_str(&update.to_string()));
+        };
+        let out = summarizer
+            .summarize_async(&[text.as_str()], &gen, max_input, &mut on_step)
+            .await
+            .map_err(err)?;
+        let best = &out[0][0];
+        Ok(serde_json::json!({"summary": best.summary, "token_ids": best.token_ids}).to_string())
+    }
+
+    /// The backend of the loaded model ("webgpu" / "cpu"), or null.
+    #[wasm_bindgen]
+    pub fn backend() -> Option<String> {
+        MODEL.with(|m| m.borrow().as_ref().map(|(_, b)| b.to_string()))
+    }
+}
+
+fn main() {
+    #[cfg(target_arch = "wasm32")]
+    console_error_panic_hook::set_once();
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("bartleby-worker runs in the browser: build the site with `trunk build --release`");
+}

@@ -1,0 +1,156 @@
+//! bartleby-core inside the browser on WebGPU (wasm-bindgen-test-runner + chromedriver, run by
+//! tests/run.sh): the tiny fixture model's encoder states and logits match transformers' within
+//! 1e-4 and every generation case of the parity fixture gives identical ids — the same checks as
+//! tests/parity.rs natively, with asynchronous reads as a browser requires.
+#![cfg(target_arch = "wasm32")]
+
+use bartleby_core::generate::pad_like_hf;
+use bartleby_core::summarize::ids_tensor;
+use bartleby_core::weights::{load_bart, Checkpoint};
+use bartleby_core::{BartConfig, BartTokenizer, GenerationConfig, Summarizer};
+use burn::tensor::Device;
+use serde_json::Value;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const TOL: f32 = 1e-4;
+const CONFIG: &[u8] = include_bytes!("../../tests/fixtures/models/tiny-gelu/config.json");
+const GENERATION: &[u8] =
+    include_bytes!("../../tests/fixtures/models/tiny-gelu/generation_config.json");
+const WEIGHTS: &[u8] = include_bytes!("../../tests/fixtures/models/tiny-gelu/model.safetensors");
+const TOKENIZER: &[u8] = include_bytes!("../../tests/fixtures/models/tiny-gelu/tokenizer.json");
+const TOKENIZER_CONFIG: &[u8] =
+    include_bytes!("../../tests/fixtures/models/tiny-gelu/tokenizer_config.json");
+const PARITY: &[u8] = include_bytes!("../../tests/fixtures/parity/tiny-gelu.json");
+
+fn rows(v: &Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn flat(v: &Value, out: &mut Vec<f32>) {
+    match v {
+        Value::Array(a) => a.iter().for_each(|x| flat(x, out)),
+        x => out.push(x.as_f64().unwrap() as f32),
+    }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+async fn model(device: &Device) -> Summarizer {
+    let config = BartConfig::from_json(CONFIG, "config.json").unwrap();
+    let config_json: Value = serde_json::from_slice(CONFIG).unwrap();
+    let gen_json: Value = serde_json::from_slice(GENERATION).unwrap();
+    let generation =
+        GenerationConfig::from_transformers_json(Some(&gen_json), &config_json).unwrap();
+    let checkpoint = Checkpoint::from_shards(&[("model.safetensors", WEIGHTS)]).unwrap();
+    let (model, _) = load_bart(&config, &checkpoint, device).unwrap();
+    let tokenizer = BartTokenizer::from_tokenizer_json(TOKENIZER, Some(TOKENIZER_CONFIG)).unwrap();
+    Summarizer {
+        model,
+        tokenizer,
+        config,
+        generation,
+        has_generation_config_file: true,
+    }
+}
+
+async fn check(device: Device) {
+    let fx: Value = serde_json::from_slice(PARITY).unwrap();
+    let s = model(&device).await;
+    let ids = rows(&fx["batch_input_ids"]);
+    let mask = rows(&fx["batch_attention_mask"]);
+    let dec = rows(&fx["decoder_input_ids"]);
+    let (encoded, logits) = s.model.forward(
+        ids_tensor(&ids, &device),
+        ids_tensor(&mask, &device),
+        ids_tensor(&dec, &device),
+    );
+    let mut expected = Vec::new();
+    flat(&fx["encoder_last_hidden_state"], &mut expected);
+    let ours = encoded
+        .hidden
+        .into_data_async()
+        .await
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    let d = max_diff(&ours, &expected);
+    assert!(d <= TOL, "encoder states differ by {d}");
+    expected.clear();
+    flat(&fx["logits"], &mut expected);
+    let ours = logits
+        .into_data_async()
+        .await
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    let d = max_diff(&ours, &expected);
+    assert!(d <= TOL, "logits differ by {d}");
+    web_sys_log(&format!("logits max abs diff {d:e}"));
+
+    let input_ids = rows(&fx["input_ids"]);
+    for case in fx["generations"].as_array().unwrap() {
+        let mut kwargs = case["kwargs"].as_object().unwrap().clone();
+        kwargs.remove("do_sample");
+        kwargs.retain(|k, _| !k.starts_with('_'));
+        let cfg = s.generation.with_overrides(&Value::Object(kwargs)).unwrap();
+        let idx: Vec<usize> = case["batch_texts_index"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap() as usize)
+            .collect();
+        let (i, m) = if idx.len() == 1 {
+            let row = input_ids[idx[0]].clone();
+            let n = row.len();
+            (vec![row], vec![vec![1; n]])
+        } else {
+            (ids.clone(), mask.clone())
+        };
+        let seqs = s
+            .generate_ids_async(&i, &m, &cfg, &mut |_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            pad_like_hf(&seqs, cfg.hf_output_pad_token_id()),
+            rows(&case["sequences"]),
+            "generation {}",
+            case["name"]
+        );
+    }
+}
+
+fn web_sys_log(s: &str) {
+    web_sys::console::log_1(&s.into());
+}
+
+#[wasm_bindgen_test]
+async fn parity_on_webgpu() {
+    let device = Device::wgpu_options()
+        .init_async()
+        .await
+        .expect("a WebGPU adapter");
+    check(device).await;
+}
+
+#[wasm_bindgen_test]
+async fn parity_on_cpu_wasm() {
+    check(Device::flex()).await;
+}

@@ -1,0 +1,229 @@
+//! `bartleby export`: a web bundle (quantized weights + config + tokenizer + manifest.json) for
+//! the browser app; `bartleby summarize --model BUNDLE_DIR` reads it too.
+
+use crate::device::{self, DeviceArg};
+use crate::merge_cmd::{check_documents, config_json, generation_config_json, DtypeArg};
+use crate::model_files;
+use crate::output;
+use crate::summarize_cmd::GenerationArgs;
+use anyhow::{Context, Result};
+use bartleby_core::bundle::{self, Check, FileEntry, Manifest, Quant, Source};
+use bartleby_core::lora;
+use bartleby_core::metrics::rouge;
+use bartleby_core::weights::{load_bart, Checkpoint};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Model directory or hub id.
+    #[arg(long)]
+    pub model: String,
+    /// LoRA adapter (PEFT format) merged into the model before export.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Weight storage: f32/f16 (plain transformers checkpoints) or q8/q4 (burn's symmetric
+    /// per-block quantization of every projection; embeddings f16).
+    #[arg(long, value_enum, default_value_t = QuantArg::Q8)]
+    pub quant: QuantArg,
+    /// Input features per quantization scale (q8/q4); must divide every projection's input width.
+    #[arg(long, default_value_t = 32)]
+    pub block_size: usize,
+    /// Output directory (created atomically; must not exist unless --force).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Generation settings written into generation_config.json (default: the model's
+    /// summarization settings).
+    #[command(flatten)]
+    pub generation: GenerationArgs,
+    /// Inputs for the quality check against the f32 model (.jsonl/.csv/text, like `summarize
+    /// --input`); default: built-in dialogues.
+    #[arg(long)]
+    pub check_input: Option<PathBuf>,
+    /// How many inputs the quality check summarizes (0: no check).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=10000))]
+    pub check_n: u64,
+    /// Fail (and write nothing) when the token agreement with the f32 model is below this.
+    #[arg(long)]
+    pub min_token_agreement: Option<f64>,
+    /// Replace --output if it exists.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum QuantArg {
+    F32,
+    F16,
+    Q8,
+    Q4,
+}
+
+impl QuantArg {
+    fn quant(self) -> Quant {
+        match self {
+            Self::F32 => Quant::F32,
+            Self::F16 => Quant::F16,
+            Self::Q8 => Quant::Q8,
+            Self::Q4 => Quant::Q4,
+        }
+    }
+}
+
+pub fn run(args: ExportArgs) -> Result<()> {
+    let quant = args.quant.quant();
+    let device = device::init(args.device)?;
+    let files = model_files::resolve(&args.model)?;
+    let mut summarizer =
+        model_files::load(&files, &device).with_context(|| format!("loading {}", args.model))?;
+    if let Some(adapter) = &args.adapter {
+        let adapter_files = model_files::resolve_adapter(adapter)?;
+        model_files::apply_adapter(&mut summarizer, &adapter_files)
+            .with_context(|| format!("applying adapter {adapter} to {}", args.model))?;
+        lora::merge(&mut summarizer.model)?;
+    }
+    let gen = args
+        .generation
+        .apply(&summarizer.summarization_generation()?.0)?;
+    let max_input = summarizer.max_input_tokens();
+    summarizer.validate(&gen, max_input)?;
+
+    let weights = bundle::encode_weights(&summarizer.model, quant, args.block_size)
+        .with_context(|| format!("exporting {} as {}", args.model, quant.name()))?;
+    let (parameters, requires) = bundle::model_stats(&summarizer.model, quant, args.block_size)?;
+
+    // The check runs on the bundle's weights as written and reloaded.
+    let check = if args.check_n > 0 {
+        let checkpoint = Checkpoint::from_shards(&[(bundle::WEIGHTS_FILE, &weights)])?;
+        let exported = load_bart(&summarizer.config, &checkpoint, &device)?.0;
+        let docs = check_documents(args.check_input.as_deref(), args.check_n as usize)?;
+        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+        let reference = summarizer.summarize(&texts, &gen, max_input, &mut |_, _| {})?;
+        let original = std::mem::replace(&mut summarizer.model, exported);
+        let ours = summarizer.summarize(&texts, &gen, max_input, &mut |_, _| {})?;
+        summarizer.model = original;
+        let check = compare(&reference, &ours, gen.num_beams);
+        println!(
+            "check on {} inputs against the f32 model: identical sequences {}/{}, token \
+             agreement {:.4}, ROUGE-L {:.4}",
+            check.inputs,
+            check.identical_sequences,
+            check.inputs,
+            check.token_agreement,
+            check.rouge_l
+        );
+        if let Some(min) = args.min_token_agreement {
+            if check.token_agreement < min {
+                anyhow::bail!(
+                    "token agreement {:.4} is below --min-token-agreement {min}; nothing written",
+                    check.token_agreement
+                );
+            }
+        }
+        Some(check)
+    } else {
+        None
+    };
+
+    let dtype = match quant {
+        Quant::F16 => DtypeArg::F16,
+        _ => DtypeArg::F32,
+    };
+    let tokenizer_json = match &files.tokenizer_json {
+        Some(p) => std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?,
+        None => summarizer.tokenizer.to_tokenizer_json()?,
+    };
+    let mut contents: Vec<(&str, Vec<u8>)> = vec![
+        ("config.json", config_json(&files, dtype)?),
+        (
+            "generation_config.json",
+            generation_config_json(&files, &gen)?,
+        ),
+        ("tokenizer.json", tokenizer_json),
+    ];
+    if let Some(p) = &files.tokenizer_config {
+        let bytes = std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
+        contents.push(("tokenizer_config.json", bytes));
+    }
+    contents.push((bundle::WEIGHTS_FILE, weights));
+    let manifest = Manifest {
+        format: bundle::FORMAT.into(),
+        format_version: bundle::FORMAT_VERSION,
+        quantization: quant,
+        block_size: matches!(quant, Quant::Q8 | Quant::Q4).then_some(args.block_size),
+        parameters,
+        source: Source {
+            model: args.model.clone(),
+            adapter: args.adapter.clone(),
+        },
+        requires,
+        files: contents
+            .iter()
+            .map(|(name, bytes)| FileEntry {
+                path: name.to_string(),
+                bytes: bytes.len() as u64,
+                sha256: bundle::sha256_hex(bytes),
+            })
+            .collect(),
+        check,
+        created_by: format!("bartleby {}", env!("CARGO_PKG_VERSION")),
+    };
+    output::write_dir(&args.output, args.force, |dir| {
+        for (name, bytes) in &contents {
+            output::write_file(dir, name, bytes)?;
+        }
+        output::write_file(dir, bundle::MANIFEST_FILE, &manifest.to_json())
+    })?;
+    let total: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+    println!(
+        "wrote {} ({} bundle, {:.1} MB, {} parameters; needs buffers of {:.1} MB)",
+        args.output.display(),
+        quant.name(),
+        total as f64 / 1e6,
+        parameters,
+        manifest.requires.max_buffer_bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// The bundle's summaries against the f32 model's.
+fn compare(
+    reference: &[Vec<bartleby_core::Summary>],
+    ours: &[Vec<bartleby_core::Summary>],
+    num_beams: usize,
+) -> Check {
+    let (mut identical, mut agree, mut positions, mut rouge_sum) = (0, 0usize, 0usize, 0.0);
+    for (r, o) in reference.iter().zip(ours) {
+        let (r, o) = (&r[0], &o[0]);
+        identical += usize::from(r.token_ids == o.token_ids);
+        positions += r.token_ids.len().max(o.token_ids.len());
+        agree += r
+            .token_ids
+            .iter()
+            .zip(&o.token_ids)
+            .filter(|(a, b)| a == b)
+            .count();
+        // Identical output agrees fully (rouge_score gives 0 for two empty summaries).
+        rouge_sum += if r.token_ids == o.token_ids {
+            1.0
+        } else {
+            rouge::score(&o.summary, &[r.summary.as_str()], true)
+                .rougeL
+                .fmeasure
+        };
+    }
+    let n = reference.len();
+    Check {
+        inputs: n,
+        identical_sequences: identical,
+        token_agreement: if positions == 0 {
+            1.0
+        } else {
+            agree as f64 / positions as f64
+        },
+        rouge_l: if n == 0 { 1.0 } else { rouge_sum / n as f64 },
+        num_beams,
+    }
+}

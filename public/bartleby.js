@@ -1,0 +1,113 @@
+// window.bartleby: the page's (and any embedder's) API to the model worker.
+//   await bartleby.load(url, {backend: 'auto'|'webgpu'|'cpu', onProgress})
+//   await bartleby.loadFiles(fileList, {backend, onProgress})      // a folder picked from disk
+//   await bartleby.summarize(text, options, onUpdate)
+//       -> {summary, token_ids, backend, ms, tokens, tokens_per_s}
+//     options use generation_config.json's names (num_beams, max_length, min_length,
+//     no_repeat_ngram_size, length_penalty, early_stopping) plus max_input_tokens.
+//   bartleby.cancel()   // stops a running summary (restarts the worker, reloads from cache)
+//   bartleby.status     // {loaded, backend, notice, manifest, source, error}
+//   bartleby.onStatus(fn)
+// `?backend=cpu` in the page URL forces the CPU path.
+(() => {
+  const listeners = new Set();
+  const pending = new Map();
+  let worker = null;
+  let nextId = 1;
+  let lastLoad = null;
+  const status = { loaded: false, loading: false, backend: null, notice: null, manifest: null, source: null, error: null, progress: null };
+
+  const emit = () => listeners.forEach((fn) => { try { fn({ ...status }); } catch (_) {} });
+
+  function start() {
+    worker = new Worker(new URL('worker.js', document.baseURI), { type: 'module' });
+    worker.onmessage = (e) => {
+      const m = e.data;
+      const p = pending.get(m.id);
+      if (!p) return;
+      if (m.type === 'progress' || m.type === 'update') { if (p.onUpdate) p.onUpdate(m.update || m); return; }
+      pending.delete(m.id);
+      if (m.type === 'done') p.resolve(m.result); else p.reject(new Error(m.message));
+    };
+    worker.onerror = (e) => {
+      const err = new Error(`worker failed: ${e.message || 'could not start (see the console)'}`);
+      for (const p of pending.values()) p.reject(err);
+      pending.clear();
+    };
+  }
+
+  function call(type, payload, onUpdate, transfer) {
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      pending.set(id, { resolve, reject, onUpdate });
+      worker.postMessage({ type, id, ...payload }, transfer || []);
+    });
+  }
+
+  function requestedBackend(opts) {
+    return (opts && opts.backend) || new URLSearchParams(location.search).get('backend') || 'auto';
+  }
+
+  async function finishLoad(promise, kind) {
+    status.loading = true; status.error = null; status.loaded = false; emit();
+    try {
+      const r = await promise;
+      Object.assign(status, { loaded: true, loading: false, backend: r.backend, notice: r.notice, manifest: r.manifest, source: r.source, progress: null });
+      emit();
+      return r;
+    } catch (e) {
+      Object.assign(status, { loaded: false, loading: false, error: e.message, progress: null });
+      emit();
+      throw e;
+    }
+  }
+
+  const onProgressWrap = (opts) => (p) => {
+    status.progress = p; emit();
+    if (opts && opts.onProgress) opts.onProgress(p);
+  };
+
+  const api = {
+    load(url, opts = {}) {
+      const abs = new URL(url, document.baseURI).href;
+      const backend = requestedBackend(opts);
+      lastLoad = { kind: 'url', url: abs, backend };
+      return finishLoad(call('load', { url: abs, backend }, onProgressWrap(opts)));
+    },
+    async loadFiles(fileList, opts = {}) {
+      const files = [];
+      for (const f of Array.from(fileList)) {
+        files.push([f.name, new Uint8Array(await f.arrayBuffer())]);
+      }
+      const backend = requestedBackend(opts);
+      lastLoad = { kind: 'files', files, backend };
+      return finishLoad(call('loadFiles', { files, backend }, onProgressWrap(opts)));
+    },
+    async summarize(text, options = {}, onUpdate) {
+      if (!status.loaded) throw new Error('no model loaded (bartleby.load(url) first)');
+      const t0 = performance.now();
+      const r = await call('summarize', { text, options }, onUpdate);
+      const ms = performance.now() - t0;
+      const tokens = r.token_ids.length;
+      return { summary: r.summary, token_ids: r.token_ids, backend: status.backend, ms, tokens, tokens_per_s: tokens / (ms / 1000) };
+    },
+    cancel() {
+      const err = new Error('cancelled');
+      worker.terminate();
+      for (const p of pending.values()) p.reject(err);
+      pending.clear();
+      start();
+      status.loaded = false; emit();
+      if (lastLoad) {
+        const again = lastLoad.kind === 'url'
+          ? call('load', { url: lastLoad.url, backend: lastLoad.backend })
+          : call('loadFiles', { files: lastLoad.files, backend: lastLoad.backend });
+        finishLoad(again).catch(() => {});
+      }
+    },
+    get status() { return { ...status }; },
+    onStatus(fn) { listeners.add(fn); fn({ ...status }); return () => listeners.delete(fn); },
+  };
+  start();
+  window.bartleby = api;
+})();

@@ -1,0 +1,128 @@
+// The model's Web Worker (a module worker). It fetches a bundle's files (with progress),
+// caches them in Cache Storage keyed by sha256, picks WebGPU or the CPU, and hands everything to
+// the wasm module built from app-web/src/bin/worker.rs (bartleby-core). No user text is sent
+// anywhere: the only network requests are for the bundle's own files.
+import init, { load_bundle, summarize } from './bartleby-worker.js';
+
+const ready = init();
+const CACHE = 'bartleby-bundles-v1';
+
+const post = (msg) => self.postMessage(msg);
+
+function join(base, path) {
+  return new URL(path, base.endsWith('/') ? base : base + '/').href;
+}
+
+async function download(url, id, done, total) {
+  const resp = await fetch(url);
+  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
+  if (!resp.body) return new Uint8Array(await resp.arrayBuffer());
+  const reader = resp.body.getReader();
+  const chunks = [];
+  let got = 0;
+  for (;;) {
+    const { done: end, value } = await reader.read();
+    if (end) break;
+    chunks.push(value);
+    got += value.length;
+    post({ type: 'progress', id, stage: 'download', loaded: done + got, total });
+  }
+  const bytes = new Uint8Array(got);
+  let off = 0;
+  for (const c of chunks) { bytes.set(c, off); off += c.length; }
+  return bytes;
+}
+
+// Fetches manifest.json and every file it lists; a file whose sha256 is cached is not downloaded
+// again, and cache entries of the same URL with another sha256 are dropped.
+async function fetchBundle(base, id) {
+  const murl = join(base, 'manifest.json');
+  const mresp = await fetch(murl, { cache: 'no-cache' });
+  if (!mresp.ok) throw new Error(`${murl}: HTTP ${mresp.status} (no bundle there? build one with \`bartleby export\`)`);
+  const manifestBytes = new Uint8Array(await mresp.arrayBuffer());
+  let manifest;
+  try { manifest = JSON.parse(new TextDecoder().decode(manifestBytes)); }
+  catch (e) { throw new Error(`${murl}: not JSON (${e.message})`); }
+  if (!Array.isArray(manifest.files)) throw new Error(`${murl}: no "files" list`);
+  const total = manifest.files.reduce((n, f) => n + f.bytes, 0);
+  let cache = null;
+  try { cache = await caches.open(CACHE); } catch (_) { /* no Cache Storage (e.g. http on a LAN address) */ }
+  const files = [['manifest.json', manifestBytes]];
+  let done = 0, cached = 0;
+  for (const f of manifest.files) {
+    const url = join(base, f.path);
+    const key = `${url}?bartleby-sha256=${f.sha256}`;
+    let bytes = null;
+    if (cache) {
+      const hit = await cache.match(key);
+      if (hit) {
+        bytes = new Uint8Array(await hit.arrayBuffer());
+        if (bytes.length !== f.bytes) bytes = null; else cached += bytes.length;
+      }
+    }
+    if (!bytes) {
+      bytes = await download(url, id, done, total);
+      if (cache) {
+        for (const old of await cache.keys()) {
+          if (old.url.startsWith(`${url}?bartleby-sha256=`) && old.url !== key) await cache.delete(old);
+        }
+        try { await cache.put(key, new Response(bytes)); } catch (_) { /* quota: keep going uncached */ }
+      }
+    }
+    done += f.bytes;
+    post({ type: 'progress', id, stage: 'download', loaded: done, total });
+    files.push([f.path, bytes]);
+  }
+  return { manifest, files, cached };
+}
+
+// WebGPU when the browser gives an adapter whose buffer limits fit the bundle, else the CPU.
+async function pickBackend(requested, manifest) {
+  if (requested === 'cpu') return { backend: 'cpu', notice: null };
+  const gpu = self.navigator && self.navigator.gpu;
+  if (!gpu) return { backend: 'cpu', notice: 'WebGPU is not available in this browser: running on the CPU (wasm).' };
+  let adapter = null;
+  try { adapter = await gpu.requestAdapter(); } catch (_) { adapter = null; }
+  if (!adapter) return { backend: 'cpu', notice: 'No WebGPU adapter: running on the CPU (wasm).' };
+  const need = (manifest.requires && manifest.requires.max_buffer_bytes) || 0;
+  const have = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize);
+  if (have < need) {
+    const mb = (x) => (x / 1048576).toFixed(0);
+    return { backend: 'cpu', notice: `This GPU allows buffers of ${mb(have)} MiB; the model needs ${mb(need)} MiB: running on the CPU (wasm).` };
+  }
+  return { backend: 'webgpu', notice: null };
+}
+
+async function load(id, files, manifest, requested, source, cached) {
+  const { backend, notice } = await pickBackend(requested, manifest);
+  post({ type: 'progress', id, stage: 'init', backend });
+  const t0 = performance.now();
+  await load_bundle(files, backend);
+  return { backend, notice, manifest, source, cached, load_ms: performance.now() - t0 };
+}
+
+self.onmessage = async (event) => {
+  const msg = event.data;
+  const id = msg.id;
+  try {
+    await ready;
+    let result;
+    if (msg.type === 'load') {
+      const { manifest, files, cached } = await fetchBundle(msg.url, id);
+      result = await load(id, files, manifest, msg.backend, msg.url, cached);
+    } else if (msg.type === 'loadFiles') {
+      const m = msg.files.find(([name]) => name === 'manifest.json');
+      if (!m) throw new Error('the chosen files have no manifest.json (pick a folder written by `bartleby export`)');
+      const manifest = JSON.parse(new TextDecoder().decode(m[1]));
+      result = await load(id, msg.files, manifest, msg.backend, 'local files', 0);
+    } else if (msg.type === 'summarize') {
+      const onUpdate = (json) => post({ type: 'update', id, update: JSON.parse(json) });
+      result = JSON.parse(await summarize(msg.text, JSON.stringify(msg.options || {}), onUpdate));
+    } else {
+      throw new Error(`unknown request ${msg.type}`);
+    }
+    post({ type: 'done', id, result });
+  } catch (e) {
+    post({ type: 'error', id, message: (e && e.message) ? e.message : String(e) });
+  }
+};

@@ -1,0 +1,168 @@
+// End-to-end test of the web app (run by tests/run.sh after `trunk build --release`):
+// exports the tiny fixture model as f32 and q8 bundles with the native CLI, summarizes three real
+// dialogues natively, then in headless Chromium — on WebGPU (SwiftShader) and on the forced CPU
+// path (?backend=cpu), through the UI and through window.bartleby — and asserts the token ids are
+// identical. Also: a browser without WebGPU falls back to the CPU with a notice; the page makes
+// no request outside its own origin; a changed bundle (sha256) is downloaded again. Screenshots
+// of both views go to target/e2e/.
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import os from 'node:os';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+const BIN = path.join(ROOT, 'target/release/bartleby');
+const DIST = path.join(ROOT, 'dist');
+const SHOTS = path.join(ROOT, 'target/e2e');
+const DATA = path.resolve(ROOT, '../shared/data/samsum/validation.jsonl');
+const MODEL = path.join(ROOT, 'tests/fixtures/models/tiny-gelu');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const BASE_FLAGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run'];
+
+let failures = 0;
+function check(cond, what) {
+  if (cond) { console.log(`ok   ${what}`); } else { failures++; console.log(`FAIL ${what}`); }
+}
+
+for (const p of [BIN, path.join(DIST, 'index.html'), DATA]) {
+  if (!fs.existsSync(p)) { console.error(`missing ${p} (build first: see tests/run.sh)`); process.exit(1); }
+}
+fs.mkdirSync(SHOTS, { recursive: true });
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bartleby-e2e-'));
+const bundles = path.join(tmp, 'bundles');
+
+// Three real dialogues.
+const dialogues = fs.readFileSync(DATA, 'utf8').split('\n').filter(Boolean).slice(0, 3).map((l) => JSON.parse(l));
+const input = path.join(tmp, 'input.jsonl');
+fs.writeFileSync(input, dialogues.map((d) => JSON.stringify({ id: d.id, dialogue: d.dialogue })).join('\n') + '\n');
+
+// Settings: the bundle's own generation config (beam search), and greedy with a max length.
+const SETTINGS = {
+  beam: { options: {}, flags: [] },
+  greedy: { options: { num_beams: 1, max_length: 24 }, flags: ['--num-beams', '1', '--max-length', '24'] },
+};
+
+const native = {};
+for (const quant of ['f32', 'q8']) {
+  const out = path.join(bundles, quant);
+  execFileSync(BIN, ['export', '--model', MODEL, '--quant', quant, '--block-size', '4', '--output', out], { stdio: 'inherit' });
+  for (const [name, s] of Object.entries(SETTINGS)) {
+    const res = path.join(tmp, `native-${quant}-${name}.jsonl`);
+    execFileSync(BIN, ['summarize', '--model', out, '--input', input, '--output', res, ...s.flags], { stdio: 'inherit' });
+    native[`${quant}/${name}`] = fs.readFileSync(res, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).token_ids);
+  }
+}
+check(JSON.stringify(native['f32/beam']) !== JSON.stringify(native['f32/greedy']), 'beam and greedy settings give different native outputs (the test can tell them apart)');
+
+// A static server for dist/ and the bundles (correct MIME types; nothing else).
+const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm',
+  '.css': 'text/css', '.json': 'application/json', '.png': 'image/png', '.svg': 'image/svg+xml' };
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://x');
+  let p = decodeURIComponent(url.pathname);
+  const root = p.startsWith('/bundles/') ? tmp : DIST;
+  if (p.endsWith('/')) p += 'index.html';
+  const file = path.join(root, path.normalize(p));
+  if (!file.startsWith(root) || !fs.existsSync(file) || !fs.statSync(file).isFile()) { res.writeHead(404); res.end(); return; }
+  res.writeHead(200, { 'Content-Type': MIME[path.extname(file)] || 'application/octet-stream' });
+  fs.createReadStream(file).pipe(res);
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const origin = `http://127.0.0.1:${server.address().port}`;
+console.log(`serving ${DIST} at ${origin}`);
+
+async function openPage(browser, query) {
+  const page = await browser.newPage();
+  const foreign = [];
+  const errors = [];
+  page.on('request', (r) => { if (!r.url().startsWith(origin) && !r.url().startsWith('data:') && !r.url().startsWith('blob:')) foreign.push(r.url()); });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  await page.goto(`${origin}/${query}`);
+  await page.waitForFunction(() => window.bartleby && (window.bartleby.status.loaded || window.bartleby.status.error), null, { timeout: 120000 });
+  const status = await page.evaluate(() => window.bartleby.status);
+  return { page, foreign, errors, status };
+}
+
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: [...BASE_FLAGS, '--enable-unsafe-webgpu'] });
+for (const backend of ['webgpu', 'cpu']) {
+  for (const quant of ['f32', 'q8']) {
+    const tag = `${backend}/${quant}`;
+    const query = `?model=/bundles/${quant}/` + (backend === 'cpu' ? '&backend=cpu' : '');
+    const { page, foreign, errors, status } = await openPage(browser, query);
+    check(status.loaded && status.backend === backend, `${tag}: bundle loaded on ${status.backend} ${status.error || ''}`);
+    if (!status.loaded) { console.log(errors.join('\n')); await page.close(); continue; }
+    for (const [name, s] of Object.entries(SETTINGS)) {
+      const ids = [];
+      for (const d of dialogues) {
+        const r = await page.evaluate(([t, o]) => window.bartleby.summarize(t, o), [d.dialogue, s.options]);
+        ids.push(r.token_ids);
+        if (r.backend !== backend) check(false, `${tag}: summarize reports backend ${r.backend}`);
+      }
+      check(JSON.stringify(ids) === JSON.stringify(native[`${quant}/${name}`]),
+        `${tag} ${name}: window.bartleby token ids == native bartleby summarize (3 dialogues)`);
+      if (JSON.stringify(ids) !== JSON.stringify(native[`${quant}/${name}`])) {
+        console.log('  browser', JSON.stringify(ids), '\n  native ', JSON.stringify(native[`${quant}/${name}`]));
+      }
+    }
+    // Through the UI: pick the greedy settings, paste the first dialogue, click Summarize.
+    await page.fill('#input', dialogues[0].dialogue);
+    await page.fill('#num-beams', '1');
+    await page.fill('#max-length', '24');
+    await page.click('#summarize');
+    await page.waitForFunction(() => document.querySelector('#token-ids').textContent.length > 0 || document.querySelector('#error').textContent.length > 0, null, { timeout: 120000 });
+    const uiIds = JSON.parse((await page.textContent('#token-ids')) || 'null');
+    check(JSON.stringify(uiIds) === JSON.stringify(native[`${quant}/greedy`][0]), `${tag}: UI token ids == native (first dialogue)`);
+    check(((await page.textContent('#stats')) || '').includes('tokens/s'), `${tag}: UI shows time and tokens/s`);
+    await page.screenshot({ path: path.join(SHOTS, `summarize-${backend}-${quant}.png`), fullPage: true });
+    if (backend === 'webgpu' && quant === 'f32') {
+      await page.click('#tab-dashboards');
+      await page.screenshot({ path: path.join(SHOTS, 'dashboards.png'), fullPage: true });
+    }
+    check(foreign.length === 0, `${tag}: no request left ${origin} ${foreign.join(' ')}`);
+    const realErrors = errors.filter((e) => !/favicon/.test(e));
+    check(realErrors.length === 0, `${tag}: no page errors ${realErrors.join(' | ')}`);
+    await page.close();
+  }
+}
+
+// Cache: a reload does not download the weights again; a changed sha256 does.
+{
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  let weightFetches = 0;
+  ctx.on('request', (r) => { if (r.url().endsWith('/bundles/q8/model.safetensors')) weightFetches++; });
+  const wait = () => page.waitForFunction(() => window.bartleby && (window.bartleby.status.loaded || window.bartleby.status.error), null, { timeout: 120000 });
+  await page.goto(`${origin}/?model=/bundles/q8/&backend=cpu`); await wait();
+  await page.reload(); await wait();
+  check(weightFetches === 1, `cache: weights fetched once over two page loads (${weightFetches})`);
+  // Re-export q4 in place of q8: new sha256 → downloaded again.
+  fs.rmSync(path.join(bundles, 'q8'), { recursive: true });
+  execFileSync(BIN, ['export', '--model', MODEL, '--quant', 'q4', '--block-size', '4', '--check-n', '0', '--output', path.join(bundles, 'q8')]);
+  await page.reload(); await wait();
+  const st = await page.evaluate(() => window.bartleby.status);
+  check(weightFetches === 2 && st.loaded && st.manifest.quantization === 'q4', `cache: changed sha256 → downloaded again (${weightFetches}, ${st.manifest && st.manifest.quantization})`);
+  await ctx.close();
+}
+await browser.close();
+
+// No WebGPU at all (flag removed): CPU with a notice.
+{
+  const b = await chromium.launch({ executablePath: CHROMIUM, args: BASE_FLAGS });
+  const { page, status } = await openPage(b, '?model=/bundles/f32/');
+  const notice = await page.textContent('#notice');
+  check(status.loaded && status.backend === 'cpu' && status.notice && notice.includes('CPU'),
+    `no WebGPU: falls back to the CPU with a notice ("${status.notice}")`);
+  const r = await page.evaluate(([t, o]) => window.bartleby.summarize(t, o), [dialogues[1].dialogue, SETTINGS.greedy.options]);
+  check(JSON.stringify(r.token_ids) === JSON.stringify(native['f32/greedy'][1]), 'no WebGPU: token ids == native');
+  await page.screenshot({ path: path.join(SHOTS, 'summarize-no-webgpu.png'), fullPage: true });
+  await b.close();
+}
+
+server.close();
+fs.rmSync(tmp, { recursive: true, force: true });
+if (failures) { console.error(`${failures} check(s) failed`); process.exit(1); }
+console.log('web e2e: all checks passed');

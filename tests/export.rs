@@ -1,0 +1,205 @@
+//! `bartleby export` web bundles: the manifest matches the files, f32 bundles generate exactly
+//! what the source checkpoint generates, quantized bundles reload to burn's exact quantized values,
+//! and corrupt or impossible bundles are one-line errors with nothing half-written.
+
+use bartleby_core::bundle::{self, Manifest, Quant};
+use bartleby_core::weights::{load_bart, Checkpoint};
+use bartleby_tests::*;
+use std::path::Path;
+
+fn export(model: &Path, quant: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--quant",
+        quant,
+        "--block-size",
+        "4",
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    bartleby(&args)
+}
+
+fn summarize_ids(model: &Path, input: &Path, out: &Path) -> Vec<Vec<u32>> {
+    let run = bartleby(&[
+        "summarize",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read_to_string(out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["token_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+/// Three real SAMSum validation dialogues as a JSONL input file.
+fn dialogues(dir: &Path) -> std::path::PathBuf {
+    let data = root().join("../shared/data/samsum/validation.jsonl");
+    let text = std::fs::read_to_string(&data).expect("../shared/data");
+    let path = dir.join("in.jsonl");
+    std::fs::write(
+        &path,
+        text.lines().take(3).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn f32_and_q8_bundles_load_natively() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = dialogues(tmp.path());
+    let model = model_dir("tiny-gelu");
+    let reference = summarize_ids(&model, &input, &tmp.path().join("ref.jsonl"));
+
+    for quant in ["f32", "f16", "q8", "q4"] {
+        let dir = tmp.path().join(quant);
+        let run = export(
+            &model,
+            quant,
+            &dir,
+            &["--check-input", input.to_str().unwrap()],
+        );
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(stdout.contains("token agreement"), "{stdout}");
+        // The manifest lists every file with its size and sha256.
+        let manifest =
+            Manifest::from_json(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest.quantization, Quant::parse(quant).unwrap());
+        for name in [
+            "config.json",
+            "generation_config.json",
+            "tokenizer.json",
+            "model.safetensors",
+        ] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            manifest.verify(name, &bytes).unwrap();
+        }
+        let check = manifest.check.as_ref().unwrap();
+        assert_eq!(check.inputs, 3);
+        let ids = summarize_ids(&dir, &input, &tmp.path().join(format!("{quant}.jsonl")));
+        if quant == "f32" {
+            // An f32 bundle is the same checkpoint: identical generations, and the check says so.
+            assert_eq!(ids, reference);
+            assert_eq!(check.identical_sequences, 3);
+            assert_eq!(check.token_agreement, 1.0);
+            assert_eq!(check.rouge_l, 1.0);
+        } else {
+            // The check in the manifest describes exactly what the bundle generates.
+            let same = ids.iter().zip(&reference).filter(|(a, b)| a == b).count();
+            assert_eq!(check.identical_sequences, same, "{quant}");
+        }
+    }
+    // Sizes: q4 < q8 < f16 < f32 weights.
+    let size = |q: &str| {
+        std::fs::metadata(tmp.path().join(q).join("model.safetensors"))
+            .unwrap()
+            .len()
+    };
+    assert!(size("q4") < size("q8") && size("q8") < size("f32") && size("f16") < size("f32"));
+}
+
+#[test]
+fn quantized_weights_reload_exactly() {
+    // Loading a q8/q4 bundle rebuilds burn's quantized tensors; exporting that model again must
+    // give the same bytes (the stored integers and scales are what the model computes with).
+    let device = burn::tensor::Device::flex();
+    let s = load("tiny-gelu", &device);
+    for quant in [Quant::Q8, Quant::Q4] {
+        let bytes = bundle::encode_weights(&s.model, quant, 4).unwrap();
+        let checkpoint = Checkpoint::from_shards(&[("model.safetensors", &bytes)]).unwrap();
+        let (reloaded, report) = load_bart(&s.config, &checkpoint, &device).unwrap();
+        assert!(report.unused.is_empty(), "{:?}", report.unused);
+        let again = bundle::encode_weights(&reloaded, quant, 4).unwrap();
+        assert_same_safetensors(&again, &bytes);
+    }
+}
+
+#[test]
+fn bad_bundles_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir("tiny-gelu");
+    // A block size that does not divide the projections' widths: nothing written.
+    let out = tmp.path().join("bad-block");
+    let run = bartleby(&[
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--quant",
+        "q8",
+        "--block-size",
+        "16",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_clear_error(&run.into(), &out, &["block size 16 does not divide"]);
+
+    // A bundle whose weights were changed after export: summarize names the file.
+    let dir = tmp.path().join("q8");
+    assert!(export(&model, "q8", &dir, &["--check-n", "0"])
+        .status
+        .success());
+    let w = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&w, &bytes).unwrap();
+    let input = dialogues(tmp.path());
+    let out = tmp.path().join("out.jsonl");
+    let run = bartleby(&[
+        "summarize",
+        "--model",
+        dir.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_clear_error(&run.into(), &out, &["model.safetensors", "sha256"]);
+
+    // A truncated file: its size is named.
+    bytes.truncate(100);
+    std::fs::write(&w, &bytes).unwrap();
+    let run = bartleby(&[
+        "summarize",
+        "--model",
+        dir.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_clear_error(&run.into(), &out, &["model.safetensors", "100 bytes"]);
+
+    // An existing output directory is kept unless --force.
+    let run = export(&model, "q8", &dir, &[]);
+    let r: Run = run.into();
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
+}
