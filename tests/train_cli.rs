@@ -246,6 +246,30 @@ fn train_bad_input_is_one_clear_line() {
         // Nothing is created when the configuration or the data is bad.
         assert_clear_error(&bartleby(&args).into(), &out_dir, &needles);
     }
+    // An unwritable runs directory (a path through a regular file: refused even to root).
+    let blocker = tmp.path().join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let runs_under_file = blocker.join("runs");
+    let run: Run = bartleby(&train_args(
+        runs_under_file.to_str().unwrap(),
+        "x",
+        model,
+        &data,
+    ))
+    .into();
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains("cannot create run directory"),
+        "{}",
+        errors[0]
+    );
     let missing = tmp.path().join("nothing-here");
     let run: Run = bartleby(&["train", "--resume", missing.to_str().unwrap()]).into();
     assert_eq!(run.code, Some(1));

@@ -220,6 +220,14 @@ fn Summarize() -> impl IntoView {
         set_examples.set(items);
     });
 
+    // A folder picker: `webkitdirectory` is not a typed attribute in leptos' view macro.
+    let picker: NodeRef<leptos::html::Input> = NodeRef::new();
+    Effect::new(move |_| {
+        if let Some(el) = picker.get() {
+            let _ = el.set_attribute("webkitdirectory", "");
+        }
+    });
+
     let pick_files = move |ev: leptos::ev::Event| {
         let input: web_sys::HtmlInputElement = event_target(&ev);
         let Some(files) = input.files() else { return };
@@ -341,7 +349,7 @@ fn Summarize() -> impl IntoView {
                 _ => "—".to_string(),
             }}</span>
             <label class="picker">"Open a bundle folder: "
-                <input id="model-files" type="file" multiple attr:webkitdirectory="" on:change=pick_files/>
+                <input id="model-files" type="file" multiple node_ref=picker on:change=pick_files/>
             </label>
         </div>
         <p id="notice" class="notice" style=move || if status.get().notice.is_some() { "" } else { "display:none" }>

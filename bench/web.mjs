@@ -1,0 +1,72 @@
+// bench/web's browser half: see bench/web. Prints one table row per (backend, search).
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const { chromium } = createRequire(path.join(ROOT, 'tests/e2e/package.json'))('playwright-core'); // tests/e2e's npm install
+const BUNDLE = path.resolve(process.argv[2]);
+const DIST = path.join(ROOT, 'dist');
+const BIN = path.join(ROOT, 'target/release/bartleby');
+const dialogue = JSON.parse(fs.readFileSync(path.resolve(ROOT, '../shared/data/samsum/validation.jsonl'), 'utf8').split('\n')[0]).dialogue;
+const NEW = 32;
+const MODES = { greedy: { num_beams: 1 }, beam4: { num_beams: 4 } };
+for (const m of Object.values(MODES)) Object.assign(m, { min_length: NEW + 1, max_length: NEW + 1, no_repeat_ngram_size: 0 });
+
+const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
+const server = http.createServer((req, res) => {
+  let p = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+  const root = p.startsWith('/bundle/') ? path.dirname(BUNDLE) : DIST;
+  if (p.startsWith('/bundle/')) p = '/' + path.basename(BUNDLE) + p.slice('/bundle'.length);
+  if (p.endsWith('/')) p += 'index.html';
+  const file = path.join(root, path.normalize(p));
+  if (!fs.existsSync(file) || !fs.statSync(file).isFile()) { res.writeHead(404); res.end(); return; }
+  res.writeHead(200, { 'Content-Type': MIME[path.extname(file)] || 'application/octet-stream' });
+  fs.createReadStream(file).pipe(res);
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const origin = `http://127.0.0.1:${server.address().port}`;
+
+const rows = [];
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--enable-unsafe-webgpu', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+const version = browser.version();
+for (const backend of ['webgpu', 'cpu']) {
+  const page = await browser.newPage();
+  const t0 = Date.now();
+  await page.goto(`${origin}/?model=/bundle/&backend=${backend}`);
+  await page.waitForFunction(() => window.bartleby && (window.bartleby.status.loaded || window.bartleby.status.error), null, { timeout: 1800000 });
+  const st = await page.evaluate(() => window.bartleby.status);
+  if (!st.loaded) { console.log(`${backend}: ${st.error}`); continue; }
+  const loadS = (Date.now() - t0) / 1000;
+  for (const [mode, opts] of Object.entries(MODES)) {
+    // One warm-up (shader compilation / autotune), then the timed run.
+    await page.evaluate(([t, o]) => window.bartleby.summarize(t, { ...o, min_length: 3, max_length: 3 }), [dialogue, opts]);
+    const r = await page.evaluate(([t, o]) => window.bartleby.summarize(t, o), [dialogue, opts]);
+    rows.push({ backend: st.backend, mode, s: r.ms / 1000, tokens: r.token_ids.length - 1, load_s: loadS });
+    console.log(`${st.backend} ${mode}: ${(r.ms / 1000).toFixed(2)} s for ${r.token_ids.length - 1} tokens (${(r.token_ids.length - 1) / (r.ms / 1000)} tok/s)`);
+  }
+  await page.close();
+}
+await browser.close();
+server.close();
+
+// Native, same bundle and settings (whole process incl. loading; generation time from the log).
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-web-'));
+fs.writeFileSync(path.join(tmp, 'in.jsonl'), JSON.stringify({ dialogue }) + '\n');
+for (const [mode, o] of Object.entries(MODES)) {
+  const t0 = Date.now();
+  const log = execFileSync(BIN, ['summarize', '--model', BUNDLE, '--input', path.join(tmp, 'in.jsonl'), '--output', path.join(tmp, 'out.jsonl'),
+    '--num-beams', String(o.num_beams), '--min-length', String(o.min_length), '--max-length', String(o.max_length), '--no-repeat-ngram-size', '0'],
+    { env: { ...process.env, BARTLEBY_LOG: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const wall = (Date.now() - t0) / 1000;
+  rows.push({ backend: 'native cpu (2 threads)', mode, s: wall, tokens: NEW, load_s: NaN });
+}
+console.log(`\nChromium ${version}, ${os.cpus()[0].model} × ${os.cpus().length}, ${new Date().toISOString().slice(0, 10)}`);
+console.log('| backend | search | time (s) | new tokens | tokens/s | page load incl. model (s) |');
+console.log('|---|---|---|---|---|---|');
+for (const r of rows) console.log(`| ${r.backend} | ${r.mode} | ${r.s.toFixed(2)} | ${r.tokens} | ${(r.tokens / r.s).toFixed(2)} | ${Number.isNaN(r.load_s) ? 'n/a (whole process in time)' : r.load_s.toFixed(1)} |`);
