@@ -119,7 +119,23 @@ for (const backend of ['webgpu', 'cpu']) {
     check(((await page.textContent('#stats')) || '').includes('tokens/s'), `${tag}: UI shows time and tokens/s`);
     await page.screenshot({ path: path.join(SHOTS, `summarize-${backend}-${quant}.png`), fullPage: true });
     if (backend === 'webgpu' && quant === 'f32') {
+      // Dashboards on the example results (real `bartleby eval` / `compare` / `train` output).
       await page.click('#tab-dashboards');
+      await page.click('#dash-load-examples');
+      await page.waitForFunction(() => document.querySelectorAll('#dash-table tbody tr').length > 0, null, { timeout: 60000 });
+      const rows = await page.locator('#dash-table tbody tr').count();
+      check(rows === 40, `dashboards: per-example table shows the 40 predictions (${rows})`);
+      check(await page.locator('#dash-chart svg rect').count() > 4, 'dashboards: metric chart drawn');
+      check(await page.locator('#dash-train svg').count() > 0, 'dashboards: training curve drawn');
+      check(((await page.textContent('#dash-failures')) || '').length > 100, 'dashboards: failure categories shown');
+      await page.fill('#dash-filter', 'zzzz-no-such-text');
+      await page.waitForFunction(() => document.querySelectorAll('#dash-table tbody tr').length === 0, null, { timeout: 10000 });
+      await page.fill('#dash-filter', '');
+      await page.click('#dash-recompute');
+      await page.waitForFunction(() => document.querySelector('#dash-recompute-result').textContent.includes('same'), null, { timeout: 60000 });
+      const same = await page.locator('#dash-recompute-result .dash-match').count();
+      const differs = await page.locator('#dash-recompute-result .dash-mismatch').count();
+      check(same >= 5 && differs === 0, `dashboards: ROUGE/BLEU recomputed in the page equal the file (${same} same, ${differs} differ)`);
       await page.screenshot({ path: path.join(SHOTS, 'dashboards.png'), fullPage: true });
     }
     check(foreign.length === 0, `${tag}: no request left ${origin} ${foreign.join(' ')}`);

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Regenerates public/results/: real `bartleby eval` / `compare` / `train` outputs for the
+# Dashboards view's "Load example results" (the tiny fixture model with and without a PEFT
+# adapter on 40 SAMSum validation dialogues, and a short LoRA training run). Random-weight tiny
+# models: the numbers show the dashboards working, not a useful summarizer.
+#   bash app-web/make-example-results.sh      (after cargo build --release -p bartleby)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=target/release/bartleby
+OUT=public/results
+DATA=../shared/data/samsum
+rm -rf "$OUT" && mkdir -p "$OUT"
+TMP=$(mktemp -d)
+$BIN eval --model tests/fixtures/models/tiny-gelu --data $DATA --split validation --limit 40 \
+  --seed 1 --name tiny-base --out "$TMP" --stemmer --num-beams 1 --max-length 24
+$BIN eval --model tests/fixtures/models/tiny-gelu --adapter tests/fixtures/lora/gelu-qv \
+  --data $DATA --split validation --limit 40 --seed 1 --name tiny-lora --out "$TMP" --stemmer \
+  --num-beams 1 --max-length 24
+$BIN compare "$TMP/tiny-base_metrics.json" "$TMP/tiny-lora_metrics.json" --out "$TMP" --name compare > /dev/null
+$BIN train --model tests/fixtures/models/tiny-gelu --data $DATA --runs-dir "$TMP/runs" --name tiny-lora-train \
+  --train-size 64 --val-size 8 --max-source-tokens 64 --max-target-tokens 24 --micro-batch 4 \
+  --grad-accum 2 --epochs 2 --lr 1e-3 --seed 1 --eval-every 2 > /dev/null
+cp "$TMP"/tiny-base_metrics.json "$TMP"/tiny-base_predictions.csv "$TMP"/tiny-base_failures.md \
+   "$TMP"/tiny-lora_metrics.json "$TMP"/tiny-lora_predictions.csv "$TMP"/tiny-lora_failures.md "$OUT"/
+cp "$TMP"/compare.json "$OUT"/
+mkdir -p "$OUT/runs/tiny-lora-train" && cp "$TMP/runs/tiny-lora-train/metrics.jsonl" "$OUT/runs/tiny-lora-train/"
+(cd "$OUT" && find . -type f ! -name index.json | sed 's#^\./##' | sort | python3 -c 'import json,sys; print(json.dumps([l.strip() for l in sys.stdin if l.strip()], indent=1))' > index.json)
+rm -rf "$TMP"
+ls -la "$OUT"
