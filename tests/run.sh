@@ -38,13 +38,17 @@ fi
 FEATURES="--features bartleby/wgpu"
 cargo build --release -p bartleby --bins $FEATURES
 cargo test --release --workspace $FEATURES
-cargo build --release -p bartleby-core --target wasm32-unknown-unknown
 
-# The web app.
+# The web app (its wasm build is also the check that bartleby-core compiles for wasm32).
+export PATH="$PWD/tests/e2e/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 trunk --version 2>/dev/null | grep -q "0.21.14" || cargo install trunk --version 0.21.14 --locked
 wasm-bindgen --version 2>/dev/null | grep -q "0.2.130" || cargo install wasm-bindgen-cli --version 0.2.130
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
-export PATH="$PWD/tests/e2e/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 TRUNK_SKIP_VERSION_CHECK=true trunk build --release
+# bartleby-core inside the browser, on WebGPU and on the CPU: parity with the transformers fixtures.
+(cd app-web && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+  cargo test --profile web --target wasm32-unknown-unknown --test webgpu)
+# The site end to end in headless Chromium (screenshots in target/e2e/).
 node tests/e2e/web.mjs
 echo "all tests passed"
