@@ -36,15 +36,29 @@ fn real_cli_outputs_parse_and_recompute_identically() {
             }
         }
     }
-    assert_eq!((metrics.len(), predictions.len(), failures, train, compare), (2, 2, 2, 1, 1));
+    assert_eq!(
+        (metrics.len(), predictions.len(), failures, train, compare),
+        (2, 2, 2, 1, 1)
+    );
     for p in &predictions {
-        let m = metrics.iter().find(|m| m.scores.name == p.name).expect("metrics of the run");
+        let m = metrics
+            .iter()
+            .find(|m| m.scores.name == p.name)
+            .expect("metrics of the run");
         assert_eq!(Some(p.rows.len() as u64), m.scores.n, "{}", p.name);
         let here = recompute_with(&p.rows, &RecomputeOptions::from_metrics(m)).unwrap();
         let checks = check_against(&m.scores, &here);
         assert!(!checks.is_empty());
         for c in &checks {
-            assert_eq!(c.matches, Some(true), "{}: {} file {:?} page {:?}", p.name, c.label, c.file, c.here);
+            assert_eq!(
+                c.matches,
+                Some(true),
+                "{}: {} file {:?} page {:?}",
+                p.name,
+                c.label,
+                c.file,
+                c.here
+            );
         }
     }
 }

@@ -1,6 +1,7 @@
 //! bartleby-core inside the browser on WebGPU (wasm-bindgen-test-runner + chromedriver, run by
 //! tests/run.sh): the tiny fixture model's encoder states and logits match transformers' within
-//! 1e-4 and every generation case of the parity fixture gives identical ids — the same checks as
+//! 1e-4 and the parity fixture's generation cases give identical ids (all of them on the CPU, three
+//! padded-batch cases on WebGPU, which SwiftShader runs slowly) — the same checks as
 //! tests/parity.rs natively, with asynchronous reads as a browser requires.
 #![cfg(target_arch = "wasm32")]
 
@@ -71,7 +72,9 @@ async fn model(device: &Device) -> Summarizer {
     }
 }
 
-async fn check(device: Device) {
+/// `all_cases`: every generation case of the fixture; otherwise (WebGPU on SwiftShader, slow) the
+/// padded-batch cases of greedy, beam search and beam search with two returned sequences.
+async fn check(device: Device, all_cases: bool) {
     let fx: Value = serde_json::from_slice(PARITY).unwrap();
     let s = model(&device).await;
     let ids = rows(&fx["batch_input_ids"]);
@@ -89,7 +92,7 @@ async fn check(device: Device) {
         .into_data_async()
         .await
         .unwrap()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap();
     let d = max_diff(&ours, &expected);
     assert!(d <= TOL, "encoder states differ by {d}");
@@ -99,7 +102,7 @@ async fn check(device: Device) {
         .into_data_async()
         .await
         .unwrap()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap();
     let d = max_diff(&ours, &expected);
     assert!(d <= TOL, "logits differ by {d}");
@@ -107,6 +110,12 @@ async fn check(device: Device) {
 
     let input_ids = rows(&fx["input_ids"]);
     for case in fx["generations"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let batched = case["batch_texts_index"].as_array().unwrap().len() > 1;
+        let subset = ["a_greedy", "c_beam", "e_beam_never_two_returns"].contains(&name) && batched;
+        if !all_cases && !subset {
+            continue;
+        }
         let mut kwargs = case["kwargs"].as_object().unwrap().clone();
         kwargs.remove("do_sample");
         kwargs.retain(|k, _| !k.starts_with('_'));
@@ -147,10 +156,10 @@ async fn parity_on_webgpu() {
         .init_async()
         .await
         .expect("a WebGPU adapter");
-    check(device).await;
+    check(device, false).await;
 }
 
 #[wasm_bindgen_test]
 async fn parity_on_cpu_wasm() {
-    check(Device::flex()).await;
+    check(Device::flex(), true).await;
 }
