@@ -35,7 +35,8 @@ const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || 
   args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--enable-unsafe-webgpu', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
 const version = browser.version();
-for (const backend of ['webgpu', 'cpu']) {
+// BACKENDS=cpu (or webgpu) limits the run; default both.
+for (const backend of (process.env.BACKENDS || 'webgpu,cpu').split(',')) {
   const page = await browser.newPage();
   const t0 = Date.now();
   await page.goto(`${origin}/?model=/bundle/&backend=${backend}`);
