@@ -23,8 +23,9 @@ fn export(model: &Path, quant: &str, out: &Path, extra: &[&str]) -> std::process
     bartleby(&args)
 }
 
-fn summarize_ids(model: &Path, input: &Path, out: &Path) -> Vec<Vec<u32>> {
-    let run = bartleby(&[
+/// `bartleby summarize --model MODEL --input INPUT --output OUT`.
+fn summarize(model: &Path, input: &Path, out: &Path) -> std::process::Output {
+    bartleby(&[
         "summarize",
         "--model",
         model.to_str().unwrap(),
@@ -32,7 +33,11 @@ fn summarize_ids(model: &Path, input: &Path, out: &Path) -> Vec<Vec<u32>> {
         input.to_str().unwrap(),
         "--output",
         out.to_str().unwrap(),
-    ]);
+    ])
+}
+
+fn summarize_ids(model: &Path, input: &Path, out: &Path) -> Vec<Vec<u32>> {
+    let run = summarize(model, input, out);
     assert!(
         run.status.success(),
         "{}",
@@ -172,29 +177,13 @@ fn bad_bundles_are_clear_errors() {
     std::fs::write(&w, &bytes).unwrap();
     let input = dialogues(tmp.path());
     let out = tmp.path().join("out.jsonl");
-    let run = bartleby(&[
-        "summarize",
-        "--model",
-        dir.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let run = summarize(&dir, &input, &out);
     assert_clear_error(&run.into(), &out, &["model.safetensors", "sha256"]);
 
     // A truncated file: its size is named.
     bytes.truncate(100);
     std::fs::write(&w, &bytes).unwrap();
-    let run = bartleby(&[
-        "summarize",
-        "--model",
-        dir.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let run = summarize(&dir, &input, &out);
     assert_clear_error(&run.into(), &out, &["model.safetensors", "100 bytes"]);
 
     // An existing output directory is kept unless --force.
