@@ -132,8 +132,8 @@ fn f32_and_q8_bundles_load_natively() {
 
 #[test]
 fn quantized_weights_reload_exactly() {
-    // Loading a q8/q4 bundle rebuilds burn's quantized tensors; exporting that model again must
-    // give the same bytes (the stored integers and scales are what the model computes with).
+    // Loading a q8/q4 bundle expands the weights to f32 (q × scale); exporting that model again
+    // must give the same bytes (the expansion keeps every stored integer and scale).
     let device = burn::tensor::Device::flex();
     let s = load("tiny-gelu", &device);
     for quant in [Quant::Q8, Quant::Q4] {

@@ -92,7 +92,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
 
     let weights = bundle::encode_weights(&summarizer.model, quant, args.block_size)
         .with_context(|| format!("exporting {} as {}", args.model, quant.name()))?;
-    let (parameters, requires) = bundle::model_stats(&summarizer.model, quant, args.block_size)?;
+    let (parameters, requires) = bundle::model_stats(&summarizer.model)?;
 
     // The check runs on the bundle's weights as written and reloaded.
     let check = if args.check_n > 0 {

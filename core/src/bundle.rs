@@ -12,8 +12,9 @@
 //! - and `X.weight_scale` F32 `[out, in / block_size]`.
 //!
 //! so value = q × scale. Embedding tables are stored as f16, vectors (biases, LayerNorm) as f32.
-//! Loading rebuilds burn's quantized tensor from these values (see
-//! [`crate::weights::load_bart`]); f32/f16 bundles are plain transformers checkpoints.
+//! Loading expands them to f32 (`q × scale`, see [`crate::weights::load_bart`]): the quantization
+//! shrinks the download and the cache, the model computes in f32. f32/f16 bundles are plain
+//! transformers checkpoints.
 
 use crate::model::Bart;
 use crate::quant::{scheme, QuantBits};
@@ -202,23 +203,17 @@ impl Manifest {
 }
 
 /// Parameter count and what a device needs to hold the model once loaded from a bundle of
-/// `quant` (projections quantized for q8/q4, everything else f32).
-pub fn model_stats(model: &Bart, quant: Quant, block_size: usize) -> Result<(u64, Requirements)> {
+/// `quant`: every weight is held in f32 once loaded, whatever the bundle stores.
+pub fn model_stats(model: &Bart) -> Result<(u64, Requirements)> {
     let mut model = model.clone();
     let (mut params, mut largest, mut total) = (0u64, 0u64, 0u64);
     visit(&mut model, &mut |_, slot| {
-        let (n, projection) = match slot {
-            Slot::Matrix(p) => (p.val().shape().num_elements() as u64, false),
-            Slot::LinearWeight(p) => (p.val().shape().num_elements() as u64, true),
-            Slot::Vector(p) => (p.val().shape().num_elements() as u64, false),
+        let n = match slot {
+            Slot::Matrix(p) | Slot::LinearWeight(p) => p.val().shape().num_elements() as u64,
+            Slot::Vector(p) => p.val().shape().num_elements() as u64,
         };
         params += n;
-        let scales = 4 * n / block_size.max(1) as u64;
-        let bytes = match (projection, quant) {
-            (true, Quant::Q8) => n + scales,
-            (true, Quant::Q4) => n / 2 + scales,
-            _ => 4 * n,
-        };
+        let bytes = 4 * n;
         largest = largest.max(bytes);
         total += bytes;
         Ok(())
@@ -353,7 +348,7 @@ pub fn encode_weights(model: &Bart, quant: Quant, block_size: usize) -> Result<V
 }
 
 /// Quantized values of one stored projection weight, decoded to f32 (`q × scale`) in HF layout
-/// `[out, in]`, with the scheme to requantize it: `(values, bits, block_size)`.
+/// `[out, in]`, with the scheme they were quantized with: `(values, bits, block_size)`.
 pub(crate) fn dequantize(
     file: &str,
     name: &str,

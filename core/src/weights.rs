@@ -302,8 +302,12 @@ pub fn load_bart_with(
             Slot::LinearWeight(p) => {
                 let [d_in, d_out] = p.val().dims();
                 if matches!(view.dtype(), Dtype::I8 | Dtype::U8) {
-                    // A quantized bundle (crate::bundle): values + per-block scales, rebuilt
-                    // as burn's quantized tensor with the same scheme.
+                    // A quantized bundle (crate::bundle): values + per-block scales. They are
+                    // expanded to f32 (value × scale, exactly what burn's dequantize computes)
+                    // and computed in f32: burn 0.22's CPU backend re-quantizes a block-quantized
+                    // weight on every transpose and dequantizes it element by element on every
+                    // matmul (28× slower than f32 on distilbart-6-6, docs/benchmarks.md), so the
+                    // quantization is the bundle's download/storage format, not its compute format.
                     let scale_name = format!("{name}_scale");
                     let Some((_, scales)) = checkpoint.get(&scale_name) else {
                         return Err(Error::Weights(format!(
@@ -311,15 +315,11 @@ pub fn load_bart_with(
                         )));
                     };
                     used.insert(scale_name);
-                    let (data, bits, block) =
+                    let (data, _bits, _block) =
                         crate::bundle::dequantize(file, &name, view, scales, d_out, d_in)?;
-                    let block = u8::try_from(block).map_err(|_| {
-                        Error::Weights(format!("{file}: {name}: block size {block} > 255"))
-                    })?;
                     let stored =
                         Tensor::<2>::from_data(TensorData::new(data, [d_out, d_in]), device);
-                    let q = stored.quantize_dynamic(&crate::quant::scheme(bits, block));
-                    *p = Param::from_tensor(q.transpose());
+                    *p = Param::from_tensor(stored.transpose());
                     converted(view.data());
                     return Ok(());
                 }
