@@ -1,6 +1,7 @@
 // window.bartleby: the page's (and any embedder's) API to the model worker.
-//   await bartleby.load(url, {backend: 'auto'|'webgpu'|'cpu', onProgress})
-//   await bartleby.loadFiles(fileList, {backend, onProgress})      // a folder picked from disk
+//   await bartleby.load(url, {backend: 'auto'|'webgpu'|'cpu', onProgress, maxBufferBytes})
+//   await bartleby.loadFiles(fileList, {backend, onProgress, maxBufferBytes})  // a folder from disk
+//     maxBufferBytes: act as if the GPU allowed no larger buffers (to try the split embedding)
 //   await bartleby.summarize(text, options, onUpdate)
 //       -> {summary, token_ids, backend, ms, tokens, tokens_per_s}
 //     options use generation_config.json's names (num_beams, max_length, min_length,
@@ -20,7 +21,12 @@
   const emit = () => listeners.forEach((fn) => { try { fn({ ...status }); } catch (_) {} });
 
   function start() {
-    worker = new Worker(new URL('worker.js', document.baseURI), { type: 'module' });
+    // Started from a blob: URL that only imports worker.js, so the worker runs under this page's
+    // Content-Security-Policy (a blob worker inherits its creator's policy; a worker script fetched
+    // from a static host gets none, as its response headers can't carry one there).
+    const src = new URL('worker.js', document.baseURI).href;
+    const boot = URL.createObjectURL(new Blob([`import ${JSON.stringify(src)};`], { type: 'text/javascript' }));
+    worker = new Worker(boot, { type: 'module' });
     worker.onmessage = (e) => {
       const m = e.data;
       const p = pending.get(m.id);
@@ -71,8 +77,9 @@
     load(url, opts = {}) {
       const abs = new URL(url, document.baseURI).href;
       const backend = requestedBackend(opts);
-      lastLoad = { kind: 'url', url: abs, backend };
-      return finishLoad(call('load', { url: abs, backend }, onProgressWrap(opts)));
+      const maxBufferBytes = opts.maxBufferBytes || null;
+      lastLoad = { kind: 'url', url: abs, backend, maxBufferBytes };
+      return finishLoad(call('load', { url: abs, backend, maxBufferBytes }, onProgressWrap(opts)));
     },
     async loadFiles(fileList, opts = {}) {
       const files = [];
@@ -80,8 +87,9 @@
         files.push([f.name, new Uint8Array(await f.arrayBuffer())]);
       }
       const backend = requestedBackend(opts);
-      lastLoad = { kind: 'files', files, backend };
-      return finishLoad(call('loadFiles', { files, backend }, onProgressWrap(opts)));
+      const maxBufferBytes = opts.maxBufferBytes || null;
+      lastLoad = { kind: 'files', files, backend, maxBufferBytes };
+      return finishLoad(call('loadFiles', { files, backend, maxBufferBytes }, onProgressWrap(opts)));
     },
     async summarize(text, options = {}, onUpdate) {
       if (!status.loaded) throw new Error('no model loaded (bartleby.load(url) first)');
@@ -99,9 +107,7 @@
       start();
       status.loaded = false; emit();
       if (lastLoad) {
-        const again = lastLoad.kind === 'url'
-          ? call('load', { url: lastLoad.url, backend: lastLoad.backend })
-          : call('loadFiles', { files: lastLoad.files, backend: lastLoad.backend });
+        const again = call(lastLoad.kind === 'url' ? 'load' : 'loadFiles', lastLoad);
         finishLoad(again).catch(() => {});
       }
     },

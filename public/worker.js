@@ -76,28 +76,34 @@ async function fetchBundle(base, id) {
   return { manifest, files, cached };
 }
 
-// WebGPU when the browser gives an adapter whose buffer limits fit the bundle, else the CPU.
-async function pickBackend(requested, manifest) {
-  if (requested === 'cpu') return { backend: 'cpu', notice: null };
+// WebGPU when the browser gives an adapter whose buffer limit fits every tensor but the
+// embedding table (held in parts under the limit when it is larger), else the CPU.
+// `maxBufferBytes` (optional) lowers the adapter's limit, to try the split on any GPU.
+async function pickBackend(requested, manifest, maxBufferBytes) {
+  if (requested === 'cpu') return { backend: 'cpu', notice: null, limit: null };
   const gpu = self.navigator && self.navigator.gpu;
-  if (!gpu) return { backend: 'cpu', notice: 'WebGPU is not available in this browser: running on the CPU (wasm).' };
+  if (!gpu) return { backend: 'cpu', notice: 'WebGPU is not available in this browser: running on the CPU (wasm).', limit: null };
   let adapter = null;
   try { adapter = await gpu.requestAdapter(); } catch (_) { adapter = null; }
-  if (!adapter) return { backend: 'cpu', notice: 'No WebGPU adapter: running on the CPU (wasm).' };
-  const need = (manifest.requires && manifest.requires.max_buffer_bytes) || 0;
-  const have = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize);
-  if (have < need) {
-    const mb = (x) => (x / 1048576).toFixed(0);
-    return { backend: 'cpu', notice: `This GPU allows buffers of ${mb(have)} MiB; the model needs ${mb(need)} MiB: running on the CPU (wasm).` };
+  if (!adapter) return { backend: 'cpu', notice: 'No WebGPU adapter: running on the CPU (wasm).', limit: null };
+  const req = manifest.requires || {};
+  const need = req.max_buffer_bytes || 0;
+  const least = req.min_buffer_bytes ?? need;
+  let have = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize);
+  if (maxBufferBytes) have = Math.min(have, maxBufferBytes);
+  const mb = (x) => (x / 1048576).toFixed(x < 1048576 ? 3 : 0);
+  if (have < least) {
+    return { backend: 'cpu', notice: `This GPU allows buffers of ${mb(have)} MiB; the model needs ${mb(least)} MiB: running on the CPU (wasm).`, limit: null };
   }
-  return { backend: 'webgpu', notice: null };
+  const notice = have < need ? `The embedding table (${mb(need)} MiB) is over this GPU's ${mb(have)} MiB buffer limit: it is held in ${Math.ceil(need / have)}+ parts.` : null;
+  return { backend: 'webgpu', notice, limit: have };
 }
 
-async function load(id, files, manifest, requested, source, cached) {
-  const { backend, notice } = await pickBackend(requested, manifest);
+async function load(id, files, manifest, requested, source, cached, maxBufferBytes) {
+  const { backend, notice, limit } = await pickBackend(requested, manifest, maxBufferBytes);
   post({ type: 'progress', id, stage: 'init', backend });
   const t0 = performance.now();
-  await load_bundle(files, backend);
+  await load_bundle(files, backend, limit);
   return { backend, notice, manifest, source, cached, load_ms: performance.now() - t0 };
 }
 
@@ -109,12 +115,12 @@ self.onmessage = async (event) => {
     let result;
     if (msg.type === 'load') {
       const { manifest, files, cached } = await fetchBundle(msg.url, id);
-      result = await load(id, files, manifest, msg.backend, msg.url, cached);
+      result = await load(id, files, manifest, msg.backend, msg.url, cached, msg.maxBufferBytes);
     } else if (msg.type === 'loadFiles') {
       const m = msg.files.find(([name]) => name === 'manifest.json');
       if (!m) throw new Error('the chosen files have no manifest.json (pick a folder written by `bartleby export`)');
       const manifest = JSON.parse(new TextDecoder().decode(m[1]));
-      result = await load(id, msg.files, manifest, msg.backend, 'local files', 0);
+      result = await load(id, msg.files, manifest, msg.backend, 'local files', 0, msg.maxBufferBytes);
     } else if (msg.type === 'summarize') {
       const onUpdate = (json) => post({ type: 'update', id, update: JSON.parse(json) });
       result = JSON.parse(await summarize(msg.text, JSON.stringify(msg.options || {}), onUpdate));

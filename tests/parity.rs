@@ -84,8 +84,38 @@ fn settings(base: &GenerationConfig, kwargs: &Value) -> GenerationConfig {
 }
 
 fn check_model(name: &str, device: &Device) {
+    check_model_as(name, device, false)
+}
+
+/// `split`: the shared embedding held as several blocks of rows (what a WebGPU adapter with a
+/// small buffer limit gets), the limit set to the largest other tensor so it splits the most.
+fn check_model_as(name: &str, device: &Device, split: bool) {
     let fx = parity(name);
-    let s = load(name, device);
+    let mut s = load(name, device);
+    if split {
+        use bartleby_core::weights::{
+            load_bart_opts, save_safetensors, Checkpoint, LoadOptions, SaveDtype,
+        };
+        let (_, requires) = bartleby_core::bundle::model_stats(&s.model).unwrap();
+        let limit = requires.min_buffer_bytes.unwrap();
+        assert!(
+            limit < requires.max_buffer_bytes,
+            "{name}: the embedding is not the largest tensor"
+        );
+        let bytes = save_safetensors(&s.model, SaveDtype::F32).unwrap();
+        let ck = Checkpoint::from_shards(&[("model.safetensors", &bytes[..])]).unwrap();
+        let options = LoadOptions {
+            max_tensor_bytes: Some(limit),
+        };
+        s.model = load_bart_opts(&s.config, &ck, device, options, &mut |_| {})
+            .unwrap()
+            .0;
+        assert!(
+            s.model.shared_parts.len() >= 2,
+            "{name}: embedding not split"
+        );
+        eprintln!("{name}: embedding in {} parts", s.model.shared_parts.len());
+    }
     let max_input = fx["max_input_tokens"].as_u64().unwrap() as usize;
 
     // Tokenizer as the model directory ships it.
@@ -204,6 +234,15 @@ fn model_parity_cpu() {
     }
 }
 
+/// The same parity with the embedding table split into blocks of rows (WebGPU buffer limits).
+#[test]
+fn model_parity_split_embedding_cpu() {
+    let device = Device::flex();
+    for name in MODELS {
+        check_model_as(name, &device, true);
+    }
+}
+
 /// One small parity run on wgpu (Vulkan; lavapipe in CI). Runs when the `bartleby` crate is
 /// built with its `wgpu` feature, as `tests/run.sh` does.
 #[test]
@@ -214,6 +253,7 @@ fn model_parity_wgpu() {
     }
     let device = bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device");
     check_model("tiny-gelu", &device);
+    check_model_as("tiny-gelu", &device, true);
 }
 
 /// `save_safetensors` writes transformers' layout: the same tensor names, shapes and (for f32)

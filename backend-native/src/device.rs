@@ -1,6 +1,7 @@
 //! Picking the burn device from `--device`.
 
 use anyhow::{bail, Result};
+use bartleby_core::weights::LoadOptions;
 use burn::tensor::Device;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -16,12 +17,28 @@ pub enum DeviceArg {
 /// Whether this build includes the wgpu backend.
 pub const WGPU_BUILT: bool = cfg!(feature = "wgpu");
 
+/// WebGPU's default (and guaranteed) `maxStorageBufferBindingSize`: on wgpu, a tensor larger
+/// than this (the embedding table of bart-large: 206 MB) is held in parts under it, as in the
+/// browser; some Vulkan drivers (lavapipe) refuse larger buffers.
+const WGPU_MAX_TENSOR_BYTES: u64 = 128 << 20;
+
+/// How model weights are held on the device the process initialised (one per process).
+static LOAD_OPTIONS: std::sync::OnceLock<LoadOptions> = std::sync::OnceLock::new();
+
 pub fn init(arg: DeviceArg) -> Result<Device> {
-    match arg {
-        DeviceArg::Cpu => Ok(Device::flex()),
-        DeviceArg::Wgpu => wgpu(),
-        DeviceArg::Cuda => cuda(),
-    }
+    let device = match arg {
+        DeviceArg::Cpu => Device::flex(),
+        DeviceArg::Wgpu => wgpu()?,
+        DeviceArg::Cuda => cuda()?,
+    };
+    let max_tensor_bytes = (arg == DeviceArg::Wgpu).then_some(WGPU_MAX_TENSOR_BYTES);
+    let _ = LOAD_OPTIONS.set(LoadOptions { max_tensor_bytes });
+    Ok(device)
+}
+
+/// The [`LoadOptions`] for the device [`init`] returned (none before it).
+pub fn load_options() -> LoadOptions {
+    LOAD_OPTIONS.get().copied().unwrap_or_default()
 }
 
 #[cfg(feature = "wgpu")]

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use bartleby_core::lora::{self, AdapterReport};
-use bartleby_core::weights::{load_bart_with, Checkpoint};
+use bartleby_core::weights::{load_bart_opts, Checkpoint};
 use bartleby_core::{BartConfig, BartTokenizer, GenerationConfig, Summarizer};
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
@@ -282,7 +282,8 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
     let checkpoint = Checkpoint::from_shards(&shards)?;
     // Release each tensor's mapped pages once it is converted: peak memory stays near the
     // model's own size instead of model + file.
-    let (model, report) = load_bart_with(&config, &checkpoint, device, &mut |bytes| {
+    let options = crate::device::load_options();
+    let (model, report) = load_bart_opts(&config, &checkpoint, device, options, &mut |bytes| {
         release_pages(&maps, bytes);
     })?;
     if !report.unused.is_empty() {

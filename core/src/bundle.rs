@@ -95,6 +95,11 @@ pub struct Requirements {
     /// The largest tensor as held on the device, in bytes (the embedding table in f32): WebGPU's
     /// `maxStorageBufferBindingSize` and `maxBufferSize` must be at least this.
     pub max_buffer_bytes: u64,
+    /// The smallest per-buffer limit the bundle still runs under on WebGPU: the largest tensor
+    /// other than the embedding table, which is then held as several blocks of rows (older
+    /// manifests lack it: read it as `max_buffer_bytes`).
+    #[serde(default)]
+    pub min_buffer_bytes: Option<u64>,
     /// Every weight held on the device, in bytes.
     pub device_bytes: u64,
 }
@@ -206,8 +211,9 @@ impl Manifest {
 /// `quant`: every weight is held in f32 once loaded, whatever the bundle stores.
 pub fn model_stats(model: &Bart) -> Result<(u64, Requirements)> {
     let mut model = model.clone();
-    let (mut params, mut largest, mut total) = (0u64, 0u64, 0u64);
-    visit(&mut model, &mut |_, slot| {
+    model.join_shared();
+    let (mut params, mut largest, mut total, mut largest_other) = (0u64, 0u64, 0u64, 0u64);
+    visit(&mut model, &mut |name, slot| {
         let n = match slot {
             Slot::Matrix(p) | Slot::LinearWeight(p) => p.val().shape().num_elements() as u64,
             Slot::Vector(p) => p.val().shape().num_elements() as u64,
@@ -215,6 +221,9 @@ pub fn model_stats(model: &Bart) -> Result<(u64, Requirements)> {
         params += n;
         let bytes = 4 * n;
         largest = largest.max(bytes);
+        if name != "model.shared.weight" {
+            largest_other = largest_other.max(bytes);
+        }
         total += bytes;
         Ok(())
     })?;
@@ -222,6 +231,7 @@ pub fn model_stats(model: &Bart) -> Result<(u64, Requirements)> {
         params,
         Requirements {
             max_buffer_bytes: largest,
+            min_buffer_bytes: Some(largest_other),
             device_bytes: total,
         },
     ))
@@ -244,6 +254,7 @@ pub fn encode_weights(model: &Bart, quant: Quant, block_size: usize) -> Result<V
         })?;
     let qscheme = scheme(bits, block);
     let mut model = model.clone();
+    model.join_shared();
     let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
     let read = |t: Tensor<2>| -> Result<Vec<f32>> {
         t.into_data()
@@ -431,6 +442,15 @@ pub fn load_summarizer(
     files: &BundleFiles,
     device: &burn::tensor::Device,
 ) -> Result<(Manifest, crate::Summarizer)> {
+    load_summarizer_with(files, device, crate::weights::LoadOptions::default())
+}
+
+/// [`load_summarizer`] for a device with limits (the browser passes its WebGPU adapter's).
+pub fn load_summarizer_with(
+    files: &BundleFiles,
+    device: &burn::tensor::Device,
+    options: crate::weights::LoadOptions,
+) -> Result<(Manifest, crate::Summarizer)> {
     let get = |name: &str| {
         files.get(name).ok_or_else(|| Error::Config {
             file: name.into(),
@@ -461,7 +481,8 @@ pub fn load_summarizer(
         crate::GenerationConfig::from_transformers_json(gen_json.as_ref(), &config_json)?;
     let checkpoint =
         crate::weights::Checkpoint::from_shards(&[(WEIGHTS_FILE, get(WEIGHTS_FILE)?.as_slice())])?;
-    let (model, _) = crate::weights::load_bart(&config, &checkpoint, device)?;
+    let (model, _) =
+        crate::weights::load_bart_opts(&config, &checkpoint, device, options, &mut |_| {})?;
     let tokenizer = crate::BartTokenizer::from_tokenizer_json(
         get("tokenizer.json")?,
         files.get("tokenizer_config.json").map(Vec::as_slice),

@@ -19,6 +19,11 @@ const MASKED: f32 = f32::MIN;
 pub struct Bart {
     /// Token embedding shared by encoder, decoder and the output projection: `[vocab, d_model]`.
     pub shared: Param<Tensor<2>>,
+    /// The same table as consecutive row blocks, when a device cannot hold it as one buffer
+    /// (WebGPU's binding limit; see [`crate::weights::LoadOptions`]). Empty otherwise; when not
+    /// empty, `shared` is a one-row placeholder and these are the weights ([`Bart::join_shared`]
+    /// puts them back).
+    pub shared_parts: Vec<Param<Tensor<2>>>,
     pub encoder: Encoder,
     pub decoder: Decoder,
     /// Added to the logits: `[vocab]`.
@@ -224,14 +229,48 @@ impl Bart {
         }
     }
 
+    /// Puts a split embedding table back into `shared` (one tensor), e.g. before saving.
+    pub fn join_shared(&mut self) {
+        if !self.shared_parts.is_empty() {
+            let parts = std::mem::take(&mut self.shared_parts);
+            self.shared =
+                Param::from_tensor(Tensor::cat(parts.iter().map(|p| p.val()).collect(), 0));
+        }
+    }
+
     /// Token embedding, scaled by `sqrt(d_model)` when the config says so.
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [batch, len] = ids.dims();
-        let table = self.shared.val();
-        let [_, d_model] = table.dims();
-        let x = table
-            .select(0, ids.reshape([batch * len]))
-            .reshape([batch, len, d_model]);
+        let ids = ids.reshape([batch * len]);
+        let x = if self.shared_parts.is_empty() {
+            self.shared.val().select(0, ids)
+        } else {
+            // Each part gives the rows it holds (ids shifted into its range, others clamped and
+            // then zeroed); exactly one part holds each id, so the sum is the row itself.
+            let mut start = 0i64;
+            let mut sum: Option<Tensor<2>> = None;
+            for part in &self.shared_parts {
+                let part = part.val();
+                let [rows, _] = part.dims();
+                let end = start + rows as i64;
+                let inside = ids
+                    .clone()
+                    .greater_equal_elem(start)
+                    .bool_and(ids.clone().lower_elem(end));
+                let local = ids.clone().sub_scalar(start).clamp(0, rows as i64 - 1);
+                let got = part.select(0, local);
+                let outside = inside.bool_not().unsqueeze_dim::<2>(1).expand(got.dims());
+                let got = got.mask_fill(outside, 0.0);
+                sum = Some(match sum {
+                    Some(acc) => acc + got,
+                    None => got,
+                });
+                start = end;
+            }
+            sum.expect("shared_parts is not empty")
+        };
+        let [_, d_model] = x.dims();
+        let x = x.reshape([batch, len, d_model]);
         let x = if self.training { x.autodiff() } else { x };
         if self.embed_scale != 1.0 {
             x.mul_scalar(self.embed_scale)
@@ -243,14 +282,23 @@ impl Bart {
     /// Output projection tied to the shared embedding, plus `final_logits_bias`.
     fn lm_head(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [rows, len, d_model] = hidden.dims();
-        let table = self.shared.val();
-        let [vocab, _] = table.dims();
         let hidden = hidden.reshape([rows * len, d_model]);
-        let logits = if rows * len <= FEW_ROWS {
-            table.matmul(hidden.transpose()).transpose()
-        } else {
-            hidden.matmul(table.transpose())
+        let project = |table: Tensor<2>| {
+            if rows * len <= FEW_ROWS {
+                table.matmul(hidden.clone().transpose()).transpose()
+            } else {
+                hidden.clone().matmul(table.transpose())
+            }
         };
+        let logits = if self.shared_parts.is_empty() {
+            project(self.shared.val())
+        } else {
+            Tensor::cat(
+                self.shared_parts.iter().map(|p| project(p.val())).collect(),
+                1,
+            )
+        };
+        let [_, vocab] = logits.dims();
         (logits + self.final_logits_bias.val().unsqueeze::<2>()).reshape([rows, len, vocab])
     }
 }
@@ -542,6 +590,7 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
     let positions = config.max_position_embeddings + POSITION_OFFSET;
     Bart {
         shared: empty2([config.vocab_size, d]),
+        shared_parts: Vec::new(),
         encoder: Encoder {
             embed_positions: empty2([positions, d]),
             layernorm_embedding: layer_norm(),

@@ -269,9 +269,37 @@ pub fn load_bart_with(
     device: &Device,
     converted: &mut dyn FnMut(&[u8]),
 ) -> Result<(Bart, LoadReport)> {
+    load_bart_opts(
+        config,
+        checkpoint,
+        device,
+        LoadOptions::default(),
+        converted,
+    )
+}
+
+/// How the weights are held on the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The largest single tensor the device can hold, in bytes (WebGPU: the smaller of the
+    /// adapter's `maxStorageBufferBindingSize` and `maxBufferSize`). A larger shared embedding
+    /// table is held as blocks of rows under it ([`Bart::shared_parts`]); any other tensor over
+    /// it is an error naming the tensor. `None`: no limit.
+    pub max_tensor_bytes: Option<u64>,
+}
+
+/// [`load_bart_with`] with [`LoadOptions`].
+pub fn load_bart_opts(
+    config: &BartConfig,
+    checkpoint: &Checkpoint<'_>,
+    device: &Device,
+    options: LoadOptions,
+    converted: &mut dyn FnMut(&[u8]),
+) -> Result<(Bart, LoadReport)> {
     let mut model = skeleton(config, device);
     let mut report = LoadReport::default();
     let mut used = std::collections::HashSet::new();
+    let mut shared_parts = Vec::new();
     visit(&mut model, &mut |name, slot| {
         let Some((file, view)) = checkpoint.get(&name) else {
             if name == "final_logits_bias" {
@@ -290,7 +318,45 @@ pub fn load_bart_with(
                 "{file}: tensor {name} has shape {found:?}, expected {expected:?}"
             ))
         };
+        // Held in f32 on the device, whatever the file stores.
+        let (dims, limit) = match &slot {
+            Slot::Matrix(p) | Slot::LinearWeight(p) => {
+                (p.val().dims().to_vec(), options.max_tensor_bytes)
+            }
+            Slot::Vector(p) => (p.val().dims().to_vec(), options.max_tensor_bytes),
+        };
+        let bytes = 4 * dims.iter().product::<usize>() as u64;
+        let split = name == "model.shared.weight" && limit.is_some_and(|l| bytes > l);
+        if let Some(limit) = limit.filter(|&l| bytes > l && !split) {
+            return Err(Error::Weights(format!(
+                "{file}: tensor {name} needs {bytes} bytes on the device, over its limit of \
+                 {limit} bytes per buffer"
+            )));
+        }
         match slot {
+            Slot::Matrix(p) if split => {
+                let [rows, cols] = p.val().dims();
+                if found != [rows, cols] {
+                    return Err(mismatch(&[rows, cols]));
+                }
+                let limit = limit.unwrap_or(u64::MAX);
+                let per_part = (limit / (4 * cols as u64)) as usize;
+                if per_part == 0 {
+                    return Err(Error::Weights(format!(
+                        "{file}: tensor {name}: one row needs {} bytes, over the device's limit \
+                         of {limit} bytes per buffer",
+                        4 * cols
+                    )));
+                }
+                let data = read_f32(file, &name, view)?;
+                for block in data.chunks(per_part * cols) {
+                    let n = block.len() / cols;
+                    let t = Tensor::from_data(TensorData::new(block.to_vec(), [n, cols]), device);
+                    shared_parts.push(Param::from_tensor(t));
+                }
+                // A one-row stand-in: a full-size placeholder can end up allocated in full.
+                *p = Param::from_tensor(Tensor::zeros([1, cols], device));
+            }
             Slot::Matrix(p) => {
                 let expected = p.val().dims();
                 if found != expected {
@@ -344,6 +410,7 @@ pub fn load_bart_with(
         converted(view.data());
         Ok(())
     })?;
+    model.shared_parts = shared_parts;
     let mut unused: Vec<String> = checkpoint
         .tensors
         .keys()
@@ -367,6 +434,7 @@ pub enum SaveDtype {
 /// names; `final_logits_bias` as `[1, vocab]`; tied copies omitted like `save_pretrained`).
 pub fn save_safetensors(model: &Bart, dtype: SaveDtype) -> Result<Vec<u8>> {
     let mut model = model.clone();
+    model.join_shared();
     let mut tensors: BTreeMap<String, (Vec<u8>, Vec<usize>)> = BTreeMap::new();
     let read = |t: Tensor<2>| -> Result<Vec<f32>> {
         t.into_data()

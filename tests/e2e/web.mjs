@@ -118,6 +118,17 @@ for (const backend of ['webgpu', 'cpu']) {
     check(JSON.stringify(uiIds) === JSON.stringify(native[`${quant}/greedy`][0]), `${tag}: UI token ids == native (first dialogue)`);
     check(((await page.textContent('#stats')) || '').includes('tokens/s'), `${tag}: UI shows time and tokens/s`);
     await page.screenshot({ path: path.join(SHOTS, `summarize-${backend}-${quant}.png`), fullPage: true });
+    if (backend === 'webgpu' && quant === 'q8') {
+      // A GPU whose buffer limit is under the embedding table: the table is held in parts.
+      const limit = status.manifest.requires.min_buffer_bytes;
+      await page.evaluate((l) => window.bartleby.load('/bundles/q8/', { maxBufferBytes: l }), limit);
+      const st = await page.evaluate(() => window.bartleby.status);
+      check(st.loaded && st.backend === 'webgpu' && /parts/.test(st.notice || ''),
+        `${tag}: embedding split under a ${limit}-byte buffer limit (${st.notice || st.error})`);
+      const ids = [];
+      for (const d of dialogues) ids.push((await page.evaluate(([t, o]) => window.bartleby.summarize(t, o), [d.dialogue, SETTINGS.greedy.options])).token_ids);
+      check(JSON.stringify(ids) === JSON.stringify(native['q8/greedy']), `${tag}: split embedding: token ids == native (3 dialogues, greedy)`);
+    }
     if (backend === 'webgpu' && quant === 'f32') {
       // Dashboards on the example results (real `bartleby eval` / `compare` / `train` output).
       await page.click('#tab-dashboards');
@@ -162,6 +173,20 @@ for (const backend of ['webgpu', 'cpu']) {
   const st = await page.evaluate(() => window.bartleby.status);
   check(weightFetches === 2 && st.loaded && st.manifest.quantization === 'q4', `cache: changed sha256 → downloaded again (${weightFetches}, ${st.manifest && st.manifest.quantization})`);
   await ctx.close();
+}
+// CSP reaches the worker: a bundle on another origin (not in connect-src) is refused before any
+// request leaves the page, and the load fails with an error.
+{
+  let hits = 0;
+  const other = http.createServer((req, res) => { hits++; res.writeHead(404); res.end(); });
+  await new Promise((r) => other.listen(0, '127.0.0.1', r));
+  const page = await browser.newPage();
+  await page.goto(`${origin}/?model=http://127.0.0.1:${other.address().port}/bundle/&backend=cpu`);
+  await page.waitForFunction(() => window.bartleby && (window.bartleby.status.loaded || window.bartleby.status.error), null, { timeout: 120000 });
+  const st = await page.evaluate(() => window.bartleby.status);
+  check(!st.loaded && st.error && hits === 0, `CSP: the worker cannot fetch from another origin (${hits} request(s) reached it; error: ${st.error})`);
+  await page.close();
+  other.close();
 }
 await browser.close();
 

@@ -20,10 +20,15 @@ mod engine {
     }
 
     /// Loads a bundle: `files` is an array of `[path, Uint8Array]` pairs (manifest.json
-    /// included); `backend` is "webgpu" or "cpu". Every file is checked against the manifest.
-    /// Returns the manifest as JSON.
+    /// included); `backend` is "webgpu" or "cpu"; `max_buffer_bytes` is the device's largest
+    /// buffer (the embedding table is split under it). Every file is checked against the
+    /// manifest. Returns the manifest as JSON.
     #[wasm_bindgen]
-    pub async fn load_bundle(files: js_sys::Array, backend: String) -> Result<String, JsError> {
+    pub async fn load_bundle(
+        files: js_sys::Array,
+        backend: String,
+        max_buffer_bytes: Option<f64>,
+    ) -> Result<String, JsError> {
         let mut map = BundleFiles::new();
         for pair in files.iter() {
             let pair = js_sys::Array::from(&pair);
@@ -50,7 +55,11 @@ mod engine {
             }
         };
         MODEL.with(|m| m.borrow_mut().take());
-        let (manifest, summarizer) = bundle::load_summarizer(&map, &device).map_err(err)?;
+        let options = bartleby_core::weights::LoadOptions {
+            max_tensor_bytes: max_buffer_bytes.map(|b| b as u64),
+        };
+        let (manifest, summarizer) =
+            bundle::load_summarizer_with(&map, &device, options).map_err(err)?;
         drop(map);
         MODEL.with(|m| *m.borrow_mut() = Some((Rc::new(summarizer), name)));
         Ok(String::from_utf8(manifest.to_json()).map_err(err)?)
