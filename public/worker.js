@@ -35,6 +35,21 @@ async function download(url, id, done, total) {
 
 // Fetches manifest.json and every file it lists; a file whose sha256 is cached is not downloaded
 // again, and cache entries of the same URL with another sha256 are dropped.
+// sha256 of every file against the manifest with the browser's own SubtleCrypto (secure contexts:
+// https, localhost); false where it is missing, and the wasm side checks instead.
+async function checkSha256(manifest, files) {
+  if (!(self.crypto && self.crypto.subtle)) return false;
+  const byPath = new Map(files);
+  for (const f of manifest.files) {
+    const bytes = byPath.get(f.path);
+    if (!bytes) throw new Error(`${f.path}: listed in manifest.json but missing`);
+    const d = new Uint8Array(await self.crypto.subtle.digest('SHA-256', bytes));
+    const hex = Array.from(d, (b) => b.toString(16).padStart(2, '0')).join('');
+    if (hex !== f.sha256) throw new Error(`${f.path}: sha256 ${hex} does not match the manifest's ${f.sha256}`);
+  }
+  return true;
+}
+
 async function fetchBundle(base, id) {
   const murl = join(base, 'manifest.json');
   const mresp = await fetch(murl, { cache: 'no-cache' });
@@ -103,7 +118,8 @@ async function load(id, files, manifest, requested, source, cached, maxBufferByt
   const { backend, notice, limit } = await pickBackend(requested, manifest, maxBufferBytes);
   post({ type: 'progress', id, stage: 'init', backend });
   const t0 = performance.now();
-  await load_bundle(files, backend, limit);
+  const checked = await checkSha256(manifest, files);
+  await load_bundle(files, backend, limit, checked);
   return { backend, notice, manifest, source, cached, load_ms: performance.now() - t0 };
 }
 

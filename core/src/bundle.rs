@@ -185,6 +185,22 @@ impl Manifest {
 
     /// Checks one downloaded/read file against its entry (size, then sha256).
     pub fn verify(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.verify_size(path, bytes)?;
+        let entry = self.file(path).expect("checked by verify_size");
+        let sha = sha256_hex(bytes);
+        if sha != entry.sha256 {
+            return Err(Error::Weights(format!(
+                "{path}: sha256 {sha} does not match the manifest's {}",
+                entry.sha256
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Manifest {
+    /// Checks one file's size against its entry (for a caller that checked the sha256 itself).
+    pub fn verify_size(&self, path: &str, bytes: &[u8]) -> Result<()> {
         let entry = self.file(path).ok_or_else(|| Error::Config {
             file: MANIFEST_FILE.into(),
             message: format!("no entry for {path}"),
@@ -194,13 +210,6 @@ impl Manifest {
                 "{path}: {} bytes, the manifest says {} (incomplete or replaced file)",
                 bytes.len(),
                 entry.bytes
-            )));
-        }
-        let sha = sha256_hex(bytes);
-        if sha != entry.sha256 {
-            return Err(Error::Weights(format!(
-                "{path}: sha256 {sha} does not match the manifest's {}",
-                entry.sha256
             )));
         }
         Ok(())
@@ -442,14 +451,17 @@ pub fn load_summarizer(
     files: &BundleFiles,
     device: &burn::tensor::Device,
 ) -> Result<(Manifest, crate::Summarizer)> {
-    load_summarizer_with(files, device, crate::weights::LoadOptions::default())
+    load_summarizer_with(files, device, crate::weights::LoadOptions::default(), false)
 }
 
 /// [`load_summarizer`] for a device with limits (the browser passes its WebGPU adapter's).
+/// `sha256_checked`: the caller compared every file's sha256 with the manifest already (the
+/// browser does it with its native SubtleCrypto); sizes are still checked here.
 pub fn load_summarizer_with(
     files: &BundleFiles,
     device: &burn::tensor::Device,
     options: crate::weights::LoadOptions,
+    sha256_checked: bool,
 ) -> Result<(Manifest, crate::Summarizer)> {
     let get = |name: &str| {
         files.get(name).ok_or_else(|| Error::Config {
@@ -459,7 +471,12 @@ pub fn load_summarizer_with(
     };
     let manifest = Manifest::from_json(get(MANIFEST_FILE)?)?;
     for entry in &manifest.files {
-        manifest.verify(&entry.path, get(&entry.path)?)?;
+        let bytes = get(&entry.path)?;
+        if sha256_checked {
+            manifest.verify_size(&entry.path, bytes)?;
+        } else {
+            manifest.verify(&entry.path, bytes)?;
+        }
     }
     let config_bytes = get("config.json")?;
     let config = crate::BartConfig::from_json(config_bytes, "config.json")?;

@@ -22,12 +22,14 @@ mod engine {
     /// Loads a bundle: `files` is an array of `[path, Uint8Array]` pairs (manifest.json
     /// included); `backend` is "webgpu" or "cpu"; `max_buffer_bytes` is the device's largest
     /// buffer (the embedding table is split under it). Every file is checked against the
-    /// manifest. Returns the manifest as JSON.
+    /// manifest: sizes here, sha256 here too unless `sha256_checked` (worker.js hashes with
+    /// SubtleCrypto, ~10× faster than sha2 in wasm). Returns the manifest as JSON.
     #[wasm_bindgen]
     pub async fn load_bundle(
         files: js_sys::Array,
         backend: String,
         max_buffer_bytes: Option<f64>,
+        sha256_checked: bool,
     ) -> Result<String, JsError> {
         let mut map = BundleFiles::new();
         for pair in files.iter() {
@@ -59,7 +61,7 @@ mod engine {
             max_tensor_bytes: max_buffer_bytes.map(|b| b as u64),
         };
         let (manifest, summarizer) =
-            bundle::load_summarizer_with(&map, &device, options).map_err(err)?;
+            bundle::load_summarizer_with(&map, &device, options, sha256_checked).map_err(err)?;
         drop(map);
         MODEL.with(|m| *m.borrow_mut() = Some((Rc::new(summarizer), name)));
         Ok(String::from_utf8(manifest.to_json()).map_err(err)?)
