@@ -13,6 +13,9 @@ mod engine {
 
     thread_local! {
         static MODEL: RefCell<Option<(Rc<Summarizer>, &'static str)>> = const { RefCell::new(None) };
+        /// The WebGPU device, created once per worker (burn registers one server per device:
+        /// a second `init_async` fails), reused by every later load.
+        static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
     }
 
     fn err(e: impl std::fmt::Display) -> JsError {
@@ -43,10 +46,16 @@ mod engine {
         }
         let (device, name): (Device, &'static str) = match backend.as_str() {
             "webgpu" => {
-                let device = Device::wgpu_options()
-                    .init_async()
-                    .await
-                    .map_err(|e| JsError::new(&format!("WebGPU: no usable device ({e:?})")))?;
+                let device = match WEBGPU.with(|d| d.borrow().clone()) {
+                    Some(device) => device,
+                    None => {
+                        let device = Device::wgpu_options().init_async().await.map_err(|e| {
+                            JsError::new(&format!("WebGPU: no usable device ({e:?})"))
+                        })?;
+                        WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
+                        device
+                    }
+                };
                 (device, "webgpu")
             }
             "cpu" => (Device::flex(), "cpu"),
