@@ -43,9 +43,29 @@ fn i64_rows(v: &Value) -> Vec<Vec<i64>> {
 
 #[test]
 fn lora_training_matches_pytorch_peft() {
+    check_training(&Device::flex(), 1e-3);
+}
+
+/// The same 20 steps on wgpu (Vulkan; lavapipe in CI), when the `bartleby` crate is built with
+/// its `wgpu` feature, as `tests/run.sh` does.
+#[test]
+fn lora_training_matches_pytorch_peft_wgpu() {
+    if !bartleby::device::WGPU_BUILT {
+        eprintln!("lora_training_matches_pytorch_peft_wgpu: built without wgpu; not run");
+        return;
+    }
+    let device = bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device");
+    // The loss and gradient norm keep the 1e-3 bound at every step (measured on lavapipe: loss
+    // 2e-6, grad norm 3e-4); the final adapter gets 1e-2 of its scale (measured 5.6e-3; flex:
+    // 3.7e-6): the GPU sums in another order, and AdamW's normalized updates turn rounding in
+    // near-zero gradients into ±lr steps. A wrong gradient moves it by the order of the scale.
+    check_training(&device, 1e-2);
+}
+
+/// `adapter_tol`: the final adapter's max abs difference from PEFT's, relative to its scale.
+fn check_training(device: &Device, adapter_tol: f32) {
     let fx = read_json(&fixtures().join("train/steps.json"));
-    let device = Device::flex();
-    let mut s = load(fx["model"].as_str().unwrap(), &device);
+    let mut s = load(fx["model"].as_str().unwrap(), device);
     adapter(&mut s.model, "initial");
     let (max_source, max_target) = (
         fx["max_source"].as_u64().unwrap() as usize,
@@ -149,19 +169,29 @@ fn lora_training_matches_pytorch_peft() {
             .collect()
     };
     assert_eq!(ours.len(), theirs.len());
+    let mut worst = (0f32, String::new());
     for name in theirs.names() {
         let (a, b) = (
             f32s(ours.tensor(name).unwrap().data()),
             f32s(theirs.tensor(name).unwrap().data()),
         );
-        let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-3);
         let diff = a
             .iter()
             .zip(&b)
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(
-            diff <= 1e-3 * scale.max(1e-3),
-            "{name}: differs by {diff} (scale {scale})"
-        );
+        if diff / scale > worst.0 {
+            worst = (diff / scale, name.to_string());
+        }
     }
+    eprintln!(
+        "final adapter: worst difference {:e} of scale ({})",
+        worst.0, worst.1
+    );
+    assert!(
+        worst.0 <= adapter_tol,
+        "{}: differs by {} of its scale",
+        worst.1,
+        worst.0
+    );
 }

@@ -149,6 +149,39 @@ fn train_then_merge_then_summarize() {
     assert_eq!(with_adapter["token_ids"], from_merged["token_ids"]);
 }
 
+/// `--device wgpu` (Vulkan; lavapipe in CI) runs the same training loop and writes the adapter,
+/// when built with the `wgpu` feature as `tests/run.sh` does (the step math on wgpu is checked
+/// against PyTorch + PEFT in tests/train.rs).
+#[test]
+fn train_on_wgpu() {
+    if !bartleby::device::WGPU_BUILT {
+        eprintln!("train_on_wgpu: built without wgpu; not run");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir("tiny-gelu");
+    let data = data();
+    let mut args = train_args(
+        tmp.path().to_str().unwrap(),
+        "w",
+        model.to_str().unwrap(),
+        &data,
+    );
+    args.extend(["--device", "wgpu"]);
+    ok(&bartleby(&args));
+    let run = tmp.path().join("w");
+    assert!(run.join("adapter/adapter_model.safetensors").is_file());
+    let losses: Vec<f64> = metrics(&run)
+        .iter()
+        .filter_map(|l| l["loss"].as_f64())
+        .collect();
+    assert_eq!(losses.len(), 4);
+    assert!(
+        losses.iter().all(|l| l.is_finite() && *l > 0.0),
+        "{losses:?}"
+    );
+}
+
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
