@@ -33,8 +33,6 @@ async function download(url, id, done, total) {
   return bytes;
 }
 
-// Fetches manifest.json and every file it lists; a file whose sha256 is cached is not downloaded
-// again, and cache entries of the same URL with another sha256 are dropped.
 // sha256 of every file against the manifest with the browser's own SubtleCrypto (secure contexts:
 // https, localhost); false where it is missing, and the wasm side checks instead.
 async function checkSha256(manifest, files) {
@@ -50,6 +48,8 @@ async function checkSha256(manifest, files) {
   return true;
 }
 
+// Fetches manifest.json and every file it lists; a file whose sha256 is cached is not downloaded
+// again, and cache entries of the same URL with another sha256 are dropped.
 async function fetchBundle(base, id) {
   const murl = join(base, 'manifest.json');
   const mresp = await fetch(murl, { cache: 'no-cache' });

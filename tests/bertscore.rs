@@ -146,11 +146,9 @@ fn tiny_roberta_matches_bert_score() {
 /// One run on wgpu (Vulkan; lavapipe in CI), when built with the `wgpu` feature.
 #[test]
 fn minilm_matches_bert_score_on_wgpu() {
-    if !bartleby::device::WGPU_BUILT {
-        eprintln!("minilm_matches_bert_score_on_wgpu: built without the wgpu feature; not run");
+    let Some(device) = wgpu_device("minilm_matches_bert_score_on_wgpu") else {
         return;
-    }
-    let device = bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device");
+    };
     let fx = expected();
     let run = &fx["runs"][0];
     assert_eq!(

@@ -153,3 +153,13 @@ pub fn assert_same_safetensors(ours: &[u8], theirs: &[u8]) {
         assert_eq!(ta.data(), tb.data(), "{name}: bytes differ");
     }
 }
+
+/// The wgpu device (Vulkan; lavapipe in CI) when the `bartleby` crate is built with its `wgpu`
+/// feature, as `tests/run.sh` does; `None` (and a line saying `test` did not run) otherwise.
+pub fn wgpu_device(test: &str) -> Option<burn::tensor::Device> {
+    if !bartleby::device::WGPU_BUILT {
+        eprintln!("{test}: bartleby built without the wgpu feature; not run");
+        return None;
+    }
+    Some(bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device"))
+}

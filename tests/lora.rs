@@ -106,11 +106,9 @@ fn peft_adapters_match_peft_cpu() {
 
 #[test]
 fn peft_adapter_matches_peft_wgpu() {
-    if !bartleby::device::WGPU_BUILT {
-        eprintln!("peft_adapter_matches_peft_wgpu: built without the wgpu feature; not run");
+    let Some(device) = wgpu_device("peft_adapter_matches_peft_wgpu") else {
         return;
-    }
-    let device = bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device");
+    };
     check_case("relu-all-rslora", &device);
 }
 

@@ -247,11 +247,9 @@ fn model_parity_split_embedding_cpu() {
 /// built with its `wgpu` feature, as `tests/run.sh` does.
 #[test]
 fn model_parity_wgpu() {
-    if !bartleby::device::WGPU_BUILT {
-        eprintln!("model_parity_wgpu: bartleby built without the wgpu feature; not run");
+    let Some(device) = wgpu_device("model_parity_wgpu") else {
         return;
-    }
-    let device = bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device");
+    };
     check_model("tiny-gelu", &device);
     check_model_as("tiny-gelu", &device, true);
 }

@@ -50,11 +50,9 @@ fn lora_training_matches_pytorch_peft() {
 /// its `wgpu` feature, as `tests/run.sh` does.
 #[test]
 fn lora_training_matches_pytorch_peft_wgpu() {
-    if !bartleby::device::WGPU_BUILT {
-        eprintln!("lora_training_matches_pytorch_peft_wgpu: built without wgpu; not run");
+    let Some(device) = wgpu_device("lora_training_matches_pytorch_peft_wgpu") else {
         return;
-    }
-    let device = bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device");
+    };
     // The loss and gradient norm keep the 1e-3 bound at every step (measured on lavapipe: loss
     // 2e-6, grad norm 3e-4); the final adapter gets 1e-2 of its scale (measured 5.6e-3; flex:
     // 3.7e-6): the GPU sums in another order, and AdamW's normalized updates turn rounding in

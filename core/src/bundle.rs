@@ -185,8 +185,7 @@ impl Manifest {
 
     /// Checks one downloaded/read file against its entry (size, then sha256).
     pub fn verify(&self, path: &str, bytes: &[u8]) -> Result<()> {
-        self.verify_size(path, bytes)?;
-        let entry = self.file(path).expect("checked by verify_size");
+        let entry = self.sized_entry(path, bytes)?;
         let sha = sha256_hex(bytes);
         if sha != entry.sha256 {
             return Err(Error::Weights(format!(
@@ -196,11 +195,14 @@ impl Manifest {
         }
         Ok(())
     }
-}
 
-impl Manifest {
     /// Checks one file's size against its entry (for a caller that checked the sha256 itself).
     pub fn verify_size(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.sized_entry(path, bytes).map(|_| ())
+    }
+
+    /// The file's entry, once its size matches.
+    fn sized_entry(&self, path: &str, bytes: &[u8]) -> Result<&FileEntry> {
         let entry = self.file(path).ok_or_else(|| Error::Config {
             file: MANIFEST_FILE.into(),
             message: format!("no entry for {path}"),
@@ -212,12 +214,12 @@ impl Manifest {
                 entry.bytes
             )));
         }
-        Ok(())
+        Ok(entry)
     }
 }
 
-/// Parameter count and what a device needs to hold the model once loaded from a bundle of
-/// `quant`: every weight is held in f32 once loaded, whatever the bundle stores.
+/// Parameter count and what a device needs to hold the model once loaded from a bundle: every
+/// weight is held in f32 once loaded, whatever the bundle stores.
 pub fn model_stats(model: &Bart) -> Result<(u64, Requirements)> {
     let mut model = model.clone();
     model.join_shared();

@@ -319,13 +319,12 @@ pub fn load_bart_opts(
             ))
         };
         // Held in f32 on the device, whatever the file stores.
-        let (dims, limit) = match &slot {
-            Slot::Matrix(p) | Slot::LinearWeight(p) => {
-                (p.val().dims().to_vec(), options.max_tensor_bytes)
-            }
-            Slot::Vector(p) => (p.val().dims().to_vec(), options.max_tensor_bytes),
+        let elements = match &slot {
+            Slot::Matrix(p) | Slot::LinearWeight(p) => p.val().shape().num_elements(),
+            Slot::Vector(p) => p.val().shape().num_elements(),
         };
-        let bytes = 4 * dims.iter().product::<usize>() as u64;
+        let bytes = 4 * elements as u64;
+        let limit = options.max_tensor_bytes;
         let split = name == "model.shared.weight" && limit.is_some_and(|l| bytes > l);
         if let Some(limit) = limit.filter(|&l| bytes > l && !split) {
             return Err(Error::Weights(format!(
