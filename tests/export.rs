@@ -3,7 +3,10 @@
 //! and corrupt or impossible bundles are one-line errors with nothing half-written.
 
 use bartleby_core::bundle::{self, Manifest, Quant};
-use bartleby_core::weights::{load_bart, Checkpoint};
+use bartleby_core::summarize::ids_tensor;
+use bartleby_core::weights::{
+    load_bart, load_bart_opts, visit_projections, Checkpoint, LoadOptions,
+};
 use bartleby_tests::*;
 use std::path::Path;
 
@@ -116,9 +119,43 @@ fn f32_and_q8_bundles_load_natively() {
             assert_eq!(check.token_agreement, 1.0);
             assert_eq!(check.rouge_l, 1.0);
         } else {
-            // The check in the manifest describes exactly what the bundle generates.
-            let same = ids.iter().zip(&reference).filter(|(a, b)| a == b).count();
-            assert_eq!(check.identical_sequences, same, "{quant}");
+            // The checks in the manifest describe exactly what the bundle generates: on the CPU
+            // in int8 (the default), and in f32 with --f32-matmul.
+            let same =
+                |ids: &[Vec<u32>]| ids.iter().zip(&reference).filter(|(a, b)| a == b).count();
+            if quant == "f16" {
+                assert!(manifest.check_int8.is_none());
+                assert_eq!(check.identical_sequences, same(&ids), "f16");
+                continue;
+            }
+            let int8 = manifest
+                .check_int8
+                .as_ref()
+                .expect("check_int8 for q8/q4 on the CPU");
+            assert_eq!(int8.identical_sequences, same(&ids), "{quant} int8");
+            let out = tmp.path().join(format!("{quant}-f32.jsonl"));
+            let run = bartleby(&[
+                "summarize",
+                "--model",
+                dir.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--f32-matmul",
+            ]);
+            assert!(
+                run.status.success(),
+                "{}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            let f32_ids: Vec<Vec<u32>> = std::fs::read_to_string(&out)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .map(|v| serde_json::from_value(v["token_ids"].clone()).unwrap())
+                .collect();
+            assert_eq!(check.identical_sequences, same(&f32_ids), "{quant} f32");
         }
     }
     // Sizes: q4 < q8 < f16 < f32 weights.
@@ -143,6 +180,42 @@ fn quantized_weights_reload_exactly() {
         assert!(report.unused.is_empty(), "{:?}", report.unused);
         let again = bundle::encode_weights(&reloaded, quant, 4).unwrap();
         assert_same_safetensors(&again, &bytes);
+        // Kept as int8 for the CPU's integer products: the same stored values come back out.
+        let options = LoadOptions {
+            int8_matmul: true,
+            ..LoadOptions::default()
+        };
+        let (int8, _) =
+            load_bart_opts(&s.config, &checkpoint, &device, options, &mut |_| {}).unwrap();
+        let mut n = 0;
+        let mut m = int8.clone();
+        visit_projections(&mut m, &mut |_, p| {
+            n += p.int8.is_some() as usize;
+            Ok(())
+        })
+        .unwrap();
+        assert!(n > 0, "no int8 projections");
+        assert_same_safetensors(&bundle::encode_weights(&int8, quant, 4).unwrap(), &bytes);
+        // Its logits: those of the f32-expanded weights up to the activations' int8 rounding.
+        let pin = parity("tiny-gelu");
+        let logits = |model: &bartleby_core::Bart| -> Vec<f32> {
+            let (_, logits) = model.forward(
+                ids_tensor(&u32_rows(&pin["batch_input_ids"]), &device),
+                ids_tensor(&u32_rows(&pin["batch_attention_mask"]), &device),
+                ids_tensor(&u32_rows(&pin["decoder_input_ids"]), &device),
+            );
+            logits.into_data().try_to_vec::<f32>().unwrap()
+        };
+        let (a, b) = (logits(&reloaded), logits(&int8));
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        eprintln!(
+            "{quant:?}: int8 vs f32 products: logits max abs diff {diff:e} (max |logit| {scale})"
+        );
+        assert!(diff > 0.0 && diff < 0.05 * scale, "{quant:?}: diff {diff}");
     }
 }
 

@@ -106,6 +106,7 @@ fn check_model_as(name: &str, device: &Device, split: bool) {
         let ck = Checkpoint::from_shards(&[("model.safetensors", &bytes[..])]).unwrap();
         let options = LoadOptions {
             max_tensor_bytes: Some(limit),
+            ..LoadOptions::default()
         };
         s.model = load_bart_opts(&s.config, &ck, device, options, &mut |_| {})
             .unwrap()

@@ -163,3 +163,42 @@ async fn parity_on_webgpu() {
 async fn parity_on_cpu_wasm() {
     check(Device::flex(), true).await;
 }
+
+/// The wasm SIMD128 int8 kernel (q8/q4 bundles on the CPU path) gives the same bits as the
+/// same operations one output at a time, which is what native `bartleby summarize` computes
+/// where it has no such kernel: several shapes, blocks the kernel takes (multiples of 8) and
+/// one it leaves to the scalar path, output counts that are not multiples of 4.
+#[wasm_bindgen_test]
+fn int8_kernel_is_bit_exact() {
+    use bartleby_core::int8::Int8Weight;
+    let mut s = 7u64;
+    let mut next = move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    };
+    for (d_out, d_in, block, rows) in [
+        (13, 64, 32, 3),
+        (8, 96, 8, 1),
+        (6, 1024, 1024, 2),
+        (9, 12, 4, 4),
+    ] {
+        let q: Vec<i8> = (0..d_out * d_in).map(|_| (next() * 127.0) as i8).collect();
+        let scales: Vec<f32> = (0..d_out * d_in / block)
+            .map(|_| next().abs() * 0.02 + 1e-4)
+            .collect();
+        let bias: Vec<f32> = (0..d_out).map(|_| next()).collect();
+        let x: Vec<f32> = (0..rows * d_in).map(|_| next() * 5.0).collect();
+        let w = Int8Weight::new(q, scales, d_out, d_in)
+            .unwrap()
+            .with_bias(bias)
+            .unwrap();
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(
+            bits(w.forward(&x)),
+            bits(w.forward_scalar(&x)),
+            "[{d_out}, {d_in}] block {block}"
+        );
+    }
+}

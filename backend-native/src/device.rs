@@ -26,13 +26,26 @@ const WGPU_MAX_TENSOR_BYTES: u64 = 128 << 20;
 static LOAD_OPTIONS: std::sync::OnceLock<LoadOptions> = std::sync::OnceLock::new();
 
 pub fn init(arg: DeviceArg) -> Result<Device> {
+    init_with(arg, false)
+}
+
+/// [`init`] for generating: on the CPU, q8/q4 bundles are computed in int8
+/// ([`LoadOptions::int8_matmul`]) unless `f32_matmul`.
+pub fn init_inference(arg: DeviceArg, f32_matmul: bool) -> Result<Device> {
+    init_with(arg, arg == DeviceArg::Cpu && !f32_matmul)
+}
+
+fn init_with(arg: DeviceArg, int8_matmul: bool) -> Result<Device> {
     let device = match arg {
         DeviceArg::Cpu => Device::flex(),
         DeviceArg::Wgpu => wgpu()?,
         DeviceArg::Cuda => cuda()?,
     };
     let max_tensor_bytes = (arg == DeviceArg::Wgpu).then_some(WGPU_MAX_TENSOR_BYTES);
-    let _ = LOAD_OPTIONS.set(LoadOptions { max_tensor_bytes });
+    let _ = LOAD_OPTIONS.set(LoadOptions {
+        max_tensor_bytes,
+        int8_matmul,
+    });
     Ok(device)
 }
 

@@ -114,7 +114,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let (rows, rows_in_split) = load_data(&args)?;
     prepare_out_dir(&args.out)?;
 
-    let device = device::init(args.run.device)?;
+    let device = device::init_inference(args.run.device, args.run.f32_matmul)?;
     let generator = Generator::new(&args.model, &args.run, &device)?;
     let load_seconds = started.elapsed().as_secs_f64();
 

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use bartleby_core::bundle::{self, Check, FileEntry, Manifest, Quant, Source};
 use bartleby_core::lora;
 use bartleby_core::metrics::rouge;
-use bartleby_core::weights::{load_bart, Checkpoint};
+use bartleby_core::weights::{load_bart_opts, Checkpoint, LoadOptions};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -94,38 +94,61 @@ pub fn run(args: ExportArgs) -> Result<()> {
         .with_context(|| format!("exporting {} as {}", args.model, quant.name()))?;
     let (parameters, requires) = bundle::model_stats(&summarizer.model)?;
 
-    // The check runs on the bundle's weights as written and reloaded.
-    let check = if args.check_n > 0 {
-        let checkpoint = Checkpoint::from_shards(&[(bundle::WEIGHTS_FILE, &weights)])?;
-        let exported = load_bart(&summarizer.config, &checkpoint, &device)?.0;
-        let docs = check_documents(args.check_input.as_deref(), args.check_n as usize)?;
-        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-        let reference = summarizer.summarize(&texts, &gen, max_input, &mut |_, _| {})?;
-        let original = std::mem::replace(&mut summarizer.model, exported);
-        let ours = summarizer.summarize(&texts, &gen, max_input, &mut |_, _| {})?;
-        summarizer.model = original;
-        let check = compare(&reference, &ours, gen.num_beams);
-        println!(
-            "check on {} inputs against the f32 model: identical sequences {}/{}, token \
-             agreement {:.4}, ROUGE-L {:.4}",
-            check.inputs,
-            check.identical_sequences,
-            check.inputs,
-            check.token_agreement,
-            check.rouge_l
-        );
-        if let Some(min) = args.min_token_agreement {
-            if check.token_agreement < min {
-                anyhow::bail!(
-                    "token agreement {:.4} is below --min-token-agreement {min}; nothing written",
-                    check.token_agreement
-                );
-            }
-        }
-        Some(check)
-    } else {
-        None
-    };
+    // The check runs on the bundle's weights as written and reloaded: computed in f32 (as on a
+    // GPU) and, for q8/q4 on the CPU, also in int8 (as `summarize --device cpu` and the
+    // browser's CPU path compute them).
+    let (check, check_int8) =
+        if args.check_n > 0 {
+            let checkpoint = Checkpoint::from_shards(&[(bundle::WEIGHTS_FILE, &weights)])?;
+            let docs = check_documents(args.check_input.as_deref(), args.check_n as usize)?;
+            let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+            let reference = summarizer.summarize(&texts, &gen, max_input, &mut |_, _| {})?;
+            let mut run_check =
+                |int8_matmul: bool| -> Result<Check> {
+                    let options = LoadOptions {
+                        int8_matmul,
+                        ..LoadOptions::default()
+                    };
+                    let exported = load_bart_opts(
+                        &summarizer.config,
+                        &checkpoint,
+                        &device,
+                        options,
+                        &mut |_| {},
+                    )?
+                    .0;
+                    let original = std::mem::replace(&mut summarizer.model, exported);
+                    let ours = summarizer.summarize(&texts, &gen, max_input, &mut |_, _| {});
+                    summarizer.model = original;
+                    let check = compare(&reference, &ours?, gen.num_beams);
+                    println!(
+                "check on {} inputs against the f32 model{}: identical sequences {}/{}, token \
+                 agreement {:.4}, ROUGE-L {:.4}",
+                check.inputs,
+                if int8_matmul { " (int8 products, as on a CPU)" } else { "" },
+                check.identical_sequences,
+                check.inputs,
+                check.token_agreement,
+                check.rouge_l
+            );
+                    if let Some(min) = args.min_token_agreement {
+                        if check.token_agreement < min {
+                            anyhow::bail!(
+                        "token agreement {:.4} is below --min-token-agreement {min}; nothing \
+                         written",
+                        check.token_agreement
+                    );
+                        }
+                    }
+                    Ok(check)
+                };
+            let check = run_check(false)?;
+            let int8 = matches!(quant, Quant::Q8 | Quant::Q4) && args.device == DeviceArg::Cpu;
+            let check_int8 = if int8 { Some(run_check(true)?) } else { None };
+            (Some(check), check_int8)
+        } else {
+            (None, None)
+        };
 
     let dtype = match quant {
         Quant::F16 => DtypeArg::F16,
@@ -168,6 +191,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             })
             .collect(),
         check,
+        check_int8,
         created_by: format!("bartleby {}", env!("CARGO_PKG_VERSION")),
     };
     output::write_dir(&args.output, args.force, |dir| {

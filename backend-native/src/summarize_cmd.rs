@@ -44,6 +44,11 @@ pub struct RunArgs {
     pub batch_size: u64,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    /// Compute a q8/q4 bundle's projections in f32 (its weights expanded at load) instead of
+    /// int8 × int8 with per-row activation scales, the default on --device cpu (as in the web
+    /// app's CPU path; other devices always compute in f32).
+    #[arg(long)]
+    pub f32_matmul: bool,
 }
 
 /// Generation settings; each overrides the model's generation_config.json when given.
@@ -201,7 +206,7 @@ impl Generator {
 
 pub fn run(args: SummarizeArgs) -> Result<()> {
     let docs = read_documents(&args.input)?;
-    let device = device::init(args.run.device)?;
+    let device = device::init_inference(args.run.device, args.run.f32_matmul)?;
     let started = Instant::now();
     let generator = Generator::new(&args.model, &args.run, &device)?;
     let input_name = args.input.display().to_string();

@@ -16,6 +16,7 @@
 //! shrinks the download and the cache, the model computes in f32. f32/f16 bundles are plain
 //! transformers checkpoints.
 
+use crate::int8::Int8Weight;
 use crate::model::Bart;
 use crate::quant::{scheme, QuantBits};
 use crate::weights::{save_safetensors, visit, SaveDtype, Slot};
@@ -132,6 +133,11 @@ pub struct Manifest {
     pub requires: Requirements,
     pub files: Vec<FileEntry>,
     pub check: Option<Check>,
+    /// The same check computed as q8/q4 bundles run on a CPU (natively and in the browser):
+    /// int8 products with per-row activation scales ([`crate::int8`]). `check` is the f32
+    /// computation of the same weights (as on a GPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_int8: Option<Check>,
     pub created_by: String,
 }
 
@@ -222,7 +228,7 @@ impl Manifest {
 /// weight is held in f32 once loaded, whatever the bundle stores.
 pub fn model_stats(model: &Bart) -> Result<(u64, Requirements)> {
     let mut model = model.clone();
-    model.join_shared();
+    model.materialize();
     let (mut params, mut largest, mut total, mut largest_other) = (0u64, 0u64, 0u64, 0u64);
     visit(&mut model, &mut |name, slot| {
         let n = match slot {
@@ -265,7 +271,7 @@ pub fn encode_weights(model: &Bart, quant: Quant, block_size: usize) -> Result<V
         })?;
     let qscheme = scheme(bits, block);
     let mut model = model.clone();
-    model.join_shared();
+    model.materialize();
     let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
     let read = |t: Tensor<2>| -> Result<Vec<f32>> {
         t.into_data()
@@ -369,16 +375,16 @@ pub fn encode_weights(model: &Bart, quant: Quant, block_size: usize) -> Result<V
     safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Weights(e.to_string()))
 }
 
-/// Quantized values of one stored projection weight, decoded to f32 (`q × scale`) in HF layout
-/// `[out, in]`, with the scheme they were quantized with: `(values, bits, block_size)`.
-pub(crate) fn dequantize(
+/// One stored quantized projection weight (`[out, in]` values and their per-block scales),
+/// with the scheme it was quantized with.
+pub(crate) fn read_quantized(
     file: &str,
     name: &str,
     values: &TensorView<'_>,
     scales: &TensorView<'_>,
     d_out: usize,
     d_in: usize,
-) -> Result<(Vec<f32>, QuantBits, usize)> {
+) -> Result<(Int8Weight, QuantBits)> {
     let err = |m: String| Error::Weights(format!("{file}: tensor {name}: {m}"));
     let (bits, q): (QuantBits, Vec<i8>) = match values.dtype() {
         Dtype::I8 => {
@@ -427,21 +433,13 @@ pub(crate) fn dequantize(
             "{n_blocks} scales per row do not divide {d_in} inputs"
         )));
     }
-    let block = d_in / n_blocks;
     let s: Vec<f32> = scales
         .data()
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    let values = q
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let (row, col) = (i / d_in, i % d_in);
-            v as f32 * s[row * n_blocks + col / block]
-        })
-        .collect();
-    Ok((values, bits, block))
+    let weight = Int8Weight::new(q, s, d_out, d_in).ok_or_else(|| err("sizes disagree".into()))?;
+    Ok((weight, bits))
 }
 
 /// A bundle's files by path (as fetched by the browser app or read from disk).

@@ -9,6 +9,7 @@ pub mod bert;
 pub mod bundle;
 pub mod config;
 pub mod generate;
+pub mod int8;
 pub mod lora;
 pub mod metrics;
 pub mod model;

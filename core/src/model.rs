@@ -21,7 +21,7 @@ pub struct Bart {
     pub shared: Param<Tensor<2>>,
     /// The same table as consecutive row blocks, when a device cannot hold it as one buffer
     /// (WebGPU's binding limit; see [`crate::weights::LoadOptions`]). Empty otherwise; when not
-    /// empty, `shared` is a one-row placeholder and these are the weights ([`Bart::join_shared`]
+    /// empty, `shared` is a one-row placeholder and these are the weights ([`Bart::materialize`]
     /// puts them back).
     pub shared_parts: Vec<Param<Tensor<2>>>,
     pub encoder: Encoder,
@@ -229,13 +229,20 @@ impl Bart {
         }
     }
 
-    /// Puts a split embedding table back into `shared` (one tensor), e.g. before saving.
-    pub fn join_shared(&mut self) {
+    /// Puts every weight back into its plain f32 tensor, e.g. before saving or counting: a split
+    /// embedding table into `shared` (one tensor), and int8 projections ([`Proj::int8`]) into
+    /// their `linear.weight`.
+    pub fn materialize(&mut self) {
         if !self.shared_parts.is_empty() {
             let parts = std::mem::take(&mut self.shared_parts);
             self.shared =
                 Param::from_tensor(Tensor::cat(parts.iter().map(|p| p.val()).collect(), 0));
         }
+        let device = self.device();
+        let _ = crate::weights::visit_projections(self, &mut |_, proj| {
+            proj.expand_int8(&device);
+            Ok(())
+        });
     }
 
     /// Token embedding, scaled by `sqrt(d_model)` when the config says so.
@@ -313,6 +320,12 @@ const FEW_ROWS: usize = 64;
 pub struct Proj {
     pub linear: Linear,
     pub lora: Option<LoraBranch>,
+    /// A q8/q4 bundle's weight kept as int8 and computed in integers on the CPU
+    /// ([`crate::int8`]; [`crate::weights::LoadOptions::int8_matmul`]). When set, it is the
+    /// weight and bias, and `linear.weight` is a zero-memory placeholder of the right shape
+    /// ([`Proj::expand_int8`] / [`Bart::materialize`] turn it back into f32).
+    #[module(skip)]
+    pub int8: Option<std::sync::Arc<crate::int8::Int8Weight>>,
 }
 
 /// The low-rank update of one projection. PEFT stores `lora_A` `[r, in]` and `lora_B`
@@ -332,16 +345,31 @@ pub struct LoraBranch {
 impl Proj {
     /// `x` `[batch, len, d_in]` → `[batch, len, d_out]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let base = project(&self.linear, x.clone());
+        let base = match &self.int8 {
+            Some(w) => project_int8(w, x.clone()),
+            None => project(&self.linear, x.clone()),
+        };
         match &self.lora {
             None => base,
             Some(lora) => base + lora.forward(x),
         }
     }
 
+    /// Replaces an int8 weight ([`Proj::int8`]) by its f32 values (`q × scale`).
+    pub fn expand_int8(&mut self, device: &Device) {
+        if let Some(w) = self.int8.take() {
+            let (d_out, d_in) = (w.d_out(), w.d_in());
+            let stored =
+                Tensor::<2>::from_data(TensorData::new(w.dequantize(), [d_out, d_in]), device);
+            self.linear.weight = Param::from_tensor(stored.transpose());
+        }
+    }
+
     /// Folds the LoRA branch into the weight: `W + s · A B` (PEFT's `merge_and_unload`).
     pub fn merge(&mut self) {
         if let Some(lora) = self.lora.take() {
+            let device = lora.a.val().device();
+            self.expand_int8(&device);
             let delta = lora.a.val().matmul(lora.b.val()).mul_scalar(lora.scaling);
             let weight = self.linear.weight.val() + delta;
             self.linear.weight = Param::from_tensor(weight);
@@ -383,6 +411,17 @@ fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
         None => y,
     };
     y.reshape([batch, len, d_out])
+}
+
+/// [`project`] with an int8 weight, which holds its own bias (CPU devices: the activations are
+/// read back, computed by [`crate::int8`] and put back).
+fn project_int8(w: &crate::int8::Int8Weight, x: Tensor<3>) -> Tensor<3> {
+    let [batch, len, _] = x.dims();
+    let device = x.device();
+    let data = x.into_data().convert::<f32>();
+    let values = data.as_slice::<f32>().expect("f32 activations");
+    let y = w.forward(values);
+    Tensor::from_data(TensorData::new(y, [batch, len, w.d_out()]), &device)
 }
 
 /// Rows `past_len + 2 ..` of a learned position table, as `[1, len, d_model]`.
@@ -571,6 +610,7 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
             bias: Some(empty1(o)),
         },
         lora: None,
+        int8: None,
     };
     let layer_norm = || {
         LayerNormConfig::new(d)

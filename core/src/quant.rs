@@ -34,7 +34,9 @@ pub fn scheme(bits: QuantBits, block: u8) -> QuantScheme {
 pub fn quantize_projections(model: &mut Bart, bits: QuantBits, block: u8) -> Result<usize> {
     let scheme = scheme(bits, block);
     let mut n = 0;
+    let device = model.device();
     visit_projections(model, &mut |name, proj| {
+        proj.expand_int8(&device);
         let w = proj.linear.weight.val(); // [in, out], a view of the stored [out, in]
         let [d_in, _] = w.dims();
         if block == 0 || d_in % block as usize != 0 {

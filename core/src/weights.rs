@@ -286,6 +286,11 @@ pub struct LoadOptions {
     /// table is held as blocks of rows under it ([`Bart::shared_parts`]); any other tensor over
     /// it is an error naming the tensor. `None`: no limit.
     pub max_tensor_bytes: Option<u64>,
+    /// Keep a q8/q4 bundle's projection weights as int8 and compute them in integers
+    /// ([`crate::int8`], as ONNX Runtime's and CTranslate2's int8 CPU paths do) instead of
+    /// expanding them to f32. CPU devices only (the activations are read back on every
+    /// projection); for inference, not training.
+    pub int8_matmul: bool,
 }
 
 /// [`load_bart_with`] with [`LoadOptions`].
@@ -300,6 +305,7 @@ pub fn load_bart_opts(
     let mut report = LoadReport::default();
     let mut used = std::collections::HashSet::new();
     let mut shared_parts = Vec::new();
+    let mut int8 = HashMap::new();
     visit(&mut model, &mut |name, slot| {
         let Some((file, view)) = checkpoint.get(&name) else {
             if name == "final_logits_bias" {
@@ -367,12 +373,13 @@ pub fn load_bart_opts(
             Slot::LinearWeight(p) => {
                 let [d_in, d_out] = p.val().dims();
                 if matches!(view.dtype(), Dtype::I8 | Dtype::U8) {
-                    // A quantized bundle (crate::bundle): values + per-block scales. They are
-                    // expanded to f32 (value × scale, exactly what burn's dequantize computes)
-                    // and computed in f32: burn 0.22's CPU backend re-quantizes a block-quantized
-                    // weight on every transpose and dequantizes it element by element on every
-                    // matmul (28× slower than f32 on distilbart-6-6, docs/benchmarks.md), so the
-                    // quantization is the bundle's download/storage format, not its compute format.
+                    // A quantized bundle (crate::bundle): values + per-block scales. Either kept
+                    // as int8 (`int8_matmul`, attached to the projection below) or expanded to
+                    // f32 (value × scale, exactly what burn's dequantize computes) and computed
+                    // in f32: burn 0.22's CPU backend re-quantizes a block-quantized weight on
+                    // every transpose and dequantizes it element by element on every matmul (28×
+                    // slower than f32 on distilbart-6-6, docs/benchmarks.md), so burn's quantized
+                    // tensors are not used for inference.
                     let scale_name = format!("{name}_scale");
                     let Some((_, scales)) = checkpoint.get(&scale_name) else {
                         return Err(Error::Weights(format!(
@@ -380,11 +387,19 @@ pub fn load_bart_opts(
                         )));
                     };
                     used.insert(scale_name);
-                    let (data, _bits, _block) =
-                        crate::bundle::dequantize(file, &name, view, scales, d_out, d_in)?;
-                    let stored =
-                        Tensor::<2>::from_data(TensorData::new(data, [d_out, d_in]), device);
-                    *p = Param::from_tensor(stored.transpose());
+                    let (weight, _bits) =
+                        crate::bundle::read_quantized(file, &name, view, scales, d_out, d_in)?;
+                    if options.int8_matmul {
+                        // A zero-memory placeholder of the right shape; the int8 weight is it.
+                        *p = Param::from_tensor(
+                            Tensor::<2>::zeros([1, 1], device).expand([d_in, d_out]),
+                        );
+                        int8.insert(name.trim_end_matches(".weight").to_string(), weight);
+                    } else {
+                        let data = TensorData::new(weight.dequantize(), [d_out, d_in]);
+                        let stored = Tensor::<2>::from_data(data, device);
+                        *p = Param::from_tensor(stored.transpose());
+                    }
                     converted(view.data());
                     return Ok(());
                 }
@@ -410,6 +425,30 @@ pub fn load_bart_opts(
         Ok(())
     })?;
     model.shared_parts = shared_parts;
+    if !int8.is_empty() {
+        visit_projections(&mut model, &mut |name, proj| {
+            let Some(weight) = int8.remove(&name) else {
+                return Ok(());
+            };
+            let weight = match &proj.linear.bias {
+                Some(b) => {
+                    let bias = b
+                        .val()
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .map_err(|e| Error::Weights(format!("{name}.bias: {e:?}")))?;
+                    weight.with_bias(bias).ok_or_else(|| {
+                        Error::Weights(format!(
+                            "{name}.bias: length differs from the weight's rows"
+                        ))
+                    })?
+                }
+                None => weight,
+            };
+            proj.int8 = Some(std::sync::Arc::new(weight));
+            Ok(())
+        })?;
+    }
     let mut unused: Vec<String> = checkpoint
         .tensors
         .keys()
@@ -433,7 +472,7 @@ pub enum SaveDtype {
 /// names; `final_logits_bias` as `[1, vocab]`; tied copies omitted like `save_pretrained`).
 pub fn save_safetensors(model: &Bart, dtype: SaveDtype) -> Result<Vec<u8>> {
     let mut model = model.clone();
-    model.join_shared();
+    model.materialize();
     let mut tensors: BTreeMap<String, (Vec<u8>, Vec<usize>)> = BTreeMap::new();
     let read = |t: Tensor<2>| -> Result<Vec<f32>> {
         t.into_data()

@@ -51,8 +51,13 @@ for (const quant of ['f32', 'q8']) {
   execFileSync(BIN, ['export', '--model', MODEL, '--quant', quant, '--block-size', '4', '--output', out], { stdio: 'inherit' });
   for (const [name, s] of Object.entries(SETTINGS)) {
     const res = path.join(tmp, `native-${quant}-${name}.jsonl`);
-    execFileSync(BIN, ['summarize', '--model', out, '--input', input, '--output', res, ...s.flags], { stdio: 'inherit' });
-    native[`${quant}/${name}`] = fs.readFileSync(res, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).token_ids);
+    // q8 natively on the CPU is computed in int8 (as the browser's CPU path); --f32-matmul
+    // expands the weights to f32 (as the WebGPU path).
+    for (const [key, extra] of [[quant, []], ...(quant === 'q8' ? [['q8-f32', ['--f32-matmul']]] : [])]) {
+      const res = path.join(tmp, `native-${key}-${name}.jsonl`);
+      execFileSync(BIN, ['summarize', '--model', out, '--input', input, '--output', res, ...s.flags, ...extra], { stdio: 'inherit' });
+      native[`${key}/${name}`] = fs.readFileSync(res, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).token_ids);
+    }
   }
 }
 check(JSON.stringify(native['f32/beam']) !== JSON.stringify(native['f32/greedy']), 'beam and greedy settings give different native outputs (the test can tell them apart)');
@@ -91,6 +96,7 @@ const browser = await chromium.launch({ executablePath: CHROMIUM, args: [...BASE
 for (const backend of ['webgpu', 'cpu']) {
   for (const quant of ['f32', 'q8']) {
     const tag = `${backend}/${quant}`;
+    const want = backend === 'webgpu' && quant === 'q8' ? 'q8-f32' : quant; // the native run computed alike
     const query = `?model=/bundles/${quant}/` + (backend === 'cpu' ? '&backend=cpu' : '');
     const { page, foreign, errors, status } = await openPage(browser, query);
     check(status.loaded && status.backend === backend, `${tag}: bundle loaded on ${status.backend} ${status.error || ''}`);
@@ -102,10 +108,10 @@ for (const backend of ['webgpu', 'cpu']) {
         ids.push(r.token_ids);
         if (r.backend !== backend) check(false, `${tag}: summarize reports backend ${r.backend}`);
       }
-      check(JSON.stringify(ids) === JSON.stringify(native[`${quant}/${name}`]),
+      check(JSON.stringify(ids) === JSON.stringify(native[`${want}/${name}`]),
         `${tag} ${name}: window.bartleby token ids == native bartleby summarize (3 dialogues)`);
-      if (JSON.stringify(ids) !== JSON.stringify(native[`${quant}/${name}`])) {
-        console.log('  browser', JSON.stringify(ids), '\n  native ', JSON.stringify(native[`${quant}/${name}`]));
+      if (JSON.stringify(ids) !== JSON.stringify(native[`${want}/${name}`])) {
+        console.log('  browser', JSON.stringify(ids), '\n  native ', JSON.stringify(native[`${want}/${name}`]));
       }
     }
     // Through the UI: pick the greedy settings, paste the first dialogue, click Summarize.
@@ -115,7 +121,7 @@ for (const backend of ['webgpu', 'cpu']) {
     await page.click('#summarize');
     await page.waitForFunction(() => document.querySelector('#token-ids').textContent.length > 0 || document.querySelector('#error').textContent.length > 0, null, { timeout: 120000 });
     const uiIds = JSON.parse((await page.textContent('#token-ids')) || 'null');
-    check(JSON.stringify(uiIds) === JSON.stringify(native[`${quant}/greedy`][0]), `${tag}: UI token ids == native (first dialogue)`);
+    check(JSON.stringify(uiIds) === JSON.stringify(native[`${want}/greedy`][0]), `${tag}: UI token ids == native (first dialogue)`);
     check(((await page.textContent('#stats')) || '').includes('tokens/s'), `${tag}: UI shows time and tokens/s`);
     await page.screenshot({ path: path.join(SHOTS, `summarize-${backend}-${quant}.png`), fullPage: true });
     if (backend === 'webgpu' && quant === 'q8') {
@@ -127,7 +133,7 @@ for (const backend of ['webgpu', 'cpu']) {
         `${tag}: embedding split under a ${limit}-byte buffer limit (${st.notice || st.error})`);
       const ids = [];
       for (const d of dialogues) ids.push((await page.evaluate(([t, o]) => window.bartleby.summarize(t, o), [d.dialogue, SETTINGS.greedy.options])).token_ids);
-      check(JSON.stringify(ids) === JSON.stringify(native['q8/greedy']), `${tag}: split embedding: token ids == native (3 dialogues, greedy)`);
+      check(JSON.stringify(ids) === JSON.stringify(native['q8-f32/greedy']), `${tag}: split embedding: token ids == native (3 dialogues, greedy)`);
     }
     if (backend === 'webgpu' && quant === 'f32') {
       // Dashboards on the example results (real `bartleby eval` / `compare` / `train` output).

@@ -68,6 +68,8 @@ mod engine {
         MODEL.with(|m| m.borrow_mut().take());
         let options = bartleby_core::weights::LoadOptions {
             max_tensor_bytes: max_buffer_bytes.map(|b| b as u64),
+            // q8/q4 bundles on the CPU: int8 products, as `bartleby summarize --device cpu`.
+            int8_matmul: name == "cpu",
         };
         let (manifest, summarizer) =
             bundle::load_summarizer_with(&map, &device, options, sha256_checked).map_err(err)?;

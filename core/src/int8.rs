@@ -1,0 +1,440 @@
+//! Integer products for the projections of a quantized (q8/q4) bundle on the CPU.
+//!
+//! What ONNX Runtime's dynamic quantization (transformers.js' q8 models) and CTranslate2's int8
+//! CPU path do: each activation row is quantized at run time to symmetric int8 (one f32 scale per
+//! row, `max |x| / 127`), multiplied by the stored int8 weights in integer arithmetic, and scaled
+//! back. A weight row here has one f32 scale per block of `block` inputs (the bundle's layout),
+//! so the integer dot product is taken per block and the blocks are summed in f32:
+//!
+//! `y[i, j] = (Σ_b (Σ_{k ∈ b} xq[i, k] · wq[j, k]) · sw[j, b]) · sx[i] + bias[j]`
+//!
+//! The per-block sums are exact integers, and the f32 operations are the same ones in the same
+//! order on every path (wasm SIMD128, plain Rust), so the result is bit-identical in the browser
+//! and natively: `bartleby summarize` and the web app write the same token ids. It streams a
+//! quarter of the bytes of the f32 weights, which is what decoding (a few rows per step) is bound
+//! by, and a wasm SIMD128 `i32x4.dot_i16x8_s` does 8 multiply-adds where f32 does 4.
+
+/// One projection weight `[d_out, d_in]` (Hugging Face layout) as int8 values and per-block
+/// f32 scales.
+#[derive(Clone)]
+pub struct Int8Weight {
+    d_out: usize,
+    d_in: usize,
+    block: usize,
+    /// `[d_out, d_in]`
+    values: Vec<i8>,
+    /// `[d_out, d_in / block]`
+    scales: Vec<f32>,
+    /// The scales of each group of 4 rows interleaved, `[d_out / 4, d_in / block, 4]`: one
+    /// vector load per block in the 4-row kernel.
+    tile_scales: Vec<f32>,
+    /// `[d_out]`
+    bias: Option<Vec<f32>>,
+}
+
+impl std::fmt::Debug for Int8Weight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Int8Weight[{}, {}] block {}",
+            self.d_out, self.d_in, self.block
+        )
+    }
+}
+
+impl Int8Weight {
+    /// `values` `[d_out, d_in]`, `scales` `[d_out, d_in / block]`. `None` when the sizes
+    /// disagree.
+    pub fn new(values: Vec<i8>, scales: Vec<f32>, d_out: usize, d_in: usize) -> Option<Self> {
+        if d_out == 0 || d_in == 0 || values.len() != d_out * d_in || scales.len() % d_out != 0 {
+            return None;
+        }
+        let blocks = scales.len() / d_out;
+        if blocks == 0 || d_in % blocks != 0 {
+            return None;
+        }
+        let mut tile_scales = Vec::with_capacity(d_out / 4 * blocks * 4);
+        for tile in 0..d_out / 4 {
+            for b in 0..blocks {
+                for lane in 0..4 {
+                    tile_scales.push(scales[(tile * 4 + lane) * blocks + b]);
+                }
+            }
+        }
+        Some(Self {
+            d_out,
+            d_in,
+            block: d_in / blocks,
+            values,
+            scales,
+            tile_scales,
+            bias: None,
+        })
+    }
+
+    /// Adds `bias` `[d_out]` to every output row. `None` when its length is not `d_out`.
+    pub fn with_bias(mut self, bias: Vec<f32>) -> Option<Self> {
+        (bias.len() == self.d_out).then(|| {
+            self.bias = Some(bias);
+            self
+        })
+    }
+
+    pub fn d_out(&self) -> usize {
+        self.d_out
+    }
+
+    pub fn d_in(&self) -> usize {
+        self.d_in
+    }
+
+    /// `x` `[rows, d_in]` row-major → `[rows, d_out]`, `x W^T + bias`.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        self.forward_with(x, true)
+    }
+
+    /// [`Int8Weight::forward`] one output at a time, without the 4-row SIMD kernel: the same
+    /// operations, so the same bits (what the browser tests check the wasm kernel against).
+    pub fn forward_scalar(&self, x: &[f32]) -> Vec<f32> {
+        self.forward_with(x, false)
+    }
+
+    fn forward_with(&self, x: &[f32], tiled: bool) -> Vec<f32> {
+        let (d_in, d_out) = (self.d_in, self.d_out);
+        let bias = self.bias.as_deref();
+        assert_eq!(x.len() % d_in, 0, "activation width");
+        let rows = x.len() / d_in;
+        let (xq, sx) = quantize_rows(x, d_in);
+        let mut y = vec![0f32; rows * d_out];
+        let blocks = d_in / self.block;
+        let tiles = if tiled && kernel::usable(self.block) {
+            d_out / 4
+        } else {
+            0
+        };
+        // Weight tiles outermost: 4 weight rows stay in cache while every activation row passes.
+        for tile in 0..tiles {
+            let j = tile * 4;
+            let w = &self.values[j * d_in..(j + 4) * d_in];
+            let s = &self.tile_scales[tile * blocks * 4..(tile + 1) * blocks * 4];
+            for i in 0..rows {
+                let acc = kernel::tile4(&xq[i * d_in..(i + 1) * d_in], w, s, self.block);
+                for (lane, a) in acc.into_iter().enumerate() {
+                    y[i * d_out + j + lane] = finish(a, sx[i], bias.map(|b| b[j + lane]));
+                }
+            }
+        }
+        for j in tiles * 4..d_out {
+            let w = &self.values[j * d_in..(j + 1) * d_in];
+            let s = &self.scales[j * blocks..(j + 1) * blocks];
+            for i in 0..rows {
+                let xr = &xq[i * d_in..(i + 1) * d_in];
+                let mut acc = 0f32;
+                for (b, &sw) in s.iter().enumerate() {
+                    let r = b * self.block..(b + 1) * self.block;
+                    acc += dot(&xr[r.clone()], &w[r]) as f32 * sw;
+                }
+                y[i * d_out + j] = finish(acc, sx[i], bias.map(|b| b[j]));
+            }
+        }
+        y
+    }
+
+    /// The weight as f32 (`q × scale`), `[d_out, d_in]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let blocks = self.d_in / self.block;
+        self.values
+            .iter()
+            .enumerate()
+            .map(|(n, &q)| {
+                let (j, k) = (n / self.d_in, n % self.d_in);
+                q as f32 * self.scales[j * blocks + k / self.block]
+            })
+            .collect()
+    }
+}
+
+fn finish(acc: f32, sx: f32, bias: Option<f32>) -> f32 {
+    let y = acc * sx;
+    match bias {
+        Some(b) => y + b,
+        None => y,
+    }
+}
+
+/// Symmetric per-row int8 quantization: `(round(x / s), s)` with `s = max |x| / 127`.
+pub fn quantize_rows(x: &[f32], width: usize) -> (Vec<i8>, Vec<f32>) {
+    let rows = x.len() / width;
+    let mut q = Vec::with_capacity(x.len());
+    let mut scales = Vec::with_capacity(rows);
+    for row in x.chunks_exact(width) {
+        // `f32::max` would skip a NaN: the sum of magnitudes carries it (and infinities).
+        let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let finite = row.iter().map(|v| v.abs()).sum::<f32>().is_finite();
+        if amax == 0.0 || !finite {
+            // All zeros → zeros; a non-finite row stays non-finite (NaN) through the scale.
+            q.extend(std::iter::repeat_n(0i8, width));
+            scales.push(if finite { 0.0 } else { f32::NAN });
+            continue;
+        }
+        let inv = 127.0 / amax;
+        q.extend(
+            row.iter()
+                .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8),
+        );
+        scales.push(amax / 127.0);
+    }
+    (q, scales)
+}
+
+fn dot(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&x, &w)| x as i32 * w as i32).sum()
+}
+
+/// Four weight rows against one activation row: the f32 block accumulations of each row.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod kernel {
+    use core::arch::wasm32::*;
+
+    pub fn usable(block: usize) -> bool {
+        block % 8 == 0
+    }
+
+    /// `x` `[d_in]`, `w` `[4, d_in]`, `s` `[blocks, 4]`.
+    pub fn tile4(x: &[i8], w: &[i8], s: &[f32], block: usize) -> [f32; 4] {
+        let d_in = x.len();
+        assert!(w.len() == 4 * d_in && s.len() * block == 4 * d_in && block % 8 == 0);
+        // SAFETY: every load reads 8 bytes at an offset k + 8 <= d_in of a row of length d_in
+        // (block % 8 == 0 and block divides d_in), or 16 bytes of s at 4 b < s.len(); the
+        // lengths are asserted above.
+        unsafe {
+            let xp = x.as_ptr();
+            let wp = w.as_ptr();
+            let mut acc = f32x4_splat(0.0);
+            for b in 0..d_in / block {
+                let (mut d0, mut d1, mut d2, mut d3) = (
+                    i32x4_splat(0),
+                    i32x4_splat(0),
+                    i32x4_splat(0),
+                    i32x4_splat(0),
+                );
+                let mut k = b * block;
+                while k < (b + 1) * block {
+                    let xv = i16x8_load_extend_i8x8(xp.add(k));
+                    let w0 = i16x8_load_extend_i8x8(wp.add(k));
+                    let w1 = i16x8_load_extend_i8x8(wp.add(d_in + k));
+                    let w2 = i16x8_load_extend_i8x8(wp.add(2 * d_in + k));
+                    let w3 = i16x8_load_extend_i8x8(wp.add(3 * d_in + k));
+                    d0 = i32x4_add(d0, i32x4_dot_i16x8(xv, w0));
+                    d1 = i32x4_add(d1, i32x4_dot_i16x8(xv, w1));
+                    d2 = i32x4_add(d2, i32x4_dot_i16x8(xv, w2));
+                    d3 = i32x4_add(d3, i32x4_dot_i16x8(xv, w3));
+                    k += 8;
+                }
+                // [Σd0, Σd1, Σd2, Σd3]: exact integers, whatever the order.
+                let t0 = i32x4_add(
+                    i32x4_shuffle::<0, 4, 1, 5>(d0, d1),
+                    i32x4_shuffle::<2, 6, 3, 7>(d0, d1),
+                );
+                let t1 = i32x4_add(
+                    i32x4_shuffle::<0, 4, 1, 5>(d2, d3),
+                    i32x4_shuffle::<2, 6, 3, 7>(d2, d3),
+                );
+                let sums = i32x4_add(
+                    i32x4_shuffle::<0, 1, 4, 5>(t0, t1),
+                    i32x4_shuffle::<2, 3, 6, 7>(t0, t1),
+                );
+                let sw = v128_load(s.as_ptr().add(4 * b) as *const v128);
+                acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(sums), sw));
+            }
+            [
+                f32x4_extract_lane::<0>(acc),
+                f32x4_extract_lane::<1>(acc),
+                f32x4_extract_lane::<2>(acc),
+                f32x4_extract_lane::<3>(acc),
+            ]
+        }
+    }
+}
+
+/// The same with SSE2 (every x86_64 CPU): `pmaddwd` is wasm's `i32x4.dot_i16x8_s`.
+#[cfg(target_arch = "x86_64")]
+mod kernel {
+    use core::arch::x86_64::*;
+
+    pub fn usable(block: usize) -> bool {
+        block % 8 == 0
+    }
+
+    /// 8 int8 values sign-extended to int16 lanes.
+    #[inline(always)]
+    unsafe fn load8(p: *const i8) -> __m128i {
+        let v = _mm_loadl_epi64(p as *const __m128i);
+        _mm_srai_epi16::<8>(_mm_unpacklo_epi8(v, v))
+    }
+
+    /// `x` `[d_in]`, `w` `[4, d_in]`, `s` `[blocks, 4]`.
+    pub fn tile4(x: &[i8], w: &[i8], s: &[f32], block: usize) -> [f32; 4] {
+        let d_in = x.len();
+        assert!(w.len() == 4 * d_in && s.len() * block == 4 * d_in && block % 8 == 0);
+        // SAFETY: as the wasm kernel: 8-byte loads at k + 8 <= d_in within each row, 16-byte
+        // loads of s at 4 b < s.len(); SSE2 is part of x86_64.
+        unsafe {
+            let xp = x.as_ptr();
+            let wp = w.as_ptr();
+            let mut acc = _mm_setzero_ps();
+            for b in 0..d_in / block {
+                let (mut d0, mut d1, mut d2, mut d3) = (
+                    _mm_setzero_si128(),
+                    _mm_setzero_si128(),
+                    _mm_setzero_si128(),
+                    _mm_setzero_si128(),
+                );
+                let mut k = b * block;
+                while k < (b + 1) * block {
+                    let xv = load8(xp.add(k));
+                    d0 = _mm_add_epi32(d0, _mm_madd_epi16(xv, load8(wp.add(k))));
+                    d1 = _mm_add_epi32(d1, _mm_madd_epi16(xv, load8(wp.add(d_in + k))));
+                    d2 = _mm_add_epi32(d2, _mm_madd_epi16(xv, load8(wp.add(2 * d_in + k))));
+                    d3 = _mm_add_epi32(d3, _mm_madd_epi16(xv, load8(wp.add(3 * d_in + k))));
+                    k += 8;
+                }
+                // [Σd0, Σd1, Σd2, Σd3]: exact integers, whatever the order.
+                let t0 = _mm_add_epi32(_mm_unpacklo_epi32(d0, d1), _mm_unpackhi_epi32(d0, d1));
+                let t1 = _mm_add_epi32(_mm_unpacklo_epi32(d2, d3), _mm_unpackhi_epi32(d2, d3));
+                let sums = _mm_add_epi32(_mm_unpacklo_epi64(t0, t1), _mm_unpackhi_epi64(t0, t1));
+                let sw = _mm_loadu_ps(s.as_ptr().add(4 * b));
+                acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(sums), sw));
+            }
+            let mut out = [0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), acc);
+            out
+        }
+    }
+}
+
+/// The same in plain Rust.
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    target_arch = "x86_64"
+)))]
+mod kernel {
+    pub fn usable(_block: usize) -> bool {
+        true
+    }
+
+    pub fn tile4(x: &[i8], w: &[i8], s: &[f32], block: usize) -> [f32; 4] {
+        let d_in = x.len();
+        let mut acc = [0f32; 4];
+        for (b, xb) in x.chunks_exact(block).enumerate() {
+            let r = b * block..(b + 1) * block;
+            for (lane, a) in acc.iter_mut().enumerate() {
+                let d = super::dot(xb, &w[lane * d_in..][r.clone()]);
+                *a += d as f32 * s[4 * b + lane];
+            }
+        }
+        acc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (no dependency for a test).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The definition, term by term in f64 from the integers: the kernel may differ from it
+    /// only by f32 rounding of the few block sums.
+    #[test]
+    fn matches_the_definition() {
+        for (d_out, d_in, block, rows) in
+            [(7, 24, 8, 3), (8, 64, 32, 1), (5, 12, 4, 2), (9, 48, 48, 5)]
+        {
+            let blocks = d_in / block;
+            let wq: Vec<i8> = values(d_out * d_in, 1)
+                .iter()
+                .map(|v| (v * 127.0) as i8)
+                .collect();
+            let sw: Vec<f32> = values(d_out * blocks, 2)
+                .iter()
+                .map(|v| v.abs() * 0.01 + 1e-3)
+                .collect();
+            let bias = values(d_out, 3);
+            let x: Vec<f32> = values(rows * d_in, 4).iter().map(|v| v * 3.0).collect();
+            let w = Int8Weight::new(wq.clone(), sw.clone(), d_out, d_in)
+                .unwrap()
+                .with_bias(bias.clone())
+                .unwrap();
+            let y = w.forward(&x);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&y),
+                bits(&w.forward_scalar(&x)),
+                "tiled and scalar paths differ"
+            );
+            let (xq, sx) = quantize_rows(&x, d_in);
+            for i in 0..rows {
+                for j in 0..d_out {
+                    let mut acc = 0f64;
+                    for b in 0..blocks {
+                        let d: i64 = (b * block..(b + 1) * block)
+                            .map(|k| xq[i * d_in + k] as i64 * wq[j * d_in + k] as i64)
+                            .sum();
+                        acc += d as f64 * sw[j * blocks + b] as f64;
+                    }
+                    let want = acc * sx[i] as f64 + bias[j] as f64;
+                    let got = y[i * d_out + j] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-5 * (1.0 + want.abs()),
+                        "{got} vs {want}"
+                    );
+                }
+            }
+            // And close to the f32 product with the dequantized weight (activation rounding only).
+            let wf = w.dequantize();
+            for i in 0..rows {
+                for j in 0..d_out {
+                    let exact: f32 = (0..d_in)
+                        .map(|k| x[i * d_in + k] * wf[j * d_in + k])
+                        .sum::<f32>()
+                        + bias[j];
+                    let amax = x[i * d_in..(i + 1) * d_in]
+                        .iter()
+                        .fold(0f32, |m, v| m.max(v.abs()));
+                    let wsum: f32 = (0..d_in).map(|k| wf[j * d_in + k].abs()).sum();
+                    // Each activation moves by at most half a quantization step.
+                    let bound = 0.5 * amax / 127.0 * wsum + 1e-5;
+                    assert!(
+                        (y[i * d_out + j] - exact).abs() <= bound,
+                        "{} vs {exact}",
+                        y[i * d_out + j]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_and_non_finite_rows() {
+        let w = Int8Weight::new(vec![1; 8], vec![0.5; 2], 2, 4).unwrap();
+        let y = w.forward(&[f32::NAN, 0.0, 0.0, 0.0]);
+        assert!(y.iter().all(|v| v.is_nan()));
+        let w = w.with_bias(vec![1.0, 2.0]).unwrap();
+        let y = w.forward(&[0.0; 4]);
+        assert_eq!(y, vec![1.0, 2.0]);
+        let y = w.forward(&[f32::NAN, 0.0, 0.0, 0.0]);
+        assert!(y.iter().all(|v| v.is_nan()));
+        assert!(Int8Weight::new(vec![1; 8], vec![0.5; 3], 2, 4).is_none());
+    }
+}
