@@ -72,6 +72,29 @@ impl Int8Weight {
         })
     }
 
+    /// Quantizes an f32 weight `[d_out, d_in]` (row-major) to symmetric int8 with one scale
+    /// per `block` inputs (`max |w| / 127`, as the bundles' q8). `None` when `block` does not
+    /// divide `d_in` or the sizes disagree.
+    pub fn quantize(w: &[f32], d_out: usize, d_in: usize, block: usize) -> Option<Self> {
+        if block == 0 || d_in % block != 0 || w.len() != d_out * d_in {
+            return None;
+        }
+        let mut values = Vec::with_capacity(w.len());
+        let mut scales = Vec::with_capacity(w.len() / block);
+        for chunk in w.chunks_exact(block) {
+            let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            values.extend(
+                chunk
+                    .iter()
+                    .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8),
+            );
+            scales.push(scale);
+        }
+        Self::new(values, scales, d_out, d_in)
+    }
+
     /// Adds `bias` `[d_out]` to every output row. `None` when its length is not `d_out`.
     pub fn with_bias(mut self, bias: Vec<f32>) -> Option<Self> {
         (bias.len() == self.d_out).then(|| {
@@ -86,6 +109,11 @@ impl Int8Weight {
 
     pub fn d_in(&self) -> usize {
         self.d_in
+    }
+
+    /// Inputs per scale.
+    pub fn block(&self) -> usize {
+        self.block
     }
 
     /// `x` `[rows, d_in]` row-major → `[rows, d_out]`, `x W^T + bias`.
@@ -257,7 +285,8 @@ mod kernel {
     }
 }
 
-/// The same with SSE2 (every x86_64 CPU): `pmaddwd` is wasm's `i32x4.dot_i16x8_s`.
+/// The same on x86_64: `pmaddwd` is wasm's `i32x4.dot_i16x8_s`. SSE4.1's `pmovsxbw` (what V8
+/// compiles wasm's load-extend to) when the CPU has it, else SSE2 (every x86_64 CPU).
 #[cfg(target_arch = "x86_64")]
 mod kernel {
     use core::arch::x86_64::*;
@@ -266,50 +295,83 @@ mod kernel {
         block % 8 == 0
     }
 
-    /// 8 int8 values sign-extended to int16 lanes.
-    #[inline(always)]
-    unsafe fn load8(p: *const i8) -> __m128i {
-        let v = _mm_loadl_epi64(p as *const __m128i);
-        _mm_srai_epi16::<8>(_mm_unpacklo_epi8(v, v))
-    }
-
     /// `x` `[d_in]`, `w` `[4, d_in]`, `s` `[blocks, 4]`.
     pub fn tile4(x: &[i8], w: &[i8], s: &[f32], block: usize) -> [f32; 4] {
         let d_in = x.len();
         assert!(w.len() == 4 * d_in && s.len() * block == 4 * d_in && block % 8 == 0);
         // SAFETY: as the wasm kernel: 8-byte loads at k + 8 <= d_in within each row, 16-byte
-        // loads of s at 4 b < s.len(); SSE2 is part of x86_64.
+        // loads of s at 4 b < s.len(); SSE2 is part of x86_64, SSE4.1 is checked.
         unsafe {
-            let xp = x.as_ptr();
-            let wp = w.as_ptr();
-            let mut acc = _mm_setzero_ps();
-            for b in 0..d_in / block {
-                let (mut d0, mut d1, mut d2, mut d3) = (
-                    _mm_setzero_si128(),
-                    _mm_setzero_si128(),
-                    _mm_setzero_si128(),
-                    _mm_setzero_si128(),
-                );
-                let mut k = b * block;
-                while k < (b + 1) * block {
-                    let xv = load8(xp.add(k));
-                    d0 = _mm_add_epi32(d0, _mm_madd_epi16(xv, load8(wp.add(k))));
-                    d1 = _mm_add_epi32(d1, _mm_madd_epi16(xv, load8(wp.add(d_in + k))));
-                    d2 = _mm_add_epi32(d2, _mm_madd_epi16(xv, load8(wp.add(2 * d_in + k))));
-                    d3 = _mm_add_epi32(d3, _mm_madd_epi16(xv, load8(wp.add(3 * d_in + k))));
-                    k += 8;
-                }
-                // [Σd0, Σd1, Σd2, Σd3]: exact integers, whatever the order.
-                let t0 = _mm_add_epi32(_mm_unpacklo_epi32(d0, d1), _mm_unpackhi_epi32(d0, d1));
-                let t1 = _mm_add_epi32(_mm_unpacklo_epi32(d2, d3), _mm_unpackhi_epi32(d2, d3));
-                let sums = _mm_add_epi32(_mm_unpacklo_epi64(t0, t1), _mm_unpackhi_epi64(t0, t1));
-                let sw = _mm_loadu_ps(s.as_ptr().add(4 * b));
-                acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(sums), sw));
+            if std::arch::is_x86_feature_detected!("sse4.1") {
+                tile4_sse41(x, w, s, block)
+            } else {
+                tile4_sse2(x, w, s, block)
             }
-            let mut out = [0f32; 4];
-            _mm_storeu_ps(out.as_mut_ptr(), acc);
-            out
         }
+    }
+
+    macro_rules! tile4_with {
+        ($name:ident, $feature:literal, $load8:ident) => {
+            #[target_feature(enable = $feature)]
+            unsafe fn $name(x: &[i8], w: &[i8], s: &[f32], block: usize) -> [f32; 4] {
+                let d_in = x.len();
+                let xp = x.as_ptr();
+                let wp = w.as_ptr();
+                let mut acc = _mm_setzero_ps();
+                for b in 0..d_in / block {
+                    let (mut d0, mut d1, mut d2, mut d3) = (
+                        _mm_setzero_si128(),
+                        _mm_setzero_si128(),
+                        _mm_setzero_si128(),
+                        _mm_setzero_si128(),
+                    );
+                    let mut k = b * block;
+                    while k < (b + 1) * block {
+                        let xv = $load8(xp.add(k));
+                        d0 = _mm_add_epi32(d0, _mm_madd_epi16(xv, $load8(wp.add(k))));
+                        d1 = _mm_add_epi32(d1, _mm_madd_epi16(xv, $load8(wp.add(d_in + k))));
+                        d2 = _mm_add_epi32(d2, _mm_madd_epi16(xv, $load8(wp.add(2 * d_in + k))));
+                        d3 = _mm_add_epi32(d3, _mm_madd_epi16(xv, $load8(wp.add(3 * d_in + k))));
+                        k += 8;
+                    }
+                    // [Σd0, Σd1, Σd2, Σd3]: exact integers, whatever the order.
+                    let t0 = _mm_add_epi32(_mm_unpacklo_epi32(d0, d1), _mm_unpackhi_epi32(d0, d1));
+                    let t1 = _mm_add_epi32(_mm_unpacklo_epi32(d2, d3), _mm_unpackhi_epi32(d2, d3));
+                    let sums =
+                        _mm_add_epi32(_mm_unpacklo_epi64(t0, t1), _mm_unpackhi_epi64(t0, t1));
+                    let sw = _mm_loadu_ps(s.as_ptr().add(4 * b));
+                    acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(sums), sw));
+                }
+                let mut out = [0f32; 4];
+                _mm_storeu_ps(out.as_mut_ptr(), acc);
+                out
+            }
+        };
+    }
+
+    /// 8 int8 values sign-extended to int16 lanes.
+    #[inline]
+    #[target_feature(enable = "sse4.1")]
+    unsafe fn load8_sse41(p: *const i8) -> __m128i {
+        _mm_cvtepi8_epi16(_mm_loadl_epi64(p as *const __m128i))
+    }
+
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    unsafe fn load8_sse2(p: *const i8) -> __m128i {
+        let v = _mm_loadl_epi64(p as *const __m128i);
+        _mm_srai_epi16::<8>(_mm_unpacklo_epi8(v, v))
+    }
+
+    tile4_with!(tile4_sse41, "sse4.1", load8_sse41);
+    tile4_with!(tile4_sse2, "sse2", load8_sse2);
+
+    /// The SSE2 variant whatever the CPU has (the tests compare it with the others).
+    #[cfg(test)]
+    pub fn tile4_sse2_only(x: &[i8], w: &[i8], s: &[f32], block: usize) -> [f32; 4] {
+        assert!(w.len() == 4 * x.len() && s.len() * block == 4 * x.len() && block % 8 == 0);
+        // SAFETY: as tile4.
+        unsafe { tile4_sse2(x, w, s, block) }
     }
 }
 
@@ -383,6 +445,18 @@ mod tests {
                 bits(&w.forward_scalar(&x)),
                 "tiled and scalar paths differ"
             );
+            #[cfg(target_arch = "x86_64")]
+            if block % 8 == 0 && d_out >= 4 {
+                let (xq, _) = quantize_rows(&x, d_in);
+                let s = &w.tile_scales[..blocks * 4];
+                let a = kernel::tile4(&xq[..d_in], &w.values[..4 * d_in], s, block);
+                let b = kernel::tile4_sse2_only(&xq[..d_in], &w.values[..4 * d_in], s, block);
+                assert_eq!(
+                    a.map(f32::to_bits),
+                    b.map(f32::to_bits),
+                    "SSE4.1 and SSE2 differ"
+                );
+            }
             let (xq, sx) = quantize_rows(&x, d_in);
             for i in 0..rows {
                 for j in 0..d_out {

@@ -28,6 +28,11 @@ pub struct Bart {
     pub decoder: Decoder,
     /// Added to the logits: `[vocab]`.
     pub final_logits_bias: Param<Tensor<1>>,
+    /// The output projection (the shared table) quantized to int8 with `final_logits_bias`,
+    /// for CPU devices computing a q8/q4 bundle in int8 ([`crate::weights::LoadOptions`]); the
+    /// embedding lookup keeps using `shared`.
+    #[module(skip)]
+    pub lm_head_int8: Option<std::sync::Arc<crate::int8::Int8Weight>>,
     /// `sqrt(d_model)` when `scale_embedding`, else 1.
     pub embed_scale: f64,
     /// Training: activations go on the autodiff device from the embeddings on, so that every
@@ -238,6 +243,7 @@ impl Bart {
             self.shared =
                 Param::from_tensor(Tensor::cat(parts.iter().map(|p| p.val()).collect(), 0));
         }
+        self.lm_head_int8 = None;
         let device = self.device();
         let _ = crate::weights::visit_projections(self, &mut |_, proj| {
             proj.expand_int8(&device);
@@ -288,6 +294,9 @@ impl Bart {
 
     /// Output projection tied to the shared embedding, plus `final_logits_bias`.
     fn lm_head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        if let Some(w) = &self.lm_head_int8 {
+            return project_int8(w, hidden);
+        }
         let [rows, len, d_model] = hidden.dims();
         let hidden = hidden.reshape([rows * len, d_model]);
         let project = |table: Tensor<2>| {
@@ -668,6 +677,7 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
                 .collect(),
         },
         final_logits_bias: empty1(config.vocab_size),
+        lm_head_int8: None,
         embed_scale: if config.scale_embedding {
             (d as f64).sqrt()
         } else {

@@ -3,6 +3,7 @@
 //! the same layout.
 
 use crate::config::BartConfig;
+use crate::int8::Int8Weight;
 use crate::model::{skeleton, Attention, Bart, Proj};
 use crate::{Error, Result};
 use burn::module::Param;
@@ -426,6 +427,21 @@ pub fn load_bart_opts(
     })?;
     model.shared_parts = shared_parts;
     if !int8.is_empty() {
+        // The output projection joins the int8 products, with the projections' block size (it
+        // is most of a decoding step's bytes: 50,265 × 1,024 for bart-large).
+        let block = int8.values().next().map(|w| w.block()).unwrap_or(1);
+        if model.shared_parts.is_empty() {
+            let read = |t: Tensor<1>| t.into_data().try_to_vec::<f32>();
+            let table = model.shared.val();
+            let [vocab, d_model] = table.dims();
+            let values = read(table.reshape([vocab * d_model]))
+                .map_err(|e| Error::Weights(format!("model.shared.weight: {e:?}")))?;
+            let bias = read(model.final_logits_bias.val())
+                .map_err(|e| Error::Weights(format!("final_logits_bias: {e:?}")))?;
+            model.lm_head_int8 = Int8Weight::quantize(&values, vocab, d_model, block)
+                .and_then(|w| w.with_bias(bias))
+                .map(std::sync::Arc::new);
+        }
         visit_projections(&mut model, &mut |name, proj| {
             let Some(weight) = int8.remove(&name) else {
                 return Ok(());
