@@ -192,3 +192,56 @@ fn merge_refuses_bad_inputs_and_writes_nothing() {
     assert!(bartleby(&forced).status.success());
     assert!(out_dir.join("model.safetensors").is_file());
 }
+
+/// A disk that fills up mid-write (the file-size limit `ulimit -f` gives the same EFBIG a full
+/// disk gives ENOSPC, without root): merge and export fail with one error line naming the file
+/// and leave neither the output directory nor temp files behind.
+#[cfg(unix)]
+#[test]
+fn full_disk_is_a_clear_error_with_nothing_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gelu = model_dir("tiny-gelu");
+    let (adapter, _) = lora_case("gelu-qv");
+    let bin = bartleby_bin();
+    let merged = tmp.path().join("merged");
+    let exported = tmp.path().join("bundle");
+    let commands: [(Vec<&str>, &Path); 2] = [
+        (
+            vec![
+                "merge",
+                "--model",
+                gelu.to_str().unwrap(),
+                "--adapter",
+                &adapter,
+            ],
+            &merged,
+        ),
+        (
+            vec![
+                "export",
+                "--model",
+                gelu.to_str().unwrap(),
+                "--quant",
+                "f32",
+                "--check-n",
+                "0",
+            ],
+            &exported,
+        ),
+    ];
+    for (args, out) in commands {
+        // model.safetensors is 180 KB; files may grow to 64 KiB. SIGXFSZ ignored → EFBIG.
+        let run: Run = std::process::Command::new("bash")
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f 64; exec \"$@\"")
+            .arg("bash")
+            .arg(&bin)
+            .args(&args)
+            .arg("--output")
+            .arg(out)
+            .output()
+            .unwrap()
+            .into();
+        assert_clear_error(&run, out, &["model.safetensors"]);
+    }
+}
