@@ -1,0 +1,45 @@
+use bartleby_core::int8::Int8Weight;
+use std::time::Instant;
+fn main() {
+    let (d_out, d_in) = (4096usize, 1024usize);
+    let mut s = 1u64;
+    let mut next = move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    };
+    let w: Vec<f32> = (0..d_out * d_in).map(|_| next()).collect();
+    let layers: Vec<Int8Weight> = (0..16)
+        .map(|_| Int8Weight::quantize(&w, d_out, d_in, 32).unwrap())
+        .collect();
+    let big: Vec<u64> = vec![1; 64 << 20];
+    for _ in 0..2 {
+        let t = Instant::now();
+        let sum: u64 = big.iter().fold(0u64, |a, &v| a ^ v);
+        std::hint::black_box(sum);
+        println!(
+            "stream read: {:.2} GB/s",
+            (big.len() * 8) as f64 / t.elapsed().as_secs_f64() / 1e9
+        );
+    }
+    for rows in [1usize, 4, 200] {
+        let x: Vec<f32> = (0..rows * d_in).map(|_| next()).collect();
+        let t = Instant::now();
+        let reps = if rows == 200 { 2 } else { 20 };
+        for _ in 0..reps {
+            for l in &layers {
+                std::hint::black_box(l.forward(&x));
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let macs = (reps * 16 * rows * d_out * d_in) as f64;
+        println!(
+            "rows {rows}: {:.2} GMAC/s, {:.2} GB/s weights",
+            macs / secs / 1e9,
+            (reps * 16 * d_out * d_in) as f64 / secs / 1e9
+        );
+    }
+}
+#[allow(dead_code)]
+fn bw() {}
