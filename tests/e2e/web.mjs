@@ -61,6 +61,8 @@ for (const quant of ['f32', 'q8']) {
   }
 }
 check(JSON.stringify(native['f32/beam']) !== JSON.stringify(native['f32/greedy']), 'beam and greedy settings give different native outputs (the test can tell them apart)');
+check(Object.keys(SETTINGS).some((n) => JSON.stringify(native[`q8/${n}`]) !== JSON.stringify(native[`q8-f32/${n}`])),
+  'q8 in int8 and in f32 give different native outputs (the test can tell which the browser computed)');
 
 // A static server for dist/ and the bundles (correct MIME types; nothing else).
 const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm',
