@@ -168,10 +168,21 @@ impl Int8Weight {
             let j = tile * 4;
             let w = &self.values[j * d_in..(j + 4) * d_in];
             let s = &self.tile_scales[tile * blocks * 4..(tile + 1) * blocks * 4];
-            for i in 0..rows {
-                let acc = kernel::tile4(&xq[i * d_in..(i + 1) * d_in], w, s, self.block);
-                for (lane, a) in acc.into_iter().enumerate() {
-                    y[i * d_out + j + lane] = finish(a, sx[i], bias.map(|b| b[j + lane]));
+            let row = |i: usize| &xq[i * d_in..(i + 1) * d_in];
+            // Two activation rows per pass where there are two: each weight load serves both.
+            let mut i = 0;
+            while i < rows {
+                let accs = if i + 1 < rows {
+                    let (a, b) = kernel::tile4x2(row(i), row(i + 1), w, s, self.block);
+                    vec![a, b]
+                } else {
+                    vec![kernel::tile4(row(i), w, s, self.block)]
+                };
+                for acc in accs {
+                    for (lane, a) in acc.into_iter().enumerate() {
+                        y[i * d_out + j + lane] = finish(a, sx[i], bias.map(|b| b[j + lane]));
+                    }
+                    i += 1;
                 }
             }
         }
@@ -312,12 +323,74 @@ mod kernel {
                 let sw = v128_load(s.as_ptr().add(4 * b) as *const v128);
                 acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(sums), sw));
             }
-            [
-                f32x4_extract_lane::<0>(acc),
-                f32x4_extract_lane::<1>(acc),
-                f32x4_extract_lane::<2>(acc),
-                f32x4_extract_lane::<3>(acc),
-            ]
+            lanes(acc)
+        }
+    }
+
+    fn lanes(v: v128) -> [f32; 4] {
+        [
+            f32x4_extract_lane::<0>(v),
+            f32x4_extract_lane::<1>(v),
+            f32x4_extract_lane::<2>(v),
+            f32x4_extract_lane::<3>(v),
+        ]
+    }
+
+    /// [Σd0, Σd1, Σd2, Σd3] as f32: exact integers, whatever the order.
+    #[inline(always)]
+    fn sums(d0: v128, d1: v128, d2: v128, d3: v128) -> v128 {
+        let t0 = i32x4_add(
+            i32x4_shuffle::<0, 4, 1, 5>(d0, d1),
+            i32x4_shuffle::<2, 6, 3, 7>(d0, d1),
+        );
+        let t1 = i32x4_add(
+            i32x4_shuffle::<0, 4, 1, 5>(d2, d3),
+            i32x4_shuffle::<2, 6, 3, 7>(d2, d3),
+        );
+        f32x4_convert_i32x4(i32x4_add(
+            i32x4_shuffle::<0, 1, 4, 5>(t0, t1),
+            i32x4_shuffle::<2, 3, 6, 7>(t0, t1),
+        ))
+    }
+
+    /// [`tile4`] for two activation rows at once (each weight load serves both); each row's
+    /// operations are exactly [`tile4`]'s.
+    pub fn tile4x2(x: &[i8], y: &[i8], w: &[i8], s: &[f32], block: usize) -> ([f32; 4], [f32; 4]) {
+        let d_in = x.len();
+        assert!(y.len() == d_in);
+        assert!(w.len() == 4 * d_in && s.len() * block == 4 * d_in && block % 8 == 0);
+        // SAFETY: tile4's loads, for two rows of the asserted length.
+        unsafe {
+            let (xp, yp, wp) = (x.as_ptr(), y.as_ptr(), w.as_ptr());
+            let (mut ax, mut ay) = (f32x4_splat(0.0), f32x4_splat(0.0));
+            for b in 0..d_in / block {
+                let z = i32x4_splat(0);
+                let (mut d0, mut d1, mut d2, mut d3) = (z, z, z, z);
+                let (mut e0, mut e1, mut e2, mut e3) = (z, z, z, z);
+                let mut k = b * block;
+                while k < (b + 1) * block {
+                    let xv = i16x8_load_extend_i8x8(xp.add(k));
+                    let yv = i16x8_load_extend_i8x8(yp.add(k));
+                    let run = wp.add(4 * k);
+                    let w0 = i16x8_load_extend_i8x8(run);
+                    d0 = i32x4_add(d0, i32x4_dot_i16x8(xv, w0));
+                    e0 = i32x4_add(e0, i32x4_dot_i16x8(yv, w0));
+                    let w1 = i16x8_load_extend_i8x8(run.add(8));
+                    d1 = i32x4_add(d1, i32x4_dot_i16x8(xv, w1));
+                    e1 = i32x4_add(e1, i32x4_dot_i16x8(yv, w1));
+                    let w2 = i16x8_load_extend_i8x8(run.add(16));
+                    d2 = i32x4_add(d2, i32x4_dot_i16x8(xv, w2));
+                    e2 = i32x4_add(e2, i32x4_dot_i16x8(yv, w2));
+                    let w3 = i16x8_load_extend_i8x8(run.add(24));
+                    d3 = i32x4_add(d3, i32x4_dot_i16x8(xv, w3));
+                    e3 = i32x4_add(e3, i32x4_dot_i16x8(yv, w3));
+                    k += 8;
+                }
+                let sw = v128_load(s.as_ptr().add(4 * b) as *const v128);
+                ax = f32x4_add(ax, f32x4_mul(sums(d0, d1, d2, d3), sw));
+                ay = f32x4_add(ay, f32x4_mul(sums(e0, e1, e2, e3), sw));
+            }
+            (lanes(ax), lanes(ay))
         }
     }
 }
@@ -341,6 +414,82 @@ mod kernel {
                 tile4_sse2(x, w, s, block)
             }
         }
+    }
+
+    /// [`tile4`] for two activation rows at once (each weight load serves both); each row's
+    /// operations are exactly [`tile4`]'s.
+    pub fn tile4x2(x: &[i8], y: &[i8], w: &[i8], s: &[f32], block: usize) -> ([f32; 4], [f32; 4]) {
+        let d_in = x.len();
+        assert!(y.len() == d_in);
+        assert!(w.len() == 4 * d_in && s.len() * block == 4 * d_in && block % 8 == 0);
+        // SAFETY: as tile4, for two rows of the asserted length.
+        unsafe {
+            if std::arch::is_x86_feature_detected!("sse4.1") {
+                tile4x2_sse41(x, y, w, s, block)
+            } else {
+                tile4x2_sse2(x, y, w, s, block)
+            }
+        }
+    }
+
+    /// [Σd0, Σd1, Σd2, Σd3] as f32: exact integers, whatever the order.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    unsafe fn sums(d0: __m128i, d1: __m128i, d2: __m128i, d3: __m128i) -> __m128 {
+        let t0 = _mm_add_epi32(_mm_unpacklo_epi32(d0, d1), _mm_unpackhi_epi32(d0, d1));
+        let t1 = _mm_add_epi32(_mm_unpacklo_epi32(d2, d3), _mm_unpackhi_epi32(d2, d3));
+        _mm_cvtepi32_ps(_mm_add_epi32(
+            _mm_unpacklo_epi64(t0, t1),
+            _mm_unpackhi_epi64(t0, t1),
+        ))
+    }
+
+    macro_rules! tile4x2_with {
+        ($name:ident, $feature:literal, $load8:ident) => {
+            #[target_feature(enable = $feature)]
+            unsafe fn $name(
+                x: &[i8],
+                y: &[i8],
+                w: &[i8],
+                s: &[f32],
+                block: usize,
+            ) -> ([f32; 4], [f32; 4]) {
+                let d_in = x.len();
+                let (xp, yp, wp) = (x.as_ptr(), y.as_ptr(), w.as_ptr());
+                let (mut ax, mut ay) = (_mm_setzero_ps(), _mm_setzero_ps());
+                for b in 0..d_in / block {
+                    let z = _mm_setzero_si128();
+                    let (mut d0, mut d1, mut d2, mut d3) = (z, z, z, z);
+                    let (mut e0, mut e1, mut e2, mut e3) = (z, z, z, z);
+                    let mut k = b * block;
+                    while k < (b + 1) * block {
+                        let xv = $load8(xp.add(k));
+                        let yv = $load8(yp.add(k));
+                        let run = wp.add(4 * k);
+                        let w0 = $load8(run);
+                        d0 = _mm_add_epi32(d0, _mm_madd_epi16(xv, w0));
+                        e0 = _mm_add_epi32(e0, _mm_madd_epi16(yv, w0));
+                        let w1 = $load8(run.add(8));
+                        d1 = _mm_add_epi32(d1, _mm_madd_epi16(xv, w1));
+                        e1 = _mm_add_epi32(e1, _mm_madd_epi16(yv, w1));
+                        let w2 = $load8(run.add(16));
+                        d2 = _mm_add_epi32(d2, _mm_madd_epi16(xv, w2));
+                        e2 = _mm_add_epi32(e2, _mm_madd_epi16(yv, w2));
+                        let w3 = $load8(run.add(24));
+                        d3 = _mm_add_epi32(d3, _mm_madd_epi16(xv, w3));
+                        e3 = _mm_add_epi32(e3, _mm_madd_epi16(yv, w3));
+                        k += 8;
+                    }
+                    let sw = _mm_loadu_ps(s.as_ptr().add(4 * b));
+                    ax = _mm_add_ps(ax, _mm_mul_ps(sums(d0, d1, d2, d3), sw));
+                    ay = _mm_add_ps(ay, _mm_mul_ps(sums(e0, e1, e2, e3), sw));
+                }
+                let (mut ox, mut oy) = ([0f32; 4], [0f32; 4]);
+                _mm_storeu_ps(ox.as_mut_ptr(), ax);
+                _mm_storeu_ps(oy.as_mut_ptr(), ay);
+                (ox, oy)
+            }
+        };
     }
 
     macro_rules! tile4_with {
@@ -399,6 +548,23 @@ mod kernel {
 
     tile4_with!(tile4_sse41, "sse4.1", load8_sse41);
     tile4_with!(tile4_sse2, "sse2", load8_sse2);
+    tile4x2_with!(tile4x2_sse41, "sse4.1", load8_sse41);
+    tile4x2_with!(tile4x2_sse2, "sse2", load8_sse2);
+
+    /// The SSE2 two-row variant whatever the CPU has (the tests compare it with the others).
+    #[cfg(test)]
+    pub fn tile4x2_sse2_only(
+        x: &[i8],
+        y: &[i8],
+        w: &[i8],
+        s: &[f32],
+        block: usize,
+    ) -> ([f32; 4], [f32; 4]) {
+        assert!(y.len() == x.len());
+        assert!(w.len() == 4 * x.len() && s.len() * block == 4 * x.len() && block % 8 == 0);
+        // SAFETY: as tile4x2.
+        unsafe { tile4x2_sse2(x, y, w, s, block) }
+    }
 
     /// The SSE2 variant whatever the CPU has (the tests compare it with the others).
     #[cfg(test)]
@@ -435,6 +601,10 @@ mod portable {
             }
         }
         acc
+    }
+
+    pub fn tile4x2(x: &[i8], y: &[i8], w: &[i8], s: &[f32], block: usize) -> ([f32; 4], [f32; 4]) {
+        (tile4(x, w, s, block), tile4(y, w, s, block))
     }
 }
 
@@ -495,6 +665,28 @@ mod tests {
                     b.map(f32::to_bits),
                     "SSE4.1 and SSE2 differ"
                 );
+                let c = portable::tile4(&xq[..d_in], &w.values[..4 * d_in], s, block);
+                assert_eq!(
+                    a.map(f32::to_bits),
+                    c.map(f32::to_bits),
+                    "SSE4.1 and Rust differ"
+                );
+                if rows >= 2 {
+                    let (x0, x1) = (&xq[..d_in], &xq[d_in..2 * d_in]);
+                    let wt = &w.values[..4 * d_in];
+                    let two = kernel::tile4x2(x0, x1, wt, s, block);
+                    let sse2 = kernel::tile4x2_sse2_only(x0, x1, wt, s, block);
+                    let rust = portable::tile4x2(x0, x1, wt, s, block);
+                    assert_eq!(
+                        two.0.map(f32::to_bits),
+                        a.map(f32::to_bits),
+                        "two-row kernel"
+                    );
+                    for other in [sse2, rust] {
+                        assert_eq!(other.0.map(f32::to_bits), two.0.map(f32::to_bits));
+                        assert_eq!(other.1.map(f32::to_bits), two.1.map(f32::to_bits));
+                    }
+                }
             }
             let (xq, sx) = quantize_rows(&x, d_in);
             for i in 0..rows {
