@@ -308,3 +308,67 @@ fn train_bad_input_is_one_clear_line() {
     assert_eq!(run.code, Some(1));
     assert!(run.stderr.contains("config.toml"), "{}", run.stderr);
 }
+
+/// A disk that fills up at the first checkpoint (`ulimit -f`, EFBIG as for a full disk's ENOSPC):
+/// one error line naming the file, exit 1, and no checkpoint or temp file left half-written —
+/// only the run's config and the metrics logged so far.
+#[cfg(unix)]
+#[test]
+fn full_disk_at_a_checkpoint_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let model = model_dir("tiny-gelu");
+    let data = data();
+    let mut args = train_args(
+        runs.to_str().unwrap(),
+        "full",
+        model.to_str().unwrap(),
+        &data,
+    );
+    args.extend(["--method", "full"]); // 180 KB of weights per checkpoint
+    let run: Run = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 16; exec \"$@\"")
+        .arg("bash")
+        .arg(bartleby_bin())
+        .args(&args)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let errors: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains(".safetensors: write failed"),
+        "{}",
+        errors[0]
+    );
+    let mut files: Vec<String> = walk(&runs)
+        .iter()
+        .map(|p| p.strip_prefix(&runs).unwrap().display().to_string())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["full/config.toml", "full/metrics.jsonl"],
+        "left behind: {files:?}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
