@@ -89,6 +89,21 @@ pub fn bartleby(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs `bartleby` with `args` where no file may grow past `kib` KiB (`ulimit -f`, SIGXFSZ
+/// ignored): a write past it fails with EFBIG, as a full disk fails with ENOSPC, without root.
+#[cfg(unix)]
+pub fn bartleby_with_file_limit(kib: u32, args: &[&str]) -> Run {
+    std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$@\""))
+        .arg("bash")
+        .arg(bartleby_bin())
+        .args(args)
+        .output()
+        .unwrap()
+        .into()
+}
+
 /// What a finished `bartleby` process reported.
 pub struct Run {
     pub code: Option<i32>,

@@ -28,7 +28,12 @@ fn export(model: &Path, quant: &str, out: &Path, extra: &[&str]) -> std::process
 
 /// `bartleby summarize --model MODEL --input INPUT --output OUT`.
 fn summarize(model: &Path, input: &Path, out: &Path) -> std::process::Output {
-    bartleby(&[
+    summarize_with(model, input, out, &[])
+}
+
+/// [`summarize`] with more flags.
+fn summarize_with(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
         "summarize",
         "--model",
         model.to_str().unwrap(),
@@ -36,11 +41,17 @@ fn summarize(model: &Path, input: &Path, out: &Path) -> std::process::Output {
         input.to_str().unwrap(),
         "--output",
         out.to_str().unwrap(),
-    ])
+    ];
+    args.extend_from_slice(extra);
+    bartleby(&args)
 }
 
 fn summarize_ids(model: &Path, input: &Path, out: &Path) -> Vec<Vec<u32>> {
-    let run = summarize(model, input, out);
+    summarize_ids_with(model, input, out, &[])
+}
+
+fn summarize_ids_with(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> Vec<Vec<u32>> {
+    let run = summarize_with(model, input, out, extra);
     assert!(
         run.status.success(),
         "{}",
@@ -134,27 +145,7 @@ fn f32_and_q8_bundles_load_natively() {
                 .expect("check_int8 for q8/q4 on the CPU");
             assert_eq!(int8.identical_sequences, same(&ids), "{quant} int8");
             let out = tmp.path().join(format!("{quant}-f32.jsonl"));
-            let run = bartleby(&[
-                "summarize",
-                "--model",
-                dir.to_str().unwrap(),
-                "--input",
-                input.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--f32-matmul",
-            ]);
-            assert!(
-                run.status.success(),
-                "{}",
-                String::from_utf8_lossy(&run.stderr)
-            );
-            let f32_ids: Vec<Vec<u32>> = std::fs::read_to_string(&out)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-                .map(|v| serde_json::from_value(v["token_ids"].clone()).unwrap())
-                .collect();
+            let f32_ids = summarize_ids_with(&dir, &input, &out, &["--f32-matmul"]);
             assert_eq!(check.identical_sequences, same(&f32_ids), "{quant} f32");
         }
     }

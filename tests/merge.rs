@@ -202,7 +202,6 @@ fn full_disk_is_a_clear_error_with_nothing_written() {
     let tmp = tempfile::tempdir().unwrap();
     let gelu = model_dir("tiny-gelu");
     let (adapter, _) = lora_case("gelu-qv");
-    let bin = bartleby_bin();
     let merged = tmp.path().join("merged");
     let exported = tmp.path().join("bundle");
     let commands: [(Vec<&str>, &Path); 2] = [
@@ -229,19 +228,10 @@ fn full_disk_is_a_clear_error_with_nothing_written() {
             &exported,
         ),
     ];
-    for (args, out) in commands {
-        // model.safetensors is 180 KB; files may grow to 64 KiB. SIGXFSZ ignored → EFBIG.
-        let run: Run = std::process::Command::new("bash")
-            .arg("-c")
-            .arg("trap '' XFSZ; ulimit -f 64; exec \"$@\"")
-            .arg("bash")
-            .arg(&bin)
-            .args(&args)
-            .arg("--output")
-            .arg(out)
-            .output()
-            .unwrap()
-            .into();
+    for (mut args, out) in commands {
+        // model.safetensors is 180 KB; files may grow to 64 KiB.
+        args.extend(["--output", out.to_str().unwrap()]);
+        let run = bartleby_with_file_limit(64, &args);
         assert_clear_error(&run, out, &["model.safetensors"]);
     }
 }

@@ -326,28 +326,9 @@ fn full_disk_at_a_checkpoint_is_a_clear_error() {
         &data,
     );
     args.extend(["--method", "full"]); // 180 KB of weights per checkpoint
-    let run: Run = std::process::Command::new("bash")
-        .arg("-c")
-        .arg("trap '' XFSZ; ulimit -f 16; exec \"$@\"")
-        .arg("bash")
-        .arg(bartleby_bin())
-        .args(&args)
-        .output()
-        .unwrap()
-        .into();
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    let errors: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{}", run.stderr);
-    assert!(
-        errors[0].contains(".safetensors: write failed"),
-        "{}",
-        errors[0]
-    );
+    let run = bartleby_with_file_limit(16, &args);
+    let checkpoint = runs.join("full").join("checkpoint");
+    assert_clear_error(&run, &checkpoint, &[".safetensors: write failed"]);
     let mut files: Vec<String> = walk(&runs)
         .iter()
         .map(|p| p.strip_prefix(&runs).unwrap().display().to_string())

@@ -97,58 +97,38 @@ pub fn run(args: ExportArgs) -> Result<()> {
     // The check runs on the bundle's weights as written and reloaded: computed in f32 (as on a
     // GPU) and, for q8/q4 on the CPU, also in int8 (as `summarize --device cpu` and the
     // browser's CPU path compute them).
-    let (check, check_int8) =
-        if args.check_n > 0 {
-            let checkpoint = Checkpoint::from_shards(&[(bundle::WEIGHTS_FILE, &weights)])?;
-            let docs = check_documents(args.check_input.as_deref(), args.check_n as usize)?;
-            let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-            let reference = summarizer.summarize(&texts, &gen, max_input, &mut |_, _| {})?;
-            let mut run_check =
-                |int8_matmul: bool| -> Result<Check> {
-                    let options = LoadOptions {
-                        int8_matmul,
-                        ..LoadOptions::default()
-                    };
-                    let exported = load_bart_opts(
-                        &summarizer.config,
-                        &checkpoint,
-                        &device,
-                        options,
-                        &mut |_| {},
-                    )?
-                    .0;
-                    let original = std::mem::replace(&mut summarizer.model, exported);
-                    let ours = summarizer.summarize(&texts, &gen, max_input, &mut |_, _| {});
-                    summarizer.model = original;
-                    let check = compare(&reference, &ours?, gen.num_beams);
-                    println!(
-                "check on {} inputs against the f32 model{}: identical sequences {}/{}, token \
-                 agreement {:.4}, ROUGE-L {:.4}",
-                check.inputs,
-                if int8_matmul { " (int8 products, as on a CPU)" } else { "" },
-                check.identical_sequences,
-                check.inputs,
-                check.token_agreement,
-                check.rouge_l
-            );
-                    if let Some(min) = args.min_token_agreement {
-                        if check.token_agreement < min {
-                            anyhow::bail!(
-                        "token agreement {:.4} is below --min-token-agreement {min}; nothing \
-                         written",
-                        check.token_agreement
-                    );
-                        }
-                    }
-                    Ok(check)
-                };
-            let check = run_check(false)?;
-            let int8 = matches!(quant, Quant::Q8 | Quant::Q4) && args.device == DeviceArg::Cpu;
-            let check_int8 = if int8 { Some(run_check(true)?) } else { None };
-            (Some(check), check_int8)
-        } else {
-            (None, None)
+    let (check, check_int8) = if args.check_n > 0 {
+        let checkpoint = Checkpoint::from_shards(&[(bundle::WEIGHTS_FILE, &weights)])?;
+        let docs = check_documents(args.check_input.as_deref(), args.check_n as usize)?;
+        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+        let reference = summarizer.summarize(&texts, &gen, max_input, &mut |_, _| {})?;
+        let mut check = |int8_matmul| {
+            let options = LoadOptions {
+                int8_matmul,
+                ..LoadOptions::default()
+            };
+            let exported = load_bart_opts(
+                &summarizer.config,
+                &checkpoint,
+                &device,
+                options,
+                &mut |_| {},
+            )?
+            .0;
+            let original = std::mem::replace(&mut summarizer.model, exported);
+            let ours = summarizer.summarize(&texts, &gen, max_input, &mut |_, _| {});
+            summarizer.model = original;
+            let check = compare(&reference, &ours?, gen.num_beams);
+            report_check(&check, int8_matmul, args.min_token_agreement)?;
+            anyhow::Ok(check)
         };
+        let f32_check = check(false)?;
+        let int8 = matches!(quant, Quant::Q8 | Quant::Q4) && args.device == DeviceArg::Cpu;
+        let int8_check = if int8 { Some(check(true)?) } else { None };
+        (Some(f32_check), int8_check)
+    } else {
+        (None, None)
+    };
 
     let dtype = match quant {
         Quant::F16 => DtypeArg::F16,
@@ -213,6 +193,33 @@ pub fn run(args: ExportArgs) -> Result<()> {
 }
 
 /// The bundle's summaries against the f32 model's.
+/// Prints a bundle check; below `min_token_agreement` it is an error (nothing is written).
+fn report_check(check: &Check, int8_matmul: bool, min_token_agreement: Option<f64>) -> Result<()> {
+    println!(
+        "check on {} inputs against the f32 model{}: identical sequences {}/{}, token \
+         agreement {:.4}, ROUGE-L {:.4}",
+        check.inputs,
+        if int8_matmul {
+            " (int8 products, as on a CPU)"
+        } else {
+            ""
+        },
+        check.identical_sequences,
+        check.inputs,
+        check.token_agreement,
+        check.rouge_l
+    );
+    if let Some(min) = min_token_agreement {
+        if check.token_agreement < min {
+            anyhow::bail!(
+                "token agreement {:.4} is below --min-token-agreement {min}; nothing written",
+                check.token_agreement
+            );
+        }
+    }
+    Ok(())
+}
+
 fn compare(
     reference: &[Vec<bartleby_core::Summary>],
     ours: &[Vec<bartleby_core::Summary>],

@@ -169,21 +169,21 @@ impl Int8Weight {
             let w = &self.values[j * d_in..(j + 4) * d_in];
             let s = &self.tile_scales[tile * blocks * 4..(tile + 1) * blocks * 4];
             let row = |i: usize| &xq[i * d_in..(i + 1) * d_in];
+            let mut store = |i: usize, acc: [f32; 4]| {
+                for (lane, a) in acc.into_iter().enumerate() {
+                    y[i * d_out + j + lane] = finish(a, sx[i], bias.map(|b| b[j + lane]));
+                }
+            };
             // Two activation rows per pass where there are two: each weight load serves both.
             let mut i = 0;
-            while i < rows {
-                let accs = if i + 1 < rows {
-                    let (a, b) = kernel::tile4x2(row(i), row(i + 1), w, s, self.block);
-                    vec![a, b]
-                } else {
-                    vec![kernel::tile4(row(i), w, s, self.block)]
-                };
-                for acc in accs {
-                    for (lane, a) in acc.into_iter().enumerate() {
-                        y[i * d_out + j + lane] = finish(a, sx[i], bias.map(|b| b[j + lane]));
-                    }
-                    i += 1;
-                }
+            while i + 1 < rows {
+                let (a, b) = kernel::tile4x2(row(i), row(i + 1), w, s, self.block);
+                store(i, a);
+                store(i + 1, b);
+                i += 2;
+            }
+            if i < rows {
+                store(i, kernel::tile4(row(i), w, s, self.block));
             }
         }
         for j in tiles * 4..d_out {
@@ -307,21 +307,8 @@ mod kernel {
                     d3 = i32x4_add(d3, i32x4_dot_i16x8(xv, w3));
                     k += 8;
                 }
-                // [Σd0, Σd1, Σd2, Σd3]: exact integers, whatever the order.
-                let t0 = i32x4_add(
-                    i32x4_shuffle::<0, 4, 1, 5>(d0, d1),
-                    i32x4_shuffle::<2, 6, 3, 7>(d0, d1),
-                );
-                let t1 = i32x4_add(
-                    i32x4_shuffle::<0, 4, 1, 5>(d2, d3),
-                    i32x4_shuffle::<2, 6, 3, 7>(d2, d3),
-                );
-                let sums = i32x4_add(
-                    i32x4_shuffle::<0, 1, 4, 5>(t0, t1),
-                    i32x4_shuffle::<2, 3, 6, 7>(t0, t1),
-                );
                 let sw = v128_load(s.as_ptr().add(4 * b) as *const v128);
-                acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(sums), sw));
+                acc = f32x4_add(acc, f32x4_mul(sums(d0, d1, d2, d3), sw));
             }
             lanes(acc)
         }
@@ -517,13 +504,8 @@ mod kernel {
                         d3 = _mm_add_epi32(d3, _mm_madd_epi16(xv, $load8(run.add(24))));
                         k += 8;
                     }
-                    // [Σd0, Σd1, Σd2, Σd3]: exact integers, whatever the order.
-                    let t0 = _mm_add_epi32(_mm_unpacklo_epi32(d0, d1), _mm_unpackhi_epi32(d0, d1));
-                    let t1 = _mm_add_epi32(_mm_unpacklo_epi32(d2, d3), _mm_unpackhi_epi32(d2, d3));
-                    let sums =
-                        _mm_add_epi32(_mm_unpacklo_epi64(t0, t1), _mm_unpackhi_epi64(t0, t1));
                     let sw = _mm_loadu_ps(s.as_ptr().add(4 * b));
-                    acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(sums), sw));
+                    acc = _mm_add_ps(acc, _mm_mul_ps(sums(d0, d1, d2, d3), sw));
                 }
                 let mut out = [0f32; 4];
                 _mm_storeu_ps(out.as_mut_ptr(), acc);
