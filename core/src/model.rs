@@ -8,7 +8,7 @@
 use crate::config::{Activation, BartConfig, POSITION_OFFSET};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, LayerNorm, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax, tanh};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, tanh};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// Large negative score for masked attention positions (transformers adds `finfo(f32).min`).
@@ -589,7 +589,7 @@ impl Attention {
         if let Some(mask) = mask {
             scores = scores + mask.clone();
         }
-        let weights = self.dropout.forward(softmax(scores, 3));
+        let weights = self.dropout.forward(crate::fused::softmax_last(scores));
         let out = weights
             .matmul(v.clone())
             .swap_dims(1, 2)

@@ -12,7 +12,6 @@ use crate::tokenizer::BartTokenizer;
 use crate::weights::{visit, visit_projections, Slot};
 use crate::{Error, Result};
 use burn::module::Param;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
 /// The label value the loss ignores (PyTorch's `ignore_index`, transformers' padding of labels).
@@ -127,7 +126,7 @@ pub fn loss(model: &Bart, batch: &Batch) -> Result<Tensor<1>> {
     let targets: Vec<i64> = flat.iter().map(|&l| l.max(0)).collect();
     let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [rows * len, 1]), &device);
     let keep = Tensor::<1>::from_data(TensorData::new(keep, [rows * len]), &device);
-    let log_probs = log_softmax(logits.reshape([rows * len, vocab]), 1);
+    let log_probs = crate::fused::log_softmax_last(logits.reshape([rows * len, vocab]));
     let picked = log_probs.gather(1, targets).reshape([rows * len]);
     Ok((picked * keep).sum().neg().div_scalar(count as f64))
 }
