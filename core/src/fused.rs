@@ -1,24 +1,23 @@
-//! Softmax over the last axis with a fused forward and a closed-form backward while training on
-//! the CPU.
+//! Softmax (attention) and log-softmax (the training loss) over the last axis, each one autodiff
+//! op with a closed-form backward while training on the CPU.
 //!
 //! Under autodiff, burn 0.22 computes `softmax` as `max`, `sub`, `exp`, `sum`, `div` and
 //! differentiates each of them (the `exp` is even computed again in the backward pass): about a
 //! dozen passes over every attention-score tensor, 151 MB each for a bart-large encoder layer at
 //! 4 × 768 tokens, most of them single-threaded. Here the forward is the CPU backend's own fused
 //! softmax (one multi-threaded SIMD pass per row) and the backward is
-//! `dx = y ⊙ (dy − Σ dy ⊙ y)` — the same function and gradient, in four passes. Any other device
-//! (and inference) uses burn's `softmax` unchanged.
+//! `dx = y ⊙ (dy − Σ dy ⊙ y)` — the same function and gradient, in four passes (log-softmax: burn's
+//! forward ops run once outside the graph, backward `dy − exp(y) Σ dy`). Any other device (and
+//! inference) uses burn's functions unchanged.
 
 use burn::tensor::Tensor;
 
 /// `log_softmax(x)` over the last axis (the same ops as burn's forward, untracked; backward
-/// `dx = dy − exp(y) Σ dy`).
+/// `dx = dy − exp(y) Σ dy`). Used by the training loss only.
+#[cfg(feature = "train")]
 pub fn log_softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "train")]
-    {
-        if x.is_autodiff() {
-            return autodiff_flex::log_softmax_last(x);
-        }
+    if x.is_autodiff() {
+        return autodiff_flex::log_softmax_last(x);
     }
     burn::tensor::activation::log_softmax(x, D - 1)
 }
