@@ -41,7 +41,7 @@ mod autodiff_flex {
     use burn_autodiff::grads::Gradients;
     use burn_autodiff::ops::{unary, Backward, Ops, OpsKind};
     use burn_autodiff::Autodiff;
-    use burn_backend::ops::{ActivationOps, FloatTensorOps};
+    use burn_backend::ops::ActivationOps;
     use burn_backend::tensor::FloatTensor;
     use burn_backend::{Backend, TensorMetadata};
     use burn_flex::Flex;
@@ -113,12 +113,10 @@ mod autodiff_flex {
     }
 
     pub(super) fn log_softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+        // The CPU backend's log-softmax is burn's own max-shifted log-sum-exp, here run once
+        // outside the graph.
         record(&x, LogSoftmaxLast, |x| {
-            // burn's own forward (max-shifted log-sum-exp), computed once without the graph.
-            let max = Flex::float_max_dim(x.clone(), D - 1);
-            let shifted = Flex::float_sub(x, max);
-            let sum = Flex::float_sum_dim(Flex::float_exp(shifted.clone()), D - 1);
-            Flex::float_sub(shifted, Flex::float_log(sum))
+            <Flex as ActivationOps<Flex>>::log_softmax(x, D - 1)
         })
         .unwrap_or_else(|| burn::tensor::activation::log_softmax(x, D - 1))
     }
