@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # THE test command (README). Installs what the tests need when it is missing (the wasm32 target;
-# lavapipe, Mesa's Vulkan on the CPU, for the wgpu test — apt, as root or with sudo), builds
-# once, runs every test on CPU plus the wgpu parity test on Vulkan, checks that the core
-# compiles for wasm32, then builds the web app with trunk and runs its browser tests in headless
+# lavapipe, Mesa's Vulkan on the CPU, for the wgpu test; OpenBLAS for the CPU training step — apt,
+# as root or with sudo), builds once, runs every test on CPU plus the wgpu parity test on Vulkan,
+# checks that the core compiles for wasm32, then builds the web app with trunk and runs its browser tests in headless
 # Chromium (WebGPU on SwiftShader, and the CPU path): pinned tools from TOOLCHAIN.md — trunk
 # 0.21.14, wasm-bindgen-cli 0.2.130 (cargo install, once), binaryen 132 + playwright-core from npm
 # (tests/e2e/package-lock.json), Debian's chromium.
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-unknown-unknown
 APT_NEEDED=""
-for pkg in mesa-vulkan-drivers libvulkan1 chromium chromium-driver; do
+for pkg in mesa-vulkan-drivers libvulkan1 libopenblas0-pthread chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || APT_NEEDED="$APT_NEEDED $pkg"
 done
 if [ -n "$APT_NEEDED" ]; then

@@ -309,6 +309,30 @@ fn train_bad_input_is_one_clear_line() {
     assert!(run.stderr.contains("config.toml"), "{}", run.stderr);
 }
 
+/// `BARTLEBY_BLAS` naming a library that cannot be loaded, or one without `cblas_sgemm`: one
+/// error line naming the variable, exit 1, no run directory.
+#[test]
+fn bad_blas_is_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().to_str().unwrap();
+    let model = model_dir("tiny-gelu");
+    let data = data();
+    let args = train_args(runs, "blas", model.to_str().unwrap(), &data);
+    for (choice, needle) in [
+        ("/nonexistent/libnope.so", "cannot load"),
+        ("libm.so.6", "does not export cblas_sgemm"),
+    ] {
+        let run: Run = std::process::Command::new(bartleby_bin())
+            .args(&args)
+            .env("BARTLEBY_BLAS", choice)
+            .output()
+            .unwrap()
+            .into();
+        let named = format!("BARTLEBY_BLAS={choice}");
+        assert_clear_error(&run, &tmp.path().join("blas"), &[&named, needle]);
+    }
+}
+
 /// A disk that fills up at the first checkpoint (`ulimit -f`, EFBIG as for a full disk's ENOSPC):
 /// one error line naming the file, exit 1, and no checkpoint or temp file left half-written —
 /// only the run's config and the metrics logged so far.

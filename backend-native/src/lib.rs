@@ -1,6 +1,7 @@
 //! The native side of Bartleby: command line, files, hub downloads, devices.
 //! Model math lives in `bartleby-core`; this crate only moves bytes in and out of it.
 
+pub mod blas;
 pub mod cli;
 pub mod compare_cmd;
 pub mod data_cmd;

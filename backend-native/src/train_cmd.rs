@@ -408,6 +408,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     };
     let device = device::init(args.device)?;
+    if args.device == device::DeviceArg::Cpu {
+        eprintln!("matmul: {}", crate::blas::install()?);
+    }
     let mut trainer = Trainer::new(cfg, run_dir, &device, resume)?;
     trainer.train(args.stop_after_step)
 }

@@ -9,8 +9,53 @@
 //! `dx = y ⊙ (dy − Σ dy ⊙ y)` — the same function and gradient, in four passes (log-softmax: burn's
 //! forward ops run once outside the graph, backward `dy − exp(y) Σ dy`). Any other device (and
 //! inference) uses burn's functions unchanged.
+//!
+//! Also here: products with a frozen weight (`x W`, the base projections and the LM head of a
+//! LoRA step) computed by a matrix-product routine the host program supplies ([`use_host_sgemm`]:
+//! the native binary passes a BLAS), as one autodiff op whose backward is `dx = dy Wᵀ` (no
+//! gradient for `W`). burn's CPU matmul reaches about two thirds of OpenBLAS' rate on these
+//! shapes (docs/benchmarks.md). Without a host routine, or on any other device, burn's matmul.
 
 use burn::tensor::Tensor;
+
+/// One row-major single-precision product `c = a · op(b)`, `a` `[m, k]` and `c` `[m, n]`
+/// contiguous; `op(b)` is `[k, n]`, read from `b` with leading dimension `ldb` — as stored
+/// (`b_trans == false`, `b` holds `[k, n]`) or transposed (`b` holds `[n, k]`). The arguments of
+/// CBLAS' `sgemm` with `alpha = 1`, `beta = 0`.
+pub struct Sgemm<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub ldb: usize,
+    pub b_trans: bool,
+    pub c: &'a mut [f32],
+}
+
+/// A host-supplied implementation of [`Sgemm`].
+pub type SgemmFn = fn(Sgemm<'_>);
+
+static HOST_SGEMM: std::sync::OnceLock<SgemmFn> = std::sync::OnceLock::new();
+
+/// Routes products with frozen weights on the CPU through `f` from now on (first call wins;
+/// returns whether this one did). Only training builds use it.
+pub fn use_host_sgemm(f: SgemmFn) -> bool {
+    HOST_SGEMM.set(f).is_ok()
+}
+
+/// `x w` for a weight `w` `[k, n]` that takes no gradient (a frozen base weight, the tied
+/// embedding); `x` `[m, k]` may be on the autodiff device. With a host routine on the CPU it is
+/// one op ([`use_host_sgemm`]), otherwise burn's matmul.
+pub fn matmul_frozen(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "train")]
+    {
+        if let Some(sgemm) = HOST_SGEMM.get() {
+            return host::matmul_frozen(x, w, *sgemm);
+        }
+    }
+    x.matmul(w)
+}
 
 /// `log_softmax(x)` over the last axis (the same ops as burn's forward, untracked; backward
 /// `dx = dy − exp(y) Σ dy`). Used by the training loss only.
@@ -122,6 +167,135 @@ mod autodiff_flex {
     }
 }
 
+/// [`matmul_frozen`] through a host routine on the CPU backend.
+#[cfg(feature = "train")]
+mod host {
+    use super::{autodiff_flex::Ad, Sgemm, SgemmFn};
+    use burn::tensor::{Tensor, TensorData};
+    use burn_autodiff::checkpoint::base::Checkpointer;
+    use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn_autodiff::grads::Gradients;
+    use burn_autodiff::ops::{unary, Backward, Ops, OpsKind};
+    use burn_backend::{DType, TensorMetadata};
+    use burn_flex::{Flex, FlexTensor};
+
+    /// A weight `[k, n]` as the `b` operand: its storage, and how to read it.
+    #[derive(Debug, Clone)]
+    pub(super) struct Weight {
+        t: FlexTensor,
+        k: usize,
+        n: usize,
+        trans: bool,
+        ld: usize,
+    }
+
+    impl Weight {
+        /// `None` unless an f32 CPU tensor.
+        fn new(t: FlexTensor) -> Option<Self> {
+            if t.dtype() != DType::F32 {
+                return None;
+            }
+            let dims = t.shape().dims::<2>();
+            let [k, n] = dims;
+            let strides = t.layout().strides().to_vec();
+            let (t, trans, ld) = match strides[..] {
+                [s0, 1] if s0 >= n as isize && n > 0 => (t, false, s0 as usize),
+                [1, s1] if s1 >= k as isize && k > 0 => (t, true, s1 as usize),
+                _ => (t.to_contiguous(), false, n),
+            };
+            Some(Self { t, k, n, trans, ld })
+        }
+
+        fn storage(&self) -> &[f32] {
+            &self.t.storage::<f32>()[self.t.layout().start_offset()..]
+        }
+
+        /// `a · op(self)`, or `a · op(self)ᵀ` with `transposed`, `a` contiguous `[m, ·]`.
+        fn times(&self, a: &FlexTensor, transposed: bool, sgemm: SgemmFn) -> FlexTensor {
+            let a = contiguous(a);
+            let values = a.as_slice::<f32>().expect("contiguous f32");
+            let (k, n) = if transposed {
+                (self.n, self.k)
+            } else {
+                (self.k, self.n)
+            };
+            let m = values.len() / k.max(1);
+            let mut c = vec![0.0f32; m * n];
+            if m > 0 && n > 0 && k > 0 {
+                sgemm(Sgemm {
+                    m,
+                    n,
+                    k,
+                    a: values,
+                    b: self.storage(),
+                    ldb: self.ld,
+                    b_trans: self.trans != transposed,
+                    c: &mut c,
+                });
+            }
+            FlexTensor::from_data(TensorData::new(c, [m, n]))
+        }
+    }
+
+    fn contiguous(t: &FlexTensor) -> FlexTensor {
+        if t.as_slice::<f32>().is_some() {
+            t.clone()
+        } else {
+            t.to_contiguous()
+        }
+    }
+
+    /// The op in the autodiff graph; its state is the weight (`dx = dy Wᵀ`).
+    #[derive(Debug)]
+    struct MatmulFrozen(SgemmFn);
+
+    impl Backward<Flex, 1> for MatmulFrozen {
+        type State = Weight;
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let w = ops.state;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |dy| {
+                w.times(&dy, true, self.0)
+            });
+        }
+    }
+
+    pub(super) fn matmul_frozen(x: Tensor<2>, w: Tensor<2>, sgemm: SgemmFn) -> Tensor<2> {
+        let weight = match w
+            .clone()
+            .try_into_primitive::<Flex>()
+            .ok()
+            .and_then(Weight::new)
+        {
+            Some(weight) => weight,
+            None => return x.matmul(w),
+        };
+        if x.dtype() != burn::tensor::DType::F32 {
+            return x.matmul(w);
+        }
+        if x.is_autodiff() {
+            let Ok(x) = x.clone().try_into_primitive::<Ad>() else {
+                return x.matmul(w);
+            };
+            let (primitive, guard) = x.into_parts();
+            let y = weight.times(&primitive, false, sgemm);
+            let out = match MatmulFrozen(sgemm)
+                .prepare::<NoCheckpointing>([guard])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(weight, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            return Tensor::from_primitive::<Ad>(out);
+        }
+        match x.clone().try_into_primitive::<Flex>() {
+            Ok(x) => Tensor::from_primitive::<Flex>(weight.times(&x, false, sgemm)),
+            Err(_) => x.matmul(w),
+        }
+    }
+}
+
 #[cfg(all(test, feature = "train"))]
 mod tests {
     use burn::tensor::{Device, Distribution, Tensor};
@@ -187,5 +361,78 @@ mod tests {
             |x| burn::tensor::activation::log_softmax(x, 3),
             1e-5,
         );
+    }
+}
+
+#[cfg(all(test, feature = "train"))]
+mod host_tests {
+    use super::Sgemm;
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    /// The textbook triple loop, in f64: what a host routine must compute.
+    fn naive(g: Sgemm<'_>) {
+        for i in 0..g.m {
+            for j in 0..g.n {
+                let mut sum = 0.0f64;
+                for p in 0..g.k {
+                    let b = if g.b_trans {
+                        g.b[j * g.ldb + p]
+                    } else {
+                        g.b[p * g.ldb + j]
+                    };
+                    sum += g.a[i * g.k + p] as f64 * b as f64;
+                }
+                g.c[i * g.n + j] = sum as f32;
+            }
+        }
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.inner().into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    /// Values and the gradient of `x` against burn's matmul on the autodiff CPU device, for a
+    /// weight stored `[k, n]`, a weight that is the transposed view of `[n, k]` (HF's layout,
+    /// the tied embedding), and an `x` that is itself a transposed view; and the plain path.
+    #[test]
+    fn host_matmul_matches_burn() {
+        let device = Device::flex();
+        let (m, k, n) = (7, 5, 3);
+        let stored = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), &device);
+        let hf = Tensor::<2>::random([n, k], Distribution::Normal(0.0, 1.0), &device);
+        let upstream = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), &device);
+        let x0 = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
+        let x_t = Tensor::<2>::random([k, m], Distribution::Normal(0.0, 1.0), &device);
+        for w in [stored, hf.transpose()] {
+            for x in [x0.clone(), x_t.clone().transpose()] {
+                let run = |host: bool| {
+                    let xa = x.clone().autodiff().require_grad();
+                    let y = if host {
+                        super::host::matmul_frozen(xa.clone(), w.clone(), naive)
+                    } else {
+                        xa.clone().matmul(w.clone())
+                    };
+                    let grads = (y.clone() * upstream.clone()).sum().backward();
+                    (
+                        values(y),
+                        values(xa.grad(&grads).expect("x has a gradient")),
+                    )
+                };
+                let ((y_host, dx_host), (y_burn, dx_burn)) = (run(true), run(false));
+                close(&y_host, &y_burn);
+                close(&dx_host, &dx_burn);
+                assert!(dx_host.iter().any(|g| g.abs() > 1e-3));
+                let plain = super::host::matmul_frozen(x.clone(), w.clone(), naive);
+                assert!(!plain.is_autodiff());
+                close(&values(plain), &y_burn);
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 pub mod bert;
 pub mod bundle;
 pub mod config;
-pub(crate) mod fused;
+pub mod fused;
 pub mod generate;
 pub mod int8;
 pub mod lora;

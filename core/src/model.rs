@@ -303,7 +303,7 @@ impl Bart {
             if rows * len <= FEW_ROWS {
                 table.matmul(hidden.clone().transpose()).transpose()
             } else {
-                hidden.clone().matmul(table.transpose())
+                crate::fused::matmul_frozen(hidden.clone(), table.transpose())
             }
         };
         let logits = if self.shared_parts.is_empty() {
@@ -413,7 +413,7 @@ fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let y = if batch * len <= FEW_ROWS {
         weight.transpose().matmul(x.transpose()).transpose()
     } else {
-        x.matmul(weight)
+        crate::fused::matmul_frozen(x, weight)
     };
     let y = match &linear.bias {
         Some(b) => y + b.val().unsqueeze::<2>(),

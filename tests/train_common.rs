@@ -1,0 +1,174 @@
+//! The training-parity check shared by `train.rs` (burn's matmul) and `train_blas.rs` (OpenBLAS).
+
+use bartleby_core::lora::{self, LoraConfig};
+use bartleby_core::train::{self, AdamW, GradAccumulator, Trainable};
+use bartleby_tests::*;
+use burn::tensor::Device;
+use serde_json::Value;
+
+fn adapter(model: &mut bartleby_core::Bart, dir: &str) {
+    let dir = fixtures().join("train").join(dir);
+    let config =
+        LoraConfig::from_json(&std::fs::read(dir.join(lora::CONFIG_FILE)).unwrap()).unwrap();
+    let weights = std::fs::read(dir.join(lora::WEIGHTS_FILE)).unwrap();
+    lora::load_adapter(model, &config, &weights).unwrap();
+}
+
+fn rows(fx: &Value) -> Vec<Value> {
+    let path = root()
+        .join("../shared/data")
+        .join(fx["data"].as_str().unwrap());
+    let text = std::fs::read_to_string(&path).expect("../shared/data (dialogsum train)");
+    text.lines()
+        .take(fx["batches"].as_array().unwrap().len() * 2)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn i64_rows(v: &Value) -> Vec<Vec<i64>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// `adapter_tol`: the final adapter's max abs difference from PEFT's, relative to its scale.
+pub fn check_training(device: &Device, adapter_tol: f32) {
+    let fx = read_json(&fixtures().join("train/steps.json"));
+    let mut s = load(fx["model"].as_str().unwrap(), device);
+    adapter(&mut s.model, "initial");
+    let (max_source, max_target) = (
+        fx["max_source"].as_u64().unwrap() as usize,
+        fx["max_target"].as_u64().unwrap() as usize,
+    );
+    let micro = fx["micro_batch"].as_u64().unwrap() as usize;
+    let ga = fx["grad_accum"].as_u64().unwrap() as usize;
+    let examples: Vec<_> = rows(&fx)
+        .iter()
+        .map(|r| {
+            train::tokenize(
+                &s.tokenizer,
+                r["dialogue"].as_str().unwrap(),
+                r["summary"].as_str().unwrap(),
+                max_source,
+                max_target,
+            )
+            .unwrap()
+        })
+        .collect();
+    let batches: Vec<train::Batch> = examples
+        .chunks(micro)
+        .map(|c| {
+            let refs: Vec<&train::Example> = c.iter().collect();
+            train::collate(
+                &refs,
+                s.config.pad_token_id,
+                s.generation.decoder_start_token_id,
+            )
+        })
+        .collect();
+    for (ours, theirs) in batches.iter().zip(fx["batches"].as_array().unwrap()) {
+        assert_eq!(ours.input_ids, u32_rows(&theirs["input_ids"]));
+        assert_eq!(ours.attention_mask, u32_rows(&theirs["attention_mask"]));
+        assert_eq!(
+            ours.decoder_input_ids,
+            u32_rows(&theirs["decoder_input_ids"])
+        );
+        assert_eq!(ours.labels, i64_rows(&theirs["labels"]));
+    }
+
+    s.model.set_dropout(0.0, 0.0, 0.0); // the reference runs model.eval()
+    train::make_trainable(&mut s.model, Trainable::Lora).unwrap();
+    let betas = fx["betas"].as_array().unwrap();
+    let mut opt = AdamW::new(
+        betas[0].as_f64().unwrap(),
+        betas[1].as_f64().unwrap(),
+        fx["eps"].as_f64().unwrap(),
+        fx["weight_decay"].as_f64().unwrap(),
+    );
+    let steps = fx["steps"].as_u64().unwrap() as usize;
+    let mut acc = GradAccumulator::default();
+    for (step, expected) in fx["history"].as_array().unwrap().iter().enumerate() {
+        let mut loss_sum = 0.0;
+        for batch in &batches[step * ga..(step + 1) * ga] {
+            let loss = train::loss(&s.model, batch).unwrap();
+            loss_sum += train::scalar(loss.clone().inner()).unwrap();
+            acc.backward(&mut s.model, Trainable::Lora, loss.div_scalar(ga as f64))
+                .unwrap();
+        }
+        let mut grads = acc.take();
+        let norm = train::clip_global_norm(&mut grads, fx["clip"].as_f64().unwrap()).unwrap();
+        let lr = train::linear_schedule(
+            fx["lr"].as_f64().unwrap(),
+            step,
+            fx["warmup"].as_u64().unwrap() as usize,
+            steps,
+        );
+        opt.step(&mut s.model, Trainable::Lora, grads, lr).unwrap();
+        let (loss, want) = (loss_sum / ga as f64, expected["loss"].as_f64().unwrap());
+        let want_norm = expected["grad_norm"].as_f64().unwrap();
+        eprintln!(
+            "step {}: loss {loss:.6} (torch {want:.6}), grad norm {norm:.5} (torch {want_norm:.5})",
+            step + 1
+        );
+        assert!(
+            (lr - expected["lr"].as_f64().unwrap()).abs() < 1e-12,
+            "step {step}: lr"
+        );
+        assert!(
+            ((loss - want) / want).abs() <= 1e-3,
+            "step {}: loss {loss} vs {want}",
+            step + 1
+        );
+        assert!(
+            ((norm - want_norm) / want_norm).abs() <= 1e-3,
+            "step {}: grad norm",
+            step + 1
+        );
+    }
+
+    // The trained adapter equals PEFT's.
+    let saved = lora::save_adapter(&s.model).unwrap();
+    let ours = safetensors::SafeTensors::deserialize(&saved).unwrap();
+    let final_bytes =
+        std::fs::read(fixtures().join("train/final").join(lora::WEIGHTS_FILE)).unwrap();
+    let theirs = safetensors::SafeTensors::deserialize(&final_bytes).unwrap();
+    let f32s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    assert_eq!(ours.len(), theirs.len());
+    let mut worst = (0f32, String::new());
+    for name in theirs.names() {
+        let (a, b) = (
+            f32s(ours.tensor(name).unwrap().data()),
+            f32s(theirs.tensor(name).unwrap().data()),
+        );
+        let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-3);
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        if diff / scale > worst.0 {
+            worst = (diff / scale, name.to_string());
+        }
+    }
+    eprintln!(
+        "final adapter: worst difference {:e} of scale ({})",
+        worst.0, worst.1
+    );
+    assert!(
+        worst.0 <= adapter_tol,
+        "{}: differs by {} of its scale",
+        worst.1,
+        worst.0
+    );
+}
