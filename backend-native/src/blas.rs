@@ -13,7 +13,7 @@
 //! (burn's matmul), or the path of a shared library exporting `cblas_sgemm`.
 
 use anyhow::{bail, Context, Result};
-use bartleby_core::fused::Sgemm;
+use bartleby_core::fused::{Operand, Sgemm};
 use rayon::prelude::*;
 use std::ffi::{c_char, c_int, CStr};
 use std::sync::OnceLock;
@@ -127,23 +127,34 @@ fn load(name: &str) -> Result<(Blas, String)> {
     }
 }
 
-/// A 3 × 2 × 4 product in both layouts of `b`, against the textbook loop: a library that loads
+/// A 3 × 2 × 4 product in all four layouts, against the textbook loop: a library that loads
 /// but computes something else (an ILP64 build under an LP64 name) is refused before use.
 fn check(blas: &Blas) -> Result<()> {
     let (m, n, k) = (3, 4, 2);
     let a: Vec<f32> = (0..m * k).map(|i| i as f32 + 1.0).collect();
     let b: Vec<f32> = (0..k * n).map(|i| (i as f32) * 0.5 - 1.0).collect();
-    for b_trans in [false, true] {
-        let ldb = if b_trans { k } else { n };
-        let mut c = vec![0.0f32; m * n];
-        call(blas, m, n, k, &a, &b, ldb, b_trans, &mut c);
-        for i in 0..m {
-            for j in 0..n {
-                let expected: f32 = (0..k)
-                    .map(|p| a[i * k + p] * if b_trans { b[j * k + p] } else { b[p * n + j] })
-                    .sum();
-                if (c[i * n + j] - expected).abs() > 1e-4 {
-                    bail!("c[{i}][{j}] = {} instead of {expected}", c[i * n + j]);
+    for a_trans in [false, true] {
+        for b_trans in [false, true] {
+            let (lda, ldb) = (if a_trans { m } else { k }, if b_trans { k } else { n });
+            let a_at = |i: usize, p: usize| if a_trans { a[p * m + i] } else { a[i * k + p] };
+            let b_at = |p: usize, j: usize| if b_trans { b[j * k + p] } else { b[p * n + j] };
+            let mut c = vec![0.0f32; m * n];
+            let op = |data, ld, trans| Mat { data, ld, trans };
+            call(
+                blas,
+                m,
+                n,
+                k,
+                op(&a, lda, a_trans),
+                op(&b, ldb, b_trans),
+                &mut c,
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let expected: f32 = (0..k).map(|p| a_at(i, p) * b_at(p, j)).sum();
+                    if (c[i * n + j] - expected).abs() > 1e-4 {
+                        bail!("c[{i}][{j}] = {} instead of {expected}", c[i * n + j]);
+                    }
                 }
             }
         }
@@ -151,39 +162,57 @@ fn check(blas: &Blas) -> Result<()> {
     Ok(())
 }
 
-/// `c = a · op(b)` with the library, on the calling thread.
-#[allow(clippy::too_many_arguments)]
-fn call(
-    blas: &Blas,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    b: &[f32],
-    ldb: usize,
-    b_trans: bool,
-    c: &mut [f32],
-) {
+/// One matrix of an operand: its values from the first, leading dimension, transposed or not.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    ld: usize,
+    trans: bool,
+}
+
+impl<'a> Mat<'a> {
+    /// Whether `data` holds a `[rows, cols]` matrix (as read) with this layout.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        let (outer, inner) = if self.trans {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        self.ld >= inner.max(1) && self.data.len() >= (outer - 1) * self.ld + inner
+    }
+
+    /// Rows `from..` of the matrix as read.
+    fn rows_from(self, from: usize) -> Self {
+        let skip = if self.trans { from } else { from * self.ld };
+        Self {
+            data: &self.data[skip..],
+            ..self
+        }
+    }
+}
+
+/// `c = op(a) · op(b)` with the library, on the calling thread.
+fn call(blas: &Blas, m: usize, n: usize, k: usize, a: Mat<'_>, b: Mat<'_>, c: &mut [f32]) {
     assert!(
-        a.len() >= m * k && c.len() >= m * n,
-        "sgemm operands too small"
+        m > 0 && n > 0 && k > 0 && a.fits(m, k) && b.fits(k, n) && c.len() >= m * n,
+        "sgemm operands do not hold {m}×{k} · {k}×{n}"
     );
     let dim = |x: usize| c_int::try_from(x).expect("matrix dimension over 2^31");
-    // SAFETY: `a` holds m×k and `c` m×n values (checked above); `b` holds op(b) with leading
-    // dimension `ldb` (the caller's contract, [`Sgemm`]).
+    let trans = |t: bool| if t { TRANS } else { NO_TRANS };
+    // SAFETY: the operands hold the matrices they describe (checked above).
     unsafe {
         (blas.sgemm)(
             ROW_MAJOR,
-            NO_TRANS,
-            if b_trans { TRANS } else { NO_TRANS },
+            trans(a.trans),
+            trans(b.trans),
             dim(m),
             dim(n),
             dim(k),
             1.0,
-            a.as_ptr(),
-            dim(k),
-            b.as_ptr(),
-            dim(ldb),
+            a.data.as_ptr(),
+            dim(a.ld),
+            b.data.as_ptr(),
+            dim(b.ld),
             0.0,
             c.as_mut_ptr(),
             dim(n),
@@ -191,7 +220,8 @@ fn call(
     }
 }
 
-/// The routine handed to the core: the rows of `c` split between rayon's threads.
+/// The routine handed to the core: a batch is split between rayon's threads matrix by matrix,
+/// a single product by rows.
 fn host_sgemm(g: Sgemm<'_>) {
     let blas = BLAS.get().expect("installed before use");
     let threads = if blas.single_threaded {
@@ -199,13 +229,35 @@ fn host_sgemm(g: Sgemm<'_>) {
     } else {
         1
     };
-    let rows = g.m.div_ceil(threads).max(MIN_ROWS_PER_THREAD);
-    if rows >= g.m {
-        return call(blas, g.m, g.n, g.k, g.a, g.b, g.ldb, g.b_trans, g.c);
+    let (m, n, k) = (g.m, g.n, g.k);
+    fn mat<'a>(o: &Operand<'a>, offset: usize) -> Mat<'a> {
+        Mat {
+            data: &o.data[offset..],
+            ld: o.ld,
+            trans: o.trans,
+        }
     }
-    g.c.par_chunks_mut(rows * g.n)
-        .zip(g.a.par_chunks(rows * g.k))
-        .for_each(|(c, a)| {
-            call(blas, c.len() / g.n, g.n, g.k, a, g.b, g.ldb, g.b_trans, c);
-        });
+    let pairs: Vec<(usize, usize)> =
+        g.a.offsets
+            .iter()
+            .copied()
+            .zip(g.b.offsets.iter().copied())
+            .collect();
+    if threads > 1 && pairs.len() >= threads {
+        g.c.par_chunks_mut(m * n)
+            .zip(pairs.par_iter())
+            .for_each(|(c, &(oa, ob))| call(blas, m, n, k, mat(&g.a, oa), mat(&g.b, ob), c));
+        return;
+    }
+    let rows = m.div_ceil(threads).max(MIN_ROWS_PER_THREAD);
+    for (c, &(oa, ob)) in g.c.chunks_mut(m * n).zip(&pairs) {
+        let (a, b) = (mat(&g.a, oa), mat(&g.b, ob));
+        if rows >= m {
+            call(blas, m, n, k, a, b, c);
+        } else {
+            c.par_chunks_mut(rows * n)
+                .enumerate()
+                .for_each(|(i, c)| call(blas, c.len() / n, n, k, a.rows_from(i * rows), b, c));
+        }
+    }
 }

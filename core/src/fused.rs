@@ -18,18 +18,24 @@
 
 use burn::tensor::Tensor;
 
-/// One row-major single-precision product `c = a · op(b)`, `a` `[m, k]` and `c` `[m, n]`
-/// contiguous; `op(b)` is `[k, n]`, read from `b` with leading dimension `ldb` — as stored
-/// (`b_trans == false`, `b` holds `[k, n]`) or transposed (`b` holds `[n, k]`). The arguments of
-/// CBLAS' `sgemm` with `alpha = 1`, `beta = 0`.
+/// One operand of [`Sgemm`]: matrix `i` of the batch starts at `data[offsets[i]]` and is read
+/// row-major with leading dimension `ld`, as stored (`trans == false`) or transposed.
+pub struct Operand<'a> {
+    pub data: &'a [f32],
+    pub offsets: &'a [usize],
+    pub ld: usize,
+    pub trans: bool,
+}
+
+/// A batch of row-major single-precision products `c_i = op(a_i) · op(b_i)`, `op(a_i)` `[m, k]`,
+/// `op(b_i)` `[k, n]`, `c` holding the `[m, n]` results one after another (`a.offsets.len()` of
+/// them): the arguments of CBLAS' `sgemm` with `alpha = 1`, `beta = 0`, once per matrix.
 pub struct Sgemm<'a> {
     pub m: usize,
     pub n: usize,
     pub k: usize,
-    pub a: &'a [f32],
-    pub b: &'a [f32],
-    pub ldb: usize,
-    pub b_trans: bool,
+    pub a: Operand<'a>,
+    pub b: Operand<'a>,
     pub c: &'a mut [f32],
 }
 
@@ -44,6 +50,19 @@ pub fn use_host_sgemm(f: SgemmFn) -> bool {
     HOST_SGEMM.set(f).is_ok()
 }
 
+/// `a b` for 4-D tensors `[batch, heads, m, k]` · `[batch, heads, k, n]` (attention scores and
+/// their weighted values), both of which may take gradients. With a host routine on the CPU it
+/// is one op reading the heads in place ([`use_host_sgemm`]), otherwise burn's matmul.
+pub fn matmul_4d(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "train")]
+    {
+        if let Some(sgemm) = HOST_SGEMM.get() {
+            return host::matmul(a, b, *sgemm);
+        }
+    }
+    a.matmul(b)
+}
+
 /// `x w` for a weight `w` `[k, n]` that takes no gradient (a frozen base weight, the tied
 /// embedding); `x` `[m, k]` may be on the autodiff device. With a host routine on the CPU it is
 /// one op ([`use_host_sgemm`]), otherwise burn's matmul.
@@ -51,7 +70,7 @@ pub fn matmul_frozen(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     #[cfg(feature = "train")]
     {
         if let Some(sgemm) = HOST_SGEMM.get() {
-            return host::matmul_frozen(x, w, *sgemm);
+            return host::matmul(x, w, *sgemm);
         }
     }
     x.matmul(w)
@@ -167,132 +186,234 @@ mod autodiff_flex {
     }
 }
 
-/// [`matmul_frozen`] through a host routine on the CPU backend.
+/// [`matmul_frozen`] and [`matmul_4d`] through a host routine on the CPU backend.
 #[cfg(feature = "train")]
 mod host {
-    use super::{autodiff_flex::Ad, Sgemm, SgemmFn};
+    use super::{autodiff_flex::Ad, Operand, Sgemm, SgemmFn};
     use burn::tensor::{Tensor, TensorData};
     use burn_autodiff::checkpoint::base::Checkpointer;
     use burn_autodiff::checkpoint::strategy::NoCheckpointing;
     use burn_autodiff::grads::Gradients;
-    use burn_autodiff::ops::{unary, Backward, Ops, OpsKind};
+    use burn_autodiff::ops::{binary, unary, Backward, NodeGuard, Ops, OpsKind};
     use burn_backend::{DType, TensorMetadata};
     use burn_flex::{Flex, FlexTensor};
 
-    /// A weight `[k, n]` as the `b` operand: its storage, and how to read it.
+    /// A CPU tensor `[..batch, rows, cols]` as a batch of matrices read in place (a transposed or
+    /// head-split view is not copied): its storage, where each matrix starts, and the layout of
+    /// its rows and columns.
     #[derive(Debug, Clone)]
-    pub(super) struct Weight {
+    pub(super) struct Matrices {
         t: FlexTensor,
-        k: usize,
-        n: usize,
+        batch: Vec<usize>,
+        offsets: Vec<usize>,
+        rows: usize,
+        cols: usize,
         trans: bool,
         ld: usize,
     }
 
-    impl Weight {
-        /// `None` unless an f32 CPU tensor.
+    impl Matrices {
+        /// `None` unless an f32 tensor of rank 2 or more.
         fn new(t: FlexTensor) -> Option<Self> {
-            if t.dtype() != DType::F32 {
+            if t.dtype() != DType::F32 || t.shape().num_dims() < 2 {
                 return None;
             }
-            let dims = t.shape().dims::<2>();
-            let [k, n] = dims;
+            let dims = t.shape().to_vec();
+            let r = dims.len();
+            let (rows, cols) = (dims[r - 2], dims[r - 1]);
             let strides = t.layout().strides().to_vec();
-            let (t, trans, ld) = match strides[..] {
-                [s0, 1] if s0 >= n as isize && n > 0 => (t, false, s0 as usize),
-                [1, s1] if s1 >= k as isize && k > 0 => (t, true, s1 as usize),
-                _ => (t.to_contiguous(), false, n),
-            };
-            Some(Self { t, k, n, trans, ld })
-        }
-
-        fn storage(&self) -> &[f32] {
-            &self.t.storage::<f32>()[self.t.layout().start_offset()..]
-        }
-
-        /// `a · op(self)`, or `a · op(self)ᵀ` with `transposed`, `a` contiguous `[m, ·]`.
-        fn times(&self, a: &FlexTensor, transposed: bool, sgemm: SgemmFn) -> FlexTensor {
-            let a = contiguous(a);
-            let values = a.as_slice::<f32>().expect("contiguous f32");
-            let (k, n) = if transposed {
-                (self.n, self.k)
+            let (rs, cs) = (strides[r - 2], strides[r - 1]);
+            let (t, trans, ld) = if strides.iter().any(|s| *s < 0) {
+                (t.to_contiguous(), false, cols)
+            } else if cs == 1 && rs as usize >= cols.max(1) {
+                (t, false, rs as usize)
+            } else if rs == 1 && cs as usize >= rows.max(1) {
+                (t, true, cs as usize)
             } else {
-                (self.k, self.n)
+                (t.to_contiguous(), false, cols)
             };
-            let m = values.len() / k.max(1);
-            let mut c = vec![0.0f32; m * n];
-            if m > 0 && n > 0 && k > 0 {
-                sgemm(Sgemm {
-                    m,
-                    n,
-                    k,
-                    a: values,
-                    b: self.storage(),
-                    ldb: self.ld,
-                    b_trans: self.trans != transposed,
-                    c: &mut c,
-                });
+            let strides = t.layout().strides().to_vec();
+            let batch = dims[..r - 2].to_vec();
+            let mut offsets = vec![t.layout().start_offset()];
+            for (&n, &stride) in batch.iter().zip(&strides) {
+                let stride = stride as usize;
+                offsets = offsets
+                    .iter()
+                    .flat_map(|&o| (0..n).map(move |i| o + i * stride))
+                    .collect();
             }
-            FlexTensor::from_data(TensorData::new(c, [m, n]))
+            Some(Self {
+                t,
+                batch,
+                offsets,
+                rows,
+                cols,
+                trans,
+                ld: ld.max(1),
+            })
+        }
+
+        /// The same storage read as the transposed matrices.
+        fn transposed(&self) -> Self {
+            Self {
+                rows: self.cols,
+                cols: self.rows,
+                trans: !self.trans,
+                ..self.clone()
+            }
+        }
+
+        fn operand(&self) -> Operand<'_> {
+            Operand {
+                data: self.t.storage::<f32>(),
+                offsets: &self.offsets,
+                ld: self.ld,
+                trans: self.trans,
+            }
         }
     }
 
-    fn contiguous(t: &FlexTensor) -> FlexTensor {
-        if t.as_slice::<f32>().is_some() {
-            t.clone()
-        } else {
-            t.to_contiguous()
+    /// `a · b`, matrix by matrix, as a contiguous `[..batch, m, n]` tensor.
+    fn product(a: &Matrices, b: &Matrices, sgemm: SgemmFn) -> FlexTensor {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        let count = a.offsets.len();
+        let mut c = vec![0.0f32; count * m * n];
+        if m > 0 && n > 0 && k > 0 && count > 0 {
+            sgemm(Sgemm {
+                m,
+                n,
+                k,
+                a: a.operand(),
+                b: b.operand(),
+                c: &mut c,
+            });
         }
+        let mut shape = a.batch.clone();
+        shape.extend([m, n]);
+        FlexTensor::from_data(TensorData::new(c, shape))
     }
 
-    /// The op in the autodiff graph; its state is the weight (`dx = dy Wᵀ`).
+    fn gradient(dc: FlexTensor) -> Matrices {
+        Matrices::new(dc).expect("the gradient of an f32 product is an f32 matrix batch")
+    }
+
+    /// Both operands in the graph; the state holds what each gradient needs (`a` for `db`, `b`
+    /// for `da`), only for an operand whose partner takes a gradient.
     #[derive(Debug)]
-    struct MatmulFrozen(SgemmFn);
+    struct Product(SgemmFn);
 
-    impl Backward<Flex, 1> for MatmulFrozen {
-        type State = Weight;
+    impl Backward<Flex, 2> for Product {
+        type State = (Option<Matrices>, Option<Matrices>);
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (a, b) = ops.state;
+            binary::<Flex, _, _>(
+                ops.parents,
+                ops.node,
+                grads,
+                |dc| product(&gradient(dc), &b.expect("kept for da").transposed(), self.0),
+                |dc| product(&a.expect("kept for db").transposed(), &gradient(dc), self.0),
+            );
+        }
+    }
+
+    /// One operand in the graph, the other a constant (a frozen weight): the state is the
+    /// constant, and whether the graph operand is on the left.
+    #[derive(Debug)]
+    struct ProductWithConstant(SgemmFn);
+
+    impl Backward<Flex, 1> for ProductWithConstant {
+        type State = (Matrices, bool);
 
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let w = ops.state;
-            unary::<Flex, _>(ops.parents, ops.node, grads, |dy| {
-                w.times(&dy, true, self.0)
+            let (constant, graph_on_left) = ops.state;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |dc| {
+                if graph_on_left {
+                    product(&gradient(dc), &constant.transposed(), self.0)
+                } else {
+                    product(&constant.transposed(), &gradient(dc), self.0)
+                }
             });
         }
     }
 
-    pub(super) fn matmul_frozen(x: Tensor<2>, w: Tensor<2>, sgemm: SgemmFn) -> Tensor<2> {
-        let weight = match w
-            .clone()
-            .try_into_primitive::<Flex>()
-            .ok()
-            .and_then(Weight::new)
-        {
-            Some(weight) => weight,
-            None => return x.matmul(w),
+    /// An operand: in the autodiff graph (with its node and whether it takes a gradient), or
+    /// a plain CPU tensor.
+    enum Side {
+        Graph(Matrices, NodeGuard, bool),
+        Plain(Matrices),
+    }
+
+    impl Side {
+        fn of<const D: usize>(t: Tensor<D>) -> Option<Self> {
+            if t.is_autodiff() {
+                let t = t.try_into_primitive::<Ad>().ok()?;
+                let tracked = t.is_tracked();
+                let (primitive, guard) = t.into_parts();
+                Some(Side::Graph(Matrices::new(primitive)?, guard, tracked))
+            } else {
+                Some(Side::Plain(Matrices::new(
+                    t.try_into_primitive::<Flex>().ok()?,
+                )?))
+            }
+        }
+
+        fn matrices(&self) -> &Matrices {
+            match self {
+                Side::Graph(m, ..) | Side::Plain(m) => m,
+            }
+        }
+    }
+
+    /// `a b` through `sgemm` when both are f32 CPU tensors with the same batch dimensions;
+    /// burn's matmul otherwise.
+    pub(super) fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>, sgemm: SgemmFn) -> Tensor<D> {
+        let (Some(left), Some(right)) = (Side::of(a.clone()), Side::of(b.clone())) else {
+            return a.matmul(b);
         };
-        if x.dtype() != burn::tensor::DType::F32 {
-            return x.matmul(w);
+        let (l, r) = (left.matrices(), right.matrices());
+        if l.batch != r.batch || l.cols != r.rows {
+            return a.matmul(b);
         }
-        if x.is_autodiff() {
-            let Ok(x) = x.clone().try_into_primitive::<Ad>() else {
-                return x.matmul(w);
-            };
-            let (primitive, guard) = x.into_parts();
-            let y = weight.times(&primitive, false, sgemm);
-            let out = match MatmulFrozen(sgemm)
-                .prepare::<NoCheckpointing>([guard])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(weight, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            return Tensor::from_primitive::<Ad>(out);
+        let c = product(l, r, sgemm);
+        match (left, right) {
+            (Side::Plain(_), Side::Plain(_)) => Tensor::from_primitive::<Flex>(c),
+            (Side::Graph(l, gl, tl), Side::Graph(r, gr, tr)) => {
+                let state = (tr.then_some(l), tl.then_some(r));
+                let out = match Product(sgemm)
+                    .prepare::<NoCheckpointing>([gl, gr])
+                    .compute_bound()
+                    .stateful()
+                {
+                    OpsKind::Tracked(prep) => prep.finish(state, c),
+                    OpsKind::UnTracked(prep) => prep.finish(c),
+                };
+                Tensor::from_primitive::<Ad>(out)
+            }
+            (Side::Graph(_, guard, _), Side::Plain(constant)) => {
+                with_constant(sgemm, guard, (constant, true), c)
+            }
+            (Side::Plain(constant), Side::Graph(_, guard, _)) => {
+                with_constant(sgemm, guard, (constant, false), c)
+            }
         }
-        match x.clone().try_into_primitive::<Flex>() {
-            Ok(x) => Tensor::from_primitive::<Flex>(weight.times(&x, false, sgemm)),
-            Err(_) => x.matmul(w),
-        }
+    }
+
+    fn with_constant<const D: usize>(
+        sgemm: SgemmFn,
+        guard: NodeGuard,
+        state: (Matrices, bool),
+        c: FlexTensor,
+    ) -> Tensor<D> {
+        let out = match ProductWithConstant(sgemm)
+            .prepare::<NoCheckpointing>([guard])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, c),
+            OpsKind::UnTracked(prep) => prep.finish(c),
+        };
+        Tensor::from_primitive::<Ad>(out)
     }
 }
 
@@ -371,18 +492,28 @@ mod host_tests {
 
     /// The textbook triple loop, in f64: what a host routine must compute.
     fn naive(g: Sgemm<'_>) {
-        for i in 0..g.m {
-            for j in 0..g.n {
-                let mut sum = 0.0f64;
-                for p in 0..g.k {
-                    let b = if g.b_trans {
-                        g.b[j * g.ldb + p]
-                    } else {
-                        g.b[p * g.ldb + j]
-                    };
-                    sum += g.a[i * g.k + p] as f64 * b as f64;
+        let at = |o: usize, i: usize, p: usize| {
+            if g.a.trans {
+                g.a.data[o + p * g.a.ld + i]
+            } else {
+                g.a.data[o + i * g.a.ld + p]
+            }
+        };
+        let bt = |o: usize, p: usize, j: usize| {
+            if g.b.trans {
+                g.b.data[o + j * g.b.ld + p]
+            } else {
+                g.b.data[o + p * g.b.ld + j]
+            }
+        };
+        for (x, (&oa, &ob)) in g.a.offsets.iter().zip(g.b.offsets).enumerate() {
+            for i in 0..g.m {
+                for j in 0..g.n {
+                    let sum: f64 = (0..g.k)
+                        .map(|p| at(oa, i, p) as f64 * bt(ob, p, j) as f64)
+                        .sum();
+                    g.c[(x * g.m + i) * g.n + j] = sum as f32;
                 }
-                g.c[i * g.n + j] = sum as f32;
             }
         }
     }
@@ -398,41 +529,76 @@ mod host_tests {
         }
     }
 
-    /// Values and the gradient of `x` against burn's matmul on the autodiff CPU device, for a
-    /// weight stored `[k, n]`, a weight that is the transposed view of `[n, k]` (HF's layout,
-    /// the tied embedding), and an `x` that is itself a transposed view; and the plain path.
-    #[test]
-    fn host_matmul_matches_burn() {
+    /// `y = a b` through the host op and through burn's matmul, on the autodiff CPU device with
+    /// gradients required for the operands `track` says: values and those gradients (of
+    /// `Σ y ⊙ u`), plus the plain (no graph) path.
+    fn compare<const D: usize>(a: Tensor<D>, b: Tensor<D>, track: [bool; 2]) {
         let device = Device::flex();
-        let (m, k, n) = (7, 5, 3);
-        let stored = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), &device);
-        let hf = Tensor::<2>::random([n, k], Distribution::Normal(0.0, 1.0), &device);
-        let upstream = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), &device);
-        let x0 = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
-        let x_t = Tensor::<2>::random([k, m], Distribution::Normal(0.0, 1.0), &device);
-        for w in [stored, hf.transpose()] {
-            for x in [x0.clone(), x_t.clone().transpose()] {
-                let run = |host: bool| {
-                    let xa = x.clone().autodiff().require_grad();
-                    let y = if host {
-                        super::host::matmul_frozen(xa.clone(), w.clone(), naive)
-                    } else {
-                        xa.clone().matmul(w.clone())
-                    };
-                    let grads = (y.clone() * upstream.clone()).sum().backward();
-                    (
-                        values(y),
-                        values(xa.grad(&grads).expect("x has a gradient")),
-                    )
-                };
-                let ((y_host, dx_host), (y_burn, dx_burn)) = (run(true), run(false));
-                close(&y_host, &y_burn);
-                close(&dx_host, &dx_burn);
-                assert!(dx_host.iter().any(|g| g.abs() > 1e-3));
-                let plain = super::host::matmul_frozen(x.clone(), w.clone(), naive);
-                assert!(!plain.is_autodiff());
-                close(&values(plain), &y_burn);
+        let shape = a.clone().matmul(b.clone()).dims();
+        let u = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let run = |host: bool| {
+            let prep = |t: Tensor<D>, on: bool| {
+                if on {
+                    t.autodiff().require_grad()
+                } else {
+                    t
+                }
+            };
+            let (ga, gb) = (prep(a.clone(), track[0]), prep(b.clone(), track[1]));
+            let y = if host {
+                super::host::matmul(ga.clone(), gb.clone(), naive)
+            } else {
+                ga.clone().matmul(gb.clone())
+            };
+            assert!(y.is_autodiff());
+            let grads = (y.clone() * u.clone()).sum().backward();
+            let grad =
+                |t: &Tensor<D>, on: bool| on.then(|| values(t.grad(&grads).expect("a gradient")));
+            (values(y), grad(&ga, track[0]), grad(&gb, track[1]))
+        };
+        let (host, burn) = (run(true), run(false));
+        close(&host.0, &burn.0);
+        for (h, b) in [(host.1, burn.1), (host.2, burn.2)] {
+            if let (Some(h), Some(b)) = (h, b) {
+                close(&h, &b);
+                assert!(h.iter().any(|g| g.abs() > 1e-3));
             }
         }
+        let plain = super::host::matmul(a, b, naive);
+        assert!(!plain.is_autodiff());
+        close(&values(plain), &burn.0);
+    }
+
+    /// A frozen weight: stored `[k, n]`, or the transposed view of `[n, k]` (HF's layout, the
+    /// tied embedding); `x` contiguous or itself a transposed view.
+    #[test]
+    fn frozen_weight_products_match_burn() {
+        let device = Device::flex();
+        let (m, k, n) = (7, 5, 3);
+        let random =
+            |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        for w in [random([k, n]), random([n, k]).transpose()] {
+            for x in [random([m, k]), random([k, m]).transpose()] {
+                compare(x, w.clone(), [true, false]);
+            }
+        }
+    }
+
+    /// Attention's products: heads split from `[b, len, heads, d]` (a permuted view), keys
+    /// transposed in place, both operands taking gradients (or either alone).
+    #[test]
+    fn attention_products_match_burn() {
+        let device = Device::flex();
+        let (b, len, kv_len, heads, d) = (2, 5, 6, 3, 4);
+        let split = |len: usize| {
+            Tensor::<4>::random([b, len, heads, d], Distribution::Normal(0.0, 1.0), &device)
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (split(len), split(kv_len), split(kv_len));
+        for track in [[true, true], [true, false], [false, true]] {
+            compare(q.clone(), k.clone().swap_dims(2, 3), track);
+        }
+        let weights = Tensor::<4>::random([b, heads, len, kv_len], Distribution::Default, &device);
+        compare(weights, v, [true, true]);
     }
 }

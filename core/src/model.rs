@@ -585,13 +585,12 @@ impl Attention {
             .reshape([inputs, group * len, d_model])
             .mul_scalar((head_dim as f64).powf(-0.5));
         let q = self.split_heads(q);
-        let mut scores = q.matmul(k.clone().swap_dims(2, 3));
+        let mut scores = crate::fused::matmul_4d(q, k.clone().swap_dims(2, 3));
         if let Some(mask) = mask {
             scores = scores + mask.clone();
         }
         let weights = self.dropout.forward(crate::fused::softmax_last(scores));
-        let out = weights
-            .matmul(v.clone())
+        let out = crate::fused::matmul_4d(weights, v.clone())
             .swap_dims(1, 2)
             .reshape([rows, len, heads * head_dim]);
         self.out_proj.forward(out)
