@@ -393,7 +393,7 @@ impl LoraBranch {
         // where it comes from the frozen, plain-tensor base.
         let a = self.a.val();
         let x = if a.is_autodiff() { x.autodiff() } else { x };
-        let x = self.dropout.forward(x);
+        let x = crate::fused::dropout(&self.dropout, x);
         let b = self.b.val();
         let [_, d_out] = b.dims();
         x.reshape([batch * len, d_in])
@@ -442,7 +442,8 @@ fn positions(table: &Param<Tensor<2>>, past_len: usize, len: usize) -> Tensor<3>
 impl Encoder {
     fn forward(&self, embedded: Tensor<3>, key_mask: &Tensor<4>) -> Tensor<3> {
         let [_, len, _] = embedded.dims();
-        let mut x = self.dropout.forward(
+        let mut x = crate::fused::dropout(
+            &self.dropout,
             self.layernorm_embedding
                 .forward(embedded + positions(&self.embed_positions, 0, len)),
         );
@@ -459,10 +460,13 @@ impl EncoderLayer {
         let attended = self.self_attn.attend(x.clone(), &k, &v, Some(key_mask), 1);
         let x = self
             .self_attn_layer_norm
-            .forward(x + self.dropout.forward(attended));
+            .forward(x + crate::fused::dropout(&self.dropout, attended));
         let hidden = self.activation.apply(self.fc1.forward(x.clone()));
-        let ffn = self.fc2.forward(self.activation_dropout.forward(hidden));
-        self.final_layer_norm.forward(x + self.dropout.forward(ffn))
+        let ffn = self
+            .fc2
+            .forward(crate::fused::dropout(&self.activation_dropout, hidden));
+        self.final_layer_norm
+            .forward(x + crate::fused::dropout(&self.dropout, ffn))
     }
 }
 
@@ -489,7 +493,8 @@ impl Decoder {
     fn forward(&self, embedded: Tensor<3>, cache: &mut DecoderCache) -> Tensor<3> {
         let [_, len, _] = embedded.dims();
         let past_len = cache.past_len;
-        let mut x = self.dropout.forward(
+        let mut x = crate::fused::dropout(
+            &self.dropout,
             self.layernorm_embedding
                 .forward(embedded + positions(&self.embed_positions, past_len, len)),
         );
@@ -536,7 +541,7 @@ impl DecoderLayer {
         cache.self_kv = Some((k, v));
         let x = self
             .self_attn_layer_norm
-            .forward(x + self.dropout.forward(attended));
+            .forward(x + crate::fused::dropout(&self.dropout, attended));
 
         // Cross-attention to the encoder output.
         let (ck, cv) = &cache.cross_kv;
@@ -545,11 +550,14 @@ impl DecoderLayer {
             .attend(x.clone(), ck, cv, Some(key_mask), rows_per_input);
         let x = self
             .encoder_attn_layer_norm
-            .forward(x + self.dropout.forward(attended));
+            .forward(x + crate::fused::dropout(&self.dropout, attended));
 
         let hidden = self.activation.apply(self.fc1.forward(x.clone()));
-        let ffn = self.fc2.forward(self.activation_dropout.forward(hidden));
-        self.final_layer_norm.forward(x + self.dropout.forward(ffn))
+        let ffn = self
+            .fc2
+            .forward(crate::fused::dropout(&self.activation_dropout, hidden));
+        self.final_layer_norm
+            .forward(x + crate::fused::dropout(&self.dropout, ffn))
     }
 }
 
@@ -589,7 +597,7 @@ impl Attention {
         if let Some(mask) = mask {
             scores = scores + mask.clone();
         }
-        let weights = self.dropout.forward(crate::fused::softmax_last(scores));
+        let weights = crate::fused::dropout(&self.dropout, crate::fused::softmax_last(scores));
         let out = crate::fused::matmul_4d(weights, v.clone())
             .swap_dims(1, 2)
             .reshape([rows, len, heads * head_dim]);
