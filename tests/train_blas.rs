@@ -1,5 +1,6 @@
-//! The training-parity check of `train.rs` with the frozen-weight products on OpenBLAS, as
-//! `bartleby train` runs them on the CPU where the system has it (backend-native/src/blas.rs).
+//! The training-parity check of `train.rs` as `bartleby train` runs on the CPU: the products on
+//! OpenBLAS where the system has it and the element-wise ops on rayon's threads
+//! (backend-native/src/host.rs).
 //! `tests/run.sh` installs OpenBLAS (Debian's libopenblas0-pthread).
 
 #[path = "train_common.rs"]
@@ -10,7 +11,7 @@ use train_common::check_training;
 
 #[test]
 fn lora_training_on_openblas_matches_pytorch_peft() {
-    let what = bartleby::blas::install_choice("auto").unwrap();
+    let what = bartleby::host::lend("auto").unwrap();
     assert!(
         what.starts_with("OpenBLAS"),
         "needs OpenBLAS (apt install libopenblas0-pthread); got: {what}"

@@ -62,13 +62,8 @@ const CANDIDATES: &[&str] = &[
     "/usr/local/opt/openblas/lib/libopenblas.dylib",
 ];
 
-/// Loads the BLAS `BARTLEBY_BLAS` asks for (once per process) and routes the CPU training
-/// step's frozen-weight products through it. Returns what multiplies matrices, for the user.
-pub fn install() -> Result<String> {
-    install_choice(&std::env::var("BARTLEBY_BLAS").unwrap_or_default())
-}
-
-/// [`install`] for a given `BARTLEBY_BLAS` value.
+/// Loads the BLAS that `choice` (a `BARTLEBY_BLAS` value) asks for, once per process, and
+/// routes the CPU training step's products through it. Returns what multiplies matrices.
 pub fn install_choice(choice: &str) -> Result<String> {
     let (blas, what) = match choice {
         "off" | "none" => return Ok("burn's matmul (BARTLEBY_BLAS=off)".into()),

@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod device;
 pub mod eval_cmd;
 pub mod export_cmd;
+pub mod host;
 pub mod input;
 pub mod memory;
 pub mod merge_cmd;

@@ -409,7 +409,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let device = device::init(args.device)?;
     if args.device == device::DeviceArg::Cpu {
-        eprintln!("matmul: {}", crate::blas::install()?);
+        let blas = std::env::var("BARTLEBY_BLAS").unwrap_or_default();
+        eprintln!("matmul: {}", crate::host::lend(&blas)?);
     }
     let mut trainer = Trainer::new(cfg, run_dir, &device, resume)?;
     trainer.train(args.stop_after_step)

@@ -8,7 +8,7 @@
 use crate::config::{Activation, BartConfig, POSITION_OFFSET};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, LayerNorm, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, tanh};
+use burn::tensor::activation::{gelu_approximate, relu, silu, tanh};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// Large negative score for masked attention positions (transformers adds `finfo(f32).min`).
@@ -108,7 +108,7 @@ pub struct ActivationFn(pub Activation);
 impl ActivationFn {
     fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self.0 {
-            Activation::Gelu => gelu(x),
+            Activation::Gelu => crate::fused::gelu(x),
             Activation::GeluTanh => gelu_approximate(x),
             Activation::Relu => relu(x),
             Activation::Silu => silu(x),
