@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use bartleby_core::fused::{Operand, Sgemm};
 use rayon::prelude::*;
 use std::ffi::{c_char, c_int, CStr};
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 /// CBLAS' `cblas_sgemm` (LP64: 32-bit integers).
@@ -81,7 +82,8 @@ pub fn install_choice(choice: &str) -> Result<String> {
     if BLAS.set(blas).is_err() {
         bail!("a BLAS is already installed in this process");
     }
-    bartleby_core::fused::use_host_sgemm(host_sgemm);
+    // SAFETY: `host_sgemm` writes every element of `c` (cblas_sgemm with beta = 0).
+    unsafe { bartleby_core::fused::use_host_sgemm(host_sgemm) };
     Ok(what)
 }
 
@@ -133,7 +135,7 @@ fn check(blas: &Blas) -> Result<()> {
             let (lda, ldb) = (if a_trans { m } else { k }, if b_trans { k } else { n });
             let a_at = |i: usize, p: usize| if a_trans { a[p * m + i] } else { a[i * k + p] };
             let b_at = |p: usize, j: usize| if b_trans { b[j * k + p] } else { b[p * n + j] };
-            let mut c = vec![0.0f32; m * n];
+            let mut c = vec![MaybeUninit::<f32>::uninit(); m * n];
             let op = |data, ld, trans| Mat { data, ld, trans };
             call(
                 blas,
@@ -144,6 +146,8 @@ fn check(blas: &Blas) -> Result<()> {
                 op(&b, ldb, b_trans),
                 &mut c,
             );
+            // SAFETY: sgemm with beta = 0 wrote every element.
+            let c: Vec<f32> = c.iter().map(|v| unsafe { v.assume_init() }).collect();
             for i in 0..m {
                 for j in 0..n {
                     let expected: f32 = (0..k).map(|p| a_at(i, p) * b_at(p, j)).sum();
@@ -187,7 +191,15 @@ impl<'a> Mat<'a> {
 }
 
 /// `c = op(a) · op(b)` with the library, on the calling thread.
-fn call(blas: &Blas, m: usize, n: usize, k: usize, a: Mat<'_>, b: Mat<'_>, c: &mut [f32]) {
+fn call(
+    blas: &Blas,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: &mut [MaybeUninit<f32>],
+) {
     assert!(
         m > 0 && n > 0 && k > 0 && a.fits(m, k) && b.fits(k, n) && c.len() >= m * n,
         "sgemm operands do not hold {m}×{k} · {k}×{n}"
@@ -209,7 +221,7 @@ fn call(blas: &Blas, m: usize, n: usize, k: usize, a: Mat<'_>, b: Mat<'_>, c: &m
             b.data.as_ptr(),
             dim(b.ld),
             0.0,
-            c.as_mut_ptr(),
+            c.as_mut_ptr().cast::<f32>(),
             dim(n),
         )
     }

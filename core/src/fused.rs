@@ -30,14 +30,8 @@ pub fn use_host_parallel(f: ParallelFn) -> bool {
     HOST_PARALLEL.set(f).is_ok()
 }
 
-/// Fills `out` chunk by chunk, `f(start, chunk)` with `start` the index of the chunk's first
-/// element, the chunks in parallel where the host allows.
-#[cfg(feature = "train")]
-fn fill_chunks<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
-    fill_rows(out, 1, f)
-}
-
-/// [`fill_chunks`] with chunks of whole rows of `row` elements.
+/// Fills `out` chunk by chunk (whole rows of `row` elements), `f(start, chunk)` with `start` the
+/// index of the chunk's first element, the chunks in parallel where the host allows.
 #[cfg(feature = "train")]
 fn fill_rows<T: Send>(out: &mut [T], row: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     let chunk = ((1 << 15) / row.max(1)).max(1) * row.max(1);
@@ -51,6 +45,24 @@ fn fill_rows<T: Send>(out: &mut [T], row: usize, f: impl Fn(usize, &mut [T]) + S
         Some(parallel) => parallel(chunks.len(), &run),
         None => (0..chunks.len()).for_each(run),
     }
+}
+
+/// `len` values written by `f` chunk by chunk (whole rows of `row` values), in parallel where
+/// the host allows, without zero-filling them first.
+///
+/// # Safety
+/// `f` must write every element of each chunk it is given.
+#[cfg(feature = "train")]
+unsafe fn filled<T: Send>(
+    len: usize,
+    row: usize,
+    f: impl Fn(usize, &mut [std::mem::MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let mut out = Vec::<T>::with_capacity(len);
+    fill_rows(&mut out.spare_capacity_mut()[..len], row, f);
+    // SAFETY: `fill_rows` hands each of the `len` elements to `f` once, and `f` writes it.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// `erf` in single precision without `exp`: the rational approximation Eigen and XLA use
@@ -135,7 +147,8 @@ pub struct Sgemm<'a> {
     pub k: usize,
     pub a: Operand<'a>,
     pub b: Operand<'a>,
-    pub c: &'a mut [f32],
+    /// Written in full by the routine (it starts uninitialized).
+    pub c: &'a mut [std::mem::MaybeUninit<f32>],
 }
 
 /// A host-supplied implementation of [`Sgemm`].
@@ -143,9 +156,13 @@ pub type SgemmFn = fn(Sgemm<'_>);
 
 static HOST_SGEMM: std::sync::OnceLock<SgemmFn> = std::sync::OnceLock::new();
 
-/// Routes products with frozen weights on the CPU through `f` from now on (first call wins;
-/// returns whether this one did). Only training builds use it.
-pub fn use_host_sgemm(f: SgemmFn) -> bool {
+/// Routes the CPU products of [`matmul_frozen`] and [`matmul_4d`] through `f` from now on
+/// (first call wins; returns whether this one did). Only training builds use it.
+///
+/// # Safety
+/// `f` must compute what [`Sgemm`] describes and write every element of `c`, as CBLAS' `sgemm`
+/// does with `beta = 0`: the results are read without having been initialized otherwise.
+pub unsafe fn use_host_sgemm(f: SgemmFn) -> bool {
     HOST_SGEMM.set(f).is_ok()
 }
 
@@ -226,17 +243,19 @@ mod autodiff_flex {
                 let shape = dy.shape();
                 let row = shape[shape.num_dims() - 1];
                 let (dy, y) = (f32s(&dy), f32s(&y));
-                let mut dx = vec![0.0f32; dy.len()];
-                super::fill_rows(&mut dx, row, |start, out| {
-                    for (i, dx) in out.chunks_mut(row).enumerate() {
-                        let at = start + i * row;
-                        let (dy, y) = (&dy[at..at + row], &y[at..at + row]);
-                        let dot: f32 = dy.iter().zip(y).map(|(g, p)| g * p).sum();
-                        for ((dx, g), p) in dx.iter_mut().zip(dy).zip(y) {
-                            *dx = p * (g - dot);
+                // SAFETY: each row of each chunk is written whole.
+                let dx = unsafe {
+                    super::filled(dy.len(), row, |start, out| {
+                        for (i, dx) in out.chunks_mut(row).enumerate() {
+                            let at = start + i * row;
+                            let (dy, y) = (&dy[at..at + row], &y[at..at + row]);
+                            let dot: f32 = dy.iter().zip(y).map(|(g, p)| g * p).sum();
+                            for ((dx, g), p) in dx.iter_mut().zip(dy).zip(y) {
+                                dx.write(p * (g - dot));
+                            }
                         }
-                    }
-                });
+                    })
+                };
                 FlexTensor::from_data(TensorData::new(dx, shape))
             });
         }
@@ -296,15 +315,19 @@ mod autodiff_flex {
                 let shape = dy.shape();
                 let (dy, x) = (f32s(&dy), f32s(&x));
                 let inv_sqrt_2pi = 1.0 / (2.0 * std::f32::consts::PI).sqrt();
-                let mut dx = vec![0.0f32; dy.len()];
-                super::fill_chunks(&mut dx, |start, out| {
-                    let end = start + out.len();
-                    for ((d, &g), &x) in out.iter_mut().zip(&dy[start..end]).zip(&x[start..end]) {
-                        let cdf = 0.5 * (1.0 + super::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-                        let pdf = inv_sqrt_2pi * (-0.5 * x * x).exp();
-                        *d = g * (cdf + x * pdf);
-                    }
-                });
+                // SAFETY: every element of each chunk is written (`dy`, `x` as long as `dx`).
+                let dx = unsafe {
+                    super::filled(dy.len(), 1, |start, out| {
+                        let end = start + out.len();
+                        for ((d, &g), &x) in out.iter_mut().zip(&dy[start..end]).zip(&x[start..end])
+                        {
+                            let cdf =
+                                0.5 * (1.0 + super::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+                            let pdf = inv_sqrt_2pi * (-0.5 * x * x).exp();
+                            d.write(g * (cdf + x * pdf));
+                        }
+                    })
+                };
                 FlexTensor::from_data(TensorData::new(dx, shape))
             });
         }
@@ -321,13 +344,15 @@ mod autodiff_flex {
         let (primitive, guard) = x.clone().try_into_primitive::<Ad>().ok()?.into_parts();
         let primitive = primitive.to_contiguous();
         let values = f32s(&primitive);
-        let mut y = vec![0.0f32; values.len()];
-        super::fill_chunks(&mut y, |start, out| {
-            let end = start + out.len();
-            for (y, &x) in out.iter_mut().zip(&values[start..end]) {
-                *y = x * 0.5 * (1.0 + super::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-            }
-        });
+        // SAFETY: every element of each chunk is written (`values` as long as `y`).
+        let y = unsafe {
+            super::filled(values.len(), 1, |start, out| {
+                let end = start + out.len();
+                for (y, &x) in out.iter_mut().zip(&values[start..end]) {
+                    y.write(x * 0.5 * (1.0 + super::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2)));
+                }
+            })
+        };
         let y = FlexTensor::from_data(TensorData::new(y, primitive.shape()));
         let out = match Gelu
             .prepare::<NoCheckpointing>([guard])
@@ -353,14 +378,17 @@ mod autodiff_flex {
                 let dy = dy.to_contiguous();
                 let shape = dy.shape();
                 let dy = f32s(&dy);
-                let mut dx = vec![0.0f32; dy.len()];
-                super::fill_chunks(&mut dx, |start, out| {
-                    let end = start + out.len();
-                    for ((d, &g), &m) in out.iter_mut().zip(&dy[start..end]).zip(&mask[start..end])
-                    {
-                        *d = g * (m as f32 * scale);
-                    }
-                });
+                // SAFETY: every element of each chunk is written (`dy`, `mask` as long as `dx`).
+                let dx = unsafe {
+                    super::filled(dy.len(), 1, |start, out| {
+                        let end = start + out.len();
+                        for ((d, &g), &m) in
+                            out.iter_mut().zip(&dy[start..end]).zip(&mask[start..end])
+                        {
+                            d.write(g * (m as f32 * scale));
+                        }
+                    })
+                };
                 FlexTensor::from_data(TensorData::new(dx, shape))
             });
         }
@@ -398,14 +426,26 @@ mod autodiff_flex {
         let values = primitive.as_slice::<f32>()?;
         let keep = ((1.0 - p) * 4_294_967_296.0).round() as u64;
         let scale = (1.0 / (1.0 - p)) as f32;
-        let mask: Vec<u8> = (0..values.len())
-            .map(|i| kept(seed, i, keep) as u8)
-            .collect();
-        let y: Vec<f32> = values
-            .iter()
-            .zip(&mask)
-            .map(|(v, &m)| v * (m as f32 * scale))
-            .collect();
+        // SAFETY (both): every element of each chunk is written.
+        let mask: Vec<u8> = unsafe {
+            super::filled(values.len(), 1, |start, out| {
+                for (j, m) in out.iter_mut().enumerate() {
+                    m.write(kept(seed, start + j, keep) as u8);
+                }
+            })
+        };
+        let y = unsafe {
+            super::filled(values.len(), 1, |start, out| {
+                let end = start + out.len();
+                for ((y, &v), &m) in out
+                    .iter_mut()
+                    .zip(&values[start..end])
+                    .zip(&mask[start..end])
+                {
+                    y.write(v * (m as f32 * scale));
+                }
+            })
+        };
         let y = FlexTensor::from_data(TensorData::new(y, shape));
         let out = match Dropout
             .prepare::<NoCheckpointing>([guard])
@@ -526,17 +566,23 @@ mod host {
     fn product(a: &Matrices, b: &Matrices, sgemm: SgemmFn) -> FlexTensor {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let count = a.offsets.len();
-        let mut c = vec![0.0f32; count * m * n];
-        if m > 0 && n > 0 && k > 0 && count > 0 {
+        let len = count * m * n;
+        let c = if k > 0 && len > 0 {
+            let mut c = Vec::with_capacity(len);
             sgemm(Sgemm {
                 m,
                 n,
                 k,
                 a: a.operand(),
                 b: b.operand(),
-                c: &mut c,
+                c: &mut c.spare_capacity_mut()[..len],
             });
-        }
+            // SAFETY: the routine wrote every element of `c` (the contract of `use_host_sgemm`).
+            unsafe { c.set_len(len) };
+            c
+        } else {
+            vec![0.0f32; len] // an empty sum
+        };
         let mut shape = a.batch.clone();
         shape.extend([m, n]);
         FlexTensor::from_data(TensorData::new(c, shape))
@@ -875,7 +921,7 @@ mod host_tests {
                     let sum: f64 = (0..g.k)
                         .map(|p| at(oa, i, p) as f64 * bt(ob, p, j) as f64)
                         .sum();
-                    g.c[(x * g.m + i) * g.n + j] = sum as f32;
+                    g.c[(x * g.m + i) * g.n + j].write(sum as f32);
                 }
             }
         }
