@@ -789,13 +789,21 @@ mod tests {
 }
 
 #[cfg(all(test, feature = "train"))]
+mod test_support {
+    use burn::tensor::Tensor;
+
+    /// The values of a tensor (on any device) as f32.
+    pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.inner().into_data().try_to_vec::<f32>().unwrap()
+    }
+}
+
+#[cfg(all(test, feature = "train"))]
 mod dropout_tests {
     use burn::nn::DropoutConfig;
     use burn::tensor::{Device, Distribution, Tensor};
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.inner().into_data().try_to_vec::<f32>().unwrap()
-    }
+    use super::test_support::values;
 
     /// Every value is dropped (0) or kept and scaled by `1 / (1 − p)`, about `1 − p` of them are
     /// kept, the gradient is the same mask and scale, a seeded device repeats the mask and the
@@ -844,9 +852,7 @@ mod dropout_tests {
 mod gelu_tests {
     use burn::tensor::{Device, Distribution, Tensor};
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.inner().into_data().try_to_vec::<f32>().unwrap()
-    }
+    use super::test_support::values;
 
     /// The GELU op against burn's (libm's `erff`) on the autodiff CPU device, values and
     /// gradients, over [−7, 7] (both tails of the clamp), with the host's parallel hook set
@@ -927,9 +933,7 @@ mod host_tests {
         }
     }
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.inner().into_data().try_to_vec::<f32>().unwrap()
-    }
+    use super::test_support::values;
 
     fn close(a: &[f32], b: &[f32]) {
         assert_eq!(a.len(), b.len());
