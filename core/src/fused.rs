@@ -110,6 +110,23 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::gelu(x)
 }
 
+/// Layer normalization over the last axis, as burn's `LayerNorm` (and PyTorch's) computes it:
+/// `(x − mean) / sqrt(var + eps) · γ + β`, biased variance. While training on the CPU with `γ`,
+/// `β` frozen (LoRA) it is one op, forward and backward a pass per row on the host's threads
+/// (backward `dx = rstd (g − mean(g) − x̂ mean(g x̂))`, `g = dy γ`, with `x̂` and `rstd`
+/// recomputed from the kept input); burn composes about ten ops each way. Otherwise burn's.
+pub fn layer_norm<const D: usize>(ln: &burn::nn::LayerNorm, eps: f64, x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "train")]
+    {
+        if x.is_autodiff() {
+            if let Some(y) = autodiff_flex::layer_norm(ln, eps, &x) {
+                return y;
+            }
+        }
+    }
+    ln.forward(x)
+}
+
 /// Dropout as burn's `Dropout` module applies it (while training, on autodiff tensors): kept
 /// values scaled by `1 / (1 − p)`. On the CPU device it is one op whose mask comes from a
 /// counter-based hash of the element index and a seed drawn from burn's generator (so a seeded
@@ -360,6 +377,112 @@ mod autodiff_flex {
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish(primitive, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        Some(Tensor::from_primitive::<Ad>(out))
+    }
+
+    /// Its state: the input `x`, `γ` and `eps`.
+    #[derive(Debug)]
+    struct LayerNorm;
+
+    /// Mean and `1 / sqrt(var + eps)` of a row (two passes, f64 sums).
+    #[inline]
+    fn moments(row: &[f32], eps: f64) -> (f32, f32) {
+        let n = row.len() as f64;
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+    }
+
+    impl Backward<Flex, 1> for LayerNorm {
+        type State = (FlexTensor, std::sync::Arc<Vec<f32>>, f64);
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (x, gamma, eps) = ops.state;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |dy| {
+                let dy = dy.to_contiguous();
+                let shape = dy.shape();
+                let d = gamma.len();
+                let (dy, x) = (f32s(&dy), f32s(&x));
+                // SAFETY: each row of each chunk is written whole.
+                let dx = unsafe {
+                    super::filled(dy.len(), d, |start, out| {
+                        for (i, dx) in out.chunks_mut(d).enumerate() {
+                            let at = start + i * d;
+                            let (x, dy) = (&x[at..at + d], &dy[at..at + d]);
+                            let (mean, rstd) = moments(x, eps);
+                            let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
+                            for ((&x, &dy), &w) in x.iter().zip(dy).zip(gamma.iter()) {
+                                let g = (dy * w) as f64;
+                                sum_g += g;
+                                sum_gx += g * ((x - mean) * rstd) as f64;
+                            }
+                            let (mean_g, mean_gx) =
+                                ((sum_g / d as f64) as f32, (sum_gx / d as f64) as f32);
+                            for (((dx, &x), &dy), &w) in
+                                dx.iter_mut().zip(x).zip(dy).zip(gamma.iter())
+                            {
+                                let xhat = (x - mean) * rstd;
+                                dx.write(rstd * (dy * w - mean_g - xhat * mean_gx));
+                            }
+                        }
+                    })
+                };
+                FlexTensor::from_data(TensorData::new(dx, shape))
+            });
+        }
+    }
+
+    /// A frozen 1-D CPU parameter's values (`None` if it takes gradients or lives elsewhere).
+    fn frozen_values(p: &burn::module::Param<Tensor<1>>) -> Option<Vec<f32>> {
+        let t = p.val();
+        if t.is_autodiff() {
+            return None;
+        }
+        let t = t.try_into_primitive::<Flex>().ok()?;
+        (t.dtype() == burn_backend::DType::F32).then(|| f32s(&t.to_contiguous()).to_vec())
+    }
+
+    pub(super) fn layer_norm<const D: usize>(
+        ln: &burn::nn::LayerNorm,
+        eps: f64,
+        x: &Tensor<D>,
+    ) -> Option<Tensor<D>> {
+        if x.dtype() != burn::tensor::DType::F32 {
+            return None;
+        }
+        let gamma = frozen_values(&ln.gamma)?;
+        let beta = match &ln.beta {
+            Some(b) => frozen_values(b)?,
+            None => vec![0.0; gamma.len()],
+        };
+        let d = gamma.len();
+        if d == 0 || x.dims()[D - 1] != d || beta.len() != d {
+            return None;
+        }
+        let (primitive, guard) = x.clone().try_into_primitive::<Ad>().ok()?.into_parts();
+        let primitive = primitive.to_contiguous();
+        let values = f32s(&primitive);
+        // SAFETY: each row of each chunk is written whole.
+        let y = unsafe {
+            super::filled(values.len(), d, |start, out| {
+                for (i, y) in out.chunks_mut(d).enumerate() {
+                    let row = &values[start + i * d..start + (i + 1) * d];
+                    let (mean, rstd) = moments(row, eps);
+                    for (((y, &x), &w), &b) in y.iter_mut().zip(row).zip(&gamma).zip(&beta) {
+                        y.write((x - mean) * rstd * w + b);
+                    }
+                }
+            })
+        };
+        let y = FlexTensor::from_data(TensorData::new(y, primitive.shape()));
+        let out = match LayerNorm
+            .prepare::<NoCheckpointing>([guard])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((primitive, std::sync::Arc::new(gamma), eps), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         Some(Tensor::from_primitive::<Ad>(out))
@@ -845,6 +968,52 @@ mod dropout_tests {
         assert_eq!(run().0, y, "a seeded device repeats the mask");
         let plain = super::dropout(&layer, x.clone());
         assert_eq!(values(plain), xs);
+    }
+}
+
+#[cfg(all(test, feature = "train"))]
+mod layer_norm_tests {
+    use super::test_support::values;
+    use burn::module::Param;
+    use burn::nn::LayerNormConfig;
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    /// The LayerNorm op against burn's `LayerNorm` on the autodiff CPU device, values and the
+    /// gradient of `x`, with random `γ`, `β`, rows of 300 over several parallel chunks, and an
+    /// input far from zero mean (where a one-pass variance would lose digits).
+    #[test]
+    fn layer_norm_matches_burn() {
+        let device = Device::flex();
+        let d = 300;
+        let mut ln = LayerNormConfig::new(d).with_epsilon(1e-5).init(&device);
+        ln.gamma = Param::from_tensor(Tensor::random([d], Distribution::Normal(1.0, 0.5), &device));
+        ln.beta = Some(Param::from_tensor(Tensor::random(
+            [d],
+            Distribution::Normal(0.0, 0.5),
+            &device,
+        )));
+        let x = Tensor::<3>::random([3, 150, d], Distribution::Normal(4.0, 2.0), &device);
+        let w = Tensor::<3>::random([3, 150, d], Distribution::Normal(0.0, 1.0), &device);
+        assert!(super::autodiff_flex::layer_norm(&ln, 1e-5, &x.clone().autodiff()).is_some());
+        let run = |fused: bool| {
+            let xa = x.clone().autodiff().require_grad();
+            let y = if fused {
+                super::layer_norm(&ln, 1e-5, xa.clone())
+            } else {
+                ln.forward(xa.clone())
+            };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            (values(y), values(xa.grad(&grads).unwrap()))
+        };
+        let ((y, dx), (y_burn, dx_burn)) = (run(true), run(false));
+        for (a, b) in y.iter().zip(&y_burn).chain(dx.iter().zip(&dx_burn)) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        assert!(dx.iter().any(|g| g.abs() > 1e-2));
+        // A trained γ (full fine-tuning) keeps burn's.
+        let mut tracked = ln.clone();
+        tracked.gamma = Param::from_tensor(ln.gamma.val().autodiff().require_grad());
+        assert!(super::autodiff_flex::layer_norm(&tracked, 1e-5, &x.autodiff()).is_none());
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Encoder {
     pub layernorm_embedding: LayerNorm,
     pub dropout: Dropout,
     pub layers: Vec<EncoderLayer>,
+    /// `config.layer_norm_eps` (burn's `LayerNorm` keeps its own private).
+    #[module(skip)]
+    pub layer_norm_eps: f64,
 }
 
 #[derive(Module, Debug)]
@@ -55,6 +58,9 @@ pub struct Decoder {
     pub layernorm_embedding: LayerNorm,
     pub dropout: Dropout,
     pub layers: Vec<DecoderLayer>,
+    /// `config.layer_norm_eps` (burn's `LayerNorm` keeps its own private).
+    #[module(skip)]
+    pub layer_norm_eps: f64,
 }
 
 #[derive(Module, Debug)]
@@ -70,6 +76,8 @@ pub struct EncoderLayer {
     pub activation_dropout: Dropout,
     #[module(skip)]
     pub activation: ActivationFn,
+    #[module(skip)]
+    pub layer_norm_eps: f64,
 }
 
 #[derive(Module, Debug)]
@@ -87,6 +95,8 @@ pub struct DecoderLayer {
     pub activation_dropout: Dropout,
     #[module(skip)]
     pub activation: ActivationFn,
+    #[module(skip)]
+    pub layer_norm_eps: f64,
 }
 
 /// Multi-head scaled dot-product attention with separate q/k/v/out projections.
@@ -444,8 +454,11 @@ impl Encoder {
         let [_, len, _] = embedded.dims();
         let mut x = crate::fused::dropout(
             &self.dropout,
-            self.layernorm_embedding
-                .forward(embedded + positions(&self.embed_positions, 0, len)),
+            crate::fused::layer_norm(
+                &self.layernorm_embedding,
+                self.layer_norm_eps,
+                embedded + positions(&self.embed_positions, 0, len),
+            ),
         );
         for layer in &self.layers {
             x = layer.forward(x, key_mask);
@@ -458,15 +471,20 @@ impl EncoderLayer {
     fn forward(&self, x: Tensor<3>, key_mask: &Tensor<4>) -> Tensor<3> {
         let (k, v) = self.self_attn.keys_values(x.clone());
         let attended = self.self_attn.attend(x.clone(), &k, &v, Some(key_mask), 1);
-        let x = self
-            .self_attn_layer_norm
-            .forward(x + crate::fused::dropout(&self.dropout, attended));
+        let x = crate::fused::layer_norm(
+            &self.self_attn_layer_norm,
+            self.layer_norm_eps,
+            x + crate::fused::dropout(&self.dropout, attended),
+        );
         let hidden = self.activation.apply(self.fc1.forward(x.clone()));
         let ffn = self
             .fc2
             .forward(crate::fused::dropout(&self.activation_dropout, hidden));
-        self.final_layer_norm
-            .forward(x + crate::fused::dropout(&self.dropout, ffn))
+        crate::fused::layer_norm(
+            &self.final_layer_norm,
+            self.layer_norm_eps,
+            x + crate::fused::dropout(&self.dropout, ffn),
+        )
     }
 }
 
@@ -495,8 +513,11 @@ impl Decoder {
         let past_len = cache.past_len;
         let mut x = crate::fused::dropout(
             &self.dropout,
-            self.layernorm_embedding
-                .forward(embedded + positions(&self.embed_positions, past_len, len)),
+            crate::fused::layer_norm(
+                &self.layernorm_embedding,
+                self.layer_norm_eps,
+                embedded + positions(&self.embed_positions, past_len, len),
+            ),
         );
         // Causal mask over [past + new] keys, needed only when several tokens come at once.
         let causal = (len > 1).then(|| {
@@ -539,25 +560,32 @@ impl DecoderLayer {
         };
         let attended = self.self_attn.attend(x.clone(), &k, &v, causal, 1);
         cache.self_kv = Some((k, v));
-        let x = self
-            .self_attn_layer_norm
-            .forward(x + crate::fused::dropout(&self.dropout, attended));
+        let x = crate::fused::layer_norm(
+            &self.self_attn_layer_norm,
+            self.layer_norm_eps,
+            x + crate::fused::dropout(&self.dropout, attended),
+        );
 
         // Cross-attention to the encoder output.
         let (ck, cv) = &cache.cross_kv;
         let attended = self
             .encoder_attn
             .attend(x.clone(), ck, cv, Some(key_mask), rows_per_input);
-        let x = self
-            .encoder_attn_layer_norm
-            .forward(x + crate::fused::dropout(&self.dropout, attended));
+        let x = crate::fused::layer_norm(
+            &self.encoder_attn_layer_norm,
+            self.layer_norm_eps,
+            x + crate::fused::dropout(&self.dropout, attended),
+        );
 
         let hidden = self.activation.apply(self.fc1.forward(x.clone()));
         let ffn = self
             .fc2
             .forward(crate::fused::dropout(&self.activation_dropout, hidden));
-        self.final_layer_norm
-            .forward(x + crate::fused::dropout(&self.dropout, ffn))
+        crate::fused::layer_norm(
+            &self.final_layer_norm,
+            self.layer_norm_eps,
+            x + crate::fused::dropout(&self.dropout, ffn),
+        )
     }
 }
 
@@ -651,6 +679,7 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
             embed_positions: empty2([positions, d]),
             layernorm_embedding: layer_norm(),
             dropout: dropout(config.dropout),
+            layer_norm_eps: config.layer_norm_eps,
             layers: (0..config.encoder_layers)
                 .map(|_| EncoderLayer {
                     self_attn: attention(config.encoder_attention_heads),
@@ -661,6 +690,7 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
                     dropout: dropout(config.dropout),
                     activation_dropout: dropout(config.activation_dropout),
                     activation,
+                    layer_norm_eps: config.layer_norm_eps,
                 })
                 .collect(),
         },
@@ -668,6 +698,7 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
             embed_positions: empty2([positions, d]),
             layernorm_embedding: layer_norm(),
             dropout: dropout(config.dropout),
+            layer_norm_eps: config.layer_norm_eps,
             layers: (0..config.decoder_layers)
                 .map(|_| DecoderLayer {
                     self_attn: attention(config.decoder_attention_heads),
@@ -680,6 +711,7 @@ pub fn skeleton(config: &BartConfig, device: &Device) -> Bart {
                     dropout: dropout(config.dropout),
                     activation_dropout: dropout(config.activation_dropout),
                     activation,
+                    layer_norm_eps: config.layer_norm_eps,
                 })
                 .collect(),
         },
