@@ -42,6 +42,20 @@ pub fn load(name: &str, device: &burn::tensor::Device) -> bartleby_core::Summari
     bartleby::model_files::load(&files, device).unwrap()
 }
 
+pub fn i64_rows(v: &Value) -> Vec<Vec<i64>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
 pub fn u32_rows(v: &Value) -> Vec<Vec<u32>> {
     v.as_array()
         .unwrap()

@@ -25,20 +25,6 @@ fn rows(fx: &Value) -> Vec<Value> {
         .collect()
 }
 
-fn i64_rows(v: &Value) -> Vec<Vec<i64>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_i64().unwrap())
-                .collect()
-        })
-        .collect()
-}
-
 /// `adapter_tol`: the final adapter's max abs difference from PEFT's, relative to its scale.
 pub fn check_training(device: &Device, adapter_tol: f32) {
     let fx = read_json(&fixtures().join("train/steps.json"));

@@ -173,7 +173,7 @@ pub type SgemmFn = fn(Sgemm<'_>);
 
 static HOST_SGEMM: std::sync::OnceLock<SgemmFn> = std::sync::OnceLock::new();
 
-/// Routes the CPU products of [`matmul_frozen`] and [`matmul_4d`] through `f` from now on
+/// Routes the CPU products of [`matmul`] through `f` from now on
 /// (first call wins; returns whether this one did). Only training builds use it.
 ///
 /// # Safety
@@ -183,10 +183,12 @@ pub unsafe fn use_host_sgemm(f: SgemmFn) -> bool {
     HOST_SGEMM.set(f).is_ok()
 }
 
-/// `a b` for 4-D tensors `[batch, heads, m, k]` · `[batch, heads, k, n]` (attention scores and
-/// their weighted values), both of which may take gradients. With a host routine on the CPU it
-/// is one op reading the heads in place ([`use_host_sgemm`]), otherwise burn's matmul.
-pub fn matmul_4d(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+/// `a b`, batched over the leading axes: a frozen weight's product `x W` (`W` takes no
+/// gradient: base projections, the tied embedding) or attention's `[batch, heads, m, k]` ·
+/// `[batch, heads, k, n]` (both may take gradients). With a host routine on the CPU it is one op
+/// reading transposed and head-split views in place ([`use_host_sgemm`]), otherwise burn's
+/// matmul.
+pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "train")]
     {
         if let Some(sgemm) = HOST_SGEMM.get() {
@@ -194,19 +196,6 @@ pub fn matmul_4d(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
         }
     }
     a.matmul(b)
-}
-
-/// `x w` for a weight `w` `[k, n]` that takes no gradient (a frozen base weight, the tied
-/// embedding); `x` `[m, k]` may be on the autodiff device. With a host routine on the CPU it is
-/// one op ([`use_host_sgemm`]), otherwise burn's matmul.
-pub fn matmul_frozen(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
-    #[cfg(feature = "train")]
-    {
-        if let Some(sgemm) = HOST_SGEMM.get() {
-            return host::matmul(x, w, *sgemm);
-        }
-    }
-    x.matmul(w)
 }
 
 /// `log_softmax(x)` over the last axis (the same ops as burn's forward, untracked; backward
@@ -236,7 +225,7 @@ mod autodiff_flex {
     use burn_autodiff::checkpoint::base::Checkpointer;
     use burn_autodiff::checkpoint::strategy::NoCheckpointing;
     use burn_autodiff::grads::Gradients;
-    use burn_autodiff::ops::{unary, Backward, Ops, OpsKind};
+    use burn_autodiff::ops::{unary, Backward, NodeGuard, Ops, OpsKind};
     use burn_autodiff::Autodiff;
     use burn_backend::ops::ActivationOps;
     use burn_backend::tensor::FloatTensor;
@@ -295,6 +284,25 @@ mod autodiff_flex {
         }
     }
 
+    /// Records `op` in the autodiff graph as the op that made `y` from the input behind `guard`,
+    /// with `state` for its backward when that input takes a gradient.
+    pub(super) fn finish_unary<const D: usize, O: Backward<Flex, 1>>(
+        op: O,
+        guard: NodeGuard,
+        state: O::State,
+        y: FlexTensor,
+    ) -> Tensor<D> {
+        let out = match op
+            .prepare::<NoCheckpointing>([guard])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        Tensor::from_primitive::<Ad>(out)
+    }
+
     /// Runs `forward` on the CPU tensor under `x` and records `op` (state: the output) in the
     /// autodiff graph; `None` if `x` is on another device or checkpointing strategy.
     fn record<const D: usize, O>(
@@ -307,15 +315,7 @@ mod autodiff_flex {
     {
         let (primitive, guard) = x.clone().try_into_primitive::<Ad>().ok()?.into_parts();
         let y = forward(primitive);
-        let out = match op
-            .prepare::<NoCheckpointing>([guard])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        Some(Tensor::from_primitive::<Ad>(out))
+        Some(finish_unary(op, guard, y.clone(), y))
     }
 
     /// Its state: the input `x`.
@@ -371,15 +371,7 @@ mod autodiff_flex {
             })
         };
         let y = FlexTensor::from_data(TensorData::new(y, primitive.shape()));
-        let out = match Gelu
-            .prepare::<NoCheckpointing>([guard])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(primitive, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        Some(Tensor::from_primitive::<Ad>(out))
+        Some(finish_unary(Gelu, guard, primitive, y))
     }
 
     /// Its state: the input `x`, `γ` and `eps`.
@@ -477,15 +469,12 @@ mod autodiff_flex {
             })
         };
         let y = FlexTensor::from_data(TensorData::new(y, primitive.shape()));
-        let out = match LayerNorm
-            .prepare::<NoCheckpointing>([guard])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((primitive, std::sync::Arc::new(gamma), eps), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        Some(Tensor::from_primitive::<Ad>(out))
+        Some(finish_unary(
+            LayerNorm,
+            guard,
+            (primitive, std::sync::Arc::new(gamma), eps),
+            y,
+        ))
     }
 
     /// Its state: the mask (1 = kept) and the scale `1 / (1 − p)`.
@@ -570,15 +559,12 @@ mod autodiff_flex {
             })
         };
         let y = FlexTensor::from_data(TensorData::new(y, shape));
-        let out = match Dropout
-            .prepare::<NoCheckpointing>([guard])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((std::sync::Arc::new(mask), scale), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        Some(Tensor::from_primitive::<Ad>(out))
+        Some(finish_unary(
+            Dropout,
+            guard,
+            (std::sync::Arc::new(mask), scale),
+            y,
+        ))
     }
 
     pub(super) fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -598,10 +584,11 @@ mod autodiff_flex {
     }
 }
 
-/// [`matmul_frozen`] and [`matmul_4d`] through a host routine on the CPU backend.
+/// [`matmul`] through a host routine on the CPU backend.
 #[cfg(feature = "train")]
 mod host {
-    use super::{autodiff_flex::Ad, Operand, Sgemm, SgemmFn};
+    use super::autodiff_flex::{finish_unary, Ad};
+    use super::{Operand, Sgemm, SgemmFn};
     use burn::tensor::{Tensor, TensorData};
     use burn_autodiff::checkpoint::base::Checkpointer;
     use burn_autodiff::checkpoint::strategy::NoCheckpointing;
@@ -809,29 +796,12 @@ mod host {
                 Tensor::from_primitive::<Ad>(out)
             }
             (Side::Graph(_, guard, _), Side::Plain(constant)) => {
-                with_constant(sgemm, guard, (constant, true), c)
+                finish_unary(ProductWithConstant(sgemm), guard, (constant, true), c)
             }
             (Side::Plain(constant), Side::Graph(_, guard, _)) => {
-                with_constant(sgemm, guard, (constant, false), c)
+                finish_unary(ProductWithConstant(sgemm), guard, (constant, false), c)
             }
         }
-    }
-
-    fn with_constant<const D: usize>(
-        sgemm: SgemmFn,
-        guard: NodeGuard,
-        state: (Matrices, bool),
-        c: FlexTensor,
-    ) -> Tensor<D> {
-        let out = match ProductWithConstant(sgemm)
-            .prepare::<NoCheckpointing>([guard])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(state, c),
-            OpsKind::UnTracked(prep) => prep.finish(c),
-        };
-        Tensor::from_primitive::<Ad>(out)
     }
 }
 

@@ -313,7 +313,7 @@ impl Bart {
             if rows * len <= FEW_ROWS {
                 table.matmul(hidden.clone().transpose()).transpose()
             } else {
-                crate::fused::matmul_frozen(hidden.clone(), table.transpose())
+                crate::fused::matmul(hidden.clone(), table.transpose())
             }
         };
         let logits = if self.shared_parts.is_empty() {
@@ -423,7 +423,7 @@ fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let y = if batch * len <= FEW_ROWS {
         weight.transpose().matmul(x.transpose()).transpose()
     } else {
-        crate::fused::matmul_frozen(x, weight)
+        crate::fused::matmul(x, weight)
     };
     let y = match &linear.bias {
         Some(b) => y + b.val().unsqueeze::<2>(),
@@ -621,12 +621,12 @@ impl Attention {
             .reshape([inputs, group * len, d_model])
             .mul_scalar((head_dim as f64).powf(-0.5));
         let q = self.split_heads(q);
-        let mut scores = crate::fused::matmul_4d(q, k.clone().swap_dims(2, 3));
+        let mut scores = crate::fused::matmul(q, k.clone().swap_dims(2, 3));
         if let Some(mask) = mask {
             scores = scores + mask.clone();
         }
         let weights = crate::fused::dropout(&self.dropout, crate::fused::softmax_last(scores));
-        let out = crate::fused::matmul_4d(weights, v.clone())
+        let out = crate::fused::matmul(weights, v.clone())
             .swap_dims(1, 2)
             .reshape([rows, len, heads * head_dim]);
         self.out_proj.forward(out)
