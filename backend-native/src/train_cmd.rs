@@ -10,10 +10,10 @@ use anyhow::{bail, Context, Result};
 use bartleby_core::lora::{self, LoraConfig};
 use bartleby_core::metrics::rouge;
 use bartleby_core::quant::{quantize_projections, QuantBits};
-use bartleby_core::train::{self, AdamW, Batch, Example, GradAccumulator, Trainable};
+use bartleby_core::train::{self, AdamW, Batch, Example, GradAccumulator, LossScaler, Trainable};
 use bartleby_core::weights::{save_safetensors, SaveDtype};
 use bartleby_core::Summarizer;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -132,6 +132,25 @@ pub enum Precision {
     F32,
     F16,
     Bf16,
+}
+
+impl Precision {
+    /// The dtype the frozen base's matrices are held and multiplied in (`None`: f32).
+    fn half(self) -> Option<DType> {
+        match self {
+            Precision::F32 => None,
+            Precision::F16 => Some(DType::F16),
+            Precision::Bf16 => Some(DType::BF16),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -350,11 +369,19 @@ impl TrainConfig {
         if self.base_quant != BaseQuant::None && self.method != Method::Lora {
             bail!("base_quant (QLoRA) needs method = lora: a quantized base cannot be trained");
         }
-        if self.precision != Precision::F32 {
+        if self.precision != Precision::F32 && self.method != Method::Lora {
             bail!(
-                "precision {:?} is not available: burn has no mixed precision and Bartleby \
-                 trains in f32 only for now (nothing was run)",
-                self.precision
+                "precision {}: needs method = lora (in mixed precision the frozen base is held \
+                 in half precision; full fine-tuning trains every weight in f32)",
+                self.precision.name()
+            );
+        }
+        if self.precision != Precision::F32 && self.base_quant != BaseQuant::None {
+            bail!(
+                "precision {} with base_quant {:?}: not supported (a quantized base is computed \
+                 in f32); use one or the other",
+                self.precision.name(),
+                self.base_quant
             );
         }
         Ok(())
@@ -381,6 +408,12 @@ struct TrainerState {
     best_metric: Option<f64>,
     best_step: Option<usize>,
     evals_without_improvement: usize,
+    /// f16 only: the dynamic loss scale ([`LossScaler`]).
+    #[serde(default)]
+    loss_scaler: Option<LossScaler>,
+    /// f16 only: steps skipped for non-finite gradients.
+    #[serde(default)]
+    skipped_steps: usize,
 }
 
 const STATE_FILE: &str = "trainer_state.json";
@@ -459,6 +492,25 @@ impl Trainer {
             let n = quantize_projections(&mut s.model, bits, cfg.quant_block)?;
             tracing::info!("QLoRA: {n} base projections held as {:?}", cfg.base_quant);
         }
+        match cfg.precision.half() {
+            None => eprintln!("precision: f32"),
+            Some(dtype) => {
+                let name = cfg.precision.name();
+                if !device.supports_dtype(dtype) {
+                    bail!(
+                        "precision {name}: this device does not compute in {name} \
+                         (nothing was run; use --precision f32{})",
+                        if dtype == DType::F16 { " or bf16" } else { "" }
+                    );
+                }
+                let n = s.model.hold_matrices_in(dtype);
+                eprintln!(
+                    "precision: {name} mixed — {n} frozen weight matrices held and multiplied \
+                     in {name} (f32 accumulation); activations, LayerNorm, softmax, LoRA, \
+                     optimizer and loss in f32"
+                );
+            }
+        }
         let trainable = train::make_trainable(&mut s.model, what)?;
         let (train_rows, val_rows) = load_data(&cfg)?;
         let train = tokenize_rows(&s, &train_rows, &cfg, "train")?;
@@ -476,6 +528,8 @@ impl Trainer {
             best_metric: None,
             best_step: None,
             evals_without_improvement: 0,
+            loss_scaler: (cfg.precision == Precision::F16).then(LossScaler::default),
+            skipped_steps: 0,
         };
         if !resume {
             if dir.exists() {
@@ -563,6 +617,7 @@ impl Trainer {
                 );
                 let mut loss_sum = 0.0;
                 let mut tokens = 0;
+                let loss_scale = self.state.loss_scaler.map_or(1.0, |s| s.scale);
                 for ids in group {
                     let refs: Vec<&Example> = ids.iter().map(|&i| &self.train[i]).collect();
                     let batch = train::collate(
@@ -573,16 +628,46 @@ impl Trainer {
                     tokens += batch.tokens();
                     let loss = train::loss(&self.s.model, &batch)?;
                     loss_sum += train::scalar(loss.clone().inner())?;
-                    acc.backward(
-                        &mut self.s.model,
-                        self.what,
-                        loss.div_scalar(group.len() as f64),
-                    )?;
+                    let loss = loss.div_scalar(group.len() as f64);
+                    let loss = if loss_scale != 1.0 {
+                        loss.mul_scalar(loss_scale)
+                    } else {
+                        loss
+                    };
+                    acc.backward(&mut self.s.model, self.what, loss)?;
                 }
                 let mut grads = acc.take();
+                if let Some(scaler) = &self.state.loss_scaler {
+                    scaler.unscale(&mut grads);
+                }
                 let grad_norm = train::clip_global_norm(&mut grads, self.cfg.max_grad_norm)?;
-                let lr = train::linear_schedule(self.cfg.lr, step, self.cfg.warmup_steps, total);
-                self.opt.step(&mut self.s.model, self.what, grads, lr)?;
+                // The schedule advances with the updates made: a skipped (f16 overflow) step
+                // leaves it, as transformers' Trainer does.
+                let lr = train::linear_schedule(
+                    self.cfg.lr,
+                    self.opt.step as usize,
+                    self.cfg.warmup_steps,
+                    total,
+                );
+                match &mut self.state.loss_scaler {
+                    Some(scaler) if !grad_norm.is_finite() => {
+                        scaler.update(false);
+                        self.state.skipped_steps += 1;
+                        bar.suspend(|| {
+                            tracing::warn!(
+                                "step {}: gradients overflowed f16; step skipped, loss scale now {}",
+                                step + 1,
+                                scaler.scale
+                            )
+                        });
+                    }
+                    scaler => {
+                        self.opt.step(&mut self.s.model, self.what, grads, lr)?;
+                        if let Some(scaler) = scaler {
+                            scaler.update(true);
+                        }
+                    }
+                }
                 self.state.step = step + 1;
                 self.state.adam_step = self.opt.step;
                 let loss = loss_sum / group.len() as f64;
@@ -603,6 +688,7 @@ impl Trainer {
                         "grad_norm": grad_norm, "tokens_per_s": tok_s,
                         "elapsed_s": started.elapsed().as_secs_f64(),
                         "peak_rss_bytes": peak_rss_bytes(),
+                        "loss_scale": self.state.loss_scaler.map(|s| s.scale),
                     }))?;
                 }
                 let end_of_epoch = k + 1 == per_epoch || self.state.step == total;

@@ -9,7 +9,7 @@ use crate::config::{Activation, BartConfig, POSITION_OFFSET};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, LayerNorm, Linear};
 use burn::tensor::activation::{gelu_approximate, relu, silu, tanh};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
 /// Large negative score for masked attention positions (transformers adds `finfo(f32).min`).
 const MASKED: f32 = f32::MIN;
@@ -261,6 +261,42 @@ impl Bart {
         });
     }
 
+    /// Mixed precision, as PyTorch's autocast runs a model loaded with
+    /// `torch_dtype=bfloat16` (or float16) under `bf16=True`: every weight matrix (projections,
+    /// embeddings, positions) is held in `dtype` (half the memory) and takes its products in it,
+    /// with f32 accumulation; activations, LayerNorm, softmax, GELU, residual sums, biases, LoRA
+    /// branches and the loss stay in f32 (see [`product_dtype`]). LoRA factors and 1-D
+    /// parameters are not touched; int8 and quantized weights neither. Returns how many
+    /// matrices were cast.
+    pub fn hold_matrices_in(&mut self, dtype: DType) -> usize {
+        let cast = |p: &mut Param<Tensor<2>>| {
+            let t = p.val();
+            if matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) && t.dtype() != dtype {
+                *p = Param::from_tensor(t.cast(dtype));
+                1
+            } else {
+                0
+            }
+        };
+        let mut n = 0;
+        for part in &mut self.shared_parts {
+            n += cast(part);
+        }
+        let _ = crate::weights::visit(self, &mut |_, slot| {
+            if let crate::weights::Slot::Matrix(p) = slot {
+                n += cast(p);
+            }
+            Ok(())
+        });
+        let _ = crate::weights::visit_projections(self, &mut |_, proj| {
+            if proj.int8.is_none() {
+                n += cast(&mut proj.linear.weight);
+            }
+            Ok(())
+        });
+        n
+    }
+
     /// Token embedding, scaled by `sqrt(d_model)` when the config says so.
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [batch, len] = ids.dims();
@@ -293,7 +329,7 @@ impl Bart {
             sum.expect("shared_parts is not empty")
         };
         let [_, d_model] = x.dims();
-        let x = x.reshape([batch, len, d_model]);
+        let x = x.cast(DType::F32).reshape([batch, len, d_model]);
         let x = if self.training { x.autodiff() } else { x };
         if self.embed_scale != 1.0 {
             x.mul_scalar(self.embed_scale)
@@ -310,11 +346,13 @@ impl Bart {
         let [rows, len, d_model] = hidden.dims();
         let hidden = hidden.reshape([rows * len, d_model]);
         let project = |table: Tensor<2>| {
-            if rows * len <= FEW_ROWS {
-                table.matmul(hidden.clone().transpose()).transpose()
+            let hidden = hidden.clone().cast(product_dtype(&table));
+            let logits = if rows * len <= FEW_ROWS {
+                table.matmul(hidden.transpose()).transpose()
             } else {
-                crate::fused::matmul(hidden.clone(), table.transpose())
-            }
+                crate::fused::matmul(hidden, table.transpose())
+            };
+            logits.cast(DType::F32)
         };
         let logits = if self.shared_parts.is_empty() {
             project(self.shared.val())
@@ -326,6 +364,16 @@ impl Bart {
         };
         let [_, vocab] = logits.dims();
         (logits + self.final_logits_bias.val().unsqueeze::<2>()).reshape([rows, len, vocab])
+    }
+}
+
+/// The precision a product with weight `w` is computed in: `w`'s own when it is held in half
+/// precision ([`Bart::hold_matrices_in`]), otherwise f32 (also for quantized weights, which
+/// burn dequantizes).
+fn product_dtype<const D: usize>(w: &Tensor<D>) -> DType {
+    match w.dtype() {
+        dtype @ (DType::F16 | DType::BF16) => dtype,
+        _ => DType::F32,
     }
 }
 
@@ -419,12 +467,13 @@ fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [batch, len, d_in] = x.dims();
     let weight = linear.weight.val(); // [d_in, d_out]
     let [_, d_out] = weight.dims();
-    let x = x.reshape([batch * len, d_in]);
+    let x = x.reshape([batch * len, d_in]).cast(product_dtype(&weight));
     let y = if batch * len <= FEW_ROWS {
         weight.transpose().matmul(x.transpose()).transpose()
     } else {
         crate::fused::matmul(x, weight)
-    };
+    }
+    .cast(DType::F32);
     let y = match &linear.bias {
         Some(b) => y + b.val().unsqueeze::<2>(),
         None => y,
@@ -446,7 +495,11 @@ fn project_int8(w: &crate::int8::Int8Weight, x: Tensor<3>) -> Tensor<3> {
 /// Rows `past_len + 2 ..` of a learned position table, as `[1, len, d_model]`.
 fn positions(table: &Param<Tensor<2>>, past_len: usize, len: usize) -> Tensor<3> {
     let start = past_len + POSITION_OFFSET;
-    table.val().slice([start..start + len]).unsqueeze::<3>()
+    table
+        .val()
+        .slice([start..start + len])
+        .cast(DType::F32)
+        .unsqueeze::<3>()
 }
 
 impl Encoder {
@@ -620,13 +673,17 @@ impl Attention {
             .forward(x)
             .reshape([inputs, group * len, d_model])
             .mul_scalar((head_dim as f64).powf(-0.5));
-        let q = self.split_heads(q);
-        let mut scores = crate::fused::matmul(q, k.clone().swap_dims(2, 3));
+        // Both products in the projections' precision ([`Bart::hold_matrices_in`]).
+        let dtype = product_dtype(&self.q_proj.linear.weight.val());
+        let q = self.split_heads(q).cast(dtype);
+        let mut scores =
+            crate::fused::matmul(q, k.clone().cast(dtype).swap_dims(2, 3)).cast(DType::F32);
         if let Some(mask) = mask {
             scores = scores + mask.clone();
         }
         let weights = crate::fused::dropout(&self.dropout, crate::fused::softmax_last(scores));
-        let out = crate::fused::matmul(weights, v.clone())
+        let out = crate::fused::matmul(weights.cast(dtype), v.clone().cast(dtype))
+            .cast(DType::F32)
             .swap_dims(1, 2)
             .reshape([rows, len, heads * head_dim]);
         self.out_proj.forward(out)

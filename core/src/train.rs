@@ -253,6 +253,55 @@ pub fn clip_global_norm(grads: &mut [Tensor<1>], max_norm: f64) -> Result<f64> {
     Ok(total)
 }
 
+/// Dynamic loss scaling for f16 mixed precision, as `torch.amp.GradScaler` (and so
+/// transformers' Trainer with `fp16=True`) does it: the loss is multiplied by `scale` before
+/// backward, so that gradients passing through f16 products keep clear of its underflow; the
+/// accumulated gradients are multiplied by `1 / scale` (as f32) before clipping. A step whose
+/// gradients are not all finite is skipped and the scale halved; after `growth_interval`
+/// finite steps in a row it doubles. (bf16 has f32's range and needs none.)
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LossScaler {
+    pub scale: f64,
+    /// Finite steps since the scale last changed.
+    pub growth_tracker: u64,
+    pub growth_interval: u64,
+}
+
+impl Default for LossScaler {
+    /// GradScaler's defaults: initial scale 2¹⁶, growth interval 2000.
+    fn default() -> Self {
+        Self {
+            scale: 65536.0,
+            growth_tracker: 0,
+            growth_interval: 2000,
+        }
+    }
+}
+
+impl LossScaler {
+    /// `grads *= 1 / scale` (GradScaler's `unscale_`: the reciprocal rounded to f32).
+    pub fn unscale(&self, grads: &mut [Tensor<1>]) {
+        let inv = (1.0 / self.scale) as f32;
+        for g in grads.iter_mut() {
+            *g = g.clone().mul_scalar(inv);
+        }
+    }
+
+    /// After a step: `finite` says whether its gradients were (else it was skipped).
+    pub fn update(&mut self, finite: bool) {
+        if finite {
+            self.growth_tracker += 1;
+            if self.growth_tracker == self.growth_interval {
+                self.scale *= 2.0;
+                self.growth_tracker = 0;
+            }
+        } else {
+            self.scale *= 0.5;
+            self.growth_tracker = 0;
+        }
+    }
+}
+
 /// Reads a one-element tensor.
 pub fn scalar(t: Tensor<1>) -> Result<f64> {
     let v = t
