@@ -184,13 +184,31 @@ fn train_on_wgpu() {
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
+    check_resume(&[]);
+}
+
+/// f16 mixed precision: the loss scale and skipped-step count are part of the checkpoint.
+#[test]
+fn resumed_f16_run_equals_uninterrupted_run() {
+    let metrics = check_resume(&["--precision", "f16"]);
+    let steps: Vec<&Value> = metrics.iter().filter(|l| l.get("lr").is_some()).collect();
+    assert!(!steps.is_empty());
+    assert!(steps.iter().all(|l| l["loss_scale"].as_f64().is_some()));
+}
+
+/// Runs `train` whole and killed after step 3 then resumed, with `extra` flags; asserts equal
+/// adapters and metrics and returns the metrics.
+fn check_resume(extra: &[&str]) -> Vec<Value> {
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path().to_str().unwrap();
     let model = model_dir("tiny-gelu");
     let model = model.to_str().unwrap();
     let data = data();
-    ok(&bartleby(&train_args(runs, "whole", model, &data)));
+    let mut whole_args = train_args(runs, "whole", model, &data);
+    whole_args.extend(extra);
+    ok(&bartleby(&whole_args));
     let mut killed = train_args(runs, "resumed", model, &data);
+    killed.extend(extra);
     killed.extend(["--stop-after-step", "3"]);
     let out = bartleby(&killed);
     assert_eq!(
@@ -223,7 +241,9 @@ fn resumed_run_equals_uninterrupted_run() {
             })
             .collect()
     };
-    assert_eq!(strip(metrics(&whole)), strip(metrics(&resumed)));
+    let got = strip(metrics(&resumed));
+    assert_eq!(strip(metrics(&whole)), got);
+    got
 }
 
 #[test]
@@ -247,7 +267,14 @@ fn train_bad_input_is_one_clear_line() {
             vec!["--target-modules", "nope_proj"],
             vec!["nope_proj", "match no projection"],
         ),
-        (vec!["--precision", "f16"], vec!["precision"]),
+        (
+            vec!["--precision", "bf16", "--method", "full"],
+            vec!["precision bf16", "method = lora"],
+        ),
+        (
+            vec!["--precision", "f16", "--base-quant", "q8"],
+            vec!["precision f16", "base_quant"],
+        ),
         (
             vec!["--data", no_summary.to_str().unwrap()],
             vec!["bad.jsonl line 1", "summary"],

@@ -506,8 +506,13 @@ impl Trainer {
                 let n = s.model.hold_matrices_in(dtype);
                 eprintln!(
                     "precision: {name} mixed — {n} frozen weight matrices held and multiplied \
-                     in {name} (f32 accumulation); activations, LayerNorm, softmax, LoRA, \
-                     optimizer and loss in f32"
+                     in {name}; activations, LayerNorm, softmax, LoRA, optimizer and loss in \
+                     f32{}",
+                    if dtype == DType::F16 {
+                        " (dynamic loss scaling)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
@@ -636,37 +641,27 @@ impl Trainer {
                     };
                     acc.backward(&mut self.s.model, self.what, loss)?;
                 }
-                let mut grads = acc.take();
-                if let Some(scaler) = &self.state.loss_scaler {
-                    scaler.unscale(&mut grads);
-                }
-                let grad_norm = train::clip_global_norm(&mut grads, self.cfg.max_grad_norm)?;
-                // The schedule advances with the updates made: a skipped (f16 overflow) step
-                // leaves it, as transformers' Trainer does.
-                let lr = train::linear_schedule(
-                    self.cfg.lr,
-                    self.opt.step as usize,
-                    self.cfg.warmup_steps,
-                    total,
-                );
-                match &mut self.state.loss_scaler {
-                    Some(scaler) if !grad_norm.is_finite() => {
-                        scaler.update(false);
-                        self.state.skipped_steps += 1;
-                        bar.suspend(|| {
-                            tracing::warn!(
-                                "step {}: gradients overflowed f16; step skipped, loss scale now {}",
-                                step + 1,
-                                scaler.scale
-                            )
-                        });
-                    }
-                    scaler => {
-                        self.opt.step(&mut self.s.model, self.what, grads, lr)?;
-                        if let Some(scaler) = scaler {
-                            scaler.update(true);
-                        }
-                    }
+                let outcome = train::optimizer_step(
+                    &mut self.s.model,
+                    self.what,
+                    &mut self.opt,
+                    self.state.loss_scaler.as_mut(),
+                    acc.take(),
+                    self.cfg.max_grad_norm,
+                    |updates| {
+                        train::linear_schedule(self.cfg.lr, updates, self.cfg.warmup_steps, total)
+                    },
+                )?;
+                let (grad_norm, lr) = (outcome.grad_norm, outcome.lr);
+                if outcome.skipped {
+                    self.state.skipped_steps += 1;
+                    let scale = self.state.loss_scaler.map_or(1.0, |s| s.scale);
+                    bar.suspend(|| {
+                        tracing::warn!(
+                            "step {}: gradients overflowed f16; step skipped, loss scale now {scale}",
+                            step + 1
+                        )
+                    });
                 }
                 self.state.step = step + 1;
                 self.state.adam_step = self.opt.step;
@@ -689,6 +684,7 @@ impl Trainer {
                         "elapsed_s": started.elapsed().as_secs_f64(),
                         "peak_rss_bytes": peak_rss_bytes(),
                         "loss_scale": self.state.loss_scaler.map(|s| s.scale),
+                        "skipped": outcome.skipped,
                     }))?;
                 }
                 let end_of_epoch = k + 1 == per_epoch || self.state.step == total;

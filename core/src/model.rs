@@ -263,8 +263,8 @@ impl Bart {
 
     /// Mixed precision, as PyTorch's autocast runs a model loaded with
     /// `torch_dtype=bfloat16` (or float16) under `bf16=True`: every weight matrix (projections,
-    /// embeddings, positions) is held in `dtype` (half the memory) and takes its products in it,
-    /// with f32 accumulation; activations, LayerNorm, softmax, GELU, residual sums, biases, LoRA
+    /// embeddings, positions) is held in `dtype` (half the memory) and takes its products in it
+    /// (on the CPU with f32 accumulation, rounded once); activations, LayerNorm, softmax, GELU, residual sums, biases, LoRA
     /// branches and the loss stay in f32 (see [`product_dtype`]). LoRA factors and 1-D
     /// parameters are not touched; int8 and quantized weights neither. Returns how many
     /// matrices were cast.
@@ -668,16 +668,23 @@ impl Attention {
         let (heads, head_dim) = (self.num_heads, d_model / self.num_heads);
         let inputs = rows / group;
         // [rows, len, d] → [inputs, group·len, d] (rows of an input are consecutive) → heads.
+        let scale = (head_dim as f64).powf(-0.5);
         let q = self
             .q_proj
             .forward(x)
-            .reshape([inputs, group * len, d_model])
-            .mul_scalar((head_dim as f64).powf(-0.5));
-        // Both products in the projections' precision ([`Bart::hold_matrices_in`]).
+            .reshape([inputs, group * len, d_model]);
+        // Both products in the projections' precision ([`Bart::hold_matrices_in`]). In f32 the
+        // scale goes on the (smaller) queries; in half precision on the f32 scores, as
+        // transformers applies it, so that the queries are rounded unscaled as there.
         let dtype = product_dtype(&self.q_proj.linear.weight.val());
-        let q = self.split_heads(q).cast(dtype);
-        let mut scores =
-            crate::fused::matmul(q, k.clone().cast(dtype).swap_dims(2, 3)).cast(DType::F32);
+        let q = self.split_heads(q);
+        let mut scores = if dtype == DType::F32 {
+            crate::fused::matmul(q.mul_scalar(scale), k.clone().swap_dims(2, 3))
+        } else {
+            crate::fused::matmul(q.cast(dtype), k.clone().cast(dtype).swap_dims(2, 3))
+                .cast(DType::F32)
+                .mul_scalar(scale)
+        };
         if let Some(mask) = mask {
             scores = scores + mask.clone();
         }

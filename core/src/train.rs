@@ -385,6 +385,48 @@ impl AdamW {
     }
 }
 
+/// What [`optimizer_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutcome {
+    /// The global gradient norm before clipping (not finite when skipped).
+    pub grad_norm: f64,
+    /// The learning rate of the update (or of the one skipped).
+    pub lr: f64,
+    /// f16 only: gradients overflowed, nothing was updated.
+    pub skipped: bool,
+}
+
+/// One optimizer step from accumulated `grads`, as transformers' Trainer takes it: unscale
+/// (f16: [`LossScaler`]), clip to `max_norm` ([`clip_global_norm`]), AdamW at
+/// `lr_at(updates made so far)` — a skipped step does not advance the schedule.
+pub fn optimizer_step(
+    model: &mut Bart,
+    what: Trainable,
+    opt: &mut AdamW,
+    scaler: Option<&mut LossScaler>,
+    mut grads: Vec<Tensor<1>>,
+    max_norm: f64,
+    lr_at: impl Fn(usize) -> f64,
+) -> Result<StepOutcome> {
+    if let Some(scaler) = &scaler {
+        scaler.unscale(&mut grads);
+    }
+    let grad_norm = clip_global_norm(&mut grads, max_norm)?;
+    let lr = lr_at(opt.step as usize);
+    let skipped = scaler.is_some() && !grad_norm.is_finite();
+    if !skipped {
+        opt.step(model, what, grads, lr)?;
+    }
+    if let Some(scaler) = scaler {
+        scaler.update(!skipped);
+    }
+    Ok(StepOutcome {
+        grad_norm,
+        lr,
+        skipped,
+    })
+}
+
 /// `p ← p·(1 − lr·wd) − update`, as a fresh trainable leaf.
 fn updated<const D: usize>(p: Tensor<D>, update: Tensor<1>, lr: f64, wd: f64) -> Param<Tensor<D>> {
     let shape = p.dims();

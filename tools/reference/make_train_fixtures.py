@@ -15,7 +15,17 @@ Writes initial/ (the PEFT adapter before training: A kaiming-uniform, B = 0), fi
 steps.json (per step: loss = mean of its micro-batch losses, grad_norm before clipping, lr used; plus the
 collated ids of every micro-batch).
 
+With --precision bf16|f16 (written to train-bf16/, train-f16/) the run is Bartleby's mixed precision, stated
+here in PyTorch terms (what CUDA autocast does with a model loaded with torch_dtype=bfloat16/float16, made
+explicit so that it is deterministic on the CPU): every frozen weight matrix (projections, the shared
+embedding / LM head, the learned positions) is held in the half dtype and takes its products in it (inputs
+cast to it, result cast back to f32); activations, biases, LayerNorm, softmax, GELU, residual sums, the LoRA
+branch (f32 factors, PEFT's default), AdamW and the loss stay in f32. f16 adds torch.amp.GradScaler (the
+CPU one; initial scale INIT_SCALE): scaled loss, unscale_ before clipping, a step with non-finite gradients is
+skipped (and the learning-rate schedule does not advance, as in transformers' Trainer).
+
 Run: tools/reference/.venv/bin/python tools/reference/make_train_fixtures.py [--data ../shared/data]
+     [--precision f32|bf16|f16]
 """
 
 import os
@@ -26,11 +36,13 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import argparse
 import json
+import math
 import shutil
 import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 warnings.filterwarnings("ignore")
 
@@ -38,13 +50,17 @@ import peft
 import transformers
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoTokenizer, BartForConditionalGeneration, get_linear_schedule_with_warmup
+from transformers.models.bart import modeling_bart
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
 transformers.logging.set_verbosity_error()
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures"
-OUT = FIX / "train"
+HALF = {"bf16": torch.bfloat16, "f16": torch.float16}
+# f16's initial loss scale: far above GradScaler's default 2^16, so that the first steps overflow and the
+# fixture exercises skipped steps and the scale backing off.
+INIT_SCALE = 2.0**24
 MODEL = "tiny-gelu"
 SEED = 7
 STEPS, MICRO, GA = 20, 2, 2
@@ -63,10 +79,59 @@ def collate(tok, rows):
     return enc.input_ids, enc.attention_mask, dec, labels
 
 
+def hold_in_half(model, dt):
+    """The mixed-precision policy above, applied to a PEFT-wrapped BART in place."""
+    bart = model.base_model.model
+
+    def half_linear(lin):
+        lin.weight.data = lin.weight.data.to(dt)
+        bias = lin.bias
+
+        def forward(x):
+            y = F.linear(x.to(dt), lin.weight).float()
+            return y + bias if bias is not None else y
+
+        lin.forward = forward
+
+    for name, module in bart.named_modules():
+        if isinstance(module, torch.nn.Linear) and not module.weight.requires_grad and "lora_" not in name:
+            if module is not bart.lm_head:
+                half_linear(module)
+    # The shared table: embedding lookups and the tied LM head (held once, in dt).
+    shared = bart.model.shared
+    shared.weight.data = shared.weight.data.to(dt)
+    assert bart.lm_head.weight is shared.weight
+    for emb in (bart.model.encoder.embed_tokens, bart.model.decoder.embed_tokens):
+        emb.forward = (lambda e: lambda ids: F.embedding(ids, e.weight, e.padding_idx).float() * e.embed_scale)(emb)
+    bart.lm_head.forward = lambda h: F.linear(h.to(dt), shared.weight).float()
+    for pos in (bart.model.encoder.embed_positions, bart.model.decoder.embed_positions):
+        pos.weight.data = pos.weight.data.to(dt)
+        forward = pos.forward
+        pos.forward = (lambda f: lambda *a, **k: f(*a, **k).float())(forward)
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, head_mask=None, **kw):
+        # transformers' eager_attention_forward with both products in dt.
+        scores = torch.matmul(query.to(dt), key.to(dt).transpose(2, 3)).float() * scaling
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        weights = torch.softmax(scores, dim=-1)
+        weights = F.dropout(weights, p=dropout, training=module.training)
+        out = torch.matmul(weights.to(dt), value.to(dt)).float()
+        return out.transpose(1, 2).contiguous(), weights
+
+    modeling_bart.ALL_ATTENTION_FUNCTIONS["bartleby_mixed"] = attention
+    bart.config._attn_implementation = "bartleby_mixed"
+    for m in bart.modules():
+        if hasattr(m, "config") and m.config is not bart.config:
+            m.config._attn_implementation = "bartleby_mixed"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--precision", choices=["f32", "bf16", "f16"], default="f32")
     args = ap.parse_args()
+    OUT = FIX / ("train" if args.precision == "f32" else f"train-{args.precision}")
     torch.manual_seed(SEED)
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
@@ -80,6 +145,9 @@ def main():
     if OUT.exists():
         shutil.rmtree(OUT)
     model.save_pretrained(str(OUT / "initial"), safe_serialization=True)
+    if args.precision != "f32":
+        hold_in_half(model, HALF[args.precision])
+    scaler = torch.amp.GradScaler("cpu", init_scale=INIT_SCALE) if args.precision == "f16" else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
     sched = get_linear_schedule_with_warmup(opt, WARMUP, STEPS)
@@ -94,19 +162,32 @@ def main():
                             "attention_mask": mask.tolist(), "decoder_input_ids": dec.tolist(),
                             "labels": labels.tolist()})
             out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, labels=labels)
-            (out.loss / GA).backward()
+            loss = out.loss / GA
+            (scaler.scale(loss) if scaler else loss).backward()
             losses.append(out.loss.item())
+        record = {"step": step + 1, "loss": sum(losses) / GA, "micro_losses": losses, "lr": lr}
+        if scaler:
+            record["loss_scale"] = scaler.get_scale()
+            scaler.unscale_(opt)
         norm = torch.nn.utils.clip_grad_norm_(trainable, CLIP).item()
-        opt.step()
-        sched.step()
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+            skipped = scaler.get_scale() < record["loss_scale"]
+            record["skipped"] = skipped
+        else:
+            opt.step()
+            skipped = False
+        if not skipped:
+            sched.step()
         opt.zero_grad()
-        steps.append({"step": step + 1, "loss": sum(losses) / GA, "micro_losses": losses, "grad_norm": norm,
-                      "lr": lr})
+        record["grad_norm"] = norm if math.isfinite(norm) else None
+        steps.append(record)
     model.save_pretrained(str(OUT / "final"), safe_serialization=True)
     for d in ("initial", "final"):
         (OUT / d / "README.md").unlink(missing_ok=True)
     fixture = {
-        "model": MODEL, "steps": STEPS, "micro_batch": MICRO, "grad_accum": GA, "max_source": MAX_SOURCE,
+        "model": MODEL, "precision": args.precision, "init_scale": INIT_SCALE if scaler else None, "steps": STEPS, "micro_batch": MICRO, "grad_accum": GA, "max_source": MAX_SOURCE,
         "max_target": MAX_TARGET, "lr": LR, "betas": BETAS, "eps": EPS, "weight_decay": WEIGHT_DECAY,
         "warmup": WARMUP, "clip": CLIP, "lora": LORA, "data": "dialogsum/train.jsonl",
         "peft_version": peft.__version__, "torch_version": torch.__version__,
