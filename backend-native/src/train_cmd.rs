@@ -250,6 +250,8 @@ pub struct Overrides {
     pub save_every: Option<usize>,
     #[arg(long)]
     pub log_every: Option<usize>,
+    /// f32, or bf16/f16 mixed precision for LoRA: the frozen base held and multiplied in half
+    /// precision, the rest f32 (f16 with dynamic loss scaling).
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
 }

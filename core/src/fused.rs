@@ -596,10 +596,13 @@ mod host {
     use burn_autodiff::ops::{binary, unary, Backward, NodeGuard, Ops, OpsKind};
     use burn_backend::{DType, TensorMetadata};
     use burn_flex::{Flex, FlexTensor};
+    use half::{bf16, f16};
+    use std::borrow::Cow;
 
     /// A CPU tensor `[..batch, rows, cols]` as a batch of matrices read in place (a transposed or
     /// head-split view is not copied): its storage, where each matrix starts, and the layout of
-    /// its rows and columns.
+    /// its rows and columns. f16/bf16 storage (mixed precision, [`crate::Bart::hold_matrices_in`])
+    /// is widened to f32 for each product ([`Matrices::values`]), exactly.
     #[derive(Debug, Clone)]
     pub(super) struct Matrices {
         t: FlexTensor,
@@ -612,9 +615,11 @@ mod host {
     }
 
     impl Matrices {
-        /// `None` unless an f32 tensor of rank 2 or more.
+        /// `None` unless an f32, f16 or bf16 tensor of rank 2 or more.
         fn new(t: FlexTensor) -> Option<Self> {
-            if t.dtype() != DType::F32 || t.shape().num_dims() < 2 {
+            if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16)
+                || t.shape().num_dims() < 2
+            {
                 return None;
             }
             let dims = t.shape().to_vec();
@@ -662,9 +667,18 @@ mod host {
             }
         }
 
-        fn operand(&self) -> Operand<'_> {
+        /// The storage as f32: itself, or widened from f16/bf16 (exact).
+        fn values(&self) -> Cow<'_, [f32]> {
+            match self.t.dtype() {
+                DType::F16 => Cow::Owned(widen(self.t.storage::<f16>(), f16::to_f32)),
+                DType::BF16 => Cow::Owned(widen(self.t.storage::<bf16>(), bf16::to_f32)),
+                _ => Cow::Borrowed(self.t.storage::<f32>()),
+            }
+        }
+
+        fn operand<'a>(&'a self, data: &'a [f32]) -> Operand<'a> {
             Operand {
-                data: self.t.storage::<f32>(),
+                data,
                 offsets: &self.offsets,
                 ld: self.ld,
                 trans: self.trans,
@@ -672,19 +686,34 @@ mod host {
         }
     }
 
-    /// `a · b`, matrix by matrix, as a contiguous `[..batch, m, n]` tensor.
+    /// `src` as f32, in chunks on the host's threads.
+    fn widen<T: Copy + Sync>(src: &[T], f: fn(T) -> f32) -> Vec<f32> {
+        // SAFETY: every element is written.
+        unsafe {
+            super::filled(src.len(), 1, |start, out| {
+                for (o, &x) in out.iter_mut().zip(&src[start..]) {
+                    o.write(f(x));
+                }
+            })
+        }
+    }
+
+    /// `a · b`, matrix by matrix, as a contiguous `[..batch, m, n]` tensor: f32 products in
+    /// f32; with f16/bf16 operands (both the same) accumulated in f32 and rounded once to it,
+    /// as burn's and PyTorch's half-precision CPU matmuls do.
     fn product(a: &Matrices, b: &Matrices, sgemm: SgemmFn) -> FlexTensor {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let count = a.offsets.len();
         let len = count * m * n;
         let c = if k > 0 && len > 0 {
+            let (a_values, b_values) = (a.values(), b.values());
             let mut c = Vec::with_capacity(len);
             sgemm(Sgemm {
                 m,
                 n,
                 k,
-                a: a.operand(),
-                b: b.operand(),
+                a: a.operand(&a_values),
+                b: b.operand(&b_values),
                 c: &mut c.spare_capacity_mut()[..len],
             });
             // SAFETY: the routine wrote every element of `c` (the contract of `use_host_sgemm`).
@@ -695,11 +724,29 @@ mod host {
         };
         let mut shape = a.batch.clone();
         shape.extend([m, n]);
-        FlexTensor::from_data(TensorData::new(c, shape))
+        match a.t.dtype() {
+            DType::F16 => FlexTensor::from_data(TensorData::new(narrow(&c, f16::from_f32), shape)),
+            DType::BF16 => {
+                FlexTensor::from_data(TensorData::new(narrow(&c, bf16::from_f32), shape))
+            }
+            _ => FlexTensor::from_data(TensorData::new(c, shape)),
+        }
+    }
+
+    /// `src` rounded to a half type, in chunks on the host's threads.
+    fn narrow<T: Copy + Send>(src: &[f32], f: fn(f32) -> T) -> Vec<T> {
+        // SAFETY: every element is written.
+        unsafe {
+            super::filled(src.len(), 1, |start, out| {
+                for (o, &x) in out.iter_mut().zip(&src[start..]) {
+                    o.write(f(x));
+                }
+            })
+        }
     }
 
     fn gradient(dc: FlexTensor) -> Matrices {
-        Matrices::new(dc).expect("the gradient of an f32 product is an f32 matrix batch")
+        Matrices::new(dc).expect("the gradient of a product is a float matrix batch")
     }
 
     /// Both operands in the graph; the state holds what each gradient needs (`a` for `db`, `b`
@@ -777,7 +824,7 @@ mod host {
             return a.matmul(b);
         };
         let (l, r) = (left.matrices(), right.matrices());
-        if l.batch != r.batch || l.cols != r.rows {
+        if l.batch != r.batch || l.cols != r.rows || l.t.dtype() != r.t.dtype() {
             return a.matmul(b);
         }
         let c = product(l, r, sgemm);
@@ -887,7 +934,7 @@ mod test_support {
 
     /// The values of a tensor (on any device) as f32.
     pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.inner().into_data().try_to_vec::<f32>().unwrap()
+        t.inner().into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
     }
 }
 
@@ -1042,7 +1089,7 @@ mod gelu_tests {
 #[cfg(all(test, feature = "train"))]
 mod host_tests {
     use super::Sgemm;
-    use burn::tensor::{Device, Distribution, Tensor};
+    use burn::tensor::{DType, Device, Distribution, Tensor};
 
     /// The textbook triple loop, in f64: what a host routine must compute.
     fn naive(g: Sgemm<'_>) {
@@ -1074,10 +1121,10 @@ mod host_tests {
 
     use super::test_support::values;
 
-    fn close(a: &[f32], b: &[f32]) {
+    fn close_within(a: &[f32], b: &[f32], tol: f32) {
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{x} vs {y}");
         }
     }
 
@@ -1085,9 +1132,23 @@ mod host_tests {
     /// gradients required for the operands `track` says: values and those gradients (of
     /// `Σ y ⊙ u`), plus the plain (no graph) path.
     fn compare<const D: usize>(a: Tensor<D>, b: Tensor<D>, track: [bool; 2]) {
+        compare_in(a, b, track, DType::F32, 1e-4);
+    }
+
+    /// [`compare`] with both operands cast to `dtype` first; results within `tol` relative
+    /// (a half-precision product is rounded once, and the two sum in different orders).
+    fn compare_in<const D: usize>(
+        a: Tensor<D>,
+        b: Tensor<D>,
+        track: [bool; 2],
+        dtype: DType,
+        tol: f32,
+    ) {
+        let close = |x: &[f32], y: &[f32]| close_within(x, y, tol);
+        let (a, b) = (a.cast(dtype), b.cast(dtype));
         let device = Device::flex();
         let shape = a.clone().matmul(b.clone()).dims();
-        let u = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let u = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(dtype);
         let run = |host: bool| {
             let prep = |t: Tensor<D>, on: bool| {
                 if on {
@@ -1103,6 +1164,7 @@ mod host_tests {
                 ga.clone().matmul(gb.clone())
             };
             assert!(y.is_autodiff());
+            assert_eq!(y.dtype(), dtype);
             let grads = (y.clone() * u.clone()).sum().backward();
             let grad =
                 |t: &Tensor<D>, on: bool| on.then(|| values(t.grad(&grads).expect("a gradient")));
@@ -1118,7 +1180,29 @@ mod host_tests {
         }
         let plain = super::host::matmul(a, b, naive);
         assert!(!plain.is_autodiff());
+        assert_eq!(plain.dtype(), dtype);
         close(&values(plain), &burn.0);
+    }
+
+    /// Mixed precision's products (f16/bf16 operands, [`crate::Bart::hold_matrices_in`]) on
+    /// the host routine against burn's half-precision matmul (both: f32 sums rounded once),
+    /// within one rounding (bf16: 2⁻⁸ relative, f16: 2⁻¹¹), gradients too.
+    #[test]
+    fn half_precision_products_match_burn() {
+        let device = Device::flex();
+        let random =
+            |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        for (dtype, tol) in [(DType::BF16, 1.0 / 128.0), (DType::F16, 1.0 / 1024.0)] {
+            let (m, k, n) = (9, 6, 5);
+            for w in [random([k, n]), random([n, k]).transpose()] {
+                compare_in(random([m, k]), w, [true, false], dtype, tol);
+            }
+            let split = |len: usize| {
+                Tensor::<4>::random([2, len, 3, 4], Distribution::Normal(0.0, 1.0), &device)
+                    .swap_dims(1, 2)
+            };
+            compare_in(split(5), split(6).swap_dims(2, 3), [true, true], dtype, tol);
+        }
     }
 
     /// A frozen weight: stored `[k, n]`, or the transposed view of `[n, k]` (HF's layout, the
