@@ -6,8 +6,8 @@
 #[path = "train_common.rs"]
 mod train_common;
 
-use burn::tensor::Device;
 use burn::tensor::DType;
+use burn::tensor::Device;
 use train_common::{check_training, check_training_in};
 
 #[test]

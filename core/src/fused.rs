@@ -16,7 +16,7 @@
 //! gradient for `W`). burn's CPU matmul reaches about two thirds of OpenBLAS' rate on these
 //! shapes (docs/benchmarks.md). Without a host routine, or on any other device, burn's matmul.
 
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 /// Runs `f(i)` for every `i < n`, possibly several at once: a host's thread pool
 /// ([`use_host_parallel`]; the core has no threads of its own).
@@ -192,10 +192,29 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "train")]
     {
         if let Some(sgemm) = HOST_SGEMM.get() {
-            return host::matmul(a, b, *sgemm);
+            return host::matmul(a, b, *sgemm, None);
         }
     }
     a.matmul(b)
+}
+
+/// [`matmul`] in `dtype`'s precision (f32: `matmul` itself) for mixed-precision training
+/// ([`crate::Bart::hold_matrices_in`]): the operands rounded to `dtype` (either may already be
+/// held in it), summed in f32 and the result rounded to `dtype` once — returned as f32, as
+/// `(a.to(dtype) @ b.to(dtype)).float()` computes it (and its backward: the incoming gradient
+/// rounded, the product rounded). With a host routine it is one op on the f32 tensors (no
+/// converted copies kept for the backward); otherwise burn's casts and matmul.
+pub fn matmul_in<const D: usize>(a: Tensor<D>, b: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if dtype == DType::F32 {
+        return matmul(a, b); // f32 (or a quantized weight, which burn dequantizes)
+    }
+    #[cfg(feature = "train")]
+    {
+        if let Some(sgemm) = HOST_SGEMM.get() {
+            return host::matmul(a, b, *sgemm, Some(dtype));
+        }
+    }
+    a.cast(dtype).matmul(b.cast(dtype)).cast(DType::F32)
 }
 
 /// `log_softmax(x)` over the last axis (the same ops as burn's forward, untracked; backward
@@ -597,7 +616,6 @@ mod host {
     use burn_backend::{DType, TensorMetadata};
     use burn_flex::{Flex, FlexTensor};
     use half::{bf16, f16};
-    use std::borrow::Cow;
 
     /// A CPU tensor `[..batch, rows, cols]` as a batch of matrices read in place (a transposed or
     /// head-split view is not copied): its storage, where each matrix starts, and the layout of
@@ -667,12 +685,19 @@ mod host {
             }
         }
 
-        /// The storage as f32: itself, or widened from f16/bf16 (exact).
-        fn values(&self) -> Cow<'_, [f32]> {
-            match self.t.dtype() {
-                DType::F16 => Cow::Owned(widen(self.t.storage::<f16>(), f16::to_f32)),
-                DType::BF16 => Cow::Owned(widen(self.t.storage::<bf16>(), bf16::to_f32)),
-                _ => Cow::Borrowed(self.t.storage::<f32>()),
+        /// The storage as f32 values rounded to `round`'s precision: f32 storage as it is, or
+        /// rounded into `buf`; f16/bf16 storage widened (exactly) into `buf`.
+        fn values<'a>(&'a self, round: Round, buf: &'a mut Vec<f32>) -> &'a [f32] {
+            match (self.t.dtype(), round) {
+                (DType::F16, _) => convert_into(self.t.storage::<f16>(), buf, f16::to_f32),
+                (DType::BF16, _) => convert_into(self.t.storage::<bf16>(), buf, bf16::to_f32),
+                (_, Some(DType::F16)) => {
+                    convert_into(self.t.storage::<f32>(), buf, |x| f16::from_f32(x).to_f32())
+                }
+                (_, Some(DType::BF16)) => {
+                    convert_into(self.t.storage::<f32>(), buf, |x| bf16::from_f32(x).to_f32())
+                }
+                _ => self.t.storage::<f32>(),
             }
         }
 
@@ -686,35 +711,77 @@ mod host {
         }
     }
 
-    /// `src` as f32, in chunks on the host's threads.
-    fn widen<T: Copy + Sync>(src: &[T], f: fn(T) -> f32) -> Vec<f32> {
-        // SAFETY: every element is written.
-        unsafe {
-            super::filled(src.len(), 1, |start, out| {
+    /// Mixed precision: the precision products round their operands and result to (`None`:
+    /// plain f32).
+    pub(super) type Round = Option<DType>;
+
+    /// Buffers up to this many values are kept for the next product (most of them: the
+    /// projections' operands); larger ones (the LM head's table) are freed after it.
+    const KEEP: usize = 16 << 20;
+
+    thread_local! {
+        /// Operands converted to f32 for the product in progress (mixed precision), reused so
+        /// that each product does not fault in fresh pages for them.
+        static SCRATCH: std::cell::RefCell<[Vec<f32>; 2]> = Default::default();
+    }
+
+    /// `src` converted element by element into `buf` (its old contents dropped), in chunks on
+    /// the host's threads.
+    fn convert_into<'a, T: Copy + Sync>(
+        src: &[T],
+        buf: &'a mut Vec<f32>,
+        f: impl Fn(T) -> f32 + Sync,
+    ) -> &'a [f32] {
+        buf.clear();
+        buf.reserve(src.len());
+        super::fill_rows(
+            &mut buf.spare_capacity_mut()[..src.len()],
+            1,
+            |start, out| {
                 for (o, &x) in out.iter_mut().zip(&src[start..]) {
                     o.write(f(x));
                 }
-            })
-        }
+            },
+        );
+        // SAFETY: `fill_rows` handed every element to the closure, which wrote it.
+        unsafe { buf.set_len(src.len()) };
+        buf
     }
 
-    /// `a · b`, matrix by matrix, as a contiguous `[..batch, m, n]` tensor: f32 products in
-    /// f32; with f16/bf16 operands (both the same) accumulated in f32 and rounded once to it,
-    /// as burn's and PyTorch's half-precision CPU matmuls do.
-    fn product(a: &Matrices, b: &Matrices, sgemm: SgemmFn) -> FlexTensor {
+    /// `values` rounded to `dtype` (f16 or bf16; to nearest even) in place.
+    fn round_in_place(values: &mut [f32], dtype: DType) {
+        super::fill_rows(values, 1, |_, part| {
+            for x in part.iter_mut() {
+                *x = match dtype {
+                    DType::F16 => f16::from_f32(*x).to_f32(),
+                    _ => bf16::from_f32(*x).to_f32(),
+                };
+            }
+        });
+    }
+
+    /// `a · b`, matrix by matrix, as a contiguous f32 `[..batch, m, n]` tensor; with `round`,
+    /// the operands and the f32 sum rounded to its precision ([`super::matmul_in`]).
+    fn product(a: &Matrices, b: &Matrices, sgemm: SgemmFn, round: Round) -> FlexTensor {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let count = a.offsets.len();
         let len = count * m * n;
-        let c = if k > 0 && len > 0 {
-            let (a_values, b_values) = (a.values(), b.values());
+        let mut c = if k > 0 && len > 0 {
             let mut c = Vec::with_capacity(len);
-            sgemm(Sgemm {
-                m,
-                n,
-                k,
-                a: a.operand(&a_values),
-                b: b.operand(&b_values),
-                c: &mut c.spare_capacity_mut()[..len],
+            SCRATCH.with_borrow_mut(|[buf_a, buf_b]| {
+                sgemm(Sgemm {
+                    m,
+                    n,
+                    k,
+                    a: a.operand(a.values(round, buf_a)),
+                    b: b.operand(b.values(round, buf_b)),
+                    c: &mut c.spare_capacity_mut()[..len],
+                });
+                for buf in [buf_a, buf_b] {
+                    if buf.capacity() > KEEP {
+                        *buf = Vec::new();
+                    }
+                }
             });
             // SAFETY: the routine wrote every element of `c` (the contract of `use_host_sgemm`).
             unsafe { c.set_len(len) };
@@ -722,37 +789,22 @@ mod host {
         } else {
             vec![0.0f32; len] // an empty sum
         };
+        if let Some(dtype) = round {
+            round_in_place(&mut c, dtype);
+        }
         let mut shape = a.batch.clone();
         shape.extend([m, n]);
-        match a.t.dtype() {
-            DType::F16 => FlexTensor::from_data(TensorData::new(narrow(&c, f16::from_f32), shape)),
-            DType::BF16 => {
-                FlexTensor::from_data(TensorData::new(narrow(&c, bf16::from_f32), shape))
-            }
-            _ => FlexTensor::from_data(TensorData::new(c, shape)),
-        }
-    }
-
-    /// `src` rounded to a half type, in chunks on the host's threads.
-    fn narrow<T: Copy + Send>(src: &[f32], f: fn(f32) -> T) -> Vec<T> {
-        // SAFETY: every element is written.
-        unsafe {
-            super::filled(src.len(), 1, |start, out| {
-                for (o, &x) in out.iter_mut().zip(&src[start..]) {
-                    o.write(f(x));
-                }
-            })
-        }
+        FlexTensor::from_data(TensorData::new(c, shape))
     }
 
     fn gradient(dc: FlexTensor) -> Matrices {
-        Matrices::new(dc).expect("the gradient of a product is a float matrix batch")
+        Matrices::new(dc).expect("the gradient of an f32 product is an f32 matrix batch")
     }
 
     /// Both operands in the graph; the state holds what each gradient needs (`a` for `db`, `b`
     /// for `da`), only for an operand whose partner takes a gradient.
     #[derive(Debug)]
-    struct Product(SgemmFn);
+    struct Product(SgemmFn, Round);
 
     impl Backward<Flex, 2> for Product {
         type State = (Option<Matrices>, Option<Matrices>);
@@ -763,8 +815,14 @@ mod host {
                 ops.parents,
                 ops.node,
                 grads,
-                |dc| product(&gradient(dc), &b.expect("kept for da").transposed(), self.0),
-                |dc| product(&a.expect("kept for db").transposed(), &gradient(dc), self.0),
+                |dc| {
+                    let b = b.expect("kept for da").transposed();
+                    product(&gradient(dc), &b, self.0, self.1)
+                },
+                |dc| {
+                    let a = a.expect("kept for db").transposed();
+                    product(&a, &gradient(dc), self.0, self.1)
+                },
             );
         }
     }
@@ -772,7 +830,7 @@ mod host {
     /// One operand in the graph, the other a constant (a frozen weight): the state is the
     /// constant, and whether the graph operand is on the left.
     #[derive(Debug)]
-    struct ProductWithConstant(SgemmFn);
+    struct ProductWithConstant(SgemmFn, Round);
 
     impl Backward<Flex, 1> for ProductWithConstant {
         type State = (Matrices, bool);
@@ -781,9 +839,9 @@ mod host {
             let (constant, graph_on_left) = ops.state;
             unary::<Flex, _>(ops.parents, ops.node, grads, |dc| {
                 if graph_on_left {
-                    product(&gradient(dc), &constant.transposed(), self.0)
+                    product(&gradient(dc), &constant.transposed(), self.0, self.1)
                 } else {
-                    product(&constant.transposed(), &gradient(dc), self.0)
+                    product(&constant.transposed(), &gradient(dc), self.0, self.1)
                 }
             });
         }
@@ -817,22 +875,32 @@ mod host {
         }
     }
 
-    /// `a b` through `sgemm` when both are f32 CPU tensors with the same batch dimensions;
-    /// burn's matmul otherwise.
-    pub(super) fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>, sgemm: SgemmFn) -> Tensor<D> {
+    /// `a b` through `sgemm` when both are CPU tensors with the same batch dimensions, f32
+    /// (or, with `round`, f32/f16/bf16); burn's matmul (and casts) otherwise.
+    pub(super) fn matmul<const D: usize>(
+        a: Tensor<D>,
+        b: Tensor<D>,
+        sgemm: SgemmFn,
+        round: Round,
+    ) -> Tensor<D> {
+        let burn = |a: Tensor<D>, b: Tensor<D>| match round {
+            Some(dtype) => a.cast(dtype).matmul(b.cast(dtype)).cast(DType::F32),
+            None => a.matmul(b),
+        };
         let (Some(left), Some(right)) = (Side::of(a.clone()), Side::of(b.clone())) else {
-            return a.matmul(b);
+            return burn(a, b);
         };
         let (l, r) = (left.matrices(), right.matrices());
-        if l.batch != r.batch || l.cols != r.rows || l.t.dtype() != r.t.dtype() {
-            return a.matmul(b);
+        let f32s = l.t.dtype() == DType::F32 && r.t.dtype() == DType::F32;
+        if l.batch != r.batch || l.cols != r.rows || (round.is_none() && !f32s) {
+            return burn(a, b);
         }
-        let c = product(l, r, sgemm);
+        let c = product(l, r, sgemm, round);
         match (left, right) {
             (Side::Plain(_), Side::Plain(_)) => Tensor::from_primitive::<Flex>(c),
             (Side::Graph(l, gl, tl), Side::Graph(r, gr, tr)) => {
                 let state = (tr.then_some(l), tl.then_some(r));
-                let out = match Product(sgemm)
+                let out = match Product(sgemm, round)
                     .prepare::<NoCheckpointing>([gl, gr])
                     .compute_bound()
                     .stateful()
@@ -842,12 +910,18 @@ mod host {
                 };
                 Tensor::from_primitive::<Ad>(out)
             }
-            (Side::Graph(_, guard, _), Side::Plain(constant)) => {
-                finish_unary(ProductWithConstant(sgemm), guard, (constant, true), c)
-            }
-            (Side::Plain(constant), Side::Graph(_, guard, _)) => {
-                finish_unary(ProductWithConstant(sgemm), guard, (constant, false), c)
-            }
+            (Side::Graph(_, guard, _), Side::Plain(constant)) => finish_unary(
+                ProductWithConstant(sgemm, round),
+                guard,
+                (constant, true),
+                c,
+            ),
+            (Side::Plain(constant), Side::Graph(_, guard, _)) => finish_unary(
+                ProductWithConstant(sgemm, round),
+                guard,
+                (constant, false),
+                c,
+            ),
         }
     }
 }
@@ -934,7 +1008,11 @@ mod test_support {
 
     /// The values of a tensor (on any device) as f32.
     pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.inner().into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+        t.inner()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap()
     }
 }
 
@@ -1132,23 +1210,27 @@ mod host_tests {
     /// gradients required for the operands `track` says: values and those gradients (of
     /// `Σ y ⊙ u`), plus the plain (no graph) path.
     fn compare<const D: usize>(a: Tensor<D>, b: Tensor<D>, track: [bool; 2]) {
-        compare_in(a, b, track, DType::F32, 1e-4);
+        compare_in(a, b, track, None, 1e-4);
     }
 
-    /// [`compare`] with both operands cast to `dtype` first; results within `tol` relative
-    /// (a half-precision product is rounded once, and the two sum in different orders).
+    /// [`compare`] of `matmul_in(a, b, dtype)` on the host op against burn's
+    /// `a.cast(dtype).matmul(b.cast(dtype)).cast(f32)` (`round`: `Some(dtype)`), results within
+    /// `tol` relative (one rounding: the two sum in different orders).
     fn compare_in<const D: usize>(
         a: Tensor<D>,
         b: Tensor<D>,
         track: [bool; 2],
-        dtype: DType,
+        round: Option<DType>,
         tol: f32,
     ) {
         let close = |x: &[f32], y: &[f32]| close_within(x, y, tol);
-        let (a, b) = (a.cast(dtype), b.cast(dtype));
         let device = Device::flex();
-        let shape = a.clone().matmul(b.clone()).dims();
-        let u = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(dtype);
+        let shape = a.clone().matmul(b.clone().cast(DType::F32)).dims();
+        let u = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let burn_product = |a: Tensor<D>, b: Tensor<D>| match round {
+            Some(dtype) => a.cast(dtype).matmul(b.cast(dtype)).cast(DType::F32),
+            None => a.matmul(b),
+        };
         let run = |host: bool| {
             let prep = |t: Tensor<D>, on: bool| {
                 if on {
@@ -1159,12 +1241,12 @@ mod host_tests {
             };
             let (ga, gb) = (prep(a.clone(), track[0]), prep(b.clone(), track[1]));
             let y = if host {
-                super::host::matmul(ga.clone(), gb.clone(), naive)
+                super::host::matmul(ga.clone(), gb.clone(), naive, round)
             } else {
-                ga.clone().matmul(gb.clone())
+                burn_product(ga.clone(), gb.clone())
             };
             assert!(y.is_autodiff());
-            assert_eq!(y.dtype(), dtype);
+            assert_eq!(y.dtype(), DType::F32);
             let grads = (y.clone() * u.clone()).sum().backward();
             let grad =
                 |t: &Tensor<D>, on: bool| on.then(|| values(t.grad(&grads).expect("a gradient")));
@@ -1172,21 +1254,33 @@ mod host_tests {
         };
         let (host, burn) = (run(true), run(false));
         close(&host.0, &burn.0);
+        if let Some(dtype) = round {
+            // Rounded once to `dtype`, and mostly to the same value: a product not rounded
+            // (or from unrounded operands) would agree nowhere.
+            let rounding = |x: f32| match dtype {
+                DType::BF16 => half::bf16::from_f32(x).to_f32(),
+                _ => half::f16::from_f32(x).to_f32(),
+            };
+            assert!(host.0.iter().all(|&x| rounding(x) == x));
+            let same = host.0.iter().zip(&burn.0).filter(|(x, y)| x == y).count();
+            assert!(same * 10 >= host.0.len() * 9, "{same} of {}", host.0.len());
+        }
         for (h, b) in [(host.1, burn.1), (host.2, burn.2)] {
             if let (Some(h), Some(b)) = (h, b) {
                 close(&h, &b);
                 assert!(h.iter().any(|g| g.abs() > 1e-3));
             }
         }
-        let plain = super::host::matmul(a, b, naive);
+        let plain = super::host::matmul(a, b, naive, round);
         assert!(!plain.is_autodiff());
-        assert_eq!(plain.dtype(), dtype);
         close(&values(plain), &burn.0);
     }
 
-    /// Mixed precision's products (f16/bf16 operands, [`crate::Bart::hold_matrices_in`]) on
-    /// the host routine against burn's half-precision matmul (both: f32 sums rounded once),
-    /// within one rounding (bf16: 2⁻⁸ relative, f16: 2⁻¹¹), gradients too.
+    /// Mixed precision's products ([`super::matmul_in`]): f32 activations times a weight held
+    /// in f16/bf16 ([`crate::Bart::hold_matrices_in`]), and attention's two f32 operands, on
+    /// the host routine against burn's casts and half-precision matmul (both: operands
+    /// rounded, f32 sums rounded once), within one rounding (bf16: 2⁻⁸ relative, f16: 2⁻¹¹),
+    /// gradients too.
     #[test]
     fn half_precision_products_match_burn() {
         let device = Device::flex();
@@ -1195,13 +1289,22 @@ mod host_tests {
         for (dtype, tol) in [(DType::BF16, 1.0 / 128.0), (DType::F16, 1.0 / 1024.0)] {
             let (m, k, n) = (9, 6, 5);
             for w in [random([k, n]), random([n, k]).transpose()] {
-                compare_in(random([m, k]), w, [true, false], dtype, tol);
+                let round = Some(dtype);
+                compare_in(
+                    random([m, k]),
+                    w.clone().cast(dtype),
+                    [true, false],
+                    round,
+                    tol,
+                );
+                compare_in(random([m, k]), w, [true, false], round, tol);
             }
             let split = |len: usize| {
                 Tensor::<4>::random([2, len, 3, 4], Distribution::Normal(0.0, 1.0), &device)
                     .swap_dims(1, 2)
             };
-            compare_in(split(5), split(6).swap_dims(2, 3), [true, true], dtype, tol);
+            let (q, k) = (split(5), split(6).swap_dims(2, 3));
+            compare_in(q, k, [true, true], Some(dtype), tol);
         }
     }
 

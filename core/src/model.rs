@@ -346,13 +346,15 @@ impl Bart {
         let [rows, len, d_model] = hidden.dims();
         let hidden = hidden.reshape([rows * len, d_model]);
         let project = |table: Tensor<2>| {
-            let hidden = hidden.clone().cast(product_dtype(&table));
-            let logits = if rows * len <= FEW_ROWS {
-                table.matmul(hidden.transpose()).transpose()
+            let dtype = product_dtype(&table);
+            if rows * len <= FEW_ROWS {
+                table
+                    .matmul(hidden.clone().cast(dtype).transpose())
+                    .transpose()
+                    .cast(DType::F32)
             } else {
-                crate::fused::matmul(hidden, table.transpose())
-            };
-            logits.cast(DType::F32)
+                crate::fused::matmul_in(hidden.clone(), table.transpose(), dtype)
+            }
         };
         let logits = if self.shared_parts.is_empty() {
             project(self.shared.val())
@@ -467,13 +469,17 @@ fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [batch, len, d_in] = x.dims();
     let weight = linear.weight.val(); // [d_in, d_out]
     let [_, d_out] = weight.dims();
-    let x = x.reshape([batch * len, d_in]).cast(product_dtype(&weight));
+    let x = x.reshape([batch * len, d_in]);
+    let dtype = product_dtype(&weight);
     let y = if batch * len <= FEW_ROWS {
-        weight.transpose().matmul(x.transpose()).transpose()
+        weight
+            .transpose()
+            .matmul(x.cast(dtype).transpose())
+            .transpose()
+            .cast(DType::F32)
     } else {
-        crate::fused::matmul(x, weight)
-    }
-    .cast(DType::F32);
+        crate::fused::matmul_in(x, weight, dtype)
+    };
     let y = match &linear.bias {
         Some(b) => y + b.val().unsqueeze::<2>(),
         None => y,
@@ -681,16 +687,13 @@ impl Attention {
         let mut scores = if dtype == DType::F32 {
             crate::fused::matmul(q.mul_scalar(scale), k.clone().swap_dims(2, 3))
         } else {
-            crate::fused::matmul(q.cast(dtype), k.clone().cast(dtype).swap_dims(2, 3))
-                .cast(DType::F32)
-                .mul_scalar(scale)
+            crate::fused::matmul_in(q, k.clone().swap_dims(2, 3), dtype).mul_scalar(scale)
         };
         if let Some(mask) = mask {
             scores = scores + mask.clone();
         }
         let weights = crate::fused::dropout(&self.dropout, crate::fused::softmax_last(scores));
-        let out = crate::fused::matmul(weights.cast(dtype), v.clone().cast(dtype))
-            .cast(DType::F32)
+        let out = crate::fused::matmul_in(weights, v.clone(), dtype)
             .swap_dims(1, 2)
             .reshape([rows, len, heads * head_dim]);
         self.out_proj.forward(out)
