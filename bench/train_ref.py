@@ -3,6 +3,10 @@
 bart-large-cnn-shaped random checkpoint, the seed's step: micro-batch 4 x 768 input / 192 target tokens,
 LoRA r=8 alpha=32 dropout 0.05 on q_proj,v_proj, model.train() (dropout on), AdamW, clip 1.0.
 
+PRECISION=bf16|f16 (env): the base loaded in that dtype (torch_dtype=...), PEFT's adapter in f32 (its default),
+each step under torch.autocast("cpu", dtype) — what transformers' Trainer does with bf16=True / fp16=True
+(f16 also with torch.amp.GradScaler).
+
 Writes OUT/train.jsonl (long dialogue/summary pairs: every row exceeds 768 / 192 tokens, so both sides
 train on exactly 4 x 768 / 192) and OUT/train_reference.json (seconds per step, peak RSS)."""
 import json, os, resource, sys, time
@@ -29,11 +33,14 @@ with open(out / "train.jsonl", "w", encoding="utf-8") as f:
     for p in pairs:
         f.write(json.dumps(p) + "\n")
 
-model = BartForConditionalGeneration.from_pretrained(model_dir)
+PRECISION = os.environ.get("PRECISION", "f32")
+HALF = {"bf16": torch.bfloat16, "f16": torch.float16}.get(PRECISION)
+model = BartForConditionalGeneration.from_pretrained(model_dir, dtype=HALF or torch.float32)
 model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=8, lora_alpha=32, lora_dropout=0.05,
                                          target_modules=["q_proj", "v_proj"]))
 model.train()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, weight_decay=0.0)
+scaler = torch.amp.GradScaler("cpu") if PRECISION == "f16" else None
 times = []
 for step in range(STEPS):
     batch = pairs[step * MICRO:(step + 1) * MICRO]
@@ -43,11 +50,18 @@ for step in range(STEPS):
     labels[labels == tok.pad_token_id] = -100
     assert enc.input_ids.shape == (MICRO, SRC) and labels.shape == (MICRO, TGT), (enc.input_ids.shape, labels.shape)
     t0 = time.perf_counter()
-    loss = model(**enc, labels=labels).loss
-    loss.backward()
+    with torch.autocast("cpu", dtype=HALF, enabled=HALF is not None):
+        loss = model(**enc, labels=labels).loss
+    (scaler.scale(loss) if scaler else loss).backward()
+    if scaler:
+        scaler.unscale_(opt)
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-    opt.step(); opt.zero_grad()
+    if scaler:
+        scaler.step(opt); scaler.update()
+    else:
+        opt.step()
+    opt.zero_grad()
     times.append(time.perf_counter() - t0)
     print(f"pytorch step {step + 1}: {times[-1]:.2f} s, loss {loss.item():.4f}", flush=True)
 json.dump({"step_s": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "torch": torch.__version__}, open(out / "train_reference.json", "w"))
+           "torch": torch.__version__, "precision": PRECISION}, open(out / "train_reference.json", "w"))
