@@ -190,5 +190,13 @@ pub fn wgpu_device(test: &str) -> Option<burn::tensor::Device> {
         eprintln!("{test}: bartleby built without the wgpu feature; not run");
         return None;
     }
-    Some(bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device"))
+    // One per process: wgpu's device service is initialised once (several tests share it).
+    static DEVICE: std::sync::OnceLock<burn::tensor::Device> = std::sync::OnceLock::new();
+    Some(
+        DEVICE
+            .get_or_init(|| {
+                bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device")
+            })
+            .clone(),
+    )
 }
