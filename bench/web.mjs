@@ -56,6 +56,7 @@ for (const backend of (process.env.BACKENDS ?? 'webgpu,cpu').split(',').filter(B
   const st = await page.evaluate(() => window.bartleby.status);
   if (!st.loaded) { console.log(`${backend}: ${st.error}`); continue; }
   const loadS = (Date.now() - t0) / 1000;
+  console.log(`${st.backend}: page open → model ready ${loadS.toFixed(1)} s, of which verifying + building ${(st.load_ms / 1000).toFixed(1)} s (the rest: page, wasm and bundle download)`);
   for (const [mode, opts] of Object.entries(MODES)) {
     // One warm-up (shader compilation / autotune), then the timed run.
     await page.evaluate(([t, o]) => window.bartleby.summarize(t, { ...o, min_length: 3, max_length: 3 }), [dialogue, opts]);

@@ -7,7 +7,7 @@
 //     options use generation_config.json's names (num_beams, max_length, min_length,
 //     no_repeat_ngram_size, length_penalty, early_stopping) plus max_input_tokens.
 //   bartleby.cancel()   // stops a running summary (restarts the worker, reloads from cache)
-//   bartleby.status     // {loaded, backend, notice, manifest, source, error}
+//   bartleby.status     // {loaded, backend, notice, manifest, source, error, load_ms (verify + build)}
 //   bartleby.onStatus(fn)
 // `?backend=cpu` in the page URL forces the CPU path.
 (() => {
@@ -58,7 +58,7 @@
     status.loading = true; status.error = null; status.loaded = false; emit();
     try {
       const r = await promise;
-      Object.assign(status, { loaded: true, loading: false, backend: r.backend, notice: r.notice, manifest: r.manifest, source: r.source, progress: null });
+      Object.assign(status, { loaded: true, loading: false, backend: r.backend, notice: r.notice, manifest: r.manifest, source: r.source, load_ms: r.load_ms, progress: null });
       emit();
       return r;
     } catch (e) {
