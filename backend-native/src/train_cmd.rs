@@ -723,8 +723,12 @@ impl Trainer {
         bar.finish_and_clear();
         self.write_trained("adapter")?;
         self.plot_loss()?;
+        let skipped = match self.state.skipped_steps {
+            0 => String::new(),
+            n => format!(" ({n} skipped: f16 gradients overflowed)"),
+        };
         eprintln!(
-            "trained {} steps in {:.1}s; adapter in {}",
+            "trained {} steps{skipped} in {:.1}s; adapter in {}",
             self.state.step,
             started.elapsed().as_secs_f64(),
             self.dir.join("adapter").display()

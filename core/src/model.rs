@@ -264,10 +264,10 @@ impl Bart {
     /// Mixed precision, as PyTorch's autocast runs a model loaded with
     /// `torch_dtype=bfloat16` (or float16) under `bf16=True`: every weight matrix (projections,
     /// embeddings, positions) is held in `dtype` (half the memory) and takes its products in it
-    /// (on the CPU with f32 accumulation, rounded once); activations, LayerNorm, softmax, GELU, residual sums, biases, LoRA
-    /// branches and the loss stay in f32 (see [`product_dtype`]). LoRA factors and 1-D
-    /// parameters are not touched; int8 and quantized weights neither. Returns how many
-    /// matrices were cast.
+    /// (on the CPU with f32 accumulation, rounded once: [`crate::fused::matmul_in`]);
+    /// activations, LayerNorm, softmax, GELU, residual sums, biases, LoRA branches and the loss
+    /// stay in f32 (see [`product_dtype`]). LoRA factors and 1-D parameters are not touched;
+    /// int8 and quantized weights neither. Returns how many matrices were cast.
     pub fn hold_matrices_in(&mut self, dtype: DType) -> usize {
         let cast = |p: &mut Param<Tensor<2>>| {
             let t = p.val();
