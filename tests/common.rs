@@ -42,32 +42,21 @@ pub fn load(name: &str, device: &burn::tensor::Device) -> bartleby_core::Summari
     bartleby::model_files::load(&files, device).unwrap()
 }
 
-pub fn i64_rows(v: &Value) -> Vec<Vec<i64>> {
+/// A JSON array of arrays of numbers, each number read by `f`.
+fn rows<T>(v: &Value, f: impl Fn(&Value) -> T + Copy) -> Vec<Vec<T>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_i64().unwrap())
-                .collect()
-        })
+        .map(|r| r.as_array().unwrap().iter().map(f).collect())
         .collect()
 }
 
+pub fn i64_rows(v: &Value) -> Vec<Vec<i64>> {
+    rows(v, |x| x.as_i64().unwrap())
+}
+
 pub fn u32_rows(v: &Value) -> Vec<Vec<u32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
+    rows(v, |x| x.as_u64().unwrap() as u32)
 }
 
 pub fn f32_flat(v: &Value, out: &mut Vec<f32>) {
