@@ -13,7 +13,9 @@ const DIST = path.join(ROOT, 'dist');
 const BIN = path.join(ROOT, 'target/release/bartleby');
 const dialogue = JSON.parse(fs.readFileSync(path.resolve(ROOT, '../shared/data/samsum/validation.jsonl'), 'utf8').split('\n')[0]).dialogue;
 const NEW = 32;
-const MODES = { greedy: { num_beams: 1 }, beam4: { num_beams: 4 } };
+// SEARCHES=greedy (or beam4) runs one of the two.
+const MODES = Object.fromEntries(Object.entries({ greedy: { num_beams: 1 }, beam4: { num_beams: 4 } })
+  .filter(([k]) => !process.env.SEARCHES || process.env.SEARCHES.split(',').includes(k)));
 for (const m of Object.values(MODES)) Object.assign(m, { min_length: NEW + 1, max_length: NEW + 1, no_repeat_ngram_size: 0 });
 
 const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };

@@ -202,3 +202,46 @@ fn int8_kernel_is_bit_exact() {
         );
     }
 }
+
+/// Decoding's products on WebGPU (a weight `[out, in]` times at most `DOT_ROWS` rows) go to
+/// cubek's naive kernel (core/src/gpu.rs), with burn's tiled kernel's values up to f32
+/// summation order; more rows, or tensors on the CPU, are left to burn's matmul.
+#[wasm_bindgen_test]
+async fn decoding_products_use_the_naive_kernel() {
+    use bartleby_core::gpu::{weight_times, DOT_ROWS};
+    use burn::tensor::{Distribution, Tensor};
+    let device = Device::wgpu_options()
+        .init_async()
+        .await
+        .expect("a WebGPU adapter");
+    let normal = Distribution::Normal(0.0, 1.0);
+    let values = |t: Tensor<2>| async move {
+        t.into_data_async()
+            .await
+            .unwrap()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    for (d_out, d_in, rows) in [(37, 64, 1), (50, 24, 4), (13, 1030, DOT_ROWS)] {
+        let w = Tensor::<2>::random([d_out, d_in], normal, &device);
+        let xt = Tensor::<2>::random([rows, d_in], normal, &device).transpose();
+        let naive = weight_times(&w, &xt).expect("the naive kernel takes a decoding product");
+        let (naive, tiled) = (values(naive).await, values(w.matmul(xt)).await);
+        assert_eq!(naive.len(), d_out * rows);
+        let scale = tiled.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let d = max_diff(&naive, &tiled);
+        assert!(
+            d <= 1e-5 * scale,
+            "[{d_out}x{d_in}] x {rows} rows: differs by {d}"
+        );
+    }
+    let w = Tensor::<2>::random([8, 16], normal, &device);
+    let many = Tensor::<2>::random([DOT_ROWS + 1, 16], normal, &device).transpose();
+    assert!(weight_times(&w, &many).is_none(), "more than DOT_ROWS rows");
+    let cpu = Device::flex();
+    let (w, xt) = (
+        Tensor::<2>::random([8, 16], normal, &cpu),
+        Tensor::<2>::random([16, 1], normal, &cpu),
+    );
+    assert!(weight_times(&w, &xt).is_none(), "a CPU tensor");
+}

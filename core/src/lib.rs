@@ -10,6 +10,8 @@ pub mod bundle;
 pub mod config;
 pub mod fused;
 pub mod generate;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod int8;
 pub mod lora;
 pub mod metrics;

@@ -348,8 +348,7 @@ impl Bart {
         let project = |table: Tensor<2>| {
             let dtype = product_dtype(&table);
             if rows * len <= FEW_ROWS {
-                table
-                    .matmul(hidden.clone().cast(dtype).transpose())
+                weight_times(table, hidden.clone().cast(dtype).transpose())
                     .transpose()
                     .cast(DType::F32)
             } else {
@@ -382,6 +381,16 @@ fn product_dtype<const D: usize>(w: &Tensor<D>) -> DType {
 /// Below this many rows, `x W` is computed as `(W x^T)^T`: gemm then streams the weight in
 /// its stored (HF `[out, in]`) order, which is what decoding (a few rows per step) is bound by.
 const FEW_ROWS: usize = 64;
+
+/// `w xᵀ` for a weight `w` `[out, in]` and a few rows `xᵀ` `[in, rows]`: burn's matmul, or on
+/// a GPU the kernel [`crate::gpu::weight_times`] picks for this shape.
+fn weight_times(w: Tensor<2>, xt: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "gpu")]
+    if let Some(y) = crate::gpu::weight_times(&w, &xt) {
+        return y;
+    }
+    w.matmul(xt)
+}
 
 /// A linear projection `x W + b`, optionally with a LoRA branch (Hu et al., 2021):
 /// `x W + b + s · (dropout(x) A) B`, as PEFT's `lora.Linear` computes it unmerged.
@@ -472,9 +481,7 @@ fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let x = x.reshape([batch * len, d_in]);
     let dtype = product_dtype(&weight);
     let y = if batch * len <= FEW_ROWS {
-        weight
-            .transpose()
-            .matmul(x.cast(dtype).transpose())
+        weight_times(weight.transpose(), x.cast(dtype).transpose())
             .transpose()
             .cast(DType::F32)
     } else {
