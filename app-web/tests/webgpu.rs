@@ -150,13 +150,27 @@ fn web_sys_log(s: &str) {
     web_sys::console::log_1(&s.into());
 }
 
-#[wasm_bindgen_test]
-async fn parity_on_webgpu() {
+thread_local! {
+    static WEBGPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The WebGPU device, one per page: wgpu's device service is initialised once (several tests
+/// share it).
+async fn webgpu() -> Device {
+    if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
+        return device;
+    }
     let device = Device::wgpu_options()
         .init_async()
         .await
         .expect("a WebGPU adapter");
-    check(device, false).await;
+    WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
+    device
+}
+
+#[wasm_bindgen_test]
+async fn parity_on_webgpu() {
+    check(webgpu().await, false).await;
 }
 
 #[wasm_bindgen_test]
@@ -210,10 +224,7 @@ fn int8_kernel_is_bit_exact() {
 async fn decoding_products_use_the_naive_kernel() {
     use bartleby_core::gpu::{weight_times, DOT_ROWS};
     use burn::tensor::{Distribution, Tensor};
-    let device = Device::wgpu_options()
-        .init_async()
-        .await
-        .expect("a WebGPU adapter");
+    let device = webgpu().await;
     let normal = Distribution::Normal(0.0, 1.0);
     let values = |t: Tensor<2>| async move {
         t.into_data_async()

@@ -118,7 +118,7 @@ fn main() {
                     continue;
                 }
                 Ok(y) => {
-                    let v = y.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+                    let v = y.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
                     let err = v
                         .iter()
                         .zip(&reference)
