@@ -111,16 +111,20 @@ async function pickBackend(requested, manifest, maxBufferBytes) {
     return { backend: 'cpu', notice: `This GPU allows buffers of ${mb(have)} MiB; the model needs ${mb(least)} MiB: running on the CPU (wasm).`, limit: null };
   }
   const notice = have < need ? `The embedding table (${mb(need)} MiB) is over this GPU's ${mb(have)} MiB buffer limit: it is held in ${Math.ceil(need / have)}+ parts.` : null;
-  return { backend: 'webgpu', notice, limit: have };
+  // A software adapter (SwiftShader: the GPU emulated on the CPU) gets encoding's products on a
+  // kernel that suits it (core/src/gpu.rs).
+  const info = adapter.info || {};
+  const software = !!(info.isFallbackAdapter ?? adapter.isFallbackAdapter) || info.architecture === 'swiftshader';
+  return { backend: 'webgpu', notice, limit: have, software };
 }
 
 async function load(id, files, manifest, requested, source, cached, maxBufferBytes) {
-  const { backend, notice, limit } = await pickBackend(requested, manifest, maxBufferBytes);
+  const { backend, notice, limit, software } = await pickBackend(requested, manifest, maxBufferBytes);
   post({ type: 'progress', id, stage: 'init', backend });
   const t0 = performance.now();
   const checked = await checkSha256(manifest, files);
-  await load_bundle(files, backend, limit, checked);
-  return { backend, notice, manifest, source, cached, load_ms: performance.now() - t0 };
+  await load_bundle(files, backend, limit, checked, !!software);
+  return { backend, notice, manifest, source, cached, load_ms: performance.now() - t0, software_adapter: !!software };
 }
 
 self.onmessage = async (event) => {

@@ -249,6 +249,27 @@ async fn decoding_products_use_the_naive_kernel() {
     let w = Tensor::<2>::random([8, 16], normal, &device);
     let many = Tensor::<2>::random([DOT_ROWS + 1, 16], normal, &device).transpose();
     assert!(weight_times(&w, &many).is_none(), "more than DOT_ROWS rows");
+
+    // Encoding's products on a software adapter: the 4 × 4-blocked kernel, shapes that are not
+    // multiples of its blocks, the weight read through its transpose as the model holds it.
+    use bartleby_core::gpu::{times_weight, use_blocked_for_many_rows};
+    let (x, w_rows) = (
+        Tensor::<2>::random([DOT_ROWS + 3, 70], normal, &device),
+        Tensor::<2>::random([37, 70], normal, &device),
+    );
+    assert!(
+        times_weight(&x, &w_rows.clone().transpose()).is_none(),
+        "off by default"
+    );
+    use_blocked_for_many_rows(true);
+    let blocked = times_weight(&x, &w_rows.clone().transpose());
+    use_blocked_for_many_rows(false);
+    let blocked = values(blocked.expect("the blocked kernel when on")).await;
+    let tiled = values(x.matmul(w_rows.transpose())).await;
+    assert_eq!(blocked.len(), (DOT_ROWS + 3) * 37);
+    let scale = tiled.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let d = max_diff(&blocked, &tiled);
+    assert!(d <= 1e-5 * scale, "blocked kernel differs by {d}");
     let cpu = Device::flex();
     let (w, xt) = (
         Tensor::<2>::random([8, 16], normal, &cpu),

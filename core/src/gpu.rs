@@ -7,7 +7,8 @@
 //! one (one invocation per output, a dot product along a contiguous weight row) on the two
 //! CPU-emulated adapters here, SwiftShader (headless Chromium's WebGPU) and lavapipe
 //! (`cargo run --release -p bartleby --features wgpu --example gpu_matmul`, docs/benchmarks.md).
-//! Products with many rows (encoding, training) keep burn's kernel.
+//! Products with many rows (encoding, training) keep burn's kernel, except on a software adapter
+//! where the web app turns on [`use_blocked_for_many_rows`].
 
 use burn::tensor::{DType, Tensor};
 use burn_cubecl::{tensor::CubeTensor, Cube};
@@ -34,10 +35,13 @@ pub enum Kernel {
     Naive,
     SimpleUnitMin,
     SimpleUnitMax,
+    /// [`blocked::xwt_kernel`]: 4 × 4 outputs per invocation, no shared memory.
+    Blocked,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 9] = [
+        Kernel::Blocked,
         Kernel::Default,
         Kernel::SimpleVecMat,
         Kernel::DoubleVecMat,
@@ -51,6 +55,7 @@ impl Kernel {
     fn strategy(self) -> cubek::matmul::strategy::Strategy {
         let s = match self {
             Kernel::Default => return cubek::matmul::strategy::Strategy::Auto,
+            Kernel::Blocked => unreachable!("not a cubek kernel"),
             Kernel::SimpleVecMat => Strategy::SimpleVecMat(BlueprintStrategy::Inferred(().into())),
             Kernel::DoubleVecMat => Strategy::DoubleVecMat(BlueprintStrategy::Inferred(().into())),
             Kernel::GemvUnitPerpendicular => {
@@ -93,6 +98,31 @@ pub fn weight_times(w: &Tensor<2>, xt: &Tensor<2>) -> Option<Tensor<2>> {
     matmul_with(w.clone(), xt.clone(), Kernel::Naive).ok()
 }
 
+static BLOCKED_FOR_MANY_ROWS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Whether products with more than [`DOT_ROWS`] rows ([`times_weight`]: encoding) use
+/// [`Kernel::Blocked`] instead of burn's tiled kernel from now on. The web app turns it on for a
+/// software WebGPU adapter (`isFallbackAdapter`, SwiftShader), where it is 8.5x faster at 200
+/// rows; on lavapipe it is 1.6x slower and on real GPUs unmeasured, so it is off by default.
+pub fn use_blocked_for_many_rows(on: bool) {
+    BLOCKED_FOR_MANY_ROWS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `x w` for `x` `[rows, in]` with more than [`DOT_ROWS`] rows and a weight `w` `[in, out]`
+/// (typically the transpose of an `[out, in]` checkpoint matrix) with [`Kernel::Blocked`], when
+/// [`use_blocked_for_many_rows`] is on and both are f32 on a cubecl device untracked by
+/// autodiff; `None` otherwise (the caller uses burn's matmul).
+pub fn times_weight(x: &Tensor<2>, w: &Tensor<2>) -> Option<Tensor<2>> {
+    let [rows, _] = x.dims();
+    let f32s = w.dtype() == DType::F32 && x.dtype() == DType::F32;
+    let on = BLOCKED_FOR_MANY_ROWS.load(std::sync::atomic::Ordering::Relaxed);
+    if !on || rows <= DOT_ROWS || !f32s || w.is_autodiff() || x.is_autodiff() {
+        return None;
+    }
+    matmul_with(x.clone(), w.clone(), Kernel::Blocked).ok()
+}
+
 /// `a b` with `kernel` if both are f32 tensors on a cubecl device (an error otherwise, or if the
 /// kernel declines the shape).
 pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<2>, String> {
@@ -111,6 +141,27 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
         out: st,
     });
     let client = out.client.clone();
+    if kernel == Kernel::Blocked {
+        // SAFETY: the kernel checks every index it writes against the output's shape and reads
+        // only rows and columns it clamped to the inputs' shapes.
+        // `a` [m, k] times `b` [k, n] read as the [n, k] matrix it transposes (any strides).
+        let w_rows = Tensor::<2>::from_primitive::<Cube>(rhs)
+            .transpose()
+            .try_into_primitive::<Cube>()
+            .map_err(|e| format!("{e:?}"))?;
+        let (gx, gy) = (n.div_ceil(4 * 8) as u32, m.div_ceil(4 * 8) as u32);
+        unsafe {
+            blocked::xwt_kernel::launch_unchecked(
+                &client,
+                cubecl::prelude::CubeCount::Static(gx, gy, 1),
+                cubecl::prelude::CubeDim::new_2d(8, 8),
+                lhs.into_tensor_arg(),
+                w_rows.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+            );
+        }
+        return Ok(Tensor::from_primitive::<Cube>(out));
+    }
     cubek::matmul::launch::launch_ref(
         &kernel.strategy(),
         &client,
@@ -121,4 +172,130 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
     )
     .map_err(|e| format!("{e:?}"))?;
     Ok(Tensor::from_primitive::<Cube>(out))
+}
+
+mod blocked {
+    use cubecl::prelude::*;
+
+    /// `out[r, c] = Σ_k x[r, k] w[c, k]` (`x · wᵀ`, any strides), each invocation a block of 4 × 4
+    /// outputs: per step of `k` it reads 4 values of `x` and 4 of `w` for 16 products (the naive
+    /// kernel reads 2 per product). No shared memory or barriers.
+    #[cube(launch_unchecked)]
+    pub fn xwt_kernel(x: &Tensor<f32>, w: &Tensor<f32>, out: &mut Tensor<f32>) {
+        let rows = x.shape(0);
+        let cols = w.shape(0);
+        let depth = x.shape(1);
+        let r0 = ABSOLUTE_POS_Y as usize * 4;
+        let c0 = ABSOLUTE_POS_X as usize * 4;
+        if r0 >= rows || c0 >= cols {
+            terminate!();
+        }
+        let last_r = rows - 1;
+        let last_c = cols - 1;
+        let (xs0, xs1) = (x.stride(0), x.stride(1));
+        let (ws0, ws1) = (w.stride(0), w.stride(1));
+        let xr0 = r0 * xs0;
+        let xr1 = select(r0 + 1 > last_r, last_r, r0 + 1) * xs0;
+        let xr2 = select(r0 + 2 > last_r, last_r, r0 + 2) * xs0;
+        let xr3 = select(r0 + 3 > last_r, last_r, r0 + 3) * xs0;
+        let wc0 = c0 * ws0;
+        let wc1 = select(c0 + 1 > last_c, last_c, c0 + 1) * ws0;
+        let wc2 = select(c0 + 2 > last_c, last_c, c0 + 2) * ws0;
+        let wc3 = select(c0 + 3 > last_c, last_c, c0 + 3) * ws0;
+        let mut a00 = f32::new(0.0);
+        let mut a01 = f32::new(0.0);
+        let mut a02 = f32::new(0.0);
+        let mut a03 = f32::new(0.0);
+        let mut a10 = f32::new(0.0);
+        let mut a11 = f32::new(0.0);
+        let mut a12 = f32::new(0.0);
+        let mut a13 = f32::new(0.0);
+        let mut a20 = f32::new(0.0);
+        let mut a21 = f32::new(0.0);
+        let mut a22 = f32::new(0.0);
+        let mut a23 = f32::new(0.0);
+        let mut a30 = f32::new(0.0);
+        let mut a31 = f32::new(0.0);
+        let mut a32 = f32::new(0.0);
+        let mut a33 = f32::new(0.0);
+        for k in 0..depth {
+            let xk = k * xs1;
+            let wk = k * ws1;
+            let x0 = x[xr0 + xk];
+            let x1 = x[xr1 + xk];
+            let x2 = x[xr2 + xk];
+            let x3 = x[xr3 + xk];
+            let w0 = w[wc0 + wk];
+            let w1 = w[wc1 + wk];
+            let w2 = w[wc2 + wk];
+            let w3 = w[wc3 + wk];
+            a00 += x0 * w0;
+            a01 += x0 * w1;
+            a02 += x0 * w2;
+            a03 += x0 * w3;
+            a10 += x1 * w0;
+            a11 += x1 * w1;
+            a12 += x1 * w2;
+            a13 += x1 * w3;
+            a20 += x2 * w0;
+            a21 += x2 * w1;
+            a22 += x2 * w2;
+            a23 += x2 * w3;
+            a30 += x3 * w0;
+            a31 += x3 * w1;
+            a32 += x3 * w2;
+            a33 += x3 * w3;
+        }
+        let (os0, os1) = (out.stride(0), out.stride(1));
+        let o0 = r0 * os0;
+        out[o0 + c0 * os1] = a00;
+        if c0 + 1 < cols {
+            out[o0 + (c0 + 1) * os1] = a01;
+        }
+        if c0 + 2 < cols {
+            out[o0 + (c0 + 2) * os1] = a02;
+        }
+        if c0 + 3 < cols {
+            out[o0 + (c0 + 3) * os1] = a03;
+        }
+        if r0 + 1 < rows {
+            let o = (r0 + 1) * os0;
+            out[o + c0 * os1] = a10;
+            if c0 + 1 < cols {
+                out[o + (c0 + 1) * os1] = a11;
+            }
+            if c0 + 2 < cols {
+                out[o + (c0 + 2) * os1] = a12;
+            }
+            if c0 + 3 < cols {
+                out[o + (c0 + 3) * os1] = a13;
+            }
+        }
+        if r0 + 2 < rows {
+            let o = (r0 + 2) * os0;
+            out[o + c0 * os1] = a20;
+            if c0 + 1 < cols {
+                out[o + (c0 + 1) * os1] = a21;
+            }
+            if c0 + 2 < cols {
+                out[o + (c0 + 2) * os1] = a22;
+            }
+            if c0 + 3 < cols {
+                out[o + (c0 + 3) * os1] = a23;
+            }
+        }
+        if r0 + 3 < rows {
+            let o = (r0 + 3) * os0;
+            out[o + c0 * os1] = a30;
+            if c0 + 1 < cols {
+                out[o + (c0 + 1) * os1] = a31;
+            }
+            if c0 + 2 < cols {
+                out[o + (c0 + 2) * os1] = a32;
+            }
+            if c0 + 3 < cols {
+                out[o + (c0 + 3) * os1] = a33;
+            }
+        }
+    }
 }

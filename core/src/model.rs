@@ -352,7 +352,7 @@ impl Bart {
                     .transpose()
                     .cast(DType::F32)
             } else {
-                crate::fused::matmul_in(hidden.clone(), table.transpose(), dtype)
+                times_weight(hidden.clone(), table.transpose(), dtype)
             }
         };
         let logits = if self.shared_parts.is_empty() {
@@ -390,6 +390,18 @@ fn weight_times(w: Tensor<2>, xt: Tensor<2>) -> Tensor<2> {
         return y;
     }
     w.matmul(xt)
+}
+
+/// `x w` in `dtype`'s precision for many rows of `x` `[rows, in]` and a weight `w` `[in, out]`:
+/// [`crate::fused::matmul_in`], or on a GPU where [`crate::gpu::times_weight`] applies, its kernel.
+fn times_weight(x: Tensor<2>, w: Tensor<2>, dtype: DType) -> Tensor<2> {
+    #[cfg(feature = "gpu")]
+    if dtype == DType::F32 {
+        if let Some(y) = crate::gpu::times_weight(&x, &w) {
+            return y;
+        }
+    }
+    crate::fused::matmul_in(x, w, dtype)
 }
 
 /// A linear projection `x W + b`, optionally with a LoRA branch (Hu et al., 2021):
@@ -485,7 +497,7 @@ fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
             .transpose()
             .cast(DType::F32)
     } else {
-        crate::fused::matmul_in(x, weight, dtype)
+        times_weight(x, weight, dtype)
     };
     let y = match &linear.bias {
         Some(b) => y + b.val().unsqueeze::<2>(),
