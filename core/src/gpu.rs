@@ -142,14 +142,14 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
     });
     let client = out.client.clone();
     if kernel == Kernel::Blocked {
-        // SAFETY: the kernel checks every index it writes against the output's shape and reads
-        // only rows and columns it clamped to the inputs' shapes.
         // `a` [m, k] times `b` [k, n] read as the [n, k] matrix it transposes (any strides).
         let w_rows = Tensor::<2>::from_primitive::<Cube>(rhs)
             .transpose()
             .try_into_primitive::<Cube>()
             .map_err(|e| format!("{e:?}"))?;
         let (gx, gy) = (n.div_ceil(4 * 8) as u32, m.div_ceil(4 * 8) as u32);
+        // SAFETY: the kernel checks every index it writes against the output's shape and reads
+        // only rows and columns it clamped to the inputs' shapes.
         unsafe {
             blocked::xwt_kernel::launch_unchecked(
                 &client,
