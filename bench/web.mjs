@@ -70,7 +70,7 @@ for (const backend of (process.env.BACKENDS ?? 'webgpu,cpu').split(',').filter(B
 }
 // transformers.js on the same dialogue, same settings (max/min new tokens = NEW), q8 ONNX files.
 // Its default on this 2-core machine is one wasm thread (numThreads = ceil(cores / 2)), like ours.
-const TJS_DEVICES = TJS_MODEL ? (process.env.TJS_DEVICES || 'wasm,webgpu').split(',').filter(Boolean) : [];
+const TJS_DEVICES = TJS_MODEL ? (process.env.TJS_DEVICES ?? 'wasm,webgpu').split(',').filter(Boolean) : [];
 for (const device of TJS_DEVICES) {
   const page = await browser.newPage();
   page.on('pageerror', (e) => console.log(`transformers.js ${device}: page error ${e.message}`));
