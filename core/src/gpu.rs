@@ -129,17 +129,12 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
     let [m, _] = a.dims();
     let [_, n] = b.dims();
     let device = a.device();
-    let out = Tensor::<2>::empty([m, n], &device);
     let prim = |t: Tensor<2>| -> Result<CubeTensor, String> {
         t.try_into_primitive::<Cube>().map_err(|e| format!("{e:?}"))
     };
-    let (lhs, rhs, out) = (prim(a)?, prim(b)?, prim(out)?);
-    let st = burn_backend::cubecl::dtype_to_storage_type(out.dtype);
-    let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems {
-        lhs: st,
-        rhs: st,
-        out: st,
-    });
+    // The operands first: a CPU tensor is turned away before an output is allocated.
+    let (lhs, rhs) = (prim(a)?, prim(b)?);
+    let out = prim(Tensor::<2>::empty([m, n], &device))?;
     let client = out.client.clone();
     if kernel == Kernel::Blocked {
         // `a` [m, k] times `b` [k, n] read as the [n, k] matrix it transposes (any strides).
@@ -162,6 +157,12 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
         }
         return Ok(Tensor::from_primitive::<Cube>(out));
     }
+    let st = burn_backend::cubecl::dtype_to_storage_type(out.dtype);
+    let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems {
+        lhs: st,
+        rhs: st,
+        out: st,
+    });
     cubek::matmul::launch::launch_ref(
         &kernel.strategy(),
         &client,
