@@ -12,7 +12,7 @@ const BUNDLE = path.resolve(process.argv[2]);
 const DIST = path.join(ROOT, 'dist');
 const BIN = path.join(ROOT, 'target/release/bartleby');
 const dialogue = JSON.parse(fs.readFileSync(path.resolve(ROOT, '../shared/data/samsum/validation.jsonl'), 'utf8').split('\n')[0]).dialogue;
-const NEW = 32;
+const NEW = Number(process.env.NEW_TOKENS || 32); // NEW_TOKENS=8: a shorter run
 // SEARCHES=greedy (or beam4) runs one of the two.
 const MODES = Object.fromEntries(Object.entries({ greedy: { num_beams: 1 }, beam4: { num_beams: 4 } })
   .filter(([k]) => !process.env.SEARCHES || process.env.SEARCHES.split(',').includes(k)));
@@ -47,7 +47,9 @@ const origin = `http://127.0.0.1:${server.address().port}`;
 const rows = [];
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--enable-unsafe-webgpu', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    // CHROMIUM_ARGS='--enable-dawn-features=disable_robustness': experiments on the browser's side.
+    ...(process.env.CHROMIUM_ARGS || '').split(' ').filter(Boolean)] });
 const version = browser.version();
 // BACKENDS=cpu (or webgpu) limits the run; default both.
 for (const backend of (process.env.BACKENDS ?? 'webgpu,cpu').split(',').filter(Boolean)) {

@@ -277,3 +277,89 @@ async fn decoding_products_use_the_naive_kernel() {
     );
     assert!(weight_times(&w, &xt).is_none(), "a CPU tensor");
 }
+
+/// Not a check: where the time of a decoding step goes on this browser's WebGPU adapter
+/// (`-- --include-ignored`; figures on the console / runner output).
+#[wasm_bindgen_test]
+#[ignore]
+async fn webgpu_timings() {
+    use bartleby_core::gpu::{matmul_with, Kernel};
+    use burn::tensor::{Distribution, Tensor};
+    let device = webgpu().await;
+    let normal = Distribution::Normal(0.0, 1.0);
+    let sync = |t: Tensor<2>| async move {
+        t.into_data_async().await.unwrap();
+    };
+    let now = js_sys::Date::now;
+    // Dispatch cost: chains of element-wise kernels.
+    for width in [1usize, 1024, 1 << 20] {
+        let mut h = Tensor::<2>::random([1, width], normal, &device);
+        sync(h.clone()).await;
+        for n in [1usize, 50] {
+            let t = now();
+            for _ in 0..n {
+                h = h + 1.0;
+            }
+            sync(h.clone()).await;
+            let ms = now() - t;
+            web_sys_log(&format!(
+                "{n} adds [1x{width}] + read: {ms:.1} ms ({:.2} ms each)",
+                ms / n as f64
+            ));
+            let t = now();
+            for _ in 0..n {
+                h = h.exp();
+            }
+            sync(h.clone()).await;
+            let ms = now() - t;
+            web_sys_log(&format!(
+                "{n} exps [1x{width}] + read: {ms:.1} ms ({:.2} ms each)",
+                ms / n as f64
+            ));
+        }
+    }
+    for (name, d_out, rows, kernel) in [
+        ("W·xT [1024x1024]x[1024x1] naive", 1024, 1, Kernel::Naive),
+        ("W·xT [4096x1024]x[1024x1] naive", 4096, 1, Kernel::Naive),
+        (
+            "table·hT [25133x1024]x[1024x1] naive",
+            25133,
+            1,
+            Kernel::Naive,
+        ),
+        (
+            "table·hT [25133x1024]x[1024x1] default",
+            25133,
+            1,
+            Kernel::Default,
+        ),
+        (
+            "W·X200T [1024x1024]x[1024x200] blocked",
+            1024,
+            200,
+            Kernel::Blocked,
+        ),
+    ] {
+        let w = Tensor::<2>::random([d_out, 1024], normal, &device);
+        let xt = Tensor::<2>::random([rows, 1024], normal, &device).transpose();
+        let (a, b) = if kernel == Kernel::Blocked {
+            (xt.clone().transpose(), w.clone().transpose())
+        } else {
+            (w.clone(), xt.clone())
+        };
+        sync(matmul_with(a.clone(), b.clone(), kernel).unwrap()).await;
+        for reps in [1usize, 5] {
+            let t = now();
+            let mut y = None;
+            for _ in 0..reps {
+                y = Some(matmul_with(a.clone(), b.clone(), kernel).unwrap());
+            }
+            sync(y.unwrap()).await;
+            let ms = now() - t;
+            web_sys_log(&format!(
+                "{name}: {reps} in {ms:.1} ms ({:.1} ms each)",
+                ms / reps as f64
+            ));
+        }
+    }
+}

@@ -13,6 +13,21 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let only: Option<String> = std::env::var("ONLY").ok();
+    // Dispatch cost: a chain of tiny element-wise kernels, then one read.
+    let mut h = Tensor::<2>::random([1, 1024], Distribution::Normal(0.0, 1.0), &device);
+    h.clone().into_data();
+    for n in [1usize, 50, 200] {
+        let t = Instant::now();
+        for _ in 0..n {
+            h = h + 1.0;
+        }
+        h.clone().into_data();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        println!(
+            "{n} adds [1x1024] + read: {ms:.1} ms ({:.2} ms each)",
+            ms / n as f64
+        );
+    }
     let rand =
         |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     // (name, lhs, rhs)
@@ -23,6 +38,32 @@ fn main() {
     let w_down = rand([1024, 4096]);
     let x200 = rand([200, 1024]);
     let cases: Vec<(&str, Tensor<2>, Tensor<2>)> = vec![
+        // Weights held as [in, out] (contiguous along out).
+        (
+            "h·Wio     [1x1024]x[1024x1024]",
+            h.clone(),
+            rand([1024, 1024]),
+        ),
+        (
+            "h·Wio_up  [1x1024]x[1024x4096]",
+            h.clone(),
+            rand([1024, 4096]),
+        ),
+        (
+            "h·Tio     [1x1024]x[1024x25133]",
+            h.clone(),
+            rand([1024, 25133]),
+        ),
+        (
+            "X4·Wio    [4x1024]x[1024x1024]",
+            rand([4, 1024]),
+            rand([1024, 1024]),
+        ),
+        (
+            "X4·Tio    [4x1024]x[1024x25133]",
+            rand([4, 1024]),
+            rand([1024, 25133]),
+        ),
         (
             "table·hT  [25133x1024]x[1024x1]",
             table.clone(),
@@ -104,7 +145,10 @@ fn main() {
             .unwrap();
         for kernel in Kernel::ALL {
             if std::env::var("QUICK").is_ok()
-                && !matches!(kernel, Kernel::Default | Kernel::Naive | Kernel::Blocked)
+                && !matches!(
+                    kernel,
+                    Kernel::Default | Kernel::Naive | Kernel::Blocked | Kernel::Dot
+                )
             {
                 continue;
             }

@@ -107,6 +107,10 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
             }
         }
     }
+    #[cfg(feature = "gpu")]
+    if let Some(y) = crate::gpu::gelu(&x) {
+        return y;
+    }
     burn::tensor::activation::gelu(x)
 }
 
@@ -124,8 +128,32 @@ pub fn layer_norm<const D: usize>(ln: &burn::nn::LayerNorm, eps: f64, x: Tensor<
             }
         }
     }
+    #[cfg(feature = "gpu")]
+    {
+        let beta = ln.beta.as_ref().map(|b| b.val());
+        if let Some(y) = crate::gpu::layer_norm(&x, &ln.gamma.val(), beta.as_ref(), eps) {
+            return y;
+        }
+    }
     let _ = eps; // burn's LayerNorm holds its own (the same value)
     ln.forward(x)
+}
+
+/// [`layer_norm`] of a residual sum `x + y`: on a GPU one kernel (sum included).
+pub fn add_layer_norm<const D: usize>(
+    ln: &burn::nn::LayerNorm,
+    eps: f64,
+    x: Tensor<D>,
+    y: Tensor<D>,
+) -> Tensor<D> {
+    #[cfg(feature = "gpu")]
+    {
+        let beta = ln.beta.as_ref().map(|b| b.val());
+        if let Some(z) = crate::gpu::add_layer_norm(&x, &y, &ln.gamma.val(), beta.as_ref(), eps) {
+            return z;
+        }
+    }
+    layer_norm(ln, eps, x + y)
 }
 
 /// Dropout as burn's `Dropout` module applies it (while training, on autodiff tensors): kept
@@ -235,6 +263,10 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         if x.is_autodiff() {
             return autodiff_flex::softmax_last(x);
         }
+    }
+    #[cfg(feature = "gpu")]
+    if let Some(y) = crate::gpu::softmax_last(&x) {
+        return y;
     }
     burn::tensor::activation::softmax(x, D - 1)
 }

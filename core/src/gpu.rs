@@ -37,10 +37,22 @@ pub enum Kernel {
     SimpleUnitMax,
     /// [`blocked::xwt_kernel`]: 4 × 4 outputs per invocation, no shared memory.
     Blocked,
+    /// [`columns::xb_kernel`]: one output per invocation, neighbouring invocations on neighbouring
+    /// columns of `b` (fast when `b` `[in, out]` is contiguous along `out`).
+    Columns,
+    /// [`columns::xb4_kernel`]: like `Columns`, 4 rows of `x` per invocation.
+    Columns4,
+    /// [`rowwise::dot_kernel`]: one output per invocation, a dot product of a row of `a` and a
+    /// column of `b` (the naive kernel's shape, scalar loads, four partial sums), plus a bias
+    /// where [`linear_rows`] passes one.
+    Dot,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 12] = [
+        Kernel::Dot,
+        Kernel::Columns,
+        Kernel::Columns4,
         Kernel::Blocked,
         Kernel::Default,
         Kernel::SimpleVecMat,
@@ -55,7 +67,9 @@ impl Kernel {
     fn strategy(self) -> cubek::matmul::strategy::Strategy {
         let s = match self {
             Kernel::Default => return cubek::matmul::strategy::Strategy::Auto,
-            Kernel::Blocked => unreachable!("not a cubek kernel"),
+            Kernel::Blocked | Kernel::Columns | Kernel::Columns4 | Kernel::Dot => {
+                unreachable!("not a cubek kernel")
+            }
             Kernel::SimpleVecMat => Strategy::SimpleVecMat(BlueprintStrategy::Inferred(().into())),
             Kernel::DoubleVecMat => Strategy::DoubleVecMat(BlueprintStrategy::Inferred(().into())),
             Kernel::GemvUnitPerpendicular => {
@@ -157,6 +171,42 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
         }
         return Ok(Tensor::from_primitive::<Cube>(out));
     }
+    if kernel == Kernel::Dot {
+        // out [m, n] written through its transpose: row r of bᵀ against row c of a.
+        let t = |p: CubeTensor| -> Result<CubeTensor, String> {
+            Tensor::<2>::from_primitive::<Cube>(p)
+                .transpose()
+                .try_into_primitive::<Cube>()
+                .map_err(|e| format!("{e:?}"))
+        };
+        let (x, out_t) = (t(rhs)?, t(out.clone())?);
+        let zeros = vector_of(&Tensor::<1>::zeros([m], &device)).ok_or("a zero bias")?;
+        launch_dot(x, lhs, zeros, out_t, n, m);
+        return Ok(Tensor::from_primitive::<Cube>(out));
+    }
+    if matches!(kernel, Kernel::Columns | Kernel::Columns4) {
+        let per = if kernel == Kernel::Columns4 { 4 } else { 1 };
+        let (gx, gy) = (n.div_ceil(64) as u32, m.div_ceil(per) as u32);
+        // SAFETY: the kernels check every index they write against the output's shape and read
+        // only rows they clamped to the inputs' shapes.
+        unsafe {
+            let (count, dim) = (
+                cubecl::prelude::CubeCount::Static(gx, gy, 1),
+                cubecl::prelude::CubeDim::new_1d(64),
+            );
+            let (l, r, o) = (
+                lhs.into_tensor_arg(),
+                rhs.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+            );
+            if per == 4 {
+                columns::xb4_kernel::launch_unchecked(&client, count, dim, l, r, o);
+            } else {
+                columns::xb_kernel::launch_unchecked(&client, count, dim, l, r, o);
+            }
+        }
+        return Ok(Tensor::from_primitive::<Cube>(out));
+    }
     let st = burn_backend::cubecl::dtype_to_storage_type(out.dtype);
     let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems {
         lhs: st,
@@ -173,6 +223,332 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
     )
     .map_err(|e| format!("{e:?}"))?;
     Ok(Tensor::from_primitive::<Cube>(out))
+}
+
+/// A tensor's values as a cubecl tensor `[rows, last axis]` (a copy only where the layout
+/// needs one), if it is an f32 tensor on a cubecl device untracked by autodiff.
+fn rows_of<const D: usize>(x: &Tensor<D>) -> Option<(CubeTensor, usize, usize)> {
+    if x.dtype() != DType::F32 || x.is_autodiff() {
+        return None;
+    }
+    let dims = x.dims();
+    let width = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    if rows == 0 || width == 0 {
+        return None;
+    }
+    let prim = x
+        .clone()
+        .reshape([rows, width])
+        .try_into_primitive::<Cube>()
+        .ok()?;
+    Some((prim, rows, width))
+}
+
+fn vector_of(v: &Tensor<1>) -> Option<CubeTensor> {
+    if v.dtype() != DType::F32 || v.is_autodiff() {
+        return None;
+    }
+    v.clone().try_into_primitive::<Cube>().ok()
+}
+
+/// A 1-D launch of `n` invocations in groups of `per`, spread over two axes of the cube count
+/// where one would exceed the 65,535 groups every adapter allows.
+fn launch_1d(n: usize, per: u32) -> (cubecl::prelude::CubeCount, cubecl::prelude::CubeDim) {
+    let groups = n.div_ceil(per as usize).max(1);
+    let (x, y) = if groups <= 65_535 {
+        (groups, 1)
+    } else {
+        (65_535, groups.div_ceil(65_535))
+    };
+    (
+        cubecl::prelude::CubeCount::Static(x as u32, y as u32, 1),
+        cubecl::prelude::CubeDim::new_1d(per),
+    )
+}
+
+/// `(x − mean) / sqrt(var + eps) · γ + β` over the last axis (biased variance), as burn's
+/// `LayerNorm` computes it, in one kernel (burn's composes about nine: two reductions and
+/// element-wise steps). `None` where it does not apply (another device or dtype, autodiff).
+pub fn layer_norm<const D: usize>(
+    x: &Tensor<D>,
+    gamma: &Tensor<1>,
+    beta: Option<&Tensor<1>>,
+    eps: f64,
+) -> Option<Tensor<D>> {
+    layer_norm_of(x, None, gamma, beta, eps)
+}
+
+/// [`layer_norm`] of `x + y` (a residual sum; `x` and `y` of the same shape), the sum inside the
+/// kernel.
+pub fn add_layer_norm<const D: usize>(
+    x: &Tensor<D>,
+    y: &Tensor<D>,
+    gamma: &Tensor<1>,
+    beta: Option<&Tensor<1>>,
+    eps: f64,
+) -> Option<Tensor<D>> {
+    if x.dims() != y.dims() {
+        return None;
+    }
+    layer_norm_of(x, Some(y), gamma, beta, eps)
+}
+
+fn layer_norm_of<const D: usize>(
+    x: &Tensor<D>,
+    y: Option<&Tensor<D>>,
+    gamma: &Tensor<1>,
+    beta: Option<&Tensor<1>>,
+    eps: f64,
+) -> Option<Tensor<D>> {
+    let (input, rows, width) = rows_of(x)?;
+    // Without a `y` the kernel reads `x` in its place and adds nothing.
+    let residual = match y {
+        Some(y) => rows_of(y)?.0,
+        None => input.clone(),
+    };
+    let gamma = vector_of(gamma)?;
+    // No β: a zero vector (a fill, but LayerNorm without bias is not BART's).
+    let beta = match beta {
+        Some(b) => vector_of(b)?,
+        None => vector_of(&Tensor::<1>::zeros([width], &x.device()))?,
+    };
+    if gamma.meta.shape()[0] != width || beta.meta.shape()[0] != width {
+        return None;
+    }
+    let out = Tensor::<2>::empty([rows, width], &x.device())
+        .try_into_primitive::<Cube>()
+        .ok()?;
+    let (count, dim) = launch_1d(rows, 64);
+    // SAFETY: the kernel returns for rows past the input's and reads only within each row.
+    unsafe {
+        rowwise::layer_norm_kernel::launch_unchecked(
+            &out.client,
+            count,
+            dim,
+            input.into_tensor_arg(),
+            residual.into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            beta.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            eps as f32,
+            y.is_some(),
+        );
+    }
+    Some(Tensor::<2>::from_primitive::<Cube>(out).reshape(x.dims()))
+}
+
+/// `softmax(x)` over the last axis (`exp(x − max) / Σ exp(x − max)`, as burn computes it) in one
+/// kernel instead of five. `None` where it does not apply.
+pub fn softmax_last<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+    let (input, rows, width) = rows_of(x)?;
+    let out = Tensor::<2>::empty([rows, width], &x.device())
+        .try_into_primitive::<Cube>()
+        .ok()?;
+    let (count, dim) = launch_1d(rows, 64);
+    // SAFETY: as for `layer_norm`.
+    unsafe {
+        rowwise::softmax_kernel::launch_unchecked(
+            &out.client,
+            count,
+            dim,
+            input.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+        );
+    }
+    Some(Tensor::<2>::from_primitive::<Cube>(out).reshape(x.dims()))
+}
+
+/// GELU, exact (erf) form, `x (erf(x / √2) + 1) / 2` as burn composes it (same erf), in one
+/// kernel instead of five. `None` where it does not apply.
+pub fn gelu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
+    let (input, rows, width) = rows_of(x)?;
+    let out = Tensor::<2>::empty([rows, width], &x.device())
+        .try_into_primitive::<Cube>()
+        .ok()?;
+    let (count, dim) = launch_1d(rows * width, 256);
+    // SAFETY: the kernel returns for positions past the output's and reads the same position.
+    unsafe {
+        rowwise::gelu_kernel::launch_unchecked(
+            &out.client,
+            count,
+            dim,
+            input.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+        );
+    }
+    Some(Tensor::<2>::from_primitive::<Cube>(out).reshape(x.dims()))
+}
+
+/// `x wᵀ + b` for `x` `[rows, in]` with at most [`DOT_ROWS`] rows, a weight `w` `[out, in]` and
+/// a bias `[out]`, in one kernel ([`Kernel::Dot`]; burn: a product and a broadcast sum), as
+/// `[rows, out]`. `None` where it does not apply (more rows, another device or dtype, autodiff).
+pub fn linear_rows(x: &Tensor<2>, w: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
+    let ([rows, d_in], [d_out, w_in]) = (x.dims(), w.dims());
+    if rows > DOT_ROWS || d_in != w_in || w.dtype() != DType::F32 || w.is_autodiff() {
+        return None;
+    }
+    let (x, _, _) = rows_of(x)?;
+    let w = w.clone().try_into_primitive::<Cube>().ok()?;
+    let bias = match bias {
+        Some(b) => vector_of(b)?,
+        None => vector_of(&Tensor::<1>::zeros([d_out], &w_device(&w)))?,
+    };
+    if bias.meta.shape()[0] != d_out {
+        return None;
+    }
+    let out = Tensor::<2>::empty([rows, d_out], &w_device(&w))
+        .try_into_primitive::<Cube>()
+        .ok()?;
+    launch_dot(x, w, bias, out.clone(), rows, d_out);
+    Some(Tensor::<2>::from_primitive::<Cube>(out))
+}
+
+fn w_device(w: &CubeTensor) -> burn::tensor::Device {
+    Tensor::<2>::from_primitive::<Cube>(w.clone()).device()
+}
+
+/// `out[r, c] = x[r, ·] · w[c, ·] + bias[c]` for `rows × cols` outputs (any strides).
+fn launch_dot(
+    x: CubeTensor,
+    w: CubeTensor,
+    bias: CubeTensor,
+    out: CubeTensor,
+    rows: usize,
+    cols: usize,
+) {
+    let client = out.client.clone();
+    // SAFETY: the kernel returns for outputs past `out`'s shape and reads only rows of `x` and
+    // `w` below their shapes, along their common length.
+    unsafe {
+        rowwise::dot_kernel::launch_unchecked(
+            &client,
+            cubecl::prelude::CubeCount::Static(cols.div_ceil(64) as u32, rows as u32, 1),
+            cubecl::prelude::CubeDim::new_1d(64),
+            x.into_tensor_arg(),
+            w.into_tensor_arg(),
+            bias.into_tensor_arg(),
+            out.into_tensor_arg(),
+        );
+    }
+}
+
+mod rowwise {
+    use cubecl::prelude::*;
+
+    /// One invocation per row of `x` `[rows, width]` (any strides); with `add`, of `x + y`.
+    #[cube(launch_unchecked)]
+    pub fn layer_norm_kernel(
+        x: &Tensor<f32>,
+        y: &Tensor<f32>,
+        gamma: &Tensor<f32>,
+        beta: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        eps: f32,
+        #[comptime] add: bool,
+    ) {
+        let r = ABSOLUTE_POS;
+        if r >= x.shape(0) {
+            terminate!();
+        }
+        let width = x.shape(1);
+        let (xs, x0) = (x.stride(1), r * x.stride(0));
+        let (ys, y0) = (y.stride(1), r * y.stride(0));
+        let mut sum = f32::new(0.0);
+        for k in 0..width {
+            sum += value(x, y, x0 + k * xs, y0 + k * ys, add);
+        }
+        let n = f32::cast_from(width);
+        let mean = sum / n;
+        let mut sq = f32::new(0.0);
+        for k in 0..width {
+            let c = value(x, y, x0 + k * xs, y0 + k * ys, add) - mean;
+            sq += c * c;
+        }
+        let denom = f32::sqrt(sq / n + eps);
+        let (gs, bs) = (gamma.stride(0), beta.stride(0));
+        let (os, o0) = (out.stride(1), r * out.stride(0));
+        for k in 0..width {
+            let c = value(x, y, x0 + k * xs, y0 + k * ys, add) - mean;
+            out[o0 + k * os] = c / denom * gamma[k * gs] + beta[k * bs];
+        }
+    }
+
+    #[cube]
+    fn value(x: &Tensor<f32>, y: &Tensor<f32>, i: usize, j: usize, #[comptime] add: bool) -> f32 {
+        let mut v = x[i];
+        if add {
+            v += y[j];
+        }
+        v
+    }
+
+    /// `out[r, c] = Σ_k x[r, k] w[c, k] + bias[c]`, one invocation per output (any strides);
+    /// four partial sums along `k`.
+    #[cube(launch_unchecked)]
+    pub fn dot_kernel(x: &Tensor<f32>, w: &Tensor<f32>, bias: &Tensor<f32>, out: &mut Tensor<f32>) {
+        let c = ABSOLUTE_POS_X as usize;
+        let r = ABSOLUTE_POS_Y as usize;
+        if r >= x.shape(0) || c >= w.shape(0) {
+            terminate!();
+        }
+        let depth = x.shape(1);
+        let (xs, ws) = (x.stride(1), w.stride(1));
+        let (x0, w0) = (r * x.stride(0), c * w.stride(0));
+        let mut a0 = f32::new(0.0);
+        let mut a1 = f32::new(0.0);
+        let mut a2 = f32::new(0.0);
+        let mut a3 = f32::new(0.0);
+        let quads = depth / 4;
+        for q in 0..quads {
+            let k = q * 4;
+            a0 += x[x0 + k * xs] * w[w0 + k * ws];
+            a1 += x[x0 + (k + 1) * xs] * w[w0 + (k + 1) * ws];
+            a2 += x[x0 + (k + 2) * xs] * w[w0 + (k + 2) * ws];
+            a3 += x[x0 + (k + 3) * xs] * w[w0 + (k + 3) * ws];
+        }
+        for k in quads * 4..depth {
+            a0 += x[x0 + k * xs] * w[w0 + k * ws];
+        }
+        let o = r * out.stride(0) + c * out.stride(1);
+        out[o] = (a0 + a1) + (a2 + a3) + bias[c * bias.stride(0)];
+    }
+
+    /// One invocation per row of `x` `[rows, width]` (any strides).
+    #[cube(launch_unchecked)]
+    pub fn softmax_kernel(x: &Tensor<f32>, out: &mut Tensor<f32>) {
+        let r = ABSOLUTE_POS;
+        if r >= x.shape(0) {
+            terminate!();
+        }
+        let width = x.shape(1);
+        let (xs, x0) = (x.stride(1), r * x.stride(0));
+        let mut max = x[x0];
+        for k in 1..width {
+            max = f32::max(max, x[x0 + k * xs]);
+        }
+        let mut sum = f32::new(0.0);
+        for k in 0..width {
+            sum += f32::exp(x[x0 + k * xs] - max);
+        }
+        let (os, o0) = (out.stride(1), r * out.stride(0));
+        for k in 0..width {
+            out[o0 + k * os] = f32::exp(x[x0 + k * xs] - max) / sum;
+        }
+    }
+
+    /// One invocation per value of `x` `[rows, width]` (any strides; `out` contiguous).
+    #[cube(launch_unchecked)]
+    pub fn gelu_kernel(x: &Tensor<f32>, out: &mut Tensor<f32>) {
+        let i = ABSOLUTE_POS;
+        let width = x.shape(1);
+        if i >= x.shape(0) * width {
+            terminate!();
+        }
+        let v = x[(i / width) * x.stride(0) + (i % width) * x.stride(1)];
+        let e = Erf::erf(v / f32::new(std::f32::consts::SQRT_2));
+        out[i] = v * (e + f32::new(1.0)) / f32::new(2.0);
+    }
 }
 
 mod blocked {
@@ -297,6 +673,71 @@ mod blocked {
             if c0 + 3 < cols {
                 out[o + (c0 + 3) * os1] = a33;
             }
+        }
+    }
+}
+
+mod columns {
+    use cubecl::prelude::*;
+
+    /// `out[r, c] = Σ_k x[r, k] b[k, c]` (any strides), one output per invocation, invocations
+    /// side by side along `c`: where `b` is contiguous along `c` they read neighbouring values.
+    #[cube(launch_unchecked)]
+    pub fn xb_kernel(x: &Tensor<f32>, b: &Tensor<f32>, out: &mut Tensor<f32>) {
+        let c = ABSOLUTE_POS_X as usize;
+        let r = ABSOLUTE_POS_Y as usize;
+        if r >= x.shape(0) || c >= b.shape(1) {
+            terminate!();
+        }
+        let (xs1, bs0) = (x.stride(1), b.stride(0));
+        let xr = r * x.stride(0);
+        let bc = c * b.stride(1);
+        let mut acc = f32::new(0.0);
+        for k in 0..x.shape(1) {
+            acc += x[xr + k * xs1] * b[k * bs0 + bc];
+        }
+        let o = r * out.stride(0) + c * out.stride(1);
+        out[o] = acc;
+    }
+
+    /// [`xb_kernel`] for 4 rows of `x` per invocation (each value of `b` read once for 4 products).
+    #[cube(launch_unchecked)]
+    pub fn xb4_kernel(x: &Tensor<f32>, b: &Tensor<f32>, out: &mut Tensor<f32>) {
+        let rows = x.shape(0);
+        let c = ABSOLUTE_POS_X as usize;
+        let r0 = ABSOLUTE_POS_Y as usize * 4;
+        if r0 >= rows || c >= b.shape(1) {
+            terminate!();
+        }
+        let last = rows - 1;
+        let (xs0, xs1, bs0) = (x.stride(0), x.stride(1), b.stride(0));
+        let x0 = r0 * xs0;
+        let x1 = select(r0 + 1 > last, last, r0 + 1) * xs0;
+        let x2 = select(r0 + 2 > last, last, r0 + 2) * xs0;
+        let x3 = select(r0 + 3 > last, last, r0 + 3) * xs0;
+        let bc = c * b.stride(1);
+        let mut a0 = f32::new(0.0);
+        let mut a1 = f32::new(0.0);
+        let mut a2 = f32::new(0.0);
+        let mut a3 = f32::new(0.0);
+        for k in 0..x.shape(1) {
+            let bk = b[k * bs0 + bc];
+            let xk = k * xs1;
+            a0 += x[x0 + xk] * bk;
+            a1 += x[x1 + xk] * bk;
+            a2 += x[x2 + xk] * bk;
+            a3 += x[x3 + xk] * bk;
+        }
+        let (os0, os1) = (out.stride(0), out.stride(1));
+        out[r0 * os0 + c * os1] = a0;
+        if r0 + 1 < rows {
+            out[(r0 + 1) * os0 + c * os1] = a1;
+        }
+        if r0 + 2 < rows {
+            out[(r0 + 2) * os0 + c * os1] = a2;
+        }
+        if r0 + 3 < rows {
+            out[(r0 + 3) * os0 + c * os1] = a3;
         }
     }
 }

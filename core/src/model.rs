@@ -492,6 +492,14 @@ fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [_, d_out] = weight.dims();
     let x = x.reshape([batch * len, d_in]);
     let dtype = product_dtype(&weight);
+    // On a GPU, a few rows: product and bias in one kernel.
+    #[cfg(feature = "gpu")]
+    if dtype == DType::F32 {
+        let bias = linear.bias.as_ref().map(|b| b.val());
+        if let Some(y) = crate::gpu::linear_rows(&x, &weight.clone().transpose(), bias.as_ref()) {
+            return y.reshape([batch, len, d_out]);
+        }
+    }
     let y = if batch * len <= FEW_ROWS {
         weight_times(weight.transpose(), x.cast(dtype).transpose())
             .transpose()
@@ -549,19 +557,21 @@ impl EncoderLayer {
     fn forward(&self, x: Tensor<3>, key_mask: &Tensor<4>) -> Tensor<3> {
         let (k, v) = self.self_attn.keys_values(x.clone());
         let attended = self.self_attn.attend(x.clone(), &k, &v, Some(key_mask), 1);
-        let x = crate::fused::layer_norm(
+        let x = crate::fused::add_layer_norm(
             &self.self_attn_layer_norm,
             self.layer_norm_eps,
-            x + crate::fused::dropout(&self.dropout, attended),
+            x,
+            crate::fused::dropout(&self.dropout, attended),
         );
         let hidden = self.activation.apply(self.fc1.forward(x.clone()));
         let ffn = self
             .fc2
             .forward(crate::fused::dropout(&self.activation_dropout, hidden));
-        crate::fused::layer_norm(
+        crate::fused::add_layer_norm(
             &self.final_layer_norm,
             self.layer_norm_eps,
-            x + crate::fused::dropout(&self.dropout, ffn),
+            x,
+            crate::fused::dropout(&self.dropout, ffn),
         )
     }
 }
@@ -638,10 +648,11 @@ impl DecoderLayer {
         };
         let attended = self.self_attn.attend(x.clone(), &k, &v, causal, 1);
         cache.self_kv = Some((k, v));
-        let x = crate::fused::layer_norm(
+        let x = crate::fused::add_layer_norm(
             &self.self_attn_layer_norm,
             self.layer_norm_eps,
-            x + crate::fused::dropout(&self.dropout, attended),
+            x,
+            crate::fused::dropout(&self.dropout, attended),
         );
 
         // Cross-attention to the encoder output.
@@ -649,20 +660,22 @@ impl DecoderLayer {
         let attended = self
             .encoder_attn
             .attend(x.clone(), ck, cv, Some(key_mask), rows_per_input);
-        let x = crate::fused::layer_norm(
+        let x = crate::fused::add_layer_norm(
             &self.encoder_attn_layer_norm,
             self.layer_norm_eps,
-            x + crate::fused::dropout(&self.dropout, attended),
+            x,
+            crate::fused::dropout(&self.dropout, attended),
         );
 
         let hidden = self.activation.apply(self.fc1.forward(x.clone()));
         let ffn = self
             .fc2
             .forward(crate::fused::dropout(&self.activation_dropout, hidden));
-        crate::fused::layer_norm(
+        crate::fused::add_layer_norm(
             &self.final_layer_norm,
             self.layer_norm_eps,
-            x + crate::fused::dropout(&self.dropout, ffn),
+            x,
+            crate::fused::dropout(&self.dropout, ffn),
         )
     }
 }
