@@ -278,88 +278,92 @@ async fn decoding_products_use_the_naive_kernel() {
     assert!(weight_times(&w, &xt).is_none(), "a CPU tensor");
 }
 
-/// Not a check: where the time of a decoding step goes on this browser's WebGPU adapter
-/// (`-- --include-ignored`; figures on the console / runner output).
+/// The one-kernel versions of a decoding step's other ops on WebGPU (core/src/gpu.rs) give burn's
+/// values up to f32 summation order: LayerNorm (also of a residual sum, and of a non-contiguous
+/// input), softmax, GELU, and a few-row projection with its bias; what they do not take
+/// (more rows, CPU tensors, mismatched shapes) they decline.
 #[wasm_bindgen_test]
-#[ignore]
-async fn webgpu_timings() {
-    use bartleby_core::gpu::{matmul_with, Kernel};
-    use burn::tensor::{Distribution, Tensor};
+async fn fused_ops_on_webgpu_match_burn() {
+    use bartleby_core::gpu::{
+        add_layer_norm, gelu, layer_norm, linear_rows, softmax_last, DOT_ROWS,
+    };
+    use burn::tensor::{activation, module, Distribution, Tensor};
     let device = webgpu().await;
     let normal = Distribution::Normal(0.0, 1.0);
-    let sync = |t: Tensor<2>| async move {
-        t.into_data_async().await.unwrap();
-    };
-    let now = js_sys::Date::now;
-    // Dispatch cost: chains of element-wise kernels.
-    for width in [1usize, 1024, 1 << 20] {
-        let mut h = Tensor::<2>::random([1, width], normal, &device);
-        sync(h.clone()).await;
-        for n in [1usize, 50] {
-            let t = now();
-            for _ in 0..n {
-                h = h + 1.0;
-            }
-            sync(h.clone()).await;
-            let ms = now() - t;
-            web_sys_log(&format!(
-                "{n} adds [1x{width}] + read: {ms:.1} ms ({:.2} ms each)",
-                ms / n as f64
-            ));
-            let t = now();
-            for _ in 0..n {
-                h = h.exp();
-            }
-            sync(h.clone()).await;
-            let ms = now() - t;
-            web_sys_log(&format!(
-                "{n} exps [1x{width}] + read: {ms:.1} ms ({:.2} ms each)",
-                ms / n as f64
-            ));
-        }
+    async fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data_async()
+            .await
+            .unwrap()
+            .try_to_vec::<f32>()
+            .unwrap()
     }
-    for (name, d_out, rows, kernel) in [
-        ("W·xT [1024x1024]x[1024x1] naive", 1024, 1, Kernel::Naive),
-        ("W·xT [4096x1024]x[1024x1] naive", 4096, 1, Kernel::Naive),
-        (
-            "table·hT [25133x1024]x[1024x1] naive",
-            25133,
-            1,
-            Kernel::Naive,
-        ),
-        (
-            "table·hT [25133x1024]x[1024x1] default",
-            25133,
-            1,
-            Kernel::Default,
-        ),
-        (
-            "W·X200T [1024x1024]x[1024x200] blocked",
-            1024,
-            200,
-            Kernel::Blocked,
-        ),
-    ] {
-        let w = Tensor::<2>::random([d_out, 1024], normal, &device);
-        let xt = Tensor::<2>::random([rows, 1024], normal, &device).transpose();
-        let (a, b) = if kernel == Kernel::Blocked {
-            (xt.clone().transpose(), w.clone().transpose())
-        } else {
-            (w.clone(), xt.clone())
-        };
-        sync(matmul_with(a.clone(), b.clone(), kernel).unwrap()).await;
-        for reps in [1usize, 5] {
-            let t = now();
-            let mut y = None;
-            for _ in 0..reps {
-                y = Some(matmul_with(a.clone(), b.clone(), kernel).unwrap());
-            }
-            sync(y.unwrap()).await;
-            let ms = now() - t;
-            web_sys_log(&format!(
-                "{name}: {reps} in {ms:.1} ms ({:.1} ms each)",
-                ms / reps as f64
-            ));
-        }
+    async fn close<const D: usize>(what: &str, ours: Option<Tensor<D>>, burns: Tensor<D>) {
+        let ours = ours.unwrap_or_else(|| panic!("{what}: declined"));
+        assert_eq!(ours.dims(), burns.dims(), "{what}: shape");
+        let (a, b) = (values(ours).await, values(burns).await);
+        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let d = max_diff(&a, &b);
+        assert!(d <= 2e-6 * scale, "{what}: differs from burn by {d}");
     }
+    let x = Tensor::<3>::random([2, 3, 37], normal, &device);
+    let y = Tensor::<3>::random([2, 3, 37], normal, &device);
+    let gamma = Tensor::<1>::random([37], normal, &device);
+    let beta = Tensor::<1>::random([37], normal, &device);
+    let burn_ln = |t: Tensor<3>| module::layer_norm(t, gamma.clone(), Some(beta.clone()), 1e-5);
+    close(
+        "layer_norm",
+        layer_norm(&x, &gamma, Some(&beta), 1e-5),
+        burn_ln(x.clone()),
+    )
+    .await;
+    let xt = Tensor::<3>::random([2, 37, 3], normal, &device).swap_dims(1, 2);
+    close(
+        "layer_norm, strided",
+        layer_norm(&xt, &gamma, Some(&beta), 1e-5),
+        burn_ln(xt.clone()),
+    )
+    .await;
+    close(
+        "add_layer_norm",
+        add_layer_norm(&x, &y, &gamma, Some(&beta), 1e-5),
+        burn_ln(x.clone() + y.clone()),
+    )
+    .await;
+    close(
+        "layer_norm without beta",
+        layer_norm(&x, &gamma, None, 1e-5),
+        module::layer_norm(x.clone(), gamma.clone(), None, 1e-5),
+    )
+    .await;
+    assert!(add_layer_norm(&x, &x.clone().slice([0..1]), &gamma, Some(&beta), 1e-5).is_none());
+    let scores = Tensor::<4>::random([2, 3, 5, 41], normal, &device).mul_scalar(4.0);
+    close(
+        "softmax",
+        softmax_last(&scores),
+        activation::softmax(scores.clone(), 3),
+    )
+    .await;
+    let h = Tensor::<2>::random([3, 1000], normal, &device).mul_scalar(3.0);
+    close("gelu", gelu(&h), activation::gelu(h.clone())).await;
+    for rows in [1, 4, DOT_ROWS] {
+        let x = Tensor::<2>::random([rows, 70], normal, &device);
+        let w = Tensor::<2>::random([45, 70], normal, &device);
+        let b = Tensor::<1>::random([45], normal, &device);
+        let burns = x.clone().matmul(w.clone().transpose()) + b.clone().unsqueeze::<2>();
+        close("linear_rows", linear_rows(&x, &w, Some(&b)), burns).await;
+    }
+    let (x17, w) = (
+        Tensor::<2>::random([DOT_ROWS + 1, 70], normal, &device),
+        Tensor::<2>::random([45, 70], normal, &device),
+    );
+    assert!(
+        linear_rows(&x17, &w, None).is_none(),
+        "more than DOT_ROWS rows"
+    );
+    let cpu = Device::flex();
+    let c = Tensor::<2>::random([2, 8], normal, &cpu);
+    assert!(
+        softmax_last(&c).is_none() && gelu(&c).is_none(),
+        "a CPU tensor"
+    );
 }
