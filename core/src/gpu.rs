@@ -8,7 +8,9 @@
 //! CPU-emulated adapters here, SwiftShader (headless Chromium's WebGPU) and lavapipe
 //! (`cargo run --release -p bartleby --features wgpu --example gpu_matmul`, docs/benchmarks.md).
 //! Products with many rows (encoding, training) keep burn's kernel, except on a software adapter
-//! where the web app turns on [`use_blocked_for_many_rows`].
+//! where the web app turns on [`use_blocked_for_many_rows`]. LayerNorm, softmax, GELU and few-row
+//! projections with their bias are one kernel each: in Chromium every dispatch costs ~5 ms on
+//! SwiftShader (docs/benchmarks.md), and burn composes them of 5-9 kernels.
 
 use burn::tensor::{DType, Tensor};
 use burn_cubecl::{tensor::CubeTensor, Cube};
@@ -37,11 +39,6 @@ pub enum Kernel {
     SimpleUnitMax,
     /// [`blocked::xwt_kernel`]: 4 × 4 outputs per invocation, no shared memory.
     Blocked,
-    /// [`columns::xb_kernel`]: one output per invocation, neighbouring invocations on neighbouring
-    /// columns of `b` (fast when `b` `[in, out]` is contiguous along `out`).
-    Columns,
-    /// [`columns::xb4_kernel`]: like `Columns`, 4 rows of `x` per invocation.
-    Columns4,
     /// [`rowwise::dot_kernel`]: one output per invocation, a dot product of a row of `a` and a
     /// column of `b` (the naive kernel's shape, scalar loads, four partial sums), plus a bias
     /// where [`linear_rows`] passes one.
@@ -49,10 +46,8 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::Dot,
-        Kernel::Columns,
-        Kernel::Columns4,
         Kernel::Blocked,
         Kernel::Default,
         Kernel::SimpleVecMat,
@@ -67,7 +62,7 @@ impl Kernel {
     fn strategy(self) -> cubek::matmul::strategy::Strategy {
         let s = match self {
             Kernel::Default => return cubek::matmul::strategy::Strategy::Auto,
-            Kernel::Blocked | Kernel::Columns | Kernel::Columns4 | Kernel::Dot => {
+            Kernel::Blocked | Kernel::Dot => {
                 unreachable!("not a cubek kernel")
             }
             Kernel::SimpleVecMat => Strategy::SimpleVecMat(BlueprintStrategy::Inferred(().into())),
@@ -182,29 +177,6 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
         let (x, out_t) = (t(rhs)?, t(out.clone())?);
         let zeros = vector_of(&Tensor::<1>::zeros([m], &device)).ok_or("a zero bias")?;
         launch_dot(x, lhs, zeros, out_t, n, m);
-        return Ok(Tensor::from_primitive::<Cube>(out));
-    }
-    if matches!(kernel, Kernel::Columns | Kernel::Columns4) {
-        let per = if kernel == Kernel::Columns4 { 4 } else { 1 };
-        let (gx, gy) = (n.div_ceil(64) as u32, m.div_ceil(per) as u32);
-        // SAFETY: the kernels check every index they write against the output's shape and read
-        // only rows they clamped to the inputs' shapes.
-        unsafe {
-            let (count, dim) = (
-                cubecl::prelude::CubeCount::Static(gx, gy, 1),
-                cubecl::prelude::CubeDim::new_1d(64),
-            );
-            let (l, r, o) = (
-                lhs.into_tensor_arg(),
-                rhs.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-            );
-            if per == 4 {
-                columns::xb4_kernel::launch_unchecked(&client, count, dim, l, r, o);
-            } else {
-                columns::xb_kernel::launch_unchecked(&client, count, dim, l, r, o);
-            }
-        }
         return Ok(Tensor::from_primitive::<Cube>(out));
     }
     let st = burn_backend::cubecl::dtype_to_storage_type(out.dtype);
@@ -673,71 +645,6 @@ mod blocked {
             if c0 + 3 < cols {
                 out[o + (c0 + 3) * os1] = a33;
             }
-        }
-    }
-}
-
-mod columns {
-    use cubecl::prelude::*;
-
-    /// `out[r, c] = Σ_k x[r, k] b[k, c]` (any strides), one output per invocation, invocations
-    /// side by side along `c`: where `b` is contiguous along `c` they read neighbouring values.
-    #[cube(launch_unchecked)]
-    pub fn xb_kernel(x: &Tensor<f32>, b: &Tensor<f32>, out: &mut Tensor<f32>) {
-        let c = ABSOLUTE_POS_X as usize;
-        let r = ABSOLUTE_POS_Y as usize;
-        if r >= x.shape(0) || c >= b.shape(1) {
-            terminate!();
-        }
-        let (xs1, bs0) = (x.stride(1), b.stride(0));
-        let xr = r * x.stride(0);
-        let bc = c * b.stride(1);
-        let mut acc = f32::new(0.0);
-        for k in 0..x.shape(1) {
-            acc += x[xr + k * xs1] * b[k * bs0 + bc];
-        }
-        let o = r * out.stride(0) + c * out.stride(1);
-        out[o] = acc;
-    }
-
-    /// [`xb_kernel`] for 4 rows of `x` per invocation (each value of `b` read once for 4 products).
-    #[cube(launch_unchecked)]
-    pub fn xb4_kernel(x: &Tensor<f32>, b: &Tensor<f32>, out: &mut Tensor<f32>) {
-        let rows = x.shape(0);
-        let c = ABSOLUTE_POS_X as usize;
-        let r0 = ABSOLUTE_POS_Y as usize * 4;
-        if r0 >= rows || c >= b.shape(1) {
-            terminate!();
-        }
-        let last = rows - 1;
-        let (xs0, xs1, bs0) = (x.stride(0), x.stride(1), b.stride(0));
-        let x0 = r0 * xs0;
-        let x1 = select(r0 + 1 > last, last, r0 + 1) * xs0;
-        let x2 = select(r0 + 2 > last, last, r0 + 2) * xs0;
-        let x3 = select(r0 + 3 > last, last, r0 + 3) * xs0;
-        let bc = c * b.stride(1);
-        let mut a0 = f32::new(0.0);
-        let mut a1 = f32::new(0.0);
-        let mut a2 = f32::new(0.0);
-        let mut a3 = f32::new(0.0);
-        for k in 0..x.shape(1) {
-            let bk = b[k * bs0 + bc];
-            let xk = k * xs1;
-            a0 += x[x0 + xk] * bk;
-            a1 += x[x1 + xk] * bk;
-            a2 += x[x2 + xk] * bk;
-            a3 += x[x3 + xk] * bk;
-        }
-        let (os0, os1) = (out.stride(0), out.stride(1));
-        out[r0 * os0 + c * os1] = a0;
-        if r0 + 1 < rows {
-            out[(r0 + 1) * os0 + c * os1] = a1;
-        }
-        if r0 + 2 < rows {
-            out[(r0 + 2) * os0 + c * os1] = a2;
-        }
-        if r0 + 3 < rows {
-            out[(r0 + 3) * os0 + c * os1] = a3;
         }
     }
 }
