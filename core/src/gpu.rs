@@ -209,8 +209,9 @@ fn rows_of<const D: usize>(x: &Tensor<D>) -> Option<(CubeTensor, usize, usize)> 
     if rows == 0 || width == 0 {
         return None;
     }
-    let prim = x
-        .clone()
+    // The device first: a CPU tensor is turned away before any reshape (a copy if strided).
+    let prim = x.clone().try_into_primitive::<Cube>().ok()?;
+    let prim = Tensor::<D>::from_primitive::<Cube>(prim)
         .reshape([rows, width])
         .try_into_primitive::<Cube>()
         .ok()?;
