@@ -289,9 +289,7 @@ fn layer_norm_of<const D: usize>(
     if gamma.meta.shape()[0] != width || beta.meta.shape()[0] != width {
         return None;
     }
-    let out = Tensor::<2>::empty([rows, width], &x.device())
-        .try_into_primitive::<Cube>()
-        .ok()?;
+    let out = empty_rows(rows, width, &x.device())?;
     let (count, dim) = launch_1d(rows, 64);
     // SAFETY: the kernel returns for rows past the input's and reads only within each row.
     unsafe {
@@ -315,9 +313,7 @@ fn layer_norm_of<const D: usize>(
 /// kernel instead of five. `None` where it does not apply.
 pub fn softmax_last<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
     let (input, rows, width) = rows_of(x)?;
-    let out = Tensor::<2>::empty([rows, width], &x.device())
-        .try_into_primitive::<Cube>()
-        .ok()?;
+    let out = empty_rows(rows, width, &x.device())?;
     let (count, dim) = launch_1d(rows, 64);
     // SAFETY: as for `layer_norm`.
     unsafe {
@@ -336,9 +332,7 @@ pub fn softmax_last<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
 /// kernel instead of five. `None` where it does not apply.
 pub fn gelu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
     let (input, rows, width) = rows_of(x)?;
-    let out = Tensor::<2>::empty([rows, width], &x.device())
-        .try_into_primitive::<Cube>()
-        .ok()?;
+    let out = empty_rows(rows, width, &x.device())?;
     let (count, dim) = launch_1d(rows * width, 256);
     // SAFETY: the kernel returns for positions past the output's and reads the same position.
     unsafe {
@@ -361,24 +355,26 @@ pub fn linear_rows(x: &Tensor<2>, w: &Tensor<2>, bias: Option<&Tensor<1>>) -> Op
     if rows > DOT_ROWS || d_in != w_in || w.dtype() != DType::F32 || w.is_autodiff() {
         return None;
     }
+    let device = x.device();
     let (x, _, _) = rows_of(x)?;
     let w = w.clone().try_into_primitive::<Cube>().ok()?;
     let bias = match bias {
         Some(b) => vector_of(b)?,
-        None => vector_of(&Tensor::<1>::zeros([d_out], &w_device(&w)))?,
+        None => vector_of(&Tensor::<1>::zeros([d_out], &device))?,
     };
     if bias.meta.shape()[0] != d_out {
         return None;
     }
-    let out = Tensor::<2>::empty([rows, d_out], &w_device(&w))
-        .try_into_primitive::<Cube>()
-        .ok()?;
+    let out = empty_rows(rows, d_out, &device)?;
     launch_dot(x, w, bias, out.clone(), rows, d_out);
     Some(Tensor::<2>::from_primitive::<Cube>(out))
 }
 
-fn w_device(w: &CubeTensor) -> burn::tensor::Device {
-    Tensor::<2>::from_primitive::<Cube>(w.clone()).device()
+/// An uninitialised `[rows, width]` f32 output on `device`'s cubecl client.
+fn empty_rows(rows: usize, width: usize, device: &burn::tensor::Device) -> Option<CubeTensor> {
+    Tensor::<2>::empty([rows, width], device)
+        .try_into_primitive::<Cube>()
+        .ok()
 }
 
 /// `out[r, c] = x[r, ·] · w[c, ·] + bias[c]` for `rows × cols` outputs (any strides).
