@@ -250,7 +250,7 @@ async fn decoding_products_use_the_naive_kernel() {
     let many = Tensor::<2>::random([DOT_ROWS + 1, 16], normal, &device).transpose();
     assert!(weight_times(&w, &many).is_none(), "more than DOT_ROWS rows");
 
-    // Encoding's products on a software adapter: the 4 × 4-blocked kernel, shapes that are not
+    // Encoding's products on a software adapter: the 8 × 8-blocked kernel, shapes that are not
     // multiples of its blocks, the weight read through its transpose as the model holds it.
     use bartleby_core::gpu::{times_weight, use_blocked_for_many_rows};
     let (x, w_rows) = (
@@ -365,5 +365,100 @@ async fn fused_ops_on_webgpu_match_burn() {
     assert!(
         softmax_last(&c).is_none() && gelu(&c).is_none(),
         "a CPU tensor"
+    );
+}
+
+/// Attention in three kernels (core/src/gpu.rs `attention`) and the decoding cache's append give
+/// burn's values: with and without a padding mask, several queries per input (beams, or an
+/// encoder's positions), keys and values read through a transpose; shapes it does not take (a
+/// causal mask, a query width that is not heads × head_dim) it declines.
+#[wasm_bindgen_test]
+async fn attention_on_webgpu_matches_burn() {
+    use bartleby_core::gpu::{append_keys_values, attention};
+    use burn::tensor::{activation, Distribution, Tensor};
+    let device = webgpu().await;
+    let normal = Distribution::Normal(0.0, 1.0);
+    async fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data_async()
+            .await
+            .unwrap()
+            .try_to_vec::<f32>()
+            .unwrap()
+    }
+    let (inputs, heads, keys, hd) = (2, 3, 11, 5);
+    // Keys and values as the model holds them after split_heads: a transpose of [b, keys, h, hd].
+    let k = Tensor::<4>::random([inputs, keys, heads, hd], normal, &device).swap_dims(1, 2);
+    let v = Tensor::<4>::random([inputs, keys, heads, hd], normal, &device).swap_dims(1, 2);
+    // Padding: the second input's last four keys are masked out.
+    let pad: Vec<f32> = (0..inputs * keys)
+        .map(|i| {
+            if i >= keys && i % keys >= keys - 4 {
+                f32::MIN
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::<1>::from_floats(pad.as_slice(), &device).reshape([inputs, 1, 1, keys]);
+    let scale = (hd as f64).powf(-0.5);
+    for group in [1, 4] {
+        let q = Tensor::<2>::random([inputs * group, heads * hd], normal, &device);
+        for mask in [None, Some(&mask)] {
+            let heads_of = q
+                .clone()
+                .reshape([inputs, group, heads, hd])
+                .swap_dims(1, 2);
+            let mut scores = heads_of.mul_scalar(scale).matmul(k.clone().swap_dims(2, 3));
+            if let Some(m) = mask {
+                scores = scores + m.clone();
+            }
+            let burns = activation::softmax(scores, 3)
+                .matmul(v.clone())
+                .swap_dims(1, 2)
+                .reshape([inputs * group, heads * hd]);
+            let ours = attention(&q, &k, &v, mask, scale)
+                .unwrap_or_else(|| panic!("group {group}: declined"));
+            assert_eq!(ours.dims(), burns.dims());
+            let (a, b) = (values(ours).await, values(burns).await);
+            let d = max_diff(&a, &b);
+            let masked = mask.is_some();
+            assert!(
+                d <= 1e-5,
+                "group {group}, mask {masked}: differs from burn by {d}"
+            );
+        }
+    }
+    let q = Tensor::<2>::random([inputs, heads * hd], normal, &device);
+    let causal = Tensor::<4>::zeros([inputs, 1, keys, keys], &device);
+    assert!(
+        attention(&q, &k, &v, Some(&causal), scale).is_none(),
+        "a causal mask"
+    );
+    let narrow = Tensor::<2>::random([inputs, heads * hd - 1], normal, &device);
+    assert!(
+        attention(&narrow, &k, &v, None, scale).is_none(),
+        "width ≠ heads × head_dim"
+    );
+
+    // The cache append: old keys contiguous, new ones through a transpose.
+    let (past, new) = (7, 1);
+    let ko = Tensor::<4>::random([inputs, heads, past, hd], normal, &device);
+    let vo = Tensor::<4>::random([inputs, heads, past, hd], normal, &device);
+    let kn = Tensor::<4>::random([inputs, new, heads, hd], normal, &device).swap_dims(1, 2);
+    let vn = Tensor::<4>::random([inputs, new, heads, hd], normal, &device).swap_dims(1, 2);
+    let (k2, v2) = append_keys_values(&ko, &kn, &vo, &vn).expect("append declined");
+    for (ours, old, new) in [(k2, ko.clone(), kn.clone()), (v2, vo.clone(), vn.clone())] {
+        let burns = Tensor::cat(vec![old, new], 2);
+        assert_eq!(ours.dims(), burns.dims());
+        assert_eq!(
+            values(ours).await,
+            values(burns).await,
+            "append differs from cat"
+        );
+    }
+    let other = Tensor::<4>::random([inputs, heads + 1, 1, hd], normal, &device);
+    assert!(
+        append_keys_values(&ko, &other, &vo, &other).is_none(),
+        "mismatched heads"
     );
 }

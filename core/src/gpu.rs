@@ -37,7 +37,7 @@ pub enum Kernel {
     Naive,
     SimpleUnitMin,
     SimpleUnitMax,
-    /// [`blocked::xwt_kernel`]: 4 × 4 outputs per invocation, no shared memory.
+    /// [`blocked::xwt_kernel`]: 8 × 8 outputs per invocation held in registers, no shared memory.
     Blocked,
     /// [`rowwise::dot_kernel`]: one output per invocation, a dot product of a row of `a` and a
     /// column of `b` (the naive kernel's shape, scalar loads, four partial sums), plus a bias
@@ -151,17 +151,23 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
             .transpose()
             .try_into_primitive::<Cube>()
             .map_err(|e| format!("{e:?}"))?;
-        let (gx, gy) = (n.div_ceil(4 * 8) as u32, m.div_ceil(4 * 8) as u32);
+        let (tile, group) = (blocked::TILE, blocked::GROUP);
+        let (gx, gy) = (
+            n.div_ceil(tile * group as usize) as u32,
+            m.div_ceil(tile * group as usize) as u32,
+        );
         // SAFETY: the kernel checks every index it writes against the output's shape and reads
         // only rows and columns it clamped to the inputs' shapes.
         unsafe {
             blocked::xwt_kernel::launch_unchecked(
                 &client,
                 cubecl::prelude::CubeCount::Static(gx, gy, 1),
-                cubecl::prelude::CubeDim::new_2d(8, 8),
+                cubecl::prelude::CubeDim::new_2d(group, group),
                 lhs.into_tensor_arg(),
                 w_rows.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
+                tile,
+                tile,
             );
         }
         return Ok(Tensor::from_primitive::<Cube>(out));
@@ -370,6 +376,135 @@ pub fn linear_rows(x: &Tensor<2>, w: &Tensor<2>, bias: Option<&Tensor<1>>) -> Op
     Some(Tensor::<2>::from_primitive::<Cube>(out))
 }
 
+/// Multi-head attention `softmax(q kᵀ · scale + mask) v`, heads merged, in three kernels
+/// (scores, softmax, weighted sum; burn: about ten with the copies that split and merge the
+/// heads, the scaling and the mask sum) that read the keys and values where they lie.
+///
+/// `q` `[queries, heads · head_dim]`; `k`, `v` `[inputs, heads, keys, head_dim]` (any strides);
+/// each input has `queries / inputs` consecutive queries (the beams of one input attend to its
+/// encoder output together); `mask`, added to the scores, `[inputs, 1, 1, keys]`. Returns
+/// `[queries, heads · head_dim]`; `None` where it does not apply (other shapes, such as a causal
+/// mask; another device or dtype; autodiff).
+pub fn attention(
+    q: &Tensor<2>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    mask: Option<&Tensor<4>>,
+    scale: f64,
+) -> Option<Tensor<2>> {
+    let [inputs, heads, keys, head_dim] = k.dims();
+    let [queries, width] = q.dims();
+    if v.dims() != k.dims()
+        || width != heads * head_dim
+        || inputs == 0
+        || keys == 0
+        || queries % inputs != 0
+        || mask.is_some_and(|m| m.dims() != [inputs, 1, 1, keys])
+    {
+        return None;
+    }
+    let device = q.device();
+    let (q, _, _) = rows_of(q)?;
+    let (k, v) = (tensor_of(k)?, tensor_of(v)?);
+    // Without a mask the kernel is handed the keys in its place and reads nothing of them.
+    let mask_arg = match mask {
+        Some(m) => tensor_of(m)?,
+        None => k.clone(),
+    };
+    let scores = empty_rows(queries * heads, keys, &device)?;
+    let (count, dim) = launch_1d(queries * heads * keys, 64);
+    // SAFETY: the kernel returns for positions past the scores' and reads `q`, `k` and the mask
+    // within the shapes checked above.
+    unsafe {
+        attend::scores_kernel::launch_unchecked(
+            &scores.client,
+            count,
+            dim,
+            q.into_tensor_arg(),
+            k.into_tensor_arg(),
+            mask_arg.into_tensor_arg(),
+            scores.clone().into_tensor_arg(),
+            scale as f32,
+            mask.is_some(),
+        );
+    }
+    let weights = softmax_last(&Tensor::<2>::from_primitive::<Cube>(scores))?;
+    let weights = weights.try_into_primitive::<Cube>().ok()?;
+    let out = empty_rows(queries, width, &device)?;
+    let (count, dim) = launch_1d(queries * width, 64);
+    // SAFETY: the kernel returns for positions past the output's and reads rows of the weights
+    // and `v` within the shapes checked above.
+    unsafe {
+        attend::weighted_kernel::launch_unchecked(
+            &out.client,
+            count,
+            dim,
+            weights.into_tensor_arg(),
+            v.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+        );
+    }
+    Some(Tensor::<2>::from_primitive::<Cube>(out))
+}
+
+/// Keys and values of a decoding cache with the new ones appended along their length axis:
+/// `[k_old | k_new]`, `[v_old | v_new]` (`[batch, heads, len, head_dim]`, any strides) in one
+/// kernel for both (burn: an allocation and two copies each), as contiguous tensors. `None`
+/// where it does not apply.
+pub fn append_keys_values(
+    k_old: &Tensor<4>,
+    k_new: &Tensor<4>,
+    v_old: &Tensor<4>,
+    v_new: &Tensor<4>,
+) -> Option<(Tensor<4>, Tensor<4>)> {
+    let [b, h, past, e] = k_old.dims();
+    let [nb, nh, n, ne] = k_new.dims();
+    if (nb, nh, ne) != (b, h, e) || v_old.dims() != k_old.dims() || v_new.dims() != k_new.dims() {
+        return None;
+    }
+    let device = k_old.device();
+    let shape = [b, h, past + n, e];
+    let prims = [k_old, k_new, v_old, v_new].map(tensor_of);
+    let [Some(ko), Some(kn), Some(vo), Some(vn)] = prims else {
+        return None;
+    };
+    let empty = || {
+        Tensor::<4>::empty(shape, &device)
+            .try_into_primitive::<Cube>()
+            .ok()
+    };
+    let (k, v) = (empty()?, empty()?);
+    let (count, dim) = launch_1d(shape.iter().product(), 256);
+    // SAFETY: the kernel returns for positions past the outputs' (both of `shape`) and reads the
+    // old rows below `past` and the new ones below `n`, shapes checked above.
+    unsafe {
+        attend::append_kernel::launch_unchecked(
+            &k.client,
+            count,
+            dim,
+            ko.into_tensor_arg(),
+            kn.into_tensor_arg(),
+            vo.into_tensor_arg(),
+            vn.into_tensor_arg(),
+            k.clone().into_tensor_arg(),
+            v.clone().into_tensor_arg(),
+        );
+    }
+    Some((
+        Tensor::from_primitive::<Cube>(k),
+        Tensor::from_primitive::<Cube>(v),
+    ))
+}
+
+/// A tensor as a cubecl tensor as it lies (any strides), if it is f32 on a cubecl device and
+/// untracked by autodiff.
+fn tensor_of<const D: usize>(x: &Tensor<D>) -> Option<CubeTensor> {
+    if x.dtype() != DType::F32 || x.is_autodiff() || x.dims().contains(&0) {
+        return None;
+    }
+    x.clone().try_into_primitive::<Cube>().ok()
+}
+
 /// An uninitialised `[rows, width]` f32 output on `device`'s cubecl client.
 fn empty_rows(rows: usize, width: usize, device: &burn::tensor::Device) -> Option<CubeTensor> {
     Tensor::<2>::empty([rows, width], device)
@@ -520,127 +655,183 @@ mod rowwise {
     }
 }
 
+mod attend {
+    use cubecl::prelude::*;
+
+    /// `scores[i, h, t] = Σ_e (q[i, h·E + e] · scale) k[b, h, t, e] (+ mask[b, 0, 0, t])` with
+    /// `b = i / (queries / inputs)`, one invocation per score; `k` `[inputs, heads, keys, E]` and
+    /// the mask any strides, `scores` `[queries · heads, keys]` contiguous.
+    #[cube(launch_unchecked)]
+    pub fn scores_kernel(
+        q: &Tensor<f32>,
+        k: &Tensor<f32>,
+        mask: &Tensor<f32>,
+        scores: &mut Tensor<f32>,
+        scale: f32,
+        #[comptime] masked: bool,
+    ) {
+        let pos = ABSOLUTE_POS;
+        let (heads, keys, depth) = (k.shape(1), k.shape(2), k.shape(3));
+        let queries = q.shape(0);
+        if pos >= queries * heads * keys {
+            terminate!();
+        }
+        let t = pos % keys;
+        let h = (pos / keys) % heads;
+        let i = pos / (keys * heads);
+        let b = i / (queries / k.shape(0));
+        let (qs, q0) = (q.stride(1), i * q.stride(0) + h * depth * q.stride(1));
+        let (ks, k0) = (
+            k.stride(3),
+            b * k.stride(0) + h * k.stride(1) + t * k.stride(2),
+        );
+        let mut sum = f32::new(0.0);
+        for e in 0..depth {
+            sum += (q[q0 + e * qs] * scale) * k[k0 + e * ks];
+        }
+        if masked {
+            sum += mask[b * mask.stride(0) + t * mask.stride(3)];
+        }
+        scores[pos] = sum;
+    }
+
+    /// `out[i, h·E + e] = Σ_t weights[i·heads + h, t] v[b, h, t, e]`, one invocation per output
+    /// value; `v` any strides, `weights` `[queries · heads, keys]`, `out` contiguous.
+    #[cube(launch_unchecked)]
+    pub fn weighted_kernel(weights: &Tensor<f32>, v: &Tensor<f32>, out: &mut Tensor<f32>) {
+        let pos = ABSOLUTE_POS;
+        let (heads, keys, depth) = (v.shape(1), v.shape(2), v.shape(3));
+        let queries = weights.shape(0) / heads;
+        if pos >= queries * heads * depth {
+            terminate!();
+        }
+        let e = pos % depth;
+        let h = (pos / depth) % heads;
+        let i = pos / (depth * heads);
+        let b = i / (queries / v.shape(0));
+        let (ws, w0) = (weights.stride(1), (i * heads + h) * weights.stride(0));
+        let (vs, v0) = (
+            v.stride(2),
+            b * v.stride(0) + h * v.stride(1) + e * v.stride(3),
+        );
+        let mut sum = f32::new(0.0);
+        for t in 0..keys {
+            sum += weights[w0 + t * ws] * v[v0 + t * vs];
+        }
+        out[pos] = sum;
+    }
+
+    /// `k = [k_old | k_new]`, `v = [v_old | v_new]` along axis 2 of `[batch, heads, len, E]`
+    /// (inputs any strides, outputs contiguous), one invocation per value of each output.
+    #[cube(launch_unchecked)]
+    pub fn append_kernel(
+        k_old: &Tensor<f32>,
+        k_new: &Tensor<f32>,
+        v_old: &Tensor<f32>,
+        v_new: &Tensor<f32>,
+        k: &mut Tensor<f32>,
+        v: &mut Tensor<f32>,
+    ) {
+        let pos = ABSOLUTE_POS;
+        let (heads, len, depth) = (k.shape(1), k.shape(2), k.shape(3));
+        if pos >= k.shape(0) * heads * len * depth {
+            terminate!();
+        }
+        let e = pos % depth;
+        let t = (pos / depth) % len;
+        let h = (pos / (depth * len)) % heads;
+        let b = pos / (depth * len * heads);
+        let past = k_old.shape(2);
+        if t < past {
+            k[pos] = k_old[at(k_old, b, h, t, e)];
+            v[pos] = v_old[at(v_old, b, h, t, e)];
+        } else {
+            k[pos] = k_new[at(k_new, b, h, t - past, e)];
+            v[pos] = v_new[at(v_new, b, h, t - past, e)];
+        }
+    }
+
+    #[cube]
+    fn at(x: &Tensor<f32>, b: usize, h: usize, t: usize, e: usize) -> usize {
+        b * x.stride(0) + h * x.stride(1) + t * x.stride(2) + e * x.stride(3)
+    }
+}
+
 mod blocked {
     use cubecl::prelude::*;
 
-    /// `out[r, c] = Σ_k x[r, k] w[c, k]` (`x · wᵀ`, any strides), each invocation a block of 4 × 4
-    /// outputs: per step of `k` it reads 4 values of `x` and 4 of `w` for 16 products (the naive
-    /// kernel reads 2 per product). No shared memory or barriers.
+    /// Outputs per invocation of [`xwt_kernel`] along each axis as launched by `matmul_with`: on
+    /// SwiftShader 8 × 8 took 114–169 ms for [200, 1024]·[1024, 1024]ᵀ against 255–263 ms for
+    /// 4 × 4 (8 × 16: 139–143, 16 × 8: 176, 1 × 16: 430).
+    pub const TILE: usize = 8;
+    /// Invocations per workgroup along each axis.
+    pub const GROUP: u32 = 8;
+
+    /// `out[r, c] = Σ_k x[r, k] w[c, k]` (`x · wᵀ`, any strides), each invocation a block of
+    /// `tr × tc` outputs held in registers: per step of `k` it reads `tr` values of `x` and `tc`
+    /// of `w` for `tr · tc` products. No shared memory or barriers.
     #[cube(launch_unchecked)]
-    pub fn xwt_kernel(x: &Tensor<f32>, w: &Tensor<f32>, out: &mut Tensor<f32>) {
+    pub fn xwt_kernel(
+        x: &Tensor<f32>,
+        w: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        #[comptime] tr: usize,
+        #[comptime] tc: usize,
+    ) {
         let rows = x.shape(0);
         let cols = w.shape(0);
         let depth = x.shape(1);
-        let r0 = ABSOLUTE_POS_Y as usize * 4;
-        let c0 = ABSOLUTE_POS_X as usize * 4;
+        let r0 = ABSOLUTE_POS_Y as usize * tr;
+        let c0 = ABSOLUTE_POS_X as usize * tc;
         if r0 >= rows || c0 >= cols {
             terminate!();
         }
-        let last_r = rows - 1;
-        let last_c = cols - 1;
-        let (xs0, xs1) = (x.stride(0), x.stride(1));
-        let (ws0, ws1) = (w.stride(0), w.stride(1));
-        let xr0 = r0 * xs0;
-        let xr1 = select(r0 + 1 > last_r, last_r, r0 + 1) * xs0;
-        let xr2 = select(r0 + 2 > last_r, last_r, r0 + 2) * xs0;
-        let xr3 = select(r0 + 3 > last_r, last_r, r0 + 3) * xs0;
-        let wc0 = c0 * ws0;
-        let wc1 = select(c0 + 1 > last_c, last_c, c0 + 1) * ws0;
-        let wc2 = select(c0 + 2 > last_c, last_c, c0 + 2) * ws0;
-        let wc3 = select(c0 + 3 > last_c, last_c, c0 + 3) * ws0;
-        let mut a00 = f32::new(0.0);
-        let mut a01 = f32::new(0.0);
-        let mut a02 = f32::new(0.0);
-        let mut a03 = f32::new(0.0);
-        let mut a10 = f32::new(0.0);
-        let mut a11 = f32::new(0.0);
-        let mut a12 = f32::new(0.0);
-        let mut a13 = f32::new(0.0);
-        let mut a20 = f32::new(0.0);
-        let mut a21 = f32::new(0.0);
-        let mut a22 = f32::new(0.0);
-        let mut a23 = f32::new(0.0);
-        let mut a30 = f32::new(0.0);
-        let mut a31 = f32::new(0.0);
-        let mut a32 = f32::new(0.0);
-        let mut a33 = f32::new(0.0);
+        let (xs1, ws1) = (x.stride(1), w.stride(1));
+        // Rows and columns past the edge read the last one (their sums are not written).
+        let mut xo = Array::<usize>::new(tr);
+        #[unroll]
+        for i in 0..tr {
+            xo[i] = select(r0 + i >= rows, rows - 1, r0 + i) * x.stride(0);
+        }
+        let mut wo = Array::<usize>::new(tc);
+        #[unroll]
+        for j in 0..tc {
+            wo[j] = select(c0 + j >= cols, cols - 1, c0 + j) * w.stride(0);
+        }
+        let mut acc = Array::<f32>::new(tr * tc);
+        #[unroll]
+        for i in 0..tr * tc {
+            acc[i] = f32::new(0.0);
+        }
+        let mut xv = Array::<f32>::new(tr);
+        let mut wv = Array::<f32>::new(tc);
         for k in 0..depth {
-            let xk = k * xs1;
-            let wk = k * ws1;
-            let x0 = x[xr0 + xk];
-            let x1 = x[xr1 + xk];
-            let x2 = x[xr2 + xk];
-            let x3 = x[xr3 + xk];
-            let w0 = w[wc0 + wk];
-            let w1 = w[wc1 + wk];
-            let w2 = w[wc2 + wk];
-            let w3 = w[wc3 + wk];
-            a00 += x0 * w0;
-            a01 += x0 * w1;
-            a02 += x0 * w2;
-            a03 += x0 * w3;
-            a10 += x1 * w0;
-            a11 += x1 * w1;
-            a12 += x1 * w2;
-            a13 += x1 * w3;
-            a20 += x2 * w0;
-            a21 += x2 * w1;
-            a22 += x2 * w2;
-            a23 += x2 * w3;
-            a30 += x3 * w0;
-            a31 += x3 * w1;
-            a32 += x3 * w2;
-            a33 += x3 * w3;
+            #[unroll]
+            for i in 0..tr {
+                xv[i] = x[xo[i] + k * xs1];
+            }
+            #[unroll]
+            for j in 0..tc {
+                wv[j] = w[wo[j] + k * ws1];
+            }
+            #[unroll]
+            for i in 0..tr {
+                #[unroll]
+                for j in 0..tc {
+                    acc[i * tc + j] += xv[i] * wv[j];
+                }
+            }
         }
         let (os0, os1) = (out.stride(0), out.stride(1));
-        let o0 = r0 * os0;
-        out[o0 + c0 * os1] = a00;
-        if c0 + 1 < cols {
-            out[o0 + (c0 + 1) * os1] = a01;
-        }
-        if c0 + 2 < cols {
-            out[o0 + (c0 + 2) * os1] = a02;
-        }
-        if c0 + 3 < cols {
-            out[o0 + (c0 + 3) * os1] = a03;
-        }
-        if r0 + 1 < rows {
-            let o = (r0 + 1) * os0;
-            out[o + c0 * os1] = a10;
-            if c0 + 1 < cols {
-                out[o + (c0 + 1) * os1] = a11;
-            }
-            if c0 + 2 < cols {
-                out[o + (c0 + 2) * os1] = a12;
-            }
-            if c0 + 3 < cols {
-                out[o + (c0 + 3) * os1] = a13;
-            }
-        }
-        if r0 + 2 < rows {
-            let o = (r0 + 2) * os0;
-            out[o + c0 * os1] = a20;
-            if c0 + 1 < cols {
-                out[o + (c0 + 1) * os1] = a21;
-            }
-            if c0 + 2 < cols {
-                out[o + (c0 + 2) * os1] = a22;
-            }
-            if c0 + 3 < cols {
-                out[o + (c0 + 3) * os1] = a23;
-            }
-        }
-        if r0 + 3 < rows {
-            let o = (r0 + 3) * os0;
-            out[o + c0 * os1] = a30;
-            if c0 + 1 < cols {
-                out[o + (c0 + 1) * os1] = a31;
-            }
-            if c0 + 2 < cols {
-                out[o + (c0 + 2) * os1] = a32;
-            }
-            if c0 + 3 < cols {
-                out[o + (c0 + 3) * os1] = a33;
+        #[unroll]
+        for i in 0..tr {
+            if r0 + i < rows {
+                #[unroll]
+                for j in 0..tc {
+                    if c0 + j < cols {
+                        out[(r0 + i) * os0 + (c0 + j) * os1] = acc[i * tc + j];
+                    }
+                }
             }
         }
     }

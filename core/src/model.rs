@@ -643,7 +643,7 @@ impl DecoderLayer {
         // Masked self-attention over everything decoded so far.
         let (k, v) = self.self_attn.keys_values(x.clone());
         let (k, v) = match cache.self_kv.take() {
-            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            Some((pk, pv)) => append_keys_values(pk, k, pv, v),
             None => (k, v),
         };
         let attended = self.self_attn.attend(x.clone(), &k, &v, causal, 1);
@@ -678,6 +678,23 @@ impl DecoderLayer {
             crate::fused::dropout(&self.dropout, ffn),
         )
     }
+}
+
+/// `[k_old | k_new]`, `[v_old | v_new]` along the length axis (on a GPU, one kernel for both).
+fn append_keys_values(
+    k_old: Tensor<4>,
+    k_new: Tensor<4>,
+    v_old: Tensor<4>,
+    v_new: Tensor<4>,
+) -> (Tensor<4>, Tensor<4>) {
+    #[cfg(feature = "gpu")]
+    if let Some(kv) = crate::gpu::append_keys_values(&k_old, &k_new, &v_old, &v_new) {
+        return kv;
+    }
+    (
+        Tensor::cat(vec![k_old, k_new], 2),
+        Tensor::cat(vec![v_old, v_new], 2),
+    )
 }
 
 impl Attention {
@@ -715,6 +732,14 @@ impl Attention {
         // scale goes on the (smaller) queries; in half precision on the f32 scores, as
         // transformers applies it, so that the queries are rounded unscaled as there.
         let dtype = product_dtype(&self.q_proj.linear.weight.val());
+        // On a GPU in f32: three kernels reading the keys and values where they lie.
+        #[cfg(feature = "gpu")]
+        if dtype == DType::F32 {
+            let queries = q.clone().reshape([rows * len, d_model]);
+            if let Some(out) = crate::gpu::attention(&queries, k, v, mask, scale) {
+                return self.out_proj.forward(out.reshape([rows, len, d_model]));
+            }
+        }
         let q = self.split_heads(q);
         let mut scores = if dtype == DType::F32 {
             crate::fused::matmul(q.mul_scalar(scale), k.clone().swap_dims(2, 3))
