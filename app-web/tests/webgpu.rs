@@ -280,14 +280,16 @@ async fn decoding_products_use_the_naive_kernel() {
 
 /// The one-kernel versions of a decoding step's other ops on WebGPU (core/src/gpu.rs) give burn's
 /// values up to f32 summation order: LayerNorm (also of a residual sum, and of a non-contiguous
-/// input), softmax, GELU, and a few-row projection with its bias; what they do not take
+/// input), softmax, GELU, a few-row projection with its bias (also with GELU after it, of a
+/// weight in row blocks, and three at once), the embedding gather; what they do not take
 /// (more rows, CPU tensors, mismatched shapes) they decline.
 #[wasm_bindgen_test]
 async fn fused_ops_on_webgpu_match_burn() {
     use bartleby_core::gpu::{
-        add_layer_norm, gelu, layer_norm, linear_rows, softmax_last, DOT_ROWS,
+        add_layer_norm, embed_rows, gelu, layer_norm, linear_gelu_rows, linear_rows, linear_rows3,
+        linear_rows_parts, softmax_last, DOT_ROWS,
     };
-    use burn::tensor::{activation, module, Distribution, Tensor};
+    use burn::tensor::{activation, module, Distribution, Int, Tensor, TensorData};
     let device = webgpu().await;
     let normal = Distribution::Normal(0.0, 1.0);
     async fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -352,6 +354,67 @@ async fn fused_ops_on_webgpu_match_burn() {
         let burns = x.clone().matmul(w.clone().transpose()) + b.clone().unsqueeze::<2>();
         close("linear_rows", linear_rows(&x, &w, Some(&b)), burns).await;
     }
+    // GELU in the projection's kernel; a weight in row blocks (the split embedding as output
+    // projection, its bias over all blocks); three projections of one input in one kernel.
+    let x = Tensor::<2>::random([3, 70], normal, &device);
+    let (w, b) = (
+        Tensor::<2>::random([45, 70], normal, &device),
+        Tensor::<1>::random([45], normal, &device),
+    );
+    let burns =
+        activation::gelu(x.clone().matmul(w.clone().transpose()) + b.clone().unsqueeze::<2>());
+    close(
+        "linear_gelu_rows",
+        linear_gelu_rows(&x, &w, Some(&b)),
+        burns,
+    )
+    .await;
+    let parts = [20, 7, 18].map(|n| Tensor::<2>::random([n, 70], normal, &device));
+    let whole = Tensor::cat(parts.to_vec(), 0);
+    let burns = x.clone().matmul(whole.clone().transpose()) + b.clone().unsqueeze::<2>();
+    close(
+        "linear_rows_parts",
+        linear_rows_parts(&x, &parts, Some(&b), false),
+        burns,
+    )
+    .await;
+    let ws = [0, 1, 2].map(|_| Tensor::<2>::random([45, 70], normal, &device));
+    let bs = [0, 1, 2].map(|_| Tensor::<1>::random([45], normal, &device));
+    let three = linear_rows3(
+        &x,
+        [&ws[0], &ws[1], &ws[2]],
+        [Some(&bs[0]), None, Some(&bs[2])],
+    )
+    .expect("linear_rows3 declined");
+    for (i, ours) in three.into_iter().enumerate() {
+        let mut burns = x.clone().matmul(ws[i].clone().transpose());
+        if i != 1 {
+            burns = burns + bs[i].clone().unsqueeze::<2>();
+        }
+        close(&format!("linear_rows3 [{i}]"), Some(ours), burns).await;
+    }
+    let other = Tensor::<2>::random([44, 70], normal, &device);
+    assert!(
+        linear_rows3(&x, [&ws[0], &other, &ws[2]], [None; 3]).is_none(),
+        "shapes differ"
+    );
+    // Embedding rows from a table in row blocks, scaled; an id past the table gives zeros.
+    let ids = [44i32, 0, 19, 20, 26, 27, 45, 3];
+    let id_tensor =
+        Tensor::<1, Int>::from_data(TensorData::new(ids.to_vec(), [ids.len()]), &device);
+    let ours = embed_rows(&parts, &id_tensor, 2.5).expect("embed_rows declined");
+    let valid = Tensor::<1, Int>::from_data(
+        TensorData::new(ids.map(|i| i.min(44)).to_vec(), [ids.len()]),
+        &device,
+    );
+    let burns = whole.clone().select(0, valid).mul_scalar(2.5);
+    let mut expected = values(burns).await;
+    expected[6 * 70..7 * 70].fill(0.0);
+    assert_eq!(
+        values(ours).await,
+        expected,
+        "embed_rows differs from select"
+    );
     let (x17, w) = (
         Tensor::<2>::random([DOT_ROWS + 1, 70], normal, &device),
         Tensor::<2>::random([45, 70], normal, &device),

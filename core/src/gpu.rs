@@ -182,7 +182,7 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
         };
         let (x, out_t) = (t(rhs)?, t(out.clone())?);
         let zeros = vector_of(&Tensor::<1>::zeros([m], &device)).ok_or("a zero bias")?;
-        launch_dot(x, lhs, zeros, out_t, n, m);
+        launch_dot(x, lhs, zeros, out_t, DotAt::default());
         return Ok(Tensor::from_primitive::<Cube>(out));
     }
     let st = burn_backend::cubecl::dtype_to_storage_type(out.dtype);
@@ -357,28 +357,167 @@ pub fn gelu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
 /// a bias `[out]`, in one kernel ([`Kernel::Dot`]; burn: a product and a broadcast sum), as
 /// `[rows, out]`. `None` where it does not apply (more rows, another device or dtype, autodiff).
 pub fn linear_rows(x: &Tensor<2>, w: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
-    let ([rows, d_in], [d_out, w_in]) = (x.dims(), w.dims());
-    if rows > DOT_ROWS || d_in != w_in || w.dtype() != DType::F32 || w.is_autodiff() {
+    linear_rows_parts(x, std::slice::from_ref(w), bias, false)
+}
+
+/// [`linear_rows`] followed by GELU (exact form) in the same kernel: a feed-forward block's
+/// first projection.
+pub fn linear_gelu_rows(
+    x: &Tensor<2>,
+    w: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+) -> Option<Tensor<2>> {
+    linear_rows_parts(x, std::slice::from_ref(w), bias, true)
+}
+
+/// [`linear_rows`] for a weight held as consecutive row blocks `parts` (`[out_i, in]` each: a
+/// table split under WebGPU's binding limit), the output `[rows, Σ out_i]` written by one
+/// kernel per part, `bias` (if any) `[Σ out_i]`; with `then_gelu`, GELU on every output.
+pub fn linear_rows_parts(
+    x: &Tensor<2>,
+    parts: &[Tensor<2>],
+    bias: Option<&Tensor<1>>,
+    then_gelu: bool,
+) -> Option<Tensor<2>> {
+    let [rows, d_in] = x.dims();
+    let d_out: usize = parts.iter().map(|w| w.dims()[0]).sum();
+    let plain = |w: &Tensor<2>| w.dims()[1] == d_in && w.dtype() == DType::F32 && !w.is_autodiff();
+    if rows > DOT_ROWS || parts.is_empty() || !parts.iter().all(plain) {
         return None;
     }
     let device = x.device();
     let (x, _, _) = rows_of(x)?;
-    let w = w.clone().try_into_primitive::<Cube>().ok()?;
-    let bias = match bias {
-        Some(b) => vector_of(b)?,
-        None => vector_of(&Tensor::<1>::zeros([d_out], &device))?,
-    };
-    if bias.meta.shape()[0] != d_out {
-        return None;
-    }
+    let bias = bias_of(bias, d_out, &device)?;
     let out = empty_rows(rows, d_out, &device)?;
-    launch_dot(x, w, bias, out.clone(), rows, d_out);
+    let mut offset = 0;
+    for w in parts {
+        let prim = w.clone().try_into_primitive::<Cube>().ok()?;
+        let at = DotAt { offset, then_gelu };
+        launch_dot(x.clone(), prim, bias.clone(), out.clone(), at);
+        offset += w.dims()[0];
+    }
     Some(Tensor::<2>::from_primitive::<Cube>(out))
 }
 
-/// Multi-head attention `softmax(q kᵀ · scale + mask) v`, heads merged, in three kernels
-/// (scores, softmax, weighted sum; burn: about ten with the copies that split and merge the
-/// heads, the scaling and the mask sum) that read the keys and values where they lie.
+/// Three [`linear_rows`] of the same `x` with weights of one shape in one kernel: `(x w_i +
+/// b_i)` for `i` = 0, 1, 2 (a decoding step's query, key and value projections).
+pub fn linear_rows3(
+    x: &Tensor<2>,
+    w: [&Tensor<2>; 3],
+    bias: [Option<&Tensor<1>>; 3],
+) -> Option<[Tensor<2>; 3]> {
+    let [rows, d_in] = x.dims();
+    let [d_out, w_in] = w[0].dims();
+    let plain = |w: &&Tensor<2>| w.dtype() == DType::F32 && !w.is_autodiff();
+    if rows > DOT_ROWS || w_in != d_in || !w.iter().all(|t| t.dims() == [d_out, d_in]) {
+        return None;
+    }
+    if !w.iter().all(plain) {
+        return None;
+    }
+    let device = x.device();
+    let (x, _, _) = rows_of(x)?;
+    let [w0, w1, w2] = w.map(|t| t.clone().try_into_primitive::<Cube>().ok());
+    let [b0, b1, b2] = bias.map(|b| bias_of(b, d_out, &device));
+    let out = empty_rows(3 * rows, d_out, &device)?;
+    // Eight tensors and the metadata buffer: more storage buffers than WebGPU's default limit
+    // (8); adapters commonly grant 10.
+    if out.client.properties().hardware.max_bindings < 8 {
+        return None;
+    }
+    let count = cubecl::prelude::CubeCount::Static(d_out.div_ceil(64) as u32, rows as u32, 3);
+    // SAFETY: as `launch_dot` (offset 0, all three weights `[d_out, d_in]`, biases `[d_out]`),
+    // the grid's third axis has exactly three layers, one per block of `rows` rows of `out`.
+    unsafe {
+        rowwise::dot3_kernel::launch_unchecked(
+            &out.client,
+            count,
+            cubecl::prelude::CubeDim::new_1d(64),
+            x.into_tensor_arg(),
+            w0?.into_tensor_arg(),
+            w1?.into_tensor_arg(),
+            w2?.into_tensor_arg(),
+            b0?.into_tensor_arg(),
+            b1?.into_tensor_arg(),
+            b2?.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+        );
+    }
+    let out = Tensor::<2>::from_primitive::<Cube>(out);
+    Some([0, 1, 2].map(|z| out.clone().slice([z * rows..(z + 1) * rows])))
+}
+
+/// A bias `[width]` as a cubecl vector (zeros where there is none).
+fn bias_of(
+    bias: Option<&Tensor<1>>,
+    width: usize,
+    device: &burn::tensor::Device,
+) -> Option<CubeTensor> {
+    let bias = match bias {
+        Some(b) => vector_of(b)?,
+        None => vector_of(&Tensor::<1>::zeros([width], device))?,
+    };
+    (bias.meta.shape()[0] == width).then_some(bias)
+}
+
+/// Rows `ids` of a table held as consecutive row blocks `parts` (`[rows_i, width]`; one part
+/// for a whole table), times `scale`: `[ids, width]`, one kernel per part (burn: about eight
+/// per part for the shift, clamp, gather and mask, and a sum). Ids outside the table give zero
+/// rows. `None` where it does not apply (int ids other than i32, another dtype or device).
+pub fn embed_rows(
+    parts: &[Tensor<2>],
+    ids: &Tensor<1, burn::tensor::Int>,
+    scale: f32,
+) -> Option<Tensor<2>> {
+    let width = parts.first()?.dims()[1];
+    let total: usize = parts.iter().map(|p| p.dims()[0]).sum();
+    let plain = |p: &Tensor<2>| p.dims()[1] == width && p.dtype() == DType::F32;
+    let [n] = ids.dims();
+    if n == 0 || width == 0 || ids.dtype() != DType::I32 || total > i32::MAX as usize {
+        return None;
+    }
+    if !parts.iter().all(plain) || parts.iter().any(|p| p.is_autodiff()) {
+        return None;
+    }
+    let device = ids.device();
+    let ids = ids.clone().try_into_primitive::<Cube>().ok()?;
+    let out = empty_rows(n, width, &device)?;
+    let mut start = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let table = part.clone().try_into_primitive::<Cube>().ok()?;
+        let (count, dim) = launch_1d(n * width, 256);
+        // SAFETY: the kernel returns for positions past the output's, reads one id per row
+        // and table rows only for ids inside this part (`start ..< start + rows`).
+        unsafe {
+            rowwise::gather_kernel::launch_unchecked(
+                &out.client,
+                count,
+                dim,
+                table.into_tensor_arg(),
+                ids.clone().into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                start as u32,
+                total as u32,
+                scale,
+                i == 0,
+            );
+        }
+        start += part.dims()[0];
+    }
+    Some(Tensor::<2>::from_primitive::<Cube>(out))
+}
+
+/// Keys [`attention`] handles in one kernel (its workgroup memory: 4 KiB of scores; BART's
+/// positions stop at 1,024); more go to three kernels.
+pub const ATTENTION_MAX_KEYS: usize = 1024;
+/// Units per workgroup of the one-kernel attention.
+const ATTENTION_UNITS: u32 = 64;
+
+/// Multi-head attention `softmax(q kᵀ · scale + mask) v`, heads merged, in one kernel (up to
+/// [`DOT_ROWS`] queries and [`ATTENTION_MAX_KEYS`] keys; one workgroup per query and head) or
+/// three (scores, softmax,
+/// weighted sum), where burn takes about ten with the copies that split and merge the heads, the
+/// scaling and the mask sum; the keys and values are read where they lie.
 ///
 /// `q` `[queries, heads · head_dim]`; `k`, `v` `[inputs, heads, keys, head_dim]` (any strides);
 /// each input has `queries / inputs` consecutive queries (the beams of one input attend to its
@@ -411,6 +550,30 @@ pub fn attention(
         Some(m) => tensor_of(m)?,
         None => k.clone(),
     };
+    // One kernel for decoding's few queries; for many (encoding) every unit's pass over all the
+    // scores for their maximum and sum makes it slower than three (lavapipe: 3.5x).
+    if keys <= ATTENTION_MAX_KEYS && queries <= DOT_ROWS {
+        let out = empty_rows(queries, width, &device)?;
+        // SAFETY: workgroups past `queries · heads` return at once (all their units alike); the
+        // rest read `q`, `k`, `v` and the mask within the shapes checked above and index their
+        // workgroup memory below `keys` ≤ its length.
+        unsafe {
+            attend::fused_kernel::launch_unchecked(
+                &out.client,
+                cubecl::prelude::CubeCount::Static((queries * heads) as u32, 1, 1),
+                cubecl::prelude::CubeDim::new_1d(ATTENTION_UNITS),
+                q.into_tensor_arg(),
+                k.into_tensor_arg(),
+                v.into_tensor_arg(),
+                mask_arg.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                scale as f32,
+                mask.is_some(),
+                ATTENTION_MAX_KEYS,
+            );
+        }
+        return Some(Tensor::<2>::from_primitive::<Cube>(out));
+    }
     let scores = empty_rows(queries * heads, keys, &device)?;
     let (count, dim) = launch_1d(queries * heads * keys, 64);
     // SAFETY: the kernel returns for positions past the scores' and reads `q`, `k` and the mask
@@ -513,17 +676,12 @@ fn empty_rows(rows: usize, width: usize, device: &burn::tensor::Device) -> Optio
 }
 
 /// `out[r, c] = x[r, ·] · w[c, ·] + bias[c]` for `rows × cols` outputs (any strides).
-fn launch_dot(
-    x: CubeTensor,
-    w: CubeTensor,
-    bias: CubeTensor,
-    out: CubeTensor,
-    rows: usize,
-    cols: usize,
-) {
+fn launch_dot(x: CubeTensor, w: CubeTensor, bias: CubeTensor, out: CubeTensor, at: DotAt) {
     let client = out.client.clone();
-    // SAFETY: the kernel returns for outputs past `out`'s shape and reads only rows of `x` and
-    // `w` below their shapes, along their common length.
+    let (rows, cols) = (x.meta.shape()[0], w.meta.shape()[0]);
+    // SAFETY: the kernel returns for outputs past `x`'s rows and `w`'s rows, writes `out` and
+    // reads `bias` at columns below `offset + w`'s rows (callers pass an `out` and `bias` that
+    // wide) and reads only rows of `x` and `w` below their shapes, along their common length.
     unsafe {
         rowwise::dot_kernel::launch_unchecked(
             &client,
@@ -533,8 +691,17 @@ fn launch_dot(
             w.into_tensor_arg(),
             bias.into_tensor_arg(),
             out.into_tensor_arg(),
+            at.offset as u32,
+            at.then_gelu,
         );
     }
+}
+
+/// Where [`launch_dot`] writes: from column `offset` of its output, GELU applied or not.
+#[derive(Clone, Copy, Default)]
+struct DotAt {
+    offset: usize,
+    then_gelu: bool,
 }
 
 mod rowwise {
@@ -587,15 +754,72 @@ mod rowwise {
         v
     }
 
-    /// `out[r, c] = Σ_k x[r, k] w[c, k] + bias[c]`, one invocation per output (any strides);
-    /// four partial sums along `k`.
+    /// `out[r, c + offset] = Σ_k x[r, k] w[c, k] + bias[c + offset]` (then GELU), one invocation
+    /// per output of this weight (any strides); four partial sums along `k`.
     #[cube(launch_unchecked)]
-    pub fn dot_kernel(x: &Tensor<f32>, w: &Tensor<f32>, bias: &Tensor<f32>, out: &mut Tensor<f32>) {
+    pub fn dot_kernel(
+        x: &Tensor<f32>,
+        w: &Tensor<f32>,
+        bias: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        offset: u32,
+        #[comptime] then_gelu: bool,
+    ) {
         let c = ABSOLUTE_POS_X as usize;
         let r = ABSOLUTE_POS_Y as usize;
         if r >= x.shape(0) || c >= w.shape(0) {
             terminate!();
         }
+        dot_into(x, w, bias, out, r, r, c, offset as usize, then_gelu);
+    }
+
+    /// [`dot_kernel`] for three weights of one shape at once (`ABSOLUTE_POS_Z` = `z` picks
+    /// one), writing rows `z · rows ..` of `out` `[3 · rows, cols]`: the query, key and value
+    /// projections of a decoding step in one dispatch (eight buffers with its metadata's).
+    #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn dot3_kernel(
+        x: &Tensor<f32>,
+        w0: &Tensor<f32>,
+        w1: &Tensor<f32>,
+        w2: &Tensor<f32>,
+        b0: &Tensor<f32>,
+        b1: &Tensor<f32>,
+        b2: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+    ) {
+        let c = ABSOLUTE_POS_X as usize;
+        let r = ABSOLUTE_POS_Y as usize;
+        let z = ABSOLUTE_POS_Z as usize;
+        let rows = x.shape(0);
+        if r >= rows || c >= w0.shape(0) {
+            terminate!();
+        }
+        let row = z * rows + r;
+        if z == 0 {
+            dot_into(x, w0, b0, out, r, row, c, 0, false);
+        } else if z == 1 {
+            dot_into(x, w1, b1, out, r, row, c, 0, false);
+        } else {
+            dot_into(x, w2, b2, out, r, row, c, 0, false);
+        }
+    }
+
+    /// `out[row, c + offset] = x[r, ·] · w[c, ·] + bias[c + offset]` (then GELU), the dot
+    /// product in four partial sums.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    fn dot_into(
+        x: &Tensor<f32>,
+        w: &Tensor<f32>,
+        bias: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        r: usize,
+        row: usize,
+        c: usize,
+        offset: usize,
+        #[comptime] then_gelu: bool,
+    ) {
         let depth = x.shape(1);
         let (xs, ws) = (x.stride(1), w.stride(1));
         let (x0, w0) = (r * x.stride(0), c * w.stride(0));
@@ -614,8 +838,48 @@ mod rowwise {
         for k in quads * 4..depth {
             a0 += x[x0 + k * xs] * w[w0 + k * ws];
         }
+        let mut y = (a0 + a1) + (a2 + a3) + bias[(c + offset) * bias.stride(0)];
+        if then_gelu {
+            y = gelu_of(y);
+        }
+        let o = row * out.stride(0) + (c + offset) * out.stride(1);
+        out[o] = y;
+    }
+
+    /// GELU, exact (erf) form: `v (erf(v / √2) + 1) / 2`.
+    #[cube]
+    fn gelu_of(v: f32) -> f32 {
+        let e = Erf::erf(v / f32::new(std::f32::consts::SQRT_2));
+        v * (e + f32::new(1.0)) / f32::new(2.0)
+    }
+
+    /// `out[r, ·] = table[ids[r] - start, ·] · scale` for the rows whose id lies in this part of
+    /// a table split into row blocks (`start ..< start + table rows`), one invocation per value;
+    /// with `first`, also zeros for ids outside `0 ..< total` (no part holds them).
+    #[cube(launch_unchecked)]
+    pub fn gather_kernel(
+        table: &Tensor<f32>,
+        ids: &Tensor<i32>,
+        out: &mut Tensor<f32>,
+        start: u32,
+        total: u32,
+        scale: f32,
+        #[comptime] first: bool,
+    ) {
+        let pos = ABSOLUTE_POS;
+        let width = out.shape(1);
+        if pos >= out.shape(0) * width {
+            terminate!();
+        }
+        let (r, c) = (pos / width, pos % width);
+        let id = ids[r * ids.stride(0)];
         let o = r * out.stride(0) + c * out.stride(1);
-        out[o] = (a0 + a1) + (a2 + a3) + bias[c * bias.stride(0)];
+        if id >= start as i32 && id < (start as i32) + (table.shape(0) as i32) {
+            let t = (id - start as i32) as usize;
+            out[o] = table[t * table.stride(0) + c * table.stride(1)] * scale;
+        } else if first && (id < 0 || id >= total as i32) {
+            out[o] = f32::new(0.0);
+        }
     }
 
     /// One invocation per row of `x` `[rows, width]` (any strides).
@@ -649,9 +913,7 @@ mod rowwise {
         if i >= x.shape(0) * width {
             terminate!();
         }
-        let v = x[(i / width) * x.stride(0) + (i % width) * x.stride(1)];
-        let e = Erf::erf(v / f32::new(std::f32::consts::SQRT_2));
-        out[i] = v * (e + f32::new(1.0)) / f32::new(2.0);
+        out[i] = gelu_of(x[(i / width) * x.stride(0) + (i % width) * x.stride(1)]);
     }
 }
 
@@ -719,6 +981,78 @@ mod attend {
             sum += weights[w0 + t * ws] * v[v0 + t * vs];
         }
         out[pos] = sum;
+    }
+
+    /// The whole of [`super::attention`] for one query and head per workgroup (`CUBE_POS` =
+    /// `i · heads + h`), its units sharing the scores in workgroup memory: each unit computes the
+    /// scores of keys `unit, unit + units, …` as [`scores_kernel`] does, every unit then takes
+    /// their maximum and sum in key order as `softmax_kernel` does and normalises its own keys,
+    /// and each unit sums `v` for values `e = unit, unit + units, …` as [`weighted_kernel`]
+    /// does — the three kernels' arithmetic in one dispatch. At most `max_keys` keys.
+    #[cube(launch_unchecked)]
+    pub fn fused_kernel(
+        q: &Tensor<f32>,
+        k: &Tensor<f32>,
+        v: &Tensor<f32>,
+        mask: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        scale: f32,
+        #[comptime] masked: bool,
+        #[comptime] max_keys: usize,
+    ) {
+        let (heads, keys, depth) = (k.shape(1), k.shape(2), k.shape(3));
+        let queries = q.shape(0);
+        let row = CUBE_POS;
+        if row >= queries * heads {
+            terminate!();
+        }
+        let h = row % heads;
+        let i = row / heads;
+        let b = i / (queries / k.shape(0));
+        let unit = UNIT_POS as usize;
+        let units = CUBE_DIM as usize;
+        let mut p = Shared::<[f32]>::new_slice(max_keys);
+        let (qs, q0) = (q.stride(1), i * q.stride(0) + h * depth * q.stride(1));
+        let mut t = unit;
+        while t < keys {
+            let k0 = b * k.stride(0) + h * k.stride(1) + t * k.stride(2);
+            let mut sum = f32::new(0.0);
+            for e in 0..depth {
+                sum += (q[q0 + e * qs] * scale) * k[k0 + e * k.stride(3)];
+            }
+            if masked {
+                sum += mask[b * mask.stride(0) + t * mask.stride(3)];
+            }
+            p[t] = sum;
+            t += units;
+        }
+        sync_cube();
+        let mut max = p[0];
+        for t in 1..keys {
+            max = f32::max(max, p[t]);
+        }
+        let mut total = f32::new(0.0);
+        for t in 0..keys {
+            total += f32::exp(p[t] - max);
+        }
+        sync_cube();
+        let mut t = unit;
+        while t < keys {
+            p[t] = f32::exp(p[t] - max) / total;
+            t += units;
+        }
+        sync_cube();
+        let mut e = unit;
+        while e < depth {
+            let v0 = b * v.stride(0) + h * v.stride(1) + e * v.stride(3);
+            let mut sum = f32::new(0.0);
+            for t in 0..keys {
+                sum += p[t] * v[v0 + t * v.stride(2)];
+            }
+            let o = i * out.stride(0) + (h * depth + e) * out.stride(1);
+            out[o] = sum;
+            e += units;
+        }
     }
 
     /// `k = [k_old | k_new]`, `v = [v_old | v_new]` along axis 2 of `[batch, heads, len, E]`

@@ -301,6 +301,18 @@ impl Bart {
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [batch, len] = ids.dims();
         let ids = ids.reshape([batch * len]);
+        // On a GPU: one gather kernel per part, the scale applied there.
+        #[cfg(feature = "gpu")]
+        if !self.training {
+            let parts: Vec<Tensor<2>> = match self.shared_parts.is_empty() {
+                true => vec![self.shared.val()],
+                false => self.shared_parts.iter().map(|p| p.val()).collect(),
+            };
+            if let Some(x) = crate::gpu::embed_rows(&parts, &ids, self.embed_scale as f32) {
+                let [_, d_model] = x.dims();
+                return x.reshape([batch, len, d_model]);
+            }
+        }
         let x = if self.shared_parts.is_empty() {
             self.shared.val().select(0, ids)
         } else {
@@ -345,6 +357,19 @@ impl Bart {
         }
         let [rows, len, d_model] = hidden.dims();
         let hidden = hidden.reshape([rows * len, d_model]);
+        // On a GPU, a few rows: one kernel per part writing its columns, the bias added there.
+        #[cfg(feature = "gpu")]
+        {
+            let parts: Vec<Tensor<2>> = match self.shared_parts.is_empty() {
+                true => vec![self.shared.val()],
+                false => self.shared_parts.iter().map(|p| p.val()).collect(),
+            };
+            let bias = self.final_logits_bias.val();
+            if let Some(y) = crate::gpu::linear_rows_parts(&hidden, &parts, Some(&bias), false) {
+                let [_, vocab] = y.dims();
+                return y.reshape([rows, len, vocab]);
+            }
+        }
         let project = |table: Tensor<2>| {
             let dtype = product_dtype(&table);
             if rows * len <= FEW_ROWS {
@@ -443,6 +468,34 @@ impl Proj {
             None => base,
             Some(lora) => base + lora.forward(x),
         }
+    }
+
+    /// `activation(x W + b)`: on a GPU, for a few rows, GELU in the projection's kernel.
+    fn forward_activated(&self, x: Tensor<3>, activation: ActivationFn) -> Tensor<3> {
+        #[cfg(feature = "gpu")]
+        if let (Activation::Gelu, Some((w, b))) = (activation.0, self.plain_f32()) {
+            let [batch, len, d_in] = x.dims();
+            let rows = x.clone().reshape([batch * len, d_in]);
+            if let Some(y) = crate::gpu::linear_gelu_rows(&rows, &w, b.as_ref()) {
+                let [_, d_out] = y.dims();
+                return y.reshape([batch, len, d_out]);
+            }
+        }
+        activation.apply(self.forward(x))
+    }
+
+    /// The weight `[out, in]` and bias of a projection that is just `x W + b` in f32: no int8
+    /// weight, no LoRA branch, not held in half precision.
+    #[cfg(feature = "gpu")]
+    fn plain_f32(&self) -> Option<(Tensor<2>, Option<Tensor<1>>)> {
+        let weight = self.linear.weight.val();
+        if self.int8.is_some() || self.lora.is_some() || weight.dtype() != DType::F32 {
+            return None;
+        }
+        Some((
+            weight.transpose(),
+            self.linear.bias.as_ref().map(|b| b.val()),
+        ))
     }
 
     /// Replaces an int8 weight ([`Proj::int8`]) by its f32 values (`q × scale`).
@@ -563,7 +616,7 @@ impl EncoderLayer {
             x,
             crate::fused::dropout(&self.dropout, attended),
         );
-        let hidden = self.activation.apply(self.fc1.forward(x.clone()));
+        let hidden = self.fc1.forward_activated(x.clone(), self.activation);
         let ffn = self
             .fc2
             .forward(crate::fused::dropout(&self.activation_dropout, hidden));
@@ -641,12 +694,12 @@ impl DecoderLayer {
         rows_per_input: usize,
     ) -> Tensor<3> {
         // Masked self-attention over everything decoded so far.
-        let (k, v) = self.self_attn.keys_values(x.clone());
+        let (q, k, v) = self.self_attn.queries_keys_values(x.clone());
         let (k, v) = match cache.self_kv.take() {
             Some((pk, pv)) => append_keys_values(pk, k, pv, v),
             None => (k, v),
         };
-        let attended = self.self_attn.attend(x.clone(), &k, &v, causal, 1);
+        let attended = self.self_attn.attend_queries(q, &k, &v, causal, 1);
         cache.self_kv = Some((k, v));
         let x = crate::fused::add_layer_norm(
             &self.self_attn_layer_norm,
@@ -667,7 +720,7 @@ impl DecoderLayer {
             crate::fused::dropout(&self.dropout, attended),
         );
 
-        let hidden = self.activation.apply(self.fc1.forward(x.clone()));
+        let hidden = self.fc1.forward_activated(x.clone(), self.activation);
         let ffn = self
             .fc2
             .forward(crate::fused::dropout(&self.activation_dropout, hidden));
@@ -706,6 +759,29 @@ impl Attention {
         )
     }
 
+    /// Projects `x` `[b, len, d]` to queries `[b, len, d]` and keys and values as
+    /// [`Attention::keys_values`] (on a GPU, for a few rows, in one kernel).
+    fn queries_keys_values(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
+        #[cfg(feature = "gpu")]
+        {
+            let [b, len, d] = x.dims();
+            let projs = [&self.q_proj, &self.k_proj, &self.v_proj];
+            if let [Some(q), Some(k), Some(v)] = projs.map(|p| p.plain_f32()) {
+                let rows = x.clone().reshape([b * len, d]);
+                let weights = [&q.0, &k.0, &v.0];
+                let biases = [q.1.as_ref(), k.1.as_ref(), v.1.as_ref()];
+                if let Some([q, k, v]) = crate::gpu::linear_rows3(&rows, weights, biases) {
+                    let [_, d_out] = q.dims();
+                    let shape = [b, len, d_out];
+                    let (k, v) = (k.reshape(shape), v.reshape(shape));
+                    return (q.reshape(shape), self.split_heads(k), self.split_heads(v));
+                }
+            }
+        }
+        let (k, v) = self.keys_values(x.clone());
+        (self.q_proj.forward(x), k, v)
+    }
+
     /// `softmax(q kᵀ / sqrt(head_dim) + mask) v`, heads merged and projected.
     ///
     /// `x` has `group` consecutive rows per row of `k`/`v`/`mask` (the beams of one input
@@ -719,15 +795,24 @@ impl Attention {
         mask: Option<&Tensor<4>>,
         group: usize,
     ) -> Tensor<3> {
-        let [rows, len, d_model] = x.dims();
+        self.attend_queries(self.q_proj.forward(x), k, v, mask, group)
+    }
+
+    /// [`Attention::attend`] given the projected queries `q_proj(x)` `[rows, len, d]`.
+    fn attend_queries(
+        &self,
+        q: Tensor<3>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        mask: Option<&Tensor<4>>,
+        group: usize,
+    ) -> Tensor<3> {
+        let [rows, len, d_model] = q.dims();
         let (heads, head_dim) = (self.num_heads, d_model / self.num_heads);
         let inputs = rows / group;
         // [rows, len, d] → [inputs, group·len, d] (rows of an input are consecutive) → heads.
         let scale = (head_dim as f64).powf(-0.5);
-        let q = self
-            .q_proj
-            .forward(x)
-            .reshape([inputs, group * len, d_model]);
+        let q = q.reshape([inputs, group * len, d_model]);
         // Both products in the projections' precision ([`Bart::hold_matrices_in`]). In f32 the
         // scale goes on the (smaller) queries; in half precision on the f32 scores, as
         // transformers applies it, so that the queries are rounded unscaled as there.
