@@ -182,7 +182,7 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
         };
         let (x, out_t) = (t(rhs)?, t(out.clone())?);
         let zeros = vector_of(&Tensor::<1>::zeros([m], &device)).ok_or("a zero bias")?;
-        launch_dot(x, lhs, zeros, out_t, DotAt::default());
+        launch_dot(x, lhs, zeros, out_t, false);
         return Ok(Tensor::from_primitive::<Cube>(out));
     }
     let st = burn_backend::cubecl::dtype_to_storage_type(out.dtype);
@@ -357,7 +357,7 @@ pub fn gelu<const D: usize>(x: &Tensor<D>) -> Option<Tensor<D>> {
 /// a bias `[out]`, in one kernel ([`Kernel::Dot`]; burn: a product and a broadcast sum), as
 /// `[rows, out]`. `None` where it does not apply (more rows, another device or dtype, autodiff).
 pub fn linear_rows(x: &Tensor<2>, w: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
-    linear_rows_parts(x, std::slice::from_ref(w), bias, false)
+    linear_rows_then(x, w, bias, false)
 }
 
 /// [`linear_rows`] followed by GELU (exact form) in the same kernel: a feed-forward block's
@@ -367,35 +367,25 @@ pub fn linear_gelu_rows(
     w: &Tensor<2>,
     bias: Option<&Tensor<1>>,
 ) -> Option<Tensor<2>> {
-    linear_rows_parts(x, std::slice::from_ref(w), bias, true)
+    linear_rows_then(x, w, bias, true)
 }
 
-/// [`linear_rows`] for a weight held as consecutive row blocks `parts` (`[out_i, in]` each: a
-/// table split under WebGPU's binding limit), the output `[rows, Σ out_i]` written by one
-/// kernel per part, `bias` (if any) `[Σ out_i]`; with `then_gelu`, GELU on every output.
-pub fn linear_rows_parts(
+fn linear_rows_then(
     x: &Tensor<2>,
-    parts: &[Tensor<2>],
+    w: &Tensor<2>,
     bias: Option<&Tensor<1>>,
     then_gelu: bool,
 ) -> Option<Tensor<2>> {
-    let [rows, d_in] = x.dims();
-    let d_out: usize = parts.iter().map(|w| w.dims()[0]).sum();
-    let plain = |w: &Tensor<2>| w.dims()[1] == d_in && w.dtype() == DType::F32 && !w.is_autodiff();
-    if rows > DOT_ROWS || parts.is_empty() || !parts.iter().all(plain) {
+    let ([rows, d_in], [d_out, w_in]) = (x.dims(), w.dims());
+    if rows > DOT_ROWS || d_in != w_in || w.dtype() != DType::F32 || w.is_autodiff() {
         return None;
     }
     let device = x.device();
     let (x, _, _) = rows_of(x)?;
+    let w = w.clone().try_into_primitive::<Cube>().ok()?;
     let bias = bias_of(bias, d_out, &device)?;
     let out = empty_rows(rows, d_out, &device)?;
-    let mut offset = 0;
-    for w in parts {
-        let prim = w.clone().try_into_primitive::<Cube>().ok()?;
-        let at = DotAt { offset, then_gelu };
-        launch_dot(x.clone(), prim, bias.clone(), out.clone(), at);
-        offset += w.dims()[0];
-    }
+    launch_dot(x, w, bias, out.clone(), then_gelu);
     Some(Tensor::<2>::from_primitive::<Cube>(out))
 }
 
@@ -426,7 +416,7 @@ pub fn linear_rows3(
         return None;
     }
     let count = cubecl::prelude::CubeCount::Static(d_out.div_ceil(64) as u32, rows as u32, 3);
-    // SAFETY: as `launch_dot` (offset 0, all three weights `[d_out, d_in]`, biases `[d_out]`),
+    // SAFETY: as `launch_dot` (all three weights `[d_out, d_in]`, biases `[d_out]`),
     // the grid's third axis has exactly three layers, one per block of `rows` rows of `out`.
     unsafe {
         rowwise::dot3_kernel::launch_unchecked(
@@ -676,12 +666,12 @@ fn empty_rows(rows: usize, width: usize, device: &burn::tensor::Device) -> Optio
 }
 
 /// `out[r, c] = x[r, ·] · w[c, ·] + bias[c]` for `rows × cols` outputs (any strides).
-fn launch_dot(x: CubeTensor, w: CubeTensor, bias: CubeTensor, out: CubeTensor, at: DotAt) {
+fn launch_dot(x: CubeTensor, w: CubeTensor, bias: CubeTensor, out: CubeTensor, then_gelu: bool) {
     let client = out.client.clone();
     let (rows, cols) = (x.meta.shape()[0], w.meta.shape()[0]);
     // SAFETY: the kernel returns for outputs past `x`'s rows and `w`'s rows, writes `out` and
-    // reads `bias` at columns below `offset + w`'s rows (callers pass an `out` and `bias` that
-    // wide) and reads only rows of `x` and `w` below their shapes, along their common length.
+    // reads `bias` at columns below `w`'s rows (callers pass an `out` and `bias` that wide) and
+    // reads only rows of `x` and `w` below their shapes, along their common length.
     unsafe {
         rowwise::dot_kernel::launch_unchecked(
             &client,
@@ -691,17 +681,9 @@ fn launch_dot(x: CubeTensor, w: CubeTensor, bias: CubeTensor, out: CubeTensor, a
             w.into_tensor_arg(),
             bias.into_tensor_arg(),
             out.into_tensor_arg(),
-            at.offset as u32,
-            at.then_gelu,
+            then_gelu,
         );
     }
-}
-
-/// Where [`launch_dot`] writes: from column `offset` of its output, GELU applied or not.
-#[derive(Clone, Copy, Default)]
-struct DotAt {
-    offset: usize,
-    then_gelu: bool,
 }
 
 mod rowwise {
@@ -754,15 +736,14 @@ mod rowwise {
         v
     }
 
-    /// `out[r, c + offset] = Σ_k x[r, k] w[c, k] + bias[c + offset]` (then GELU), one invocation
-    /// per output of this weight (any strides); four partial sums along `k`.
+    /// `out[r, c] = Σ_k x[r, k] w[c, k] + bias[c]` (then GELU), one invocation per output (any
+    /// strides); four partial sums along `k`.
     #[cube(launch_unchecked)]
     pub fn dot_kernel(
         x: &Tensor<f32>,
         w: &Tensor<f32>,
         bias: &Tensor<f32>,
         out: &mut Tensor<f32>,
-        offset: u32,
         #[comptime] then_gelu: bool,
     ) {
         let c = ABSOLUTE_POS_X as usize;
@@ -770,7 +751,7 @@ mod rowwise {
         if r >= x.shape(0) || c >= w.shape(0) {
             terminate!();
         }
-        dot_into(x, w, bias, out, r, r, c, offset as usize, then_gelu);
+        dot_into(x, w, bias, out, r, r, c, then_gelu);
     }
 
     /// [`dot_kernel`] for three weights of one shape at once (`ABSOLUTE_POS_Z` = `z` picks
@@ -797,15 +778,15 @@ mod rowwise {
         }
         let row = z * rows + r;
         if z == 0 {
-            dot_into(x, w0, b0, out, r, row, c, 0, false);
+            dot_into(x, w0, b0, out, r, row, c, false);
         } else if z == 1 {
-            dot_into(x, w1, b1, out, r, row, c, 0, false);
+            dot_into(x, w1, b1, out, r, row, c, false);
         } else {
-            dot_into(x, w2, b2, out, r, row, c, 0, false);
+            dot_into(x, w2, b2, out, r, row, c, false);
         }
     }
 
-    /// `out[row, c + offset] = x[r, ·] · w[c, ·] + bias[c + offset]` (then GELU), the dot
+    /// `out[row, c] = x[r, ·] · w[c, ·] + bias[c]` (then GELU), the dot
     /// product in four partial sums.
     #[cube]
     #[allow(clippy::too_many_arguments)]
@@ -817,7 +798,6 @@ mod rowwise {
         r: usize,
         row: usize,
         c: usize,
-        offset: usize,
         #[comptime] then_gelu: bool,
     ) {
         let depth = x.shape(1);
@@ -838,11 +818,11 @@ mod rowwise {
         for k in quads * 4..depth {
             a0 += x[x0 + k * xs] * w[w0 + k * ws];
         }
-        let mut y = (a0 + a1) + (a2 + a3) + bias[(c + offset) * bias.stride(0)];
+        let mut y = (a0 + a1) + (a2 + a3) + bias[c * bias.stride(0)];
         if then_gelu {
             y = gelu_of(y);
         }
-        let o = row * out.stride(0) + (c + offset) * out.stride(1);
+        let o = row * out.stride(0) + c * out.stride(1);
         out[o] = y;
     }
 

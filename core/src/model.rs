@@ -357,19 +357,6 @@ impl Bart {
         }
         let [rows, len, d_model] = hidden.dims();
         let hidden = hidden.reshape([rows * len, d_model]);
-        // On a GPU, a few rows: one kernel per part writing its columns, the bias added there.
-        #[cfg(feature = "gpu")]
-        {
-            let parts: Vec<Tensor<2>> = match self.shared_parts.is_empty() {
-                true => vec![self.shared.val()],
-                false => self.shared_parts.iter().map(|p| p.val()).collect(),
-            };
-            let bias = self.final_logits_bias.val();
-            if let Some(y) = crate::gpu::linear_rows_parts(&hidden, &parts, Some(&bias), false) {
-                let [_, vocab] = y.dims();
-                return y.reshape([rows, len, vocab]);
-            }
-        }
         let project = |table: Tensor<2>| {
             let dtype = product_dtype(&table);
             if rows * len <= FEW_ROWS {
