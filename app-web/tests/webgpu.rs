@@ -46,6 +46,15 @@ fn flat(v: &Value, out: &mut Vec<f32>) {
     }
 }
 
+/// A WebGPU tensor's values, read asynchronously.
+async fn values<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+    t.into_data_async()
+        .await
+        .unwrap()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -226,13 +235,6 @@ async fn decoding_products_use_the_naive_kernel() {
     use burn::tensor::{Distribution, Tensor};
     let device = webgpu().await;
     let normal = Distribution::Normal(0.0, 1.0);
-    let values = |t: Tensor<2>| async move {
-        t.into_data_async()
-            .await
-            .unwrap()
-            .try_to_vec::<f32>()
-            .unwrap()
-    };
     for (d_out, d_in, rows) in [(37, 64, 1), (50, 24, 4), (13, 1030, DOT_ROWS)] {
         let w = Tensor::<2>::random([d_out, d_in], normal, &device);
         let xt = Tensor::<2>::random([rows, d_in], normal, &device).transpose();
@@ -292,13 +294,6 @@ async fn fused_ops_on_webgpu_match_burn() {
     use burn::tensor::{activation, module, Distribution, Int, Tensor, TensorData};
     let device = webgpu().await;
     let normal = Distribution::Normal(0.0, 1.0);
-    async fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data_async()
-            .await
-            .unwrap()
-            .try_to_vec::<f32>()
-            .unwrap()
-    }
     async fn close<const D: usize>(what: &str, ours: Option<Tensor<D>>, burns: Tensor<D>) {
         let ours = ours.unwrap_or_else(|| panic!("{what}: declined"));
         assert_eq!(ours.dims(), burns.dims(), "{what}: shape");
@@ -423,23 +418,17 @@ async fn fused_ops_on_webgpu_match_burn() {
     );
 }
 
-/// Attention in three kernels (core/src/gpu.rs `attention`) and the decoding cache's append give
-/// burn's values: with and without a padding mask, several queries per input (beams, or an
-/// encoder's positions), keys and values read through a transpose; shapes it does not take (a
-/// causal mask, a query width that is not heads × head_dim) it declines.
+/// Attention (core/src/gpu.rs `attention`: one kernel for up to DOT_ROWS queries, three for
+/// more) and the decoding cache's append give burn's values: with and without a padding mask,
+/// one and several queries per input (beams; 9 per input × 2 inputs takes the three kernels),
+/// keys and values read through a transpose; shapes it does not take (a causal mask, a query
+/// width that is not heads × head_dim) it declines.
 #[wasm_bindgen_test]
 async fn attention_on_webgpu_matches_burn() {
     use bartleby_core::gpu::{append_keys_values, attention};
     use burn::tensor::{activation, Distribution, Tensor};
     let device = webgpu().await;
     let normal = Distribution::Normal(0.0, 1.0);
-    async fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data_async()
-            .await
-            .unwrap()
-            .try_to_vec::<f32>()
-            .unwrap()
-    }
     let (inputs, heads, keys, hd) = (2, 3, 11, 5);
     // Keys and values as the model holds them after split_heads: a transpose of [b, keys, h, hd].
     let k = Tensor::<4>::random([inputs, keys, heads, hd], normal, &device).swap_dims(1, 2);
@@ -456,7 +445,7 @@ async fn attention_on_webgpu_matches_burn() {
         .collect();
     let mask = Tensor::<1>::from_floats(pad.as_slice(), &device).reshape([inputs, 1, 1, keys]);
     let scale = (hd as f64).powf(-0.5);
-    for group in [1, 4] {
+    for group in [1, 4, 9] {
         let q = Tensor::<2>::random([inputs * group, heads * hd], normal, &device);
         for mask in [None, Some(&mask)] {
             let heads_of = q
