@@ -253,6 +253,11 @@ fn model_parity_wgpu() {
     };
     check_model("tiny-gelu", &device);
     check_model_as("tiny-gelu", &device, true);
+    // Encoding's products and attention (4 inputs × 48 tokens; 32 teacher-forced decoder
+    // queries) on the kernel the web app uses on a software adapter.
+    bartleby::device::blocked_matmul(true);
+    check_model("tiny-gelu", &device);
+    bartleby::device::blocked_matmul(false);
 }
 
 /// `save_safetensors` writes transformers' layout: the same tensor names, shapes and (for f32)

@@ -235,17 +235,25 @@ async fn decoding_products_use_the_naive_kernel() {
     use burn::tensor::{Distribution, Tensor};
     let device = webgpu().await;
     let normal = Distribution::Normal(0.0, 1.0);
-    for (d_out, d_in, rows) in [(37, 64, 1), (50, 24, 4), (13, 1030, DOT_ROWS)] {
+    // Both kernels: naive, and blocked (what a software adapter gets).
+    let cases = [(37, 64, 1), (50, 24, 4), (13, 1030, DOT_ROWS)];
+    for (d_out, d_in, rows, blocked) in cases
+        .iter()
+        .flat_map(|&(o, i, r)| [(o, i, r, false), (o, i, r, true)])
+    {
         let w = Tensor::<2>::random([d_out, d_in], normal, &device);
         let xt = Tensor::<2>::random([rows, d_in], normal, &device).transpose();
-        let naive = weight_times(&w, &xt).expect("the naive kernel takes a decoding product");
+        bartleby_core::gpu::use_blocked_products(blocked);
+        let naive = weight_times(&w, &xt);
+        bartleby_core::gpu::use_blocked_products(false);
+        let naive = naive.expect("the naive kernel takes a decoding product");
         let (naive, tiled) = (values(naive).await, values(w.matmul(xt)).await);
         assert_eq!(naive.len(), d_out * rows);
         let scale = tiled.iter().fold(1f32, |m, v| m.max(v.abs()));
         let d = max_diff(&naive, &tiled);
         assert!(
             d <= 1e-5 * scale,
-            "[{d_out}x{d_in}] x {rows} rows: differs by {d}"
+            "[{d_out}x{d_in}] x {rows} rows, blocked {blocked}: differs by {d}"
         );
     }
     let w = Tensor::<2>::random([8, 16], normal, &device);
@@ -254,7 +262,7 @@ async fn decoding_products_use_the_naive_kernel() {
 
     // Encoding's products on a software adapter: the 8 × 8-blocked kernel, shapes that are not
     // multiples of its blocks, the weight read through its transpose as the model holds it.
-    use bartleby_core::gpu::{times_weight, use_blocked_for_many_rows};
+    use bartleby_core::gpu::{times_weight, use_blocked_products};
     let (x, w_rows) = (
         Tensor::<2>::random([DOT_ROWS + 3, 70], normal, &device),
         Tensor::<2>::random([37, 70], normal, &device),
@@ -263,9 +271,9 @@ async fn decoding_products_use_the_naive_kernel() {
         times_weight(&x, &w_rows.clone().transpose()).is_none(),
         "off by default"
     );
-    use_blocked_for_many_rows(true);
+    use_blocked_products(true);
     let blocked = times_weight(&x, &w_rows.clone().transpose());
-    use_blocked_for_many_rows(false);
+    use_blocked_products(false);
     let blocked = values(blocked.expect("the blocked kernel when on")).await;
     let tiled = values(x.matmul(w_rows.transpose())).await;
     assert_eq!(blocked.len(), (DOT_ROWS + 3) * 37);
@@ -288,20 +296,11 @@ async fn decoding_products_use_the_naive_kernel() {
 #[wasm_bindgen_test]
 async fn fused_ops_on_webgpu_match_burn() {
     use bartleby_core::gpu::{
-        add_layer_norm, embed_rows, gelu, layer_norm, linear_gelu_rows, linear_rows, linear_rows3,
-        softmax_last, DOT_ROWS,
+        add_layer_norm, embed_rows, gelu, layer_norm, linear_rows, softmax_last, DOT_ROWS,
     };
     use burn::tensor::{activation, module, Distribution, Int, Tensor, TensorData};
     let device = webgpu().await;
     let normal = Distribution::Normal(0.0, 1.0);
-    async fn close<const D: usize>(what: &str, ours: Option<Tensor<D>>, burns: Tensor<D>) {
-        let ours = ours.unwrap_or_else(|| panic!("{what}: declined"));
-        assert_eq!(ours.dims(), burns.dims(), "{what}: shape");
-        let (a, b) = (values(ours).await, values(burns).await);
-        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-        let d = max_diff(&a, &b);
-        assert!(d <= 2e-6 * scale, "{what}: differs from burn by {d}");
-    }
     let x = Tensor::<3>::random([2, 3, 37], normal, &device);
     let y = Tensor::<3>::random([2, 3, 37], normal, &device);
     let gamma = Tensor::<1>::random([37], normal, &device);
@@ -342,50 +341,15 @@ async fn fused_ops_on_webgpu_match_burn() {
     .await;
     let h = Tensor::<2>::random([3, 1000], normal, &device).mul_scalar(3.0);
     close("gelu", gelu(&h), activation::gelu(h.clone())).await;
-    for rows in [1, 4, DOT_ROWS] {
-        let x = Tensor::<2>::random([rows, 70], normal, &device);
-        let w = Tensor::<2>::random([45, 70], normal, &device);
-        let b = Tensor::<1>::random([45], normal, &device);
-        let burns = x.clone().matmul(w.clone().transpose()) + b.clone().unsqueeze::<2>();
-        close("linear_rows", linear_rows(&x, &w, Some(&b)), burns).await;
+    // Decoding's projections on dot kernels, then on the blocked one (a software adapter's).
+    for blocked in [false, true] {
+        bartleby_core::gpu::use_blocked_products(blocked);
+        fused_projections(&device).await;
     }
-    // GELU in the projection's kernel; three projections of one input in one kernel.
-    let x = Tensor::<2>::random([3, 70], normal, &device);
-    let (w, b) = (
-        Tensor::<2>::random([45, 70], normal, &device),
-        Tensor::<1>::random([45], normal, &device),
-    );
-    let burns =
-        activation::gelu(x.clone().matmul(w.clone().transpose()) + b.clone().unsqueeze::<2>());
-    close(
-        "linear_gelu_rows",
-        linear_gelu_rows(&x, &w, Some(&b)),
-        burns,
-    )
-    .await;
+    bartleby_core::gpu::use_blocked_products(false);
+    // Embedding rows from a table in row blocks, scaled; an id past the table gives zeros.
     let parts = [20, 7, 18].map(|n| Tensor::<2>::random([n, 70], normal, &device));
     let whole = Tensor::cat(parts.to_vec(), 0);
-    let ws = [0, 1, 2].map(|_| Tensor::<2>::random([45, 70], normal, &device));
-    let bs = [0, 1, 2].map(|_| Tensor::<1>::random([45], normal, &device));
-    let three = linear_rows3(
-        &x,
-        [&ws[0], &ws[1], &ws[2]],
-        [Some(&bs[0]), None, Some(&bs[2])],
-    )
-    .expect("linear_rows3 declined");
-    for (i, ours) in three.into_iter().enumerate() {
-        let mut burns = x.clone().matmul(ws[i].clone().transpose());
-        if i != 1 {
-            burns = burns + bs[i].clone().unsqueeze::<2>();
-        }
-        close(&format!("linear_rows3 [{i}]"), Some(ours), burns).await;
-    }
-    let other = Tensor::<2>::random([44, 70], normal, &device);
-    assert!(
-        linear_rows3(&x, [&ws[0], &other, &ws[2]], [None; 3]).is_none(),
-        "shapes differ"
-    );
-    // Embedding rows from a table in row blocks, scaled; an id past the table gives zeros.
     let ids = [44i32, 0, 19, 20, 26, 27, 45, 3];
     let id_tensor =
         Tensor::<1, Int>::from_data(TensorData::new(ids.to_vec(), [ids.len()]), &device);
@@ -420,7 +384,8 @@ async fn fused_ops_on_webgpu_match_burn() {
 
 /// Attention (core/src/gpu.rs `attention`: one kernel for up to DOT_ROWS queries, three for
 /// more) and the decoding cache's append give burn's values: with and without a padding mask,
-/// one and several queries per input (beams; 9 per input × 2 inputs takes the three kernels),
+/// one and several queries per input (beams; 9 per input × 2 inputs takes the three kernels, or
+/// the blocked products a software adapter gets),
 /// keys and values read through a transpose; shapes it does not take (a causal mask, a query
 /// width that is not heads × head_dim) it declines.
 #[wasm_bindgen_test]
@@ -445,7 +410,7 @@ async fn attention_on_webgpu_matches_burn() {
         .collect();
     let mask = Tensor::<1>::from_floats(pad.as_slice(), &device).reshape([inputs, 1, 1, keys]);
     let scale = (hd as f64).powf(-0.5);
-    for group in [1, 4, 9] {
+    for (group, blocked) in [(1, false), (4, false), (9, false), (9, true)] {
         let q = Tensor::<2>::random([inputs * group, heads * hd], normal, &device);
         for mask in [None, Some(&mask)] {
             let heads_of = q
@@ -460,15 +425,17 @@ async fn attention_on_webgpu_matches_burn() {
                 .matmul(v.clone())
                 .swap_dims(1, 2)
                 .reshape([inputs * group, heads * hd]);
+            bartleby_core::gpu::use_blocked_products(blocked);
             let ours = attention(&q, &k, &v, mask, scale)
                 .unwrap_or_else(|| panic!("group {group}: declined"));
+            bartleby_core::gpu::use_blocked_products(false);
             assert_eq!(ours.dims(), burns.dims());
             let (a, b) = (values(ours).await, values(burns).await);
             let d = max_diff(&a, &b);
             let masked = mask.is_some();
             assert!(
                 d <= 1e-5,
-                "group {group}, mask {masked}: differs from burn by {d}"
+                "group {group}, mask {masked}, blocked {blocked}: differs from burn by {d}"
             );
         }
     }
@@ -505,4 +472,67 @@ async fn attention_on_webgpu_matches_burn() {
         append_keys_values(&ko, &other, &vo, &other).is_none(),
         "mismatched heads"
     );
+}
+
+/// `linear_rows` (1, 4 and `DOT_ROWS` rows), `linear_gelu_rows` and `linear_rows3` against burn,
+/// on whichever kernel `use_blocked_products` picks now.
+async fn fused_projections(device: &burn::tensor::Device) {
+    use bartleby_core::gpu::{linear_gelu_rows, linear_rows, linear_rows3, DOT_ROWS};
+    use burn::tensor::{activation, Distribution, Tensor};
+    let normal = Distribution::Normal(0.0, 1.0);
+    for rows in [1, 4, DOT_ROWS] {
+        let x = Tensor::<2>::random([rows, 70], normal, device);
+        let w = Tensor::<2>::random([45, 70], normal, device);
+        let b = Tensor::<1>::random([45], normal, device);
+        let burns = x.clone().matmul(w.clone().transpose()) + b.clone().unsqueeze::<2>();
+        close("linear_rows", linear_rows(&x, &w, Some(&b)), burns).await;
+    }
+    // GELU in the projection's kernel; three projections of one input in one kernel.
+    let x = Tensor::<2>::random([3, 70], normal, device);
+    let (w, b) = (
+        Tensor::<2>::random([45, 70], normal, device),
+        Tensor::<1>::random([45], normal, device),
+    );
+    let burns =
+        activation::gelu(x.clone().matmul(w.clone().transpose()) + b.clone().unsqueeze::<2>());
+    close(
+        "linear_gelu_rows",
+        linear_gelu_rows(&x, &w, Some(&b)),
+        burns,
+    )
+    .await;
+    let ws = [0, 1, 2].map(|_| Tensor::<2>::random([45, 70], normal, device));
+    let bs = [0, 1, 2].map(|_| Tensor::<1>::random([45], normal, device));
+    let three = linear_rows3(
+        &x,
+        [&ws[0], &ws[1], &ws[2]],
+        [Some(&bs[0]), None, Some(&bs[2])],
+    )
+    .expect("linear_rows3 declined");
+    for (i, ours) in three.into_iter().enumerate() {
+        let mut burns = x.clone().matmul(ws[i].clone().transpose());
+        if i != 1 {
+            burns = burns + bs[i].clone().unsqueeze::<2>();
+        }
+        close(&format!("linear_rows3 [{i}]"), Some(ours), burns).await;
+    }
+    let other = Tensor::<2>::random([44, 70], normal, device);
+    assert!(
+        linear_rows3(&x, [&ws[0], &other, &ws[2]], [None; 3]).is_none(),
+        "shapes differ"
+    );
+}
+
+/// `ours` (declined: a failure) against burn's `burns`, relative to burns' largest value.
+async fn close<const D: usize>(
+    what: &str,
+    ours: Option<burn::tensor::Tensor<D>>,
+    burns: burn::tensor::Tensor<D>,
+) {
+    let ours = ours.unwrap_or_else(|| panic!("{what}: declined"));
+    assert_eq!(ours.dims(), burns.dims(), "{what}: shape");
+    let (a, b) = (values(ours).await, values(burns).await);
+    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let d = max_diff(&a, &b);
+    assert!(d <= 2e-6 * scale, "{what}: differs from burn by {d}");
 }

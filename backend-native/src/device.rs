@@ -62,10 +62,27 @@ fn wgpu() -> Result<Device> {
         Ok("auto") => WgpuBackend::Auto,
         Ok(other) => bail!("BARTLEBY_WGPU_API={other:?}: expected vulkan or auto"),
     };
+    // What the web app does on a software adapter (SwiftShader): encoding's many-row products on
+    // the register-blocked kernel. A knob for measuring the browser's kernels natively.
+    match std::env::var("BARTLEBY_BLOCKED_MATMUL").as_deref() {
+        Ok("1") => blocked_matmul(true),
+        Ok("0") | Err(_) => {}
+        Ok(other) => bail!("BARTLEBY_BLOCKED_MATMUL={other:?}: expected 0 or 1"),
+    }
     Device::wgpu_options()
         .graphics_api(api)
         .init()
         .map_err(|e| anyhow::anyhow!("--device wgpu: no usable GPU adapter ({e:?})"))
+}
+
+/// Whether encoding's many-row products and attention on a GPU device use the register-blocked
+/// kernel the web app picks for a software adapter (`bartleby_core::gpu`); a GPU-less build has
+/// nothing to switch.
+pub fn blocked_matmul(on: bool) {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    bartleby_core::gpu::use_blocked_products(on);
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    let _ = on;
 }
 
 #[cfg(not(feature = "wgpu"))]

@@ -7,8 +7,8 @@
 //! one (one invocation per output, a dot product along a contiguous weight row) on the two
 //! CPU-emulated adapters here, SwiftShader (headless Chromium's WebGPU) and lavapipe
 //! (`cargo run --release -p bartleby --features wgpu --example gpu_matmul`, docs/benchmarks.md).
-//! Products with many rows (encoding, training) keep burn's kernel, except on a software adapter
-//! where the web app turns on [`use_blocked_for_many_rows`]. LayerNorm, softmax, GELU and few-row
+//! Products with many rows (encoding, training) keep burn's kernel. On a software adapter the
+//! web app turns on [`use_blocked_products`]: all products on one register-blocked kernel. LayerNorm, softmax, GELU and few-row
 //! projections with their bias are one kernel each: in Chromium every dispatch costs ~5 ms on
 //! SwiftShader (docs/benchmarks.md), and burn composes them of 5-9 kernels.
 
@@ -104,30 +104,46 @@ pub fn weight_times(w: &Tensor<2>, xt: &Tensor<2>) -> Option<Tensor<2>> {
     if rows > DOT_ROWS || !f32s || w.is_autodiff() || xt.is_autodiff() {
         return None;
     }
+    if blocked_products() {
+        // (x wᵀ)ᵀ with x = (xᵀ)ᵀ: [1, 1, rows, in] times [1, 1, out, in].
+        let x = four(xt.clone().transpose())?;
+        let out = Tensor::<2>::empty([rows, w.dims()[0]], &w.device());
+        launch_blocked(x, four(w.clone())?, None, four(out.clone())?, 1.0, false);
+        return Some(out.transpose());
+    }
     matmul_with(w.clone(), xt.clone(), Kernel::Naive).ok()
 }
 
-static BLOCKED_FOR_MANY_ROWS: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+/// A matrix as a cubecl tensor `[1, 1, rows, cols]` (no copy), if it is on a cubecl device.
+fn four(t: Tensor<2>) -> Option<CubeTensor> {
+    t.unsqueeze::<4>().try_into_primitive::<Cube>().ok()
+}
 
-/// Whether products with more than [`DOT_ROWS`] rows ([`times_weight`]: encoding) use
-/// [`Kernel::Blocked`] instead of burn's tiled kernel from now on. The web app turns it on for a
-/// software WebGPU adapter (`isFallbackAdapter`, SwiftShader), where it is 18–27x faster than
-/// burn's at 200 rows (its earlier 4 × 4 version 8.5x; lavapipe: 1.6x slower, real GPUs
-/// unmeasured), so it is off by default.
-pub fn use_blocked_for_many_rows(on: bool) {
-    BLOCKED_FOR_MANY_ROWS.store(on, std::sync::atomic::Ordering::Relaxed);
+static BLOCKED_PRODUCTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether products use [`Kernel::Blocked`] from now on: encoding's ([`times_weight`], instead
+/// of burn's tiled kernel), decoding's ([`weight_times`], [`linear_rows`], [`linear_gelu_rows`],
+/// [`linear_rows3`], instead of the naive and dot kernels) and, for many queries, attention's
+/// scores and weighted sums ([`attention`]). The web app turns it on for a software WebGPU
+/// adapter (`isFallbackAdapter`, SwiftShader), where it is 18–27x faster than burn's at 200 rows
+/// and 4–6x faster than the naive and dot kernels at one row (`gpu_matmul` example; lavapipe:
+/// 1.6x slower at 200 rows; real GPUs unmeasured), so it is off by default.
+pub fn use_blocked_products(on: bool) {
+    BLOCKED_PRODUCTS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn blocked_products() -> bool {
+    BLOCKED_PRODUCTS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `x w` for `x` `[rows, in]` with more than [`DOT_ROWS`] rows and a weight `w` `[in, out]`
 /// (typically the transpose of an `[out, in]` checkpoint matrix) with [`Kernel::Blocked`], when
-/// [`use_blocked_for_many_rows`] is on and both are f32 on a cubecl device untracked by
+/// [`use_blocked_products`] is on and both are f32 on a cubecl device untracked by
 /// autodiff; `None` otherwise (the caller uses burn's matmul).
 pub fn times_weight(x: &Tensor<2>, w: &Tensor<2>) -> Option<Tensor<2>> {
     let [rows, _] = x.dims();
     let f32s = w.dtype() == DType::F32 && x.dtype() == DType::F32;
-    let on = BLOCKED_FOR_MANY_ROWS.load(std::sync::atomic::Ordering::Relaxed);
-    if !on || rows <= DOT_ROWS || !f32s || w.is_autodiff() || x.is_autodiff() {
+    if !blocked_products() || rows <= DOT_ROWS || !f32s || w.is_autodiff() || x.is_autodiff() {
         return None;
     }
     matmul_with(x.clone(), w.clone(), Kernel::Blocked).ok()
@@ -147,30 +163,17 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
     let out = prim(Tensor::<2>::empty([m, n], &device))?;
     let client = out.client.clone();
     if kernel == Kernel::Blocked {
-        // `a` [m, k] times `b` [k, n] read as the [n, k] matrix it transposes (any strides).
-        let w_rows = Tensor::<2>::from_primitive::<Cube>(rhs)
-            .transpose()
-            .try_into_primitive::<Cube>()
-            .map_err(|e| format!("{e:?}"))?;
-        let (tile, group) = (blocked::TILE, blocked::GROUP);
-        let (gx, gy) = (
-            n.div_ceil(tile * group as usize) as u32,
-            m.div_ceil(tile * group as usize) as u32,
-        );
-        // SAFETY: the kernel checks every index it writes against the output's shape and reads
-        // only rows and columns it clamped to the inputs' shapes.
-        unsafe {
-            blocked::xwt_kernel::launch_unchecked(
-                &client,
-                cubecl::prelude::CubeCount::Static(gx, gy, 1),
-                cubecl::prelude::CubeDim::new_2d(group, group),
-                lhs.into_tensor_arg(),
-                w_rows.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                tile,
-                tile,
-            );
-        }
+        // `a` [m, k] times `b` [k, n] read as the [n, k] matrix it transposes (any strides),
+        // both seen as one batch of one head.
+        let four = |t: Tensor<2>| -> Result<CubeTensor, String> {
+            t.unsqueeze::<4>()
+                .try_into_primitive::<Cube>()
+                .map_err(|e| format!("{e:?}"))
+        };
+        let x = four(Tensor::<2>::from_primitive::<Cube>(lhs))?;
+        let w = four(Tensor::<2>::from_primitive::<Cube>(rhs).transpose())?;
+        let out4 = four(Tensor::<2>::from_primitive::<Cube>(out.clone()))?;
+        launch_blocked(x, w, None, out4, 1.0, false);
         return Ok(Tensor::from_primitive::<Cube>(out));
     }
     if kernel == Kernel::Dot {
@@ -223,6 +226,53 @@ fn rows_of<const D: usize>(x: &Tensor<D>) -> Option<(CubeTensor, usize, usize)> 
         .try_into_primitive::<Cube>()
         .ok()?;
     Some((prim, rows, width))
+}
+
+/// [`blocked::xwt_kernel`] over `x` `[batch, heads, rows, k]`, `w` `[batch, heads, cols, k]`
+/// and `out` `[batch, heads, rows, cols]` (any strides, shapes as the caller checked), with an
+/// optional `add` `[batch, 1, 1, cols]` (a mask; a bias) added after `scale`, then GELU.
+fn launch_blocked(
+    x: CubeTensor,
+    w: CubeTensor,
+    add: Option<CubeTensor>,
+    out: CubeTensor,
+    scale: f32,
+    then_gelu: bool,
+) {
+    let (dims, cols) = (x.meta.shape().clone(), w.meta.shape()[2]);
+    let rows = dims[2].max(1);
+    // Fewer rows than a tile (decoding): a block of all of them, workgroups along the columns.
+    let (tr, tc) = (rows.next_power_of_two().min(blocked::TILE), blocked::TILE);
+    let row_blocks = rows.div_ceil(tr);
+    let gy = row_blocks.min(blocked::GROUP as usize);
+    let gx = (blocked::GROUP * blocked::GROUP) as usize / gy;
+    let count = cubecl::prelude::CubeCount::Static(
+        cols.div_ceil(tc * gx) as u32,
+        row_blocks.div_ceil(gy) as u32,
+        (dims[0] * dims[1]) as u32,
+    );
+    let added = add.is_some();
+    // Without one the kernel is handed `x` in its place and reads nothing of it.
+    let add = add.unwrap_or_else(|| x.clone());
+    let client = out.client.clone();
+    // SAFETY: the kernel checks every index it writes against the output's shape and reads only
+    // rows and columns it clamped to the inputs' shapes (and `add`'s columns it writes).
+    unsafe {
+        blocked::xwt_kernel::launch_unchecked(
+            &client,
+            count,
+            cubecl::prelude::CubeDim::new_2d(gx as u32, gy as u32),
+            x.into_tensor_arg(),
+            w.into_tensor_arg(),
+            add.into_tensor_arg(),
+            out.into_tensor_arg(),
+            scale,
+            tr,
+            tc,
+            added,
+            then_gelu,
+        );
+    }
 }
 
 fn vector_of(v: &Tensor<1>) -> Option<CubeTensor> {
@@ -386,6 +436,24 @@ fn linear_rows_then(
     let w = w.clone().try_into_primitive::<Cube>().ok()?;
     let bias = bias_of(bias, d_out, &device)?;
     let out = empty_rows(rows, d_out, &device)?;
+    if blocked_products() {
+        let out = Tensor::<2>::from_primitive::<Cube>(out);
+        let (x, w) = (
+            Tensor::from_primitive::<Cube>(x),
+            Tensor::from_primitive::<Cube>(w),
+        );
+        let bias = Tensor::<1>::from_primitive::<Cube>(bias).unsqueeze::<4>();
+        let bias = bias.try_into_primitive::<Cube>().ok()?;
+        launch_blocked(
+            four(x)?,
+            four(w)?,
+            Some(bias),
+            four(out.clone())?,
+            1.0,
+            then_gelu,
+        );
+        return Some(out);
+    }
     launch_dot(x, w, bias, out.clone(), then_gelu);
     Some(Tensor::<2>::from_primitive::<Cube>(out))
 }
@@ -410,6 +478,29 @@ pub fn linear_rows3(
     let (x, _, _) = rows_of(x)?;
     let [w0, w1, w2] = w.map(|t| t.clone().try_into_primitive::<Cube>().ok());
     let [b0, b1, b2] = bias.map(|b| bias_of(b, d_out, &device));
+    if blocked_products() {
+        // Three products on the blocked kernel (on a software adapter it beats one dispatch of
+        // three dot products), each into its own tensor (a view at an offset into one would
+        // need WebGPU's 256-byte binding alignment).
+        let x = Tensor::<2>::from_primitive::<Cube>(x);
+        let mut outs = Vec::with_capacity(3);
+        for (w, b) in [(w0, b0), (w1, b1), (w2, b2)] {
+            let out = Tensor::<2>::empty([rows, d_out], &device);
+            let w = Tensor::<2>::from_primitive::<Cube>(w?);
+            let b = Tensor::<1>::from_primitive::<Cube>(b?).unsqueeze::<4>();
+            let b = b.try_into_primitive::<Cube>().ok()?;
+            launch_blocked(
+                four(x.clone())?,
+                four(w)?,
+                Some(b),
+                four(out.clone())?,
+                1.0,
+                false,
+            );
+            outs.push(out);
+        }
+        return outs.try_into().ok();
+    }
     let out = empty_rows(3 * rows, d_out, &device)?;
     // Eight tensors and the metadata buffer: more storage buffers than WebGPU's default limit
     // (8); adapters commonly grant 10.
@@ -565,6 +656,9 @@ pub fn attention(
         }
         return Some(Tensor::<2>::from_primitive::<Cube>(out));
     }
+    if blocked_products() && queries > DOT_ROWS {
+        return blocked_attention(q, k, v, mask.map(|_| mask_arg), scale, inputs, head_dim);
+    }
     let scores = empty_rows(queries * heads, keys, &device)?;
     let (count, dim) = launch_1d(queries * heads * keys, 64);
     // SAFETY: the kernel returns for positions past the scores' and reads `q`, `k` and the mask
@@ -599,6 +693,44 @@ pub fn attention(
         );
     }
     Some(Tensor::<2>::from_primitive::<Cube>(out))
+}
+
+/// [`attention`]'s three kernels with the scores and the weighted sums as batched products on
+/// [`blocked::xwt_kernel`] (one per head and input), for many queries on a software adapter:
+/// `q` `[queries, heads · head_dim]` rows, `k`, `v` `[inputs, heads, keys, head_dim]`.
+fn blocked_attention(
+    q: CubeTensor,
+    k: CubeTensor,
+    v: CubeTensor,
+    mask: Option<CubeTensor>,
+    scale: f64,
+    inputs: usize,
+    head_dim: usize,
+) -> Option<Tensor<2>> {
+    let prim = |t: Tensor<4>| t.try_into_primitive::<Cube>().ok();
+    let [_, heads, keys, _] = k.meta.shape().dims::<4>();
+    let [queries, width] = q.meta.shape().dims::<2>();
+    let per = queries / inputs;
+    let device = Tensor::<4>::from_primitive::<Cube>(k.clone()).device();
+    // Queries, scores and outputs are rows `b · per + r`, their head's part `h`: seen as
+    // `[inputs, heads, per, ·]` without a copy.
+    let by_head = |t: Tensor<2>, last: usize| t.reshape([inputs, per, heads, last]).swap_dims(1, 2);
+    let q4 = by_head(Tensor::<2>::from_primitive::<Cube>(q), head_dim);
+    let scores = Tensor::<2>::empty([queries * heads, keys], &device);
+    let scores4 = prim(by_head(scores.clone(), keys))?;
+    launch_blocked(prim(q4)?, k, mask, scores4, scale as f32, false);
+    let weights = softmax_last(&scores)?;
+    let out = Tensor::<2>::empty([queries, width], &device);
+    let v_t = Tensor::<4>::from_primitive::<Cube>(v).swap_dims(2, 3);
+    launch_blocked(
+        prim(by_head(weights, keys))?,
+        prim(v_t)?,
+        None,
+        prim(by_head(out.clone(), head_dim))?,
+        1.0,
+        false,
+    );
+    Some(out)
 }
 
 /// Keys and values of a decoding cache with the new ones appended along their length axis:
@@ -829,7 +961,7 @@ mod rowwise {
 
     /// GELU, exact (erf) form: `v (erf(v / √2) + 1) / 2`.
     #[cube]
-    fn gelu_of(v: f32) -> f32 {
+    pub(super) fn gelu_of(v: f32) -> f32 {
         let e = Erf::erf(v / f32::new(std::f32::consts::SQRT_2));
         v * (e + f32::new(1.0)) / f32::new(2.0)
     }
@@ -1073,45 +1205,57 @@ mod attend {
 }
 
 mod blocked {
+    use super::rowwise::gelu_of;
     use cubecl::prelude::*;
 
-    /// Outputs per invocation of [`xwt_kernel`] along each axis as launched by `matmul_with`: on
-    /// SwiftShader 8 × 8 took 114–169 ms for [200, 1024]·[1024, 1024]ᵀ against 255–263 ms for
+    /// Outputs per invocation of [`xwt_kernel`] along each axis as launched by `launch_blocked`:
+    /// on SwiftShader 8 × 8 took 114–169 ms for [200, 1024]·[1024, 1024]ᵀ against 255–263 ms for
     /// 4 × 4 (8 × 16: 139–143, 16 × 8: 176, 1 × 16: 430).
     pub const TILE: usize = 8;
     /// Invocations per workgroup along each axis.
     pub const GROUP: u32 = 8;
 
-    /// `out[r, c] = Σ_k x[r, k] w[c, k]` (`x · wᵀ`, any strides), each invocation a block of
+    /// `out[b, h, r, c] = scale · Σ_k x[b, h, r, k] w[b, h, c, k] (+ add[b, 0, 0, c])` (then
+    /// GELU) (batched `x · wᵀ`, any strides; `ABSOLUTE_POS_Z` = `b · heads + h`; `add` a mask or
+    /// a bias), each invocation a block of
     /// `tr × tc` outputs held in registers: per step of `k` it reads `tr` values of `x` and `tc`
     /// of `w` for `tr · tc` products. No shared memory or barriers.
     #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
     pub fn xwt_kernel(
         x: &Tensor<f32>,
         w: &Tensor<f32>,
+        add: &Tensor<f32>,
         out: &mut Tensor<f32>,
+        scale: f32,
         #[comptime] tr: usize,
         #[comptime] tc: usize,
+        #[comptime] added: bool,
+        #[comptime] then_gelu: bool,
     ) {
-        let rows = x.shape(0);
-        let cols = w.shape(0);
-        let depth = x.shape(1);
+        let rows = x.shape(2);
+        let cols = w.shape(2);
+        let depth = x.shape(3);
         let r0 = ABSOLUTE_POS_Y as usize * tr;
         let c0 = ABSOLUTE_POS_X as usize * tc;
-        if r0 >= rows || c0 >= cols {
+        let z = ABSOLUTE_POS_Z as usize;
+        let (b, h) = (z / x.shape(1), z % x.shape(1));
+        if r0 >= rows || c0 >= cols || b >= x.shape(0) {
             terminate!();
         }
-        let (xs1, ws1) = (x.stride(1), w.stride(1));
+        let (xs, ws) = (x.stride(3), w.stride(3));
+        let x0 = b * x.stride(0) + h * x.stride(1);
+        let w0 = b * w.stride(0) + h * w.stride(1);
         // Rows and columns past the edge read the last one (their sums are not written).
         let mut xo = Array::<usize>::new(tr);
         #[unroll]
         for i in 0..tr {
-            xo[i] = select(r0 + i >= rows, rows - 1, r0 + i) * x.stride(0);
+            xo[i] = x0 + select(r0 + i >= rows, rows - 1, r0 + i) * x.stride(2);
         }
         let mut wo = Array::<usize>::new(tc);
         #[unroll]
         for j in 0..tc {
-            wo[j] = select(c0 + j >= cols, cols - 1, c0 + j) * w.stride(0);
+            wo[j] = w0 + select(c0 + j >= cols, cols - 1, c0 + j) * w.stride(2);
         }
         let mut acc = Array::<f32>::new(tr * tc);
         #[unroll]
@@ -1123,11 +1267,11 @@ mod blocked {
         for k in 0..depth {
             #[unroll]
             for i in 0..tr {
-                xv[i] = x[xo[i] + k * xs1];
+                xv[i] = x[xo[i] + k * xs];
             }
             #[unroll]
             for j in 0..tc {
-                wv[j] = w[wo[j] + k * ws1];
+                wv[j] = w[wo[j] + k * ws];
             }
             #[unroll]
             for i in 0..tr {
@@ -1137,14 +1281,23 @@ mod blocked {
                 }
             }
         }
-        let (os0, os1) = (out.stride(0), out.stride(1));
+        let o0 = b * out.stride(0) + h * out.stride(1);
+        let (os2, os3) = (out.stride(2), out.stride(3));
         #[unroll]
-        for i in 0..tr {
-            if r0 + i < rows {
+        for j in 0..tc {
+            if c0 + j < cols {
+                let mut plus = f32::new(0.0);
+                if added {
+                    plus = add[b * add.stride(0) + (c0 + j) * add.stride(3)];
+                }
                 #[unroll]
-                for j in 0..tc {
-                    if c0 + j < cols {
-                        out[(r0 + i) * os0 + (c0 + j) * os1] = acc[i * tc + j];
+                for i in 0..tr {
+                    if r0 + i < rows {
+                        let mut y = acc[i * tc + j] * scale + plus;
+                        if then_gelu {
+                            y = gelu_of(y);
+                        }
+                        out[o0 + (r0 + i) * os2 + (c0 + j) * os3] = y;
                     }
                 }
             }

@@ -27,8 +27,8 @@ mod engine {
     /// buffer (the embedding table is split under it). Every file is checked against the
     /// manifest: sizes here, sha256 here too unless `sha256_checked` (worker.js hashes with
     /// SubtleCrypto, ~10× faster than sha2 in wasm). `software_adapter`: the WebGPU adapter is
-    /// a CPU emulation (SwiftShader), where encoding's products run on a kernel of their own
-    /// (`bartleby_core::gpu::use_blocked_for_many_rows`). Returns the manifest as JSON.
+    /// a CPU emulation (SwiftShader), where products and encoding's attention run on a kernel
+    /// of their own (`bartleby_core::gpu::use_blocked_products`). Returns the manifest as JSON.
     #[wasm_bindgen]
     pub async fn load_bundle(
         files: js_sys::Array,
@@ -69,7 +69,7 @@ mod engine {
             }
         };
         MODEL.with(|m| m.borrow_mut().take());
-        bartleby_core::gpu::use_blocked_for_many_rows(name == "webgpu" && software_adapter);
+        bartleby_core::gpu::use_blocked_products(name == "webgpu" && software_adapter);
         let options = bartleby_core::weights::LoadOptions {
             max_tensor_bytes: max_buffer_bytes.map(|b| b as u64),
             // q8/q4 bundles on the CPU: int8 products, as `bartleby summarize --device cpu`.
