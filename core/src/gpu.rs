@@ -8,8 +8,8 @@
 //! CPU-emulated adapters here, SwiftShader (headless Chromium's WebGPU) and lavapipe
 //! (`cargo run --release -p bartleby --features wgpu --example gpu_matmul`, docs/benchmarks.md).
 //! Products with many rows (encoding, training) keep burn's kernel. On a software adapter the
-//! web app turns on [`use_blocked_products`]: all products on one register-blocked kernel. LayerNorm, softmax, GELU and few-row
-//! projections with their bias are one kernel each: in Chromium every dispatch costs ~5 ms on
+//! web app turns on [`use_blocked_products`]: all products on one register-blocked kernel.
+//! LayerNorm, softmax, GELU and few-row projections with their bias are one kernel each: in Chromium every dispatch costs ~5 ms on
 //! SwiftShader (docs/benchmarks.md), and burn composes them of 5-9 kernels.
 
 use burn::tensor::{DType, Tensor};
