@@ -255,6 +255,14 @@ fn launch_blocked(
     // Without one the kernel is handed `x` in its place and reads nothing of it.
     let add = add.unwrap_or_else(|| x.clone());
     let client = out.client.clone();
+    // Four values of `k` per load where both operands are contiguous along it and every other
+    // stride (of an axis longer than one) is a multiple of four: on SwiftShader 1.2x faster at
+    // [200, 1024]·[1024, 1024]ᵀ (96 -> 77 ms), 1.1x at one row (2.1 -> 1.85 ms).
+    let fours = |t: &CubeTensor| {
+        let (shape, strides) = (t.meta.shape(), t.meta.strides());
+        strides[3] == 1 && shape[3] % 4 == 0 && (0..3).all(|a| shape[a] == 1 || strides[a] % 4 == 0)
+    };
+    let vector = if fours(&x) && fours(&w) { 4 } else { 1 };
     // SAFETY: the kernel checks every index it writes against the output's shape and reads only
     // rows and columns it clamped to the inputs' shapes (and `add`'s columns it writes).
     unsafe {
@@ -262,6 +270,7 @@ fn launch_blocked(
             &client,
             count,
             cubecl::prelude::CubeDim::new_2d(gx as u32, gy as u32),
+            vector,
             x.into_tensor_arg(),
             w.into_tensor_arg(),
             add.into_tensor_arg(),
@@ -1218,13 +1227,14 @@ mod blocked {
     /// `out[b, h, r, c] = scale · Σ_k x[b, h, r, k] w[b, h, c, k] (+ add[b, 0, 0, c])` (then
     /// GELU) (batched `x · wᵀ`, any strides; `ABSOLUTE_POS_Z` = `b · heads + h`; `add` a mask or
     /// a bias), each invocation a block of
-    /// `tr × tc` outputs held in registers: per step of `k` it reads `tr` values of `x` and `tc`
-    /// of `w` for `tr · tc` products. No shared memory or barriers.
+    /// `tr × tc` outputs held in registers: per step of `k` it reads `tr` vectors of `x` and `tc`
+    /// of `w` (of `N` consecutive values of `k`: 4 where the launch found the layout allows it,
+    /// else 1) for `tr · tc` dot products. No shared memory or barriers.
     #[cube(launch_unchecked)]
     #[allow(clippy::too_many_arguments)]
-    pub fn xwt_kernel(
-        x: &Tensor<f32>,
-        w: &Tensor<f32>,
+    pub fn xwt_kernel<N: Size>(
+        x: &Tensor<Vector<f32, N>>,
+        w: &Tensor<Vector<f32, N>>,
         add: &Tensor<f32>,
         out: &mut Tensor<f32>,
         scale: f32,
@@ -1233,9 +1243,13 @@ mod blocked {
         #[comptime] added: bool,
         #[comptime] then_gelu: bool,
     ) {
+        // Shapes and strides count values; indices count vectors of `n` values along `k` (`n`
+        // divides every stride but the last, which is then 1, so a step of `k` is one vector
+        // either way).
+        let n = x.vector_size();
         let rows = x.shape(2);
         let cols = w.shape(2);
-        let depth = x.shape(3);
+        let depth = x.shape(3) / n;
         let r0 = ABSOLUTE_POS_Y as usize * tr;
         let c0 = ABSOLUTE_POS_X as usize * tc;
         let z = ABSOLUTE_POS_Z as usize;
@@ -1250,20 +1264,20 @@ mod blocked {
         let mut xo = Array::<usize>::new(tr);
         #[unroll]
         for i in 0..tr {
-            xo[i] = x0 + select(r0 + i >= rows, rows - 1, r0 + i) * x.stride(2);
+            xo[i] = (x0 + select(r0 + i >= rows, rows - 1, r0 + i) * x.stride(2)) / n;
         }
         let mut wo = Array::<usize>::new(tc);
         #[unroll]
         for j in 0..tc {
-            wo[j] = w0 + select(c0 + j >= cols, cols - 1, c0 + j) * w.stride(2);
+            wo[j] = (w0 + select(c0 + j >= cols, cols - 1, c0 + j) * w.stride(2)) / n;
         }
         let mut acc = Array::<f32>::new(tr * tc);
         #[unroll]
         for i in 0..tr * tc {
             acc[i] = f32::new(0.0);
         }
-        let mut xv = Array::<f32>::new(tr);
-        let mut wv = Array::<f32>::new(tc);
+        let mut xv = Array::<Vector<f32, N>>::new(tr);
+        let mut wv = Array::<Vector<f32, N>>::new(tc);
         for k in 0..depth {
             #[unroll]
             for i in 0..tr {
@@ -1277,7 +1291,7 @@ mod blocked {
             for i in 0..tr {
                 #[unroll]
                 for j in 0..tc {
-                    acc[i * tc + j] += xv[i] * wv[j];
+                    acc[i * tc + j] += xv[i].dot(wv[j]);
                 }
             }
         }
