@@ -344,7 +344,9 @@ async fn fused_ops_on_webgpu_match_burn() {
     // Decoding's projections on dot kernels, then on the blocked one (a software adapter's).
     for blocked in [false, true] {
         bartleby_core::gpu::use_blocked_products(blocked);
-        fused_projections(&device).await;
+        // An input width the blocked kernel reads one value at a time, and one it reads four.
+        fused_projections(&device, 70).await;
+        fused_projections(&device, 64).await;
     }
     bartleby_core::gpu::use_blocked_products(false);
     // Embedding rows from a table in row blocks, scaled; an id past the table gives zeros.
@@ -476,21 +478,21 @@ async fn attention_on_webgpu_matches_burn() {
 
 /// `linear_rows` (1, 4 and `DOT_ROWS` rows), `linear_gelu_rows` and `linear_rows3` against burn,
 /// on whichever kernel `use_blocked_products` picks now.
-async fn fused_projections(device: &burn::tensor::Device) {
+async fn fused_projections(device: &burn::tensor::Device, d_in: usize) {
     use bartleby_core::gpu::{linear_gelu_rows, linear_rows, linear_rows3, DOT_ROWS};
     use burn::tensor::{activation, Distribution, Tensor};
     let normal = Distribution::Normal(0.0, 1.0);
     for rows in [1, 4, DOT_ROWS] {
-        let x = Tensor::<2>::random([rows, 70], normal, device);
-        let w = Tensor::<2>::random([45, 70], normal, device);
+        let x = Tensor::<2>::random([rows, d_in], normal, device);
+        let w = Tensor::<2>::random([45, d_in], normal, device);
         let b = Tensor::<1>::random([45], normal, device);
         let burns = x.clone().matmul(w.clone().transpose()) + b.clone().unsqueeze::<2>();
         close("linear_rows", linear_rows(&x, &w, Some(&b)), burns).await;
     }
     // GELU in the projection's kernel; three projections of one input in one kernel.
-    let x = Tensor::<2>::random([3, 70], normal, device);
+    let x = Tensor::<2>::random([3, d_in], normal, device);
     let (w, b) = (
-        Tensor::<2>::random([45, 70], normal, device),
+        Tensor::<2>::random([45, d_in], normal, device),
         Tensor::<1>::random([45], normal, device),
     );
     let burns =
@@ -501,7 +503,7 @@ async fn fused_projections(device: &burn::tensor::Device) {
         burns,
     )
     .await;
-    let ws = [0, 1, 2].map(|_| Tensor::<2>::random([45, 70], normal, device));
+    let ws = [0, 1, 2].map(|_| Tensor::<2>::random([45, d_in], normal, device));
     let bs = [0, 1, 2].map(|_| Tensor::<1>::random([45], normal, device));
     let three = linear_rows3(
         &x,
@@ -516,7 +518,7 @@ async fn fused_projections(device: &burn::tensor::Device) {
         }
         close(&format!("linear_rows3 [{i}]"), Some(ours), burns).await;
     }
-    let other = Tensor::<2>::random([44, 70], normal, device);
+    let other = Tensor::<2>::random([44, d_in], normal, device);
     assert!(
         linear_rows3(&x, [&ws[0], &other, &ws[2]], [None; 3]).is_none(),
         "shapes differ"

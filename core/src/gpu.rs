@@ -240,36 +240,19 @@ fn launch_blocked(
     then_gelu: bool,
 ) {
     let (dims, cols) = (x.meta.shape().clone(), w.meta.shape()[2]);
-    let rows = dims[2].max(1);
-    // Fewer rows than a tile (decoding): a block of all of them, workgroups along the columns.
-    let (tr, tc) = (rows.next_power_of_two().min(blocked::TILE), blocked::TILE);
-    let row_blocks = rows.div_ceil(tr);
-    let gy = row_blocks.min(blocked::GROUP as usize);
-    let gx = (blocked::GROUP * blocked::GROUP) as usize / gy;
-    let count = cubecl::prelude::CubeCount::Static(
-        cols.div_ceil(tc * gx) as u32,
-        row_blocks.div_ceil(gy) as u32,
-        (dims[0] * dims[1]) as u32,
-    );
+    let (tr, tc, count, dim) = blocked_grid(dims[2], cols, (dims[0] * dims[1]) as u32);
+    let vector = vector_width(&[&x, &w]);
     let added = add.is_some();
     // Without one the kernel is handed `x` in its place and reads nothing of it.
     let add = add.unwrap_or_else(|| x.clone());
     let client = out.client.clone();
-    // Four values of `k` per load where both operands are contiguous along it and every other
-    // stride (of an axis longer than one) is a multiple of four: on SwiftShader 1.2x faster at
-    // [200, 1024]·[1024, 1024]ᵀ (96 -> 77 ms), 1.1x at one row (2.1 -> 1.85 ms).
-    let fours = |t: &CubeTensor| {
-        let (shape, strides) = (t.meta.shape(), t.meta.strides());
-        strides[3] == 1 && shape[3] % 4 == 0 && (0..3).all(|a| shape[a] == 1 || strides[a] % 4 == 0)
-    };
-    let vector = if fours(&x) && fours(&w) { 4 } else { 1 };
     // SAFETY: the kernel checks every index it writes against the output's shape and reads only
     // rows and columns it clamped to the inputs' shapes (and `add`'s columns it writes).
     unsafe {
         blocked::xwt_kernel::launch_unchecked(
             &client,
             count,
-            cubecl::prelude::CubeDim::new_2d(gx as u32, gy as u32),
+            dim,
             vector,
             x.into_tensor_arg(),
             w.into_tensor_arg(),
@@ -280,6 +263,84 @@ fn launch_blocked(
             tc,
             added,
             then_gelu,
+        );
+    }
+}
+
+/// Tile sizes, workgroup count and size of a [`blocked::xwt_kernel`] launch over `rows × cols`
+/// outputs and `layers` batches.
+fn blocked_grid(
+    rows: usize,
+    cols: usize,
+    layers: u32,
+) -> (
+    usize,
+    usize,
+    cubecl::prelude::CubeCount,
+    cubecl::prelude::CubeDim,
+) {
+    let rows = rows.max(1);
+    // Fewer rows than a tile (decoding): a block of all of them, workgroups along the columns.
+    let (tr, tc) = (rows.next_power_of_two().min(blocked::TILE), blocked::TILE);
+    let row_blocks = rows.div_ceil(tr);
+    let gy = row_blocks.min(blocked::GROUP as usize);
+    let gx = (blocked::GROUP * blocked::GROUP) as usize / gy;
+    let count = cubecl::prelude::CubeCount::Static(
+        cols.div_ceil(tc * gx) as u32,
+        row_blocks.div_ceil(gy) as u32,
+        layers,
+    );
+    (
+        tr,
+        tc,
+        count,
+        cubecl::prelude::CubeDim::new_2d(gx as u32, gy as u32),
+    )
+}
+
+/// Values of `k` per load in [`blocked::xwt_kernel`]: four where every operand is contiguous
+/// along `k` and every other stride (of an axis longer than one) is a multiple of four (on
+/// SwiftShader 1.2x faster at [200, 1024]·[1024, 1024]ᵀ, 96 -> 77 ms; 1.1x at one row,
+/// 2.1 -> 1.85 ms), else one.
+fn vector_width(operands: &[&CubeTensor]) -> usize {
+    let fours = |t: &&CubeTensor| {
+        let (shape, strides) = (t.meta.shape(), t.meta.strides());
+        strides[3] == 1 && shape[3] % 4 == 0 && (0..3).all(|a| shape[a] == 1 || strides[a] % 4 == 0)
+    };
+    if operands.iter().all(fours) {
+        4
+    } else {
+        1
+    }
+}
+
+/// [`blocked::xwt3_kernel`]: `x` `[1, 1, rows, k]`, weights `[1, 1, cols, k]`, added vectors
+/// `[1, 1, 1, cols]`, `out` `[1, 1, 3 · rows, cols]`.
+fn launch_blocked3(x: CubeTensor, w: [CubeTensor; 3], add: [CubeTensor; 3], out: CubeTensor) {
+    let (rows, cols) = (x.meta.shape()[2], w[0].meta.shape()[2]);
+    let (tr, tc, count, dim) = blocked_grid(rows, cols, 3);
+    let vector = vector_width(&[&x, &w[0], &w[1], &w[2]]);
+    let client = out.client.clone();
+    let [w0, w1, w2] = w;
+    let [a0, a1, a2] = add;
+    // SAFETY: as `launch_blocked`, the grid's third axis has exactly three layers, one per
+    // weight and block of `rows` rows of `out`.
+    unsafe {
+        blocked::xwt3_kernel::launch_unchecked(
+            &client,
+            count,
+            dim,
+            vector,
+            x.into_tensor_arg(),
+            w0.into_tensor_arg(),
+            w1.into_tensor_arg(),
+            w2.into_tensor_arg(),
+            a0.into_tensor_arg(),
+            a1.into_tensor_arg(),
+            a2.into_tensor_arg(),
+            out.into_tensor_arg(),
+            tr,
+            tc,
         );
     }
 }
@@ -487,34 +548,28 @@ pub fn linear_rows3(
     let (x, _, _) = rows_of(x)?;
     let [w0, w1, w2] = w.map(|t| t.clone().try_into_primitive::<Cube>().ok());
     let [b0, b1, b2] = bias.map(|b| bias_of(b, d_out, &device));
-    if blocked_products() {
-        // Three products on the blocked kernel (on a software adapter it beats one dispatch of
-        // three dot products), each into its own tensor (a view at an offset into one would
-        // need WebGPU's 256-byte binding alignment).
-        let x = Tensor::<2>::from_primitive::<Cube>(x);
-        let mut outs = Vec::with_capacity(3);
-        for (w, b) in [(w0, b0), (w1, b1), (w2, b2)] {
-            let out = Tensor::<2>::empty([rows, d_out], &device);
-            let w = Tensor::<2>::from_primitive::<Cube>(w?);
-            let b = Tensor::<1>::from_primitive::<Cube>(b?).unsqueeze::<4>();
-            let b = b.try_into_primitive::<Cube>().ok()?;
-            launch_blocked(
-                four(x.clone())?,
-                four(w)?,
-                Some(b),
-                four(out.clone())?,
-                1.0,
-                false,
-            );
-            outs.push(out);
-        }
-        return outs.try_into().ok();
-    }
     let out = empty_rows(3 * rows, d_out, &device)?;
     // Eight tensors and the metadata buffer: more storage buffers than WebGPU's default limit
     // (8); adapters commonly grant 10.
     if out.client.properties().hardware.max_bindings < 8 {
         return None;
+    }
+    if blocked_products() {
+        let four_of = |t: CubeTensor| four(Tensor::<2>::from_primitive::<Cube>(t));
+        let bias4 = |b: CubeTensor| {
+            Tensor::<1>::from_primitive::<Cube>(b)
+                .unsqueeze::<4>()
+                .try_into_primitive::<Cube>()
+                .ok()
+        };
+        launch_blocked3(
+            four_of(x)?,
+            [four_of(w0?)?, four_of(w1?)?, four_of(w2?)?],
+            [bias4(b0?)?, bias4(b1?)?, bias4(b2?)?],
+            four_of(out.clone())?,
+        );
+        let out = Tensor::<2>::from_primitive::<Cube>(out);
+        return Some([0, 1, 2].map(|z| out.clone().narrow(0, z * rows, rows)));
     }
     let count = cubecl::prelude::CubeCount::Static(d_out.div_ceil(64) as u32, rows as u32, 3);
     // SAFETY: as `launch_dot` (all three weights `[d_out, d_in]`, biases `[d_out]`),
@@ -1243,6 +1298,66 @@ mod blocked {
         #[comptime] added: bool,
         #[comptime] then_gelu: bool,
     ) {
+        let z = ABSOLUTE_POS_Z as usize;
+        let (b, h) = (z / x.shape(1), z % x.shape(1));
+        if ABSOLUTE_POS_Y as usize * tr >= x.shape(2)
+            || ABSOLUTE_POS_X as usize * tc >= w.shape(2)
+            || b >= x.shape(0)
+        {
+            terminate!();
+        }
+        xwt_block::<N>(x, w, add, out, b, h, 0, scale, tr, tc, added, then_gelu);
+    }
+
+    /// Three [`xwt_kernel`]s of one `x` `[1, 1, rows, k]` in one dispatch (`ABSOLUTE_POS_Z` picks
+    /// the weight and added vector): `out` `[1, 1, 3 · rows, cols]` holds `x · w_zᵀ + add_z` in
+    /// rows `z · rows ..`. A decoding step's query, key and value projections.
+    #[cube(launch_unchecked)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn xwt3_kernel<N: Size>(
+        x: &Tensor<Vector<f32, N>>,
+        w0: &Tensor<Vector<f32, N>>,
+        w1: &Tensor<Vector<f32, N>>,
+        w2: &Tensor<Vector<f32, N>>,
+        add0: &Tensor<f32>,
+        add1: &Tensor<f32>,
+        add2: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        #[comptime] tr: usize,
+        #[comptime] tc: usize,
+    ) {
+        let z = ABSOLUTE_POS_Z as usize;
+        let rows = x.shape(2);
+        if ABSOLUTE_POS_Y as usize * tr >= rows || ABSOLUTE_POS_X as usize * tc >= w0.shape(2) {
+            terminate!();
+        }
+        if z == 0 {
+            xwt_block::<N>(x, w0, add0, out, 0, 0, 0, 1.0, tr, tc, true, false);
+        } else if z == 1 {
+            xwt_block::<N>(x, w1, add1, out, 0, 0, rows, 1.0, tr, tc, true, false);
+        } else {
+            xwt_block::<N>(x, w2, add2, out, 0, 0, 2 * rows, 1.0, tr, tc, true, false);
+        }
+    }
+
+    /// The block of [`xwt_kernel`] at this invocation's position (in range) for batch `b` and
+    /// head `h`, written `out_row` rows further down `out`.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    fn xwt_block<N: Size>(
+        x: &Tensor<Vector<f32, N>>,
+        w: &Tensor<Vector<f32, N>>,
+        add: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        b: usize,
+        h: usize,
+        out_row: usize,
+        scale: f32,
+        #[comptime] tr: usize,
+        #[comptime] tc: usize,
+        #[comptime] added: bool,
+        #[comptime] then_gelu: bool,
+    ) {
         // Shapes and strides count values; indices count vectors of `n` values along `k` (`n`
         // divides every stride but the last, which is then 1, so a step of `k` is one vector
         // either way).
@@ -1252,11 +1367,6 @@ mod blocked {
         let depth = x.shape(3) / n;
         let r0 = ABSOLUTE_POS_Y as usize * tr;
         let c0 = ABSOLUTE_POS_X as usize * tc;
-        let z = ABSOLUTE_POS_Z as usize;
-        let (b, h) = (z / x.shape(1), z % x.shape(1));
-        if r0 >= rows || c0 >= cols || b >= x.shape(0) {
-            terminate!();
-        }
         let (xs, ws) = (x.stride(3), w.stride(3));
         let x0 = b * x.stride(0) + h * x.stride(1);
         let w0 = b * w.stride(0) + h * w.stride(1);
@@ -1311,7 +1421,7 @@ mod blocked {
                         if then_gelu {
                             y = gelu_of(y);
                         }
-                        out[o0 + (r0 + i) * os2 + (c0 + j) * os3] = y;
+                        out[o0 + (out_row + r0 + i) * os2 + (c0 + j) * os3] = y;
                     }
                 }
             }
