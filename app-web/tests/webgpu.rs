@@ -206,6 +206,8 @@ fn int8_kernel_is_bit_exact() {
         (8, 96, 8, 1),
         (6, 1024, 1024, 2),
         (9, 12, 4, 4),
+        // Encoding's many rows (operands widened to i16 first), an odd count.
+        (12, 64, 16, 13),
     ] {
         let q: Vec<i8> = (0..d_out * d_in).map(|_| (next() * 127.0) as i8).collect();
         let scales: Vec<f32> = (0..d_out * d_in / block)

@@ -163,6 +163,9 @@ impl Int8Weight {
         let mut y = vec![0f32; rows * d_out];
         let blocks = d_in / self.block;
         let tiles = if tiled && self.packed { d_out / 4 } else { 0 };
+        let wide_x = (tiles > 0 && rows >= WIDE_ROWS)
+            .then(|| xq.iter().map(|&v| v as i16).collect::<Vec<i16>>());
+        let mut wide_w = vec![0i16; if wide_x.is_some() { 4 * d_in } else { 0 }];
         // Weight tiles outermost: 4 weight rows stay in cache while every activation row passes.
         for tile in 0..tiles {
             let j = tile * 4;
@@ -175,7 +178,21 @@ impl Int8Weight {
                 }
             };
             // Two activation rows per pass where there are two: each weight load serves both.
+            // Many rows (encoding): both operands widened to i16 once (the tile into `wide_w`),
+            // so the passes load instead of load-and-extend.
             let mut i = 0;
+            if let Some(xw) = &wide_x {
+                for (o, &v) in wide_w.iter_mut().zip(w) {
+                    *o = v as i16;
+                }
+                let wrow = |i: usize| &xw[i * d_in..(i + 1) * d_in];
+                while i + 1 < rows {
+                    let (a, b) = kernel::tile4x2_i16(wrow(i), wrow(i + 1), &wide_w, s, self.block);
+                    store(i, a);
+                    store(i + 1, b);
+                    i += 2;
+                }
+            }
             while i + 1 < rows {
                 let (a, b) = kernel::tile4x2(row(i), row(i + 1), w, s, self.block);
                 store(i, a);
@@ -380,6 +397,53 @@ mod kernel {
             (lanes(ax), lanes(ay))
         }
     }
+
+    /// [`tile4x2`] on operands already widened to i16 (`w` the tile in its layout): plain
+    /// loads instead of load-and-extend, the same integer products and sums, so the same bits.
+    pub fn tile4x2_i16(
+        x: &[i16],
+        y: &[i16],
+        w: &[i16],
+        s: &[f32],
+        block: usize,
+    ) -> ([f32; 4], [f32; 4]) {
+        let d_in = x.len();
+        assert!(y.len() == d_in);
+        assert!(w.len() == 4 * d_in && s.len() * block == 4 * d_in && block % 8 == 0);
+        // SAFETY: tile4x2's loads, 8 lanes of i16 (16 bytes) at the same element offsets.
+        unsafe {
+            let (xp, yp, wp) = (x.as_ptr(), y.as_ptr(), w.as_ptr());
+            let (mut ax, mut ay) = (f32x4_splat(0.0), f32x4_splat(0.0));
+            for b in 0..d_in / block {
+                let z = i32x4_splat(0);
+                let (mut d0, mut d1, mut d2, mut d3) = (z, z, z, z);
+                let (mut e0, mut e1, mut e2, mut e3) = (z, z, z, z);
+                let mut k = b * block;
+                while k < (b + 1) * block {
+                    let xv = v128_load(xp.add(k) as *const v128);
+                    let yv = v128_load(yp.add(k) as *const v128);
+                    let run = wp.add(4 * k);
+                    let w0 = v128_load(run as *const v128);
+                    d0 = i32x4_add(d0, i32x4_dot_i16x8(xv, w0));
+                    e0 = i32x4_add(e0, i32x4_dot_i16x8(yv, w0));
+                    let w1 = v128_load(run.add(8) as *const v128);
+                    d1 = i32x4_add(d1, i32x4_dot_i16x8(xv, w1));
+                    e1 = i32x4_add(e1, i32x4_dot_i16x8(yv, w1));
+                    let w2 = v128_load(run.add(16) as *const v128);
+                    d2 = i32x4_add(d2, i32x4_dot_i16x8(xv, w2));
+                    e2 = i32x4_add(e2, i32x4_dot_i16x8(yv, w2));
+                    let w3 = v128_load(run.add(24) as *const v128);
+                    d3 = i32x4_add(d3, i32x4_dot_i16x8(xv, w3));
+                    e3 = i32x4_add(e3, i32x4_dot_i16x8(yv, w3));
+                    k += 8;
+                }
+                let sw = v128_load(s.as_ptr().add(4 * b) as *const v128);
+                ax = f32x4_add(ax, f32x4_mul(sums(d0, d1, d2, d3), sw));
+                ay = f32x4_add(ay, f32x4_mul(sums(e0, e1, e2, e3), sw));
+            }
+            (lanes(ax), lanes(ay))
+        }
+    }
 }
 
 /// The same on x86_64: `pmaddwd` is wasm's `i32x4.dot_i16x8_s`. SSE4.1's `pmovsxbw` (what V8
@@ -417,6 +481,68 @@ mod kernel {
                 tile4x2_sse2(x, y, w, s, block)
             }
         }
+    }
+
+    /// [`tile4x2`] on operands already widened to i16 (`w` the tile in its layout): plain
+    /// loads instead of load-and-extend, the same integer products and sums, so the same bits.
+    pub fn tile4x2_i16(
+        x: &[i16],
+        y: &[i16],
+        w: &[i16],
+        s: &[f32],
+        block: usize,
+    ) -> ([f32; 4], [f32; 4]) {
+        let d_in = x.len();
+        assert!(y.len() == d_in);
+        assert!(w.len() == 4 * d_in && s.len() * block == 4 * d_in && block % 8 == 0);
+        // SAFETY: as tile4x2, 8 lanes of i16 (16 bytes) at the same element offsets; SSE2 is
+        // part of x86_64.
+        unsafe { tile4x2_i16_sse2(x, y, w, s, block) }
+    }
+
+    #[target_feature(enable = "sse2")]
+    unsafe fn tile4x2_i16_sse2(
+        x: &[i16],
+        y: &[i16],
+        w: &[i16],
+        s: &[f32],
+        block: usize,
+    ) -> ([f32; 4], [f32; 4]) {
+        let d_in = x.len();
+        let load = |p: *const i16| _mm_loadu_si128(p as *const __m128i);
+        let (xp, yp, wp) = (x.as_ptr(), y.as_ptr(), w.as_ptr());
+        let (mut ax, mut ay) = (_mm_setzero_ps(), _mm_setzero_ps());
+        for b in 0..d_in / block {
+            let z = _mm_setzero_si128();
+            let (mut d0, mut d1, mut d2, mut d3) = (z, z, z, z);
+            let (mut e0, mut e1, mut e2, mut e3) = (z, z, z, z);
+            let mut k = b * block;
+            while k < (b + 1) * block {
+                let xv = load(xp.add(k));
+                let yv = load(yp.add(k));
+                let run = wp.add(4 * k);
+                let w0 = load(run);
+                d0 = _mm_add_epi32(d0, _mm_madd_epi16(xv, w0));
+                e0 = _mm_add_epi32(e0, _mm_madd_epi16(yv, w0));
+                let w1 = load(run.add(8));
+                d1 = _mm_add_epi32(d1, _mm_madd_epi16(xv, w1));
+                e1 = _mm_add_epi32(e1, _mm_madd_epi16(yv, w1));
+                let w2 = load(run.add(16));
+                d2 = _mm_add_epi32(d2, _mm_madd_epi16(xv, w2));
+                e2 = _mm_add_epi32(e2, _mm_madd_epi16(yv, w2));
+                let w3 = load(run.add(24));
+                d3 = _mm_add_epi32(d3, _mm_madd_epi16(xv, w3));
+                e3 = _mm_add_epi32(e3, _mm_madd_epi16(yv, w3));
+                k += 8;
+            }
+            let sw = _mm_loadu_ps(s.as_ptr().add(4 * b));
+            ax = _mm_add_ps(ax, _mm_mul_ps(sums(d0, d1, d2, d3), sw));
+            ay = _mm_add_ps(ay, _mm_mul_ps(sums(e0, e1, e2, e3), sw));
+        }
+        let (mut ox, mut oy) = ([0f32; 4], [0f32; 4]);
+        _mm_storeu_ps(ox.as_mut_ptr(), ax);
+        _mm_storeu_ps(oy.as_mut_ptr(), ay);
+        (ox, oy)
     }
 
     /// [Σd0, Σd1, Σd2, Σd3] as f32: exact integers, whatever the order.
@@ -557,6 +683,10 @@ mod kernel {
     }
 }
 
+/// From this many activation rows on, [`Int8Weight::forward`] widens its operands to i16 once
+/// per product rather than in every pass.
+const WIDE_ROWS: usize = 8;
+
 /// The same in plain Rust (the kernel elsewhere; the tests compare it with the others).
 #[cfg(not(any(
     all(target_arch = "wasm32", target_feature = "simd128"),
@@ -588,6 +718,17 @@ mod portable {
     pub fn tile4x2(x: &[i8], y: &[i8], w: &[i8], s: &[f32], block: usize) -> ([f32; 4], [f32; 4]) {
         (tile4(x, w, s, block), tile4(y, w, s, block))
     }
+
+    pub fn tile4x2_i16(
+        x: &[i16],
+        y: &[i16],
+        w: &[i16],
+        s: &[f32],
+        block: usize,
+    ) -> ([f32; 4], [f32; 4]) {
+        let narrow = |v: &[i16]| v.iter().map(|&a| a as i8).collect::<Vec<i8>>();
+        tile4x2(&narrow(x), &narrow(y), &narrow(w), s, block)
+    }
 }
 
 #[cfg(test)]
@@ -612,7 +753,16 @@ mod tests {
     #[test]
     fn matches_the_definition() {
         for (d_out, d_in, block, rows) in
-            [(7, 24, 8, 3), (8, 64, 32, 1), (5, 12, 4, 2), (9, 48, 48, 5)]
+            // The last two: enough rows for the operands widened to i16 (an even and an odd
+            // count, whose last row takes the one-row kernel).
+            [
+                (7, 24, 8, 3),
+                (8, 64, 32, 1),
+                (5, 12, 4, 2),
+                (9, 48, 48, 5),
+                (9, 48, 16, 11),
+                (8, 64, 32, WIDE_ROWS),
+            ]
         {
             let blocks = d_in / block;
             let wq: Vec<i8> = values(d_out * d_in, 1)
