@@ -9,8 +9,9 @@
 //! (`cargo run --release -p bartleby --features wgpu --example gpu_matmul`, docs/benchmarks.md).
 //! Products with many rows (encoding, training) keep burn's kernel. On a software adapter the
 //! web app turns on [`use_blocked_products`]: all products on one register-blocked kernel.
-//! LayerNorm, softmax, GELU and few-row projections with their bias are one kernel each: in Chromium every dispatch costs ~5 ms on
-//! SwiftShader (docs/benchmarks.md), and burn composes them of 5-9 kernels.
+//! LayerNorm, softmax, GELU and few-row projections with their bias are one kernel each: in
+//! Chromium every dispatch costs ~5 ms on SwiftShader (docs/benchmarks.md), and burn composes
+//! them of 5-9 kernels.
 
 use burn::tensor::{DType, Tensor};
 use burn_cubecl::{tensor::CubeTensor, Cube};
@@ -119,6 +120,19 @@ fn four(t: Tensor<2>) -> Option<CubeTensor> {
     t.unsqueeze::<4>().try_into_primitive::<Cube>().ok()
 }
 
+/// [`four`] of a cubecl matrix.
+fn four_of(t: CubeTensor) -> Option<CubeTensor> {
+    four(Tensor::<2>::from_primitive::<Cube>(t))
+}
+
+/// A cubecl vector `[n]` as `[1, 1, 1, n]` (no copy): a bias as [`launch_blocked`]'s `add`.
+fn row4(v: CubeTensor) -> Option<CubeTensor> {
+    Tensor::<1>::from_primitive::<Cube>(v)
+        .unsqueeze::<4>()
+        .try_into_primitive::<Cube>()
+        .ok()
+}
+
 static BLOCKED_PRODUCTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether products use [`Kernel::Blocked`] from now on: encoding's ([`times_weight`], instead
@@ -164,15 +178,15 @@ pub fn matmul_with(a: Tensor<2>, b: Tensor<2>, kernel: Kernel) -> Result<Tensor<
     let client = out.client.clone();
     if kernel == Kernel::Blocked {
         // `a` [m, k] times `b` [k, n] read as the [n, k] matrix it transposes (any strides),
-        // both seen as one batch of one head.
-        let four = |t: Tensor<2>| -> Result<CubeTensor, String> {
-            t.unsqueeze::<4>()
-                .try_into_primitive::<Cube>()
-                .map_err(|e| format!("{e:?}"))
+        // both seen as one batch of one head (all three already on the cubecl device).
+        let views = (
+            four_of(lhs),
+            four(Tensor::<2>::from_primitive::<Cube>(rhs).transpose()),
+            four_of(out.clone()),
+        );
+        let (Some(x), Some(w), Some(out4)) = views else {
+            return Err("not a cubecl tensor".into());
         };
-        let x = four(Tensor::<2>::from_primitive::<Cube>(lhs))?;
-        let w = four(Tensor::<2>::from_primitive::<Cube>(rhs).transpose())?;
-        let out4 = four(Tensor::<2>::from_primitive::<Cube>(out.clone()))?;
         launch_blocked(x, w, None, out4, 1.0, false);
         return Ok(Tensor::from_primitive::<Cube>(out));
     }
@@ -507,22 +521,9 @@ fn linear_rows_then(
     let bias = bias_of(bias, d_out, &device)?;
     let out = empty_rows(rows, d_out, &device)?;
     if blocked_products() {
-        let out = Tensor::<2>::from_primitive::<Cube>(out);
-        let (x, w) = (
-            Tensor::from_primitive::<Cube>(x),
-            Tensor::from_primitive::<Cube>(w),
-        );
-        let bias = Tensor::<1>::from_primitive::<Cube>(bias).unsqueeze::<4>();
-        let bias = bias.try_into_primitive::<Cube>().ok()?;
-        launch_blocked(
-            four(x)?,
-            four(w)?,
-            Some(bias),
-            four(out.clone())?,
-            1.0,
-            then_gelu,
-        );
-        return Some(out);
+        let (x, w, bias, out4) = (four_of(x)?, four_of(w)?, row4(bias)?, four_of(out.clone())?);
+        launch_blocked(x, w, Some(bias), out4, 1.0, then_gelu);
+        return Some(Tensor::<2>::from_primitive::<Cube>(out));
     }
     launch_dot(x, w, bias, out.clone(), then_gelu);
     Some(Tensor::<2>::from_primitive::<Cube>(out))
@@ -555,17 +556,10 @@ pub fn linear_rows3(
         return None;
     }
     if blocked_products() {
-        let four_of = |t: CubeTensor| four(Tensor::<2>::from_primitive::<Cube>(t));
-        let bias4 = |b: CubeTensor| {
-            Tensor::<1>::from_primitive::<Cube>(b)
-                .unsqueeze::<4>()
-                .try_into_primitive::<Cube>()
-                .ok()
-        };
         launch_blocked3(
             four_of(x)?,
             [four_of(w0?)?, four_of(w1?)?, four_of(w2?)?],
-            [bias4(b0?)?, bias4(b1?)?, bias4(b2?)?],
+            [row4(b0?)?, row4(b1?)?, row4(b2?)?],
             four_of(out.clone())?,
         );
         let out = Tensor::<2>::from_primitive::<Cube>(out);

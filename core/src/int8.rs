@@ -357,93 +357,75 @@ mod kernel {
         ))
     }
 
-    /// [`tile4`] for two activation rows at once (each weight load serves both); each row's
+    /// `$name(x, y, w, s, block)`: [`tile4`] for two activation rows at once (each weight load
+    /// serves both), with operands of type `$t` loaded 8 lanes at a time by `$load8`; each row's
     /// operations are exactly [`tile4`]'s.
-    pub fn tile4x2(x: &[i8], y: &[i8], w: &[i8], s: &[f32], block: usize) -> ([f32; 4], [f32; 4]) {
-        let d_in = x.len();
-        assert!(y.len() == d_in);
-        assert!(w.len() == 4 * d_in && s.len() * block == 4 * d_in && block % 8 == 0);
-        // SAFETY: tile4's loads, for two rows of the asserted length.
-        unsafe {
-            let (xp, yp, wp) = (x.as_ptr(), y.as_ptr(), w.as_ptr());
-            let (mut ax, mut ay) = (f32x4_splat(0.0), f32x4_splat(0.0));
-            for b in 0..d_in / block {
-                let z = i32x4_splat(0);
-                let (mut d0, mut d1, mut d2, mut d3) = (z, z, z, z);
-                let (mut e0, mut e1, mut e2, mut e3) = (z, z, z, z);
-                let mut k = b * block;
-                while k < (b + 1) * block {
-                    let xv = i16x8_load_extend_i8x8(xp.add(k));
-                    let yv = i16x8_load_extend_i8x8(yp.add(k));
-                    let run = wp.add(4 * k);
-                    let w0 = i16x8_load_extend_i8x8(run);
-                    d0 = i32x4_add(d0, i32x4_dot_i16x8(xv, w0));
-                    e0 = i32x4_add(e0, i32x4_dot_i16x8(yv, w0));
-                    let w1 = i16x8_load_extend_i8x8(run.add(8));
-                    d1 = i32x4_add(d1, i32x4_dot_i16x8(xv, w1));
-                    e1 = i32x4_add(e1, i32x4_dot_i16x8(yv, w1));
-                    let w2 = i16x8_load_extend_i8x8(run.add(16));
-                    d2 = i32x4_add(d2, i32x4_dot_i16x8(xv, w2));
-                    e2 = i32x4_add(e2, i32x4_dot_i16x8(yv, w2));
-                    let w3 = i16x8_load_extend_i8x8(run.add(24));
-                    d3 = i32x4_add(d3, i32x4_dot_i16x8(xv, w3));
-                    e3 = i32x4_add(e3, i32x4_dot_i16x8(yv, w3));
-                    k += 8;
+    macro_rules! tile4x2_of {
+        ($(#[$doc:meta])* $name:ident, $t:ty, $load8:ident) => {
+            $(#[$doc])*
+            pub fn $name(x: &[$t], y: &[$t], w: &[$t], s: &[f32], block: usize) -> ([f32; 4], [f32; 4]) {
+                let d_in = x.len();
+                assert!(y.len() == d_in);
+                assert!(w.len() == 4 * d_in && s.len() * block == 4 * d_in && block % 8 == 0);
+                // SAFETY: tile4's loads (8 lanes at the same element offsets), for two rows of
+                // the asserted length.
+                unsafe {
+                    let (xp, yp, wp) = (x.as_ptr(), y.as_ptr(), w.as_ptr());
+                    let (mut ax, mut ay) = (f32x4_splat(0.0), f32x4_splat(0.0));
+                    for b in 0..d_in / block {
+                        let z = i32x4_splat(0);
+                        let (mut d0, mut d1, mut d2, mut d3) = (z, z, z, z);
+                        let (mut e0, mut e1, mut e2, mut e3) = (z, z, z, z);
+                        let mut k = b * block;
+                        while k < (b + 1) * block {
+                            let xv = $load8(xp.add(k));
+                            let yv = $load8(yp.add(k));
+                            let run = wp.add(4 * k);
+                            let w0 = $load8(run);
+                            d0 = i32x4_add(d0, i32x4_dot_i16x8(xv, w0));
+                            e0 = i32x4_add(e0, i32x4_dot_i16x8(yv, w0));
+                            let w1 = $load8(run.add(8));
+                            d1 = i32x4_add(d1, i32x4_dot_i16x8(xv, w1));
+                            e1 = i32x4_add(e1, i32x4_dot_i16x8(yv, w1));
+                            let w2 = $load8(run.add(16));
+                            d2 = i32x4_add(d2, i32x4_dot_i16x8(xv, w2));
+                            e2 = i32x4_add(e2, i32x4_dot_i16x8(yv, w2));
+                            let w3 = $load8(run.add(24));
+                            d3 = i32x4_add(d3, i32x4_dot_i16x8(xv, w3));
+                            e3 = i32x4_add(e3, i32x4_dot_i16x8(yv, w3));
+                            k += 8;
+                        }
+                        let sw = v128_load(s.as_ptr().add(4 * b) as *const v128);
+                        ax = f32x4_add(ax, f32x4_mul(sums(d0, d1, d2, d3), sw));
+                        ay = f32x4_add(ay, f32x4_mul(sums(e0, e1, e2, e3), sw));
+                    }
+                    (lanes(ax), lanes(ay))
                 }
-                let sw = v128_load(s.as_ptr().add(4 * b) as *const v128);
-                ax = f32x4_add(ax, f32x4_mul(sums(d0, d1, d2, d3), sw));
-                ay = f32x4_add(ay, f32x4_mul(sums(e0, e1, e2, e3), sw));
             }
-            (lanes(ax), lanes(ay))
-        }
+        };
     }
 
-    /// [`tile4x2`] on operands already widened to i16 (`w` the tile in its layout): plain
-    /// loads instead of load-and-extend, the same integer products and sums, so the same bits.
-    pub fn tile4x2_i16(
-        x: &[i16],
-        y: &[i16],
-        w: &[i16],
-        s: &[f32],
-        block: usize,
-    ) -> ([f32; 4], [f32; 4]) {
-        let d_in = x.len();
-        assert!(y.len() == d_in);
-        assert!(w.len() == 4 * d_in && s.len() * block == 4 * d_in && block % 8 == 0);
-        // SAFETY: tile4x2's loads, 8 lanes of i16 (16 bytes) at the same element offsets.
-        unsafe {
-            let (xp, yp, wp) = (x.as_ptr(), y.as_ptr(), w.as_ptr());
-            let (mut ax, mut ay) = (f32x4_splat(0.0), f32x4_splat(0.0));
-            for b in 0..d_in / block {
-                let z = i32x4_splat(0);
-                let (mut d0, mut d1, mut d2, mut d3) = (z, z, z, z);
-                let (mut e0, mut e1, mut e2, mut e3) = (z, z, z, z);
-                let mut k = b * block;
-                while k < (b + 1) * block {
-                    let xv = v128_load(xp.add(k) as *const v128);
-                    let yv = v128_load(yp.add(k) as *const v128);
-                    let run = wp.add(4 * k);
-                    let w0 = v128_load(run as *const v128);
-                    d0 = i32x4_add(d0, i32x4_dot_i16x8(xv, w0));
-                    e0 = i32x4_add(e0, i32x4_dot_i16x8(yv, w0));
-                    let w1 = v128_load(run.add(8) as *const v128);
-                    d1 = i32x4_add(d1, i32x4_dot_i16x8(xv, w1));
-                    e1 = i32x4_add(e1, i32x4_dot_i16x8(yv, w1));
-                    let w2 = v128_load(run.add(16) as *const v128);
-                    d2 = i32x4_add(d2, i32x4_dot_i16x8(xv, w2));
-                    e2 = i32x4_add(e2, i32x4_dot_i16x8(yv, w2));
-                    let w3 = v128_load(run.add(24) as *const v128);
-                    d3 = i32x4_add(d3, i32x4_dot_i16x8(xv, w3));
-                    e3 = i32x4_add(e3, i32x4_dot_i16x8(yv, w3));
-                    k += 8;
-                }
-                let sw = v128_load(s.as_ptr().add(4 * b) as *const v128);
-                ax = f32x4_add(ax, f32x4_mul(sums(d0, d1, d2, d3), sw));
-                ay = f32x4_add(ay, f32x4_mul(sums(e0, e1, e2, e3), sw));
-            }
-            (lanes(ax), lanes(ay))
-        }
+    /// 8 int8 values sign-extended to int16 lanes.
+    #[inline(always)]
+    unsafe fn load8_i8(p: *const i8) -> v128 {
+        i16x8_load_extend_i8x8(p)
     }
+
+    /// 8 int16 values.
+    #[inline(always)]
+    unsafe fn load8_i16(p: *const i16) -> v128 {
+        v128_load(p as *const v128)
+    }
+
+    tile4x2_of!(tile4x2, i8, load8_i8);
+    tile4x2_of!(
+        /// [`tile4x2`] on operands already widened to i16 (`w` the tile in its layout): plain
+        /// loads instead of load-and-extend, the same integer products and sums, so the same
+        /// bits.
+        tile4x2_i16,
+        i16,
+        load8_i16
+    );
 }
 
 /// The same on x86_64: `pmaddwd` is wasm's `i32x4.dot_i16x8_s`. SSE4.1's `pmovsxbw` (what V8
@@ -500,51 +482,6 @@ mod kernel {
         unsafe { tile4x2_i16_sse2(x, y, w, s, block) }
     }
 
-    #[target_feature(enable = "sse2")]
-    unsafe fn tile4x2_i16_sse2(
-        x: &[i16],
-        y: &[i16],
-        w: &[i16],
-        s: &[f32],
-        block: usize,
-    ) -> ([f32; 4], [f32; 4]) {
-        let d_in = x.len();
-        let load = |p: *const i16| _mm_loadu_si128(p as *const __m128i);
-        let (xp, yp, wp) = (x.as_ptr(), y.as_ptr(), w.as_ptr());
-        let (mut ax, mut ay) = (_mm_setzero_ps(), _mm_setzero_ps());
-        for b in 0..d_in / block {
-            let z = _mm_setzero_si128();
-            let (mut d0, mut d1, mut d2, mut d3) = (z, z, z, z);
-            let (mut e0, mut e1, mut e2, mut e3) = (z, z, z, z);
-            let mut k = b * block;
-            while k < (b + 1) * block {
-                let xv = load(xp.add(k));
-                let yv = load(yp.add(k));
-                let run = wp.add(4 * k);
-                let w0 = load(run);
-                d0 = _mm_add_epi32(d0, _mm_madd_epi16(xv, w0));
-                e0 = _mm_add_epi32(e0, _mm_madd_epi16(yv, w0));
-                let w1 = load(run.add(8));
-                d1 = _mm_add_epi32(d1, _mm_madd_epi16(xv, w1));
-                e1 = _mm_add_epi32(e1, _mm_madd_epi16(yv, w1));
-                let w2 = load(run.add(16));
-                d2 = _mm_add_epi32(d2, _mm_madd_epi16(xv, w2));
-                e2 = _mm_add_epi32(e2, _mm_madd_epi16(yv, w2));
-                let w3 = load(run.add(24));
-                d3 = _mm_add_epi32(d3, _mm_madd_epi16(xv, w3));
-                e3 = _mm_add_epi32(e3, _mm_madd_epi16(yv, w3));
-                k += 8;
-            }
-            let sw = _mm_loadu_ps(s.as_ptr().add(4 * b));
-            ax = _mm_add_ps(ax, _mm_mul_ps(sums(d0, d1, d2, d3), sw));
-            ay = _mm_add_ps(ay, _mm_mul_ps(sums(e0, e1, e2, e3), sw));
-        }
-        let (mut ox, mut oy) = ([0f32; 4], [0f32; 4]);
-        _mm_storeu_ps(ox.as_mut_ptr(), ax);
-        _mm_storeu_ps(oy.as_mut_ptr(), ay);
-        (ox, oy)
-    }
-
     /// [Σd0, Σd1, Σd2, Σd3] as f32: exact integers, whatever the order.
     #[inline]
     #[target_feature(enable = "sse2")]
@@ -558,12 +495,12 @@ mod kernel {
     }
 
     macro_rules! tile4x2_with {
-        ($name:ident, $feature:literal, $load8:ident) => {
+        ($name:ident, $feature:literal, $load8:ident, $t:ty) => {
             #[target_feature(enable = $feature)]
             unsafe fn $name(
-                x: &[i8],
-                y: &[i8],
-                w: &[i8],
+                x: &[$t],
+                y: &[$t],
+                w: &[$t],
                 s: &[f32],
                 block: usize,
             ) -> ([f32; 4], [f32; 4]) {
@@ -656,8 +593,16 @@ mod kernel {
 
     tile4_with!(tile4_sse41, "sse4.1", load8_sse41);
     tile4_with!(tile4_sse2, "sse2", load8_sse2);
-    tile4x2_with!(tile4x2_sse41, "sse4.1", load8_sse41);
-    tile4x2_with!(tile4x2_sse2, "sse2", load8_sse2);
+    /// 8 int16 values.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    unsafe fn load8_i16(p: *const i16) -> __m128i {
+        _mm_loadu_si128(p as *const __m128i)
+    }
+
+    tile4x2_with!(tile4x2_sse41, "sse4.1", load8_sse41, i8);
+    tile4x2_with!(tile4x2_sse2, "sse2", load8_sse2, i8);
+    tile4x2_with!(tile4x2_i16_sse2, "sse2", load8_i16, i16);
 
     /// The SSE2 two-row variant whatever the CPU has (the tests compare it with the others).
     #[cfg(test)]
