@@ -2,11 +2,11 @@
 //! what the source checkpoint generates, quantized bundles reload to burn's exact quantized values,
 //! and corrupt or impossible bundles are one-line errors with nothing half-written.
 
-use bartleby_core::bundle::{self, Manifest, Quant};
-use bartleby_core::summarize::ids_tensor;
-use bartleby_core::weights::{
-    load_bart, load_bart_opts, visit_projections, Checkpoint, LoadOptions,
-};
+use bartleby_core::checkpoint::bundle::{Manifest, Quant};
+use bartleby_core::checkpoint::{Checkpoint, LoadOptions};
+use bartleby_core::models::bart::params::visit_projections;
+use bartleby_core::models::bart::params::{load_bart, load_bart_opts};
+use bartleby_core::pipeline::ids_tensor;
 use bartleby_tests::*;
 use std::path::Path;
 
@@ -165,11 +165,13 @@ fn quantized_weights_reload_exactly() {
     let device = burn::tensor::Device::flex();
     let s = load("tiny-gelu", &device);
     for quant in [Quant::Q8, Quant::Q4] {
-        let bytes = bundle::encode_weights(&s.model, quant, 4).unwrap();
+        let bytes =
+            bartleby_core::checkpoint::quantized::encode_weights(&s.model, quant, 4).unwrap();
         let checkpoint = Checkpoint::from_shards(&[("model.safetensors", &bytes)]).unwrap();
         let (reloaded, report) = load_bart(&s.config, &checkpoint, &device).unwrap();
         assert!(report.unused.is_empty(), "{:?}", report.unused);
-        let again = bundle::encode_weights(&reloaded, quant, 4).unwrap();
+        let again =
+            bartleby_core::checkpoint::quantized::encode_weights(&reloaded, quant, 4).unwrap();
         assert_same_safetensors(&again, &bytes);
         // Kept as int8 for the CPU's integer products: the same stored values come back out.
         let options = LoadOptions {
@@ -186,7 +188,10 @@ fn quantized_weights_reload_exactly() {
         })
         .unwrap();
         assert!(n > 0, "no int8 projections");
-        assert_same_safetensors(&bundle::encode_weights(&int8, quant, 4).unwrap(), &bytes);
+        assert_same_safetensors(
+            &bartleby_core::checkpoint::quantized::encode_weights(&int8, quant, 4).unwrap(),
+            &bytes,
+        );
         // Its logits: those of the f32-expanded weights up to the activations' int8 rounding.
         let pin = parity("tiny-gelu");
         let logits = |model: &bartleby_core::Bart| -> Vec<f32> {

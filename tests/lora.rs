@@ -2,9 +2,10 @@
 //! itself (nonzero B; several target sets, rsLoRA, rank/alpha patterns, a regex target, trained
 //! biases) give PEFT's logits (≤ 1e-4) and generated ids (identical), unmerged and merged.
 
-use bartleby_core::lora::{self, LoraConfig};
-use bartleby_core::summarize::ids_tensor;
-use bartleby_core::weights::{load_bart, save_safetensors, Checkpoint, SaveDtype};
+use bartleby_core::checkpoint::adapter::{self, LoraConfig};
+use bartleby_core::checkpoint::{save_safetensors, Checkpoint, SaveDtype};
+use bartleby_core::models::bart::params::load_bart;
+use bartleby_core::pipeline::ids_tensor;
 use bartleby_core::{Bart, GenerationConfig, Summarizer};
 use bartleby_tests::*;
 use burn::tensor::Device;
@@ -23,9 +24,9 @@ fn with_adapter(case: &str, device: &Device) -> (Summarizer, Value) {
     let mut s = load(fx["model"].as_str().unwrap(), device);
     let dir = case_dir(case);
     let config =
-        LoraConfig::from_json(&std::fs::read(dir.join(lora::CONFIG_FILE)).unwrap()).unwrap();
-    let weights = std::fs::read(dir.join(lora::WEIGHTS_FILE)).unwrap();
-    let report = lora::load_adapter(&mut s.model, &config, &weights).unwrap();
+        LoraConfig::from_json(&std::fs::read(dir.join(adapter::CONFIG_FILE)).unwrap()).unwrap();
+    let weights = std::fs::read(dir.join(adapter::WEIGHTS_FILE)).unwrap();
+    let report = adapter::load_adapter(&mut s.model, &config, &weights).unwrap();
     assert!(!report.adapted.is_empty(), "{case}: nothing adapted");
     (s, fx)
 }
@@ -78,7 +79,7 @@ fn check_case(case: &str, device: &Device) {
     );
     check_generations(&s, &fx, "generations", case);
 
-    let merged = lora::merge(&mut s.model).unwrap();
+    let merged = adapter::merge(&mut s.model).unwrap();
     assert!(merged > 0);
     let diff = max_abs_diff(&logits(&s.model, &fx, device), &fx["merged_logits"]);
     eprintln!("{case}: merged logits max abs diff {diff:e}");
@@ -118,8 +119,8 @@ fn peft_adapter_matches_peft_wgpu() {
 fn saved_adapter_has_peft_layout() {
     let device = Device::flex();
     let (s, _) = with_adapter("relu-all-rslora", &device);
-    let saved = lora::save_adapter(&s.model).unwrap();
-    let original = std::fs::read(case_dir("relu-all-rslora").join(lora::WEIGHTS_FILE)).unwrap();
+    let saved = adapter::save_adapter(&s.model).unwrap();
+    let original = std::fs::read(case_dir("relu-all-rslora").join(adapter::WEIGHTS_FILE)).unwrap();
     assert_same_safetensors(&saved, &original);
 }
 
@@ -130,10 +131,10 @@ fn adapter_for_another_model_is_refused() {
     let device = Device::flex();
     let dir = case_dir("gelu-qv");
     let config =
-        LoraConfig::from_json(&std::fs::read(dir.join(lora::CONFIG_FILE)).unwrap()).unwrap();
-    let weights = std::fs::read(dir.join(lora::WEIGHTS_FILE)).unwrap();
+        LoraConfig::from_json(&std::fs::read(dir.join(adapter::CONFIG_FILE)).unwrap()).unwrap();
+    let weights = std::fs::read(dir.join(adapter::WEIGHTS_FILE)).unwrap();
     let mut other = load("tiny-relu-scaled", &device);
-    let err = lora::load_adapter(&mut other.model, &config, &weights)
+    let err = adapter::load_adapter(&mut other.model, &config, &weights)
         .unwrap_err()
         .to_string();
     assert!(
@@ -144,7 +145,7 @@ fn adapter_for_another_model_is_refused() {
 
 #[test]
 fn unsupported_adapter_configs_are_refused() {
-    let base = std::fs::read(case_dir("gelu-qv").join(lora::CONFIG_FILE)).unwrap();
+    let base = std::fs::read(case_dir("gelu-qv").join(adapter::CONFIG_FILE)).unwrap();
     let base: Value = serde_json::from_slice(&base).unwrap();
     for (key, value, needle) in [
         ("use_dora", Value::Bool(true), "use_dora"),
@@ -168,7 +169,7 @@ fn unsupported_adapter_configs_are_refused() {
 /// little, and a LoRA training step runs on top of them.
 #[test]
 fn quantized_base_stays_close_and_trains() {
-    use bartleby_core::quant::{quantize_projections, QuantBits};
+    use bartleby_core::checkpoint::quantized::{quantize_projections, QuantBits};
     let device = Device::flex();
     let (mut s, fx) = with_adapter("gelu-qv", &device);
     let reference = logits(&s.model, &fx, &device);

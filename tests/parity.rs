@@ -2,7 +2,7 @@
 //! tokenizer ids and text, encoder states and logits (≤ 1e-4), generated ids (identical).
 
 use bartleby_core::generate::pad_like_hf;
-use bartleby_core::summarize::ids_tensor;
+use bartleby_core::pipeline::ids_tensor;
 use bartleby_core::{BartTokenizer, GenerationConfig};
 use bartleby_tests::*;
 use burn::tensor::Device;
@@ -93,10 +93,9 @@ fn check_model_as(name: &str, device: &Device, split: bool) {
     let fx = parity(name);
     let mut s = load(name, device);
     if split {
-        use bartleby_core::weights::{
-            load_bart_opts, save_safetensors, Checkpoint, LoadOptions, SaveDtype,
-        };
-        let (_, requires) = bartleby_core::bundle::model_stats(&s.model).unwrap();
+        use bartleby_core::checkpoint::{save_safetensors, Checkpoint, LoadOptions, SaveDtype};
+        use bartleby_core::models::bart::params::load_bart_opts;
+        let (_, requires) = bartleby_core::checkpoint::bundle::model_stats(&s.model).unwrap();
         let limit = requires.min_buffer_bytes.unwrap();
         assert!(
             limit < requires.max_buffer_bytes,
@@ -264,7 +263,8 @@ fn model_parity_wgpu() {
 /// bytes as the checkpoint `save_pretrained` wrote, and it loads back to an identical model.
 #[test]
 fn save_roundtrip_matches_transformers_layout() {
-    use bartleby_core::weights::{load_bart, save_safetensors, Checkpoint, SaveDtype};
+    use bartleby_core::checkpoint::{save_safetensors, Checkpoint, SaveDtype};
+    use bartleby_core::models::bart::params::load_bart;
     let device = Device::flex();
     let s = load("tiny-gelu", &device);
     let saved = save_safetensors(&s.model, SaveDtype::F32).unwrap();
@@ -286,7 +286,8 @@ fn save_roundtrip_matches_transformers_layout() {
 /// Each loads to the same model (and a missing bias is reported as defaulted to zero).
 #[test]
 fn key_spellings_load_the_same_model() {
-    use bartleby_core::weights::{load_bart, Checkpoint};
+    use bartleby_core::checkpoint::Checkpoint;
+    use bartleby_core::models::bart::params::load_bart;
     let device = Device::flex();
     let s = load("tiny-gelu", &device);
     let original = std::fs::read(model_dir("tiny-gelu").join("model.safetensors")).unwrap();

@@ -1,6 +1,6 @@
 //! The training-parity check shared by `train.rs` (burn's matmul) and `train_blas.rs` (OpenBLAS).
 
-use bartleby_core::lora::{self, LoraConfig};
+use bartleby_core::checkpoint::adapter::{self, LoraConfig};
 use bartleby_core::train::{self, AdamW, GradAccumulator, LossScaler, Trainable};
 use bartleby_tests::*;
 use burn::tensor::{DType, Device};
@@ -9,9 +9,9 @@ use serde_json::Value;
 fn adapter(model: &mut bartleby_core::Bart, fixture: &str, dir: &str) {
     let dir = fixtures().join(fixture).join(dir);
     let config =
-        LoraConfig::from_json(&std::fs::read(dir.join(lora::CONFIG_FILE)).unwrap()).unwrap();
-    let weights = std::fs::read(dir.join(lora::WEIGHTS_FILE)).unwrap();
-    lora::load_adapter(model, &config, &weights).unwrap();
+        LoraConfig::from_json(&std::fs::read(dir.join(adapter::CONFIG_FILE)).unwrap()).unwrap();
+    let weights = std::fs::read(dir.join(adapter::WEIGHTS_FILE)).unwrap();
+    adapter::load_adapter(model, &config, &weights).unwrap();
 }
 
 fn rows(fx: &Value) -> Vec<Value> {
@@ -170,13 +170,13 @@ pub fn check_training_in(
     }
 
     // The trained adapter equals PEFT's.
-    let saved = lora::save_adapter(&s.model).unwrap();
+    let saved = adapter::save_adapter(&s.model).unwrap();
     let ours = safetensors::SafeTensors::deserialize(&saved).unwrap();
     let final_bytes = std::fs::read(
         fixtures()
             .join(fixture)
             .join("final")
-            .join(lora::WEIGHTS_FILE),
+            .join(adapter::WEIGHTS_FILE),
     )
     .unwrap();
     let theirs = safetensors::SafeTensors::deserialize(&final_bytes).unwrap();

@@ -5,9 +5,10 @@
 //! tests/parity.rs natively, with asynchronous reads as a browser requires.
 #![cfg(target_arch = "wasm32")]
 
+use bartleby_core::checkpoint::Checkpoint;
 use bartleby_core::generate::pad_like_hf;
-use bartleby_core::summarize::ids_tensor;
-use bartleby_core::weights::{load_bart, Checkpoint};
+use bartleby_core::models::bart::params::load_bart;
+use bartleby_core::pipeline::ids_tensor;
 use bartleby_core::{BartConfig, BartTokenizer, GenerationConfig, Summarizer};
 use burn::tensor::Device;
 use serde_json::Value;
@@ -193,7 +194,7 @@ async fn parity_on_cpu_wasm() {
 /// one it leaves to the scalar path, output counts that are not multiples of 4.
 #[wasm_bindgen_test]
 fn int8_kernel_is_bit_exact() {
-    use bartleby_core::int8::Int8Weight;
+    use bartleby_core::ops::int8::Int8Weight;
     let mut s = 7u64;
     let mut next = move || {
         s = s
@@ -233,7 +234,7 @@ fn int8_kernel_is_bit_exact() {
 /// summation order; more rows, or tensors on the CPU, are left to burn's matmul.
 #[wasm_bindgen_test]
 async fn decoding_products_use_the_naive_kernel() {
-    use bartleby_core::gpu::{weight_times, DOT_ROWS};
+    use bartleby_core::ops::gpu::{weight_times, DOT_ROWS};
     use burn::tensor::{Distribution, Tensor};
     let device = webgpu().await;
     let normal = Distribution::Normal(0.0, 1.0);
@@ -245,9 +246,9 @@ async fn decoding_products_use_the_naive_kernel() {
     {
         let w = Tensor::<2>::random([d_out, d_in], normal, &device);
         let xt = Tensor::<2>::random([rows, d_in], normal, &device).transpose();
-        bartleby_core::gpu::use_blocked_products(blocked);
+        bartleby_core::ops::gpu::use_blocked_products(blocked);
         let naive = weight_times(&w, &xt);
-        bartleby_core::gpu::use_blocked_products(false);
+        bartleby_core::ops::gpu::use_blocked_products(false);
         let naive = naive.expect("the naive kernel takes a decoding product");
         let (naive, tiled) = (values(naive).await, values(w.matmul(xt)).await);
         assert_eq!(naive.len(), d_out * rows);
@@ -264,7 +265,7 @@ async fn decoding_products_use_the_naive_kernel() {
 
     // Encoding's products on a software adapter: the 8 × 8-blocked kernel, shapes that are not
     // multiples of its blocks, the weight read through its transpose as the model holds it.
-    use bartleby_core::gpu::{times_weight, use_blocked_products};
+    use bartleby_core::ops::gpu::{times_weight, use_blocked_products};
     let (x, w_rows) = (
         Tensor::<2>::random([DOT_ROWS + 3, 70], normal, &device),
         Tensor::<2>::random([37, 70], normal, &device),
@@ -297,7 +298,7 @@ async fn decoding_products_use_the_naive_kernel() {
 /// (more rows, CPU tensors, mismatched shapes) they decline.
 #[wasm_bindgen_test]
 async fn fused_ops_on_webgpu_match_burn() {
-    use bartleby_core::gpu::{
+    use bartleby_core::ops::gpu::{
         add_layer_norm, embed_rows, gelu, layer_norm, linear_rows, softmax_last, DOT_ROWS,
     };
     use burn::tensor::{activation, module, Distribution, Int, Tensor, TensorData};
@@ -345,12 +346,12 @@ async fn fused_ops_on_webgpu_match_burn() {
     close("gelu", gelu(&h), activation::gelu(h.clone())).await;
     // Decoding's projections on dot kernels, then on the blocked one (a software adapter's).
     for blocked in [false, true] {
-        bartleby_core::gpu::use_blocked_products(blocked);
+        bartleby_core::ops::gpu::use_blocked_products(blocked);
         // An input width the blocked kernel reads one value at a time, and one it reads four.
         fused_projections(&device, 70).await;
         fused_projections(&device, 64).await;
     }
-    bartleby_core::gpu::use_blocked_products(false);
+    bartleby_core::ops::gpu::use_blocked_products(false);
     // Embedding rows from a table in row blocks, scaled; an id past the table gives zeros.
     let parts = [20, 7, 18].map(|n| Tensor::<2>::random([n, 70], normal, &device));
     let whole = Tensor::cat(parts.to_vec(), 0);
@@ -394,7 +395,7 @@ async fn fused_ops_on_webgpu_match_burn() {
 /// width that is not heads × head_dim) it declines.
 #[wasm_bindgen_test]
 async fn attention_on_webgpu_matches_burn() {
-    use bartleby_core::gpu::{append_keys_values, attention};
+    use bartleby_core::ops::gpu::{append_keys_values, attention};
     use burn::tensor::{activation, Distribution, Tensor};
     let device = webgpu().await;
     let normal = Distribution::Normal(0.0, 1.0);
@@ -429,10 +430,10 @@ async fn attention_on_webgpu_matches_burn() {
                 .matmul(v.clone())
                 .swap_dims(1, 2)
                 .reshape([inputs * group, heads * hd]);
-            bartleby_core::gpu::use_blocked_products(blocked);
+            bartleby_core::ops::gpu::use_blocked_products(blocked);
             let ours = attention(&q, &k, &v, mask, scale)
                 .unwrap_or_else(|| panic!("group {group}: declined"));
-            bartleby_core::gpu::use_blocked_products(false);
+            bartleby_core::ops::gpu::use_blocked_products(false);
             assert_eq!(ours.dims(), burns.dims());
             let (a, b) = (values(ours).await, values(burns).await);
             let d = max_diff(&a, &b);
@@ -481,7 +482,7 @@ async fn attention_on_webgpu_matches_burn() {
 /// `linear_rows` (1, 4 and `DOT_ROWS` rows), `linear_gelu_rows` and `linear_rows3` against burn,
 /// on whichever kernel `use_blocked_products` picks now.
 async fn fused_projections(device: &burn::tensor::Device, d_in: usize) {
-    use bartleby_core::gpu::{linear_gelu_rows, linear_rows, linear_rows3, DOT_ROWS};
+    use bartleby_core::ops::gpu::{linear_gelu_rows, linear_rows, linear_rows3, DOT_ROWS};
     use burn::tensor::{activation, Distribution, Tensor};
     let normal = Distribution::Normal(0.0, 1.0);
     for rows in [1, 4, DOT_ROWS] {

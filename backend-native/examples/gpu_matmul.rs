@@ -1,5 +1,5 @@
 //! Times cubek's matmul kernels on the wgpu device for the shapes of a distilbart decoding step.
-use bartleby_core::gpu::{matmul_with, Kernel};
+use bartleby_core::ops::gpu::{matmul_with, Kernel};
 use burn::tensor::{Device, Distribution, Tensor};
 use std::time::Instant;
 

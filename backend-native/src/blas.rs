@@ -5,7 +5,7 @@
 //! weights and the tied embedding. burn's CPU matmul (the `gemm` crate) reaches about two thirds
 //! of OpenBLAS' rate on those shapes (docs/benchmarks.md), so on the CPU device `bartleby train`
 //! hands those products to OpenBLAS when the system has it (Debian/Ubuntu: `libopenblas0`),
-//! through [`bartleby_core::fused::use_host_sgemm`]. OpenBLAS runs single-threaded inside each of
+//! through [`bartleby_core::ops::fused::use_host_sgemm`]. OpenBLAS runs single-threaded inside each of
 //! rayon's threads (the rows split between them), so burn's thread pool and OpenBLAS' never
 //! compete for the cores.
 //!
@@ -13,7 +13,7 @@
 //! (burn's matmul), or the path of a shared library exporting `cblas_sgemm`.
 
 use anyhow::{bail, Context, Result};
-use bartleby_core::fused::{Operand, Sgemm};
+use bartleby_core::ops::fused::{Operand, Sgemm};
 use rayon::prelude::*;
 use std::ffi::{c_char, c_int, CStr};
 use std::mem::MaybeUninit;
@@ -83,7 +83,7 @@ pub fn install_choice(choice: &str) -> Result<String> {
         bail!("a BLAS is already installed in this process");
     }
     // SAFETY: `host_sgemm` writes every element of `c` (cblas_sgemm with beta = 0).
-    unsafe { bartleby_core::fused::use_host_sgemm(host_sgemm) };
+    unsafe { bartleby_core::ops::fused::use_host_sgemm(host_sgemm) };
     Ok(what)
 }
 

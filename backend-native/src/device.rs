@@ -1,7 +1,7 @@
 //! Picking the burn device from `--device`.
 
 use anyhow::{bail, Result};
-use bartleby_core::weights::LoadOptions;
+use bartleby_core::checkpoint::LoadOptions;
 use burn::tensor::Device;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -76,11 +76,11 @@ fn wgpu() -> Result<Device> {
 }
 
 /// Whether encoding's many-row products and attention on a GPU device use the register-blocked
-/// kernel the web app picks for a software adapter (`bartleby_core::gpu`); a GPU-less build has
+/// kernel the web app picks for a software adapter (`bartleby_core::ops::gpu`); a GPU-less build has
 /// nothing to switch.
 pub fn blocked_matmul(on: bool) {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    bartleby_core::gpu::use_blocked_products(on);
+    bartleby_core::ops::gpu::use_blocked_products(on);
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
     let _ = on;
 }

@@ -7,10 +7,11 @@ use crate::model_files;
 use crate::output;
 use crate::summarize_cmd::GenerationArgs;
 use anyhow::{Context, Result};
-use bartleby_core::bundle::{self, Check, FileEntry, Manifest, Quant, Source};
-use bartleby_core::lora;
+use bartleby_core::checkpoint::adapter;
+use bartleby_core::checkpoint::bundle::{self, Check, FileEntry, Manifest, Quant, Source};
+use bartleby_core::checkpoint::{Checkpoint, LoadOptions};
 use bartleby_core::metrics::rouge;
-use bartleby_core::weights::{load_bart_opts, Checkpoint, LoadOptions};
+use bartleby_core::models::bart::params::load_bart_opts;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -82,7 +83,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         let adapter_files = model_files::resolve_adapter(adapter)?;
         model_files::apply_adapter(&mut summarizer, &adapter_files)
             .with_context(|| format!("applying adapter {adapter} to {}", args.model))?;
-        lora::merge(&mut summarizer.model)?;
+        adapter::merge(&mut summarizer.model)?;
     }
     let gen = args
         .generation
@@ -90,8 +91,12 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let max_input = summarizer.max_input_tokens();
     summarizer.validate(&gen, max_input)?;
 
-    let weights = bundle::encode_weights(&summarizer.model, quant, args.block_size)
-        .with_context(|| format!("exporting {} as {}", args.model, quant.name()))?;
+    let weights = bartleby_core::checkpoint::quantized::encode_weights(
+        &summarizer.model,
+        quant,
+        args.block_size,
+    )
+    .with_context(|| format!("exporting {} as {}", args.model, quant.name()))?;
     let (parameters, requires) = bundle::model_stats(&summarizer.model)?;
 
     // The check runs on the bundle's weights as written and reloaded: computed in f32 (as on a

@@ -7,9 +7,10 @@ use crate::model_files::{self, ModelFiles};
 use crate::output;
 use crate::summarize_cmd::GenerationArgs;
 use anyhow::{bail, Context, Result};
-use bartleby_core::lora;
-use bartleby_core::summarize::ids_tensor;
-use bartleby_core::weights::{load_bart, save_safetensors, Checkpoint, SaveDtype};
+use bartleby_core::checkpoint::adapter;
+use bartleby_core::checkpoint::{save_safetensors, Checkpoint, SaveDtype};
+use bartleby_core::models::bart::params::load_bart;
+use bartleby_core::pipeline::ids_tensor;
 use bartleby_core::{GenerationConfig, Summarizer};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
@@ -113,7 +114,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
         &gen,
         None,
     )?;
-    let merged = lora::merge(&mut summarizer.model)?;
+    let merged = adapter::merge(&mut summarizer.model)?;
     let weights = save_safetensors(&summarizer.model, args.dtype.save())?;
     // Check the checkpoint as written (after any f16/bf16 rounding), not the in-memory model.
     let checkpoint = Checkpoint::from_shards(&[("merged model.safetensors", &weights)])?;

@@ -2,8 +2,9 @@
 //! standard HF cache) and loading them into a [`Summarizer`].
 
 use anyhow::{bail, Context, Result};
-use bartleby_core::lora::{self, AdapterReport};
-use bartleby_core::weights::{load_bart_opts, Checkpoint};
+use bartleby_core::checkpoint::adapter::{self, AdapterReport};
+use bartleby_core::checkpoint::Checkpoint;
+use bartleby_core::models::bart::params::load_bart_opts;
 use bartleby_core::{BartConfig, BartTokenizer, GenerationConfig, Summarizer};
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
@@ -95,18 +96,18 @@ pub struct AdapterFiles {
 /// Resolves `--adapter`: a directory written by PEFT's `save_pretrained` (or `bartleby train`),
 /// else a hub id.
 pub fn resolve_adapter(adapter: &str) -> Result<AdapterFiles> {
-    let (fetch, offline) = source(adapter, "adapter", lora::CONFIG_FILE)?;
+    let (fetch, offline) = source(adapter, "adapter", adapter::CONFIG_FILE)?;
     let files = (|| {
         let config = fetch
-            .fetch(lora::CONFIG_FILE)?
-            .ok_or_else(|| anyhow::anyhow!("{adapter}: no {}", lora::CONFIG_FILE))?;
-        let weights = match fetch.fetch(lora::WEIGHTS_FILE)? {
+            .fetch(adapter::CONFIG_FILE)?
+            .ok_or_else(|| anyhow::anyhow!("{adapter}: no {}", adapter::CONFIG_FILE))?;
+        let weights = match fetch.fetch(adapter::WEIGHTS_FILE)? {
             Some(w) => w,
             None if fetch.fetch("adapter_model.bin")?.is_some() => bail!(
                 "{adapter}: only adapter_model.bin is present; Bartleby reads safetensors \
                  (PEFT: model.save_pretrained(dir, safe_serialization=True))"
             ),
-            None => bail!("{adapter}: no {}", lora::WEIGHTS_FILE),
+            None => bail!("{adapter}: no {}", adapter::WEIGHTS_FILE),
         };
         Ok(AdapterFiles {
             source: adapter.to_string(),
@@ -121,8 +122,8 @@ pub fn resolve_adapter(adapter: &str) -> Result<AdapterFiles> {
 pub fn apply_adapter(summarizer: &mut Summarizer, files: &AdapterFiles) -> Result<AdapterReport> {
     // Core errors name the file (adapter_config.json / adapter_model.safetensors); callers add
     // which adapter.
-    let config = lora::LoraConfig::from_json(&read(&files.config)?)?;
-    let report = lora::load_adapter(&mut summarizer.model, &config, &read(&files.weights)?)?;
+    let config = adapter::LoraConfig::from_json(&read(&files.config)?)?;
+    let report = adapter::load_adapter(&mut summarizer.model, &config, &read(&files.weights)?)?;
     tracing::info!(
         "{}: LoRA on {} projections (r={}, alpha={})",
         files.source,
@@ -242,7 +243,7 @@ fn collect(source: &str, f: &dyn Fetch) -> Result<ModelFiles> {
         source: source.to_string(),
         generation_config: f.fetch("generation_config.json")?,
         tokenizer_config: f.fetch("tokenizer_config.json")?,
-        manifest: f.fetch(bartleby_core::bundle::MANIFEST_FILE)?,
+        manifest: f.fetch(bartleby_core::checkpoint::bundle::MANIFEST_FILE)?,
         config,
         weights,
         tokenizer_json,
@@ -308,9 +309,9 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
 
 /// Checks every file a bundle's manifest lists (size, then sha256): a truncated download or an
 /// edited file is an error naming it.
-pub fn verify_bundle(manifest_path: &Path) -> Result<bartleby_core::bundle::Manifest> {
+pub fn verify_bundle(manifest_path: &Path) -> Result<bartleby_core::checkpoint::bundle::Manifest> {
     let dir = manifest_path.parent().unwrap_or(Path::new("."));
-    let manifest = bartleby_core::bundle::Manifest::from_json(&read(manifest_path)?)
+    let manifest = bartleby_core::checkpoint::bundle::Manifest::from_json(&read(manifest_path)?)
         .with_context(|| dir.display().to_string())?;
     for entry in &manifest.files {
         let path = dir.join(&entry.path);

@@ -7,11 +7,11 @@ use crate::device::{self, DeviceArg};
 use crate::model_files::{self, ModelFiles};
 use crate::output;
 use anyhow::{bail, Context, Result};
-use bartleby_core::lora::{self, LoraConfig};
+use bartleby_core::checkpoint::adapter::{self, LoraConfig};
+use bartleby_core::checkpoint::quantized::{quantize_projections, QuantBits};
+use bartleby_core::checkpoint::{save_safetensors, SaveDtype};
 use bartleby_core::metrics::rouge;
-use bartleby_core::quant::{quantize_projections, QuantBits};
 use bartleby_core::train::{self, AdamW, Batch, Example, GradAccumulator, LossScaler, Trainable};
-use bartleby_core::weights::{save_safetensors, SaveDtype};
 use bartleby_core::Summarizer;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use clap::{Args, ValueEnum};
@@ -482,7 +482,7 @@ impl Trainer {
             // The adapter's initial A depends only on the seed.
             device.seed(cfg.seed);
             let lora_cfg = lora_config(&cfg);
-            let adapted = lora::attach_new(&mut s.model, &lora_cfg)?;
+            let adapted = adapter::attach_new(&mut s.model, &lora_cfg)?;
             tracing::info!("LoRA on {} projections", adapted.len());
         }
         let bits = match cfg.base_quant {
@@ -815,8 +815,12 @@ impl Trainer {
                 Trainable::Lora => {
                     let mut lora_cfg = lora_config(cfg);
                     lora_cfg.base_model_name_or_path = Some(cfg.model.clone());
-                    output::write_file(dir, lora::CONFIG_FILE, &lora_cfg.to_json())?;
-                    output::write_file(dir, lora::WEIGHTS_FILE, &lora::save_adapter(&model)?)?;
+                    output::write_file(dir, adapter::CONFIG_FILE, &lora_cfg.to_json())?;
+                    output::write_file(
+                        dir,
+                        adapter::WEIGHTS_FILE,
+                        &adapter::save_adapter(&model)?,
+                    )?;
                 }
                 Trainable::All => {
                     output::write_file(
@@ -1034,7 +1038,7 @@ fn read_flat_safetensors(bytes: &[u8], device: &Device) -> Result<Vec<(String, T
         .into_iter()
         .map(|name| {
             let view = st.tensor(&name)?;
-            let values = bartleby_core::weights::read_f32("checkpoint", &name, &view)?;
+            let values = bartleby_core::checkpoint::read_f32("checkpoint", &name, &view)?;
             let n = values.len();
             Ok((
                 name,

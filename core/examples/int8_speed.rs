@@ -1,7 +1,7 @@
 //! Speed of the int8 products (`core/src/int8.rs`) on this CPU: a 4096 × 1024 weight (an FFN
 //! projection of bart-large) against 1, 4 and 200 activation rows, and the machine's streaming
 //! read bandwidth for scale. `cargo run --release -p bartleby-core --example int8_speed`
-use bartleby_core::int8::Int8Weight;
+use bartleby_core::ops::int8::Int8Weight;
 use std::time::Instant;
 fn main() {
     let (d_out, d_in) = (4096usize, 1024usize);

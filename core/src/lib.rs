@@ -1,32 +1,38 @@
-//! `bartleby-core`: BART (and its LoRA-adapted variants) on burn, computing what Hugging Face
-//! transformers' `BartForConditionalGeneration` computes.
+//! `bartleby-core`: summarization models on burn, computing what Hugging Face transformers
+//! computes for them — BART today (`BartForConditionalGeneration`), with the BERT-family encoders
+//! BERTScore uses.
 //!
 //! The crate is pure: no filesystem, no network, no threads of its own. Callers hand it bytes
 //! (config.json, safetensors, tokenizer.json) and get values back. It compiles for native targets
 //! and for `wasm32-unknown-unknown`.
+//!
+//! Layout (a request's path through it: [`pipeline`] → [`tokenizer`] → `models::<family>` →
+//! [`ops`] → [`generate`] → [`tokenizer`]):
+//! - [`models`]: one folder per architecture — `config.rs`, `model.rs` (the math), `params.rs`
+//!   (the one walk over its Hugging Face weight names).
+//! - [`ops`]: every op model code calls; each chooses its kernel inside (burn, GPU kernels, int8,
+//!   the host BLAS hook).
+//! - [`checkpoint`]: safetensors in/out, the quantized codec, web bundle manifests, PEFT adapters.
+//! - [`generate`]: generation settings, logits processors, greedy and beam search, torch-exact
+//!   numerics, over the tensor-free [`generate::StepModel`] every architecture implements.
+//! - [`pipeline`]: the one assembler (files as bytes + [`checkpoint::LoadOptions`] → a
+//!   [`Summarizer`]) and text → summary.
+//! - [`metrics`]: ROUGE, BLEU, BERTScore, failure analysis, and the report types the CLI writes.
+//! - `train` (feature `train`): training steps (loss, AdamW, schedules).
 
-pub mod bert;
-pub mod bundle;
-pub mod config;
-pub mod fused;
+pub mod checkpoint;
 pub mod generate;
-#[cfg(feature = "gpu")]
-pub mod gpu;
-pub mod int8;
-pub mod lora;
 pub mod metrics;
-pub mod model;
-pub mod quant;
-pub mod summarize;
+pub mod models;
+pub mod ops;
+pub mod pipeline;
 pub mod tokenizer;
 #[cfg(feature = "train")]
 pub mod train;
-pub mod weights;
 
-pub use config::BartConfig;
 pub use generate::{EarlyStopping, GenerationConfig};
-pub use model::Bart;
-pub use summarize::{Summarizer, Summary};
+pub use models::bart::{Bart, BartConfig};
+pub use pipeline::{Summarizer, Summary};
 pub use tokenizer::BartTokenizer;
 
 /// Everything that can go wrong in the core. Messages are one line and name the file/field.

@@ -6,10 +6,11 @@
 //! Only the trainable parameters live on burn's autodiff device; the frozen base stays a plain
 //! tensor (a constant to autodiff), so LoRA training pays for the adapter's gradients only.
 
-use crate::model::Bart;
-use crate::summarize::ids_tensor;
+use crate::checkpoint::Slot;
+use crate::models::bart::params::{visit, visit_projections};
+use crate::models::bart::Bart;
+use crate::pipeline::ids_tensor;
 use crate::tokenizer::BartTokenizer;
-use crate::weights::{visit, visit_projections, Slot};
 use crate::{Error, Result};
 use burn::module::Param;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -126,7 +127,7 @@ pub fn loss(model: &Bart, batch: &Batch) -> Result<Tensor<1>> {
     let targets: Vec<i64> = flat.iter().map(|&l| l.max(0)).collect();
     let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [rows * len, 1]), &device);
     let keep = Tensor::<1>::from_data(TensorData::new(keep, [rows * len]), &device);
-    let log_probs = crate::fused::log_softmax_last(logits.reshape([rows * len, vocab]));
+    let log_probs = crate::ops::log_softmax_last(logits.reshape([rows * len, vocab]));
     let picked = log_probs.gather(1, targets).reshape([rows * len]);
     Ok((picked * keep).sum().neg().div_scalar(count as f64))
 }

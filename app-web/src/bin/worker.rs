@@ -4,7 +4,7 @@
 
 #[cfg(target_arch = "wasm32")]
 mod engine {
-    use bartleby_core::bundle::{self, BundleFiles};
+    use bartleby_core::checkpoint::bundle::{self, BundleFiles};
     use bartleby_core::Summarizer;
     use burn::tensor::Device;
     use std::cell::RefCell;
@@ -28,7 +28,7 @@ mod engine {
     /// manifest: sizes here, sha256 here too unless `sha256_checked` (worker.js hashes with
     /// SubtleCrypto, ~10× faster than sha2 in wasm). `software_adapter`: the WebGPU adapter is
     /// a CPU emulation (SwiftShader), where products and encoding's attention run on a kernel
-    /// of their own (`bartleby_core::gpu::use_blocked_products`). Returns the manifest as JSON.
+    /// of their own (`bartleby_core::ops::gpu::use_blocked_products`). Returns the manifest as JSON.
     #[wasm_bindgen]
     pub async fn load_bundle(
         files: js_sys::Array,
@@ -69,14 +69,15 @@ mod engine {
             }
         };
         MODEL.with(|m| m.borrow_mut().take());
-        bartleby_core::gpu::use_blocked_products(name == "webgpu" && software_adapter);
-        let options = bartleby_core::weights::LoadOptions {
+        bartleby_core::ops::gpu::use_blocked_products(name == "webgpu" && software_adapter);
+        let options = bartleby_core::checkpoint::LoadOptions {
             max_tensor_bytes: max_buffer_bytes.map(|b| b as u64),
             // q8/q4 bundles on the CPU: int8 products, as `bartleby summarize --device cpu`.
             int8_matmul: name == "cpu",
         };
         let (manifest, summarizer) =
-            bundle::load_summarizer_with(&map, &device, options, sha256_checked).map_err(err)?;
+            bartleby_core::pipeline::load_bundle(&map, &device, options, sha256_checked)
+                .map_err(err)?;
         drop(map);
         MODEL.with(|m| *m.borrow_mut() = Some((Rc::new(summarizer), name)));
         Ok(String::from_utf8(manifest.to_json()).map_err(err)?)

@@ -1,5 +1,5 @@
 //! BERTScore exactly as `bert_score.score` 0.3.13 computes it (transformers 4.57), for BERT and
-//! RoBERTa encoders ([`crate::bert`]).
+//! RoBERTa encoders ([`crate::models::bert`]).
 //!
 //! What the reference does, step by step, and where it is reproduced:
 //! - `sent_encode`: the text is `strip()`ped; `""` becomes `[CLS] [SEP]`; otherwise it is encoded
@@ -24,8 +24,8 @@
 //!
 //! Everything is computed in f32 like the reference; P/R/F are returned as f64.
 
-use crate::bert::{load_encoder, BertConfig, BertEncoder, BertKind};
 use crate::metrics::bleu::is_python_whitespace;
+use crate::models::bert::{load_encoder, BertConfig, BertEncoder, BertKind};
 use crate::{Error, Result};
 use burn::tensor::Device;
 use serde::Serialize;

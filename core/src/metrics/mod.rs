@@ -3,7 +3,7 @@
 //! - [`rouge`]: Google's `rouge-score` 0.1.2 (`rouge1`, `rouge2`, `rougeL`, `rougeLsum`, with or
 //!   without NLTK 3.10.4's Porter stemmer), its `score_multi` and its `BootstrapAggregator`
 //!   (including numpy's legacy `np.random.seed` stream, so a seeded aggregation is the same).
-//! - [`bertscore`]: `bert_score` 0.3.13 (BERT/RoBERTa encoders of [`crate::bert`]), to 1e-5.
+//! - [`bertscore`]: `bert_score` 0.3.13 (BERT/RoBERTa encoders of [`crate::models::bert`]), to 1e-5.
 //! - [`bleu`]: sacrebleu 2.6.0 `corpus_bleu` and `sentence_bleu` with their defaults (13a tokenizer,
 //!   n-grams up to 4, `exp` smoothing, closest reference length, case-sensitive, 0-100 scale).
 //!

@@ -1,33 +1,8 @@
 //! The model configuration, read from a Hugging Face `config.json`.
 
+use crate::ops::Activation;
 use crate::{Error, Result};
 use serde_json::Value;
-
-/// Feed-forward activation (`activation_function` in config.json).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// Exact (erf) GELU: transformers' "gelu".
-    Gelu,
-    /// Tanh-approximated GELU: "gelu_new", "gelu_pytorch_tanh", "gelu_fast".
-    GeluTanh,
-    Relu,
-    /// "silu" / "swish".
-    Silu,
-    Tanh,
-}
-
-impl Activation {
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "gelu" => Self::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
-            "relu" => Self::Relu,
-            "silu" | "swish" => Self::Silu,
-            "tanh" => Self::Tanh,
-            _ => return None,
-        })
-    }
-}
 
 /// The architecture of a BART-family checkpoint (bart-base/large, bart-large-cnn/xsum,
 /// distilbart with unequal depths).

@@ -1,12 +1,51 @@
 //! The summarization pipeline that the CLI, the server and the web app share:
-//! text → token ids → encoder → generation → token ids → text.
+//! text → token ids → encoder → generation → token ids → text — and the one assembler that
+//! builds it from a model's files as bytes ([`Summarizer::assemble`]: a directory, a hub
+//! download, a web bundle or files a browser fetched), with the device's [`LoadOptions`]
+//! passed in.
 
-use crate::config::BartConfig;
-use crate::generate::{generate_async, GenerationConfig, StepModel};
-use crate::model::{Bart, DecoderCache};
+use crate::checkpoint::bundle::{Manifest, MANIFEST_FILE, WEIGHTS_FILE};
+use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport};
+use crate::generate::{generate_async, GenerationConfig};
+use crate::models::bart::{params::load_bart_opts, Bart, BartConfig, BartStep};
 use crate::tokenizer::BartTokenizer;
 use crate::{Error, Result};
 use burn::tensor::{Int, Tensor, TensorData};
+use std::collections::BTreeMap;
+
+/// One file of a model: its name (as errors should show it) and bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct NamedBytes<'a> {
+    pub name: &'a str,
+    pub bytes: &'a [u8],
+}
+
+/// The tokenizer files of a model.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenizerBytes<'a> {
+    /// `tokenizer.json`.
+    Json(NamedBytes<'a>),
+    /// `vocab.json` + `merges.txt` (older BART repositories).
+    VocabMerges(NamedBytes<'a>, NamedBytes<'a>),
+}
+
+/// Everything a summarizer is built from, as bytes.
+#[derive(Debug, Clone)]
+pub struct ModelBytes<'a> {
+    pub config: NamedBytes<'a>,
+    pub generation_config: Option<NamedBytes<'a>>,
+    /// The safetensors shards.
+    pub weights: Vec<NamedBytes<'a>>,
+    pub tokenizer: TokenizerBytes<'a>,
+    pub tokenizer_config: Option<&'a [u8]>,
+}
+
+fn parse_json(file: NamedBytes<'_>) -> Result<serde_json::Value> {
+    serde_json::from_slice(file.bytes).map_err(|e| Error::Config {
+        file: file.name.into(),
+        message: format!("invalid JSON: {e}"),
+    })
+}
 
 /// One generated summary.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -28,50 +67,6 @@ pub struct Summarizer {
     pub has_generation_config_file: bool,
 }
 
-/// [`StepModel`] over a [`Bart`] decoder cache.
-pub struct BartStep<'m> {
-    model: &'m Bart,
-    cache: DecoderCache,
-    vocab_size: usize,
-}
-
-impl<'m> BartStep<'m> {
-    pub fn new(model: &'m Bart, cache: DecoderCache, vocab_size: usize) -> Self {
-        Self {
-            model,
-            cache,
-            vocab_size,
-        }
-    }
-}
-
-impl StepModel for BartStep<'_> {
-    async fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let rows = tokens.len();
-        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-        let ids =
-            Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, 1]), &self.model.device());
-        let logits = self.model.decode(ids, &mut self.cache);
-        logits
-            .into_data_async()
-            .await
-            .map_err(|e| Error::Device(format!("reading logits: {e:?}")))?
-            .try_to_vec::<f32>()
-            .map_err(|e| Error::Device(format!("reading logits: {e:?}")))
-    }
-
-    fn reorder(&mut self, src: &[usize]) -> Result<()> {
-        if src.iter().enumerate().any(|(i, &s)| i != s) {
-            self.cache.reorder(src)?;
-        }
-        Ok(())
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.vocab_size
-    }
-}
-
 /// `[batch, width]` int tensor from rows of ids.
 pub fn ids_tensor(rows: &[Vec<u32>], device: &burn::tensor::Device) -> Tensor<2, Int> {
     let width = rows.first().map_or(0, Vec::len);
@@ -80,6 +75,42 @@ pub fn ids_tensor(rows: &[Vec<u32>], device: &burn::tensor::Device) -> Tensor<2,
 }
 
 impl Summarizer {
+    /// Builds the summarizer from a model's files: config, generation settings (what
+    /// `model.generate()` would use: `generation_config.json`, else `config.json`), weights
+    /// (held on `device` as `options` say; `converted(bytes)` is called with each tensor's stored
+    /// bytes once copied, so a memory-mapped caller can release those pages) and tokenizer.
+    /// The report lists tensors the model did not use.
+    pub fn assemble(
+        files: &ModelBytes<'_>,
+        device: &burn::tensor::Device,
+        options: LoadOptions,
+        converted: &mut dyn FnMut(&[u8]),
+    ) -> Result<(Self, LoadReport)> {
+        let config = BartConfig::from_json(files.config.bytes, files.config.name)?;
+        let config_json = parse_json(files.config)?;
+        let gen_json = files.generation_config.map(parse_json).transpose()?;
+        let generation = GenerationConfig::from_transformers_json(gen_json.as_ref(), &config_json)?;
+        let shards: Vec<(&str, &[u8])> = files.weights.iter().map(|f| (f.name, f.bytes)).collect();
+        let checkpoint = Checkpoint::from_shards(&shards)?;
+        let (model, report) = load_bart_opts(&config, &checkpoint, device, options, converted)?;
+        let tokenizer = match files.tokenizer {
+            TokenizerBytes::Json(t) => {
+                BartTokenizer::from_tokenizer_json(t.bytes, files.tokenizer_config)
+            }
+            TokenizerBytes::VocabMerges(v, m) => {
+                BartTokenizer::from_vocab_merges(v.bytes, m.bytes, files.tokenizer_config)
+            }
+        }?;
+        let summarizer = Summarizer {
+            model,
+            tokenizer,
+            config,
+            generation,
+            has_generation_config_file: files.generation_config.is_some(),
+        };
+        Ok((summarizer, report))
+    }
+
     /// The longest input the model can read (its learned position table).
     pub fn max_input_tokens(&self) -> usize {
         self.config.max_position_embeddings
@@ -262,4 +293,49 @@ pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T>
                 .into(),
         ))
     })
+}
+
+/// A bundle's files by path (as fetched by the browser app or read from disk).
+pub type BundleFiles = BTreeMap<String, Vec<u8>>;
+
+/// Loads a web bundle from its files: checks each against the manifest (size and sha256), then
+/// [`Summarizer::assemble`]s it on `device` — the browser app's one way to get a model.
+/// `sha256_checked`: the caller compared every file's sha256 with the manifest already (the
+/// browser does it with its native SubtleCrypto); sizes are still checked here.
+pub fn load_bundle(
+    files: &BundleFiles,
+    device: &burn::tensor::Device,
+    options: LoadOptions,
+    sha256_checked: bool,
+) -> Result<(Manifest, Summarizer)> {
+    let get = |name: &'static str| {
+        files
+            .get(name)
+            .map(|bytes| NamedBytes { name, bytes })
+            .ok_or_else(|| Error::Config {
+                file: name.into(),
+                message: "missing from the bundle".into(),
+            })
+    };
+    let manifest = Manifest::from_json(get(MANIFEST_FILE)?.bytes)?;
+    for entry in &manifest.files {
+        let bytes = files.get(&entry.path).ok_or_else(|| Error::Config {
+            file: entry.path.clone(),
+            message: "missing from the bundle".into(),
+        })?;
+        if sha256_checked {
+            manifest.verify_size(&entry.path, bytes)?;
+        } else {
+            manifest.verify(&entry.path, bytes)?;
+        }
+    }
+    let model = ModelBytes {
+        config: get("config.json")?,
+        generation_config: get("generation_config.json").ok(),
+        weights: vec![get(WEIGHTS_FILE)?],
+        tokenizer: TokenizerBytes::Json(get("tokenizer.json")?),
+        tokenizer_config: files.get("tokenizer_config.json").map(Vec::as_slice),
+    };
+    let (summarizer, _) = Summarizer::assemble(&model, device, options, &mut |_| {})?;
+    Ok((manifest, summarizer))
 }

@@ -108,7 +108,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         }
     }
     #[cfg(feature = "gpu")]
-    if let Some(y) = crate::gpu::gelu(&x) {
+    if let Some(y) = crate::ops::gpu::gelu(&x) {
         return y;
     }
     burn::tensor::activation::gelu(x)
@@ -131,7 +131,7 @@ pub fn layer_norm<const D: usize>(ln: &burn::nn::LayerNorm, eps: f64, x: Tensor<
     #[cfg(feature = "gpu")]
     {
         let beta = ln.beta.as_ref().map(|b| b.val());
-        if let Some(y) = crate::gpu::layer_norm(&x, &ln.gamma.val(), beta.as_ref(), eps) {
+        if let Some(y) = crate::ops::gpu::layer_norm(&x, &ln.gamma.val(), beta.as_ref(), eps) {
             return y;
         }
     }
@@ -149,7 +149,9 @@ pub fn add_layer_norm<const D: usize>(
     #[cfg(feature = "gpu")]
     {
         let beta = ln.beta.as_ref().map(|b| b.val());
-        if let Some(z) = crate::gpu::add_layer_norm(&x, &y, &ln.gamma.val(), beta.as_ref(), eps) {
+        if let Some(z) =
+            crate::ops::gpu::add_layer_norm(&x, &y, &ln.gamma.val(), beta.as_ref(), eps)
+        {
             return z;
         }
     }
@@ -265,7 +267,7 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         }
     }
     #[cfg(feature = "gpu")]
-    if let Some(y) = crate::gpu::softmax_last(&x) {
+    if let Some(y) = crate::ops::gpu::softmax_last(&x) {
         return y;
     }
     burn::tensor::activation::softmax(x, D - 1)

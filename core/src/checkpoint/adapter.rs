@@ -3,11 +3,11 @@
 //!
 //! PEFT names a tensor `base_model.model.<module>.lora_A.weight` (`[r, in]`) and
 //! `...lora_B.weight` (`[out, r]`), where `<module>` is the transformers module name
-//! ([`crate::weights::visit_projections`]). The branch adds `s · B A x` with
+//! ([`crate::checkpoint::Params::visit_projections`]). The branch adds `s · B A x` with
 //! `s = lora_alpha / r` (`lora_alpha / sqrt(r)` with rsLoRA).
 
-use crate::model::{Bart, LoraBranch, Proj};
-use crate::weights::{read_f32, visit, visit_projections, Slot};
+use super::{read_f32, Params, Slot};
+use crate::ops::{LoraBranch, Proj};
 use crate::{Error, Result};
 use burn::module::Param;
 use burn::nn::DropoutConfig;
@@ -239,8 +239,8 @@ pub struct AdapterReport {
 
 /// Adds the adapter's branches to `model`. Every tensor of the file must belong to a projection
 /// of this model with matching shapes (an adapter for another model shape is an error).
-pub fn load_adapter(
-    model: &mut Bart,
+pub fn load_adapter<M: Params>(
+    model: &mut M,
     config: &LoraConfig,
     weights: &[u8],
 ) -> Result<AdapterReport> {
@@ -249,7 +249,7 @@ pub fn load_adapter(
     let mut tensors: HashMap<String, TensorView<'_>> = st.tensors().into_iter().collect();
     let device = model.device();
     let mut report = AdapterReport::default();
-    visit_projections(model, &mut |name, proj| {
+    model.visit_projections(&mut |name, proj| {
         let key = |part: &str| format!("{KEY_PREFIX}{name}.{part}");
         let a = tensors.remove(&key("lora_A.weight"));
         let b = tensors.remove(&key("lora_B.weight"));
@@ -280,7 +280,7 @@ pub fn load_adapter(
         Ok(())
     })?;
     // Trained base biases (`bias = "all"` or `"lora_only"`) replace the model's.
-    visit(model, &mut |name, slot| {
+    model.visit(&mut |name, slot| {
         // PEFT spells an adapted layer's own tensors `<module>.base_layer.<tensor>`.
         let wrapped = match name.rsplit_once('.') {
             Some((module, tensor)) => format!("{KEY_PREFIX}{module}.base_layer.{tensor}"),
@@ -349,10 +349,10 @@ fn checked(name: &str, view: &TensorView<'_>, expected: &[usize]) -> Result<Vec<
 /// Attaches fresh branches to every projection `config` targets, initialized like PEFT's
 /// `init_lora_weights=True`: A ~ kaiming-uniform(a = √5) (bound 1/√in), B = 0, so the model
 /// computes what it computed before. Returns the adapted module names.
-pub fn attach_new(model: &mut Bart, config: &LoraConfig) -> Result<Vec<String>> {
+pub fn attach_new<M: Params>(model: &mut M, config: &LoraConfig) -> Result<Vec<String>> {
     let device = model.device();
     let mut adapted = Vec::new();
-    visit_projections(model, &mut |name, proj| {
+    model.visit_projections(&mut |name, proj| {
         if !config.targets(&name)? {
             return Ok(());
         }
@@ -379,10 +379,10 @@ pub fn attach_new(model: &mut Bart, config: &LoraConfig) -> Result<Vec<String>> 
 }
 
 /// `adapter_model.safetensors` with PEFT's key names and layouts (f32).
-pub fn save_adapter(model: &Bart) -> Result<Vec<u8>> {
+pub fn save_adapter<M: Params>(model: &M) -> Result<Vec<u8>> {
     let mut model = model.clone();
-    let mut tensors: BTreeMap<String, (Vec<u8>, Vec<usize>)> = BTreeMap::new();
-    visit_projections(&mut model, &mut |name, proj: &mut Proj| {
+    let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    model.visit_projections(&mut |name, proj: &mut Proj| {
         let Some(lora) = &proj.lora else {
             return Ok(());
         };
@@ -394,7 +394,10 @@ pub fn save_adapter(model: &Bart) -> Result<Vec<u8>> {
                 .try_to_vec::<f32>()
                 .map_err(|e| Error::Device(format!("{e:?}")))?;
             let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            tensors.insert(format!("{KEY_PREFIX}{name}.{part}.weight"), (bytes, shape));
+            tensors.insert(
+                format!("{KEY_PREFIX}{name}.{part}.weight"),
+                (Dtype::F32, shape, bytes),
+            );
         }
         Ok(())
     })?;
@@ -403,23 +406,15 @@ pub fn save_adapter(model: &Bart) -> Result<Vec<u8>> {
             "the model has no LoRA branches to save".into(),
         ));
     }
-    let views = tensors
-        .iter()
-        .map(|(name, (bytes, shape))| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::Weights(format!("{name}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Weights(e.to_string()))
+    super::encode_safetensors(&tensors, metadata)
 }
 
 /// Folds every branch into its weight (PEFT's `merge_and_unload`); the model is then a plain
 /// BART again. Returns how many projections were merged.
-pub fn merge(model: &mut Bart) -> Result<usize> {
+pub fn merge<M: Params>(model: &mut M) -> Result<usize> {
     let mut merged = 0;
-    visit_projections(model, &mut |_, proj| {
+    model.visit_projections(&mut |_, proj| {
         if proj.lora.is_some() {
             proj.merge();
             merged += 1;

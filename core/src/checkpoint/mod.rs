@@ -1,0 +1,85 @@
+//! Checkpoints in and out: safetensors (one codec for every model: f32/f16/bf16 per tensor,
+//! sharded or not), the quantized codec of q8/q4 bundles, the bundle manifest, and PEFT adapter
+//! files. Which tensor is which parameter is each model's business (`models/<family>/params.rs`,
+//! one walk over its Hugging Face names); this module only holds the shared vocabulary of that
+//! walk ([`Slot`], [`Node`]) and how the weights are held on a device ([`LoadOptions`]).
+
+pub mod adapter;
+pub mod bundle;
+pub mod load;
+pub mod quantized;
+mod safetensors;
+
+pub use self::safetensors::{
+    encode_safetensors, read_f32, save_safetensors, Checkpoint, SaveDtype,
+};
+
+use crate::ops::Proj;
+use crate::Result;
+use burn::module::Param;
+use burn::tensor::{Device, Tensor};
+
+/// What the checkpoint code (saving, quantizing, adapters, bundles) needs of a model: the one
+/// walk over its parameters in Hugging Face naming, which each model implements in its
+/// `params.rs`.
+pub trait Params: Clone {
+    /// Calls `f` for every parameter with its canonical transformers name (tied copies omitted).
+    fn visit(&mut self, f: &mut dyn FnMut(String, Slot<'_>) -> Result<()>) -> Result<()>;
+    /// Calls `f` for every projection (`nn.Linear`) with its module name — the names PEFT's
+    /// `target_modules` match.
+    fn visit_projections(
+        &mut self,
+        f: &mut dyn FnMut(String, &mut Proj) -> Result<()>,
+    ) -> Result<()>;
+    /// The device the weights are on.
+    fn device(&self) -> Device;
+    /// Puts every weight back into its plain f32 tensor (whole tables, no int8), e.g. before
+    /// saving or counting.
+    fn materialize(&mut self);
+    /// The name of the embedding table a device may hold as row blocks (excluded from
+    /// [`crate::checkpoint::bundle::Requirements::min_buffer_bytes`]).
+    fn embedding_table(&self) -> &'static str;
+    /// How vector parameters are stored: the shape of vector `name` of length `n` (`[n]`
+    /// unless the model's checkpoints store it otherwise).
+    fn vector_shapes(&self) -> fn(&str, usize) -> Vec<usize> {
+        |_, n| vec![n]
+    }
+}
+
+/// How a Hugging Face tensor maps onto a burn parameter.
+pub enum Slot<'a> {
+    /// Same layout on both sides (embeddings): `[rows, cols]`.
+    Matrix(&'a mut Param<Tensor<2>>),
+    /// `nn.Linear` weight: HF stores `[out, in]`, burn `[in, out]`.
+    LinearWeight(&'a mut Param<Tensor<2>>),
+    /// A vector; HF may store it as `[1, n]` (`final_logits_bias`).
+    Vector(&'a mut Param<Tensor<1>>),
+}
+
+/// A parameter tensor, or a whole projection (its weight, bias and any LoRA branch).
+pub enum Node<'a> {
+    Tensor(Slot<'a>),
+    Proj(&'a mut Proj),
+}
+
+/// What loading found besides the model: tensors it did not use, defaults it filled in.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub unused: Vec<String>,
+    pub defaulted: Vec<String>,
+}
+
+/// How the weights are held on the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The largest single tensor the device can hold, in bytes (WebGPU: the smaller of the
+    /// adapter's `maxStorageBufferBindingSize` and `maxBufferSize`). A larger shared embedding
+    /// table is held as blocks of rows under it ([`crate::Bart::shared_parts`]); any other tensor over
+    /// it is an error naming the tensor. `None`: no limit.
+    pub max_tensor_bytes: Option<u64>,
+    /// Keep a q8/q4 bundle's projection weights as int8 and compute them in integers
+    /// ([`crate::ops::int8`], as ONNX Runtime's and CTranslate2's int8 CPU paths do) instead of
+    /// expanding them to f32. CPU devices only (the activations are read back on every
+    /// projection); for inference, not training.
+    pub int8_matmul: bool,
+}

@@ -1,0 +1,166 @@
+//! The safetensors codec every model and format shares: reading (one or several shards; f32,
+//! f16 or bf16 tensors read as f32) and writing (a dtype per tensor).
+
+use super::{Params, Slot};
+use crate::{Error, Result};
+use burn::tensor::Tensor;
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use std::collections::{BTreeMap, HashMap};
+
+/// The tensors of a checkpoint (one or several safetensors shards), by their stored names.
+/// Which names a model reads (and their aliases) is the model's `params.rs` business.
+pub struct Checkpoint<'a> {
+    tensors: HashMap<String, (String, TensorView<'a>)>,
+}
+
+impl<'a> Checkpoint<'a> {
+    /// Parses safetensors shards given as `(file name, bytes)`.
+    pub fn from_shards(shards: &[(&str, &'a [u8])]) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for (file, bytes) in shards {
+            let st = SafeTensors::deserialize(bytes).map_err(|e| {
+                Error::Weights(format!("{file}: not a valid safetensors file: {e}"))
+            })?;
+            for (name, view) in st.tensors() {
+                if tensors
+                    .insert(name.clone(), (file.to_string(), view))
+                    .is_some()
+                {
+                    return Err(Error::Weights(format!(
+                        "{file}: tensor {name} appears twice"
+                    )));
+                }
+            }
+        }
+        Ok(Self { tensors })
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// The tensor stored as `name`, with the file it is in.
+    pub fn get(&self, name: &str) -> Option<&(String, TensorView<'a>)> {
+        self.tensors.get(name)
+    }
+
+    /// Every stored tensor name.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+}
+
+/// Reads a tensor as f32, whatever its stored float type (f32, f16, bf16).
+pub fn read_f32(file: &str, name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
+    let data = view.data();
+    Ok(match view.dtype() {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(Error::Weights(format!(
+                "{file}: tensor {name} has dtype {other:?}; expected F32, F16 or BF16"
+            )))
+        }
+    })
+}
+
+/// Storage type of float tensors written by a model's `save_safetensors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveDtype {
+    F32,
+    F16,
+    BF16,
+}
+
+impl SaveDtype {
+    /// `values` stored as this type: its safetensors dtype and little-endian bytes.
+    pub fn encode(self, values: &[f32]) -> (Dtype, Vec<u8>) {
+        match self {
+            SaveDtype::F32 => (
+                Dtype::F32,
+                values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            SaveDtype::F16 => (
+                Dtype::F16,
+                values
+                    .iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect(),
+            ),
+            SaveDtype::BF16 => (
+                Dtype::BF16,
+                values
+                    .iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A safetensors file of `tensors` (name → dtype, shape, bytes; written in name order) with
+/// `metadata` in its header.
+pub fn encode_safetensors(
+    tensors: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|(name, (dtype, shape, bytes))| {
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::Weights(format!("{name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Weights(e.to_string()))
+}
+
+/// Serializes a model as transformers' `save_pretrained` writes `model.safetensors` (its own
+/// names and layouts, `[out, in]` linear weights, tied copies omitted), floats as `dtype`.
+pub fn save_safetensors<M: Params>(model: &M, dtype: SaveDtype) -> Result<Vec<u8>> {
+    let mut model = model.clone();
+    model.materialize();
+    let vector_shape = model.vector_shapes();
+    let mut tensors = BTreeMap::new();
+    let read = |t: Tensor<2>| -> Result<Vec<f32>> {
+        t.into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::Device(format!("{e:?}")))
+    };
+    model.visit(&mut |name, slot| {
+        let (data, shape) = match slot {
+            Slot::Matrix(p) => {
+                let dims = p.val().dims();
+                (read(p.val())?, dims.to_vec())
+            }
+            Slot::LinearWeight(p) => {
+                let [d_in, d_out] = p.val().dims();
+                (read(p.val().transpose())?, vec![d_out, d_in])
+            }
+            Slot::Vector(p) => {
+                let [n] = p.val().dims();
+                (read(p.val().unsqueeze::<2>())?, vector_shape(&name, n))
+            }
+        };
+        let (st_dtype, bytes) = dtype.encode(&data);
+        tensors.insert(name, (st_dtype, shape, bytes));
+        Ok(())
+    })?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    encode_safetensors(&tensors, metadata)
+}

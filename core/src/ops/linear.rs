@@ -1,0 +1,237 @@
+//! Linear projections — `x W + b`, with an optional LoRA branch (Hu et al., 2021) or an int8
+//! weight — and the matrix products under them. The kernel is chosen here, never in model code:
+//! burn's matmul, a host BLAS routine while training ([`crate::ops::fused::matmul_in`]), the
+//! GPU kernels of [`crate::ops::gpu`] for the shapes they win, or the integer products of
+//! [`crate::ops::int8`] for a q8/q4 bundle on the CPU.
+
+use crate::ops::Activation;
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, Linear};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+
+/// The precision a product with weight `w` is computed in: `w`'s own when it is held in half
+/// precision ([`crate::Bart::hold_matrices_in`]), otherwise f32 (also for quantized weights, which
+/// burn dequantizes).
+pub fn product_dtype<const D: usize>(w: &Tensor<D>) -> DType {
+    match w.dtype() {
+        dtype @ (DType::F16 | DType::BF16) => dtype,
+        _ => DType::F32,
+    }
+}
+
+/// Below this many rows, `x W` is computed as `(W x^T)^T`: gemm then streams the weight in
+/// its stored (HF `[out, in]`) order, which is what decoding (a few rows per step) is bound by.
+pub const FEW_ROWS: usize = 64;
+
+/// `w xᵀ` for a weight `w` `[out, in]` and a few rows `xᵀ` `[in, rows]`: burn's matmul, or on
+/// a GPU the kernel [`crate::ops::gpu::weight_times`] picks for this shape.
+pub fn weight_times(w: Tensor<2>, xt: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "gpu")]
+    if let Some(y) = crate::ops::gpu::weight_times(&w, &xt) {
+        return y;
+    }
+    w.matmul(xt)
+}
+
+/// `x w` in `dtype`'s precision for many rows of `x` `[rows, in]` and a weight `w` `[in, out]`:
+/// [`crate::ops::fused::matmul_in`], or on a GPU where [`crate::ops::gpu::times_weight`] applies, its kernel.
+pub fn times_weight(x: Tensor<2>, w: Tensor<2>, dtype: DType) -> Tensor<2> {
+    #[cfg(feature = "gpu")]
+    if dtype == DType::F32 {
+        if let Some(y) = crate::ops::gpu::times_weight(&x, &w) {
+            return y;
+        }
+    }
+    crate::ops::fused::matmul_in(x, w, dtype)
+}
+
+/// A linear projection `x W + b`, optionally with a LoRA branch (Hu et al., 2021):
+/// `x W + b + s · (dropout(x) A) B`, as PEFT's `lora.Linear` computes it unmerged.
+#[derive(Module, Debug)]
+pub struct Proj {
+    pub linear: Linear,
+    pub lora: Option<LoraBranch>,
+    /// A q8/q4 bundle's weight kept as int8 and computed in integers on the CPU
+    /// ([`crate::ops::int8`]; [`crate::checkpoint::LoadOptions::int8_matmul`]). When set, it is the
+    /// weight and bias, and `linear.weight` is a zero-memory placeholder of the right shape
+    /// ([`Proj::expand_int8`] / [`crate::Bart::materialize`] turn it back into f32).
+    #[module(skip)]
+    pub int8: Option<std::sync::Arc<crate::ops::int8::Int8Weight>>,
+}
+
+/// The low-rank update of one projection. PEFT stores `lora_A` `[r, in]` and `lora_B`
+/// `[out, r]`; burn's layout is their transposes.
+#[derive(Module, Debug)]
+pub struct LoraBranch {
+    /// `[in, r]`
+    pub a: Param<Tensor<2>>,
+    /// `[r, out]`
+    pub b: Param<Tensor<2>>,
+    /// `lora_alpha / r`, or `lora_alpha / sqrt(r)` with rsLoRA.
+    pub scaling: f64,
+    /// On the branch input; active only on an autodiff (training) device.
+    pub dropout: Dropout,
+}
+
+impl Proj {
+    /// `x` `[batch, len, d_in]` → `[batch, len, d_out]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let base = match &self.int8 {
+            Some(w) => project_int8(w, x.clone()),
+            None => project(&self.linear, x.clone()),
+        };
+        match &self.lora {
+            None => base,
+            Some(lora) => base + lora.forward(x),
+        }
+    }
+
+    /// `activation(x W + b)`: on a GPU, for a few rows, GELU in the projection's kernel.
+    pub fn forward_activated(&self, x: Tensor<3>, activation: Activation) -> Tensor<3> {
+        #[cfg(feature = "gpu")]
+        if let (Activation::Gelu, Some((w, b))) = (activation, self.plain_f32()) {
+            let [batch, len, d_in] = x.dims();
+            let rows = x.clone().reshape([batch * len, d_in]);
+            if let Some(y) = crate::ops::gpu::linear_gelu_rows(&rows, &w, b.as_ref()) {
+                let [_, d_out] = y.dims();
+                return y.reshape([batch, len, d_out]);
+            }
+        }
+        activation.apply(self.forward(x))
+    }
+
+    /// The weight `[out, in]` and bias of a projection that is just `x W + b` in f32: no int8
+    /// weight, no LoRA branch, not held in half precision.
+    #[cfg(feature = "gpu")]
+    pub fn plain_f32(&self) -> Option<(Tensor<2>, Option<Tensor<1>>)> {
+        let weight = self.linear.weight.val();
+        if self.int8.is_some() || self.lora.is_some() || weight.dtype() != DType::F32 {
+            return None;
+        }
+        Some((
+            weight.transpose(),
+            self.linear.bias.as_ref().map(|b| b.val()),
+        ))
+    }
+
+    /// Replaces an int8 weight ([`Proj::int8`]) by its f32 values (`q × scale`).
+    pub fn expand_int8(&mut self, device: &Device) {
+        if let Some(w) = self.int8.take() {
+            let (d_out, d_in) = (w.d_out(), w.d_in());
+            let stored =
+                Tensor::<2>::from_data(TensorData::new(w.dequantize(), [d_out, d_in]), device);
+            self.linear.weight = Param::from_tensor(stored.transpose());
+        }
+    }
+
+    /// Folds the LoRA branch into the weight: `W + s · A B` (PEFT's `merge_and_unload`).
+    pub fn merge(&mut self) {
+        if let Some(lora) = self.lora.take() {
+            let device = lora.a.val().device();
+            self.expand_int8(&device);
+            let delta = lora.a.val().matmul(lora.b.val()).mul_scalar(lora.scaling);
+            let weight = self.linear.weight.val() + delta;
+            self.linear.weight = Param::from_tensor(weight);
+        }
+    }
+}
+
+impl LoraBranch {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [batch, len, d_in] = x.dims();
+        // While training (the factors on the autodiff device) dropout needs `x` there too, even
+        // where it comes from the frozen, plain-tensor base.
+        let a = self.a.val();
+        let x = if a.is_autodiff() { x.autodiff() } else { x };
+        let x = crate::ops::fused::dropout(&self.dropout, x);
+        let b = self.b.val();
+        let [_, d_out] = b.dims();
+        x.reshape([batch * len, d_in])
+            .matmul(a)
+            .matmul(b)
+            .mul_scalar(self.scaling)
+            .reshape([batch, len, d_out])
+    }
+}
+
+/// `x W + b` for `x` `[batch, len, d_in]`.
+fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [batch, len, d_in] = x.dims();
+    let weight = linear.weight.val(); // [d_in, d_out]
+    let [_, d_out] = weight.dims();
+    let x = x.reshape([batch * len, d_in]);
+    let dtype = product_dtype(&weight);
+    // On a GPU, a few rows: product and bias in one kernel.
+    #[cfg(feature = "gpu")]
+    if dtype == DType::F32 {
+        let bias = linear.bias.as_ref().map(|b| b.val());
+        if let Some(y) =
+            crate::ops::gpu::linear_rows(&x, &weight.clone().transpose(), bias.as_ref())
+        {
+            return y.reshape([batch, len, d_out]);
+        }
+    }
+    let y = if batch * len <= FEW_ROWS {
+        weight_times(weight.transpose(), x.cast(dtype).transpose())
+            .transpose()
+            .cast(DType::F32)
+    } else {
+        times_weight(x, weight, dtype)
+    };
+    let y = match &linear.bias {
+        Some(b) => y + b.val().unsqueeze::<2>(),
+        None => y,
+    };
+    y.reshape([batch, len, d_out])
+}
+
+/// [`project`] with an int8 weight, which holds its own bias (CPU devices: the activations are
+/// read back, computed by [`crate::ops::int8`] and put back).
+pub fn project_int8(w: &crate::ops::int8::Int8Weight, x: Tensor<3>) -> Tensor<3> {
+    let [batch, len, _] = x.dims();
+    let device = x.device();
+    let data = x.into_data().convert::<f32>();
+    let values = data.as_slice::<f32>().expect("f32 activations");
+    let y = w.forward(values);
+    Tensor::from_data(TensorData::new(y, [batch, len, w.d_out()]), &device)
+}
+
+impl Proj {
+    /// A projection `[d_in] → [d_out]` (with a bias when `bias`) whose weights are
+    /// zero-memory placeholders of the right shapes, to be filled from a checkpoint.
+    pub fn placeholder(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Self {
+        Proj {
+            linear: Linear {
+                weight: Param::from_tensor(
+                    Tensor::<2>::zeros([1, 1], device).expand([d_in, d_out]),
+                ),
+                bias: bias
+                    .then(|| Param::from_tensor(Tensor::<1>::zeros([1], device).expand([d_out]))),
+            },
+            lora: None,
+            int8: None,
+        }
+    }
+}
+
+/// Three projections of the same input (attention's queries, keys and values) `[b, len, d]`
+/// → three `[b, len, d_out]`: on a GPU, for a few rows of plain f32 projections, one kernel for
+/// all three; otherwise each projection on its own.
+pub fn project3(x: Tensor<3>, projs: [&Proj; 3]) -> [Tensor<3>; 3] {
+    #[cfg(feature = "gpu")]
+    {
+        let [b, len, d] = x.dims();
+        if let [Some(q), Some(k), Some(v)] = projs.map(|p| p.plain_f32()) {
+            let rows = x.clone().reshape([b * len, d]);
+            let weights = [&q.0, &k.0, &v.0];
+            let biases = [q.1.as_ref(), k.1.as_ref(), v.1.as_ref()];
+            if let Some(out) = crate::ops::gpu::linear_rows3(&rows, weights, biases) {
+                return out.map(|y| {
+                    let [_, d_out] = y.dims();
+                    y.reshape([b, len, d_out])
+                });
+            }
+        }
+    }
+    projs.map(|p| p.forward(x.clone()))
+}

@@ -1,0 +1,21 @@
+//! Every op the model code calls. Each one chooses its kernel *inside*: burn's ops, the fused
+//! CPU autodiff ops and the host BLAS hook ([`fused`]), the GPU kernels ([`gpu`], feature
+//! `gpu`), or the int8 products of a quantized bundle ([`int8`]). Model files call these and
+//! never branch on a device, a feature or a weight format themselves.
+
+pub mod activation;
+pub mod attention;
+pub mod embedding;
+pub mod fused;
+#[cfg(feature = "gpu")]
+pub mod gpu;
+pub mod int8;
+pub mod linear;
+pub mod norm;
+
+pub use activation::Activation;
+pub use fused::{
+    add_layer_norm, dropout, gelu, layer_norm, log_softmax_last, matmul, matmul_in, softmax_last,
+};
+pub use linear::{LoraBranch, Proj};
+pub use norm::rms_norm;
