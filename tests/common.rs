@@ -23,6 +23,9 @@ pub const MODELS: [&str; 4] = [
     "tiny-silu",
 ];
 
+/// The T5 fixture models (tools/reference/make_t5_fixtures.py).
+pub const T5_MODELS: [&str; 3] = ["t5-relu-tied", "t5-gatedgelu-untied", "t5-gatedsilu-f16"];
+
 pub fn model_dir(name: &str) -> PathBuf {
     fixtures().join("models").join(name)
 }
@@ -39,7 +42,7 @@ pub fn parity(name: &str) -> Value {
 /// Loads a fixture model with the same code the CLI uses.
 pub fn load(name: &str, device: &burn::tensor::Device) -> bartleby_core::Summarizer {
     let files = bartleby::model_files::resolve(model_dir(name).to_str().unwrap()).unwrap();
-    bartleby::model_files::load(&files, device).unwrap()
+    bartleby::model_files::load(&files, device, Default::default()).unwrap()
 }
 
 /// A JSON array of arrays of numbers, each number read by `f`.

@@ -3,9 +3,8 @@
 //! and corrupt or impossible bundles are one-line errors with nothing half-written.
 
 use bartleby_core::checkpoint::bundle::{Manifest, Quant};
+use bartleby_core::checkpoint::Params;
 use bartleby_core::checkpoint::{Checkpoint, LoadOptions};
-use bartleby_core::models::bart::params::visit_projections;
-use bartleby_core::models::bart::params::{load_bart, load_bart_opts};
 use bartleby_core::pipeline::ids_tensor;
 use bartleby_tests::*;
 use std::path::Path;
@@ -168,7 +167,10 @@ fn quantized_weights_reload_exactly() {
         let bytes =
             bartleby_core::checkpoint::quantized::encode_weights(&s.model, quant, 4).unwrap();
         let checkpoint = Checkpoint::from_shards(&[("model.safetensors", &bytes)]).unwrap();
-        let (reloaded, report) = load_bart(&s.config, &checkpoint, &device).unwrap();
+        let (reloaded, report) = s
+            .config
+            .load(&checkpoint, &device, Default::default(), &mut |_| {})
+            .unwrap();
         assert!(report.unused.is_empty(), "{:?}", report.unused);
         let again =
             bartleby_core::checkpoint::quantized::encode_weights(&reloaded, quant, 4).unwrap();
@@ -178,11 +180,13 @@ fn quantized_weights_reload_exactly() {
             int8_matmul: true,
             ..LoadOptions::default()
         };
-        let (int8, _) =
-            load_bart_opts(&s.config, &checkpoint, &device, options, &mut |_| {}).unwrap();
+        let (int8, _) = s
+            .config
+            .load(&checkpoint, &device, options, &mut |_| {})
+            .unwrap();
         let mut n = 0;
         let mut m = int8.clone();
-        visit_projections(&mut m, &mut |_, p| {
+        m.visit_projections(&mut |_, p| {
             n += p.int8.is_some() as usize;
             Ok(())
         })
@@ -194,7 +198,7 @@ fn quantized_weights_reload_exactly() {
         );
         // Its logits: those of the f32-expanded weights up to the activations' int8 rounding.
         let pin = parity("tiny-gelu");
-        let logits = |model: &bartleby_core::Bart| -> Vec<f32> {
+        let logits = |model: &bartleby_core::models::Model| -> Vec<f32> {
             let (_, logits) = model.forward(
                 ids_tensor(&u32_rows(&pin["batch_input_ids"]), &device),
                 ids_tensor(&u32_rows(&pin["batch_attention_mask"]), &device),

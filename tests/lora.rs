@@ -4,9 +4,9 @@
 
 use bartleby_core::checkpoint::adapter::{self, LoraConfig};
 use bartleby_core::checkpoint::{save_safetensors, Checkpoint, SaveDtype};
-use bartleby_core::models::bart::params::load_bart;
+use bartleby_core::models::Model;
 use bartleby_core::pipeline::ids_tensor;
-use bartleby_core::{Bart, GenerationConfig, Summarizer};
+use bartleby_core::{GenerationConfig, Summarizer};
 use bartleby_tests::*;
 use burn::tensor::Device;
 use serde_json::Value;
@@ -31,7 +31,7 @@ fn with_adapter(case: &str, device: &Device) -> (Summarizer, Value) {
     (s, fx)
 }
 
-fn logits(model: &Bart, fx: &Value, device: &Device) -> Vec<f32> {
+fn logits(model: &Model, fx: &Value, device: &Device) -> Vec<f32> {
     let pin = parity(fx["model"].as_str().unwrap());
     let (_, logits) = model.forward(
         ids_tensor(&u32_rows(&pin["batch_input_ids"]), device),
@@ -89,7 +89,10 @@ fn check_case(case: &str, device: &Device) {
     // The merged checkpoint, written and read back, is the same model.
     let bytes = save_safetensors(&s.model, SaveDtype::F32).unwrap();
     let checkpoint = Checkpoint::from_shards(&[("merged", &bytes)]).unwrap();
-    let (reloaded, _) = load_bart(&s.config, &checkpoint, device).unwrap();
+    let (reloaded, _) = s
+        .config
+        .load(&checkpoint, &device, Default::default(), &mut |_| {})
+        .unwrap();
     assert_eq!(
         logits(&reloaded, &fx, device),
         logits(&s.model, &fx, device),

@@ -94,7 +94,6 @@ fn check_model_as(name: &str, device: &Device, split: bool) {
     let mut s = load(name, device);
     if split {
         use bartleby_core::checkpoint::{save_safetensors, Checkpoint, LoadOptions, SaveDtype};
-        use bartleby_core::models::bart::params::load_bart_opts;
         let (_, requires) = bartleby_core::checkpoint::bundle::model_stats(&s.model).unwrap();
         let limit = requires.min_buffer_bytes.unwrap();
         assert!(
@@ -107,14 +106,9 @@ fn check_model_as(name: &str, device: &Device, split: bool) {
             max_tensor_bytes: Some(limit),
             ..LoadOptions::default()
         };
-        s.model = load_bart_opts(&s.config, &ck, device, options, &mut |_| {})
-            .unwrap()
-            .0;
-        assert!(
-            s.model.shared_parts.len() >= 2,
-            "{name}: embedding not split"
-        );
-        eprintln!("{name}: embedding in {} parts", s.model.shared_parts.len());
+        s.model = s.config.load(&ck, device, options, &mut |_| {}).unwrap().0;
+        assert!(s.model.table_parts() >= 2, "{name}: embedding not split");
+        eprintln!("{name}: embedding in {} parts", s.model.table_parts());
     }
     let max_input = fx["max_input_tokens"].as_u64().unwrap() as usize;
 
@@ -128,7 +122,7 @@ fn check_model_as(name: &str, device: &Device, split: bool) {
     let input_ids = u32_rows(&fx["input_ids"]);
     for (i, text) in texts.iter().enumerate() {
         assert_eq!(
-            s.tokenizer.encode(text, Some(max_input)).unwrap(),
+            s.encode(text, max_input).unwrap(),
             input_ids[i],
             "{name}: ids of text {i}"
         );
@@ -243,6 +237,98 @@ fn model_parity_split_embedding_cpu() {
     }
 }
 
+#[test]
+fn t5_parity_cpu() {
+    let device = Device::flex();
+    for name in T5_MODELS {
+        check_model(name, &device);
+    }
+}
+
+/// T5's shared embedding held as row blocks (WebGPU buffer limits), as for BART.
+#[test]
+fn t5_parity_split_embedding_cpu() {
+    let device = Device::flex();
+    for name in T5_MODELS {
+        check_model_as(name, &device, true);
+    }
+}
+
+#[test]
+fn t5_parity_wgpu() {
+    let Some(device) = wgpu_device("t5_parity_wgpu") else {
+        return;
+    };
+    check_model("t5-relu-tied", &device);
+    check_model("t5-gatedgelu-untied", &device);
+}
+
+/// The SentencePiece-Unigram tokenizer.json of T5 repositories (Metaspace, `$A </s>`,
+/// sentinel tokens) encodes, truncates and decodes as transformers' fast tokenizer does.
+#[test]
+fn t5_tokenizer_matches_autotokenizer() {
+    let dir = fixtures().join("tokenizer-t5");
+    let cases = read_json(&dir.join("cases.json"));
+    let tok = BartTokenizer::from_tokenizer_json(
+        &std::fs::read(dir.join("tokenizer.json")).unwrap(),
+        Some(&std::fs::read(dir.join("tokenizer_config.json")).unwrap()),
+    )
+    .unwrap();
+    let ids = u32_rows(&cases["ids"]);
+    let trunc = u32_rows(&cases["ids_trunc_16"]);
+    let texts = cases["texts"].as_array().unwrap();
+    assert!(texts.len() >= 20);
+    for (i, text) in texts.iter().enumerate() {
+        let text = text.as_str().unwrap();
+        assert_eq!(
+            tok.encode(text, None).unwrap(),
+            ids[i],
+            "ids of text {i} {text:?}"
+        );
+        assert_eq!(
+            tok.encode(text, Some(16)).unwrap(),
+            trunc[i],
+            "truncated ids of text {i}"
+        );
+        assert_eq!(
+            tok.decode(&ids[i], true).unwrap(),
+            cases["decoded"][i].as_str().unwrap(),
+            "decode of text {i}"
+        );
+        assert_eq!(
+            tok.decode(&ids[i], false).unwrap(),
+            cases["decoded_keep_special"][i].as_str().unwrap(),
+            "decode (keep special) of text {i}"
+        );
+    }
+}
+
+/// `T5Attention._relative_position_bucket` over -700..=700 for several bucket counts and
+/// distances, both directions (its logarithm is taken in f32: boundaries must agree exactly).
+#[test]
+fn t5_relative_position_buckets_match_transformers() {
+    use bartleby_core::models::t5::model::relative_position_bucket;
+    let fx = read_json(&fixtures().join("t5/relative_buckets.json"));
+    let positions: Vec<i64> = fx["relative_positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    for case in fx["cases"].as_array().unwrap() {
+        let bidirectional = case["bidirectional"].as_bool().unwrap();
+        let buckets = case["num_buckets"].as_u64().unwrap() as usize;
+        let distance = case["max_distance"].as_u64().unwrap() as usize;
+        for (rel, expected) in positions.iter().zip(case["buckets"].as_array().unwrap()) {
+            assert_eq!(
+                relative_position_bucket(*rel, bidirectional, buckets, distance) as u64,
+                expected.as_u64().unwrap(),
+                "relative position {rel}, {case:?}"
+            );
+        }
+    }
+}
+
 /// One small parity run on wgpu (Vulkan; lavapipe in CI). Runs when the `bartleby` crate is
 /// built with its `wgpu` feature, as `tests/run.sh` does.
 #[test]
@@ -264,7 +350,6 @@ fn model_parity_wgpu() {
 #[test]
 fn save_roundtrip_matches_transformers_layout() {
     use bartleby_core::checkpoint::{save_safetensors, Checkpoint, SaveDtype};
-    use bartleby_core::models::bart::params::load_bart;
     let device = Device::flex();
     let s = load("tiny-gelu", &device);
     let saved = save_safetensors(&s.model, SaveDtype::F32).unwrap();
@@ -277,7 +362,10 @@ fn save_roundtrip_matches_transformers_layout() {
     assert_same_safetensors(&saved16, &orig16);
     // And the saved bytes load again.
     let ck = Checkpoint::from_shards(&[("saved", &saved[..])]).unwrap();
-    let (_model, report) = load_bart(&s.config, &ck, &device).unwrap();
+    let (_model, report) = s
+        .config
+        .load(&ck, &device, Default::default(), &mut |_| {})
+        .unwrap();
     assert!(report.unused.is_empty() && report.defaulted.is_empty());
 }
 
@@ -287,7 +375,6 @@ fn save_roundtrip_matches_transformers_layout() {
 #[test]
 fn key_spellings_load_the_same_model() {
     use bartleby_core::checkpoint::Checkpoint;
-    use bartleby_core::models::bart::params::load_bart;
     let device = Device::flex();
     let s = load("tiny-gelu", &device);
     let original = std::fs::read(model_dir("tiny-gelu").join("model.safetensors")).unwrap();
@@ -304,7 +391,7 @@ fn key_spellings_load_the_same_model() {
     let ids = u32_rows(&fx["batch_input_ids"]);
     let mask = u32_rows(&fx["batch_attention_mask"]);
     let dec = u32_rows(&fx["decoder_input_ids"]);
-    let logits = |m: &bartleby_core::Bart| {
+    let logits = |m: &bartleby_core::models::Model| {
         let (_, l) = m.forward(
             ids_tensor(&ids, &device),
             ids_tensor(&mask, &device),
@@ -339,7 +426,10 @@ fn key_spellings_load_the_same_model() {
     for (what, f, bias_missing) in variants {
         let bytes = rename(&*f);
         let ck = Checkpoint::from_shards(&[(what, &bytes[..])]).unwrap();
-        let (model, report) = load_bart(&s.config, &ck, &device).unwrap();
+        let (model, report) = s
+            .config
+            .load(&ck, &device, Default::default(), &mut |_| {})
+            .unwrap();
         assert_eq!(
             report.defaulted.contains(&"final_logits_bias".to_string()),
             bias_missing,

@@ -6,7 +6,7 @@ use bartleby_tests::*;
 use burn::tensor::{DType, Device};
 use serde_json::Value;
 
-fn adapter(model: &mut bartleby_core::Bart, fixture: &str, dir: &str) {
+fn adapter(model: &mut bartleby_core::models::Model, fixture: &str, dir: &str) {
     let dir = fixtures().join(fixture).join(dir);
     let config =
         LoraConfig::from_json(&std::fs::read(dir.join(adapter::CONFIG_FILE)).unwrap()).unwrap();
@@ -54,7 +54,7 @@ pub fn check_training_in(
         // 12 projections per layer pair + the shared table + 2 position tables.
         let held = s.model.hold_matrices_in(dtype);
         assert!(held > 3, "only {held} matrices held in {dtype:?}");
-        assert_eq!(s.model.shared.val().dtype(), dtype);
+        assert_eq!(s.model.as_bart().unwrap().shared.val().dtype(), dtype);
     }
     let mut scaler = fx["init_scale"].as_f64().map(|scale| LossScaler {
         scale,
@@ -85,7 +85,7 @@ pub fn check_training_in(
             let refs: Vec<&train::Example> = c.iter().collect();
             train::collate(
                 &refs,
-                s.config.pad_token_id,
+                s.config.pad_token_id(),
                 s.generation.decoder_start_token_id,
             )
         })

@@ -11,7 +11,6 @@ use bartleby_core::checkpoint::adapter;
 use bartleby_core::checkpoint::bundle::{self, Check, FileEntry, Manifest, Quant, Source};
 use bartleby_core::checkpoint::{Checkpoint, LoadOptions};
 use bartleby_core::metrics::rouge;
-use bartleby_core::models::bart::params::load_bart_opts;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -77,8 +76,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let quant = args.quant.quant();
     let device = device::init(args.device)?;
     let files = model_files::resolve(&args.model)?;
-    let mut summarizer =
-        model_files::load(&files, &device).with_context(|| format!("loading {}", args.model))?;
+    let mut summarizer = model_files::load(&files, &device, device::load_options())
+        .with_context(|| format!("loading {}", args.model))?;
     if let Some(adapter) = &args.adapter {
         let adapter_files = model_files::resolve_adapter(adapter)?;
         model_files::apply_adapter(&mut summarizer, &adapter_files)
@@ -112,14 +111,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
                 int8_matmul,
                 ..LoadOptions::default()
             };
-            let exported = load_bart_opts(
-                &summarizer.config,
-                &checkpoint,
-                &device,
-                options,
-                &mut |_| {},
-            )?
-            .0;
+            let exported = summarizer
+                .config
+                .load(&checkpoint, &device, options, &mut |_| {})?
+                .0;
             let original = std::mem::replace(&mut summarizer.model, exported);
             let ours = summarizer.summarize(&texts, &gen, max_input, &mut |_, _| {});
             summarizer.model = original;

@@ -8,8 +8,7 @@ use crate::output;
 use crate::summarize_cmd::GenerationArgs;
 use anyhow::{bail, Context, Result};
 use bartleby_core::checkpoint::adapter;
-use bartleby_core::checkpoint::{save_safetensors, Checkpoint, SaveDtype};
-use bartleby_core::models::bart::params::load_bart;
+use bartleby_core::checkpoint::{save_safetensors, Checkpoint, LoadOptions, SaveDtype};
 use bartleby_core::pipeline::ids_tensor;
 use bartleby_core::{GenerationConfig, Summarizer};
 use clap::{Args, ValueEnum};
@@ -89,8 +88,8 @@ const BUILT_IN_CHECK: [&str; 4] = [
 pub fn run(args: MergeArgs) -> Result<()> {
     let device = device::init(args.device)?;
     let files = model_files::resolve(&args.model)?;
-    let mut summarizer =
-        model_files::load(&files, &device).with_context(|| format!("loading {}", args.model))?;
+    let mut summarizer = model_files::load(&files, &device, device::load_options())
+        .with_context(|| format!("loading {}", args.model))?;
     let adapter_files = model_files::resolve_adapter(&args.adapter)?;
     model_files::apply_adapter(&mut summarizer, &adapter_files)
         .with_context(|| format!("applying adapter {} to {}", args.adapter, args.model))?;
@@ -104,7 +103,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
     let batch = summarizer.tokenizer.encode_batch(
         &texts,
         Some(max_input),
-        summarizer.config.pad_token_id,
+        summarizer.config.pad_token_id(),
     )?;
 
     let before = Outputs::of(
@@ -118,7 +117,10 @@ pub fn run(args: MergeArgs) -> Result<()> {
     let weights = save_safetensors(&summarizer.model, args.dtype.save())?;
     // Check the checkpoint as written (after any f16/bf16 rounding), not the in-memory model.
     let checkpoint = Checkpoint::from_shards(&[("merged model.safetensors", &weights)])?;
-    summarizer.model = load_bart(&summarizer.config, &checkpoint, &device)?.0;
+    summarizer.model = summarizer
+        .config
+        .load(&checkpoint, &device, LoadOptions::default(), &mut |_| {})?
+        .0;
     let after = Outputs::of(
         &summarizer,
         &batch.input_ids,

@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Context, Result};
 use bartleby_core::checkpoint::adapter::{self, AdapterReport};
-use bartleby_core::checkpoint::Checkpoint;
-use bartleby_core::models::bart::params::load_bart_opts;
-use bartleby_core::{BartConfig, BartTokenizer, GenerationConfig, Summarizer};
+use bartleby_core::checkpoint::LoadOptions;
+use bartleby_core::pipeline::{ModelBytes, NamedBytes, TokenizerBytes};
+use bartleby_core::{BartTokenizer, Summarizer};
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
 
@@ -138,7 +138,8 @@ pub fn apply_adapter(summarizer: &mut Summarizer, files: &AdapterFiles) -> Resul
 /// get a model.
 pub fn load_model(model: &str, adapter: Option<&str>, device: &Device) -> Result<Summarizer> {
     let files = resolve(model)?;
-    let mut summarizer = load(&files, device).with_context(|| format!("loading {model}"))?;
+    let mut summarizer = load(&files, device, crate::device::load_options())
+        .with_context(|| format!("loading {model}"))?;
     if let Some(adapter) = adapter {
         let adapter_files = resolve_adapter(adapter)?;
         apply_adapter(&mut summarizer, &adapter_files)
@@ -255,38 +256,52 @@ fn read(p: &Path) -> Result<Vec<u8>> {
     std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))
 }
 
-fn read_json(p: &Path) -> Result<serde_json::Value> {
-    serde_json::from_slice(&read(p)?).with_context(|| format!("{}: invalid JSON", p.display()))
-}
-
-/// Loads config, weights (memory-mapped), tokenizer and generation defaults.
-pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
+/// Loads config, weights (memory-mapped), tokenizer and generation defaults: the files are
+/// read (weights mapped) and handed to the core's one assembler, [`Summarizer::assemble`].
+pub fn load(files: &ModelFiles, device: &Device, options: LoadOptions) -> Result<Summarizer> {
     if let Some(manifest) = &files.manifest {
         verify_bundle(manifest)?;
     }
-    let config_bytes = read(&files.config)?;
-    let config = BartConfig::from_json(&config_bytes, &files.config.display().to_string())?;
-    for w in &config.warnings {
-        tracing::warn!("{w}");
+    let name = |p: &Path| p.display().to_string();
+    let config = (name(&files.config), read(&files.config)?);
+    let generation_config = match &files.generation_config {
+        Some(p) => Some((name(p), read(p)?)),
+        None => None,
+    };
+    let tokenizer_config = files.tokenizer_config.as_deref().map(read).transpose()?;
+    let tokenizer_files: Vec<(String, Vec<u8>)> = match (&files.tokenizer_json, &files.vocab_merges)
+    {
+        (Some(t), _) => vec![(name(t), read(t)?)],
+        (None, Some((v, m))) => vec![(name(v), read(v)?), (name(m), read(m)?)],
+        (None, None) => bail!("{}: no tokenizer files", files.source),
+    };
+    fn named((name, bytes): &(String, Vec<u8>)) -> NamedBytes<'_> {
+        NamedBytes { name, bytes }
     }
-    let config_json: serde_json::Value = serde_json::from_slice(&config_bytes)?;
-    let gen_json = files
-        .generation_config
-        .as_deref()
-        .map(read_json)
-        .transpose()?;
-    let generation = GenerationConfig::from_transformers_json(gen_json.as_ref(), &config_json)
-        .with_context(|| format!("{}: generation settings", files.source))?;
-
     let maps = map_files(&files.weights)?;
-    let shards: Vec<(&str, &[u8])> = maps.iter().map(|(n, m)| (n.as_str(), &m[..])).collect();
-    let checkpoint = Checkpoint::from_shards(&shards)?;
+    let tokenizer = match tokenizer_files.as_slice() {
+        [json] => TokenizerBytes::Json(named(json)),
+        [vocab, merges] => TokenizerBytes::VocabMerges(named(vocab), named(merges)),
+        _ => unreachable!("one or two tokenizer files"),
+    };
+    let bytes = ModelBytes {
+        config: named(&config),
+        generation_config: generation_config.as_ref().map(named),
+        weights: maps
+            .iter()
+            .map(|(n, m)| NamedBytes { name: n, bytes: m })
+            .collect(),
+        tokenizer,
+        tokenizer_config: tokenizer_config.as_deref(),
+    };
     // Release each tensor's mapped pages once it is converted: peak memory stays near the
     // model's own size instead of model + file.
-    let options = crate::device::load_options();
-    let (model, report) = load_bart_opts(&config, &checkpoint, device, options, &mut |bytes| {
-        release_pages(&maps, bytes);
+    let (summarizer, report) = Summarizer::assemble(&bytes, device, options, &mut |b| {
+        release_pages(&maps, b);
     })?;
+    for w in summarizer.config.warnings() {
+        tracing::warn!("{w}");
+    }
     if !report.unused.is_empty() {
         tracing::warn!(
             "{}: {} unused tensors, e.g. {}",
@@ -295,16 +310,7 @@ pub fn load(files: &ModelFiles, device: &Device) -> Result<Summarizer> {
             report.unused[0]
         );
     }
-    drop(maps);
-
-    let tokenizer = load_tokenizer(files)?;
-    Ok(Summarizer {
-        model,
-        tokenizer,
-        config,
-        generation,
-        has_generation_config_file: files.generation_config.is_some(),
-    })
+    Ok(summarizer)
 }
 
 /// Checks every file a bundle's manifest lists (size, then sha256): a truncated download or an

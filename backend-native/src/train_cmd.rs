@@ -470,13 +470,12 @@ struct Trainer {
 impl Trainer {
     fn new(cfg: TrainConfig, dir: PathBuf, device: &Device, resume: bool) -> Result<Self> {
         let files = model_files::resolve(&cfg.model)?;
-        let mut s =
-            model_files::load(&files, device).with_context(|| format!("loading {}", cfg.model))?;
+        let mut s = model_files::load(&files, device, device::load_options())
+            .with_context(|| format!("loading {}", cfg.model))?;
         let what = cfg.trainable();
         if let Some(p) = cfg.dropout {
-            let c = &s.config;
-            s.model
-                .set_dropout(p, c.attention_dropout, c.activation_dropout);
+            let (attention, activation) = s.config.attention_activation_dropout();
+            s.model.set_dropout(p, attention, activation);
         }
         if what == Trainable::Lora {
             // The adapter's initial A depends only on the seed.
@@ -629,7 +628,7 @@ impl Trainer {
                     let refs: Vec<&Example> = ids.iter().map(|&i| &self.train[i]).collect();
                     let batch = train::collate(
                         &refs,
-                        self.s.config.pad_token_id,
+                        self.s.config.pad_token_id(),
                         self.s.generation.decoder_start_token_id,
                     );
                     tokens += batch.tokens();
@@ -779,7 +778,7 @@ impl Trainer {
             let refs: Vec<&Example> = chunk.iter().collect();
             let batch: Batch = train::collate(
                 &refs,
-                self.s.config.pad_token_id,
+                self.s.config.pad_token_id(),
                 self.s.generation.decoder_start_token_id,
             );
             loss_sum += train::scalar(train::loss(&self.s.model, &batch)?)?;

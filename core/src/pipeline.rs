@@ -7,7 +7,7 @@
 use crate::checkpoint::bundle::{Manifest, MANIFEST_FILE, WEIGHTS_FILE};
 use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport};
 use crate::generate::{generate_async, GenerationConfig};
-use crate::models::bart::{params::load_bart_opts, Bart, BartConfig, BartStep};
+use crate::models::{Model, ModelConfig, ModelStep};
 use crate::tokenizer::BartTokenizer;
 use crate::{Error, Result};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -58,9 +58,12 @@ pub struct Summary {
 
 /// A loaded model with its tokenizer and default generation settings.
 pub struct Summarizer {
-    pub model: Bart,
+    pub model: Model,
     pub tokenizer: BartTokenizer,
-    pub config: BartConfig,
+    pub config: ModelConfig,
+    /// Put before every input: transformers' summarization pipeline takes it from
+    /// `task_specific_params.summarization.prefix` (`summarize: ` for T5); empty otherwise.
+    pub prefix: String,
     /// What `model.generate()` would use (generation_config.json, else config.json).
     pub generation: GenerationConfig,
     /// Whether the checkpoint has a generation_config.json.
@@ -86,13 +89,13 @@ impl Summarizer {
         options: LoadOptions,
         converted: &mut dyn FnMut(&[u8]),
     ) -> Result<(Self, LoadReport)> {
-        let config = BartConfig::from_json(files.config.bytes, files.config.name)?;
+        let config = ModelConfig::from_json(files.config.bytes, files.config.name)?;
         let config_json = parse_json(files.config)?;
         let gen_json = files.generation_config.map(parse_json).transpose()?;
         let generation = GenerationConfig::from_transformers_json(gen_json.as_ref(), &config_json)?;
         let shards: Vec<(&str, &[u8])> = files.weights.iter().map(|f| (f.name, f.bytes)).collect();
         let checkpoint = Checkpoint::from_shards(&shards)?;
-        let (model, report) = load_bart_opts(&config, &checkpoint, device, options, converted)?;
+        let (model, report) = config.load(&checkpoint, device, options, converted)?;
         let tokenizer = match files.tokenizer {
             TokenizerBytes::Json(t) => {
                 BartTokenizer::from_tokenizer_json(t.bytes, files.tokenizer_config)
@@ -104,6 +107,7 @@ impl Summarizer {
         let summarizer = Summarizer {
             model,
             tokenizer,
+            prefix: config.summarization_prefix().unwrap_or_default(),
             config,
             generation,
             has_generation_config_file: files.generation_config.is_some(),
@@ -111,15 +115,20 @@ impl Summarizer {
         Ok((summarizer, report))
     }
 
-    /// The longest input the model can read (its learned position table).
+    /// The longest input the model reads by default: BART's learned position table; for T5
+    /// (relative positions) the tokenizer's `model_max_length`, as transformers truncates, or
+    /// 512 without one.
     pub fn max_input_tokens(&self) -> usize {
-        self.config.max_position_embeddings
+        match self.config.max_position_embeddings() {
+            Some(n) => n,
+            None => self.tokenizer.model_max_length().unwrap_or(512),
+        }
     }
 
     /// Checks settings against the model before any work is done.
     pub fn validate(&self, gen: &GenerationConfig, max_input_tokens: usize) -> Result<()> {
-        let max_pos = self.config.max_position_embeddings;
-        if max_input_tokens > max_pos {
+        let max_pos = self.config.max_position_embeddings();
+        if let Some(max_pos) = max_pos.filter(|&m| max_input_tokens > m) {
             return Err(Error::Input(format!(
                 "max input tokens {max_input_tokens} exceeds the model's max_position_embeddings {max_pos}"
             )));
@@ -137,7 +146,7 @@ impl Summarizer {
                 gen.num_beams
             )));
         }
-        let vocab = self.config.vocab_size;
+        let vocab = self.config.vocab_size();
         let ids = [
             ("decoder_start_token_id", Some(gen.decoder_start_token_id)),
             ("pad_token_id", Some(gen.pad_token_id)),
@@ -153,7 +162,7 @@ impl Summarizer {
             }
         }
         let max_len = gen.effective_max_length();
-        if max_len > max_pos + 1 {
+        if let Some(max_pos) = max_pos.filter(|&m| max_len > m + 1) {
             return Err(Error::Generation(format!(
                 "max length {max_len} would feed the decoder more positions than max_position_embeddings {max_pos}"
             )));
@@ -161,20 +170,19 @@ impl Summarizer {
         Ok(())
     }
 
-    /// The settings for summarization: [`Self::generation`], except that a checkpoint without
-    /// generation_config.json takes config.json's `task_specific_params.summarization` (minus
-    /// its `prefix`) on top, as if passed to `generate(**params)` — the old-style hub configs
-    /// that keep their summarization settings only there. Returns the settings and whether
-    /// the task parameters were used.
+    /// The settings for summarization, as transformers' summarization pipeline makes them:
+    /// [`Self::generation`] with config.json's `task_specific_params.summarization` (minus its
+    /// `prefix`, which goes before every input: [`Self::prefix`]) on top, as if passed to
+    /// `generate(**params)`. Returns the settings and whether task parameters were used.
     pub fn summarization_generation(&self) -> Result<(GenerationConfig, bool)> {
         let mut gen = self.generation.clone();
         let params = self
             .config
-            .raw
+            .raw()
             .get("task_specific_params")
             .and_then(|t| t.get("summarization"));
         match params {
-            Some(params) if !self.has_generation_config_file => {
+            Some(params) => {
                 let mut params = params.clone();
                 if let Some(obj) = params.as_object_mut() {
                     obj.remove("prefix");
@@ -188,16 +196,30 @@ impl Summarizer {
 
     /// Tokenizes one text as [`Self::summarize`] would and checks that the model can read it.
     pub fn check_input(&self, text: &str, max_input_tokens: usize) -> Result<()> {
-        let ids = self.tokenizer.encode(text, Some(max_input_tokens))?;
+        let ids = self.encode(text, max_input_tokens)?;
         self.check_ids(&ids)
     }
 
+    /// A text's input ids as [`Self::summarize`] feeds them: [`Self::prefix`] first, truncated
+    /// to `max_input_tokens` with the tokenizer's special tokens kept.
+    pub fn encode(&self, text: &str, max_input_tokens: usize) -> Result<Vec<u32>> {
+        self.tokenizer
+            .encode(&self.prefixed(text), Some(max_input_tokens))
+    }
+
+    fn prefixed(&self, text: &str) -> String {
+        format!("{}{text}", self.prefix)
+    }
+
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
-        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+        if let Some(&bad) = ids
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size())
+        {
             return Err(Error::Input(format!(
                 "token {bad} ({:?}) is outside the model's vocabulary (vocab_size {})",
                 self.tokenizer.decode(&[bad], false).unwrap_or_default(),
-                self.config.vocab_size
+                self.config.vocab_size()
             )));
         }
         Ok(())
@@ -228,9 +250,13 @@ impl Summarizer {
             return Ok(Vec::new());
         }
         self.validate(gen, max_input_tokens)?;
-        let batch =
-            self.tokenizer
-                .encode_batch(texts, Some(max_input_tokens), self.config.pad_token_id)?;
+        let texts: Vec<String> = texts.iter().map(|t| self.prefixed(t)).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let batch = self.tokenizer.encode_batch(
+            &texts,
+            Some(max_input_tokens),
+            self.config.pad_token_id(),
+        )?;
         for ids in &batch.input_ids {
             self.check_ids(ids)?;
         }
@@ -279,7 +305,7 @@ impl Summarizer {
             ids_tensor(attention_mask, &device),
         );
         let cache = self.model.start_decoding(&encoded, gen.num_beams);
-        let mut step = BartStep::new(&self.model, cache, self.config.vocab_size);
+        let mut step = ModelStep::new(&self.model, cache, self.config.vocab_size());
         generate_async(&mut step, input_ids.len(), gen, on_step).await
     }
 }

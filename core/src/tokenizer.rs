@@ -14,6 +14,8 @@ pub struct BartTokenizer {
     inner: Tokenizer,
     /// transformers' `clean_up_tokenization_spaces` (from tokenizer_config.json; default false).
     clean_up_spaces: bool,
+    /// `model_max_length` from tokenizer_config.json, when it sets a real one.
+    model_max_length: Option<usize>,
 }
 
 /// Token ids with their attention mask, right-padded to a common length.
@@ -37,9 +39,11 @@ impl BartTokenizer {
         // settings instead; so do we (truncation happens in `encode`, padding in `pad_batch`).
         inner.with_truncation(None).map_err(tok_err)?;
         inner.with_padding(None);
+        let (clean_up_spaces, model_max_length) = settings(tokenizer_config)?;
         Ok(Self {
             inner,
-            clean_up_spaces: clean_up_flag(tokenizer_config)?,
+            clean_up_spaces,
+            model_max_length,
         })
     }
 
@@ -106,9 +110,11 @@ impl BartTokenizer {
             })
             .collect();
         inner.add_special_tokens(&added);
+        let (clean_up_spaces, model_max_length) = settings(tokenizer_config)?;
         Ok(Self {
             inner,
-            clean_up_spaces: clean_up_flag(tokenizer_config)?,
+            clean_up_spaces,
+            model_max_length,
         })
     }
 
@@ -119,6 +125,11 @@ impl BartTokenizer {
             .to_string(false)
             .map(String::into_bytes)
             .map_err(tok_err)
+    }
+
+    /// The input length transformers truncates to by default (`model_max_length`), if set.
+    pub fn model_max_length(&self) -> Option<usize> {
+        self.model_max_length
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -210,13 +221,23 @@ pub fn clean_up_tokenization(text: &str) -> String {
         .replace(" 're", "'re")
 }
 
-fn clean_up_flag(tokenizer_config: Option<&[u8]>) -> Result<bool> {
+/// What `tokenizer_config.json` says that the tokenizer needs: transformers'
+/// `clean_up_tokenization_spaces` (default false) and `model_max_length` (unset, or the huge
+/// placeholder transformers writes when there is none, is `None`).
+fn settings(tokenizer_config: Option<&[u8]>) -> Result<(bool, Option<usize>)> {
     let Some(bytes) = tokenizer_config else {
-        return Ok(false);
+        return Ok((false, None));
     };
     let v: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::Tokenizer(format!("tokenizer_config.json: {e}")))?;
-    Ok(v.get("clean_up_tokenization_spaces")
+    let clean_up = v
+        .get("clean_up_tokenization_spaces")
         .and_then(|b| b.as_bool())
-        .unwrap_or(false))
+        .unwrap_or(false);
+    let max_length = v
+        .get("model_max_length")
+        .and_then(|n| n.as_u64())
+        .filter(|&n| n > 0 && n <= 1 << 24)
+        .map(|n| n as usize);
+    Ok((clean_up, max_length))
 }

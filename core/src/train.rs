@@ -6,9 +6,9 @@
 //! Only the trainable parameters live on burn's autodiff device; the frozen base stays a plain
 //! tensor (a constant to autodiff), so LoRA training pays for the adapter's gradients only.
 
+use crate::checkpoint::Params;
 use crate::checkpoint::Slot;
-use crate::models::bart::params::{visit, visit_projections};
-use crate::models::bart::Bart;
+use crate::models::Model;
 use crate::pipeline::ids_tensor;
 use crate::tokenizer::BartTokenizer;
 use crate::{Error, Result};
@@ -110,7 +110,7 @@ pub fn collate(examples: &[&Example], pad: u32, decoder_start: u32) -> Batch {
 
 /// Mean cross-entropy over the non-ignored target tokens (`CrossEntropyLoss(ignore_index=-100)`
 /// on BART's logits), as a one-element tensor that carries the autodiff graph.
-pub fn loss(model: &Bart, batch: &Batch) -> Result<Tensor<1>> {
+pub fn loss(model: &Model, batch: &Batch) -> Result<Tensor<1>> {
     let count = batch.target_tokens();
     if count == 0 {
         return Err(Error::Input("a training batch has no target tokens".into()));
@@ -149,19 +149,19 @@ enum ParamRef<'a> {
 
 /// Calls `f` on every trainable parameter, in a fixed order, with a stable name.
 fn each_trainable(
-    model: &mut Bart,
+    model: &mut Model,
     what: Trainable,
     f: &mut dyn FnMut(String, ParamRef<'_>) -> Result<()>,
 ) -> Result<()> {
     match what {
-        Trainable::Lora => visit_projections(model, &mut |name, proj| match &mut proj.lora {
+        Trainable::Lora => model.visit_projections(&mut |name, proj| match &mut proj.lora {
             Some(lora) => {
                 f(format!("{name}.lora_A"), ParamRef::D2(&mut lora.a))?;
                 f(format!("{name}.lora_B"), ParamRef::D2(&mut lora.b))
             }
             None => Ok(()),
         }),
-        Trainable::All => visit(model, &mut |name, slot| match slot {
+        Trainable::All => model.visit(&mut |name, slot| match slot {
             Slot::Matrix(p) | Slot::LinearWeight(p) => f(name, ParamRef::D2(p)),
             Slot::Vector(p) => f(name, ParamRef::D1(p)),
         }),
@@ -171,8 +171,8 @@ fn each_trainable(
 /// Puts the trainable parameters on the autodiff device with gradients required (the rest stay
 /// plain tensors) and switches the model to training (dropout on). Returns how many values are
 /// trainable.
-pub fn make_trainable(model: &mut Bart, what: Trainable) -> Result<usize> {
-    model.training = true;
+pub fn make_trainable(model: &mut Model, what: Trainable) -> Result<usize> {
+    model.set_training(true);
     let mut count = 0;
     each_trainable(model, what, &mut |_, p| {
         match p {
@@ -204,7 +204,7 @@ pub struct GradAccumulator {
 
 impl GradAccumulator {
     /// Runs backward from `loss` and adds each trainable parameter's gradient.
-    pub fn backward(&mut self, model: &mut Bart, what: Trainable, loss: Tensor<1>) -> Result<()> {
+    pub fn backward(&mut self, model: &mut Model, what: Trainable, loss: Tensor<1>) -> Result<()> {
         let grads = loss.backward();
         let mut i = 0;
         let accumulated = &mut self.grads;
@@ -350,7 +350,7 @@ impl AdamW {
     /// One update of the trainable parameters with `grads` (from [`GradAccumulator::take`]).
     pub fn step(
         &mut self,
-        model: &mut Bart,
+        model: &mut Model,
         what: Trainable,
         grads: Vec<Tensor<1>>,
         lr: f64,
@@ -401,7 +401,7 @@ pub struct StepOutcome {
 /// (f16: [`LossScaler`]), clip to `max_norm` ([`clip_global_norm`]), AdamW at
 /// `lr_at(updates made so far)` — a skipped step does not advance the schedule.
 pub fn optimizer_step(
-    model: &mut Bart,
+    model: &mut Model,
     what: Trainable,
     opt: &mut AdamW,
     scaler: Option<&mut LossScaler>,
@@ -443,9 +443,9 @@ fn updated<const D: usize>(p: Tensor<D>, update: Tensor<1>, lr: f64, wd: f64) ->
 
 /// A copy of `model` for inference: trainable parameters taken off the autodiff device (no
 /// graph is recorded while validating or generating, and dropout is off).
-pub fn detached(model: &Bart, what: Trainable) -> Result<Bart> {
+pub fn detached(model: &Model, what: Trainable) -> Result<Model> {
     let mut copy = model.clone();
-    copy.training = false;
+    copy.set_training(false);
     each_trainable(&mut copy, what, &mut |_, p| {
         match p {
             ParamRef::D1(p) => *p = Param::from_tensor(p.val().inner()),
@@ -457,7 +457,7 @@ pub fn detached(model: &Bart, what: Trainable) -> Result<Bart> {
 }
 
 /// Flattened trainable values (for checkpoints), in [`each_trainable`] order, with names.
-pub fn trainable_values(model: &mut Bart, what: Trainable) -> Result<Vec<(String, Tensor<1>)>> {
+pub fn trainable_values(model: &mut Model, what: Trainable) -> Result<Vec<(String, Tensor<1>)>> {
     let mut out = Vec::new();
     each_trainable(model, what, &mut |name, p| {
         let t = match p {
@@ -473,7 +473,7 @@ pub fn trainable_values(model: &mut Bart, what: Trainable) -> Result<Vec<(String
 /// Overwrites the trainable values with `values` (same order and sizes as
 /// [`trainable_values`]), keeping them trainable.
 pub fn set_trainable_values(
-    model: &mut Bart,
+    model: &mut Model,
     what: Trainable,
     values: Vec<Tensor<1>>,
 ) -> Result<()> {

@@ -1,9 +1,306 @@
 //! One folder per architecture, each with the same parts: `config.rs` (the Hugging Face
 //! config), `model.rs` (the math only, calling [`crate::ops`]), `params.rs` (the one walk over
-//! its Hugging Face weight names, [`crate::checkpoint::Params`]).
+//! its Hugging Face weight names, [`crate::checkpoint::Params`], and its loader).
 //!
-//! - [`bart`]: BART, the summarizers (`BartForConditionalGeneration`).
+//! - [`bart`]: BART (`BartForConditionalGeneration`).
+//! - [`t5`]: T5 and FLAN-T5 (`T5ForConditionalGeneration`).
 //! - [`bert`]: the BERT-family encoders BERTScore embeds text with.
+//!
+//! [`Model`] and [`ModelConfig`] are the summarizers of every architecture behind one type:
+//! what the pipeline, training, merging and export work with. Adding an architecture means a
+//! folder and one arm in each `match` below.
 
 pub mod bart;
 pub mod bert;
+pub mod step;
+pub mod t5;
+
+pub use step::ModelStep;
+
+use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport, Params, Slot};
+use crate::ops::attention::{DecoderCache, Encoded};
+use crate::ops::Proj;
+use crate::{Error, Result};
+use bart::{Bart, BartConfig};
+use burn::module::Param;
+use burn::tensor::{DType, Device, Int, Tensor};
+use serde_json::Value;
+use t5::{T5Config, T5};
+
+/// The config of a supported sequence-to-sequence checkpoint, by its `model_type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    Bart(BartConfig),
+    T5(T5Config),
+}
+
+/// A loaded sequence-to-sequence model of any supported architecture.
+#[derive(Debug, Clone)]
+pub enum Model {
+    Bart(Bart),
+    T5(T5),
+}
+
+/// The `model_type`s Bartleby runs.
+pub const SUPPORTED: &str = "\"bart\", \"t5\"";
+
+impl ModelConfig {
+    /// Parses `config.json` by its `model_type`. `file` names the source in error messages.
+    pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
+        let err = |message: String| Error::Config {
+            file: file.to_string(),
+            message,
+        };
+        let raw: Value =
+            serde_json::from_slice(bytes).map_err(|e| err(format!("not valid JSON: {e}")))?;
+        match raw.get("model_type").and_then(Value::as_str) {
+            Some("bart") => Ok(Self::Bart(BartConfig::from_json(bytes, file)?)),
+            Some("t5") => Ok(Self::T5(T5Config::from_json(bytes, file)?)),
+            Some(other) => Err(err(format!(
+                "unsupported model_type {other:?} (Bartleby runs model_type {SUPPORTED})"
+            ))),
+            None if raw.is_object() => Err(err("missing required key \"model_type\"".into())),
+            None => Err(err("expected a JSON object".into())),
+        }
+    }
+
+    /// `model_type`.
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            Self::Bart(_) => "bart",
+            Self::T5(_) => "t5",
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Bart(c) => c.vocab_size,
+            Self::T5(c) => c.vocab_size,
+        }
+    }
+
+    pub fn pad_token_id(&self) -> u32 {
+        match self {
+            Self::Bart(c) => c.pad_token_id,
+            Self::T5(c) => c.pad_token_id,
+        }
+    }
+
+    /// The longest input the model's positions allow: BART's learned table; none for T5
+    /// (relative positions: the tokenizer's `model_max_length` is the limit transformers uses).
+    pub fn max_position_embeddings(&self) -> Option<usize> {
+        match self {
+            Self::Bart(c) => Some(c.max_position_embeddings),
+            Self::T5(_) => None,
+        }
+    }
+
+    /// The training dropout of attention weights and activations besides the main one (BART's
+    /// `attention_dropout`, `activation_dropout`; T5 has only `dropout_rate`).
+    pub fn attention_activation_dropout(&self) -> (f64, f64) {
+        match self {
+            Self::Bart(c) => (c.attention_dropout, c.activation_dropout),
+            Self::T5(c) => (c.dropout_rate, c.dropout_rate),
+        }
+    }
+
+    /// Things in the file that transformers ignores and so do we.
+    pub fn warnings(&self) -> &[String] {
+        match self {
+            Self::Bart(c) => &c.warnings,
+            Self::T5(_) => &[],
+        }
+    }
+
+    /// The parsed file, to be written back unchanged (merge, export).
+    pub fn raw(&self) -> &Value {
+        match self {
+            Self::Bart(c) => &c.raw,
+            Self::T5(c) => &c.raw,
+        }
+    }
+
+    pub fn num_parameters(&self) -> usize {
+        match self {
+            Self::Bart(c) => c.num_parameters(),
+            Self::T5(c) => c.num_parameters(),
+        }
+    }
+
+    /// The summarization prefix transformers' pipeline puts before every input
+    /// (`task_specific_params.summarization.prefix`, e.g. `summarize: ` for T5), if any.
+    pub fn summarization_prefix(&self) -> Option<String> {
+        self.raw()
+            .get("task_specific_params")?
+            .get("summarization")?
+            .get("prefix")?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Builds the model on `device` from a checkpoint (see [`crate::checkpoint::load`]).
+    pub fn load(
+        &self,
+        checkpoint: &Checkpoint<'_>,
+        device: &Device,
+        options: LoadOptions,
+        converted: &mut dyn FnMut(&[u8]),
+    ) -> Result<(Model, LoadReport)> {
+        Ok(match self {
+            Self::Bart(c) => {
+                let (m, r) =
+                    bart::params::load_bart_opts(c, checkpoint, device, options, converted)?;
+                (Model::Bart(m), r)
+            }
+            Self::T5(c) => {
+                let (m, r) = t5::params::load_t5(c, checkpoint, device, options, converted)?;
+                (Model::T5(m), r)
+            }
+        })
+    }
+}
+
+/// `match` on the architecture with the same expression for every arm.
+macro_rules! each {
+    ($model:expr, $m:ident => $e:expr) => {
+        match $model {
+            Model::Bart($m) => $e,
+            Model::T5($m) => $e,
+        }
+    };
+}
+
+impl Model {
+    pub fn device(&self) -> Device {
+        each!(self, m => m.device())
+    }
+
+    /// Encodes `input_ids` `[batch, src_len]`; `attention_mask` is 1 for tokens, 0 for padding.
+    pub fn encode(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Encoded {
+        each!(self, m => m.encode(input_ids, attention_mask))
+    }
+
+    /// Starts decoding `rows_per_input` rows (beams) for each input of `encoded`.
+    pub fn start_decoding(&self, encoded: &Encoded, rows_per_input: usize) -> DecoderCache {
+        each!(self, m => m.start_decoding(encoded, rows_per_input))
+    }
+
+    /// Feeds `tokens` `[rows, new_len]` and returns the logits `[rows, new_len, vocab]`.
+    pub fn decode(&self, tokens: Tensor<2, Int>, cache: &mut DecoderCache) -> Tensor<3> {
+        each!(self, m => m.decode(tokens, cache))
+    }
+
+    /// Teacher-forced forward pass, as `model(input_ids, attention_mask, decoder_input_ids)`.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        decoder_input_ids: Tensor<2, Int>,
+    ) -> (Encoded, Tensor<3>) {
+        each!(self, m => m.forward(input_ids, attention_mask, decoder_input_ids))
+    }
+
+    /// Puts every weight back into its plain f32 tensor.
+    pub fn materialize(&mut self) {
+        each!(self, m => m.materialize())
+    }
+
+    /// Training mode: activations on the autodiff device from the embeddings on.
+    pub fn set_training(&mut self, on: bool) {
+        each!(self, m => m.training = on)
+    }
+
+    /// The training dropout probabilities: BART's `dropout`, `attention_dropout`,
+    /// `activation_dropout`; T5 has one (`dropout_rate`, the first).
+    pub fn set_dropout(&mut self, dropout: f64, attention: f64, activation: f64) {
+        match self {
+            Model::Bart(m) => m.set_dropout(dropout, attention, activation),
+            Model::T5(m) => m.set_dropout(dropout),
+        }
+    }
+
+    /// The BART model, if this is one.
+    pub fn as_bart(&self) -> Option<&Bart> {
+        match self {
+            Model::Bart(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The T5 model, if this is one.
+    pub fn as_t5(&self) -> Option<&T5> {
+        match self {
+            Model::T5(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// How many row blocks the embedding table is held in (0: one tensor).
+    pub fn table_parts(&self) -> usize {
+        each!(self, m => m.shared_parts.len())
+    }
+
+    /// Mixed precision, as PyTorch's autocast runs a model loaded with `torch_dtype=bfloat16`
+    /// (or float16) under `bf16=True`: every weight matrix (projections, embeddings, positions,
+    /// position-bias tables) is held in `dtype` and takes its products in it (on the CPU with
+    /// f32 accumulation, rounded once: [`crate::ops::matmul_in`]); activations, norms, softmax,
+    /// residual sums, biases, LoRA branches and the loss stay in f32. LoRA factors and 1-D
+    /// parameters are not touched; int8 weights neither. Returns how many matrices were cast.
+    pub fn hold_matrices_in(&mut self, dtype: DType) -> usize {
+        let cast = |p: &mut Param<Tensor<2>>| {
+            let t = p.val();
+            if matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) && t.dtype() != dtype {
+                *p = Param::from_tensor(t.cast(dtype));
+                1
+            } else {
+                0
+            }
+        };
+        let mut n = 0;
+        each!(self, m => for part in &mut m.shared_parts {
+            n += cast(part);
+        });
+        let _ = self.visit(&mut |_, slot| {
+            if let Slot::Matrix(p) = slot {
+                n += cast(p);
+            }
+            Ok(())
+        });
+        let _ = self.visit_projections(&mut |_, proj| {
+            if proj.int8.is_none() {
+                n += cast(&mut proj.linear.weight);
+            }
+            Ok(())
+        });
+        n
+    }
+}
+
+impl Params for Model {
+    fn embedding_table(&self) -> &'static str {
+        each!(self, m => m.embedding_table())
+    }
+
+    fn vector_shapes(&self) -> fn(&str, usize) -> Vec<usize> {
+        each!(self, m => m.vector_shapes())
+    }
+
+    fn visit(&mut self, f: &mut dyn FnMut(String, Slot<'_>) -> Result<()>) -> Result<()> {
+        each!(self, m => Params::visit(m, f))
+    }
+
+    fn visit_projections(
+        &mut self,
+        f: &mut dyn FnMut(String, &mut Proj) -> Result<()>,
+    ) -> Result<()> {
+        each!(self, m => Params::visit_projections(m, f))
+    }
+
+    fn device(&self) -> Device {
+        Model::device(self)
+    }
+
+    fn materialize(&mut self) {
+        Model::materialize(self)
+    }
+}

@@ -230,7 +230,7 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 }
 
 /// [`matmul`] in `dtype`'s precision (f32: `matmul` itself) for mixed-precision training
-/// ([`crate::Bart::hold_matrices_in`]): the operands rounded to `dtype` (either may already be
+/// ([`crate::models::Model::hold_matrices_in`]): the operands rounded to `dtype` (either may already be
 /// held in it), summed in f32 and the result rounded to `dtype` once — returned as f32, as
 /// `(a.to(dtype) @ b.to(dtype)).float()` computes it (and its backward: the incoming gradient
 /// rounded, the product rounded). With a host routine it is one op on the f32 tensors (no
@@ -654,7 +654,7 @@ mod host {
 
     /// A CPU tensor `[..batch, rows, cols]` as a batch of matrices read in place (a transposed or
     /// head-split view is not copied): its storage, where each matrix starts, and the layout of
-    /// its rows and columns. f16/bf16 storage (mixed precision, [`crate::Bart::hold_matrices_in`])
+    /// its rows and columns. f16/bf16 storage (mixed precision, [`crate::models::Model::hold_matrices_in`])
     /// is widened to f32 for each product ([`Matrices::values`]), exactly.
     #[derive(Debug, Clone)]
     pub(super) struct Matrices {
@@ -1312,7 +1312,7 @@ mod host_tests {
     }
 
     /// Mixed precision's products ([`super::matmul_in`]): f32 activations times a weight held
-    /// in f16/bf16 ([`crate::Bart::hold_matrices_in`]), and attention's two f32 operands, on
+    /// in f16/bf16 ([`crate::models::Model::hold_matrices_in`]), and attention's two f32 operands, on
     /// the host routine against burn's casts and half-precision matmul (both: operands
     /// rounded, f32 sums rounded once), within one rounding (bf16: 2⁻⁸ relative, f16: 2⁻¹¹),
     /// gradients too.

@@ -10,7 +10,7 @@ use burn::nn::{Dropout, Linear};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
 /// The precision a product with weight `w` is computed in: `w`'s own when it is held in half
-/// precision ([`crate::Bart::hold_matrices_in`]), otherwise f32 (also for quantized weights, which
+/// precision ([`crate::models::Model::hold_matrices_in`]), otherwise f32 (also for quantized weights, which
 /// burn dequantizes).
 pub fn product_dtype<const D: usize>(w: &Tensor<D>) -> DType {
     match w.dtype() {

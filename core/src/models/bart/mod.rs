@@ -5,13 +5,10 @@
 //! - [`model`]: the math, top-down: [`Bart`] → encoder / decoder → layers → attention.
 //! - [`params`]: the one walk over Hugging Face weight names (load, save, LoRA, merge,
 //!   quantization all go through it).
-//! - [`step`]: one decoding step for the generation loop ([`crate::generate::StepModel`]).
 
 pub mod config;
 pub mod model;
 pub mod params;
-pub mod step;
 
 pub use config::BartConfig;
 pub use model::Bart;
-pub use step::BartStep;

@@ -187,42 +187,6 @@ impl Bart {
         });
     }
 
-    /// Mixed precision, as PyTorch's autocast runs a model loaded with
-    /// `torch_dtype=bfloat16` (or float16) under `bf16=True`: every weight matrix (projections,
-    /// embeddings, positions) is held in `dtype` (half the memory) and takes its products in it
-    /// (on the CPU with f32 accumulation, rounded once: [`crate::ops::matmul_in`]);
-    /// activations, LayerNorm, softmax, GELU, residual sums, biases, LoRA branches and the loss
-    /// stay in f32 (see [`crate::ops::linear::product_dtype`]). LoRA factors and 1-D parameters are not touched;
-    /// int8 and quantized weights neither. Returns how many matrices were cast.
-    pub fn hold_matrices_in(&mut self, dtype: DType) -> usize {
-        let cast = |p: &mut Param<Tensor<2>>| {
-            let t = p.val();
-            if matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) && t.dtype() != dtype {
-                *p = Param::from_tensor(t.cast(dtype));
-                1
-            } else {
-                0
-            }
-        };
-        let mut n = 0;
-        for part in &mut self.shared_parts {
-            n += cast(part);
-        }
-        let _ = super::params::visit(self, &mut |_, slot| {
-            if let crate::checkpoint::Slot::Matrix(p) = slot {
-                n += cast(p);
-            }
-            Ok(())
-        });
-        let _ = super::params::visit_projections(self, &mut |_, proj| {
-            if proj.int8.is_none() {
-                n += cast(&mut proj.linear.weight);
-            }
-            Ok(())
-        });
-        n
-    }
-
     /// Token embedding, scaled by `sqrt(d_model)` when the config says so.
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         crate::ops::embedding::embed(
@@ -432,7 +396,7 @@ impl Attention {
     ) -> Tensor<3> {
         let [_, _, d_model] = q.dims();
         let scale = ((d_model / self.num_heads) as f64).powf(-0.5);
-        // Both products in the projections' precision ([`Bart::hold_matrices_in`]).
+        // Both products in the projections' precision ([`crate::models::Model::hold_matrices_in`]).
         let dtype = product_dtype(&self.q_proj.linear.weight.val());
         let out = crate::ops::attention::attention(
             q,

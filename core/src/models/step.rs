@@ -1,20 +1,20 @@
-//! BART as the generation loop sees it: one decoding step over a decoder cache.
+//! A model as the generation loop sees it: one decoding step over a decoder cache.
 
-use super::model::Bart;
+use super::Model;
 use crate::generate::StepModel;
 use crate::ops::attention::DecoderCache;
 use crate::{Error, Result};
 use burn::tensor::{Int, Tensor, TensorData};
 
-/// [`StepModel`] over a [`Bart`] decoder cache.
-pub struct BartStep<'m> {
-    model: &'m Bart,
+/// [`StepModel`] over a [`Model`]'s decoder cache.
+pub struct ModelStep<'m> {
+    model: &'m Model,
     cache: DecoderCache,
     vocab_size: usize,
 }
 
-impl<'m> BartStep<'m> {
-    pub fn new(model: &'m Bart, cache: DecoderCache, vocab_size: usize) -> Self {
+impl<'m> ModelStep<'m> {
+    pub fn new(model: &'m Model, cache: DecoderCache, vocab_size: usize) -> Self {
         Self {
             model,
             cache,
@@ -23,7 +23,7 @@ impl<'m> BartStep<'m> {
     }
 }
 
-impl StepModel for BartStep<'_> {
+impl StepModel for ModelStep<'_> {
     async fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let rows = tokens.len();
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
