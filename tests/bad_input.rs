@@ -28,10 +28,15 @@ const GOOD_INPUT: &[u8] = b"{\"id\": 1, \"dialogue\": \"A: hi there\\nB: hello\"
 
 /// A copy of tiny-gelu to break.
 fn model_copy() -> (tempfile::TempDir, PathBuf) {
+    model_copy_of("tiny-gelu")
+}
+
+/// A copy of a fixture model to break.
+fn model_copy_of(name: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("model");
     std::fs::create_dir(&dir).unwrap();
-    for entry in std::fs::read_dir(model_dir("tiny-gelu")).unwrap() {
+    for entry in std::fs::read_dir(model_dir(name)).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
     }
@@ -147,13 +152,74 @@ fn unknown_model_type() {
     let (_t, dir) = model_copy();
     let path = dir.join("config.json");
     let mut cfg = read_json(&path);
+    cfg["model_type"] = "gpt2".into();
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(
+        &run,
+        &out,
+        &["config.json", "unsupported model_type \"gpt2\""],
+    );
+    // A BART config relabelled as T5 lacks T5's keys.
     cfg["model_type"] = "t5".into();
     std::fs::write(&path, cfg.to_string()).unwrap();
     let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
     assert_clear_error(
         &run,
         &out,
-        &["config.json", "unsupported model_type \"t5\""],
+        &["config.json", "missing required key \"d_kv\""],
+    );
+}
+
+#[test]
+fn t5_unknown_feed_forward_proj() {
+    let (_t, dir) = model_copy_of("t5-relu-tied");
+    let path = dir.join("config.json");
+    let mut cfg = read_json(&path);
+    cfg["feed_forward_proj"] = "gated-swishy".into();
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(
+        &run,
+        &out,
+        &[
+            "config.json",
+            "unsupported feed_forward_proj \"gated-swishy\"",
+        ],
+    );
+}
+
+#[test]
+fn t5_missing_relative_attention_table() {
+    let (_t, dir) = model_copy_of("t5-relu-tied");
+    rewrite_weights(&dir, |m| {
+        m.remove("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
+            .unwrap();
+    });
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(
+        &run,
+        &out,
+        &["missing tensor decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"],
+    );
+}
+
+#[test]
+fn t5_with_a_bpe_tokenizer() {
+    let (_t, dir) = model_copy_of("t5-relu-tied");
+    std::fs::copy(
+        fixtures().join("tokenizer/tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(
+        &run,
+        &out,
+        &[
+            "tokenizer.json",
+            "T5 expects a SentencePiece Unigram tokenizer, found BPE",
+        ],
     );
 }
 

@@ -1,6 +1,7 @@
 //! LoRA parity with PEFT 0.21 (tools/reference/make_lora_fixtures.py): adapters saved by PEFT
 //! itself (nonzero B; several target sets, rsLoRA, rank/alpha patterns, a regex target, trained
-//! biases) give PEFT's logits (≤ 1e-4) and generated ids (identical), unmerged and merged.
+//! biases; on BART and T5) give PEFT's logits (≤ 1e-4) and generated ids (identical), unmerged
+//! and merged.
 
 use bartleby_core::checkpoint::adapter::{self, LoraConfig};
 use bartleby_core::checkpoint::{save_safetensors, Checkpoint, SaveDtype};
@@ -14,6 +15,8 @@ use std::path::PathBuf;
 
 const LOGIT_TOL: f32 = 1e-4;
 const CASES: [&str; 3] = ["gelu-qv", "relu-all-rslora", "silu-regex-bias"];
+/// PEFT adapters on T5 (q/v; every projection of a gated FFN with a rank pattern).
+const T5_CASES: [&str; 2] = ["t5-qv", "t5-gated-all"];
 
 fn case_dir(case: &str) -> PathBuf {
     fixtures().join("lora").join(case)
@@ -109,11 +112,30 @@ fn peft_adapters_match_peft_cpu() {
 }
 
 #[test]
+fn peft_t5_adapters_match_peft_cpu() {
+    let device = Device::flex();
+    for case in T5_CASES {
+        check_case(case, &device);
+    }
+}
+
+/// PEFT's file for a T5 adapter, read and written back, has the same tensors byte for byte.
+#[test]
+fn saved_t5_adapter_has_peft_layout() {
+    let device = Device::flex();
+    let (s, _) = with_adapter("t5-qv", &device);
+    let saved = adapter::save_adapter(&s.model).unwrap();
+    let original = std::fs::read(case_dir("t5-qv").join(adapter::WEIGHTS_FILE)).unwrap();
+    assert_same_safetensors(&saved, &original);
+}
+
+#[test]
 fn peft_adapter_matches_peft_wgpu() {
     let Some(device) = wgpu_device("peft_adapter_matches_peft_wgpu") else {
         return;
     };
     check_case("relu-all-rslora", &device);
+    check_case("t5-qv", &device);
 }
 
 /// `save_adapter` writes PEFT's key names and layouts: the file PEFT saved, read and written

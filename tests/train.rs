@@ -8,11 +8,18 @@ mod train_common;
 use bartleby_tests::*;
 use burn::tensor::DType;
 use burn::tensor::Device;
-use train_common::{check_training, check_training_in};
+use train_common::{check_fixture, check_training, check_training_in};
 
 #[test]
 fn lora_training_matches_pytorch_peft() {
     check_training(&Device::flex(), 1e-3);
+}
+
+/// T5 (t5-relu-tied, LoRA on q, v, wi; sources prefixed with "summarize: "): 20 steps against
+/// PyTorch + PEFT (`make_train_fixtures.py --model t5-relu-tied`).
+#[test]
+fn t5_lora_training_matches_pytorch_peft() {
+    check_fixture(&Device::flex(), "train-t5", None, 1e-3, 1e-3, 1e-3);
 }
 
 /// The same 20 steps on wgpu (Vulkan; lavapipe in CI), when the `bartleby` crate is built with

@@ -47,6 +47,18 @@ pub fn check_training_in(
         Some(DType::F16) => "train-f16",
         Some(other) => panic!("no fixture for {other:?}"),
     };
+    check_fixture(device, fixture, half, loss_tol, norm_tol, adapter_tol)
+}
+
+/// The check against `tests/fixtures/<fixture>` (its own model: `train-t5` is T5's).
+pub fn check_fixture(
+    device: &Device,
+    fixture: &str,
+    half: Option<DType>,
+    loss_tol: f64,
+    norm_tol: f64,
+    adapter_tol: f32,
+) {
     let fx = read_json(&fixtures().join(fixture).join("steps.json"));
     let mut s = load(fx["model"].as_str().unwrap(), device);
     adapter(&mut s.model, fixture, "initial");
@@ -71,7 +83,8 @@ pub fn check_training_in(
         .map(|r| {
             train::tokenize(
                 &s.tokenizer,
-                r["dialogue"].as_str().unwrap(),
+                // The model's summarization prefix (T5: "summarize: ") before every source.
+                &format!("{}{}", s.prefix, r["dialogue"].as_str().unwrap()),
                 r["summary"].as_str().unwrap(),
                 max_source,
                 max_target,

@@ -95,7 +95,6 @@ impl Summarizer {
         let generation = GenerationConfig::from_transformers_json(gen_json.as_ref(), &config_json)?;
         let shards: Vec<(&str, &[u8])> = files.weights.iter().map(|f| (f.name, f.bytes)).collect();
         let checkpoint = Checkpoint::from_shards(&shards)?;
-        let (model, report) = config.load(&checkpoint, device, options, converted)?;
         let tokenizer = match files.tokenizer {
             TokenizerBytes::Json(t) => {
                 BartTokenizer::from_tokenizer_json(t.bytes, files.tokenizer_config)
@@ -104,6 +103,22 @@ impl Summarizer {
                 BartTokenizer::from_vocab_merges(v.bytes, m.bytes, files.tokenizer_config)
             }
         }?;
+        if let (ModelConfig::T5(_), "BPE" | "WordPiece" | "WordLevel") =
+            (&config, tokenizer.model_kind())
+        {
+            let name = match files.tokenizer {
+                TokenizerBytes::Json(t) => t.name,
+                TokenizerBytes::VocabMerges(v, _) => v.name,
+            };
+            return Err(Error::Config {
+                file: name.into(),
+                message: format!(
+                    "T5 expects a SentencePiece Unigram tokenizer, found {}",
+                    tokenizer.model_kind()
+                ),
+            });
+        }
+        let (model, report) = config.load(&checkpoint, device, options, converted)?;
         let summarizer = Summarizer {
             model,
             tokenizer,

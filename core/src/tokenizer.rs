@@ -127,6 +127,17 @@ impl BartTokenizer {
             .map_err(tok_err)
     }
 
+    /// The tokenizer model's kind: `BPE`, `Unigram`, `WordPiece` or `WordLevel`.
+    pub fn model_kind(&self) -> &'static str {
+        use tokenizers::models::ModelWrapper;
+        match self.inner.get_model() {
+            ModelWrapper::BPE(_) => "BPE",
+            ModelWrapper::Unigram(_) => "Unigram",
+            ModelWrapper::WordPiece(_) => "WordPiece",
+            ModelWrapper::WordLevel(_) => "WordLevel",
+        }
+    }
+
     /// The input length transformers truncates to by default (`model_max_length`), if set.
     pub fn model_max_length(&self) -> Option<usize> {
         self.model_max_length

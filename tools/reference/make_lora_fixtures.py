@@ -33,7 +33,7 @@ warnings.filterwarnings("ignore")
 import peft
 import transformers
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
-from transformers import BartForConditionalGeneration
+from transformers import AutoModelForSeq2SeqLM
 
 transformers.logging.set_verbosity_error()
 
@@ -53,6 +53,11 @@ CASES = [
     # A regex target (decoder attention only), trained biases (bias="all"), layers_to_transform unused.
     dict(name="silu-regex-bias", model="tiny-silu", r=3, alpha=5,
          targets=r".*decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|out_proj)", bias="all", b_scale=1.0),
+    # T5: PEFT's default T5 targets (q, v) on the tied relu model.
+    dict(name="t5-qv", model="t5-relu-tied", r=4, alpha=8, targets=["q", "v"], b_scale=1.0),
+    # T5 v1.1 / FLAN-T5: every projection of the gated FFN and attention, a per-module rank.
+    dict(name="t5-gated-all", model="t5-gatedgelu-untied", r=3, alpha=6,
+         targets=["q", "k", "v", "o", "wi_0", "wi_1", "wo"], rank_pattern={"wo": 2}, b_scale=0.5),
 ]
 
 
@@ -62,7 +67,7 @@ def dump_json(obj, path):
 
 
 def load_base(model_dir, dtype=torch.float32):
-    m = BartForConditionalGeneration.from_pretrained(str(model_dir), dtype=dtype)
+    m = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), dtype=dtype)
     m.eval()
     return m
 
@@ -115,10 +120,17 @@ def generations(model, pin):
 
 
 def main():
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="*", help="case names to (re)write; default: all")
+    args = ap.parse_args()
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
     OUT.mkdir(parents=True, exist_ok=True)
     for case in CASES:
+        if args.only and case["name"] not in args.only:
+            continue
         torch.manual_seed(SEED)
         model_dir = FIX / "models" / case["model"]
         pin = json.load(open(FIX / "parity" / f"{case['model']}.json"))

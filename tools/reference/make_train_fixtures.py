@@ -24,8 +24,13 @@ branch (f32 factors, PEFT's default), AdamW and the loss stay in f32. f16 adds t
 CPU one; initial scale INIT_SCALE): scaled loss, unscale_ before clipping, a step with non-finite gradients is
 skipped (and the learning-rate schedule does not advance, as in transformers' Trainer).
 
+With --model t5-relu-tied (written to train-t5/) the same recipe runs on a T5 fixture: sources get the model's
+summarization prefix (task_specific_params.summarization.prefix, "summarize: ", as Bartleby's train puts it
+before every source, like transformers' run_summarization.py --source_prefix), labels end with </s>, the
+decoder inputs are T5's shift right (decoder_start_token_id = pad), LoRA on q, v and wi.
+
 Run: tools/reference/.venv/bin/python tools/reference/make_train_fixtures.py [--data ../shared/data]
-     [--precision f32|bf16|f16]
+     [--precision f32|bf16|f16] [--model tiny-gelu|t5-relu-tied]
 """
 
 import os
@@ -49,7 +54,7 @@ warnings.filterwarnings("ignore")
 import peft
 import transformers
 from peft import LoraConfig, TaskType, get_peft_model
-from transformers import AutoTokenizer, BartForConditionalGeneration, get_linear_schedule_with_warmup
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, get_linear_schedule_with_warmup
 from transformers.models.bart import modeling_bart
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
@@ -69,13 +74,17 @@ LR, BETAS, EPS, WEIGHT_DECAY, WARMUP, CLIP = 2e-3, (0.9, 0.999), 1e-8, 0.01, 3, 
 LORA = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "fc1"])
 
 
-def collate(tok, rows):
-    enc = tok([r["dialogue"] for r in rows], max_length=MAX_SOURCE, truncation=True, padding="longest",
+LORA_T5 = dict(r=4, lora_alpha=8, target_modules=["q", "v", "wi"])
+
+
+def collate(tok, rows, model, prefix):
+    enc = tok([prefix + r["dialogue"] for r in rows], max_length=MAX_SOURCE, truncation=True, padding="longest",
               return_tensors="pt")
     labels = tok(text_target=[r["summary"] for r in rows], max_length=MAX_TARGET, truncation=True,
                  padding="longest", return_tensors="pt").input_ids
     labels[labels == tok.pad_token_id] = -100
-    dec = shift_tokens_right(labels, tok.pad_token_id, 2)
+    start = model.config.decoder_start_token_id
+    dec = shift_tokens_right(labels, tok.pad_token_id, start)
     return enc.input_ids, enc.attention_mask, dec, labels
 
 
@@ -130,17 +139,23 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--precision", choices=["f32", "bf16", "f16"], default="f32")
+    ap.add_argument("--model", default=MODEL)
     args = ap.parse_args()
-    OUT = FIX / ("train" if args.precision == "f32" else f"train-{args.precision}")
+    t5 = args.model.startswith("t5-")
+    if t5 and args.precision != "f32":
+        raise SystemExit("--precision applies to the BART fixture only")
+    OUT = FIX / ("train-t5" if t5 else "train" if args.precision == "f32" else f"train-{args.precision}")
+    lora = LORA_T5 if t5 else LORA
     torch.manual_seed(SEED)
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
     rows = [json.loads(l) for l in open(Path(args.data) / "dialogsum" / "train.jsonl", encoding="utf-8")]
     rows = rows[: STEPS * MICRO * GA]
-    model_dir = FIX / "models" / MODEL
+    model_dir = FIX / "models" / args.model
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    base = BartForConditionalGeneration.from_pretrained(str(model_dir), dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, lora_dropout=0.0, **LORA))
+    base = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    prefix = ((base.config.task_specific_params or {}).get("summarization") or {}).get("prefix", "")
+    model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, lora_dropout=0.0, **lora))
     model.eval()  # no dropout: the comparison is deterministic
     if OUT.exists():
         shutil.rmtree(OUT)
@@ -157,7 +172,7 @@ def main():
         losses = []
         for m in range(GA):
             i = (step * GA + m) * MICRO
-            ids, mask, dec, labels = collate(tok, rows[i : i + MICRO])
+            ids, mask, dec, labels = collate(tok, rows[i : i + MICRO], base, prefix)
             batches.append({"rows": list(range(i, i + MICRO)), "input_ids": ids.tolist(),
                             "attention_mask": mask.tolist(), "decoder_input_ids": dec.tolist(),
                             "labels": labels.tolist()})
@@ -187,9 +202,9 @@ def main():
     for d in ("initial", "final"):
         (OUT / d / "README.md").unlink(missing_ok=True)
     fixture = {
-        "model": MODEL, "precision": args.precision, "init_scale": INIT_SCALE if scaler else None, "steps": STEPS, "micro_batch": MICRO, "grad_accum": GA, "max_source": MAX_SOURCE,
+        "model": args.model, "source_prefix": prefix, "precision": args.precision, "init_scale": INIT_SCALE if scaler else None, "steps": STEPS, "micro_batch": MICRO, "grad_accum": GA, "max_source": MAX_SOURCE,
         "max_target": MAX_TARGET, "lr": LR, "betas": BETAS, "eps": EPS, "weight_decay": WEIGHT_DECAY,
-        "warmup": WARMUP, "clip": CLIP, "lora": LORA, "data": "dialogsum/train.jsonl",
+        "warmup": WARMUP, "clip": CLIP, "lora": lora, "data": "dialogsum/train.jsonl",
         "peft_version": peft.__version__, "torch_version": torch.__version__,
         "transformers_version": transformers.__version__, "history": steps, "batches": batches,
     }
