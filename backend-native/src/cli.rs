@@ -1,8 +1,7 @@
-//! The `bartleby` command line: a thin shell over `bartleby-core`.
+//! The `bartleby` command line: a thin shell over `bartleby-core`. This file only dispatches;
+//! each subcommand is a module of [`crate::commands`].
 
-use crate::{
-    compare_cmd, data_cmd, eval_cmd, export_cmd, merge_cmd, score_cmd, summarize_cmd, train_cmd,
-};
+use crate::commands::{compare, data, eval, export, merge, score, summarize, train};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -20,25 +19,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Summarize dialogues (JSONL, CSV or plain text) with a BART checkpoint.
-    Summarize(summarize_cmd::SummarizeArgs),
+    Summarize(summarize::SummarizeArgs),
     /// Score predictions against references: ROUGE (rouge_score 0.1.2), BLEU (sacrebleu 2.6.0),
     /// BERTScore (bert_score 0.3.13).
-    Score(score_cmd::ScoreArgs),
+    Score(score::ScoreArgs),
     /// Merge a LoRA adapter into its base model: a standalone transformers checkpoint, checked
     /// to give the same logits and generations as base + adapter.
-    Merge(merge_cmd::MergeArgs),
+    Merge(merge::MergeArgs),
     /// Inspect dialogue summarization data (split sizes, lengths, the first example).
-    Data(data_cmd::DataArgs),
+    Data(data::DataArgs),
     /// Fine-tune with LoRA (or fully): PEFT-format adapter, validation, resumable checkpoints.
-    Train(train_cmd::TrainArgs),
+    Train(train::TrainArgs),
     /// Evaluate a model on a dataset split: predictions, ROUGE/BLEU with bootstrap intervals,
     /// failure analysis and charts.
-    Eval(eval_cmd::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Compare `eval` runs side by side: deltas against the first and their significance.
-    Compare(compare_cmd::CompareArgs),
+    Compare(compare::CompareArgs),
     /// Export a web bundle (f32/f16/q8/q4 weights, tokenizer, manifest.json with sha256) for the
     /// browser app; `summarize --model BUNDLE_DIR` runs it natively.
-    Export(export_cmd::ExportArgs),
+    Export(export::ExportArgs),
 }
 
 /// Parses arguments, runs the command, prints errors as one line; exit code 1 on failure.
@@ -53,14 +52,14 @@ pub fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Summarize(args) => summarize_cmd::run(args),
-        Command::Score(args) => score_cmd::run(args),
-        Command::Merge(args) => merge_cmd::run(args),
-        Command::Data(args) => data_cmd::run(args),
-        Command::Train(args) => train_cmd::run(args),
-        Command::Eval(args) => eval_cmd::run(args),
-        Command::Compare(args) => compare_cmd::run(args),
-        Command::Export(args) => export_cmd::run(args),
+        Command::Summarize(args) => summarize::run(args),
+        Command::Score(args) => score::run(args),
+        Command::Merge(args) => merge::run(args),
+        Command::Data(args) => data::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Compare(args) => compare::run(args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
-//! Reading documents to summarize: JSONL (`dialogue` or `text`, optional `id`), CSV with those
-//! columns, or plain text (the whole input is one document).
+//! Reading inputs: documents to summarize — JSONL (`dialogue` or `text`, optional `id`), CSV with
+//! those columns, or plain text (the whole input is one document) — and the prediction/reference
+//! pairs that `score` reads (JSONL).
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -72,6 +73,32 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
     if docs.is_empty() {
         bail!("{name}: no documents in input");
     }
+    Ok(docs)
+}
+
+/// Dialogues for [`check_inputs`] when the user gives none.
+const BUILT_IN_CHECK: [&str; 4] = [
+    "#Person1#: Did you book the table for tonight?\n#Person2#: Yes, at eight, by the window.",
+    "Anna: are we still on for Saturday?\nTom: sure, 10am at the station\nAnna: great, see you",
+    "Manager: the release slips a week because the tests are red.\nDev: I will fix them by Monday.",
+    "#Person1#: How much is the blue coat?\n#Person2#: It's 80 dollars, 20% off this week.",
+];
+
+/// The inputs of `merge`'s lossless check and `export`'s quality check: the first `n` documents
+/// of `input`, or of built-in dialogues when there is none.
+pub fn check_inputs(input: Option<&Path>, n: usize) -> Result<Vec<Document>> {
+    let mut docs = match input {
+        Some(path) => read_documents(path)?,
+        None => BUILT_IN_CHECK
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Document {
+                id: i.into(),
+                text: t.to_string(),
+            })
+            .collect(),
+    };
+    docs.truncate(n);
     Ok(docs)
 }
 
@@ -171,6 +198,84 @@ fn checked(doc: Document, name: &str, n: usize, field: &str) -> Result<Document>
     Ok(doc)
 }
 
+/// One scored pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pair {
+    /// The input's `id`, or its 0-based position when it has none.
+    pub id: Value,
+    pub prediction: String,
+    pub references: Vec<String>,
+}
+
+/// Reads the pairs of `path` (`-` = stdin).
+pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
+    let (name, bytes) = if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| anyhow::anyhow!("stdin: read failed: {e}"))?;
+        ("stdin".to_string(), buf)
+    } else {
+        let name = path.display().to_string();
+        let bytes =
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("{name}: cannot read input: {e}"))?;
+        (name, bytes)
+    };
+    let pairs = parse_pairs(&bytes, &name)?;
+    if pairs.is_empty() {
+        bail!("{name}: no pairs in input");
+    }
+    Ok(pairs)
+}
+
+/// Parses JSONL pairs; errors name the file, the line and the field.
+pub fn parse_pairs(bytes: &[u8], name: &str) -> Result<Vec<Pair>> {
+    let mut pairs = Vec::new();
+    for row in jsonl_objects(bytes, name) {
+        let (n, obj) = row?;
+        let prediction = match obj.get("prediction") {
+            None => bail!("{name} line {n}: missing field \"prediction\""),
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => bail!("{name} line {n}: field \"prediction\" must be a string"),
+        };
+        let references = match (obj.get("references"), obj.get("reference")) {
+            (Some(_), Some(_)) => {
+                bail!("{name} line {n}: give either \"references\" or \"reference\", not both")
+            }
+            (None, None) => {
+                bail!("{name} line {n}: missing field \"references\" (or \"reference\")")
+            }
+            (None, Some(Value::String(s))) => vec![s.clone()],
+            (None, Some(_)) => bail!("{name} line {n}: field \"reference\" must be a string"),
+            (Some(Value::Array(refs)), None) => {
+                if refs.is_empty() {
+                    bail!("{name} line {n}: field \"references\" is an empty list");
+                }
+                refs.iter()
+                    .enumerate()
+                    .map(|(k, r)| match r {
+                        Value::String(s) => Ok(s.clone()),
+                        _ => bail!("{name} line {n}: field \"references\"[{k}] must be a string"),
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+            (Some(_), None) => {
+                bail!("{name} line {n}: field \"references\" must be a list of strings")
+            }
+        };
+        let id = obj
+            .get("id")
+            .cloned()
+            .unwrap_or_else(|| Value::from(pairs.len()));
+        pairs.push(Pair {
+            id,
+            prediction,
+            references,
+        });
+    }
+    Ok(pairs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +335,38 @@ mod tests {
             }]
         );
         assert!(parse_csv(b"id,summary\n1,x\n", "f.csv").is_err());
+    }
+
+    #[test]
+    fn pairs_accept_references_or_reference() {
+        let pairs = parse_pairs(
+            b"{\"id\":\"a\",\"prediction\":\"x\",\"references\":[\"y\",\"z\"]}\n\n{\"prediction\":\"\",\"reference\":\"w\"}\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(pairs[0].references, vec!["y", "z"]);
+        assert_eq!(pairs[1].id, Value::from(1));
+        assert_eq!(pairs[1].references, vec!["w"]);
+    }
+
+    #[test]
+    fn pair_errors_name_line_and_field() {
+        let err = |b: &[u8]| parse_pairs(b, "p.jsonl").unwrap_err().to_string();
+        assert_eq!(
+            err(b"{\"references\":[\"y\"]}"),
+            "p.jsonl line 1: missing field \"prediction\""
+        );
+        assert_eq!(
+            err(b"{\"prediction\":\"x\",\"references\":[]}"),
+            "p.jsonl line 1: field \"references\" is an empty list"
+        );
+        assert_eq!(
+            err(b"{\"prediction\":\"x\",\"references\":[\"a\",3]}"),
+            "p.jsonl line 1: field \"references\"[1] must be a string"
+        );
+        assert_eq!(
+            err(b"{\"prediction\":\"x\",\"reference\":[\"a\"]}"),
+            "p.jsonl line 1: field \"reference\" must be a string"
+        );
     }
 }

@@ -2,20 +2,18 @@
 //! Model math lives in `bartleby-core`; this crate only moves bytes in and out of it.
 
 pub mod blas;
+pub mod checkpoint_files;
 pub mod cli;
-pub mod compare_cmd;
-pub mod data_cmd;
+pub mod commands;
 pub mod dataset;
 pub mod device;
-pub mod eval_cmd;
-pub mod export_cmd;
+pub mod generation_args;
 pub mod host;
 pub mod input;
 pub mod memory;
-pub mod merge_cmd;
 pub mod model_files;
 pub mod output;
 pub mod plots;
-pub mod score_cmd;
-pub mod summarize_cmd;
-pub mod train_cmd;
+pub mod progress;
+pub mod scoring;
+pub mod summarizer;

@@ -1,9 +1,10 @@
 //! Writing results atomically: a temp file beside the target, renamed into place on success,
-//! so a failed run never leaves a half-written output.
+//! so a failed run never leaves a half-written output. Also the checks on output folders and
+//! run names that commands make before any work.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Where results go: a file (atomic) or stdout.
 pub enum Sink {
@@ -137,4 +138,59 @@ pub fn write_dir(output: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<
 pub fn write_file(dir: &Path, file: &str, bytes: &[u8]) -> Result<()> {
     let path = dir.join(file);
     std::fs::write(&path, bytes).with_context(|| format!("{file}: write failed"))
+}
+
+/// Writes `bytes` to `path` atomically (a temp file beside it, renamed into place).
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut sink = Sink::open(Some(path))?;
+    sink.write_bytes(bytes)?;
+    sink.finish()
+}
+
+/// Checks a run name used as a file-name prefix.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok {
+        bail!("--name {name:?}: use letters, digits, '-', '_' or '.' (not first), it prefixes file names");
+    }
+    Ok(())
+}
+
+/// Creates the output folder and checks that files can be created in it, before any work.
+pub fn prepare_out_dir(dir: &Path) -> Result<()> {
+    let name = dir.display();
+    std::fs::create_dir_all(dir).with_context(|| format!("{name}: cannot create output folder"))?;
+    if !dir.is_dir() {
+        bail!("{name}: output folder is not a folder");
+    }
+    tempfile::Builder::new()
+        .prefix(".bartleby-")
+        .tempfile_in(dir)
+        .with_context(|| format!("{name}: output folder is not writable"))?;
+    Ok(())
+}
+
+/// Writes every `(file name, contents)` into `dir` through [`Sink`]: all contents go to
+/// temporary files first and are renamed into place only once all were written, so a failure
+/// leaves no partial output. Returns the paths written.
+pub fn write_atomically(dir: &Path, files: Vec<(String, Vec<u8>)>) -> Result<Vec<PathBuf>> {
+    let mut staged = Vec::with_capacity(files.len());
+    for (file, bytes) in &files {
+        let path = dir.join(file);
+        let mut sink = Sink::open(Some(&path))?;
+        let Sink::File { tmp, .. } = &mut sink else {
+            unreachable!("a file path opens a file sink");
+        };
+        tmp.write_all(bytes)
+            .with_context(|| format!("{}: write failed", path.display()))?;
+        staged.push((path, sink));
+    }
+    staged
+        .into_iter()
+        .map(|(path, sink)| sink.finish().map(|()| path))
+        .collect()
 }

@@ -6,6 +6,7 @@
 //! (atomically, like every other output).
 
 use anyhow::{bail, Result};
+use bartleby_core::metrics::report::Interval;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -23,18 +24,11 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(213, 94, 0),
 ];
 
-/// A value with its confidence interval (`low <= mid <= high`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Ci {
-    pub low: f64,
-    pub mid: f64,
-    pub high: f64,
-}
-
-/// One series of a grouped bar chart: its name and one value per group.
+/// One series of a grouped bar chart: its name and one value per group, with its interval
+/// (`low <= mid <= high`).
 pub struct Series<'a> {
     pub name: &'a str,
-    pub values: Vec<Ci>,
+    pub values: Vec<Interval>,
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
@@ -288,7 +282,7 @@ mod tests {
 
     #[test]
     fn charts_are_png() {
-        let ci = |m| Ci {
+        let ci = |m| Interval {
             low: m - 2.0,
             mid: m,
             high: m + 2.0,
@@ -390,7 +384,5 @@ pub fn loss_curve(path: &std::path::Path, train: &[(f64, f64)], val: &[(f64, f64
         series.push(("validation loss", val));
     }
     let png = lines("Training loss", "optimizer step", "loss", &series)?;
-    let mut sink = crate::output::Sink::open(Some(path))?;
-    sink.write_bytes(&png)?;
-    sink.finish()
+    crate::output::write_file_atomically(path, &png)
 }

@@ -350,8 +350,8 @@ pub fn Dashboards() -> impl IntoView {
                 </span>
             </div>
             <p class="dash-help">
-                "Drop any mix of NAME_metrics.json, NAME_metrics.csv, NAME_predictions.csv, "
-                "NAME_failures.md (bartleby eval), a bartleby compare JSON, or "
+                "Drop any mix of NAME_metrics.json (with its failure report), NAME_metrics.csv, "
+                "NAME_predictions.csv (bartleby eval), a bartleby compare JSON, or "
                 "runs/NAME/metrics.jsonl (bartleby train). Nothing leaves your browser."
             </p>
             <ul id="dash-messages" class="dash-messages">
@@ -629,7 +629,7 @@ fn recompute_view(v: RecomputeView) -> impl IntoView {
 
 fn failures_view(reports: &[d::FailureReport]) -> impl IntoView {
     if reports.is_empty() {
-        return view! { <p class="dash-empty">"No NAME_failures.md loaded."</p> }.into_any();
+        return view! { <p class="dash-empty">"No NAME_metrics.json with a failure report loaded."</p> }.into_any();
     }
     reports
         .iter()

@@ -2,24 +2,29 @@
 //! references, analyse failures, and write predictions, metrics, a failure report and charts.
 //!
 //! Generation is `summarize`'s ([`Generator`], same flags), scoring is `score`'s
-//! ([`score_pairs`], same flags), failure analysis is [`bartleby_core::metrics::analysis`].
+//! ([`score_pairs`], same flags), failure analysis is [`bartleby_core::metrics::analysis`]; the
+//! metrics file is a [`bartleby_core::metrics::report::EvalReport`].
 
 use crate::dataset::{self, Row};
 use crate::device;
-use crate::input::Document;
-use crate::output::Sink;
-use crate::plots::{self, Ci, Series};
-use crate::score_cmd::{parse_metrics, score_pairs, Metric, MetricArgs, Pair, ScoreReport};
-use crate::summarize_cmd::{progress_bar, Generator, RunArgs};
-use anyhow::{bail, Context, Result};
+use crate::input::{Document, Pair};
+use crate::output::{check_name, prepare_out_dir, write_atomically};
+use crate::plots::{self, Series};
+use crate::progress;
+use crate::scoring::{parse_metrics, score_pairs, Metric, MetricArgs};
+use crate::summarizer::{Generator, RunArgs};
+use anyhow::{bail, Result};
 use bartleby_core::metrics::analysis::{
     self, Category, ExampleAnalysis, FailureReport, Thresholds,
 };
+use bartleby_core::metrics::report::{
+    category_name, CorpusScores, EvalReport, Failures, Lengths, ScoreReport, Selection, Timing,
+    WorstExample, ROUGE_KEYS, ROUGE_LABELS,
+};
 use bartleby_core::{GenerationConfig, Summary};
 use clap::Args;
-use serde::Serialize;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Examples listed per failure category in `NAME_failures.md`.
@@ -75,19 +80,6 @@ Row selection: without --limit every row of the split; --limit N alone takes the
 --limit N --seed S takes a uniform sample of N rows (partial Fisher-Yates driven by SplitMix64
 seeded with S), kept in file order. A limit above the number of rows takes every row.
 ";
-
-/// Checks a run name used as a file-name prefix.
-pub fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if !ok {
-        bail!("--name {name:?}: use letters, digits, '-', '_' or '.' (not first), it prefixes file names");
-    }
-    Ok(())
-}
 
 /// Checks the arguments that need no file access.
 fn check_args(args: &EvalArgs) -> Result<()> {
@@ -179,7 +171,7 @@ fn generate(generator: &Generator, rows: &[Row], args: &EvalArgs) -> Result<Vec<
         })
         .collect();
     generator.check_documents(&docs, &args.data)?;
-    let bar = progress_bar(docs.len(), "evaluating", "examples");
+    let bar = progress::bar_over(docs.len(), 3, "evaluating", "examples");
     let mut out = Vec::with_capacity(docs.len());
     generator.summarize_all(
         &docs,
@@ -244,64 +236,6 @@ fn analyze(
         .collect()
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
-struct Timing {
-    load_seconds: f64,
-    generation_seconds: f64,
-    /// Examples per second of generation.
-    examples_per_second: f64,
-    scoring_seconds: f64,
-    total_seconds: f64,
-}
-
-#[derive(Debug, Serialize)]
-struct Selection {
-    rows_in_split: usize,
-    limit: Option<usize>,
-    seed: Option<u64>,
-    rule: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-struct Lengths {
-    mean_prediction_words: f64,
-    mean_reference_words: f64,
-    mean_dialogue_words: f64,
-    mean_input_tokens: f64,
-    mean_generated_tokens: f64,
-}
-
-#[derive(Debug, Serialize)]
-struct Failures<'a> {
-    total: usize,
-    flagged: usize,
-    counts: &'a std::collections::BTreeMap<Category, usize>,
-    thresholds: Thresholds,
-}
-
-/// The `NAME_metrics.json` document.
-#[derive(Debug, Serialize)]
-struct MetricsDoc<'a> {
-    name: &'a str,
-    model: &'a str,
-    data: &'a str,
-    split: &'a str,
-    n: usize,
-    selection: Selection,
-    generation: &'a GenerationConfig,
-    max_input_tokens: usize,
-    batch_size: u64,
-    device: String,
-    /// As `bartleby score`'s `corpus`: ROUGE F-measure intervals (0-1) and corpus BLEU (0-100).
-    corpus: &'a crate::score_cmd::CorpusScores,
-    /// As `bartleby score`'s `settings`.
-    scoring: &'a crate::score_cmd::Settings,
-    lengths: Lengths,
-    failures: Failures<'a>,
-    timing: Timing,
-    bartleby_version: &'static str,
-}
-
 /// Everything one evaluation produced, ready to be written.
 struct EvalRun<'a> {
     args: &'a EvalArgs,
@@ -327,17 +261,22 @@ impl EvalRun<'_> {
     /// Every output file: (file name, contents).
     fn files(&self, rows_in_split: usize, timing: Timing) -> Result<Vec<(String, Vec<u8>)>> {
         let name = &self.args.name;
-        let metrics = self.metrics_doc(rows_in_split, timing);
+        let lengths = self.lengths();
+        let failures = self.failure_summary();
+        let metrics = self.metrics_doc(rows_in_split, &lengths, &failures, timing);
         let mut files = vec![
             (format!("{name}_predictions.csv"), self.predictions_csv()?),
             (
                 format!("{name}_metrics.json"),
                 (serde_json::to_string_pretty(&metrics)? + "\n").into_bytes(),
             ),
-            (format!("{name}_metrics.csv"), metrics_csv(&metrics)?),
+            (
+                format!("{name}_metrics.csv"),
+                metrics_csv(metrics.n, &metrics.corpus, &lengths, &timing, &failures)?,
+            ),
             (
                 format!("{name}_failures.md"),
-                self.failures_md().into_bytes(),
+                self.failures_md(&failures).into_bytes(),
             ),
         ];
         files.extend(self.charts()?);
@@ -364,19 +303,75 @@ impl EvalRun<'_> {
         w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
     }
 
-    fn metrics_doc(&self, rows_in_split: usize, timing: Timing) -> MetricsDoc<'_> {
+    fn lengths(&self) -> Lengths {
         let a = self.analyses;
+        Lengths {
+            mean_prediction_words: mean(a.iter().map(|x| x.words.prediction as f64)),
+            mean_reference_words: mean(a.iter().map(|x| x.words.reference as f64)),
+            mean_dialogue_words: mean(a.iter().map(|x| x.words.dialogue as f64)),
+            mean_input_tokens: mean(a.iter().map(|x| x.input_tokens as f64)),
+            mean_generated_tokens: mean(a.iter().map(|x| x.prediction_tokens.unwrap_or(0) as f64)),
+        }
+    }
+
+    /// The failure counts and, per category, its worst examples as the report lists them.
+    fn failure_summary(&self) -> Failures {
+        let f = self.failures;
+        let worst: BTreeMap<Category, Vec<WorstExample>> = f
+            .worst
+            .iter()
+            .map(|(cat, ranked)| {
+                let examples = ranked
+                    .iter()
+                    .filter_map(|r| self.worst_example(&r.id, r.severity))
+                    .collect();
+                (*cat, examples)
+            })
+            .collect();
+        Failures {
+            total: f.total,
+            flagged: f.flagged,
+            counts: f.counts.clone(),
+            thresholds: Thresholds::default(),
+            worst,
+        }
+    }
+
+    fn worst_example(&self, id: &str, severity: f64) -> Option<WorstExample> {
+        let i = self.rows.iter().position(|r| r.id == id)?;
+        let row = &self.rows[i];
+        let texts = [
+            row.dialogue.as_str(),
+            row.summary.as_str(),
+            self.predictions[i].summary.as_str(),
+        ];
+        Some(WorstExample::new(
+            &self.analyses[i],
+            severity,
+            self.rouge_l(i),
+            texts,
+            DIALOGUE_EXCERPT,
+        ))
+    }
+
+    fn metrics_doc(
+        &self,
+        rows_in_split: usize,
+        lengths: &Lengths,
+        failures: &Failures,
+        timing: Timing,
+    ) -> EvalReport {
         let args = self.args;
         let device = clap::ValueEnum::to_possible_value(&args.run.device)
             .map(|v| v.get_name().to_string())
             .unwrap_or_default();
-        MetricsDoc {
-            name: &args.name,
-            model: &args.model,
-            data: &args.data,
-            split: &args.split,
-            n: self.rows.len(),
-            selection: Selection {
+        EvalReport {
+            name: args.name.clone(),
+            model: args.model.clone(),
+            data: args.data.clone(),
+            split: args.split.clone(),
+            n: self.rows.len() as u64,
+            selection: Some(Selection {
                 rows_in_split,
                 limit: args.limit,
                 seed: args.seed,
@@ -386,37 +381,24 @@ impl EvalRun<'_> {
                     (Some(_), Some(_)) => {
                         "seeded sample (SplitMix64 + partial Fisher-Yates), file order"
                     }
-                },
-            },
-            generation: self.gen,
-            max_input_tokens: self.max_input,
-            batch_size: args.run.batch_size,
-            device,
-            corpus: &self.report.corpus,
-            scoring: &self.report.settings,
-            lengths: Lengths {
-                mean_prediction_words: mean(a.iter().map(|x| x.words.prediction as f64)),
-                mean_reference_words: mean(a.iter().map(|x| x.words.reference as f64)),
-                mean_dialogue_words: mean(a.iter().map(|x| x.words.dialogue as f64)),
-                mean_input_tokens: mean(a.iter().map(|x| x.input_tokens as f64)),
-                mean_generated_tokens: mean(
-                    a.iter().map(|x| x.prediction_tokens.unwrap_or(0) as f64),
-                ),
-            },
-            failures: Failures {
-                total: self.failures.total,
-                flagged: self.failures.flagged,
-                counts: &self.failures.counts,
-                thresholds: Thresholds::default(),
-            },
-            timing,
-            bartleby_version: env!("CARGO_PKG_VERSION"),
+                }
+                .into(),
+            }),
+            generation: Some(self.gen.clone()),
+            max_input_tokens: Some(self.max_input),
+            batch_size: Some(args.run.batch_size),
+            device: Some(device),
+            corpus: self.report.corpus.clone(),
+            scoring: Some(self.report.settings.clone()),
+            lengths: Some(lengths.clone()),
+            failures: Some(failures.clone()),
+            timing: Some(timing),
+            bartleby_version: Some(env!("CARGO_PKG_VERSION").into()),
         }
     }
 
-    fn failures_md(&self) -> String {
+    fn failures_md(&self, f: &Failures) -> String {
         let args = self.args;
-        let f = self.failures;
         let mut md = format!(
             "# Failure analysis: {}\n\nModel `{}`, data `{}` (split `{}`), {} examples; {} flagged \
              with at least one category. Rules and thresholds: bartleby-core `metrics::analysis` \
@@ -432,71 +414,21 @@ impl EvalRun<'_> {
                 continue;
             }
             md += &format!("\n## {} (worst {})\n", category_name(*cat), worst.len());
-            for ranked in worst {
-                md += &self.example_md(&ranked.id, ranked.severity);
+            for example in worst {
+                md += &example_md(example);
             }
         }
         md
-    }
-
-    fn example_md(&self, id: &str, severity: f64) -> String {
-        let Some(i) = self.rows.iter().position(|r| r.id == id) else {
-            return String::new();
-        };
-        let (row, a) = (&self.rows[i], &self.analyses[i]);
-        let rouge = self
-            .rouge_l(i)
-            .map(|f| format!(", ROUGE-L F {f:.3}"))
-            .unwrap_or_default();
-        let mut extra = String::new();
-        if !a.unsupported_numbers.is_empty() || !a.unsupported_names.is_empty() {
-            let all: Vec<&str> = a
-                .unsupported_numbers
-                .iter()
-                .chain(&a.unsupported_names)
-                .map(String::as_str)
-                .collect();
-            extra += &format!("- Not in the dialogue: {}\n", all.join(", "));
-        }
-        if let Some(r) = a.repeated_ngrams.first() {
-            extra += &format!("- Repeated: \"{}\" ×{}\n", r.ngram, r.count);
-        }
-        let dialogue: String = row.dialogue.chars().take(DIALOGUE_EXCERPT).collect();
-        let cut = if dialogue.len() < row.dialogue.len() {
-            "\n…"
-        } else {
-            ""
-        };
-        format!(
-            "\n### `{id}`: severity {severity:.3}{rouge}\n\n- Words: generated {}, reference {}, \
-             dialogue {}; input tokens {} (window {})\n{extra}- Reference: {}\n- Generated: {}\n\n\
-             ````text\n{dialogue}{cut}\n````\n",
-            a.words.prediction,
-            a.words.reference,
-            a.words.dialogue,
-            a.input_tokens,
-            a.max_input_tokens,
-            one_line(&row.summary),
-            one_line(&self.predictions[i].summary),
-        )
     }
 
     /// The PNG charts (ROUGE charts only when ROUGE was computed).
     fn charts(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let name = &self.args.name;
         let mut out = Vec::new();
-        let c = &self.report.corpus;
-        if let (Some(r1), Some(r2), Some(rl), Some(rlsum)) =
-            (c.rouge1, c.rouge2, c.rougeL, c.rougeLsum)
-        {
-            let pct = |i: crate::score_cmd::Interval| Ci {
-                low: 100.0 * i.low,
-                mid: 100.0 * i.mid,
-                high: 100.0 * i.high,
-            };
+        if let [Some(r1), Some(r2), Some(rl), Some(rlsum)] = self.report.corpus.rouge() {
             let series = [Series {
                 name,
-                values: vec![pct(r1), pct(r2), pct(rl), pct(rlsum)],
+                values: [r1, r2, rl, rlsum].map(|i| i.scaled(100.0)).to_vec(),
             }];
             let title = format!(
                 "{name}: ROUGE F1 with 95% bootstrap intervals (n = {})",
@@ -523,58 +455,70 @@ impl EvalRun<'_> {
     }
 }
 
-/// Chart labels of the four ROUGE types.
-pub const ROUGE_LABELS: [&str; 4] = ["ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum"];
-
-fn category_name(c: Category) -> String {
-    serde_json::to_value(c)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{c:?}"))
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+/// One worst example in `NAME_failures.md`.
+fn example_md(e: &WorstExample) -> String {
+    let rouge = e
+        .rouge_l
+        .map(|f| format!(", ROUGE-L F {f:.3}"))
+        .unwrap_or_default();
+    let mut extra = String::new();
+    if !e.not_in_dialogue.is_empty() {
+        extra += &format!("- Not in the dialogue: {}\n", e.not_in_dialogue.join(", "));
+    }
+    if let Some(r) = &e.repeated {
+        extra += &format!("- Repeated: \"{}\" ×{}\n", r.ngram, r.count);
+    }
+    let cut = if e.dialogue_truncated { "\n…" } else { "" };
+    format!(
+        "\n### `{}`: severity {:.3}{rouge}\n\n- Words: generated {}, reference {}, \
+         dialogue {}; input tokens {} (window {})\n{extra}- Reference: {}\n- Generated: {}\n\n\
+         ````text\n{}{cut}\n````\n",
+        e.id,
+        e.severity,
+        e.prediction_words,
+        e.reference_words,
+        e.dialogue_words,
+        e.input_tokens,
+        e.max_input_tokens,
+        e.reference,
+        e.generated,
+        e.dialogue,
+    )
 }
 
 /// `metric,value,low,high` rows of the headline numbers.
-fn metrics_csv(doc: &MetricsDoc) -> Result<Vec<u8>> {
+fn metrics_csv(
+    n: u64,
+    corpus: &CorpusScores,
+    lengths: &Lengths,
+    timing: &Timing,
+    failures: &Failures,
+) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["metric", "value", "low", "high"])?;
     let num = |v: f64| v.to_string();
-    w.write_record(["n", &doc.n.to_string(), "", ""])?;
-    let c = doc.corpus;
-    for (label, i) in [
-        ("rouge1", c.rouge1),
-        ("rouge2", c.rouge2),
-        ("rougeL", c.rougeL),
-        ("rougeLsum", c.rougeLsum),
-    ] {
+    w.write_record(["n", &n.to_string(), "", ""])?;
+    for (label, i) in ROUGE_KEYS.into_iter().zip(corpus.rouge()) {
         if let Some(i) = i {
             w.write_record([label, &num(i.mid), &num(i.low), &num(i.high)])?;
         }
     }
-    if let Some(b) = c.bleu {
+    if let Some(b) = corpus.bleu {
         w.write_record(["bleu", &num(b), "", ""])?;
     }
-    let l = &doc.lengths;
+    let l = lengths;
     for (label, v) in [
         ("mean_prediction_words", l.mean_prediction_words),
         ("mean_reference_words", l.mean_reference_words),
         ("mean_dialogue_words", l.mean_dialogue_words),
         ("mean_input_tokens", l.mean_input_tokens),
         ("mean_generated_tokens", l.mean_generated_tokens),
-        ("examples_per_second", doc.timing.examples_per_second),
+        ("examples_per_second", timing.examples_per_second),
     ] {
         w.write_record([label, &num(v), "", ""])?;
     }
-    w.write_record([
-        "failures_flagged",
-        &doc.failures.flagged.to_string(),
-        "",
-        "",
-    ])?;
-    for (cat, count) in doc.failures.counts {
+    w.write_record(["failures_flagged", &failures.flagged.to_string(), "", ""])?;
+    for (cat, count) in &failures.counts {
         let label = format!("failures_{}", category_name(*cat));
         w.write_record([&label, &count.to_string(), "", ""])?;
     }
@@ -584,10 +528,7 @@ fn metrics_csv(doc: &MetricsDoc) -> Result<Vec<u8>> {
 fn print_summary(name: &str, report: &ScoreReport, written: &[PathBuf]) {
     let c = &report.corpus;
     let mut parts = Vec::new();
-    for (label, i) in ROUGE_LABELS
-        .iter()
-        .zip([c.rouge1, c.rouge2, c.rougeL, c.rougeLsum])
-    {
+    for (label, i) in ROUGE_LABELS.iter().zip(c.rouge()) {
         if let Some(i) = i {
             parts.push(format!(
                 "{label} {:.2} [{:.2}, {:.2}]",
@@ -604,39 +545,4 @@ fn print_summary(name: &str, report: &ScoreReport, written: &[PathBuf]) {
     for p in written {
         println!("wrote {}", p.display());
     }
-}
-
-/// Creates the output folder and checks that files can be created in it, before any work.
-pub fn prepare_out_dir(dir: &Path) -> Result<()> {
-    let name = dir.display();
-    std::fs::create_dir_all(dir).with_context(|| format!("{name}: cannot create output folder"))?;
-    if !dir.is_dir() {
-        bail!("{name}: output folder is not a folder");
-    }
-    tempfile::Builder::new()
-        .prefix(".bartleby-")
-        .tempfile_in(dir)
-        .with_context(|| format!("{name}: output folder is not writable"))?;
-    Ok(())
-}
-
-/// Writes every `(file name, contents)` into `dir` through [`Sink`]: all contents go to
-/// temporary files first and are renamed into place only once all were written, so a failure
-/// leaves no partial output. Returns the paths written.
-pub fn write_atomically(dir: &Path, files: Vec<(String, Vec<u8>)>) -> Result<Vec<PathBuf>> {
-    let mut staged = Vec::with_capacity(files.len());
-    for (file, bytes) in &files {
-        let path = dir.join(file);
-        let mut sink = Sink::open(Some(&path))?;
-        let Sink::File { tmp, .. } = &mut sink else {
-            unreachable!("a file path opens a file sink");
-        };
-        tmp.write_all(bytes)
-            .with_context(|| format!("{}: write failed", path.display()))?;
-        staged.push((path, sink));
-    }
-    staged
-        .into_iter()
-        .map(|(path, sink)| sink.finish().map(|()| path))
-        .collect()
 }

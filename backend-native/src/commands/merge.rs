@@ -1,19 +1,21 @@
 //! `bartleby merge`: folds a LoRA adapter into its base model and writes a standalone
 //! transformers checkpoint, after checking that the merge changed nothing it should not.
 
+use crate::checkpoint_files::{
+    config_json, copy_tokenizer_files, generation_config_json, DtypeArg,
+};
 use crate::device::{self, DeviceArg};
-use crate::input::{read_documents, Document};
-use crate::model_files::{self, ModelFiles};
+use crate::generation_args::GenerationArgs;
+use crate::input::check_inputs;
+use crate::model_files;
 use crate::output;
-use crate::summarize_cmd::GenerationArgs;
 use anyhow::{bail, Context, Result};
 use bartleby_core::checkpoint::adapter;
-use bartleby_core::checkpoint::{save_safetensors, Checkpoint, LoadOptions, SaveDtype};
+use bartleby_core::checkpoint::{save_safetensors, Checkpoint, LoadOptions};
 use bartleby_core::pipeline::ids_tensor;
 use bartleby_core::{GenerationConfig, Summarizer};
-use clap::{Args, ValueEnum};
-use serde_json::Value;
-use std::path::{Path, PathBuf};
+use clap::Args;
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct MergeArgs {
@@ -51,40 +53,6 @@ pub struct MergeArgs {
     pub device: DeviceArg,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DtypeArg {
-    F32,
-    F16,
-    Bf16,
-}
-
-impl DtypeArg {
-    fn save(self) -> SaveDtype {
-        match self {
-            Self::F32 => SaveDtype::F32,
-            Self::F16 => SaveDtype::F16,
-            Self::Bf16 => SaveDtype::BF16,
-        }
-    }
-
-    /// transformers' name, for config.json's `dtype` / `torch_dtype`.
-    fn torch_name(self) -> &'static str {
-        match self {
-            Self::F32 => "float32",
-            Self::F16 => "float16",
-            Self::Bf16 => "bfloat16",
-        }
-    }
-}
-
-/// Dialogues for the lossless check when the user gives none.
-const BUILT_IN_CHECK: [&str; 4] = [
-    "#Person1#: Did you book the table for tonight?\n#Person2#: Yes, at eight, by the window.",
-    "Anna: are we still on for Saturday?\nTom: sure, 10am at the station\nAnna: great, see you",
-    "Manager: the release slips a week because the tests are red.\nDev: I will fix them by Monday.",
-    "#Person1#: How much is the blue coat?\n#Person2#: It's 80 dollars, 20% off this week.",
-];
-
 pub fn run(args: MergeArgs) -> Result<()> {
     let device = device::init(args.device)?;
     let files = model_files::resolve(&args.model)?;
@@ -98,7 +66,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
         .apply(&summarizer.summarization_generation()?.0)?;
     let max_input = summarizer.max_input_tokens();
     summarizer.validate(&gen, max_input)?;
-    let docs = check_documents(args.check_input.as_deref(), args.check_n as usize)?;
+    let docs = check_inputs(args.check_input.as_deref(), args.check_n as usize)?;
     let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
     let batch = summarizer.tokenizer.encode_batch(
         &texts,
@@ -169,22 +137,6 @@ pub fn run(args: MergeArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn check_documents(input: Option<&Path>, n: usize) -> Result<Vec<Document>> {
-    let mut docs = match input {
-        Some(path) => read_documents(path)?,
-        None => BUILT_IN_CHECK
-            .iter()
-            .enumerate()
-            .map(|(i, t)| Document {
-                id: i.into(),
-                text: t.to_string(),
-            })
-            .collect(),
-    };
-    docs.truncate(n);
-    Ok(docs)
-}
-
 /// Generated ids, and the teacher-forced logits along a fixed decoder sequence.
 struct Outputs {
     sequences: Vec<Vec<u32>>,
@@ -226,85 +178,4 @@ impl Outputs {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, |m, d| if d.is_nan() { f32::NAN } else { m.max(d) })
     }
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{}: invalid JSON", path.display()))
-}
-
-/// The base's config.json with the stored dtype updated.
-pub(crate) fn config_json(files: &ModelFiles, dtype: DtypeArg) -> Result<Vec<u8>> {
-    let mut config = read_json(&files.config)?;
-    let obj = config
-        .as_object_mut()
-        .with_context(|| format!("{}: not a JSON object", files.config.display()))?;
-    obj.insert("dtype".into(), dtype.torch_name().into());
-    if obj.contains_key("torch_dtype") {
-        obj.insert("torch_dtype".into(), dtype.torch_name().into());
-    }
-    Ok(pretty(&config))
-}
-
-/// The base's generation_config.json (or an empty one) with every setting summarization uses
-/// written out explicitly: the merged model generates with exactly the settings the base+adapter
-/// evaluation used, whatever defaults a loader would otherwise fill in.
-pub(crate) fn generation_config_json(
-    files: &ModelFiles,
-    gen: &GenerationConfig,
-) -> Result<Vec<u8>> {
-    let mut json = match &files.generation_config {
-        Some(path) => read_json(path)?,
-        None => serde_json::json!({ "_from_model_config": false }),
-    };
-    let obj = json
-        .as_object_mut()
-        .context("generation_config.json: not a JSON object")?;
-    let Value::Object(settings) = serde_json::to_value(gen)? else {
-        bail!("generation settings did not serialize to an object");
-    };
-    for (key, value) in settings {
-        // f32 fields (length_penalty) as their shortest decimal, e.g. 0.8 and not 0.800000011920929.
-        let value = match (&value, key.as_str()) {
-            (Value::Number(_), "length_penalty") => {
-                let shortest: f64 = format!("{}", gen.length_penalty).parse()?;
-                serde_json::json!(shortest)
-            }
-            _ => value,
-        };
-        obj.insert(key, value);
-    }
-    obj.entry("transformers_version")
-        .or_insert_with(|| "4.57.6".into());
-    Ok(pretty(&json))
-}
-
-fn pretty(v: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec_pretty(v).expect("JSON serializes");
-    bytes.push(b'\n');
-    bytes
-}
-
-/// Tokenizer files of the base (whichever exist beside its config.json or were resolved).
-pub fn copy_tokenizer_files(files: &ModelFiles, dir: &Path) -> Result<()> {
-    let mut sources: Vec<PathBuf> = Vec::new();
-    sources.extend(files.tokenizer_json.clone());
-    sources.extend(files.tokenizer_config.clone());
-    if let Some((vocab, merges)) = &files.vocab_merges {
-        sources.extend([vocab.clone(), merges.clone()]);
-    }
-    if let Some(base_dir) = files.config.parent() {
-        for extra in ["special_tokens_map.json", "added_tokens.json"] {
-            let p = base_dir.join(extra);
-            if p.is_file() {
-                sources.push(p);
-            }
-        }
-    }
-    for src in sources {
-        let name = src.file_name().context("tokenizer file without a name")?;
-        std::fs::copy(&src, dir.join(name))
-            .with_context(|| format!("{}: cannot copy", src.display()))?;
-    }
-    Ok(())
 }

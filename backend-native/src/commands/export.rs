@@ -1,11 +1,12 @@
 //! `bartleby export`: a web bundle (quantized weights + config + tokenizer + manifest.json) for
 //! the browser app; `bartleby summarize --model BUNDLE_DIR` reads it too.
 
+use crate::checkpoint_files::{config_json, generation_config_json, DtypeArg};
 use crate::device::{self, DeviceArg};
-use crate::merge_cmd::{check_documents, config_json, generation_config_json, DtypeArg};
+use crate::generation_args::GenerationArgs;
+use crate::input::check_inputs;
 use crate::model_files;
 use crate::output;
-use crate::summarize_cmd::GenerationArgs;
 use anyhow::{Context, Result};
 use bartleby_core::checkpoint::adapter;
 use bartleby_core::checkpoint::bundle::{self, Check, FileEntry, Manifest, Quant, Source};
@@ -103,7 +104,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     // browser's CPU path compute them).
     let (check, check_int8) = if args.check_n > 0 {
         let checkpoint = Checkpoint::from_shards(&[(bundle::WEIGHTS_FILE, &weights)])?;
-        let docs = check_documents(args.check_input.as_deref(), args.check_n as usize)?;
+        let docs = check_inputs(args.check_input.as_deref(), args.check_n as usize)?;
         let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
         let reference = summarizer.summarize(&texts, &gen, max_input, &mut |_, _| {})?;
         let mut check = |int8_matmul| {

@@ -1,26 +1,20 @@
 //! `bartleby compare`: runs of `bartleby eval` side by side (e.g. baseline vs LoRA vs merged),
 //! with deltas against the first run and whether each delta exceeds the bootstrap intervals.
+//! Reads [`EvalReport`]s and writes a [`CompareReport`] (bartleby-core `metrics::report`).
 
-use crate::eval_cmd::{check_name, prepare_out_dir, write_atomically, ROUGE_LABELS};
-use crate::plots::{self, Ci, Series};
+use crate::output::{check_name, prepare_out_dir, write_atomically};
+use crate::plots::{self, Series};
 use anyhow::{bail, Context, Result};
+use bartleby_core::metrics::report::{
+    self, CompareReport, CompareRun, CorpusScores, Delta, EvalReport, Interval, COMPARE_RULE,
+    ROUGE_KEYS, ROUGE_LABELS,
+};
 use clap::Args;
-use serde::Serialize;
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The significance rule, as written into the outputs.
-pub const RULE: &str = "A ROUGE delta is marked significant (*) when the two runs' 95% bootstrap \
-intervals do not overlap: this run's low > the baseline's high, or this run's high < the \
-baseline's low. The intervals are computed separately for each run (not paired), so the rule is \
-conservative: overlapping intervals do not prove that there is no difference. BLEU has no \
-interval; its delta is never marked.";
-
-/// The metrics compared: `corpus` keys of `NAME_metrics.json`.
-const ROUGE_KEYS: [&str; 4] = ["rouge1", "rouge2", "rougeL", "rougeLsum"];
-
 #[derive(Args, Debug)]
-#[command(after_long_help = RULE)]
+#[command(after_long_help = COMPARE_RULE)]
 pub struct CompareArgs {
     /// Two or more NAME_metrics.json files written by `bartleby eval`; the first is the baseline.
     pub files: Vec<PathBuf>,
@@ -33,7 +27,7 @@ pub struct CompareArgs {
 }
 
 /// The numbers of one `eval` run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct RunScores {
     pub name: String,
     pub file: String,
@@ -41,98 +35,37 @@ pub struct RunScores {
     pub data: String,
     pub split: String,
     pub n: u64,
-    /// ROUGE F-measure intervals (0-1), in [`ROUGE_KEYS`] order; `None` when not computed.
-    #[serde(skip)]
-    pub rouge: [Option<Ci>; 4],
-    pub bleu: Option<f64>,
-}
-
-/// A difference against the baseline.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct Delta {
-    pub delta: f64,
-    /// Whether the intervals do not overlap ([`RULE`]); `None` for a metric without interval.
-    pub significant: Option<bool>,
-}
-
-fn field<'a>(obj: &'a Map<String, Value>, key: &str, at: &str, file: &str) -> Result<&'a Value> {
-    obj.get(key)
-        .ok_or_else(|| anyhow::anyhow!("{file}: missing field \"{at}{key}\""))
-}
-
-fn string_field(obj: &Map<String, Value>, key: &str, file: &str) -> Result<String> {
-    match field(obj, key, "", file)? {
-        Value::String(s) => Ok(s.clone()),
-        _ => bail!("{file}: field \"{key}\" must be a string"),
-    }
-}
-
-fn number(v: &Value, path: &str, file: &str) -> Result<f64> {
-    v.as_f64()
-        .ok_or_else(|| anyhow::anyhow!("{file}: field \"{path}\" must be a number"))
-}
-
-fn interval(v: &Value, path: &str, file: &str) -> Result<Ci> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| anyhow::anyhow!("{file}: field \"{path}\" must be an object"))?;
-    let get = |k: &str| {
-        number(
-            field(obj, k, &format!("{path}."), file)?,
-            &format!("{path}.{k}"),
-            file,
-        )
-    };
-    Ok(Ci {
-        low: get("low")?,
-        mid: get("mid")?,
-        high: get("high")?,
-    })
+    /// ROUGE F-measure intervals (0-1) and BLEU; no BERTScore.
+    pub scores: CorpusScores,
 }
 
 /// Reads the fields of a `NAME_metrics.json` that `compare` uses; errors name file and field.
 pub fn read_run(path: &Path) -> Result<RunScores> {
     let file = path.display().to_string();
     let bytes = std::fs::read(path).with_context(|| format!("{file}: cannot read"))?;
-    let doc: Value =
-        serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{file}: invalid JSON: {e}"))?;
-    let Value::Object(obj) = doc else {
-        bail!("{file}: expected a JSON object (a NAME_metrics.json of bartleby eval)");
+    let doc: EvalReport = report::from_json(&bytes, &file, "a NAME_metrics.json of bartleby eval")
+        .map_err(anyhow::Error::msg)?;
+    let scores = CorpusScores {
+        bertscore: None,
+        ..doc.corpus
     };
-    let corpus = field(&obj, "corpus", "", &file)?
-        .as_object()
-        .ok_or_else(|| anyhow::anyhow!("{file}: field \"corpus\" must be an object"))?;
-    let mut rouge = [None; 4];
-    for (slot, key) in rouge.iter_mut().zip(ROUGE_KEYS) {
-        if let Some(v) = corpus.get(key) {
-            *slot = Some(interval(v, &format!("corpus.{key}"), &file)?);
-        }
-    }
-    let bleu = corpus
-        .get("bleu")
-        .map(|v| number(v, "corpus.bleu", &file))
-        .transpose()?;
-    if rouge.iter().all(Option::is_none) && bleu.is_none() {
+    if scores.rouge().iter().all(Option::is_none) && scores.bleu.is_none() {
         bail!("{file}: field \"corpus\" has no ROUGE or BLEU score");
     }
-    let n = field(&obj, "n", "", &file)?
-        .as_u64()
-        .ok_or_else(|| anyhow::anyhow!("{file}: field \"n\" must be a whole number"))?;
     Ok(RunScores {
-        name: string_field(&obj, "name", &file)?,
-        model: string_field(&obj, "model", &file)?,
-        data: string_field(&obj, "data", &file)?,
-        split: string_field(&obj, "split", &file)?,
+        name: doc.name,
+        model: doc.model,
+        data: doc.data,
+        split: doc.split,
         file,
-        n,
-        rouge,
-        bleu,
+        n: doc.n,
+        scores,
     })
 }
 
 /// `run - base` for ROUGE type `k`, significant when the intervals do not overlap.
 pub fn rouge_delta(base: &RunScores, run: &RunScores, k: usize) -> Option<Delta> {
-    let (b, r) = (base.rouge[k]?, run.rouge[k]?);
+    let (b, r) = (base.scores.rouge()[k]?, run.scores.rouge()[k]?);
     Some(Delta {
         delta: r.mid - b.mid,
         significant: Some(r.low > b.high || r.high < b.low),
@@ -141,7 +74,7 @@ pub fn rouge_delta(base: &RunScores, run: &RunScores, k: usize) -> Option<Delta>
 
 pub fn bleu_delta(base: &RunScores, run: &RunScores) -> Option<Delta> {
     Some(Delta {
-        delta: run.bleu? - base.bleu?,
+        delta: run.scores.bleu? - base.scores.bleu?,
         significant: None,
     })
 }
@@ -182,8 +115,8 @@ pub fn markdown(runs: &[RunScores]) -> String {
     );
     for (i, run) in runs.iter().enumerate() {
         let mut cells = vec![run.name.replace('|', "\\|"), run.n.to_string()];
-        for k in 0..4 {
-            let value = run.rouge[k].map(|c| {
+        for (k, rouge) in run.scores.rouge().into_iter().enumerate() {
+            let value = rouge.map(|c| {
                 format!(
                     "{:.2} [{:.2}, {:.2}]",
                     100.0 * c.mid,
@@ -201,12 +134,12 @@ pub fn markdown(runs: &[RunScores]) -> String {
             cells.push(cell(value, delta));
         }
         let delta = (i > 0).then(|| bleu_delta(base, run)).flatten();
-        cells.push(cell(run.bleu.map(|b| format!("{b:.2}")), delta));
+        cells.push(cell(run.scores.bleu.map(|b| format!("{b:.2}")), delta));
         md += &format!("| {} |\n", cells.join(" | "));
     }
     md += &format!(
         "\nROUGE: F1 × 100, mid [low, high] of the 95% bootstrap interval. Deltas (in \
-         parentheses) against `{}`. {RULE}\n",
+         parentheses) against `{}`. {COMPARE_RULE}\n",
         base.name
     );
     for w in warnings(runs) {
@@ -215,73 +148,57 @@ pub fn markdown(runs: &[RunScores]) -> String {
     md
 }
 
-fn ci_json(c: Ci) -> Value {
-    serde_json::json!({"low": c.low, "mid": c.mid, "high": c.high})
-}
-
-/// The comparison as JSON: scores as in the metrics files (ROUGE 0-1), deltas in the same units.
-pub fn json(runs: &[RunScores]) -> Value {
+/// The comparison document: scores as in the metrics files (ROUGE 0-1), deltas in the same
+/// units.
+pub fn comparison(runs: &[RunScores]) -> CompareReport {
     let base = &runs[0];
-    let rows: Vec<Value> = runs
+    let rows = runs
         .iter()
         .enumerate()
         .map(|(i, run)| {
-            let mut scores = Map::new();
-            let mut deltas = Map::new();
-            for (k, key) in ROUGE_KEYS.iter().enumerate() {
-                if let Some(c) = run.rouge[k] {
-                    scores.insert(key.to_string(), ci_json(c));
+            let mut deltas = BTreeMap::new();
+            if i > 0 {
+                for (k, key) in ROUGE_KEYS.iter().enumerate() {
+                    if let Some(d) = rouge_delta(base, run, k) {
+                        deltas.insert(key.to_string(), d);
+                    }
                 }
-                if let Some(d) = rouge_delta(base, run, k).filter(|_| i > 0) {
-                    deltas.insert(
-                        key.to_string(),
-                        serde_json::to_value(d).expect("serializable"),
-                    );
+                if let Some(d) = bleu_delta(base, run) {
+                    deltas.insert("bleu".into(), d);
                 }
             }
-            if let Some(b) = run.bleu {
-                scores.insert("bleu".into(), b.into());
+            CompareRun {
+                name: run.name.clone(),
+                scores: run.scores.clone(),
+                deltas_vs_baseline: deltas,
+                n: Some(run.n),
+                file: Some(run.file.clone()),
+                model: Some(run.model.clone()),
+                data: Some(run.data.clone()),
+                split: Some(run.split.clone()),
+                bleu: run.scores.bleu,
             }
-            if let Some(d) = bleu_delta(base, run).filter(|_| i > 0) {
-                deltas.insert(
-                    "bleu".into(),
-                    serde_json::to_value(d).expect("serializable"),
-                );
-            }
-            let mut v = serde_json::to_value(run).expect("serializable");
-            v["scores"] = Value::Object(scores);
-            v["deltas_vs_baseline"] = Value::Object(deltas);
-            v
         })
         .collect();
-    serde_json::json!({
-        "baseline": base.name,
-        "rule": RULE,
-        "runs": rows,
-        "warnings": warnings(runs),
-    })
+    CompareReport {
+        baseline: base.name.clone(),
+        rule: Some(COMPARE_RULE.into()),
+        runs: rows,
+        warnings: warnings(runs),
+    }
 }
 
 fn chart(runs: &[RunScores]) -> Result<Vec<u8>> {
-    let pct = |c: Option<Ci>| {
-        c.map_or(
-            Ci {
-                low: 0.0,
-                mid: 0.0,
-                high: 0.0,
-            },
-            |c| Ci {
-                low: 100.0 * c.low,
-                mid: 100.0 * c.mid,
-                high: 100.0 * c.high,
-            },
-        )
-    };
     let series: Vec<Series> = runs
         .iter()
         .map(|r| Series {
             name: &r.name,
-            values: r.rouge.iter().map(|&c| pct(c)).collect(),
+            values: r
+                .scores
+                .rouge()
+                .iter()
+                .map(|c| c.map_or(Interval::point(0.0), |c| c.scaled(100.0)))
+                .collect(),
         })
         .collect();
     let title = format!("ROUGE F1 with 95% bootstrap intervals vs {}", runs[0].name);
@@ -304,7 +221,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let files = vec![
         (
             format!("{name}.json"),
-            (serde_json::to_string_pretty(&json(&runs))? + "\n").into_bytes(),
+            comparison(&runs).to_json().into_bytes(),
         ),
         (format!("{name}.md"), md.clone().into_bytes()),
         (format!("{name}.png"), chart(&runs)?),
@@ -322,6 +239,17 @@ mod tests {
     use super::*;
 
     fn run_with(name: &str, mids: [f64; 4], half: f64, bleu: f64) -> RunScores {
+        let mut scores = CorpusScores {
+            bleu: Some(bleu),
+            ..CorpusScores::default()
+        };
+        scores.set_rouge(mids.map(|m| {
+            Some(Interval {
+                low: m - half,
+                mid: m,
+                high: m + half,
+            })
+        }));
         RunScores {
             name: name.into(),
             file: format!("{name}.json"),
@@ -329,14 +257,7 @@ mod tests {
             data: "d".into(),
             split: "validation".into(),
             n: 10,
-            rouge: mids.map(|m| {
-                Some(Ci {
-                    low: m - half,
-                    mid: m,
-                    high: m + half,
-                })
-            }),
-            bleu: Some(bleu),
+            scores,
         }
     }
 

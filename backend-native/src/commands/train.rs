@@ -2,10 +2,12 @@
 //! validation, best-checkpoint selection, early stopping, exact resume and a PEFT-format
 //! adapter as output. The math is `bartleby_core::train`; this file is the loop and the files.
 
+use crate::checkpoint_files;
 use crate::dataset::{self, Row};
 use crate::device::{self, DeviceArg};
 use crate::model_files::{self, ModelFiles};
 use crate::output;
+use crate::progress;
 use anyhow::{bail, Context, Result};
 use bartleby_core::checkpoint::adapter::{self, LoraConfig};
 use bartleby_core::checkpoint::quantized::{quantize_projections, QuantBits};
@@ -17,7 +19,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Everything a run needs; read from `--config` (TOML), overridden by flags, written to
@@ -547,7 +549,7 @@ impl Trainer {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("{}: cannot create run directory", dir.display()))?;
             let toml = toml::to_string(&cfg).context("config does not serialize")?;
-            write_atomic(&dir.join("config.toml"), toml.as_bytes())?;
+            output::write_file_atomically(&dir.join("config.toml"), toml.as_bytes())?;
         }
         let metrics = std::fs::OpenOptions::new()
             .create(true)
@@ -595,7 +597,8 @@ impl Trainer {
         let total = self.total_steps();
         let per_epoch = self.steps_per_epoch();
         let lengths: Vec<usize> = self.train.iter().map(|e| e.input_ids.len()).collect();
-        let bar = progress_bar(total as u64, self.state.step as u64);
+        let bar =
+            progress::bar_with_message(total as u64, self.state.step as u64, "training", "steps");
         let started = Instant::now();
         let mut acc = GradAccumulator::default();
         let mut stopped_early = false;
@@ -835,7 +838,7 @@ impl Trainer {
                     }
                 }
             }
-            crate::merge_cmd::copy_tokenizer_files(files, dir)
+            checkpoint_files::copy_tokenizer_files(files, dir)
         })
     }
 
@@ -909,7 +912,7 @@ impl Trainer {
         if !body.is_empty() {
             body.push('\n');
         }
-        write_atomic(&path, body.as_bytes())?;
+        output::write_file_atomically(&path, body.as_bytes())?;
         self.metrics = std::fs::OpenOptions::new().append(true).open(&path)?;
         for line in kept {
             let v: serde_json::Value = serde_json::from_str(line)?;
@@ -1045,25 +1048,6 @@ fn read_flat_safetensors(bytes: &[u8], device: &Device) -> Result<Vec<(String, T
             ))
         })
         .collect()
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut sink = output::Sink::open(Some(path))?;
-    sink.write_bytes(bytes)?;
-    sink.finish()
-}
-
-fn progress_bar(total: u64, done: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} training [{bar:30}] {pos}/{len} steps {msg} ({per_sec}, ETA {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_position(done);
-    bar
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), when known.
