@@ -167,7 +167,7 @@ fn unknown_model_type() {
     assert_clear_error(
         &run,
         &out,
-        &["config.json", "missing required key \"d_kv\""],
+        &["config.json", "missing required key \"num_layers\""],
     );
 }
 

@@ -23,11 +23,63 @@ fn run_summarize(
         .unwrap()
 }
 
+/// T5 with no flags at all: the summarization pipeline's prefix ("summarize: ") and its
+/// settings (task_specific_params.summarization over generation_config.json), the tokenizer's
+/// model_max_length as the input window — the summary text transformers' `pipeline(
+/// "summarization")` returned for the same dialogues.
+#[test]
+fn t5_summarize_matches_the_summarization_pipeline() {
+    let fx = parity("t5-relu-tied");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    let texts = fx["texts"].as_array().unwrap();
+    let index: Vec<usize> = fx["pipeline_texts_index"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap() as usize)
+        .collect();
+    let lines: Vec<String> = index
+        .iter()
+        .map(|&i| serde_json::json!({"dialogue": texts[i]}).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let output = tmp.path().join("out.jsonl");
+    let out = run_summarize("t5-relu-tied", &input, &output, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let expected = fx["pipeline_summaries"].as_array().unwrap();
+    assert_eq!(rows.len(), expected.len());
+    for (row, want) in rows.iter().zip(expected) {
+        assert_eq!(&row["summary"], want);
+    }
+    // Without the prefix the model reads other ids, and says something else.
+    let output2 = tmp.path().join("out2.jsonl");
+    let out = run_summarize("t5-relu-tied", &input, &output2, &["--prefix", ""]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(
+        std::fs::read_to_string(&output2).unwrap(),
+        std::fs::read_to_string(&output).unwrap()
+    );
+}
+
 /// `bartleby summarize` with the model's own generation settings writes, for each input, the
 /// token ids transformers' `generate()` produced for it (fixture case g_model_defaults).
 #[test]
 fn summarize_jsonl_matches_transformers_ids() {
-    for model in MODELS {
+    for model in MODELS.into_iter().chain(T5_MODELS) {
         let fx = parity(model);
         let tmp = tempfile::tempdir().unwrap();
         let input = tmp.path().join("in.jsonl");

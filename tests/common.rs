@@ -187,7 +187,9 @@ pub fn wgpu_device(test: &str) -> Option<burn::tensor::Device> {
     Some(
         DEVICE
             .get_or_init(|| {
-                bartleby::device::init(bartleby::device::DeviceArg::Wgpu).expect("wgpu device")
+                bartleby::device::init(bartleby::device::DeviceArg::Wgpu)
+                    .expect("wgpu device")
+                    .device
             })
             .clone(),
     )

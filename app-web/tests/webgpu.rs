@@ -1,15 +1,14 @@
 //! bartleby-core inside the browser on WebGPU (wasm-bindgen-test-runner + chromedriver, run by
-//! tests/run.sh): the tiny fixture model's encoder states and logits match transformers' within
+//! tests/run.sh): the tiny fixture models' (BART and T5) encoder states and logits match transformers' within
 //! 1e-4 and the parity fixture's generation cases give identical ids (all of them on the CPU, three
 //! padded-batch cases on WebGPU, which SwiftShader runs slowly) — the same checks as
 //! tests/parity.rs natively, with asynchronous reads as a browser requires.
 #![cfg(target_arch = "wasm32")]
 
-use bartleby_core::checkpoint::Checkpoint;
+use bartleby_core::checkpoint::LoadOptions;
 use bartleby_core::generate::pad_like_hf;
-use bartleby_core::models::bart::params::load_bart;
-use bartleby_core::pipeline::ids_tensor;
-use bartleby_core::{BartConfig, BartTokenizer, GenerationConfig, Summarizer};
+use bartleby_core::pipeline::{ids_tensor, ModelBytes, NamedBytes, TokenizerBytes};
+use bartleby_core::Summarizer;
 use burn::tensor::Device;
 use serde_json::Value;
 use wasm_bindgen_test::*;
@@ -17,14 +16,52 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_browser);
 
 const TOL: f32 = 1e-4;
-const CONFIG: &[u8] = include_bytes!("../../tests/fixtures/models/tiny-gelu/config.json");
-const GENERATION: &[u8] =
-    include_bytes!("../../tests/fixtures/models/tiny-gelu/generation_config.json");
-const WEIGHTS: &[u8] = include_bytes!("../../tests/fixtures/models/tiny-gelu/model.safetensors");
-const TOKENIZER: &[u8] = include_bytes!("../../tests/fixtures/models/tiny-gelu/tokenizer.json");
-const TOKENIZER_CONFIG: &[u8] =
-    include_bytes!("../../tests/fixtures/models/tiny-gelu/tokenizer_config.json");
-const PARITY: &[u8] = include_bytes!("../../tests/fixtures/parity/tiny-gelu.json");
+/// A fixture model's files and its parity fixture, built into the test.
+struct Fixture {
+    config: &'static [u8],
+    generation: &'static [u8],
+    weights: &'static [u8],
+    tokenizer: &'static [u8],
+    tokenizer_config: &'static [u8],
+    parity: &'static [u8],
+}
+
+macro_rules! fixture {
+    ($name:literal) => {
+        Fixture {
+            config: include_bytes!(concat!(
+                "../../tests/fixtures/models/",
+                $name,
+                "/config.json"
+            )),
+            generation: include_bytes!(concat!(
+                "../../tests/fixtures/models/",
+                $name,
+                "/generation_config.json"
+            )),
+            weights: include_bytes!(concat!(
+                "../../tests/fixtures/models/",
+                $name,
+                "/model.safetensors"
+            )),
+            tokenizer: include_bytes!(concat!(
+                "../../tests/fixtures/models/",
+                $name,
+                "/tokenizer.json"
+            )),
+            tokenizer_config: include_bytes!(concat!(
+                "../../tests/fixtures/models/",
+                $name,
+                "/tokenizer_config.json"
+            )),
+            parity: include_bytes!(concat!("../../tests/fixtures/parity/", $name, ".json")),
+        }
+    };
+}
+
+const BART: Fixture = fixture!("tiny-gelu");
+/// T5 (relu, tied head, relative position buckets, the "summarize: " prefix).
+const T5: Fixture = fixture!("t5-relu-tied");
 
 fn rows(v: &Value) -> Vec<Vec<u32>> {
     v.as_array()
@@ -64,29 +101,26 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-async fn model(device: &Device) -> Summarizer {
-    let config = BartConfig::from_json(CONFIG, "config.json").unwrap();
-    let config_json: Value = serde_json::from_slice(CONFIG).unwrap();
-    let gen_json: Value = serde_json::from_slice(GENERATION).unwrap();
-    let generation =
-        GenerationConfig::from_transformers_json(Some(&gen_json), &config_json).unwrap();
-    let checkpoint = Checkpoint::from_shards(&[("model.safetensors", WEIGHTS)]).unwrap();
-    let (model, _) = load_bart(&config, &checkpoint, device).unwrap();
-    let tokenizer = BartTokenizer::from_tokenizer_json(TOKENIZER, Some(TOKENIZER_CONFIG)).unwrap();
-    Summarizer {
-        model,
-        tokenizer,
-        config,
-        generation,
-        has_generation_config_file: true,
-    }
+/// The fixture model through the core's one assembler, as the web worker loads a bundle.
+async fn model(fx: &Fixture, device: &Device) -> Summarizer {
+    let named = |name, bytes| NamedBytes { name, bytes };
+    let files = ModelBytes {
+        config: named("config.json", fx.config),
+        generation_config: Some(named("generation_config.json", fx.generation)),
+        weights: vec![named("model.safetensors", fx.weights)],
+        tokenizer: TokenizerBytes::Json(named("tokenizer.json", fx.tokenizer)),
+        tokenizer_config: Some(fx.tokenizer_config),
+    };
+    Summarizer::assemble(&files, device, LoadOptions::default(), &mut |_| {})
+        .unwrap()
+        .0
 }
 
 /// `all_cases`: every generation case of the fixture; otherwise (WebGPU on SwiftShader, slow) the
 /// padded-batch cases of greedy, beam search and beam search with two returned sequences.
-async fn check(device: Device, all_cases: bool) {
-    let fx: Value = serde_json::from_slice(PARITY).unwrap();
-    let s = model(&device).await;
+async fn check(fixture: &Fixture, device: Device, all_cases: bool) {
+    let fx: Value = serde_json::from_slice(fixture.parity).unwrap();
+    let s = model(fixture, &device).await;
     let ids = rows(&fx["batch_input_ids"]);
     let mask = rows(&fx["batch_attention_mask"]);
     let dec = rows(&fx["decoder_input_ids"]);
@@ -180,12 +214,22 @@ async fn webgpu() -> Device {
 
 #[wasm_bindgen_test]
 async fn parity_on_webgpu() {
-    check(webgpu().await, false).await;
+    check(&BART, webgpu().await, false).await;
 }
 
 #[wasm_bindgen_test]
 async fn parity_on_cpu_wasm() {
-    check(Device::flex(), true).await;
+    check(&BART, Device::flex(), true).await;
+}
+
+#[wasm_bindgen_test]
+async fn t5_parity_on_webgpu() {
+    check(&T5, webgpu().await, false).await;
+}
+
+#[wasm_bindgen_test]
+async fn t5_parity_on_cpu_wasm() {
+    check(&T5, Device::flex(), true).await;
 }
 
 /// The wasm SIMD128 int8 kernel (q8/q4 bundles on the CPU path) gives the same bits as the

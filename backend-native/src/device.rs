@@ -22,36 +22,35 @@ pub const WGPU_BUILT: bool = cfg!(feature = "wgpu");
 /// browser; some Vulkan drivers (lavapipe) refuse larger buffers.
 const WGPU_MAX_TENSOR_BYTES: u64 = 128 << 20;
 
-/// How model weights are held on the device the process initialised (one per process).
-static LOAD_OPTIONS: std::sync::OnceLock<LoadOptions> = std::sync::OnceLock::new();
+/// A device and how model weights are held on it (handed to every load; no global state).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub device: Device,
+    pub options: LoadOptions,
+}
 
-pub fn init(arg: DeviceArg) -> Result<Device> {
+pub fn init(arg: DeviceArg) -> Result<Target> {
     init_with(arg, false)
 }
 
 /// [`init`] for generating: on the CPU, q8/q4 bundles are computed in int8
 /// ([`LoadOptions::int8_matmul`]) unless `f32_matmul`.
-pub fn init_inference(arg: DeviceArg, f32_matmul: bool) -> Result<Device> {
+pub fn init_inference(arg: DeviceArg, f32_matmul: bool) -> Result<Target> {
     init_with(arg, arg == DeviceArg::Cpu && !f32_matmul)
 }
 
-fn init_with(arg: DeviceArg, int8_matmul: bool) -> Result<Device> {
+fn init_with(arg: DeviceArg, int8_matmul: bool) -> Result<Target> {
     let device = match arg {
         DeviceArg::Cpu => Device::flex(),
         DeviceArg::Wgpu => wgpu()?,
         DeviceArg::Cuda => cuda()?,
     };
     let max_tensor_bytes = (arg == DeviceArg::Wgpu).then_some(WGPU_MAX_TENSOR_BYTES);
-    let _ = LOAD_OPTIONS.set(LoadOptions {
+    let options = LoadOptions {
         max_tensor_bytes,
         int8_matmul,
-    });
-    Ok(device)
-}
-
-/// The [`LoadOptions`] for the device [`init`] returned (none before it).
-pub fn load_options() -> LoadOptions {
-    LOAD_OPTIONS.get().copied().unwrap_or_default()
+    };
+    Ok(Target { device, options })
 }
 
 #[cfg(feature = "wgpu")]

@@ -136,10 +136,15 @@ pub fn apply_adapter(summarizer: &mut Summarizer, files: &AdapterFiles) -> Resul
 
 /// Resolves and loads `--model`, with `--adapter` applied when given: the one way commands
 /// get a model.
-pub fn load_model(model: &str, adapter: Option<&str>, device: &Device) -> Result<Summarizer> {
+pub fn load_model(
+    model: &str,
+    adapter: Option<&str>,
+    device: &Device,
+    options: LoadOptions,
+) -> Result<Summarizer> {
     let files = resolve(model)?;
-    let mut summarizer = load(&files, device, crate::device::load_options())
-        .with_context(|| format!("loading {model}"))?;
+    let mut summarizer =
+        load(&files, device, options).with_context(|| format!("loading {model}"))?;
     if let Some(adapter) = adapter {
         let adapter_files = resolve_adapter(adapter)?;
         apply_adapter(&mut summarizer, &adapter_files)

@@ -1,13 +1,12 @@
 //! A loaded model ready to summarize with the flags `summarize` and `eval` share: [`RunArgs`]
 //! and the [`Generator`] they resolve to.
 
-use crate::device::DeviceArg;
+use crate::device::{DeviceArg, Target};
 use crate::generation_args::GenerationArgs;
 use crate::input::Document;
 use crate::model_files;
 use anyhow::{Context, Result};
 use bartleby_core::{GenerationConfig, Summarizer, Summary};
-use burn::tensor::Device;
 use clap::Args;
 use std::time::Instant;
 
@@ -20,9 +19,15 @@ pub struct RunArgs {
     pub adapter: Option<String>,
     #[command(flatten)]
     pub generation: GenerationArgs,
-    /// Truncate inputs to this many tokens (default: the model's max_position_embeddings).
+    /// Truncate inputs to this many tokens (default: the model's max_position_embeddings; T5:
+    /// the tokenizer's model_max_length, else 512).
     #[arg(long)]
     pub max_input_tokens: Option<usize>,
+    /// Text put before every input (default: config.json's
+    /// task_specific_params.summarization.prefix, e.g. "summarize: " for T5, as transformers'
+    /// summarization pipeline does; --prefix '' removes it).
+    #[arg(long)]
+    pub prefix: Option<String>,
     /// Documents per batch.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub batch_size: u64,
@@ -37,9 +42,9 @@ pub struct RunArgs {
 
 /// Loads the model named by `--model` (a directory or a hub id) with `--adapter` applied when
 /// given: the one place where models are loaded for generation.
-pub fn load_summarizer(model: &str, adapter: Option<&str>, device: &Device) -> Result<Summarizer> {
+pub fn load_summarizer(model: &str, adapter: Option<&str>, target: &Target) -> Result<Summarizer> {
     let started = Instant::now();
-    let summarizer = model_files::load_model(model, adapter, device)?;
+    let summarizer = model_files::load_model(model, adapter, &target.device, target.options)?;
     tracing::info!("loaded {model} in {:.3}s", started.elapsed().as_secs_f64());
     Ok(summarizer)
 }
@@ -53,8 +58,11 @@ pub struct Generator {
 
 impl Generator {
     /// Loads `model` and resolves its summarization settings with the flags on top.
-    pub fn new(model: &str, run: &RunArgs, device: &Device) -> Result<Self> {
-        let summarizer = load_summarizer(model, run.adapter.as_deref(), device)?;
+    pub fn new(model: &str, run: &RunArgs, target: &Target) -> Result<Self> {
+        let mut summarizer = load_summarizer(model, run.adapter.as_deref(), target)?;
+        if let Some(prefix) = &run.prefix {
+            summarizer.prefix = prefix.clone();
+        }
         let (defaults, from_task_params) = summarizer.summarization_generation()?;
         if from_task_params {
             tracing::info!(

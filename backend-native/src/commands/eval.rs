@@ -106,8 +106,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let (rows, rows_in_split) = load_data(&args)?;
     prepare_out_dir(&args.out)?;
 
-    let device = device::init_inference(args.run.device, args.run.f32_matmul)?;
-    let generator = Generator::new(&args.model, &args.run, &device)?;
+    let target = device::init_inference(args.run.device, args.run.f32_matmul)?;
+    let generator = Generator::new(&args.model, &args.run, &target)?;
     let load_seconds = started.elapsed().as_secs_f64();
 
     let gen_started = Instant::now();

@@ -75,9 +75,10 @@ impl QuantArg {
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let quant = args.quant.quant();
-    let device = device::init(args.device)?;
+    let target = device::init(args.device)?;
+    let device = target.device.clone();
     let files = model_files::resolve(&args.model)?;
-    let mut summarizer = model_files::load(&files, &device, device::load_options())
+    let mut summarizer = model_files::load(&files, &device, target.options)
         .with_context(|| format!("loading {}", args.model))?;
     if let Some(adapter) = &args.adapter {
         let adapter_files = model_files::resolve_adapter(adapter)?;

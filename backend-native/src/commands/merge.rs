@@ -54,9 +54,10 @@ pub struct MergeArgs {
 }
 
 pub fn run(args: MergeArgs) -> Result<()> {
-    let device = device::init(args.device)?;
+    let target = device::init(args.device)?;
+    let device = target.device.clone();
     let files = model_files::resolve(&args.model)?;
-    let mut summarizer = model_files::load(&files, &device, device::load_options())
+    let mut summarizer = model_files::load(&files, &device, target.options)
         .with_context(|| format!("loading {}", args.model))?;
     let adapter_files = model_files::resolve_adapter(&args.adapter)?;
     model_files::apply_adapter(&mut summarizer, &adapter_files)

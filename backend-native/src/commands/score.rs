@@ -141,7 +141,7 @@ fn add_bertscore(doc: &mut ScoreReport, pairs: &[Pair], args: &ScoreArgs) -> Res
                 .with_context(|| format!("--rescale {}: cannot read", p.display()))
         })
         .transpose()?;
-    let device = device::init(args.device)?;
+    let device = device::init(args.device)?.device;
     let scorer = load_bertscore(&args.bertscore_model, args.bertscore_layer, &device)?;
     let baseline = match (&args.rescale, &rescale_text) {
         (Some(path), Some(text)) => Some(

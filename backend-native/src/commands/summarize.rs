@@ -29,9 +29,9 @@ pub struct SummarizeArgs {
 
 pub fn run(args: SummarizeArgs) -> Result<()> {
     let docs = read_documents(&args.input)?;
-    let device = device::init_inference(args.run.device, args.run.f32_matmul)?;
+    let target = device::init_inference(args.run.device, args.run.f32_matmul)?;
     let started = Instant::now();
-    let generator = Generator::new(&args.model, &args.run, &device)?;
+    let generator = Generator::new(&args.model, &args.run, &target)?;
     let input_name = args.input.display().to_string();
     generator.check_documents(&docs, &input_name)?;
 

@@ -11,8 +11,9 @@ use crate::progress;
 use anyhow::{bail, Context, Result};
 use bartleby_core::checkpoint::adapter::{self, LoraConfig};
 use bartleby_core::checkpoint::quantized::{quantize_projections, QuantBits};
-use bartleby_core::checkpoint::{save_safetensors, SaveDtype};
+use bartleby_core::checkpoint::{save_safetensors, LoadOptions, SaveDtype};
 use bartleby_core::metrics::rouge;
+use bartleby_core::models::ModelConfig;
 use bartleby_core::train::{self, AdamW, Batch, Example, GradAccumulator, LossScaler, Trainable};
 use bartleby_core::Summarizer;
 use burn::tensor::{DType, Device, Tensor, TensorData};
@@ -44,6 +45,8 @@ pub struct TrainConfig {
     pub lora_dropout: f64,
     /// Overrides the model's `dropout` (config.json) for training; unset = the model's own.
     pub dropout: Option<f64>,
+    /// The projections to adapt; empty: the architecture's PEFT default (BART `q_proj`,
+    /// `v_proj`; T5 `q`, `v`).
     pub target_modules: Vec<String>,
     pub rslora: bool,
     /// QLoRA: hold the frozen base projections quantized (q8 or q4, per block of
@@ -89,7 +92,7 @@ impl Default for TrainConfig {
             lora_alpha: 32.0,
             lora_dropout: 0.05,
             dropout: None,
-            target_modules: vec!["q_proj".into(), "v_proj".into()],
+            target_modules: Vec::new(),
             rslora: false,
             base_quant: BaseQuant::None,
             quant_block: 32,
@@ -444,12 +447,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
             (args.runs_dir.join(name), cfg, false)
         }
     };
-    let device = device::init(args.device)?;
+    let target = device::init(args.device)?;
+    let device = target.device.clone();
     if args.device == device::DeviceArg::Cpu {
         let blas = std::env::var("BARTLEBY_BLAS").unwrap_or_default();
         eprintln!("matmul: {}", crate::host::lend(&blas)?);
     }
-    let mut trainer = Trainer::new(cfg, run_dir, &device, resume)?;
+    let mut trainer = Trainer::new(cfg, run_dir, &device, target.options, resume)?;
     trainer.train(args.stop_after_step)
 }
 
@@ -470,9 +474,15 @@ struct Trainer {
 }
 
 impl Trainer {
-    fn new(cfg: TrainConfig, dir: PathBuf, device: &Device, resume: bool) -> Result<Self> {
+    fn new(
+        cfg: TrainConfig,
+        dir: PathBuf,
+        device: &Device,
+        options: LoadOptions,
+        resume: bool,
+    ) -> Result<Self> {
         let files = model_files::resolve(&cfg.model)?;
-        let mut s = model_files::load(&files, device, device::load_options())
+        let mut s = model_files::load(&files, device, options)
             .with_context(|| format!("loading {}", cfg.model))?;
         let what = cfg.trainable();
         if let Some(p) = cfg.dropout {
@@ -482,7 +492,7 @@ impl Trainer {
         if what == Trainable::Lora {
             // The adapter's initial A depends only on the seed.
             device.seed(cfg.seed);
-            let lora_cfg = lora_config(&cfg);
+            let lora_cfg = lora_config(&cfg, &s.config);
             let adapted = adapter::attach_new(&mut s.model, &lora_cfg)?;
             tracing::info!("LoRA on {} projections", adapted.len());
         }
@@ -815,7 +825,7 @@ impl Trainer {
         output::write_dir(&self.dir.join(name), true, |dir| {
             match what {
                 Trainable::Lora => {
-                    let mut lora_cfg = lora_config(cfg);
+                    let mut lora_cfg = lora_config(cfg, &self.s.config);
                     lora_cfg.base_model_name_or_path = Some(cfg.model.clone());
                     output::write_file(dir, adapter::CONFIG_FILE, &lora_cfg.to_json())?;
                     output::write_file(
@@ -937,13 +947,12 @@ impl Trainer {
     }
 }
 
-fn lora_config(cfg: &TrainConfig) -> LoraConfig {
-    let mut c = LoraConfig::new(
-        cfg.lora_r,
-        cfg.lora_alpha,
-        cfg.lora_dropout,
-        cfg.target_modules.clone(),
-    );
+fn lora_config(cfg: &TrainConfig, model: &ModelConfig) -> LoraConfig {
+    let targets = match cfg.target_modules.is_empty() {
+        true => model.lora_default_targets(),
+        false => cfg.target_modules.clone(),
+    };
+    let mut c = LoraConfig::new(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, targets);
     c.use_rslora = cfg.rslora;
     c
 }
@@ -999,7 +1008,9 @@ fn tokenize_rows(
         .map(|r| {
             train::tokenize(
                 &s.tokenizer,
-                &r.dialogue,
+                // The model's summarization prefix (T5: "summarize: ") before every source, as
+                // at inference.
+                &format!("{}{}", s.prefix, r.dialogue),
                 &r.summary,
                 max_source,
                 max_target,

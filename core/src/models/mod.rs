@@ -104,6 +104,16 @@ impl ModelConfig {
         }
     }
 
+    /// The projections PEFT adapts when `target_modules` is not given
+    /// (`TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`: BART `q_proj`, `v_proj`; T5 `q`, `v`).
+    pub fn lora_default_targets(&self) -> Vec<String> {
+        let names: &[&str] = match self {
+            Self::Bart(_) => &["q_proj", "v_proj"],
+            Self::T5(_) => &["q", "v"],
+        };
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
     /// Things in the file that transformers ignores and so do we.
     pub fn warnings(&self) -> &[String] {
         match self {
