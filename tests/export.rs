@@ -86,9 +86,19 @@ fn dialogues(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn f32_and_q8_bundles_load_natively() {
+    bundles_load_natively("tiny-gelu");
+}
+
+/// T5 bundles (gated FFN, f16 storage): the same guarantees as BART's.
+#[test]
+fn t5_bundles_load_natively() {
+    bundles_load_natively("t5-gatedsilu-f16");
+}
+
+fn bundles_load_natively(name: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let input = dialogues(tmp.path());
-    let model = model_dir("tiny-gelu");
+    let model = model_dir(name);
     let reference = summarize_ids(&model, &input, &tmp.path().join("ref.jsonl"));
 
     for quant in ["f32", "f16", "q8", "q4"] {

@@ -59,6 +59,14 @@ fn summarize_batch(model: &Path, adapter: Option<&str>, fx: &Value, tmp: &Path) 
 
 /// PEFT's greedy generations of the batch, padding removed.
 fn expected(fx: &Value, key: &str) -> Vec<Vec<u32>> {
+    let pin = parity(fx["model"].as_str().unwrap());
+    let pad = pin["effective_generation_config"]["pad_token_id"]
+        .as_u64()
+        .unwrap() as u32;
+    expected_with_pad(fx, key, pad)
+}
+
+fn expected_with_pad(fx: &Value, key: &str, pad: u32) -> Vec<Vec<u32>> {
     let greedy = fx[key]
         .as_array()
         .unwrap()
@@ -68,8 +76,8 @@ fn expected(fx: &Value, key: &str) -> Vec<Vec<u32>> {
     u32_rows(&greedy["sequences"])
         .into_iter()
         .map(|mut row| {
-            // Rows end with eos (2) then padding (1); the first token (decoder start, 2) stays.
-            while row.len() > 1 && row.last() == Some(&1) {
+            // Rows end with eos then padding; the first token (decoder start) stays.
+            while row.len() > 1 && row.last() == Some(&pad) {
                 row.pop();
             }
             row
@@ -83,6 +91,46 @@ fn summarize_with_peft_adapter_gives_peft_ids() {
     let tmp = tempfile::tempdir().unwrap();
     let ids = summarize_batch(&model_dir("tiny-gelu"), Some(&adapter), &fx, tmp.path());
     assert_eq!(ids, expected(&fx, "generations"));
+}
+
+#[test]
+fn t5_summarize_with_peft_adapter_gives_peft_ids() {
+    let (adapter, fx) = lora_case("t5-gated-all");
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = summarize_batch(
+        &model_dir("t5-gatedgelu-untied"),
+        Some(&adapter),
+        &fx,
+        tmp.path(),
+    );
+    assert_eq!(ids, expected(&fx, "generations"));
+}
+
+/// `merge` on T5 (gated FFN, untied head, every projection adapted): the lossless check passes
+/// and the merged checkpoint generates what PEFT's `merge_and_unload` model generates.
+#[test]
+fn t5_merge_writes_a_checkpoint_that_generates_like_peft() {
+    let (adapter, fx) = lora_case("t5-gated-all");
+    let tmp = tempfile::tempdir().unwrap();
+    let merged = tmp.path().join("merged");
+    let out = bartleby(&[
+        "merge",
+        "--model",
+        model_dir("t5-gatedgelu-untied").to_str().unwrap(),
+        "--adapter",
+        &adapter,
+        "--output",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = read_json(&merged.join("config.json"));
+    assert_eq!(config["model_type"], "t5");
+    let ids = summarize_batch(&merged, None, &fx, tmp.path());
+    assert_eq!(ids, expected(&fx, "merged_generations"));
 }
 
 #[test]

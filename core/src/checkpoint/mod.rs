@@ -19,6 +19,15 @@ use crate::Result;
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 
+/// Replaces every int8 projection weight of `model` by its f32 values (`q × scale`).
+pub fn expand_int8<M: Params>(model: &mut M) {
+    let device = model.device();
+    let _ = model.visit_projections(&mut |_, proj| {
+        proj.expand_int8(&device);
+        Ok(())
+    });
+}
+
 /// What the checkpoint code (saving, quantizing, adapters, bundles) needs of a model: the one
 /// walk over its parameters in Hugging Face naming, which each model implements in its
 /// `params.rs`.

@@ -106,3 +106,11 @@ pub fn tied_output(
     };
     logits.reshape([rows, len, vocab])
 }
+
+/// Puts a table held as row blocks back into one tensor (`parts` emptied).
+pub fn join_parts(table: &mut Param<Tensor<2>>, parts: &mut Vec<Param<Tensor<2>>>) {
+    if !parts.is_empty() {
+        let parts = std::mem::take(parts);
+        *table = Param::from_tensor(Tensor::cat(parts.iter().map(|p| p.val()).collect(), 0));
+    }
+}

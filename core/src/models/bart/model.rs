@@ -174,17 +174,9 @@ impl Bart {
     /// embedding table into `shared` (one tensor), and int8 projections ([`Proj::int8`](crate::ops::Proj::int8)) into
     /// their `linear.weight`.
     pub fn materialize(&mut self) {
-        if !self.shared_parts.is_empty() {
-            let parts = std::mem::take(&mut self.shared_parts);
-            self.shared =
-                Param::from_tensor(Tensor::cat(parts.iter().map(|p| p.val()).collect(), 0));
-        }
+        crate::ops::embedding::join_parts(&mut self.shared, &mut self.shared_parts);
         self.lm_head_int8 = None;
-        let device = self.device();
-        let _ = super::params::visit_projections(self, &mut |_, proj| {
-            proj.expand_int8(&device);
-            Ok(())
-        });
+        crate::checkpoint::expand_int8(self);
     }
 
     /// Token embedding, scaled by `sqrt(d_model)` when the config says so.

@@ -189,17 +189,9 @@ impl T5 {
 
     /// Puts every weight back into its plain f32 tensor (whole table, no int8).
     pub fn materialize(&mut self) {
-        if !self.shared_parts.is_empty() {
-            let parts = std::mem::take(&mut self.shared_parts);
-            self.shared =
-                Param::from_tensor(Tensor::cat(parts.iter().map(|p| p.val()).collect(), 0));
-        }
+        crate::ops::embedding::join_parts(&mut self.shared, &mut self.shared_parts);
         self.lm_head_int8 = None;
-        let device = self.device();
-        let _ = super::params::visit_projections(self, &mut |_, proj| {
-            proj.expand_int8(&device);
-            Ok(())
-        });
+        crate::checkpoint::expand_int8(self);
     }
 
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
