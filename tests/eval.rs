@@ -259,6 +259,74 @@ fn eval_outputs_match_score_and_summarize() {
     }
 }
 
+/// `eval` on T5: the predictions are what `summarize` writes for the same rows (prefix and
+/// summarization settings included), and the metrics file is written.
+#[test]
+fn t5_eval_predictions_equal_summarize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir("t5-relu-tied");
+    let data = dialogsum();
+    ok(
+        bartleby(
+            &[
+                "eval",
+                "--model",
+                model.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+                "--limit",
+                "3",
+                "--name",
+                "t5",
+                "--out",
+                tmp.path().to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "eval",
+    );
+    assert!(tmp.path().join("t5_metrics.json").is_file());
+    let (header, rows) = read_csv(&tmp.path().join("t5_predictions.csv"));
+    let col = header
+        .iter()
+        .position(|h| h == "generated_summary")
+        .unwrap();
+    let input = tmp.path().join("in.jsonl");
+    let lines: Vec<String> = first_rows(3)
+        .iter()
+        .map(|(id, d, _)| serde_json::json!({"id": id, "dialogue": d}).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = tmp.path().join("out.jsonl");
+    ok(
+        bartleby(
+            &[
+                "summarize",
+                "--model",
+                model.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        "summarize",
+    );
+    let summaries: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["summary"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let predictions: Vec<String> = rows.iter().map(|r| r[col].clone()).collect();
+    assert_eq!(predictions, summaries);
+}
+
 /// `--limit N --seed S` picks the same rows on every run (and machine: SplitMix64), in file order;
 /// a JSON-array file with extra fields and no ids reads as well.
 #[test]

@@ -58,12 +58,72 @@ fn train_args<'a>(runs: &'a str, name: &'a str, model: &'a str, data: &'a str) -
     ]
 }
 
+/// [`train_args`] with one epoch instead of two.
+fn one_epoch(mut args: Vec<&str>) -> Vec<&str> {
+    let at = args.iter().position(|a| *a == "--epochs").unwrap();
+    args[at + 1] = "1";
+    args
+}
+
 fn metrics(run: &Path) -> Vec<Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// T5 through the CLI: LoRA on PEFT's T5 default targets (q, v) with the "summarize: " prefix on
+/// every source, QLoRA (q8 base) and full fine-tuning each run a few steps, and the LoRA run's
+/// adapter merges into a checkpoint that summarizes.
+#[test]
+fn t5_train_lora_qlora_full_then_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().to_str().unwrap();
+    let model = model_dir("t5-relu-tied");
+    let data = data();
+    ok(&bartleby(&one_epoch(train_args(
+        runs,
+        "lora",
+        model.to_str().unwrap(),
+        &data,
+    ))));
+    let run = tmp.path().join("lora");
+    let cfg = read_json(&run.join("adapter/adapter_config.json"));
+    assert_eq!(cfg["target_modules"], serde_json::json!(["q", "v"]));
+    assert!(metrics(&run).iter().any(|l| l["loss"].is_number()));
+    // QLoRA and full fine-tuning on the gated model (its widths 16/24 take q8 blocks of 8).
+    let gated = model_dir("t5-gatedsilu-f16");
+    let gated = gated.to_str().unwrap();
+    let mut qlora = one_epoch(train_args(runs, "qlora", gated, &data));
+    qlora.extend(["--base-quant", "q8", "--quant-block", "8"]);
+    ok(&bartleby(&qlora));
+    let mut full = one_epoch(train_args(runs, "full", gated, &data));
+    full.extend(["--method", "full"]);
+    ok(&bartleby(&full));
+    let merged = tmp.path().join("merged");
+    let out = bartleby(&[
+        "merge",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapter",
+        run.join("adapter").to_str().unwrap(),
+        "--output",
+        merged.to_str().unwrap(),
+    ]);
+    ok(&out);
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(&input, "{\"dialogue\": \"A: hi there\\nB: hello\"}\n").unwrap();
+    let out = bartleby(&[
+        "summarize",
+        "--model",
+        merged.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        tmp.path().join("out.jsonl").to_str().unwrap(),
+    ]);
+    ok(&out);
 }
 
 #[test]
