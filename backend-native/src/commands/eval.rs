@@ -216,11 +216,9 @@ fn analyze(
     rows.iter()
         .zip(predictions)
         .map(|(row, pred)| {
-            let input_tokens = generator
-                .summarizer
-                .tokenizer
-                .encode(&row.dialogue, None)?
-                .len();
+            // What the model reads: the prefix (T5: "summarize: ") and the dialogue, untruncated.
+            let input = format!("{}{}", generator.summarizer.prefix, row.dialogue);
+            let input_tokens = generator.summarizer.tokenizer.encode(&input, None)?.len();
             let example = analysis::Example {
                 id: row.id.clone(),
                 dialogue: &row.dialogue,

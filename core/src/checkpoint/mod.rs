@@ -19,6 +19,45 @@ use crate::Result;
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
 
+/// The walk a model's `params.rs` writes: every parameter, as a tensor or a whole projection,
+/// with its Hugging Face name.
+pub type Walker<'f> = dyn FnMut(String, Node<'_>) -> Result<()> + 'f;
+
+/// Runs a model's `walk` calling `f` for every tensor: a projection gives its `.weight` (HF
+/// `[out, in]`) and `.bias`.
+pub fn visit_tensors<M>(
+    model: &mut M,
+    walk: fn(&mut M, &mut Walker<'_>) -> Result<()>,
+    f: &mut dyn FnMut(String, Slot<'_>) -> Result<()>,
+) -> Result<()> {
+    walk(model, &mut |name, node| match node {
+        Node::Tensor(slot) => f(name, slot),
+        Node::Proj(p) => {
+            f(
+                format!("{name}.weight"),
+                Slot::LinearWeight(&mut p.linear.weight),
+            )?;
+            match p.linear.bias.as_mut() {
+                Some(bias) => f(format!("{name}.bias"), Slot::Vector(bias)),
+                None => Ok(()),
+            }
+        }
+    })
+}
+
+/// Runs a model's `walk` calling `f` for every projection with its module name (the names
+/// PEFT's `target_modules` match).
+pub fn visit_projections<M>(
+    model: &mut M,
+    walk: fn(&mut M, &mut Walker<'_>) -> Result<()>,
+    f: &mut dyn FnMut(String, &mut Proj) -> Result<()>,
+) -> Result<()> {
+    walk(model, &mut |name, node| match node {
+        Node::Tensor(_) => Ok(()),
+        Node::Proj(p) => f(name, p),
+    })
+}
+
 /// Replaces every int8 projection weight of `model` by its f32 values (`q × scale`).
 pub fn expand_int8<M: Params>(model: &mut M) {
     let device = model.device();

@@ -2,8 +2,84 @@
 //! cache's append, and the masks. On a GPU in f32 the kernels of [`crate::ops::gpu`] (reading
 //! keys and values where they lie); elsewhere burn's ops through [`crate::ops::fused`].
 
+use crate::ops::linear::{product_dtype, project3};
+use crate::ops::Proj;
+use burn::module::Module;
 use burn::nn::Dropout;
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
+
+/// Multi-head attention's projections: queries, keys and values from the input, the heads'
+/// output projected back (BART's `q_proj`…`out_proj`, T5's `q`…`o`: the names live in each
+/// model's `params.rs`).
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q: Proj,
+    pub k: Proj,
+    pub v: Proj,
+    pub o: Proj,
+    /// On the attention weights.
+    pub dropout: Dropout,
+    pub num_heads: usize,
+    /// Multiplies the scores: BART `head_dim^-0.5`; T5 1 (folded into its initialization).
+    pub scale: f64,
+}
+
+impl Attention {
+    /// Projects `x` `[b, len, d]` to keys and values `[b, heads, len, head_dim]`.
+    pub fn keys_values(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
+        (
+            split_heads(self.k.forward(x.clone()), self.num_heads),
+            split_heads(self.v.forward(x), self.num_heads),
+        )
+    }
+
+    /// Projects `x` `[b, len, d]` to queries `[b, len, inner]` and keys and values as
+    /// [`Attention::keys_values`] (on a GPU, for a few rows, in one kernel: [`project3`]).
+    pub fn queries_keys_values(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
+        let [q, k, v] = project3(x, [&self.q, &self.k, &self.v]);
+        let heads = self.num_heads;
+        (q, split_heads(k, heads), split_heads(v, heads))
+    }
+
+    /// [`attention`] of `q(x)` over `k`/`v`, heads merged and projected by `o`. `x` has
+    /// `group` consecutive rows per row of `k`/`v`/`mask` (the beams of one input attending to
+    /// its encoder output).
+    pub fn attend(
+        &self,
+        x: Tensor<3>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        mask: Option<&Tensor<4>>,
+        group: usize,
+    ) -> Tensor<3> {
+        self.attend_queries(self.q.forward(x), k, v, mask, group)
+    }
+
+    /// [`Attention::attend`] given the projected queries `q(x)` `[rows, len, inner]`. Both
+    /// products run in the projections' precision ([`crate::models::Model::hold_matrices_in`]).
+    pub fn attend_queries(
+        &self,
+        q: Tensor<3>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        mask: Option<&Tensor<4>>,
+        group: usize,
+    ) -> Tensor<3> {
+        let dtype = product_dtype(&self.q.linear.weight.val());
+        let out = attention(
+            q,
+            k,
+            v,
+            mask,
+            self.num_heads,
+            group,
+            self.scale,
+            dtype,
+            &self.dropout,
+        );
+        self.o.forward(out)
+    }
+}
 
 /// Large negative score for masked attention positions (transformers adds `finfo(f32).min`).
 pub const MASKED: f32 = f32::MIN;

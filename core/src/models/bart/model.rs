@@ -8,9 +8,8 @@
 
 use super::config::{BartConfig, POSITION_OFFSET};
 use crate::ops::attention::{
-    append_keys_values, causal_mask, key_mask, split_heads, DecoderCache, Encoded, LayerCache,
+    append_keys_values, causal_mask, key_mask, Attention, DecoderCache, Encoded, LayerCache,
 };
-use crate::ops::linear::product_dtype;
 use crate::ops::{add_layer_norm, dropout, layer_norm, Activation, Proj};
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, LayerNorm};
@@ -99,18 +98,6 @@ pub struct DecoderLayer {
     pub activation: Activation,
     #[module(skip)]
     pub layer_norm_eps: f64,
-}
-
-/// Multi-head scaled dot-product attention with separate q/k/v/out projections.
-#[derive(Module, Debug)]
-pub struct Attention {
-    pub q_proj: Proj,
-    pub k_proj: Proj,
-    pub v_proj: Proj,
-    pub out_proj: Proj,
-    /// On the attention weights (`config.attention_dropout`).
-    pub dropout: Dropout,
-    pub num_heads: usize,
 }
 
 impl Bart {
@@ -345,66 +332,6 @@ impl DecoderLayer {
     }
 }
 
-impl Attention {
-    /// Projects `x` `[b, len, d]` to keys and values `[b, heads, len, head_dim]`.
-    fn keys_values(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
-        (
-            split_heads(self.k_proj.forward(x.clone()), self.num_heads),
-            split_heads(self.v_proj.forward(x), self.num_heads),
-        )
-    }
-
-    /// Projects `x` `[b, len, d]` to queries `[b, len, d]` and keys and values as
-    /// [`Attention::keys_values`].
-    fn queries_keys_values(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
-        let [q, k, v] = crate::ops::linear::project3(x, [&self.q_proj, &self.k_proj, &self.v_proj]);
-        let heads = self.num_heads;
-        (q, split_heads(k, heads), split_heads(v, heads))
-    }
-
-    /// `softmax(q kᵀ / sqrt(head_dim) + mask) v`, heads merged and projected.
-    ///
-    /// `x` has `group` consecutive rows per row of `k`/`v`/`mask` (the beams of one input
-    /// attending to its encoder output; see [`crate::ops::attention::attention`]).
-    fn attend(
-        &self,
-        x: Tensor<3>,
-        k: &Tensor<4>,
-        v: &Tensor<4>,
-        mask: Option<&Tensor<4>>,
-        group: usize,
-    ) -> Tensor<3> {
-        self.attend_queries(self.q_proj.forward(x), k, v, mask, group)
-    }
-
-    /// [`Attention::attend`] given the projected queries `q_proj(x)` `[rows, len, d]`.
-    fn attend_queries(
-        &self,
-        q: Tensor<3>,
-        k: &Tensor<4>,
-        v: &Tensor<4>,
-        mask: Option<&Tensor<4>>,
-        group: usize,
-    ) -> Tensor<3> {
-        let [_, _, d_model] = q.dims();
-        let scale = ((d_model / self.num_heads) as f64).powf(-0.5);
-        // Both products in the projections' precision ([`crate::models::Model::hold_matrices_in`]).
-        let dtype = product_dtype(&self.q_proj.linear.weight.val());
-        let out = crate::ops::attention::attention(
-            q,
-            k,
-            v,
-            mask,
-            self.num_heads,
-            group,
-            scale,
-            dtype,
-            &self.dropout,
-        );
-        self.out_proj.forward(out)
-    }
-}
-
 impl BartConfig {
     /// The model with every parameter an uninitialised placeholder of the right shape (burn's
     /// `XConfig::init(device)` idiom), to be filled from a checkpoint by [`super::params`].
@@ -428,12 +355,13 @@ fn skeleton(config: &BartConfig, device: &Device) -> Bart {
     };
     let dropout = |p: f64| DropoutConfig::new(p).init();
     let attention = |heads: usize| Attention {
-        q_proj: linear(d, d),
-        k_proj: linear(d, d),
-        v_proj: linear(d, d),
-        out_proj: linear(d, d),
+        q: linear(d, d),
+        k: linear(d, d),
+        v: linear(d, d),
+        o: linear(d, d),
         dropout: dropout(config.attention_dropout),
         num_heads: heads,
+        scale: ((d / heads) as f64).powf(-0.5),
     };
     let activation = config.activation;
     let positions = config.max_position_embeddings + POSITION_OFFSET;

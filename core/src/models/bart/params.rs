@@ -3,34 +3,20 @@
 //! LoRA, merging and quantization all use — and BART's loader and saver on top of it.
 
 use super::config::BartConfig;
-use super::model::{Attention, Bart};
+use super::model::Bart;
 use crate::checkpoint::load::{attach_int8, fill, int8_table, Names};
-use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport, Node, Params, Slot};
+use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport, Node, Params, Slot, Walker};
+use crate::ops::attention::Attention;
 use crate::ops::Proj;
 use crate::{Error, Result};
 use burn::nn::LayerNorm;
 use burn::tensor::Device;
 use safetensors::tensor::TensorView;
 
-type Visitor<'f> = dyn FnMut(String, Slot<'_>) -> Result<()> + 'f;
-type Walker<'f> = dyn FnMut(String, Node<'_>) -> Result<()> + 'f;
-
 /// Calls `f` for every parameter with its canonical transformers name
 /// (`BartForConditionalGeneration`'s state dict, tied copies omitted).
-pub fn visit(model: &mut Bart, f: &mut Visitor<'_>) -> Result<()> {
-    walk(model, &mut |name, node| match node {
-        Node::Tensor(slot) => f(name, slot),
-        Node::Proj(p) => {
-            f(
-                format!("{name}.weight"),
-                Slot::LinearWeight(&mut p.linear.weight),
-            )?;
-            match p.linear.bias.as_mut() {
-                Some(bias) => f(format!("{name}.bias"), Slot::Vector(bias)),
-                None => Ok(()),
-            }
-        }
-    })
+pub fn visit(model: &mut Bart, f: &mut dyn FnMut(String, Slot<'_>) -> Result<()>) -> Result<()> {
+    crate::checkpoint::visit_tensors(model, walk, f)
 }
 
 /// Calls `f` for every projection (`nn.Linear` in transformers) with its module name, e.g.
@@ -39,10 +25,7 @@ pub fn visit_projections(
     model: &mut Bart,
     f: &mut dyn FnMut(String, &mut Proj) -> Result<()>,
 ) -> Result<()> {
-    walk(model, &mut |name, node| match node {
-        Node::Tensor(_) => Ok(()),
-        Node::Proj(p) => f(name, p),
-    })
+    crate::checkpoint::visit_projections(model, walk, f)
 }
 
 /// The one walk over the model in transformers' naming.
@@ -117,10 +100,10 @@ fn walk(model: &mut Bart, f: &mut Walker<'_>) -> Result<()> {
 }
 
 fn attention(prefix: &str, a: &mut Attention, f: &mut Walker<'_>) -> Result<()> {
-    linear(&format!("{prefix}.q_proj"), &mut a.q_proj, f)?;
-    linear(&format!("{prefix}.k_proj"), &mut a.k_proj, f)?;
-    linear(&format!("{prefix}.v_proj"), &mut a.v_proj, f)?;
-    linear(&format!("{prefix}.out_proj"), &mut a.out_proj, f)
+    linear(&format!("{prefix}.q_proj"), &mut a.q, f)?;
+    linear(&format!("{prefix}.k_proj"), &mut a.k, f)?;
+    linear(&format!("{prefix}.v_proj"), &mut a.v, f)?;
+    linear(&format!("{prefix}.out_proj"), &mut a.o, f)
 }
 
 fn linear(prefix: &str, p: &mut Proj, f: &mut Walker<'_>) -> Result<()> {

@@ -4,14 +4,13 @@
 //! others; bidirectional in the encoder, causal in the decoder). The output projection is the
 //! shared embedding (decoder output scaled by `d_model^-0.5`) or, untied, its own `lm_head`.
 //!
-//! Reading order: [`T5`] → [`Stack`] (encoder / decoder) → [`Block`] → [`Attention`] and
-//! [`FeedForward`]. Weight names live in [`super::params`]; every op in [`crate::ops`].
+//! Reading order: [`T5`] → [`Stack`] (encoder / decoder) → [`Block`] → attention
+//! ([`crate::ops::attention::Attention`]) and [`FeedForward`]. Weight names live in [`super::params`]; every op in [`crate::ops`].
 
 use super::config::T5Config;
 use crate::ops::attention::{
-    append_keys_values, causal_mask, key_mask, split_heads, DecoderCache, Encoded, LayerCache,
+    append_keys_values, causal_mask, key_mask, Attention, DecoderCache, Encoded, LayerCache,
 };
-use crate::ops::linear::product_dtype;
 use crate::ops::{dropout, rms_norm, Activation, Proj};
 use burn::module::{Module, Param};
 use burn::nn::Dropout;
@@ -65,17 +64,6 @@ pub struct Block {
     pub ff_norm: Param<Tensor<1>>,
     pub dropout: Dropout,
     pub eps: f64,
-}
-
-/// Multi-head attention without biases or score scaling: `softmax(q kᵀ + bias) v`.
-#[derive(Module, Debug)]
-pub struct Attention {
-    pub q: Proj,
-    pub k: Proj,
-    pub v: Proj,
-    pub o: Proj,
-    pub dropout: Dropout,
-    pub num_heads: usize,
 }
 
 /// `wo(act(wi x))`, or gated: `wo(act(wi_0 x) ⊙ wi_1 x)`.
@@ -337,59 +325,6 @@ impl FeedForward {
     }
 }
 
-impl Attention {
-    fn keys_values(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
-        (
-            split_heads(self.k.forward(x.clone()), self.num_heads),
-            split_heads(self.v.forward(x), self.num_heads),
-        )
-    }
-
-    fn queries_keys_values(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
-        let [q, k, v] = crate::ops::linear::project3(x, [&self.q, &self.k, &self.v]);
-        (
-            q,
-            split_heads(k, self.num_heads),
-            split_heads(v, self.num_heads),
-        )
-    }
-
-    fn attend(
-        &self,
-        x: Tensor<3>,
-        k: &Tensor<4>,
-        v: &Tensor<4>,
-        bias: Option<&Tensor<4>>,
-        group: usize,
-    ) -> Tensor<3> {
-        self.attend_queries(self.q.forward(x), k, v, bias, group)
-    }
-
-    /// Unscaled attention (T5 folds the scale into its initialization).
-    fn attend_queries(
-        &self,
-        q: Tensor<3>,
-        k: &Tensor<4>,
-        v: &Tensor<4>,
-        bias: Option<&Tensor<4>>,
-        group: usize,
-    ) -> Tensor<3> {
-        let dtype = product_dtype(&self.q.linear.weight.val());
-        let out = crate::ops::attention::attention(
-            q,
-            k,
-            v,
-            bias,
-            self.num_heads,
-            group,
-            1.0,
-            dtype,
-            &self.dropout,
-        );
-        self.o.forward(out)
-    }
-}
-
 impl T5Config {
     /// The model with every parameter an uninitialised placeholder of the right shape, to be
     /// filled from a checkpoint by [`super::params`].
@@ -409,6 +344,8 @@ impl T5Config {
             o: linear(inner, d),
             dropout: drop(),
             num_heads: self.num_heads,
+            // Unscaled: T5 folds the scale into its initialization.
+            scale: 1.0,
         };
         let ff = || FeedForward {
             wi: linear(d, self.d_ff),

@@ -2,31 +2,18 @@
 //! names (loading, saving, LoRA, merging and quantization all use it) and T5's loader.
 
 use super::config::T5Config;
-use super::model::{Attention, Block, FeedForward, Stack, T5};
+use super::model::{Block, FeedForward, Stack, T5};
 use crate::checkpoint::load::{attach_int8, fill, int8_table, Names};
-use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport, Node, Params, Slot};
+use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport, Node, Params, Slot, Walker};
+use crate::ops::attention::Attention;
 use crate::ops::Proj;
 use crate::Result;
 use burn::tensor::Device;
 use safetensors::tensor::TensorView;
 
-type Walker<'f> = dyn FnMut(String, Node<'_>) -> Result<()> + 'f;
-
 /// Calls `f` for every parameter with its transformers name (tied copies omitted).
 pub fn visit(model: &mut T5, f: &mut dyn FnMut(String, Slot<'_>) -> Result<()>) -> Result<()> {
-    walk(model, &mut |name, node| match node {
-        Node::Tensor(slot) => f(name, slot),
-        Node::Proj(p) => {
-            f(
-                format!("{name}.weight"),
-                Slot::LinearWeight(&mut p.linear.weight),
-            )?;
-            match p.linear.bias.as_mut() {
-                Some(bias) => f(format!("{name}.bias"), Slot::Vector(bias)),
-                None => Ok(()),
-            }
-        }
-    })
+    crate::checkpoint::visit_tensors(model, walk, f)
 }
 
 /// Calls `f` for every projection with its module name, e.g.
@@ -36,10 +23,7 @@ pub fn visit_projections(
     model: &mut T5,
     f: &mut dyn FnMut(String, &mut Proj) -> Result<()>,
 ) -> Result<()> {
-    walk(model, &mut |name, node| match node {
-        Node::Tensor(_) => Ok(()),
-        Node::Proj(p) => f(name, p),
-    })
+    crate::checkpoint::visit_projections(model, walk, f)
 }
 
 /// The one walk over the model in transformers' naming.
