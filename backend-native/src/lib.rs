@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod dataset;
 pub mod device;
+pub mod evaluation;
 pub mod generation_args;
 pub mod host;
 pub mod input;

@@ -7,8 +7,10 @@
 //! - [`bleu`]: sacrebleu 2.6.0 `corpus_bleu` and `sentence_bleu` with their defaults (13a tokenizer,
 //!   n-grams up to 4, `exp` smoothing, closest reference length, case-sensitive, 0-100 scale).
 //!
-//! - [`report`]: the reports the CLI writes (score, eval, compare) as serde types, read back by
-//!   `bartleby compare` and the web dashboards.
+//! - [`report`]: the reports the CLI writes (score, eval, compare, benchmark) as serde types,
+//!   read back by `bartleby compare` and the web dashboards.
+//! - [`selection`]: the pipeline's composite score for ranking candidate models, and how stable
+//!   a ranking is under resampling of the examples.
 //!
 //! Parity fixtures: `tests/fixtures/metrics/` written by `tools/reference/make_metric_fixtures.py`;
 //! the tests in these modules check every recorded score to 1e-6 (absolute).
@@ -18,6 +20,7 @@ pub mod bertscore;
 pub mod bleu;
 pub mod report;
 pub mod rouge;
+pub mod selection;
 
 #[cfg(test)]
 mod bench {

@@ -7,6 +7,7 @@
 //! | [`ScoreReport`] | `--output` of `score` | `bartleby score` |
 //! | [`EvalReport`] | `NAME_metrics.json` | `bartleby eval` |
 //! | [`CompareReport`] | `NAME.json` | `bartleby compare` |
+//! | [`RankingRow`] (an array, best first) | `final_ranking.json` | `bartleby benchmark` |
 //!
 //! Field order is output order. [`from_json`] reads any of them with one-line errors that name
 //! the file and the field path (`missing field "corpus.rouge2.low"`). Pure: no I/O here.
@@ -353,6 +354,79 @@ pub struct EvalReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bartleby_version: Option<String>,
 }
+
+// ---------------------------------------------------------------------------------------------
+// bartleby benchmark
+
+/// One row of `final_ranking.json` (an array, best first) and `final_ranking.csv` of
+/// `bartleby benchmark`: the pipeline's columns (`model`, `model_id`, `rouge1`, `rouge2`,
+/// `rougeL` — mid F-measures × 100 —, `time`, `throughput`, `efficiency`, `composite_score`)
+/// and more. A model that failed has `error` set, no scores and no rank (listed last).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankingRow {
+    /// 1 = best composite; `None` for a model that failed.
+    pub rank: Option<usize>,
+    /// A short name (the last path component of the id).
+    pub model: String,
+    /// What `--model` said: a directory or a hub id.
+    pub model_id: String,
+    pub architecture: Option<String>,
+    pub rouge1: Option<f64>,
+    pub rouge2: Option<f64>,
+    #[serde(rename = "rougeL")]
+    pub rouge_l: Option<f64>,
+    #[serde(rename = "rougeLsum")]
+    pub rouge_lsum: Option<f64>,
+    pub bleu: Option<f64>,
+    /// Wall seconds to summarize the `n` examples (loading excluded).
+    pub time: Option<f64>,
+    /// Seconds to load the model (not in `time`).
+    pub load_time: Option<f64>,
+    /// `n / time`.
+    pub throughput: Option<f64>,
+    /// `rougeL / time`.
+    pub efficiency: Option<f64>,
+    pub composite_score: Option<f64>,
+    /// The process's peak resident memory after this model ran (MB; models run one after
+    /// another in one process, so this is a running maximum).
+    pub peak_memory_mb: Option<f64>,
+    pub parameters: Option<u64>,
+    pub device: String,
+    pub n: usize,
+    /// Share of bootstrap resamples of the examples in which the model ranks first, and its
+    /// 95% rank interval there.
+    pub p_first: Option<f64>,
+    pub rank_low: Option<usize>,
+    pub rank_high: Option<usize>,
+    /// Why the model has no scores (it failed to load or to run).
+    pub error: Option<String>,
+}
+
+/// The columns of `final_ranking.csv`, in order (the JSON keys of [`RankingRow`]).
+pub const RANKING_COLUMNS: [&str; 22] = [
+    "rank",
+    "model",
+    "model_id",
+    "architecture",
+    "rouge1",
+    "rouge2",
+    "rougeL",
+    "rougeLsum",
+    "bleu",
+    "time",
+    "load_time",
+    "throughput",
+    "efficiency",
+    "composite_score",
+    "peak_memory_mb",
+    "parameters",
+    "device",
+    "n",
+    "p_first",
+    "rank_low",
+    "rank_high",
+    "error",
+];
 
 // ---------------------------------------------------------------------------------------------
 // bartleby compare
