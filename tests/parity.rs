@@ -245,11 +245,13 @@ fn t5_parity_cpu() {
     }
 }
 
-/// T5's shared embedding held as row blocks (WebGPU buffer limits), as for BART.
+/// T5's shared embedding held as row blocks (WebGPU buffer limits), as for BART: the tied
+/// models (an untied `lm_head` is as large as the table and is not split; a device under its
+/// size refuses the model with an error naming the tensor).
 #[test]
 fn t5_parity_split_embedding_cpu() {
     let device = Device::flex();
-    for name in T5_MODELS {
+    for name in ["t5-relu-tied", "t5-gatedsilu-f16"] {
         check_model_as(name, &device, true);
     }
 }
