@@ -42,6 +42,8 @@ pub struct Spec<'a> {
     pub metrics: &'a [Metric],
     pub metric: &'a MetricArgs,
     pub run: &'a RunArgs,
+    /// Without `--max-input-tokens`: cut inputs here when the model reads more.
+    pub input_cap: Option<usize>,
 }
 
 impl Spec<'_> {
@@ -77,7 +79,7 @@ pub fn evaluate(
     rows_in_split: usize,
 ) -> Result<Outcome> {
     let started = Instant::now();
-    let generator = Generator::new(model, spec.run, target)?;
+    let generator = Generator::with_input_cap(model, spec.run, target, spec.input_cap)?;
     let load_seconds = started.elapsed().as_secs_f64();
 
     let gen_started = Instant::now();

@@ -90,6 +90,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         metrics: &metrics,
         metric: &args.metric,
         run: &args.run,
+        input_cap: None,
     };
     let (rows, rows_in_split) = evaluation::load_data(&spec)?;
     prepare_out_dir(&args.out)?;

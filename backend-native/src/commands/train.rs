@@ -696,7 +696,7 @@ impl Trainer {
                         "step": self.state.step, "epoch": epoch_f, "loss": loss, "lr": lr,
                         "grad_norm": grad_norm, "tokens_per_s": tok_s,
                         "elapsed_s": started.elapsed().as_secs_f64(),
-                        "peak_rss_bytes": peak_rss_bytes(),
+                        "peak_rss_bytes": crate::memory::peak_rss_bytes(),
                         "loss_scale": self.state.loss_scaler.map(|s| s.scale),
                         "skipped": outcome.skipped,
                     }))?;
@@ -1059,12 +1059,4 @@ fn read_flat_safetensors(bytes: &[u8], device: &Device) -> Result<Vec<(String, T
             ))
         })
         .collect()
-}
-
-/// Peak resident memory of this process (Linux `VmHWM`), when known.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
