@@ -1,7 +1,7 @@
 //! The `bartleby` command line: a thin shell over `bartleby-core`. This file only dispatches;
 //! each subcommand is a module of [`crate::commands`].
 
-use crate::commands::{compare, data, eval, export, merge, score, summarize, train};
+use crate::commands::{benchmark, compare, data, eval, export, merge, score, summarize, train};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -9,7 +9,7 @@ use std::process::ExitCode;
 #[command(
     name = "bartleby",
     version,
-    about = "Fine-tune, evaluate and run BART summarizers"
+    about = "Fine-tune, evaluate, rank and run BART and T5 summarizers"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Summarize dialogues (JSONL, CSV or plain text) with a BART checkpoint.
+    /// Summarize dialogues (JSONL, CSV or plain text) with a BART or T5 checkpoint.
     Summarize(summarize::SummarizeArgs),
     /// Score predictions against references: ROUGE (rouge_score 0.1.2), BLEU (sacrebleu 2.6.0),
     /// BERTScore (bert_score 0.3.13).
@@ -35,6 +35,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Compare `eval` runs side by side: deltas against the first and their significance.
     Compare(compare::CompareArgs),
+    /// Rank candidate models as the pipeline does: each summarizes the same seeded sample, is
+    /// scored and timed; a composite of ROUGE-L, throughput and efficiency ranks them.
+    Benchmark(benchmark::BenchmarkArgs),
     /// Export a web bundle (f32/f16/q8/q4 weights, tokenizer, manifest.json with sha256) for the
     /// browser app; `summarize --model BUNDLE_DIR` runs it natively.
     Export(export::ExportArgs),
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Benchmark(args) => benchmark::run(args),
         Command::Export(args) => export::run(args),
     };
     match result {

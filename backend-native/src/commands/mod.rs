@@ -2,6 +2,7 @@
 //! what several of them share lives in the crate's other modules (`summarizer`, `scoring`,
 //! `generation_args`, `checkpoint_files`, `input`, `output`, `progress`, ...).
 
+pub mod benchmark;
 pub mod compare;
 pub mod data;
 pub mod eval;

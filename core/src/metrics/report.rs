@@ -503,6 +503,25 @@ pub fn from_json<T: DeserializeOwned>(bytes: &[u8], file: &str, what: &str) -> R
     from_value(&value, file, what)
 }
 
+/// A report that is a JSON array of rows (`final_ranking.json`), read as [`from_json`] reads
+/// objects: one-line errors naming the file and the field path (`[1].rougeL`).
+pub fn rows_from_json<T: DeserializeOwned>(
+    bytes: &[u8],
+    file: &str,
+    what: &str,
+) -> Result<Vec<T>, String> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("{file}: invalid JSON: {e}"))?;
+    if !value.is_array() {
+        return Err(format!("{file}: expected a JSON array ({what})"));
+    }
+    Vec::<T>::deserialize(At {
+        value: &value,
+        path: String::new(),
+    })
+    .map_err(|e| e.message(file))
+}
+
 /// [`from_json`] of an already parsed document.
 pub fn from_value<T: DeserializeOwned>(value: &Value, file: &str, what: &str) -> Result<T, String> {
     if !value.is_object() {
