@@ -180,3 +180,107 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         assert!(!out.join("final_ranking.json").exists(), "{needle}");
     }
 }
+
+/// `bartleby plan` on a ranking: per winner a method, lengths from the data, estimates, and a
+/// `train --config` file that `train` runs as it is.
+#[test]
+fn plan_writes_configs_that_train_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let row = |rank: Option<usize>, model: &str, error: Option<&str>| {
+        serde_json::json!({
+            "rank": rank, "model": model, "model_id": model_dir(model).to_str().unwrap(),
+            "architecture": null, "rouge1": null, "rouge2": null, "rougeL": 1.0, "rougeLsum": null,
+            "bleu": null, "time": 1.0, "load_time": null, "throughput": null, "efficiency": null,
+            "composite_score": null, "peak_memory_mb": null, "parameters": null, "device": "cpu",
+            "n": 4, "p_first": null, "rank_low": null, "rank_high": null, "error": error,
+        })
+    };
+    let ranking = serde_json::json!([
+        row(Some(1), "t5-relu-tied", None),
+        row(Some(2), "tiny-gelu", None),
+        row(None, "tiny-silu", Some("failed")),
+    ]);
+    let path = tmp.path().join("final_ranking.json");
+    std::fs::write(&path, ranking.to_string()).unwrap();
+    let out = tmp.path().join("plan");
+    let run = bartleby(&[
+        "plan",
+        "--ranking",
+        path.to_str().unwrap(),
+        "--data",
+        &dialogsum(),
+        "--sample",
+        "50",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let recs = read_json(&out.join("recommendations.json"));
+    let recs = recs.as_array().unwrap();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["architecture"], "t5");
+    assert_eq!(recs[0]["target_modules"], serde_json::json!(["q", "v"]));
+    assert_eq!(
+        recs[1]["target_modules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
+    for r in recs {
+        assert_eq!(r["precision"], "f16");
+        assert!(r["max_source_tokens"].as_u64().unwrap() <= 384);
+        assert!(r["estimated_peak_memory_gb"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            r["micro_batch"].as_u64().unwrap() * r["grad_accum"].as_u64().unwrap(),
+            16
+        );
+    }
+    assert!(std::fs::read_to_string(out.join("finetune_plan.md"))
+        .unwrap()
+        .contains("bartleby train --config"));
+    // The config trains (one step here).
+    let config = out.join(recs[1]["config_file"].as_str().unwrap());
+    let runs = tmp.path().join("runs");
+    let train = bartleby(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        "planned",
+        "--max-steps",
+        "1",
+        "--train-size",
+        "4",
+        "--val-size",
+        "2",
+        "--micro-batch",
+        "2",
+        "--grad-accum",
+        "1",
+    ]);
+    assert!(
+        train.status.success(),
+        "{}",
+        String::from_utf8_lossy(&train.stderr)
+    );
+    assert!(runs.join("planned/adapter/adapter_config.json").is_file());
+    // A device size that does not parse is a one-line error.
+    let bad = bartleby(&[
+        "plan",
+        "--ranking",
+        path.to_str().unwrap(),
+        "--data",
+        &dialogsum(),
+        "--device-memory",
+        "lots",
+        "--out",
+        tmp.path().join("plan2").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--device-memory"));
+    assert!(!tmp.path().join("plan2").exists());
+}

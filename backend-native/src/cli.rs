@@ -1,7 +1,9 @@
 //! The `bartleby` command line: a thin shell over `bartleby-core`. This file only dispatches;
 //! each subcommand is a module of [`crate::commands`].
 
-use crate::commands::{benchmark, compare, data, eval, export, merge, score, summarize, train};
+use crate::commands::{
+    benchmark, compare, data, eval, export, merge, plan, score, summarize, train,
+};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -38,6 +40,9 @@ enum Command {
     /// Rank candidate models as the pipeline does: each summarizes the same seeded sample, is
     /// scored and timed; a composite of ROUGE-L, throughput and efficiency ranks them.
     Benchmark(benchmark::BenchmarkArgs),
+    /// Plan the fine-tuning of a benchmark's winners: method, settings, lengths, estimated
+    /// memory and step time, and a `train --config` file per model.
+    Plan(plan::PlanArgs),
     /// Export a web bundle (f32/f16/q8/q4 weights, tokenizer, manifest.json with sha256) for the
     /// browser app; `summarize --model BUNDLE_DIR` runs it natively.
     Export(export::ExportArgs),
@@ -63,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Benchmark(args) => benchmark::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Export(args) => export::run(args),
     };
     match result {

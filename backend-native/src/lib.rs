@@ -18,3 +18,4 @@ pub mod plots;
 pub mod progress;
 pub mod scoring;
 pub mod summarizer;
+pub mod train_config;

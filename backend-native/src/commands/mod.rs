@@ -8,6 +8,7 @@ pub mod data;
 pub mod eval;
 pub mod export;
 pub mod merge;
+pub mod plan;
 pub mod score;
 pub mod summarize;
 pub mod train;
