@@ -4,7 +4,7 @@
 
 #[cfg(target_arch = "wasm32")]
 mod engine {
-    use bartleby_core::checkpoint::bundle::{self, BundleFiles};
+    use bartleby_core::pipeline::BundleFiles;
     use bartleby_core::Summarizer;
     use burn::tensor::Device;
     use std::cell::RefCell;
