@@ -14,8 +14,8 @@ pub mod linear;
 pub mod norm;
 
 pub use activation::Activation;
-pub use fused::{add_layer_norm, dropout, gelu, layer_norm, matmul, matmul_in, softmax_last};
 #[cfg(feature = "train")]
 pub use fused::log_softmax_last;
+pub use fused::{add_layer_norm, dropout, gelu, layer_norm, matmul, matmul_in, softmax_last};
 pub use linear::{LoraBranch, Proj};
 pub use norm::rms_norm;
