@@ -44,6 +44,8 @@ pub struct Spec<'a> {
     pub run: &'a RunArgs,
     /// Without `--max-input-tokens`: cut inputs here when the model reads more.
     pub input_cap: Option<usize>,
+    /// Where the examples bar goes when another bar (benchmark's, over models) is on screen.
+    pub bars: Option<&'a indicatif::MultiProgress>,
 }
 
 impl Spec<'_> {
@@ -151,6 +153,10 @@ fn generate(generator: &Generator, rows: &[Row], spec: &Spec<'_>) -> Result<Vec<
         .collect();
     generator.check_documents(&docs, spec.data)?;
     let bar = progress::bar_over(docs.len(), 3, "evaluating", "examples");
+    let bar = match spec.bars {
+        Some(bars) => bars.add(bar),
+        None => bar,
+    };
     let mut out = Vec::with_capacity(docs.len());
     generator.summarize_all(
         &docs,

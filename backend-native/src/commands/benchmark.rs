@@ -12,6 +12,7 @@ use crate::dataset::Row;
 use crate::device::{self, Target};
 use crate::evaluation::{self, Spec};
 use crate::output::{prepare_out_dir, write_atomically};
+use crate::progress;
 use crate::scoring::{parse_metrics, Metric, MetricArgs};
 use crate::summarizer::RunArgs;
 use anyhow::{bail, Context, Result};
@@ -97,6 +98,7 @@ pub fn run(args: BenchmarkArgs) -> Result<()> {
     if metrics.contains(&Metric::BertScore) {
         bail!("--metrics: bertscore is not available in benchmark yet (as in eval)");
     }
+    let bars = indicatif::MultiProgress::new();
     let spec = Spec {
         data: &args.data,
         split: &args.split,
@@ -106,6 +108,7 @@ pub fn run(args: BenchmarkArgs) -> Result<()> {
         metric: &args.metric,
         run: &args.run,
         input_cap: Some(PIPELINE_INPUT_TOKENS),
+        bars: Some(&bars),
     };
     let (rows, rows_in_split) = evaluation::load_data(&spec)?;
     prepare_out_dir(&args.out)?;
@@ -123,17 +126,27 @@ pub fn run(args: BenchmarkArgs) -> Result<()> {
     );
 
     let total = args.models.len();
+    let models_bar = bars.add(progress::bar_with_message(
+        total as u64,
+        0,
+        "benchmarking",
+        "models",
+    ));
     let mut results = Vec::with_capacity(total);
     for (i, model) in args.models.iter().enumerate() {
         let dir = args.out.join(candidate_dir(i, model));
-        eprintln!("[{}/{total}] {model}", i + 1);
+        models_bar.set_message(model.clone());
+        // Lines above the bars (and plain lines when stderr is not a terminal).
+        bars.suspend(|| eprintln!("[{}/{total}] {model}", i + 1));
         let cached = read_cached(&dir, &settings);
         let result = match cached {
             Some(c) => {
-                eprintln!(
-                    "  cached in {} (same settings): not run again",
-                    dir.display()
-                );
+                bars.suspend(|| {
+                    eprintln!(
+                        "  cached in {} (same settings): not run again",
+                        dir.display()
+                    )
+                });
                 c
             }
             None => {
@@ -142,13 +155,16 @@ pub fn run(args: BenchmarkArgs) -> Result<()> {
                     let json = serde_json::to_vec_pretty(&c)?;
                     write_atomically(&dir, vec![("result.json".into(), json)])?;
                 } else {
-                    eprintln!("  failed: {}", c.row.error.as_deref().unwrap_or_default());
+                    let error = c.row.error.as_deref().unwrap_or_default();
+                    bars.suspend(|| eprintln!("  failed: {error}"));
                 }
                 c
             }
         };
         results.push(result);
+        models_bar.inc(1);
     }
+    models_bar.finish_and_clear();
 
     let ranking = rank(results, weights, args.stability_samples, args.seed)?;
     warn_mixed_devices(&ranking);

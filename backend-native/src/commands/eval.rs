@@ -91,6 +91,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         metric: &args.metric,
         run: &args.run,
         input_cap: None,
+        bars: None,
     };
     let (rows, rows_in_split) = evaluation::load_data(&spec)?;
     prepare_out_dir(&args.out)?;
