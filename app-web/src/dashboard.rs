@@ -23,7 +23,7 @@
 
 use bartleby_core::metrics::analysis::Category;
 use bartleby_core::metrics::report::{
-    self, category_name, CompareReport, EvalReport, WorstExample,
+    self, category_name, rows_from_json, CompareReport, EvalReport, RankingRow, WorstExample,
 };
 use bartleby_core::metrics::{bleu, rouge};
 use serde_json::{Map, Value};
@@ -691,6 +691,59 @@ pub fn parse_train_log(file: &str, bytes: &[u8]) -> Result<TrainLog, String> {
 // ---------------------------------------------------------------------------------------------
 // Detecting a dropped file
 
+/// `final_ranking.json` of `bartleby benchmark`: its rows, best first (core's report type).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    pub file: String,
+    pub rows: Vec<RankingRow>,
+}
+
+/// The composite scores of a ranking as horizontal bars (SVG), best first.
+pub fn ranking_svg(r: &Ranking) -> String {
+    let bars: Vec<(&str, f64)> = r
+        .rows
+        .iter()
+        .filter_map(|row| Some((row.model.as_str(), row.composite_score?)))
+        .collect();
+    let (width, row_h, label) = (640.0, 24.0, 200.0);
+    let height = row_h * bars.len() as f64 + 40.0;
+    let max = bars
+        .iter()
+        .map(|b| b.1.abs())
+        .fold(0.0, f64::max)
+        .max(1e-12);
+    let half = (width - label - 60.0) / 2.0;
+    let zero = label + half;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"dash-ranking-chart\" width=\"{width}\" \
+         height=\"{height}\" role=\"img\"><text x=\"0\" y=\"14\" font-size=\"13\">Composite score \
+         (0.6·z(ROUGE-L) + 0.15·z(throughput) + 0.25·z(efficiency))</text>"
+    );
+    for (i, (name, v)) in bars.iter().enumerate() {
+        let y = 26.0 + row_h * i as f64;
+        let len = half * v.abs() / max;
+        let x = if *v < 0.0 { zero - len } else { zero };
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{:.1}\" font-size=\"12\">{}</text><rect x=\"{x:.1}\" \
+             y=\"{y:.1}\" width=\"{len:.1}\" height=\"{:.1}\" fill=\"#4a7bd0\"/><text x=\"{:.1}\" \
+             y=\"{:.1}\" font-size=\"11\">{v:.3}</text>",
+            y + 14.0,
+            svg_escape(name),
+            row_h - 6.0,
+            (x + len + 4.0).min(width - 56.0),
+            y + 14.0
+        );
+    }
+    svg + "</svg>"
+}
+
+fn svg_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// A file recognised by [`detect`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Loaded {
@@ -699,6 +752,8 @@ pub enum Loaded {
     Predictions(Predictions),
     Comparison(Comparison),
     Train(TrainLog),
+    /// `final_ranking.json` of `bartleby benchmark`.
+    Ranking(Ranking),
 }
 
 impl Loaded {
@@ -710,6 +765,7 @@ impl Loaded {
             Loaded::Predictions(_) => "predictions",
             Loaded::Comparison(_) => "comparison",
             Loaded::Train(_) => "training log",
+            Loaded::Ranking(_) => "model ranking",
         }
     }
 
@@ -720,6 +776,7 @@ impl Loaded {
             Loaded::Predictions(p) => &p.file,
             Loaded::Comparison(c) => &c.file,
             Loaded::Train(t) => &t.file,
+            Loaded::Ranking(r) => &r.file,
         }
     }
 }
@@ -769,6 +826,18 @@ pub fn detect(name: &str, bytes: &[u8]) -> Result<Loaded, String> {
         }
         "json" => {
             let doc = parse_json(bytes, name)?;
+            let is_ranking = doc.as_array().is_some_and(|rows| {
+                rows.first()
+                    .and_then(Value::as_object)
+                    .is_some_and(|r| r.contains_key("composite_score"))
+            });
+            if is_ranking {
+                let rows = rows_from_json(bytes, name, "final_ranking.json")?;
+                return Ok(Loaded::Ranking(Ranking {
+                    file: name.to_string(),
+                    rows,
+                }));
+            }
             let obj = doc.as_object();
             let has = |k: &str| obj.is_some_and(|o| o.contains_key(k));
             if has("runs") && has("baseline") {
@@ -804,6 +873,7 @@ pub struct Dashboard {
     pub failures: Vec<FailureReport>,
     pub comparisons: Vec<Comparison>,
     pub train: Vec<TrainLog>,
+    pub rankings: Vec<Ranking>,
 }
 
 fn upsert<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) {
@@ -828,6 +898,7 @@ impl Dashboard {
             Loaded::Predictions(p) => upsert(&mut self.predictions, p, |a, b| a.name == b.name),
             Loaded::Comparison(c) => upsert(&mut self.comparisons, c, |a, b| a.file == b.file),
             Loaded::Train(t) => upsert(&mut self.train, t, |a, b| a.name == b.name),
+            Loaded::Ranking(r) => upsert(&mut self.rankings, r, |a, b| a.file == b.file),
         }
     }
 
@@ -837,6 +908,7 @@ impl Dashboard {
             && self.failures.is_empty()
             && self.comparisons.is_empty()
             && self.train.is_empty()
+            && self.rankings.is_empty()
     }
 
     /// The metrics of run `name` (the JSON when both the JSON and the CSV are loaded).
@@ -2467,5 +2539,52 @@ mod tests {
         assert!(nice_ticks(2.0, 2.0, 5).len() >= 2);
         assert_eq!(tick_label(0.25), "0.25");
         assert_eq!(tick_label(20.0), "20");
+    }
+
+    /// `final_ranking.json` of `bartleby benchmark` is recognised and read with core's types;
+    /// its chart has a bar per ranked model.
+    #[test]
+    fn ranking_json_is_detected() {
+        let row = |rank: Option<usize>, model: &str, composite: Option<f64>| RankingRow {
+            rank,
+            model: model.into(),
+            model_id: format!("dir/{model}"),
+            architecture: Some("bart".into()),
+            rouge1: None,
+            rouge2: None,
+            rouge_l: Some(18.0),
+            rouge_lsum: None,
+            bleu: None,
+            time: Some(10.0),
+            load_time: None,
+            throughput: Some(20.0),
+            efficiency: Some(1.8),
+            composite_score: composite,
+            peak_memory_mb: None,
+            parameters: Some(7),
+            device: "cpu".into(),
+            n: 200,
+            p_first: Some(0.9),
+            rank_low: Some(1),
+            rank_high: Some(2),
+            error: None,
+        };
+        let rows = vec![
+            row(Some(1), "a", Some(0.7)),
+            row(Some(2), "b", Some(-0.7)),
+            row(None, "c<x>", None),
+        ];
+        let bytes = serde_json::to_vec(&rows).unwrap();
+        match detect("final_ranking.json", &bytes).unwrap() {
+            Loaded::Ranking(r) => {
+                assert_eq!(r.rows, rows);
+                let svg = ranking_svg(&r);
+                assert_eq!(svg.matches("<rect").count(), 2);
+                assert!(svg.contains("-0.700"));
+            }
+            other => panic!("{}", other.kind()),
+        }
+        let err = detect("r.json", b"[{\"composite_score\": \"x\"}]").unwrap_err();
+        assert!(err.starts_with("r.json"), "{err}");
     }
 }

@@ -490,6 +490,11 @@ pub fn Dashboards() -> impl IntoView {
             <div id="dash-train" class="dash-train">
                 {move || dash.with(|x| train_view(&x.train))}
             </div>
+
+            <h2>"Model ranking"</h2>
+            <div id="dash-ranking" class="dash-ranking">
+                {move || dash.with(|x| ranking_view(&x.rankings))}
+            </div>
         </section>
     }
 }
@@ -796,4 +801,62 @@ fn train_view(logs: &[d::TrainLog]) -> impl IntoView {
         </table>
     }
     .into_any()
+}
+
+/// `final_ranking.json` files of `bartleby benchmark`: the composite chart and the table.
+fn ranking_view(rankings: &[d::Ranking]) -> impl IntoView {
+    if rankings.is_empty() {
+        return view! { <p class="dash-empty">"No final_ranking.json (bartleby benchmark) loaded."</p> }
+            .into_any();
+    }
+    rankings
+        .iter()
+        .map(|r| {
+            let chart = d::ranking_svg(r);
+            let rows = r
+                .rows
+                .iter()
+                .map(|row| {
+                    let interval = match (row.rank_low, row.rank_high) {
+                        (Some(lo), Some(hi)) => format!("{lo}–{hi}"),
+                        _ => String::new(),
+                    };
+                    view! {
+                        <tr>
+                            <td class="num">{row.rank.map(|k| k.to_string()).unwrap_or_default()}</td>
+                            <td title=row.model_id.clone()>{row.model.clone()}</td>
+                            <td class="num">{fmt_opt(row.rouge_l, 2)}</td>
+                            <td class="num">{fmt_opt(row.time, 2)}</td>
+                            <td class="num">{fmt_opt(row.throughput, 2)}</td>
+                            <td class="num">{fmt_opt(row.composite_score, 3)}</td>
+                            <td class="num">{fmt_opt(row.p_first, 2)}</td>
+                            <td class="num">{interval}</td>
+                            <td>{row.error.clone().unwrap_or_default()}</td>
+                        </tr>
+                    }
+                })
+                .collect_view();
+            view! {
+                <h3>{r.file.clone()}</h3>
+                <div class="dash-chart" inner_html=chart></div>
+                <table class="dash-ranking-table">
+                    <thead>
+                        <tr>
+                            <th>"rank"</th>
+                            <th>"model"</th>
+                            <th>"ROUGE-L"</th>
+                            <th>"time (s)"</th>
+                            <th>"throughput"</th>
+                            <th>"composite"</th>
+                            <th>"P(rank 1)"</th>
+                            <th>"rank interval"</th>
+                            <th>"error"</th>
+                        </tr>
+                    </thead>
+                    <tbody>{rows}</tbody>
+                </table>
+            }
+        })
+        .collect_view()
+        .into_any()
 }
