@@ -25,6 +25,11 @@ cp "$TMP"/tiny-base_metrics.json "$TMP"/tiny-base_predictions.csv \
    "$TMP"/tiny-lora_metrics.json "$TMP"/tiny-lora_predictions.csv "$OUT"/
 cp "$TMP"/compare.json "$OUT"/
 mkdir -p "$OUT/runs/tiny-lora-train" && cp "$TMP/runs/tiny-lora-train/metrics.jsonl" "$OUT/runs/tiny-lora-train/"
+# A benchmark ranking of the fixture models (docs/results.md has the real-data one).
+$BIN benchmark --model tests/fixtures/models/tiny-gelu --model tests/fixtures/models/tiny-silu \
+  --model tests/fixtures/models/t5-relu-tied --data $DATA --limit 20 --seed 1 --num-beams 1 \
+  --out "$TMP/benchmark" > /dev/null
+cp "$TMP/benchmark/final_ranking.json" "$OUT/"
 (cd "$OUT" && find . -type f ! -name index.json | sed 's#^\./##' | sort | python3 -c 'import json,sys; print(json.dumps([l.strip() for l in sys.stdin if l.strip()], indent=1))' > index.json)
 rm -rf "$TMP"
 ls -la "$OUT"

@@ -16,7 +16,7 @@ fn real_cli_outputs_parse_and_recompute_identically() {
     assert!(index.len() >= 6, "{index:?}");
     let mut metrics = Vec::new();
     let mut predictions = Vec::new();
-    let (mut failures, mut train, mut compare) = (0, 0, 0);
+    let (mut failures, mut train, mut compare, mut ranking) = (0, 0, 0, 0);
     for name in &index {
         let bytes = std::fs::read(results().join(name)).unwrap();
         match detect(name, &bytes).unwrap_or_else(|e| panic!("{name}: {e}")) {
@@ -37,11 +37,24 @@ fn real_cli_outputs_parse_and_recompute_identically() {
                 assert_eq!(c.runs.len(), 2, "{name}");
                 compare += 1
             }
+            Loaded::Ranking(r) => {
+                // `bartleby benchmark` of three fixture models (make-example-results.sh).
+                assert_eq!(r.rows.len(), 3, "{name}");
+                assert!(r.rows.iter().all(|row| row.rank.is_some()), "{name}");
+                ranking += 1
+            }
         }
     }
     assert_eq!(
-        (metrics.len(), predictions.len(), failures, train, compare),
-        (2, 2, 2, 1, 1)
+        (
+            metrics.len(),
+            predictions.len(),
+            failures,
+            train,
+            compare,
+            ranking
+        ),
+        (2, 2, 2, 1, 1, 1)
     );
     for p in &predictions {
         let m = metrics

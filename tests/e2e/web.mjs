@@ -147,6 +147,8 @@ for (const backend of ['webgpu', 'cpu']) {
       check(await page.locator('#dash-chart svg rect').count() > 4, 'dashboards: metric chart drawn');
       check(await page.locator('#dash-train svg').count() > 0, 'dashboards: training curve drawn');
       check(((await page.textContent('#dash-failures')) || '').length > 100, 'dashboards: failure categories shown');
+      check(await page.locator('#dash-ranking svg rect').count() === 3 && await page.locator('#dash-ranking tbody tr').count() === 3,
+        'dashboards: benchmark ranking (final_ranking.json) drawn with its table');
       await page.fill('#dash-filter', 'zzzz-no-such-text');
       await page.waitForFunction(() => document.querySelectorAll('#dash-table tbody tr').length === 0, null, { timeout: 10000 });
       await page.fill('#dash-filter', '');
