@@ -15,6 +15,7 @@
 //! Errors are one line naming the file, the line (or row) and the field.
 
 use anyhow::{bail, Context, Result};
+pub use bartleby_core::sampling::SplitMix64;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -290,31 +291,6 @@ pub fn sample_indices(len: usize, n: usize, seed: u64) -> Vec<usize> {
     }
     idx.truncate(n.min(len));
     idx
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014; the reference constants of Vigna's `splitmix64.c`).
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform draw from `0..bound` (`bound > 0`) by rejection, without modulo bias.
-    pub fn below(&mut self, bound: u64) -> u64 {
-        assert!(bound > 0, "bound must be positive");
-        let zone = u64::MAX - (u64::MAX % bound + 1) % bound; // largest multiple of bound, minus 1
-        loop {
-            let x = self.next_u64();
-            if x <= zone {
-                return x % bound;
-            }
-        }
-    }
 }
 
 fn looks_like_hub_id(s: &str) -> bool {

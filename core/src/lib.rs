@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod models;
 pub mod ops;
 pub mod pipeline;
+pub mod sampling;
 pub mod tokenizer;
 #[cfg(feature = "train")]
 pub mod train;

@@ -6,6 +6,7 @@
 //! `efficiency = rougeL / time`, z the z-score over the candidates with the *sample* standard
 //! deviation (pandas' `std`, `ddof = 1`), and default weights 0.6, 0.15, 0.25.
 
+use crate::sampling::SplitMix64;
 use crate::{Error, Result};
 
 /// The pipeline's weights: ROUGE-L, throughput, efficiency.
@@ -143,7 +144,7 @@ pub fn stability(
     let mut draw = vec![0usize; n];
     for _ in 0..samples {
         for d in draw.iter_mut() {
-            *d = (rng.next() % n as u64) as usize;
+            *d = (rng.next_u64() % n as u64) as usize;
         }
         let measured: Vec<Measured> = (0..m)
             .map(|c| Measured {
@@ -172,19 +173,6 @@ pub fn stability(
             }
         })
         .collect())
-}
-
-/// SplitMix64 (Steele et al.), the generator `eval`'s row sampling uses too.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 #[cfg(test)]
