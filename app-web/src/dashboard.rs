@@ -700,48 +700,12 @@ pub struct Ranking {
 
 /// The composite scores of a ranking as horizontal bars (SVG), best first.
 pub fn ranking_svg(r: &Ranking) -> String {
-    let bars: Vec<(&str, f64)> = r
+    let bars: Vec<(String, f64)> = r
         .rows
         .iter()
-        .filter_map(|row| Some((row.model.as_str(), row.composite_score?)))
+        .filter_map(|row| Some((row.model.clone(), row.composite_score?)))
         .collect();
-    let (width, row_h, label) = (640.0, 24.0, 200.0);
-    let height = row_h * bars.len() as f64 + 40.0;
-    let max = bars
-        .iter()
-        .map(|b| b.1.abs())
-        .fold(0.0, f64::max)
-        .max(1e-12);
-    let half = (width - label - 60.0) / 2.0;
-    let zero = label + half;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"dash-ranking-chart\" width=\"{width}\" \
-         height=\"{height}\" role=\"img\"><text x=\"0\" y=\"14\" font-size=\"13\">Composite score \
-         (0.6·z(ROUGE-L) + 0.15·z(throughput) + 0.25·z(efficiency))</text>"
-    );
-    for (i, (name, v)) in bars.iter().enumerate() {
-        let y = 26.0 + row_h * i as f64;
-        let len = half * v.abs() / max;
-        let x = if *v < 0.0 { zero - len } else { zero };
-        let _ = write!(
-            svg,
-            "<text x=\"0\" y=\"{:.1}\" font-size=\"12\">{}</text><rect x=\"{x:.1}\" \
-             y=\"{y:.1}\" width=\"{len:.1}\" height=\"{:.1}\" fill=\"#4a7bd0\"/><text x=\"{:.1}\" \
-             y=\"{:.1}\" font-size=\"11\">{v:.3}</text>",
-            y + 14.0,
-            svg_escape(name),
-            row_h - 6.0,
-            (x + len + 4.0).min(width - 56.0),
-            y + 14.0
-        );
-    }
-    svg + "</svg>"
-}
-
-fn svg_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    report::bar_chart_svg(&bars)
 }
 
 /// A file recognised by [`detect`].

@@ -16,7 +16,7 @@ use crate::progress;
 use crate::scoring::{parse_metrics, Metric, MetricArgs};
 use crate::summarizer::RunArgs;
 use anyhow::{bail, Context, Result};
-use bartleby_core::metrics::report::{RankingRow, RANKING_COLUMNS};
+use bartleby_core::metrics::report::{bar_chart_svg, RankingRow, RANKING_COLUMNS};
 use bartleby_core::metrics::selection::{self, Measured};
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -413,48 +413,13 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// One horizontal bar chart as inline SVG.
-fn bar_chart(title: &str, bars: &[(String, f64)]) -> String {
-    let max = bars
-        .iter()
-        .map(|b| b.1.abs())
-        .fold(0.0, f64::max)
-        .max(1e-12);
-    let (width, row, label) = (640.0, 24.0, 200.0);
-    let height = row * bars.len() as f64 + 30.0;
-    let mut svg = format!(
-        "<figure><figcaption>{}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" \
-         width=\"{width}\" height=\"{height}\" role=\"img\">",
-        html_escape(title)
-    );
-    let zero = label
-        + (width - label - 60.0) / 2.0
-            * if bars.iter().any(|b| b.1 < 0.0) {
-                1.0
-            } else {
-                0.0
-            };
-    let span = if bars.iter().any(|b| b.1 < 0.0) {
-        (width - label - 60.0) / 2.0
-    } else {
-        width - label - 60.0
-    };
-    for (i, (name, v)) in bars.iter().enumerate() {
-        let y = 10.0 + row * i as f64;
-        let len = span * v.abs() / max;
-        let x = if *v < 0.0 { zero - len } else { zero };
-        svg += &format!(
-            "<text x=\"0\" y=\"{:.1}\" font-size=\"12\">{}</text>\
-             <rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{len:.1}\" height=\"{:.1}\" fill=\"#4a7bd0\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">{v:.3}</text>",
-            y + 14.0,
-            html_escape(name),
-            row - 6.0,
-            (x + len + 4.0).min(width - 56.0),
-            y + 14.0
-        );
-    }
-    svg + "</svg></figure>"
+/// One chart of the page: [`bar_chart_svg`] under its title.
+fn bar_chart_figure(title: &str, bars: &[(String, f64)]) -> String {
+    format!(
+        "<figure><figcaption>{}</figcaption>{}</figure>",
+        html_escape(title),
+        bar_chart_svg(bars)
+    )
 }
 
 /// `final_ranking.html`: the table and bar charts, self-contained (no scripts, no requests).
@@ -517,10 +482,10 @@ fn ranking_html(rows: &[RankingRow], args: &BenchmarkArgs) -> String {
         html += "</tr>";
     }
     html += "</table>";
-    html += &bar_chart("Composite score", &bars(&|r| r.composite_score));
-    html += &bar_chart("ROUGE-L (mid F x 100)", &bars(&|r| r.rouge_l));
-    html += &bar_chart("Throughput (summaries / s)", &bars(&|r| r.throughput));
-    html += &bar_chart("P(rank 1) under resampling", &bars(&|r| r.p_first));
+    html += &bar_chart_figure("Composite score", &bars(&|r| r.composite_score));
+    html += &bar_chart_figure("ROUGE-L (mid F x 100)", &bars(&|r| r.rouge_l));
+    html += &bar_chart_figure("Throughput (summaries / s)", &bars(&|r| r.throughput));
+    html += &bar_chart_figure("P(rank 1) under resampling", &bars(&|r| r.p_first));
     html + "</body></html>\n"
 }
 

@@ -402,6 +402,50 @@ pub struct RankingRow {
     pub error: Option<String>,
 }
 
+/// Horizontal bars (one `<rect>` each, value printed beside it) as an inline SVG, for the
+/// ranking's page (`final_ranking.html`) and the web dashboards: bars grow right from the label
+/// column, or from the middle when a value is negative.
+pub fn bar_chart_svg(bars: &[(String, f64)]) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let max = bars
+        .iter()
+        .map(|b| b.1.abs())
+        .fold(0.0, f64::max)
+        .max(1e-12);
+    let (width, row, label) = (640.0, 24.0, 200.0);
+    let height = row * bars.len() as f64 + 20.0;
+    let negative = bars.iter().any(|b| b.1 < 0.0);
+    let span = if negative {
+        (width - label - 60.0) / 2.0
+    } else {
+        width - label - 60.0
+    };
+    let zero = if negative { label + span } else { label };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\">"
+    );
+    for (i, (name, v)) in bars.iter().enumerate() {
+        let y = 10.0 + row * i as f64;
+        let len = span * v.abs() / max;
+        let x = if *v < 0.0 { zero - len } else { zero };
+        svg += &format!(
+            "<text x=\"0\" y=\"{:.1}\" font-size=\"12\">{}</text>\
+             <rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{len:.1}\" height=\"{:.1}\" fill=\"#4a7bd0\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">{v:.3}</text>",
+            y + 14.0,
+            escape(name),
+            row - 6.0,
+            (x + len + 4.0).min(width - 56.0),
+            y + 14.0
+        );
+    }
+    svg + "</svg>"
+}
+
 /// The columns of `final_ranking.csv`, in order (the JSON keys of [`RankingRow`]).
 pub const RANKING_COLUMNS: [&str; 22] = [
     "rank",
