@@ -1811,6 +1811,7 @@ mod tests {
                 ..GenerationConfig::default()
             }),
             max_input_tokens: Some(WINDOW),
+            long: None,
             batch_size: Some(4),
             device: Some("cpu".into()),
             corpus,

@@ -48,6 +48,28 @@ enum Command {
     Export(export::ExportArgs),
 }
 
+/// clap's errors as one line (help and version print as clap prints them); exit code 2.
+fn clap_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    // The message up to the first blank line (before clap's tips and usage), joined.
+    let text = err.render().to_string();
+    let line: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    eprintln!("{}", line.join(" "));
+    ExitCode::from(2)
+}
+
 /// Parses arguments, runs the command, prints errors as one line; exit code 1 on failure.
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -58,7 +80,10 @@ pub fn main() -> ExitCode {
         )
         .without_time()
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return clap_error(err),
+    };
     let result = match cli.command {
         Command::Summarize(args) => summarize::run(args),
         Command::Score(args) => score::run(args),

@@ -11,7 +11,6 @@ use crate::device::Target;
 use crate::input::{Document, Pair};
 use crate::output::write_atomically;
 use crate::plots::{self, Series};
-use crate::progress;
 use crate::scoring::{score_pairs, Metric, MetricArgs};
 use crate::summarizer::{Generator, RunArgs};
 use anyhow::Result;
@@ -22,7 +21,7 @@ use bartleby_core::metrics::report::{
     category_name, CorpusScores, EvalReport, Failures, Lengths, ScoreReport, Selection, Timing,
     WorstExample, ROUGE_KEYS, ROUGE_LABELS,
 };
-use bartleby_core::{GenerationConfig, Summary};
+use bartleby_core::{GenerationConfig, LongInfo, LongMode, LongOptions, Summary};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -85,12 +84,12 @@ pub fn evaluate(
     let load_seconds = started.elapsed().as_secs_f64();
 
     let gen_started = Instant::now();
-    let predictions = generate(&generator, rows, spec)?;
+    let (predictions, infos) = generate(&generator, rows, spec)?;
     let generation_seconds = gen_started.elapsed().as_secs_f64();
 
     let score_started = Instant::now();
     let report = score(rows, &predictions, spec.metrics, spec.metric)?;
-    let analyses = analyze(&generator, rows, &predictions)?;
+    let analyses = analyze(&generator, rows, &predictions, &infos)?;
     let failures = analysis::summarize_failures(&analyses, WORST_K);
     let scoring_seconds = score_started.elapsed().as_secs_f64();
     let timing = Timing {
@@ -110,11 +109,13 @@ pub fn evaluate(
         spec,
         rows,
         predictions: &predictions,
+        infos: &infos,
         report: &report,
         analyses: &analyses,
         failures: &failures,
         gen: &generator.gen,
         max_input: generator.max_input,
+        long: &generator.long,
     };
     let (metrics, files) = run.files(rows_in_split, timing)?;
     let written = write_atomically(out, files)?;
@@ -142,8 +143,13 @@ pub fn load_data(spec: &Spec<'_>) -> Result<(Vec<Row>, usize)> {
     Ok((rows, rows_in_split))
 }
 
-/// Checks every dialogue, then summarizes them (best summary of each), with a progress bar.
-fn generate(generator: &Generator, rows: &[Row], spec: &Spec<'_>) -> Result<Vec<Summary>> {
+/// Checks every dialogue, then summarizes them (best summary of each, and how it was made), with
+/// a progress bar.
+fn generate(
+    generator: &Generator,
+    rows: &[Row],
+    spec: &Spec<'_>,
+) -> Result<(Vec<Summary>, Vec<LongInfo>)> {
     let docs: Vec<Document> = rows
         .iter()
         .map(|r| Document {
@@ -152,24 +158,26 @@ fn generate(generator: &Generator, rows: &[Row], spec: &Spec<'_>) -> Result<Vec<
         })
         .collect();
     generator.check_documents(&docs, spec.data)?;
-    let bar = progress::bar_over(docs.len(), 3, "evaluating", "examples");
+    let bar = generator.progress_bar(docs.len(), "evaluating", "examples");
     let bar = match spec.bars {
         Some(bars) => bars.add(bar),
         None => bar,
     };
     let mut out = Vec::with_capacity(docs.len());
+    let mut infos = Vec::with_capacity(docs.len());
     generator.summarize_all(
         &docs,
         spec.run.batch_size as usize,
         spec.data,
         &bar,
-        |_, mut summaries| {
+        |_, mut summaries, info| {
             out.push(summaries.swap_remove(0));
+            infos.push(info);
             Ok(())
         },
     )?;
     tracing::info!("generated {} summaries", out.len());
-    Ok(out)
+    Ok((out, infos))
 }
 
 /// Scores the predictions against the references exactly as `bartleby score` would.
@@ -191,26 +199,30 @@ fn score(
     score_pairs(&pairs, metrics, &metric_args.options())
 }
 
-/// Failure analysis of every example; input lengths from the model's tokenizer.
+/// Failure analysis of every example; input lengths from the model's tokenizer (what it reads:
+/// the prefix, e.g. T5's "summarize: ", and the dialogue, untruncated).
 fn analyze(
     generator: &Generator,
     rows: &[Row],
     predictions: &[Summary],
+    infos: &[LongInfo],
 ) -> Result<Vec<ExampleAnalysis>> {
     let thresholds = Thresholds::default();
     rows.iter()
         .zip(predictions)
-        .map(|(row, pred)| {
-            // What the model reads: the prefix (T5: "summarize: ") and the dialogue, untruncated.
-            let input = format!("{}{}", generator.summarizer.prefix, row.dialogue);
-            let input_tokens = generator.summarizer.tokenizer.encode(&input, None)?.len();
+        .zip(infos)
+        .map(|((row, pred), info)| {
             let example = analysis::Example {
                 id: row.id.clone(),
                 dialogue: &row.dialogue,
                 reference: &row.summary,
                 prediction: &pred.summary,
-                input_tokens,
-                max_input_tokens: generator.max_input,
+                input_tokens: info.input_tokens,
+                // Tokens kept: with --long chunk every token is read (no TruncatedInput).
+                max_input_tokens: match generator.long.mode {
+                    LongMode::Truncate => generator.max_input,
+                    LongMode::Chunk => generator.max_input.max(info.input_tokens),
+                },
                 // Everything after the decoder start token.
                 prediction_tokens: Some(pred.token_ids.len().saturating_sub(1)),
             };
@@ -226,11 +238,13 @@ struct EvalRun<'a> {
     spec: &'a Spec<'a>,
     rows: &'a [Row],
     predictions: &'a [Summary],
+    infos: &'a [LongInfo],
     report: &'a ScoreReport,
     analyses: &'a [ExampleAnalysis],
     failures: &'a FailureReport,
     gen: &'a GenerationConfig,
     max_input: usize,
+    long: &'a LongOptions,
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
@@ -284,10 +298,25 @@ impl EvalRun<'_> {
             "reference_summary",
             "generated_summary",
             "rougeL_score",
+            "input_tokens",
+            "truncated",
+            "chunks",
+            "levels",
         ])?;
         for (i, (row, pred)) in self.rows.iter().zip(self.predictions).enumerate() {
             let score = self.rouge_l(i).map(|f| f.to_string()).unwrap_or_default();
-            w.write_record([&row.id, &row.dialogue, &row.summary, &pred.summary, &score])?;
+            let info = &self.infos[i];
+            w.write_record([
+                &row.id,
+                &row.dialogue,
+                &row.summary,
+                &pred.summary,
+                &score,
+                &info.input_tokens.to_string(),
+                &info.truncated.to_string(),
+                &info.chunks.to_string(),
+                &info.levels.to_string(),
+            ])?;
         }
         w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
     }
@@ -372,6 +401,7 @@ impl EvalRun<'_> {
             }),
             generation: Some(self.gen.clone()),
             max_input_tokens: Some(self.max_input),
+            long: Some(self.long.clone()),
             batch_size: Some(spec.run.batch_size),
             device: Some(spec.device_name()),
             corpus: self.report.corpus.clone(),

@@ -6,7 +6,7 @@ use crate::generation_args::GenerationArgs;
 use crate::input::Document;
 use crate::model_files;
 use anyhow::{Context, Result};
-use bartleby_core::{GenerationConfig, Summarizer, Summary};
+use bartleby_core::{GenerationConfig, LongInfo, LongMode, LongOptions, Summarizer, Summary};
 use clap::Args;
 use std::time::Instant;
 
@@ -28,7 +28,25 @@ pub struct RunArgs {
     /// summarization pipeline does; --prefix '' removes it).
     #[arg(long)]
     pub prefix: Option<String>,
-    /// Documents per batch.
+    /// Inputs longer than the window: `truncate` (cut them, as transformers does) or `chunk`
+    /// (summarize windows of whole turns, then their joined summaries, until one fits; inputs that
+    /// fit are summarized exactly as with `truncate`).
+    #[arg(long, default_value = "truncate", value_parser = parse_long)]
+    pub long: LongMode,
+    /// With --long chunk: repeat the last whole turns of a window at the start of the next, as
+    /// many as fit in N tokens (default 0: no overlap).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    pub chunk_overlap: usize,
+    /// With --long chunk: max_new_tokens of the partial summaries (default: the same settings as
+    /// the final summary).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub partial_max_new_tokens: Option<usize>,
+    /// Documents per batch (with --long chunk: windows per batch).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub batch_size: u64,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
@@ -38,6 +56,11 @@ pub struct RunArgs {
     /// app's CPU path; other devices always compute in f32).
     #[arg(long)]
     pub f32_matmul: bool,
+}
+
+fn parse_long(s: &str) -> Result<LongMode, String> {
+    s.parse()
+        .map_err(|_| format!("expected truncate or chunk, got {s:?}"))
 }
 
 /// Loads the model named by `--model` (a directory or a hub id) with `--adapter` applied when
@@ -54,6 +77,7 @@ pub struct Generator {
     pub summarizer: Summarizer,
     pub gen: GenerationConfig,
     pub max_input: usize,
+    pub long: LongOptions,
 }
 
 impl Generator {
@@ -86,41 +110,89 @@ impl Generator {
             cap.map_or(window, |c| c.min(window))
         });
         summarizer.validate(&gen, max_input)?;
+        if run.long == LongMode::Truncate
+            && (run.chunk_overlap > 0 || run.partial_max_new_tokens.is_some())
+        {
+            anyhow::bail!("--chunk-overlap and --partial-max-new-tokens need --long chunk");
+        }
+        let long = LongOptions {
+            mode: run.long,
+            overlap_tokens: run.chunk_overlap,
+            partial_max_new_tokens: run.partial_max_new_tokens,
+        };
+        long.validate(max_input).map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                e.to_string().replace("chunk overlap", "--chunk-overlap")
+            )
+        })?;
         Ok(Self {
             summarizer,
             gen,
             max_input,
+            long,
         })
     }
 
-    /// Checks every document before any work, so an error names the document.
+    /// Checks every document before any work, so an error names the document. (With
+    /// `--long chunk` the whole text is checked: every token of it is read.)
     pub fn check_documents(&self, docs: &[Document], source: &str) -> Result<()> {
+        let window = match self.long.mode {
+            LongMode::Truncate => self.max_input,
+            LongMode::Chunk => usize::MAX,
+        };
         for doc in docs {
             self.summarizer
-                .check_input(&doc.text, self.max_input)
+                .check_input(&doc.text, window)
                 .with_context(|| format!("{source}: document id {}", doc.id))?;
         }
         Ok(())
     }
 
+    /// The progress bar of [`Self::summarize_all`] over `n` documents: hidden for a few of them,
+    /// except with `--long chunk` where a long one takes many windows (shown as its message).
+    pub fn progress_bar(&self, n: usize, action: &str, items: &str) -> indicatif::ProgressBar {
+        match self.long.mode {
+            LongMode::Truncate => crate::progress::bar_over(n, 3, action, items),
+            LongMode::Chunk => crate::progress::bar_with_message(n as u64, 0, action, items),
+        }
+    }
+
     /// Summarizes `docs` in batches of `batch_size`, in order, handing each document's summaries
-    /// (best first) to `each`; `bar` advances per batch.
+    /// (best first) and how they were made to `each`; `bar` advances per batch (with `--long
+    /// chunk`, its message shows the windows of the level in progress).
     pub fn summarize_all(
         &self,
         docs: &[Document],
         batch_size: usize,
         source: &str,
         bar: &indicatif::ProgressBar,
-        mut each: impl FnMut(&Document, Vec<Summary>) -> Result<()>,
+        mut each: impl FnMut(&Document, Vec<Summary>, LongInfo) -> Result<()>,
     ) -> Result<()> {
+        // Truncate: batches of documents. Chunk: the windows of a group of documents are
+        // batched together, so a group is as many documents as a batch.
         for chunk in docs.chunks(batch_size) {
             let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
+            let mut on_event = |event: bartleby_core::LongEvent<'_>| {
+                if let bartleby_core::LongEvent::Windows { level, done, total } = event {
+                    if self.long.mode == LongMode::Chunk {
+                        bar.set_message(format!("level {level}: {done}/{total} windows"));
+                    }
+                }
+            };
             let results = self
                 .summarizer
-                .summarize(&texts, &self.gen, self.max_input, &mut |_, _| {})
+                .summarize_long(
+                    &texts,
+                    &self.gen,
+                    self.max_input,
+                    &self.long,
+                    batch_size,
+                    &mut on_event,
+                )
                 .with_context(|| format!("{source}: documents from id {}", chunk[0].id))?;
-            for (doc, summaries) in chunk.iter().zip(results) {
-                each(doc, summaries)?;
+            for (doc, (summaries, info)) in chunk.iter().zip(results) {
+                each(doc, summaries, info)?;
             }
             bar.inc(chunk.len() as u64);
         }

@@ -22,6 +22,7 @@
 
 pub mod checkpoint;
 pub mod generate;
+pub mod long;
 pub mod metrics;
 pub mod models;
 pub mod ops;
@@ -32,8 +33,9 @@ pub mod tokenizer;
 pub mod train;
 
 pub use generate::{EarlyStopping, GenerationConfig};
+pub use long::{LongInfo, LongMode, LongOptions};
 pub use models::bart::{Bart, BartConfig};
-pub use pipeline::{Summarizer, Summary};
+pub use pipeline::{LongEvent, Summarizer, Summary};
 pub use tokenizer::BartTokenizer;
 
 /// Everything that can go wrong in the core. Messages are one line and name the file/field.

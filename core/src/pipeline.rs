@@ -7,6 +7,7 @@
 use crate::checkpoint::bundle::{Manifest, MANIFEST_FILE, WEIGHTS_FILE};
 use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport};
 use crate::generate::{generate_async, GenerationConfig};
+use crate::long::{join_partials, split, LongInfo, LongMode, LongOptions, TokenCounter};
 use crate::models::{Model, ModelConfig, ModelStep};
 use crate::tokenizer::BartTokenizer;
 use crate::{Error, Result};
@@ -322,6 +323,245 @@ impl Summarizer {
         let cache = self.model.start_decoding(&encoded, gen.num_beams);
         let mut step = ModelStep::new(&self.model, cache, self.config.vocab_size());
         generate_async(&mut step, input_ids.len(), gen, on_step).await
+    }
+}
+
+/// Progress of [`Summarizer::summarize_long_async`].
+#[derive(Debug)]
+pub enum LongEvent<'a> {
+    /// A generation step of a batch at `level` (1: the inputs, or their first windows):
+    /// [`crate::generate::generate`]'s progress.
+    Step {
+        level: usize,
+        step: usize,
+        sequences: &'a [Vec<u32>],
+    },
+    /// `done` of the `total` generations of `level` are finished.
+    Windows {
+        level: usize,
+        done: usize,
+        total: usize,
+    },
+}
+
+impl TokenCounter for Summarizer {
+    fn input_tokens(&self, text: &str) -> Result<usize> {
+        Ok(self.tokenizer.encode(&self.prefixed(text), None)?.len())
+    }
+    fn token_starts(&self, text: &str) -> Result<Vec<usize>> {
+        self.tokenizer.token_starts(text)
+    }
+}
+
+/// One input of [`Summarizer::summarize_long_async`] on its way through the levels.
+struct LongState {
+    /// The text of the current level (the input, then joined partial summaries).
+    source: String,
+    /// Tokens of `source` as a whole input.
+    tokens: usize,
+    info: LongInfo,
+    done: Option<Vec<Summary>>,
+}
+
+impl Summarizer {
+    /// Summarizes texts of any length as `long` says (see [`crate::long`]): `truncate` is
+    /// [`Self::summarize_async`] in batches of `batch_size`; `chunk` summarizes the windows of
+    /// every input that does not fit (batched together across inputs), then their joined
+    /// summaries, level by level. Inputs that fit are summarized exactly as `truncate` would.
+    /// Returns each input's summaries (best first) and how they were made.
+    pub async fn summarize_long_async(
+        &self,
+        texts: &[&str],
+        gen: &GenerationConfig,
+        max_input_tokens: usize,
+        long: &LongOptions,
+        batch_size: usize,
+        on_event: &mut dyn FnMut(LongEvent<'_>),
+    ) -> Result<Vec<(Vec<Summary>, LongInfo)>> {
+        long.validate(max_input_tokens)?;
+        self.validate(gen, max_input_tokens)?;
+        let batch_size = batch_size.max(1);
+        let mut states = Vec::with_capacity(texts.len());
+        for text in texts {
+            let tokens = self.input_tokens(text)?;
+            states.push(LongState {
+                source: text.to_string(),
+                tokens,
+                info: LongInfo {
+                    input_tokens: tokens,
+                    truncated: long.mode == LongMode::Truncate && tokens > max_input_tokens,
+                    chunks: 1,
+                    levels: 1,
+                },
+                done: None,
+            });
+        }
+        if long.mode == LongMode::Truncate {
+            let all: Vec<&str> = texts.to_vec();
+            let out = self
+                .summarize_batches(&all, gen, max_input_tokens, batch_size, 1, on_event)
+                .await?;
+            return Ok(out
+                .into_iter()
+                .zip(states)
+                .map(|(s, st)| (s, st.info))
+                .collect());
+        }
+        let mut partial_gen = gen.clone();
+        partial_gen.num_return_sequences = 1;
+        if let Some(n) = long.partial_max_new_tokens {
+            partial_gen.max_new_tokens = Some(n);
+            partial_gen.min_new_tokens = None;
+            partial_gen.min_length = partial_gen.min_length.min(n);
+        }
+        for level in 1..=crate::long::MAX_LEVELS {
+            // Inputs whose text fits: their final summary. The others: their windows.
+            let mut finals: Vec<usize> = Vec::new();
+            let mut windows: Vec<(usize, String)> = Vec::new();
+            for (i, st) in states.iter_mut().enumerate() {
+                if st.done.is_some() {
+                    continue;
+                }
+                if st.tokens <= max_input_tokens {
+                    finals.push(i);
+                    continue;
+                }
+                let ranges = split(&st.source, self, max_input_tokens, long.overlap_tokens)?;
+                if level == 1 {
+                    st.info.chunks = ranges.len();
+                }
+                windows.extend(ranges.into_iter().map(|r| (i, st.source[r].to_string())));
+            }
+            let total = finals.len() + windows.len();
+            let texts: Vec<&str> = finals.iter().map(|&i| states[i].source.as_str()).collect();
+            let mut counted = |event: LongEvent<'_>| match event {
+                LongEvent::Windows { done, .. } => {
+                    on_event(LongEvent::Windows { level, done, total })
+                }
+                other => on_event(other),
+            };
+            let out = self
+                .summarize_batches(
+                    &texts,
+                    gen,
+                    max_input_tokens,
+                    batch_size,
+                    level,
+                    &mut counted,
+                )
+                .await?;
+            for (&i, summaries) in finals.iter().zip(out) {
+                states[i].info.levels = level;
+                states[i].done = Some(summaries);
+            }
+            if windows.is_empty() {
+                break;
+            }
+            let window_texts: Vec<&str> = windows.iter().map(|(_, t)| t.as_str()).collect();
+            let mut shifted = |event: LongEvent<'_>| match event {
+                LongEvent::Windows { done, .. } => on_event(LongEvent::Windows {
+                    level,
+                    done: finals.len() + done,
+                    total,
+                }),
+                other => on_event(other),
+            };
+            let out = self
+                .summarize_batches(
+                    &window_texts,
+                    &partial_gen,
+                    max_input_tokens,
+                    batch_size,
+                    level,
+                    &mut shifted,
+                )
+                .await?;
+            let mut partials: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+            for ((i, _), mut summaries) in windows.iter().zip(out) {
+                partials
+                    .entry(*i)
+                    .or_default()
+                    .push(summaries.swap_remove(0).summary);
+            }
+            for (i, parts) in partials {
+                let st = &mut states[i];
+                let source = join_partials(&parts);
+                let tokens = self.input_tokens(&source)?;
+                if tokens >= st.tokens {
+                    return Err(Error::Input(format!(
+                        "an input window of {max_input_tokens} tokens is too small to make \
+                         progress: the partial summaries of level {level} ({tokens} tokens) are \
+                         no shorter than their input ({} tokens)",
+                        st.tokens
+                    )));
+                }
+                st.source = source;
+                st.tokens = tokens;
+            }
+        }
+        states
+            .into_iter()
+            .map(|st| match st.done {
+                Some(s) => Ok((s, st.info)),
+                None => Err(Error::Input(format!(
+                    "still longer than the window after {} levels of summaries",
+                    crate::long::MAX_LEVELS
+                ))),
+            })
+            .collect()
+    }
+
+    /// [`Self::summarize_long_async`], blocking (native, and the CPU backend in wasm).
+    pub fn summarize_long(
+        &self,
+        texts: &[&str],
+        gen: &GenerationConfig,
+        max_input_tokens: usize,
+        long: &LongOptions,
+        batch_size: usize,
+        on_event: &mut dyn FnMut(LongEvent<'_>),
+    ) -> Result<Vec<(Vec<Summary>, LongInfo)>> {
+        block_on(self.summarize_long_async(
+            texts,
+            gen,
+            max_input_tokens,
+            long,
+            batch_size,
+            on_event,
+        ))
+    }
+
+    /// [`Self::summarize_async`] over `texts` in batches of `batch_size`, reporting each step and
+    /// each finished batch as events of `level`.
+    async fn summarize_batches(
+        &self,
+        texts: &[&str],
+        gen: &GenerationConfig,
+        max_input_tokens: usize,
+        batch_size: usize,
+        level: usize,
+        on_event: &mut dyn FnMut(LongEvent<'_>),
+    ) -> Result<Vec<Vec<Summary>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(batch_size) {
+            let mut on_step = |step: usize, sequences: &[Vec<u32>]| {
+                on_event(LongEvent::Step {
+                    level,
+                    step,
+                    sequences,
+                })
+            };
+            out.extend(
+                self.summarize_async(batch, gen, max_input_tokens, &mut on_step)
+                    .await?,
+            );
+            on_event(LongEvent::Windows {
+                level,
+                done: out.len(),
+                total: texts.len(),
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -169,6 +169,13 @@ impl BartTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Where each token of `text` starts (byte offsets into `text`, special tokens left out),
+    /// for cutting a text at token boundaries.
+    pub fn token_starts(&self, text: &str) -> Result<Vec<usize>> {
+        let enc = self.inner.encode(text, false).map_err(tok_err)?;
+        Ok(enc.get_offsets().iter().map(|&(start, _)| start).collect())
+    }
+
     /// Encodes several texts and right-pads them with `pad_id`.
     pub fn encode_batch(
         &self,

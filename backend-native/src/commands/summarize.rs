@@ -4,9 +4,9 @@
 use crate::device;
 use crate::input::read_documents;
 use crate::output::Sink;
-use crate::progress;
 use crate::summarizer::{Generator, RunArgs};
 use anyhow::Result;
+use bartleby_core::LongMode;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -36,21 +36,36 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     generator.check_documents(&docs, &input_name)?;
 
     let mut sink = Sink::open(args.output.as_deref())?;
-    let bar = progress::bar_over(docs.len(), 3, "summarizing", "docs");
+    let bar = generator.progress_bar(docs.len(), "summarizing", "docs");
     let gen_started = Instant::now();
     let batch_size = args.run.batch_size as usize;
-    generator.summarize_all(&docs, batch_size, &input_name, &bar, |doc, summaries| {
-        let best = &summaries[0];
-        let mut line = serde_json::json!({
-            "id": doc.id,
-            "summary": best.summary,
-            "token_ids": best.token_ids,
-        });
-        if summaries.len() > 1 {
-            line["candidates"] = serde_json::to_value(&summaries)?;
-        }
-        sink.write_line(&line.to_string())
-    })?;
+    generator.summarize_all(
+        &docs,
+        batch_size,
+        &input_name,
+        &bar,
+        |doc, summaries, info| {
+            let best = &summaries[0];
+            let mut line = serde_json::json!({
+                "id": doc.id,
+                "summary": best.summary,
+                "token_ids": best.token_ids,
+                "input_tokens": info.input_tokens,
+            });
+            // How it was made: cut at the window, or from how many windows in how many levels.
+            match generator.long.mode {
+                LongMode::Truncate => line["truncated"] = info.truncated.into(),
+                LongMode::Chunk => {
+                    line["chunks"] = info.chunks.into();
+                    line["levels"] = info.levels.into();
+                }
+            }
+            if summaries.len() > 1 {
+                line["candidates"] = serde_json::to_value(&summaries)?;
+            }
+            sink.write_line(&line.to_string())
+        },
+    )?;
     sink.finish()?;
     tracing::info!(
         "generated {} summaries in {:.3}s ({:.3}s in all)",

@@ -336,6 +336,9 @@ pub struct EvalReport {
     pub generation: Option<GenerationConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_input_tokens: Option<usize>,
+    /// How inputs longer than `max_input_tokens` were handled (`--long`; absent: truncated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long: Option<crate::long::LongOptions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -915,6 +918,7 @@ mod tests {
             selection: None,
             generation: Some(GenerationConfig::default()),
             max_input_tokens: Some(64),
+            long: None,
             batch_size: Some(8),
             device: Some("cpu".into()),
             corpus,
