@@ -3,9 +3,12 @@
 //   await bartleby.loadFiles(fileList, {backend, onProgress, maxBufferBytes})  // a folder from disk
 //     maxBufferBytes: act as if the GPU allowed no larger buffers (to try the split embedding)
 //   await bartleby.summarize(text, options, onUpdate)
-//       -> {summary, token_ids, backend, ms, tokens, tokens_per_s}
+//       -> {summary, token_ids, backend, ms, tokens, tokens_per_s, input_tokens, truncated, chunks, levels}
 //     options use generation_config.json's names (num_beams, max_length, min_length,
-//     no_repeat_ngram_size, length_penalty, early_stopping) plus max_input_tokens.
+//     no_repeat_ngram_size, length_penalty, early_stopping) plus max_input_tokens, and for inputs
+//     longer than the window long: 'truncate' | 'chunk', chunk_overlap, partial_max_new_tokens.
+//     onUpdate({level, step, max_length, partial}) per step; onUpdate({level, done, total}) per
+//     batch of windows.
 //   bartleby.cancel()   // stops a running summary (restarts the worker, reloads from cache)
 //   bartleby.status     // {loaded, backend, notice, manifest, source, error, load_ms (verify + build)}
 //   bartleby.onStatus(fn)
@@ -97,7 +100,10 @@
       const r = await call('summarize', { text, options }, onUpdate);
       const ms = performance.now() - t0;
       const tokens = r.token_ids.length;
-      return { summary: r.summary, token_ids: r.token_ids, backend: status.backend, ms, tokens, tokens_per_s: tokens / (ms / 1000) };
+      return {
+        summary: r.summary, token_ids: r.token_ids, backend: status.backend, ms, tokens, tokens_per_s: tokens / (ms / 1000),
+        input_tokens: r.input_tokens, truncated: r.truncated, chunks: r.chunks, levels: r.levels,
+      };
     },
     cancel() {
       const err = new Error('cancelled');

@@ -24,6 +24,8 @@ struct Fixture {
     tokenizer: &'static [u8],
     tokenizer_config: &'static [u8],
     parity: &'static [u8],
+    /// The `--long chunk` reference (tools/reference/make_long_fixtures.py).
+    long: &'static [u8],
 }
 
 macro_rules! fixture {
@@ -55,6 +57,7 @@ macro_rules! fixture {
                 "/tokenizer_config.json"
             )),
             parity: include_bytes!(concat!("../../tests/fixtures/parity/", $name, ".json")),
+            long: include_bytes!(concat!("../../tests/fixtures/long/", $name, ".json")),
         }
     };
 }
@@ -230,6 +233,61 @@ async fn t5_parity_on_webgpu() {
 #[wasm_bindgen_test]
 async fn t5_parity_on_cpu_wasm() {
     check(&T5, Device::flex(), true).await;
+}
+
+/// `--long chunk` in the browser: the windows of a DialogSum dialogue longer than the window,
+/// summarized level by level, give the reference's ids (as natively: tests/long.rs), and the
+/// progress events name each level. `cases`: which text indices to run.
+async fn check_long(fixture: &Fixture, device: Device, cases: &[u64]) {
+    use bartleby_core::{LongEvent, LongMode, LongOptions};
+    let fx: Value = serde_json::from_slice(fixture.long).unwrap();
+    let s = model(fixture, &device).await;
+    let (gen, _) = s.summarization_generation().unwrap();
+    let max_input = fx["max_input_tokens"].as_u64().unwrap() as usize;
+    let long = LongOptions {
+        mode: LongMode::Chunk,
+        overlap_tokens: 0,
+        partial_max_new_tokens: Some(fx["partial_max_new_tokens"].as_u64().unwrap() as usize),
+    };
+    for &i in cases {
+        let case = fx["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["text_index"] == i && c["overlap_tokens"] == 0)
+            .unwrap();
+        let text = fx["texts"][i as usize].as_str().unwrap();
+        let mut levels_seen = std::collections::BTreeSet::new();
+        let out = s
+            .summarize_long_async(&[text], &gen, max_input, &long, 8, &mut |e| {
+                if let LongEvent::Windows { level, .. } = e {
+                    levels_seen.insert(level);
+                }
+            })
+            .await
+            .unwrap();
+        let (summaries, info) = &out[0];
+        let expected: Vec<u32> = case["token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(summaries[0].token_ids, expected, "text {i}");
+        assert_eq!(info.levels as u64, case["levels"].as_u64().unwrap());
+        assert_eq!(levels_seen.len(), info.levels, "a progress event per level");
+    }
+}
+
+#[wasm_bindgen_test]
+async fn long_chunking_on_cpu_wasm() {
+    check_long(&BART, Device::flex(), &[1, 2]).await;
+    check_long(&T5, Device::flex(), &[1]).await;
+}
+
+#[wasm_bindgen_test]
+async fn long_chunking_on_webgpu() {
+    check_long(&BART, webgpu().await, &[1]).await;
 }
 
 /// The wasm SIMD128 int8 kernel (q8/q4 bundles on the CPU path) gives the same bits as the

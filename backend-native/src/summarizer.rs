@@ -190,7 +190,18 @@ impl Generator {
                     batch_size,
                     &mut on_event,
                 )
-                .with_context(|| format!("{source}: documents from id {}", chunk[0].id))?;
+                .map_err(|e| {
+                    // Name the document when the core says which one failed.
+                    let doc = match &e {
+                        bartleby_core::Error::InputAt { index, .. } => chunk.get(*index),
+                        _ => None,
+                    };
+                    let what = match doc {
+                        Some(d) => format!("{source}: document id {}", d.id),
+                        None => format!("{source}: documents from id {}", chunk[0].id),
+                    };
+                    anyhow::Error::new(e).context(what)
+                })?;
             for (doc, (summaries, info)) in chunk.iter().zip(results) {
                 each(doc, summaries, info)?;
             }

@@ -56,6 +56,9 @@ pub enum Error {
     /// Invalid input to the model (empty batch, too long, ...).
     #[error("input: {0}")]
     Input(String),
+    /// One input of a batch could not be summarized (`index` into the batch's texts).
+    #[error("input: {message}")]
+    InputAt { index: usize, message: String },
     /// A tensor could not be read back from the device.
     #[error("device: {0}")]
     Device(String),

@@ -488,12 +488,15 @@ impl Summarizer {
                 let source = join_partials(&parts);
                 let tokens = self.input_tokens(&source)?;
                 if tokens >= st.tokens {
-                    return Err(Error::Input(format!(
-                        "an input window of {max_input_tokens} tokens is too small to make \
+                    return Err(Error::InputAt {
+                        index: i,
+                        message: format!(
+                            "an input window of {max_input_tokens} tokens is too small to make \
                          progress: the partial summaries of level {level} ({tokens} tokens) are \
-                         no shorter than their input ({} tokens)",
-                        st.tokens
-                    )));
+                         no shorter than their input ({} tokens); ask for shorter partial summaries or a larger window",
+                            st.tokens
+                        ),
+                    });
                 }
                 st.source = source;
                 st.tokens = tokens;

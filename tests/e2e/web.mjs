@@ -43,7 +43,14 @@ fs.writeFileSync(input, dialogues.map((d) => JSON.stringify({ id: d.id, dialogue
 const SETTINGS = {
   beam: { options: {}, flags: [] },
   greedy: { options: { num_beams: 1, max_length: 24 }, flags: ['--num-beams', '1', '--max-length', '24'] },
+  // Long inputs: windows of 40 tokens, partial summaries, levels (each dialogue takes 15-19 windows).
+  chunk: {
+    options: { long: 'chunk', max_input_tokens: 40, partial_max_new_tokens: 8, num_beams: 1, max_length: 24 },
+    flags: ['--long', 'chunk', '--max-input-tokens', '40', '--partial-max-new-tokens', '8', '--num-beams', '1', '--max-length', '24'],
+  },
 };
+// The UI's chunk run: window 64, partial summaries with the final settings.
+const UI_CHUNK = ['--long', 'chunk', '--max-input-tokens', '64', '--num-beams', '1', '--max-length', '24'];
 
 const native = {};
 for (const quant of ['f32', 'q8']) {
@@ -59,7 +66,13 @@ for (const quant of ['f32', 'q8']) {
       native[`${key}/${name}`] = fs.readFileSync(res, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).token_ids);
     }
   }
+  for (const [key, extra] of [[quant, []], ...(quant === 'q8' ? [['q8-f32', ['--f32-matmul']]] : [])]) {
+    const res = path.join(tmp, `native-${key}-ui-chunk.jsonl`);
+    execFileSync(BIN, ['summarize', '--model', out, '--input', input, '--output', res, ...UI_CHUNK, ...extra], { stdio: 'inherit' });
+    native[`${key}/ui-chunk`] = fs.readFileSync(res, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  }
 }
+check(native['f32/ui-chunk'].every((r) => r.levels > 1 && r.chunks > 1), 'the UI chunk run takes several windows and levels natively');
 check(JSON.stringify(native['f32/beam']) !== JSON.stringify(native['f32/greedy']), 'beam and greedy settings give different native outputs (the test can tell them apart)');
 check(Object.keys(SETTINGS).some((n) => JSON.stringify(native[`q8/${n}`]) !== JSON.stringify(native[`q8-f32/${n}`])),
   'q8 in int8 and in f32 give different native outputs (the test can tell which the browser computed)');
@@ -125,6 +138,18 @@ for (const backend of ['webgpu', 'cpu']) {
     const uiIds = JSON.parse((await page.textContent('#token-ids')) || 'null');
     check(JSON.stringify(uiIds) === JSON.stringify(native[`${want}/greedy`][0]), `${tag}: UI token ids == native (first dialogue)`);
     check(((await page.textContent('#stats')) || '').includes('tokens/s'), `${tag}: UI shows time and tokens/s`);
+    // Long inputs through the UI: chunk, window 64; level progress, then the windows and levels.
+    await page.selectOption('#long', 'chunk');
+    await page.fill('#max-input', '64');
+    await page.click('#summarize');
+    await page.waitForFunction(() => document.querySelector('#token-ids').textContent.length > 0 || document.querySelector('#error').textContent.length > 0, null, { timeout: 120000 });
+    const chunkIds = JSON.parse((await page.textContent('#token-ids')) || 'null');
+    const want0 = native[`${want}/ui-chunk`][0];
+    check(JSON.stringify(chunkIds) === JSON.stringify(want0.token_ids), `${tag}: UI long=chunk token ids == native --long chunk (first dialogue)`);
+    const stats = (await page.textContent('#stats')) || '';
+    check(stats.includes(`${want0.chunks} windows, ${want0.levels} levels`), `${tag}: UI says how it was made (${stats})`);
+    await page.selectOption('#long', 'truncate');
+    await page.fill('#max-input', '');
     await page.screenshot({ path: path.join(SHOTS, `summarize-${backend}-${quant}.png`), fullPage: true });
     if (backend === 'webgpu' && quant === 'q8') {
       // A GPU whose buffer limit is under the embedding table: the table is held in parts.

@@ -84,9 +84,12 @@ mod engine {
     }
 
     /// Summarizes `text` with the bundle's generation settings overridden by `options` (a JSON
-    /// object with generation_config.json's key names, plus `max_input_tokens`). `on_update` is
-    /// called after every step with a JSON object: `{"step", "max_length", "partial"}` (partial
-    /// text for greedy search; null for beam search). Returns `{"summary", "token_ids"}` as JSON.
+    /// object with generation_config.json's key names, plus `max_input_tokens` and the long-input
+    /// keys `long` ("truncate" | "chunk"), `chunk_overlap`, `partial_max_new_tokens`, as the CLI's
+    /// flags). `on_update` is called with a JSON object after every generation step: `{"level",
+    /// "step", "max_length", "partial"}` (partial text for greedy search; null for beam search),
+    /// and after every batch of windows: `{"level", "done", "total"}`. Returns `{"summary",
+    /// "token_ids", "input_tokens", "truncated", "chunks", "levels"}` as JSON.
     #[wasm_bindgen]
     pub async fn summarize(
         text: String,
@@ -104,12 +107,32 @@ mod engine {
         let obj = options
             .as_object_mut()
             .ok_or_else(|| JsError::new("options: expected a JSON object"))?;
-        let max_input = match obj.remove("max_input_tokens") {
-            None | Some(serde_json::Value::Null) => summarizer.max_input_tokens(),
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| JsError::new("options.max_input_tokens: expected a whole number"))?
-                as usize,
+        let whole = |v: Option<serde_json::Value>, key: &str| -> Result<Option<usize>, JsError> {
+            match v {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+                    JsError::new(&format!("options.{key}: expected a whole number"))
+                }),
+            }
+        };
+        let max_input = whole(obj.remove("max_input_tokens"), "max_input_tokens")?
+            .unwrap_or_else(|| summarizer.max_input_tokens());
+        let mode = match obj.remove("long") {
+            None | Some(serde_json::Value::Null) => bartleby_core::LongMode::Truncate,
+            Some(serde_json::Value::String(m)) => m.parse().map_err(err)?,
+            Some(_) => {
+                return Err(JsError::new(
+                    "options.long: expected \"truncate\" or \"chunk\"",
+                ))
+            }
+        };
+        let long = bartleby_core::LongOptions {
+            mode,
+            overlap_tokens: whole(obj.remove("chunk_overlap"), "chunk_overlap")?.unwrap_or(0),
+            partial_max_new_tokens: whole(
+                obj.remove("partial_max_new_tokens"),
+                "partial_max_new_tokens",
+            )?,
         };
         let gen = summarizer
             .summarization_generation()
@@ -123,25 +146,46 @@ mod engine {
         let max_length = gen.effective_max_length();
         let greedy = gen.num_beams == 1;
         let tokenizer = summarizer.tokenizer.clone();
-        let mut on_step = |step: usize, seqs: &[Vec<u32>]| {
-            let partial = if greedy {
-                seqs.first()
-                    .and_then(|s| tokenizer.decode(s, true).ok())
-                    .map(serde_json::Value::String)
-                    .unwrap_or(serde_json::Value::Null)
-            } else {
-                serde_json::Value::Null
+        let mut on_event = |event: bartleby_core::LongEvent<'_>| {
+            let update = match event {
+                bartleby_core::LongEvent::Step {
+                    level,
+                    step,
+                    sequences,
+                } => {
+                    let partial = if greedy {
+                        sequences
+                            .first()
+                            .and_then(|s| tokenizer.decode(s, true).ok())
+                            .map(serde_json::Value::String)
+                            .unwrap_or(serde_json::Value::Null)
+                    } else {
+                        serde_json::Value::Null
+                    };
+                    serde_json::json!({"level": level, "step": step, "max_length": max_length, "partial": partial})
+                }
+                bartleby_core::LongEvent::Windows { level, done, total } => {
+                    serde_json::json!({"level": level, "done": done, "total": total})
+                }
             };
-            let update =
-                serde_json::json!({"step": step, "max_length": max_length, "partial": partial});
             let _ = on_update.call1(&JsValue::NULL, &JsValue::from_str(&update.to_string()));
         };
+        // Windows in batches of 8, as the CLI's default --batch-size.
         let out = summarizer
-            .summarize_async(&[text.as_str()], &gen, max_input, &mut on_step)
+            .summarize_long_async(&[text.as_str()], &gen, max_input, &long, 8, &mut on_event)
             .await
             .map_err(err)?;
-        let best = &out[0][0];
-        Ok(serde_json::json!({"summary": best.summary, "token_ids": best.token_ids}).to_string())
+        let (summaries, info) = &out[0];
+        let best = &summaries[0];
+        Ok(serde_json::json!({
+            "summary": best.summary,
+            "token_ids": best.token_ids,
+            "input_tokens": info.input_tokens,
+            "truncated": info.truncated,
+            "chunks": info.chunks,
+            "levels": info.levels,
+        })
+        .to_string())
     }
 
     /// The backend of the loaded model ("webgpu" / "cpu"), or null.

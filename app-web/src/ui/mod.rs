@@ -158,6 +158,7 @@ fn Summarize() -> impl IntoView {
     let (length_penalty, set_length_penalty) = signal(String::new());
     let (no_repeat, set_no_repeat) = signal(String::new());
     let (max_input, set_max_input) = signal(String::new());
+    let (long, set_long) = signal("truncate".to_string());
     let (output, set_output) = signal(String::new());
     let (token_ids, set_token_ids) = signal(String::new());
     let (stats, set_stats) = signal(String::new());
@@ -254,6 +255,7 @@ fn Summarize() -> impl IntoView {
         if let Ok(x) = length_penalty.get().trim().parse::<f64>() {
             o.insert("length_penalty".into(), json!(x));
         }
+        o.insert("long".into(), json!(long.get()));
         Value::Object(o)
     };
 
@@ -272,8 +274,21 @@ fn Summarize() -> impl IntoView {
         spawn_local(async move {
             let on_update = Closure::<dyn FnMut(JsValue)>::new(move |u: JsValue| {
                 let u = to_json(&u);
-                if let Some(p) = u.get("partial").and_then(Value::as_str) {
-                    set_output.set(p.to_string());
+                let level = u.get("level").and_then(Value::as_u64).unwrap_or(1);
+                if let (Some(d), Some(t)) = (
+                    u.get("done").and_then(Value::as_u64),
+                    u.get("total").and_then(Value::as_u64),
+                ) {
+                    // --long chunk: the windows of each level as they finish.
+                    if t > 1 || level > 1 {
+                        set_stats.set(format!("level {level}: {d} of {t} summaries"));
+                    }
+                } else if let Some(p) = u.get("partial").and_then(Value::as_str) {
+                    set_output.set(if level > 1 || long.get_untracked() == "chunk" {
+                        format!("[level {level}] {p}")
+                    } else {
+                        p.to_string()
+                    });
                 } else if let (Some(s), Some(m)) = (
                     u.get("step").and_then(Value::as_u64),
                     u.get("max_length").and_then(Value::as_u64),
@@ -302,8 +317,19 @@ fn Summarize() -> impl IntoView {
                             .into(),
                     );
                     set_token_ids.set(r.get("token_ids").map(Value::to_string).unwrap_or_default());
+                    let num = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+                    let how = if r.get("truncated").and_then(Value::as_bool) == Some(true) {
+                        format!(
+                            " · input cut at the window ({} tokens; try long inputs: chunk)",
+                            num("input_tokens")
+                        )
+                    } else if num("levels") > 1 {
+                        format!(" · {} windows, {} levels", num("chunks"), num("levels"))
+                    } else {
+                        String::new()
+                    };
                     set_stats.set(format!(
-                        "{:.0} ms · {} tokens · {:.1} tokens/s · {}",
+                        "{:.0} ms · {} tokens · {:.1} tokens/s · {}{how}",
                         r.get("ms").and_then(Value::as_f64).unwrap_or(0.0),
                         r.get("tokens").and_then(Value::as_u64).unwrap_or(0),
                         r.get("tokens_per_s").and_then(Value::as_f64).unwrap_or(0.0),
@@ -381,6 +407,12 @@ fn Summarize() -> impl IntoView {
                     <label>"length penalty "<input id="length-penalty" type="number" step="0.1" prop:value=move || length_penalty.get() on:input=move |ev| set_length_penalty.set(event_target_value(&ev))/></label>
                     <label>"no-repeat n-gram "<input id="no-repeat" type="number" min="0" prop:value=move || no_repeat.get() on:input=move |ev| set_no_repeat.set(event_target_value(&ev))/></label>
                     <label>"max input tokens "<input id="max-input" type="number" min="2" prop:value=move || max_input.get() on:input=move |ev| set_max_input.set(event_target_value(&ev))/></label>
+                    <label title="Inputs longer than the window: cut them (as transformers does), or summarize windows of whole turns and then their summaries">"long inputs "
+                        <select id="long" on:change=move |ev| set_long.set(event_target_value(&ev))>
+                            <option value="truncate" selected=true>"truncate"</option>
+                            <option value="chunk">"chunk"</option>
+                        </select>
+                    </label>
                 </fieldset>
                 <button id="summarize" on:click=run disabled=move || busy.get() || !status.get().loaded>"Summarize"</button>
                 <button id="cancel" on:click=cancel disabled=move || !busy.get()>"Cancel"</button>
