@@ -396,3 +396,140 @@ fn hub_unreachable() {
         "{stderr}"
     );
 }
+
+/// Where `--output` points decides how it is written: a symlink is written through (beside its
+/// target, the link kept), a device or FIFO is streamed to (never replaced by a file), a replaced
+/// file keeps its permissions, and the input file itself is refused.
+#[cfg(unix)]
+#[test]
+fn outputs_through_links_devices_fifos_and_never_onto_the_input() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(&input, GOOD_INPUT).unwrap();
+    let model = model_dir("tiny-gelu");
+    let run = |output: &Path| -> Run {
+        Command::new(bartleby_bin())
+            .args(["summarize", "--model", model.to_str().unwrap()])
+            .args(["--input", input.to_str().unwrap()])
+            .args(["--output", output.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .into()
+    };
+    // A symlink to an existing 0600 file: the link stays, the target gets the summaries and
+    // keeps its mode.
+    let target = tmp.path().join("target.jsonl");
+    std::fs::write(&target, "old\n").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = tmp.path().join("link.jsonl");
+    std::os::unix::fs::symlink("target.jsonl", &link).unwrap();
+    let r = run(&link);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let written = std::fs::read_to_string(&target).unwrap();
+    assert!(written.contains("\"token_ids\""), "{written}");
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // A symlink to /dev/null (never /dev/null itself, so that a regression cannot replace the
+    // machine's device): streamed, the device untouched.
+    let null = tmp.path().join("null");
+    std::os::unix::fs::symlink("/dev/null", &null).unwrap();
+    let r = run(&null);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(std::fs::symlink_metadata(&null)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // A FIFO: its reader gets the summaries; it stays a FIFO.
+    let fifo = tmp.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let r = run(&fifo);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let got = reader.join().unwrap();
+    assert!(got.contains("\"token_ids\""), "{got}");
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    // The input itself, directly or through a link: refused, the input untouched.
+    let in_link = tmp.path().join("in-link.jsonl");
+    std::os::unix::fs::symlink(&input, &in_link).unwrap();
+    for output in [&input, &in_link] {
+        let r = run(output);
+        assert_eq!(r.code, Some(1), "{}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains("is the --input file"), "{}", r.stderr);
+        assert_eq!(std::fs::read(&input).unwrap(), GOOD_INPUT);
+    }
+    // A folder: one line, nothing created.
+    let r = run(tmp.path());
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("is a directory"), "{}", r.stderr);
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".bartleby-"))
+        .collect();
+    assert!(left.is_empty());
+}
+
+/// SIGINT or SIGTERM while summarizing: exit 130, no output and no `.bartleby-*` temp left.
+#[cfg(unix)]
+#[test]
+fn interrupted_summarize_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    let rows = std::fs::read_to_string(root().join("../shared/data/samsum/train.jsonl")).unwrap();
+    let rows: Vec<&str> = rows.lines().take(3000).collect();
+    std::fs::write(&input, rows.join("\n")).unwrap();
+    let model = model_dir("tiny-gelu");
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let output = tmp.path().join("out.jsonl");
+        let mut child = Command::new(bartleby_bin())
+            .args(["summarize", "--model", model.to_str().unwrap()])
+            .args(["--input", input.to_str().unwrap()])
+            .args(["--output", output.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let temps = || -> usize {
+            std::fs::read_dir(tmp.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".bartleby-"))
+                .count()
+        };
+        let started = std::time::Instant::now();
+        while temps() == 0 {
+            assert!(started.elapsed().as_secs() < 120, "no temp output appeared");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "finished before the signal"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(temps(), 0, "temp output left after signal {signal}");
+        assert!(!output.exists());
+    }
+}

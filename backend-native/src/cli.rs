@@ -80,6 +80,7 @@ pub fn main() -> ExitCode {
         )
         .without_time()
         .init();
+    crate::cleanup::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return clap_error(err),

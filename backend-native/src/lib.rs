@@ -3,6 +3,7 @@
 
 pub mod blas;
 pub mod checkpoint_files;
+pub mod cleanup;
 pub mod cli;
 pub mod commands;
 pub mod dataset;

@@ -6,13 +6,41 @@ use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Where results go: a file (atomic) or stdout.
+/// Where results go: stdout, a regular file (written atomically: a temp file beside it, renamed
+/// into place — through symlinks, beside their target, keeping an existing file's permissions),
+/// or a device, FIFO or socket (written in place as a stream: never replaced by a file).
 pub enum Sink {
     Stdout(std::io::BufWriter<std::io::Stdout>),
+    Stream {
+        file: std::io::BufWriter<std::fs::File>,
+        path: PathBuf,
+    },
     File {
         tmp: tempfile::NamedTempFile,
-        path: std::path::PathBuf,
+        /// Where the file goes (symlinks resolved).
+        path: PathBuf,
+        /// The replaced file's permissions (none: a new file, 0644).
+        permissions: Option<std::fs::Permissions>,
     },
+}
+
+/// `path` with its symlinks followed to what they name (which need not exist yet).
+pub fn resolve_symlinks(path: &Path) -> Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&p)
+                    .with_context(|| format!("{}: cannot read the symlink", path.display()))?;
+                p = match p.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(p),
+        }
+    }
+    bail!("{}: too many levels of symlinks", path.display())
 }
 
 impl Sink {
@@ -23,7 +51,25 @@ impl Sink {
                 Ok(Self::Stdout(std::io::BufWriter::new(std::io::stdout())))
             }
             Some(p) => {
-                let dir = match p.parent() {
+                let target = resolve_symlinks(p)?;
+                let mut permissions = None;
+                match std::fs::metadata(&target) {
+                    Ok(m) if m.is_dir() => bail!("{}: is a directory", p.display()),
+                    Ok(m) if !m.is_file() => {
+                        // /dev/null, a FIFO, a terminal: write to it, never replace it.
+                        let file = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&target)
+                            .with_context(|| format!("{}: cannot open for writing", p.display()))?;
+                        return Ok(Self::Stream {
+                            file: std::io::BufWriter::new(file),
+                            path: p.to_path_buf(),
+                        });
+                    }
+                    Ok(m) => permissions = Some(m.permissions()),
+                    Err(_) => {}
+                }
+                let dir = match target.parent() {
                     Some(d) if !d.as_os_str().is_empty() => d,
                     _ => Path::new("."),
                 };
@@ -31,9 +77,11 @@ impl Sink {
                     .prefix(".bartleby-")
                     .tempfile_in(dir)
                     .with_context(|| format!("{}: cannot create output file", p.display()))?;
+                crate::cleanup::register(tmp.path());
                 Ok(Self::File {
                     tmp,
-                    path: p.to_path_buf(),
+                    path: target,
+                    permissions,
                 })
             }
         }
@@ -42,6 +90,7 @@ impl Sink {
     pub fn write_line(&mut self, line: &str) -> Result<()> {
         let res = match self {
             Self::Stdout(w) => writeln!(w, "{line}"),
+            Self::Stream { file, .. } => writeln!(file, "{line}"),
             Self::File { tmp, .. } => writeln!(tmp, "{line}"),
         };
         res.with_context(|| format!("{}: write failed", self.name()))
@@ -50,6 +99,7 @@ impl Sink {
     pub fn write_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         let res = match self {
             Self::Stdout(w) => w.write_all(bytes),
+            Self::Stream { file, .. } => file.write_all(bytes),
             Self::File { tmp, .. } => tmp.write_all(bytes),
         };
         res.with_context(|| format!("{}: write failed", self.name()))
@@ -58,7 +108,7 @@ impl Sink {
     fn name(&self) -> String {
         match self {
             Self::Stdout(_) => "stdout".into(),
-            Self::File { path, .. } => path.display().to_string(),
+            Self::Stream { path, .. } | Self::File { path, .. } => path.display().to_string(),
         }
     }
 
@@ -66,26 +116,70 @@ impl Sink {
     pub fn finish(self) -> Result<()> {
         match self {
             Self::Stdout(mut w) => w.flush().context("stdout: write failed"),
-            Self::File { mut tmp, path } => {
-                // NamedTempFile is created 0600; a finished output gets the usual 0644.
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    let _ = tmp
-                        .as_file()
-                        .set_permissions(std::fs::Permissions::from_mode(0o644));
-                }
+            Self::Stream { mut file, path } => file
+                .flush()
+                .with_context(|| format!("{}: write failed", path.display())),
+            Self::File {
+                mut tmp,
+                path,
+                permissions,
+            } => {
+                // NamedTempFile is created 0600: a replaced file keeps its permissions, a new
+                // one gets the usual 0644.
+                let permissions = permissions.unwrap_or_else(|| {
+                    #[cfg(unix)]
+                    {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::Permissions::from_mode(0o644)
+                    }
+                    #[cfg(not(unix))]
+                    {
+                        tmp.as_file().metadata().map(|m| m.permissions()).unwrap()
+                    }
+                });
+                let _ = tmp.as_file().set_permissions(permissions);
                 tmp.flush()
                     .with_context(|| format!("{}: write failed", path.display()))?;
                 tmp.as_file()
                     .sync_all()
                     .with_context(|| format!("{}: write failed", path.display()))?;
-                tmp.persist(&path).with_context(|| {
-                    format!("{}: cannot move output into place", path.display())
-                })?;
-                Ok(())
+                let tmp_path = tmp.path().to_path_buf();
+                let res = tmp.persist(&path).map(|_| ());
+                crate::cleanup::unregister(&tmp_path);
+                res.with_context(|| format!("{}: cannot move output into place", path.display()))
             }
         }
+    }
+}
+
+/// Refuses an `output` that is the `input` file itself (summaries written over their source).
+pub fn check_not_input(output: Option<&Path>, input: &Path, input_flag: &str) -> Result<()> {
+    let Some(output) = output.filter(|o| o.as_os_str() != "-") else {
+        return Ok(());
+    };
+    if input.as_os_str() == "-" {
+        return Ok(());
+    }
+    if same_file(output, input) {
+        bail!(
+            "{}: is the {input_flag} file; write the output elsewhere",
+            output.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether two paths name one existing file (device and inode; symlinks followed).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        #[cfg(unix)]
+        (Ok(x), Ok(y)) => {
+            use std::os::unix::fs::MetadataExt;
+            x.dev() == y.dev() && x.ino() == y.ino() && x.is_file()
+        }
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok(),
+        _ => false,
     }
 }
 
@@ -107,7 +201,11 @@ pub fn write_dir(output: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<
         .prefix(".bartleby-")
         .tempdir_in(parent)
         .with_context(|| format!("{name}: cannot create output directory"))?;
-    fill(tmp.path())?;
+    crate::cleanup::register(tmp.path());
+    if let Err(e) = fill(tmp.path()) {
+        crate::cleanup::unregister(tmp.path());
+        return Err(e);
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -125,8 +223,10 @@ pub fn write_dir(output: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<
     }
     if let Err(e) = std::fs::rename(&tmp, output) {
         let _ = std::fs::remove_dir_all(&tmp);
+        crate::cleanup::unregister(&tmp);
         return Err(e).with_context(|| format!("{name}: cannot move output into place"));
     }
+    crate::cleanup::unregister(&tmp);
     if let Some(old) = old {
         std::fs::remove_dir_all(&old)
             .with_context(|| format!("{}: cannot remove the replaced output", old.display()))?;
@@ -182,11 +282,7 @@ pub fn write_atomically(dir: &Path, files: Vec<(String, Vec<u8>)>) -> Result<Vec
     for (file, bytes) in &files {
         let path = dir.join(file);
         let mut sink = Sink::open(Some(&path))?;
-        let Sink::File { tmp, .. } = &mut sink else {
-            unreachable!("a file path opens a file sink");
-        };
-        tmp.write_all(bytes)
-            .with_context(|| format!("{}: write failed", path.display()))?;
+        sink.write_bytes(bytes)?;
         staged.push((path, sink));
     }
     staged

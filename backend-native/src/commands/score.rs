@@ -109,6 +109,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     if !want_bertscore && (args.idf || args.rescale.is_some() || args.bertscore_layer.is_some()) {
         bail!("--idf, --rescale and --bertscore-layer need the bertscore metric (--metrics ...,bertscore)");
     }
+    crate::output::check_not_input(args.output.as_deref(), &args.input, "--input")?;
     let pairs = read_pairs(&args.input)?;
     let started = Instant::now();
     let options = ScoreOptions {

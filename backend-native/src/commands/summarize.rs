@@ -28,6 +28,7 @@ pub struct SummarizeArgs {
 }
 
 pub fn run(args: SummarizeArgs) -> Result<()> {
+    crate::output::check_not_input(args.output.as_deref(), &args.input, "--input")?;
     let docs = read_documents(&args.input)?;
     let target = device::init_inference(args.run.device, args.run.f32_matmul)?;
     let started = Instant::now();
