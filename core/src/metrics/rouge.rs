@@ -297,31 +297,104 @@ fn rouge_l(reference: &[u32], prediction: &[u32]) -> Score {
     )
 }
 
-/// rouge-score's `lcs_ind`: the reference positions of one LCS, chosen by `_backtrack_norec`.
+/// Cells of the LCS table held at once by [`lcs_indices`] (64 MB of `u32`).
+const LCS_BLOCK_CELLS: usize = 1 << 24;
+
+/// rouge-score's `lcs_ind`: the reference positions of one LCS, chosen by `_backtrack_norec`
+/// (pushed last first, as it finds them). The table is never held whole: rows are split in
+/// halves until a block fits [`LCS_BLOCK_CELLS`], the lower half backtracked first from a row
+/// recomputed forward, then the upper half from where the path crossed (Hirschberg's idea,
+/// following the same path as the full-table backtrack) — memory linear in the lengths.
 fn lcs_indices(reference: &[u32], candidate: &[u32], table: &mut Vec<u32>, out: &mut Vec<usize>) {
-    let cols = candidate.len() + 1;
-    table.clear();
-    table.resize((reference.len() + 1) * cols, 0);
-    for (i, &r) in reference.iter().enumerate() {
-        for (j, &c) in candidate.iter().enumerate() {
-            table[(i + 1) * cols + j + 1] = if r == c {
-                table[i * cols + j] + 1
+    lcs_indices_within(reference, candidate, table, out, LCS_BLOCK_CELLS);
+}
+
+fn lcs_indices_within(
+    reference: &[u32],
+    candidate: &[u32],
+    table: &mut Vec<u32>,
+    out: &mut Vec<usize>,
+    block_cells: usize,
+) {
+    if reference.is_empty() || candidate.is_empty() {
+        return;
+    }
+    let top = vec![0u32; candidate.len() + 1];
+    let span = Span {
+        reference,
+        candidate,
+        block_cells,
+    };
+    span.backtrack(0, reference.len(), &top, candidate.len(), table, out);
+}
+
+struct Span<'a> {
+    reference: &'a [u32],
+    candidate: &'a [u32],
+    block_cells: usize,
+}
+
+impl Span<'_> {
+    /// The next LCS-table row (`next[j]` = T[i+1][j], columns `0..next.len()`) from row `i`.
+    fn step(&self, i: usize, prev: &[u32], next: &mut [u32]) {
+        next[0] = 0;
+        let r = self.reference[i];
+        for j in 0..next.len() - 1 {
+            next[j + 1] = if r == self.candidate[j] {
+                prev[j] + 1
             } else {
-                table[i * cols + j + 1].max(table[(i + 1) * cols + j])
+                prev[j + 1].max(next[j])
             };
         }
     }
-    let (mut i, mut j) = (reference.len(), candidate.len());
-    while i > 0 && j > 0 {
-        if reference[i - 1] == candidate[j - 1] {
-            out.push(i - 1);
-            i -= 1;
-            j -= 1;
-        } else if table[i * cols + j - 1] > table[(i - 1) * cols + j] {
-            j -= 1;
-        } else {
-            i -= 1;
+
+    /// Backtracks the path from (`b`, `jb`) up to row `a`, given row `a` of the table (`top`,
+    /// columns `0..=jb`); returns the column where it reaches row `a` (0: the path ended).
+    fn backtrack(
+        &self,
+        a: usize,
+        b: usize,
+        top: &[u32],
+        jb: usize,
+        table: &mut Vec<u32>,
+        out: &mut Vec<usize>,
+    ) -> usize {
+        let cols = jb + 1;
+        if b - a <= 1 || (b - a + 1).saturating_mul(cols) <= self.block_cells {
+            table.clear();
+            table.resize((b - a + 1) * cols, 0);
+            table[..cols].copy_from_slice(&top[..cols]);
+            for i in a..b {
+                let (done, rest) = table.split_at_mut((i + 1 - a) * cols);
+                self.step(i, &done[(i - a) * cols..], &mut rest[..cols]);
+            }
+            let at = |i: usize, j: usize| table[(i - a) * cols + j];
+            let (mut i, mut j) = (b, jb);
+            while i > a && j > 0 {
+                if self.reference[i - 1] == self.candidate[j - 1] {
+                    out.push(i - 1);
+                    i -= 1;
+                    j -= 1;
+                } else if at(i, j - 1) > at(i - 1, j) {
+                    j -= 1;
+                } else {
+                    i -= 1;
+                }
+            }
+            return j;
         }
+        let mid = (a + b) / 2;
+        let mut row = top[..cols].to_vec();
+        let mut next = vec![0u32; cols];
+        for i in a..mid {
+            self.step(i, &row, &mut next);
+            std::mem::swap(&mut row, &mut next);
+        }
+        let j_mid = self.backtrack(mid, b, &row, jb, table, out);
+        if j_mid == 0 {
+            return 0;
+        }
+        self.backtrack(a, mid, top, j_mid, table, out)
     }
 }
 
@@ -629,6 +702,69 @@ mod tests {
             }
         }
         (got.len() * 3, worst)
+    }
+
+    /// The full-table `lcs_ind` + `_backtrack_norec` of rouge-score, as a reference.
+    fn lcs_indices_full(reference: &[u32], candidate: &[u32]) -> Vec<usize> {
+        let cols = candidate.len() + 1;
+        let mut t = vec![0u32; (reference.len() + 1) * cols];
+        for (i, &r) in reference.iter().enumerate() {
+            for (j, &c) in candidate.iter().enumerate() {
+                t[(i + 1) * cols + j + 1] = if r == c {
+                    t[i * cols + j] + 1
+                } else {
+                    t[i * cols + j + 1].max(t[(i + 1) * cols + j])
+                };
+            }
+        }
+        let (mut i, mut j, mut out) = (reference.len(), candidate.len(), Vec::new());
+        while i > 0 && j > 0 {
+            if reference[i - 1] == candidate[j - 1] {
+                out.push(i - 1);
+                i -= 1;
+                j -= 1;
+            } else if t[i * cols + j - 1] > t[(i - 1) * cols + j] {
+                j -= 1;
+            } else {
+                i -= 1;
+            }
+        }
+        out
+    }
+
+    /// The blocked backtrack follows the full table's path exactly, whatever the block size
+    /// (down to two rows), on random texts of small vocabularies (many ties).
+    #[test]
+    fn blocked_lcs_follows_the_full_table_path() {
+        let mut rng = crate::sampling::SplitMix64(7);
+        for case in 0..400 {
+            let vocab = 2 + (rng.next_u64() % 6) as u32;
+            let m = (rng.next_u64() % 60) as usize;
+            let n = (rng.next_u64() % 60) as usize;
+            let r: Vec<u32> = (0..m)
+                .map(|_| (rng.next_u64() % vocab as u64) as u32)
+                .collect();
+            let c: Vec<u32> = (0..n)
+                .map(|_| (rng.next_u64() % vocab as u64) as u32)
+                .collect();
+            let want = lcs_indices_full(&r, &c);
+            for block in [1, 7, 64, 500, usize::MAX] {
+                let (mut table, mut got) = (Vec::new(), Vec::new());
+                lcs_indices_within(&r, &c, &mut table, &mut got, block);
+                assert_eq!(got, want, "case {case}, block {block}");
+                assert!(table.len() <= ((n + 1) * 2).max(block.min((m + 1) * (n + 1))));
+            }
+        }
+    }
+
+    /// A long one-line pair (20,000 words each, 1.6 GB as a full table) in bounded memory.
+    #[test]
+    fn long_single_sentence_pair_in_linear_memory() {
+        let a: String = (0..20_000).map(|i| format!("w{} ", i % 97)).collect();
+        let b: String = (0..20_000).map(|i| format!("w{} ", (i * 7) % 89)).collect();
+        let s = score(&a, &[&b], false);
+        assert!(s.rougeLsum.fmeasure > 0.0 && s.rougeLsum.fmeasure <= 1.0);
+        assert_eq!(s.rougeLsum, s.rougeL, "one sentence each: Lsum equals L");
     }
 
     #[test]
