@@ -533,3 +533,38 @@ fn interrupted_summarize_leaves_nothing() {
         assert!(!output.exists());
     }
 }
+
+/// A config far larger than its weights (`decoder_layers: 1000000`, a huge FFN) is refused
+/// before the model is allocated, naming config.json, for BART and T5, under a 1 GB address
+/// space limit that the allocation would break.
+#[cfg(unix)]
+#[test]
+fn config_larger_than_its_weights_is_refused_before_allocating() {
+    for (model, key, value) in [
+        ("tiny-gelu", "decoder_layers", 1_000_000u64),
+        ("tiny-gelu", "encoder_ffn_dim", 50_000_000),
+        ("t5-relu-tied", "num_layers", 1_000_000),
+    ] {
+        let (_t, dir) = model_copy_of(model);
+        let path = dir.join("config.json");
+        let mut cfg = read_json(&path);
+        cfg[key] = value.into();
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("in.jsonl");
+        std::fs::write(&input, GOOD_INPUT).unwrap();
+        let output = tmp.path().join("out.jsonl");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("ulimit -v 1048576; exec \"$0\" \"$@\"")
+            .arg(bartleby_bin())
+            .args(["summarize", "--model", dir.to_str().unwrap()])
+            .args(["--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+        let run: Run = cmd.output().unwrap().into();
+        assert_clear_error(
+            &run,
+            &output,
+            &["config.json", "the config does not belong to these weights"],
+        );
+    }
+}

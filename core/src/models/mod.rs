@@ -156,6 +156,24 @@ impl ModelConfig {
         options: LoadOptions,
         converted: &mut dyn FnMut(&[u8]),
     ) -> Result<(Model, LoadReport)> {
+        // Before anything is allocated: a config describing far more parameters than the
+        // weights hold (e.g. `decoder_layers: 1000000`) cannot load, however it is stored
+        // (q4 packs two values per byte, hence the slack).
+        let stored: u64 = checkpoint
+            .names()
+            .filter_map(|n| checkpoint.get(n))
+            .map(|(_, view)| view.shape().iter().map(|&d| d as u64).product::<u64>())
+            .sum();
+        let wanted = self.num_parameters() as u64;
+        if wanted > stored.saturating_mul(8).saturating_add(1 << 24) {
+            return Err(Error::Config {
+                file: "config.json".into(),
+                message: format!(
+                    "describes a model of {wanted} parameters, but the weights hold {stored} values: \
+                     the config does not belong to these weights"
+                ),
+            });
+        }
         Ok(match self {
             Self::Bart(c) => {
                 let (m, r) =
