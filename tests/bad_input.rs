@@ -559,7 +559,12 @@ fn config_larger_than_its_weights_is_refused_before_allocating() {
             .arg("ulimit -v 1048576; exec \"$0\" \"$@\"")
             .arg(bartleby_bin())
             .args(["summarize", "--model", dir.to_str().unwrap()])
-            .args(["--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
+            .args([
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                output.to_str().unwrap(),
+            ]);
         let run: Run = cmd.output().unwrap().into();
         assert_clear_error(
             &run,

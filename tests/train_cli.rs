@@ -464,3 +464,49 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `--name` must be a plain name: `..`, separators, absolute paths and "" are refused before
+/// anything is written; a run directory in use (its `.lock` held) refuses a second process.
+#[test]
+fn run_names_and_the_run_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs_dir = tmp.path().join("runs");
+    let runs = runs_dir.to_str().unwrap();
+    let model = model_dir("tiny-gelu");
+    let data = data();
+    let outside = tmp.path().join("x");
+    for name in ["../x", "a/b", outside.to_str().unwrap(), "", ".hidden"] {
+        let run: Run = bartleby(&train_args(runs, name, model.to_str().unwrap(), &data)).into();
+        assert_eq!(run.code, Some(1), "{name:?}: {}", run.stderr);
+        assert_eq!(
+            run.stderr
+                .lines()
+                .filter(|l| l.starts_with("error:"))
+                .count(),
+            1
+        );
+        assert!(run.stderr.contains("--name"), "{name:?}: {}", run.stderr);
+        assert!(!outside.exists() && !tmp.path().join("runs/a").exists());
+    }
+    // A finished small run, then its lock held by this test: resume refuses, naming the run.
+    let args = one_epoch(train_args(runs, "locked", model.to_str().unwrap(), &data));
+    ok(&bartleby(&args));
+    let dir = runs_dir.join("locked");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let before = std::fs::read(dir.join("metrics.jsonl")).unwrap();
+    let run: Run = bartleby(&["train", "--resume", dir.to_str().unwrap()]).into();
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("in use by another bartleby process"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read(dir.join("metrics.jsonl")).unwrap(), before);
+    drop(lock);
+}

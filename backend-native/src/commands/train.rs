@@ -21,7 +21,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Args, Debug)]
@@ -293,6 +293,27 @@ const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const TRAINABLE_FILE: &str = "trainable.safetensors";
 
+/// Locks `dir/.lock` for this process (released when the returned file closes, at exit too).
+fn lock_run_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("{}: cannot open the run's lock file", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{}: the run is in use by another bartleby process (wait for it to end)",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("{}: cannot lock the run", path.display()))
+        }
+    }
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
     let (run_dir, cfg, resume) = match &args.resume {
         Some(dir) => {
@@ -310,6 +331,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .name
                 .clone()
                 .context("give --name (the run directory's name)")?;
+            // A plain name: no path separators, `..` or absolute paths out of --runs-dir.
+            output::check_name(&name)?;
             (args.runs_dir.join(name), cfg, false)
         }
     };
@@ -326,6 +349,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
 struct Trainer {
     cfg: TrainConfig,
     dir: PathBuf,
+    /// The run directory's lock, held while training.
+    _lock: std::fs::File,
     files: ModelFiles,
     s: Summarizer,
     what: Trainable,
@@ -427,6 +452,8 @@ impl Trainer {
             let toml = toml::to_string(&cfg).context("config does not serialize")?;
             output::write_file_atomically(&dir.join("config.toml"), toml.as_bytes())?;
         }
+        // One process per run directory: a second `train --resume` on it stops here.
+        let lock = lock_run_dir(&dir)?;
         let metrics = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -435,6 +462,7 @@ impl Trainer {
         let mut trainer = Self {
             cfg,
             dir,
+            _lock: lock,
             files,
             s,
             what,
