@@ -573,3 +573,73 @@ fn config_larger_than_its_weights_is_refused_before_allocating() {
         );
     }
 }
+
+/// A UTF-8 byte order mark before the first JSONL row (or CSV header) is accepted.
+#[test]
+fn byte_order_mark_is_accepted() {
+    let mut input = b"\xEF\xBB\xBF".to_vec();
+    input.extend_from_slice(GOOD_INPUT);
+    let (run, out, _k) = summarize(&model_dir("tiny-gelu"), &input, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("\"token_ids\""));
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = tmp.path().join("pairs.jsonl");
+    std::fs::write(
+        &pairs,
+        b"\xEF\xBB\xBF{\"prediction\": \"a b\", \"reference\": \"a c\"}\n",
+    )
+    .unwrap();
+    let out = bartleby(&["score", "--input", pairs.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = tmp.path().join("in.csv");
+    std::fs::write(&csv, b"\xEF\xBB\xBFid,dialogue\n1,\"A: hi\nB: hello\"\n").unwrap();
+    let out = bartleby(&[
+        "summarize",
+        "--model",
+        model_dir("tiny-gelu").to_str().unwrap(),
+        "--input",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"id\":\"1\""));
+}
+
+/// `export --min-token-agreement` takes a share from 0 to 1: NaN (which disabled the gate) and
+/// 5 (which always failed) are clap errors, one line, exit 2, nothing written.
+#[test]
+fn min_token_agreement_is_a_share() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bundle");
+    for bad in ["nan", "5", "-0.5", "x"] {
+        let run: Run = bartleby(&[
+            "export",
+            "--model",
+            model_dir("tiny-gelu").to_str().unwrap(),
+            "--quant",
+            "q8",
+            "--output",
+            out.to_str().unwrap(),
+            "--min-token-agreement",
+            bad,
+        ])
+        .into();
+        assert_eq!(run.code, Some(2), "{bad}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{bad}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("share from 0 to 1"),
+            "{bad}: {}",
+            run.stderr
+        );
+        assert!(!out.exists());
+    }
+}

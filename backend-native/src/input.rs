@@ -24,6 +24,12 @@ enum Format {
 
 /// Reads `path` (`-` = stdin). The format comes from the extension (.jsonl/.json, .csv,
 /// anything else = text); for stdin, input starting with `{` is JSONL.
+/// `bytes` without a leading UTF-8 byte order mark (as Windows editors write; JSON readers such
+/// as pandas' and datasets' accept it).
+pub fn without_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
 pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
     let name = path.display().to_string();
     let bytes = if path.as_os_str() == "-" {
@@ -108,7 +114,7 @@ pub fn jsonl_objects<'a>(
     bytes: &'a [u8],
     name: &'a str,
 ) -> impl Iterator<Item = Result<(usize, serde_json::Map<String, Value>)>> + 'a {
-    bytes
+    without_bom(bytes)
         .split(|&b| b == b'\n')
         .enumerate()
         .filter_map(move |(i, line)| {
@@ -161,7 +167,9 @@ fn parse_jsonl(bytes: &[u8], name: &str) -> Result<Vec<Document>> {
 }
 
 fn parse_csv(bytes: &[u8], name: &str) -> Result<Vec<Document>> {
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(without_bom(bytes));
     let headers = reader
         .headers()
         .map_err(|e| anyhow::anyhow!("{name}: bad CSV header: {e}"))?

@@ -45,7 +45,7 @@ pub struct ExportArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=10000))]
     pub check_n: u64,
     /// Fail (and write nothing) when the token agreement with the f32 model is below this.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_fraction, allow_hyphen_values = true)]
     pub min_token_agreement: Option<f64>,
     /// Replace --output if it exists.
     #[arg(long)]
@@ -195,6 +195,14 @@ pub fn run(args: ExportArgs) -> Result<()> {
 }
 
 /// The bundle's summaries against the f32 model's.
+/// A share from 0 to 1 (NaN and values past 1 would disable or always fail the gate).
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("expected a share from 0 to 1, got {s:?}")),
+    }
+}
+
 /// Prints a bundle check; below `min_token_agreement` it is an error (nothing is written).
 fn report_check(check: &Check, int8_matmul: bool, min_token_agreement: Option<f64>) -> Result<()> {
     println!(
