@@ -392,7 +392,7 @@ fn hub_unreachable() {
         ("HF_HUB_OFFLINE", None),
     ]);
     assert!(
-        stderr.contains("cannot reach the Hugging Face hub"),
+        stderr.contains("the Hugging Face hub cannot be reached"),
         "{stderr}"
     );
 }

@@ -87,12 +87,17 @@ fn assert_png(path: &Path) {
     );
 }
 
-const PREDICTION_COLUMNS: [&str; 5] = [
+/// The pipeline's five columns, then how each input was read (`--long`).
+const PREDICTION_COLUMNS: [&str; 9] = [
     "id",
     "source_text",
     "reference_summary",
     "generated_summary",
     "rougeL_score",
+    "input_tokens",
+    "truncated",
+    "chunks",
+    "levels",
 ];
 
 #[test]

@@ -447,9 +447,38 @@ fn full_disk_at_a_checkpoint_is_a_clear_error() {
     files.sort();
     assert_eq!(
         files,
-        ["full/config.toml", "full/metrics.jsonl"],
+        ["full/.lock", "full/config.toml", "full/metrics.jsonl"],
         "left behind: {files:?}"
     );
+    // A run without a checkpoint does not block: `--resume` starts it again from its config
+    // (here stopped after step 1, as if killed, with its first checkpoint written) ...
+    let dir = runs.join("full");
+    let run: Run = bartleby(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--stop-after-step",
+        "1",
+    ])
+    .into();
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    assert!(dir.join("checkpoint").is_dir());
+    // ... and once it has a checkpoint, a fresh start under the same name is refused.
+    let run: Run = bartleby(&args).into();
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("already exists"), "{}", run.stderr);
+    // The same command again after a failure before any checkpoint: starts again.
+    let mut again = train_args(
+        runs.to_str().unwrap(),
+        "again",
+        model.to_str().unwrap(),
+        &data,
+    );
+    again.extend(["--method", "full"]);
+    let run = bartleby_with_file_limit(16, &again);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    ok(&bartleby(&again));
+    assert_eq!(metrics(&runs.join("again")).first().unwrap()["step"], 1);
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -30,6 +30,24 @@ pub fn without_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
 }
 
+/// The format of stdin, from its content: JSONL when every non-blank line is a JSON object, CSV
+/// when the first line is a header naming a `dialogue` or `text` column, else plain text.
+fn sniff(bytes: &[u8]) -> Format {
+    let bytes = without_bom(bytes);
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty()).peekable();
+    if lines.peek().is_some()
+        && lines.all(|l| matches!(serde_json::from_str(l), Ok(Value::Object(_))))
+    {
+        return Format::Jsonl;
+    }
+    let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
+    match reader.headers() {
+        Ok(h) if h.len() > 1 && h.iter().any(|c| c == "dialogue" || c == "text") => Format::Csv,
+        _ => Format::Text,
+    }
+}
+
 pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
     let name = path.display().to_string();
     let bytes = if path.as_os_str() == "-" {
@@ -48,11 +66,7 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>> {
     let format = match ext.as_deref() {
         Some("jsonl") | Some("json") | Some("ndjson") => Format::Jsonl,
         Some("csv") => Format::Csv,
-        _ if path.as_os_str() == "-"
-            && bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') =>
-        {
-            Format::Jsonl
-        }
+        _ if path.as_os_str() == "-" => sniff(&bytes),
         _ => Format::Text,
     };
     let name = if path.as_os_str() == "-" {

@@ -61,7 +61,8 @@ impl Fetch for Hub {
                 ),
                 ureq::Error::Status(code, _) => bail!("{}: hub answered HTTP {code} for {file}", self.id),
                 ureq::Error::Transport(t) => bail!(
-                    "{}: cannot reach the Hugging Face hub ({t}); set HF_HUB_OFFLINE=1 to use only the local cache",
+                    "{}: no such local directory, and the Hugging Face hub cannot be reached to \
+                     download it as a model id ({t}); set HF_HUB_OFFLINE=1 to use only the local cache",
                     self.id
                 ),
             },
@@ -226,6 +227,17 @@ fn collect(source: &str, f: &dyn Fetch) -> Result<ModelFiles> {
         files
             .into_iter()
             .map(|name| {
+                // Shards live inside the model directory (or its hub snapshot): no absolute
+                // paths, no `..`.
+                let inside = Path::new(name)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !inside || name.is_empty() {
+                    bail!(
+                        "{}: shard {name:?} is outside the model directory",
+                        index.display()
+                    );
+                }
                 f.fetch(name)?.ok_or_else(|| {
                     anyhow::anyhow!("{source}: shard {name} listed in the index is missing")
                 })

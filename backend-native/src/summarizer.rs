@@ -109,7 +109,11 @@ impl Generator {
             let window = summarizer.max_input_tokens();
             cap.map_or(window, |c| c.min(window))
         });
-        summarizer.validate(&gen, max_input)?;
+        summarizer.validate(&gen, max_input).with_context(|| {
+            format!(
+                "{model}: the generation settings (generation_config.json with the flags on top)"
+            )
+        })?;
         if run.long == LongMode::Truncate
             && (run.chunk_overlap > 0 || run.partial_max_new_tokens.is_some())
         {

@@ -93,7 +93,15 @@ impl Summarizer {
         let config = ModelConfig::from_json(files.config.bytes, files.config.name)?;
         let config_json = parse_json(files.config)?;
         let gen_json = files.generation_config.map(parse_json).transpose()?;
-        let generation = GenerationConfig::from_transformers_json(gen_json.as_ref(), &config_json)?;
+        // Errors name the file the settings came from.
+        let generation = GenerationConfig::from_transformers_json(gen_json.as_ref(), &config_json)
+            .map_err(|e| match e {
+                Error::Generation(message) => Error::Config {
+                    file: files.generation_config.unwrap_or(files.config).name.into(),
+                    message,
+                },
+                other => other,
+            })?;
         let shards: Vec<(&str, &[u8])> = files.weights.iter().map(|f| (f.name, f.bytes)).collect();
         let checkpoint = Checkpoint::from_shards(&shards)?;
         let tokenizer = match files.tokenizer {

@@ -4,7 +4,7 @@
 
 use crate::dataset::{self, Row};
 use crate::model_files;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use bartleby_core::BartTokenizer;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -85,7 +85,7 @@ fn split_report(
             "dialogue": stats(chars(|r| &r.dialogue)),
             "summary": stats(chars(|r| &r.summary)),
         },
-        "first_example": { "id": rows[0].id, "dialogue": rows[0].dialogue, "summary": rows[0].summary },
+        "first_example": { "id": rows[0].id, "dialogue": excerpt(&rows[0].dialogue, 2000), "summary": excerpt(&rows[0].summary, 1000) },
     });
     if let Some(tok) = tokenizer {
         let count = |text: &str| tok.encode(text, None).map(|ids| ids.len());
@@ -148,7 +148,35 @@ fn inspect(args: InspectArgs) -> Result<()> {
     } else {
         print_text(&report);
     }
+    // Nothing could be read at all: a failed run, whatever was printed.
+    if report
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(_, r)| r["rows"] == 0)
+    {
+        let first = report
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, r)| r["errors"].as_array().cloned().unwrap_or_default())
+            .find_map(|e| e.as_str().map(str::to_string))
+            .unwrap_or_else(|| "no rows".into());
+        bail!("no split could be read ({first})");
+    }
     Ok(())
+}
+
+/// At most `max` characters of `text` (cut at a character boundary), with how much was left out.
+fn excerpt(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((cut, _)) => format!(
+            "{} … [{} more characters]",
+            &text[..cut],
+            text[cut..].chars().count()
+        ),
+    }
 }
 
 fn print_text(report: &serde_json::Value) {
@@ -192,14 +220,12 @@ fn print_text(report: &serde_json::Value) {
         println!("  first example (id {}):", ex["id"]);
         println!(
             "    dialogue: {}",
-            ex["dialogue"]
-                .as_str()
-                .unwrap_or_default()
+            excerpt(ex["dialogue"].as_str().unwrap_or_default(), 2000)
                 .replace('\n', "\n              ")
         );
         println!(
             "    summary:  {}",
-            ex["summary"].as_str().unwrap_or_default()
+            excerpt(ex["summary"].as_str().unwrap_or_default(), 1000)
         );
     }
 }

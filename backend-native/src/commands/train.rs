@@ -227,8 +227,8 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("lr must be a positive number, got {}", self.lr);
         }
-        if self.dropout.is_some_and(|p| !(0.0..1.0).contains(&p)) {
-            bail!("dropout must be in [0, 1), got {:?}", self.dropout);
+        if let Some(p) = self.dropout.filter(|p| !(0.0..1.0).contains(p)) {
+            bail!("dropout must be in [0, 1), got {p}");
         }
         if !(0.0..1.0).contains(&self.lora_dropout) {
             bail!("lora_dropout must be in [0, 1), got {}", self.lora_dropout);
@@ -292,6 +292,18 @@ struct TrainerState {
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const TRAINABLE_FILE: &str = "trainable.safetensors";
+
+/// Whether `dir` holds only what a run writes before its first checkpoint.
+fn only_run_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(|e| e.ok()).all(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            matches!(name.as_ref(), "config.toml" | "metrics.jsonl" | ".lock")
+                || name.starts_with(".bartleby-")
+        })
+    })
+}
 
 /// Locks `dir/.lock` for this process (released when the returned file closes, at exit too).
 fn lock_run_dir(dir: &Path) -> Result<std::fs::File> {
@@ -440,8 +452,26 @@ impl Trainer {
             loss_scaler: (cfg.precision == Precision::F16).then(LossScaler::default),
             skipped_steps: 0,
         };
-        if !resume {
-            if dir.exists() {
+        // A run that stopped before its first checkpoint (killed at start, disk full, diverged)
+        // has nothing to resume: it starts again, from its saved config with --resume, or from
+        // the new flags under the same --name.
+        let restart = dir.exists() && !dir.join("checkpoint").exists() && only_run_files(&dir);
+        let mut resume = resume;
+        if resume && !dir.join("checkpoint").exists() {
+            if !restart {
+                bail!(
+                    "{}: no checkpoint to resume from, and files other than a run's are there",
+                    dir.display()
+                );
+            }
+            tracing::warn!(
+                "{}: no checkpoint yet: starting the run again",
+                dir.display()
+            );
+            resume = false;
+        }
+        let lock = if !resume {
+            if dir.exists() && !restart {
                 bail!(
                     "{}: run directory already exists (use --resume to continue it)",
                     dir.display()
@@ -449,11 +479,17 @@ impl Trainer {
             }
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("{}: cannot create run directory", dir.display()))?;
+            // One process per run directory: a second `train` on it stops here.
+            let lock = lock_run_dir(&dir)?;
+            if restart {
+                let _ = std::fs::remove_file(dir.join("metrics.jsonl"));
+            }
             let toml = toml::to_string(&cfg).context("config does not serialize")?;
             output::write_file_atomically(&dir.join("config.toml"), toml.as_bytes())?;
-        }
-        // One process per run directory: a second `train --resume` on it stops here.
-        let lock = lock_run_dir(&dir)?;
+            lock
+        } else {
+            lock_run_dir(&dir)?
+        };
         let metrics = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

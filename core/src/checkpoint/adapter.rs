@@ -369,9 +369,12 @@ pub fn attach_new<M: Params>(model: &mut M, config: &LoraConfig) -> Result<Vec<S
         return Err(Error::Config {
             file: CONFIG_FILE.into(),
             message: format!(
-                "target_modules {:?} match no projection of this model (BART has q_proj, k_proj, \
-                 v_proj, out_proj, fc1, fc2)",
-                config.target_modules
+                "target_modules {} match no projection of this model (BART has q_proj, k_proj, \
+                 v_proj, out_proj, fc1, fc2; T5 q, k, v, o, wi, wi_0, wi_1, wo)",
+                match &config.target_modules {
+                    Some(t) => serde_json::to_string(t).unwrap_or_default(),
+                    None => "(none)".into(),
+                }
             ),
         });
     }
