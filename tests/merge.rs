@@ -238,6 +238,31 @@ fn merge_refuses_bad_inputs_and_writes_nothing() {
     let mut forced = args.to_vec();
     forced.push("--force");
     assert!(bartleby(&forced).status.success());
+    // --force over a regular file: refused before any work, the file untouched (it used to be
+    // replaced by the output, then the run failed removing it as a folder).
+    let file_out = tmp.path().join("a-file");
+    std::fs::write(&file_out, "keep me").unwrap();
+    for extra in [&[][..], &["--force"][..]] {
+        let mut a = args.to_vec();
+        let at = a.iter().position(|x| *x == "--output").unwrap();
+        a[at + 1] = file_out.to_str().unwrap();
+        a.extend_from_slice(extra);
+        let run: Run = bartleby(&a).into();
+        assert_eq!(run.code, Some(1), "{}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert_eq!(std::fs::read_to_string(&file_out).unwrap(), "keep me");
+        let mut e = vec![
+            "export",
+            "--model",
+            a[2],
+            "--output",
+            file_out.to_str().unwrap(),
+        ];
+        e.extend_from_slice(extra);
+        let run: Run = bartleby(&e).into();
+        assert_eq!(run.code, Some(1), "{}", run.stderr);
+        assert_eq!(std::fs::read_to_string(&file_out).unwrap(), "keep me");
+    }
     assert!(out_dir.join("model.safetensors").is_file());
 }
 

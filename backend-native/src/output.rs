@@ -183,14 +183,33 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Checks an output directory before any work: it must not exist unless `force`, and `force`
+/// replaces only a directory (never a file).
+pub fn check_out_dir(output: &Path, force: bool) -> Result<()> {
+    let name = output.display();
+    match std::fs::symlink_metadata(output) {
+        Err(_) => Ok(()),
+        Ok(m) if !force => {
+            let what = if m.is_dir() {
+                "already exists"
+            } else {
+                "exists (a file)"
+            };
+            bail!("{name}: {what} (use --force to replace a directory)")
+        }
+        Ok(m) if !m.is_dir() => {
+            bail!("{name}: is not a directory; --force replaces only a directory it wrote")
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
 /// Creates the directory `output` atomically: `fill` writes into a temp directory beside it,
 /// which is renamed into place only when `fill` succeeds. An existing `output` is an error
 /// unless `force`, in which case it is replaced (after the new one is complete).
 pub fn write_dir(output: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let name = output.display();
-    if output.exists() && !force {
-        anyhow::bail!("{name}: already exists (use --force to replace it)");
-    }
+    check_out_dir(output, force)?;
     let parent = match output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -74,6 +74,7 @@ impl QuantArg {
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
+    output::check_out_dir(&args.output, args.force)?;
     let quant = args.quant.quant();
     let target = device::init(args.device)?;
     let device = target.device.clone();
