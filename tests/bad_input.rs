@@ -643,3 +643,86 @@ fn min_token_agreement_is_a_share() {
         assert!(!out.exists());
     }
 }
+
+fn train_run(runs: &Path, name: &str, model: &Path, extra: &[&str]) -> Run {
+    let data = root().join("../shared/data/dialogsum");
+    let mut args = vec![
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        name,
+        "--train-size",
+        "8",
+        "--val-size",
+        "2",
+        "--max-source-tokens",
+        "32",
+        "--max-target-tokens",
+        "8",
+        "--micro-batch",
+        "4",
+        "--epochs",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    bartleby(&args).into()
+}
+
+/// Training faults that used to read as "training diverged (try a lower --lr)": a checkpoint
+/// with NaN weights says so at the first step; NaN flags are refused up front; a tampered
+/// trainer_state.json is refused on --resume, naming the file.
+#[test]
+fn training_faults_say_what_they_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let (_t, nan_model) = model_copy();
+    rewrite_weights(&nan_model, |m| {
+        let (_, data) = m.get_mut("model.encoder.layers.0.fc1.weight").unwrap();
+        data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    let run = train_run(&runs, "nan", &nan_model, &["--method", "full"]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("before any update"), "{}", run.stderr);
+    assert!(!run.stderr.contains("lower --lr"), "{}", run.stderr);
+    let model = model_dir("tiny-gelu");
+    for (flag, value) in [
+        ("--weight-decay", "nan"),
+        ("--max-grad-norm", "inf"),
+        ("--lora-alpha", "nan"),
+    ] {
+        let run = train_run(&runs, "flags", &model, &[flag, value]);
+        assert_eq!(run.code, Some(1), "{flag}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("must be a finite number"),
+            "{flag}: {}",
+            run.stderr
+        );
+        assert!(!runs.join("flags").exists());
+    }
+    // A finished run, then its state edited two ways.
+    let run = train_run(&runs, "ok", &model, &["--save-every", "1"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let state_path = runs.join("ok/checkpoint/trainer_state.json");
+    let original = std::fs::read_to_string(&state_path).unwrap();
+    for (key, value, needle) in [
+        ("step", 99_999_999u64, "outside this run's"),
+        ("adam_step", 1, "does not equal step"),
+    ] {
+        let mut state: serde_json::Value = serde_json::from_str(&original).unwrap();
+        state[key] = value.into();
+        std::fs::write(&state_path, state.to_string()).unwrap();
+        let run: Run = bartleby(&["train", "--resume", runs.join("ok").to_str().unwrap()]).into();
+        assert_eq!(run.code, Some(1), "{key}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("trainer_state.json"),
+            "{key}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains(needle), "{key}: {}", run.stderr);
+    }
+}

@@ -227,6 +227,17 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("lr must be a positive number, got {}", self.lr);
         }
+        let finite = [
+            ("lora_alpha", self.lora_alpha, false),
+            ("weight_decay", self.weight_decay, true),
+            ("max_grad_norm", self.max_grad_norm, true),
+        ];
+        for (name, v, zero_ok) in finite {
+            if !(v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0))) {
+                let want = if zero_ok { "0 or more" } else { "more than 0" };
+                bail!("{name} must be a finite number, {want}; got {v}");
+            }
+        }
         if let Some(p) = self.dropout.filter(|p| !(0.0..1.0).contains(p)) {
             bail!("dropout must be in [0, 1), got {p}");
         }
@@ -535,6 +546,7 @@ impl Trainer {
 
     fn train(&mut self, stop_after: Option<usize>) -> Result<()> {
         let total = self.total_steps();
+        let start_step = self.state.step;
         let per_epoch = self.steps_per_epoch();
         let lengths: Vec<usize> = self.train.iter().map(|e| e.input_ids.len()).collect();
         let bar =
@@ -610,6 +622,14 @@ impl Trainer {
                 self.state.step = step + 1;
                 self.state.adam_step = self.opt.step;
                 let loss = loss_sum / group.len() as f64;
+                if !loss.is_finite() && step == start_step {
+                    // Before any update of this run: nothing the learning rate did.
+                    bail!(
+                        "loss {loss} at step {}, before any update of this run: the model's \
+                         weights (check the checkpoint for NaN/inf) or the data give non-finite values",
+                        step + 1
+                    );
+                }
                 if !loss.is_finite() {
                     bail!(
                         "training diverged: loss {loss} at step {} (try a lower --lr)",
@@ -818,8 +838,30 @@ impl Trainer {
                 )
             })
         };
-        self.state = serde_json::from_slice(&read(STATE_FILE)?)
+        let state: TrainerState = serde_json::from_slice(&read(STATE_FILE)?)
             .with_context(|| format!("{}: invalid {STATE_FILE}", dir.display()))?;
+        // A state that this run could not have written (edited, or from another run).
+        let bad = |why: String| anyhow::anyhow!("{}: {why}", dir.join(STATE_FILE).display());
+        let total = self.total_steps();
+        if state.step == 0 || state.step > total {
+            return Err(bad(format!(
+                "step {} is outside this run's 1..={total} steps",
+                state.step
+            )));
+        }
+        if state.adam_step as usize + state.skipped_steps != state.step {
+            return Err(bad(format!(
+                "adam_step {} + skipped_steps {} does not equal step {}",
+                state.adam_step, state.skipped_steps, state.step
+            )));
+        }
+        if state.best_step.is_some_and(|b| b == 0 || b > state.step)
+            || state.best_metric.is_some_and(|m| !m.is_finite())
+            || state.best_step.is_some() != state.best_metric.is_some()
+        {
+            return Err(bad("best_step / best_metric are inconsistent".into()));
+        }
+        self.state = state;
         let device = self.s.model.device();
         let values = read_flat_safetensors(&read(TRAINABLE_FILE)?, &device)?;
         train::set_trainable_values(
