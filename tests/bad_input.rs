@@ -669,6 +669,12 @@ fn train_run(runs: &Path, name: &str, model: &Path, extra: &[&str]) -> Run {
         "--epochs",
         "2",
     ];
+    // A flag in `extra` replaces its default above.
+    for pair in extra.chunks(2) {
+        if let Some(at) = args.iter().position(|a| *a == pair[0]) {
+            args.drain(at..at + 2);
+        }
+    }
     args.extend_from_slice(extra);
     bartleby(&args).into()
 }
@@ -724,5 +730,70 @@ fn training_faults_say_what_they_are() {
             run.stderr
         );
         assert!(run.stderr.contains(needle), "{key}: {}", run.stderr);
+    }
+}
+
+/// Unclear messages made clear: a negative count names its flag; a truncated checkpoint names
+/// the tensor past the end; a target window with no room names --max-target-tokens; a
+/// successful `--device wgpu` run prints nothing on stderr about XDG_RUNTIME_DIR.
+#[test]
+fn messages_name_what_is_wrong() {
+    let (run, _out, _k) = summarize(&model_dir("tiny-gelu"), GOOD_INPUT, &["--num-beams", "-1"]);
+    assert_eq!(run.code, Some(2));
+    assert_eq!(
+        run.stderr.trim(),
+        "error: invalid value '-1' for '--num-beams': expected a number of 0 or more"
+    );
+
+    let (_t, dir) = model_copy();
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    let (run, out, _k) = summarize(&dir, GOOD_INPUT, &[]);
+    assert_clear_error(
+        &run,
+        &out,
+        &["model.safetensors", "the file is truncated", "tensor "],
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let run = train_run(
+        &tmp.path().join("runs"),
+        "t",
+        &model_dir("tiny-gelu"),
+        &["--max-target-tokens", "2"],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--max-target-tokens 2 leaves no room"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !tmp.path().join("runs/t").exists(),
+        "validated before the run directory"
+    );
+
+    if wgpu_device("xdg").is_some() {
+        let out = Command::new(bartleby_bin())
+            .args([
+                "summarize",
+                "--model",
+                model_dir("tiny-gelu").to_str().unwrap(),
+                "--device",
+                "wgpu",
+            ])
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(b"A: hi\nB: hello")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
     }
 }

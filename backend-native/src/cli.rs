@@ -59,6 +59,25 @@ fn clap_error(err: clap::Error) -> ExitCode {
     ) {
         err.exit();
     }
+    // A negative number after a flag that takes a count: clap sees an unknown flag "-1".
+    if err.kind() == ErrorKind::UnknownArgument {
+        if let Some(clap::error::ContextValue::String(arg)) =
+            err.get(clap::error::ContextKind::InvalidArg)
+        {
+            let args: Vec<String> = std::env::args().collect();
+            let at = args.iter().position(|a| a == arg);
+            let is_number = arg.len() > 1 && arg[1..].parse::<f64>().is_ok();
+            if let (true, Some(i)) = (is_number, at.filter(|&i| i > 0)) {
+                let flag = &args[i - 1];
+                if flag.starts_with("--") {
+                    eprintln!(
+                        "error: invalid value '{arg}' for '{flag}': expected a number of 0 or more"
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
     // The message up to the first blank line (before clap's tips and usage), joined.
     let text = err.render().to_string();
     let line: Vec<&str> = text

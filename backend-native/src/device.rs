@@ -68,10 +68,36 @@ fn wgpu() -> Result<Device> {
         Ok("0") | Err(_) => {}
         Ok(other) => bail!("BARTLEBY_BLOCKED_MATMUL={other:?}: expected 0 or 1"),
     }
+    quiet_wayland();
     Device::wgpu_options()
         .graphics_api(api)
         .init()
         .map_err(|e| anyhow::anyhow!("--device wgpu: no usable GPU adapter ({e:?})"))
+}
+
+/// Vulkan's loader opens the Wayland client library, which prints "XDG_RUNTIME_DIR is invalid or
+/// not set" on stderr (three times) on a headless machine, although nothing is wrong. Without a
+/// valid one, point it at a private 0700 folder under the temp dir before the loader starts.
+#[cfg(feature = "wgpu")]
+fn quiet_wayland() {
+    let valid =
+        std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
+    if valid {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let uid = unsafe { libc::getuid() };
+        let dir = std::env::temp_dir().join(format!("bartleby-runtime-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        let ours = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0);
+        if ours {
+            // SAFETY: set once during start-up, before the Vulkan loader's threads exist.
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        }
+    }
 }
 
 /// Whether encoding's many-row products and attention on a GPU device use the register-blocked

@@ -976,6 +976,18 @@ fn tokenize_rows(
 ) -> Result<Vec<Example>> {
     let max_source = cfg.max_source_tokens.min(s.max_input_tokens());
     let max_target = cfg.max_target_tokens.min(s.max_input_tokens());
+    // Room for at least one token of text besides the special tokens, before any row.
+    let special = s.tokenizer.encode("", None)?.len();
+    for (flag, max) in [
+        ("--max-source-tokens", max_source),
+        ("--max-target-tokens", max_target),
+    ] {
+        if max <= special {
+            bail!(
+                "{flag} {max} leaves no room for text after the model's {special} special tokens"
+            );
+        }
+    }
     rows.iter()
         .map(|r| {
             train::tokenize(

@@ -14,13 +14,59 @@ pub struct Checkpoint<'a> {
     tensors: HashMap<String, (String, TensorView<'a>)>,
 }
 
+/// Which tensor of a safetensors file that fails to parse is at fault, when its header can be
+/// read: the first whose byte range disagrees with its shape and dtype, or lies past the data.
+fn first_bad_tensor(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header = bytes.get(8..8usize.checked_add(n)?)?;
+    let data_len = (bytes.len() - 8 - n) as u64;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    let mut entries: Vec<(&String, &serde_json::Value)> =
+        map.iter().filter(|(k, _)| *k != "__metadata__").collect();
+    entries.sort_by_key(|(_, v)| v["data_offsets"][0].as_u64().unwrap_or(0));
+    for (name, v) in entries {
+        let size = match v["dtype"].as_str()? {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
+            other => return Some(format!("tensor {name} has dtype {other}")),
+        };
+        let numel = v["shape"]
+            .as_array()?
+            .iter()
+            .try_fold(1u64, |acc, d| acc.checked_mul(d.as_u64()?))?;
+        let (begin, end) = (
+            v["data_offsets"][0].as_u64()?,
+            v["data_offsets"][1].as_u64()?,
+        );
+        let want = numel.checked_mul(size)?;
+        if end < begin || end - begin != want {
+            return Some(format!(
+                "tensor {name}: shape {} × {size} bytes needs {want} bytes, its offsets give {}",
+                v["shape"],
+                end.saturating_sub(begin)
+            ));
+        }
+        if end > data_len {
+            return Some(format!(
+                "tensor {name} ends at byte {end} of the data, which has {data_len}: the file is truncated"
+            ));
+        }
+    }
+    None
+}
+
 impl<'a> Checkpoint<'a> {
     /// Parses safetensors shards given as `(file name, bytes)`.
     pub fn from_shards(shards: &[(&str, &'a [u8])]) -> Result<Self> {
         let mut tensors = HashMap::new();
         for (file, bytes) in shards {
             let st = SafeTensors::deserialize(bytes).map_err(|e| {
-                Error::Weights(format!("{file}: not a valid safetensors file: {e}"))
+                let which = first_bad_tensor(bytes)
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default();
+                Error::Weights(format!("{file}: not a valid safetensors file: {e}{which}"))
             })?;
             for (name, view) in st.tensors() {
                 if tensors
