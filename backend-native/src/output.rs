@@ -279,10 +279,35 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// An output folder made by [`prepare_out_dir`]: the folders it created are removed again when
+/// it is dropped while they are still empty (a run that failed before writing leaves nothing).
+#[must_use = "hold it until the outputs are written"]
+pub struct OutDir {
+    created: Vec<PathBuf>,
+}
+
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        // Deepest first; remove_dir fails (and so keeps) any folder that got files.
+        for d in &self.created {
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+        }
+    }
+}
+
 /// Creates the output folder and checks that files can be created in it, before any work.
-pub fn prepare_out_dir(dir: &Path) -> Result<()> {
+pub fn prepare_out_dir(dir: &Path) -> Result<OutDir> {
     let name = dir.display();
+    let mut created = Vec::new();
+    let mut d = Some(dir);
+    while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        created.push(p.to_path_buf());
+        d = p.parent();
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("{name}: cannot create output folder"))?;
+    let out = OutDir { created };
     if !dir.is_dir() {
         bail!("{name}: output folder is not a folder");
     }
@@ -290,7 +315,7 @@ pub fn prepare_out_dir(dir: &Path) -> Result<()> {
         .prefix(".bartleby-")
         .tempfile_in(dir)
         .with_context(|| format!("{name}: output folder is not writable"))?;
-    Ok(())
+    Ok(out)
 }
 
 /// Writes every `(file name, contents)` into `dir` through [`Sink`]: all contents go to

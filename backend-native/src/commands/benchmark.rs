@@ -111,7 +111,7 @@ pub fn run(args: BenchmarkArgs) -> Result<()> {
         bars: Some(&bars),
     };
     let (rows, rows_in_split) = evaluation::load_data(&spec)?;
-    prepare_out_dir(&args.out)?;
+    let _out = prepare_out_dir(&args.out)?;
     let target = device::init_inference(args.run.device, args.run.f32_matmul)?;
     let settings = format!(
         "{:?}",

@@ -215,7 +215,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         .iter()
         .map(|f| read_run(f))
         .collect::<Result<Vec<_>>>()?;
-    prepare_out_dir(&args.out)?;
+    let _out = prepare_out_dir(&args.out)?;
     let md = markdown(&runs);
     let name = &args.name;
     let files = vec![

@@ -94,7 +94,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bars: None,
     };
     let (rows, rows_in_split) = evaluation::load_data(&spec)?;
-    prepare_out_dir(&args.out)?;
+    let _out = prepare_out_dir(&args.out)?;
     let target = device::init_inference(args.run.device, args.run.f32_matmul)?;
     let outcome = evaluation::evaluate(
         &args.model,

@@ -130,7 +130,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
     if rows.is_empty() {
         bail!("--data: no rows in split {}", args.split);
     }
-    prepare_out_dir(&args.out)?;
+    let _out = prepare_out_dir(&args.out)?;
 
     let mut recommendations = Vec::new();
     let mut files = Vec::new();

@@ -262,6 +262,16 @@ pub fn load_adapter<M: Params>(
                 )))
             }
         };
+        if !config.targets(&name)? {
+            // PEFT builds LoRA layers from target_modules only: these weights would be ignored.
+            return Err(Error::Config {
+                file: CONFIG_FILE.into(),
+                message: format!(
+                    "target_modules does not name {name}, which has LoRA weights in {WEIGHTS_FILE} \
+                     (PEFT would ignore them): the config and the weights disagree"
+                ),
+            });
+        }
         let [d_in, d_out] = proj.linear.weight.val().dims();
         let r = a.shape().first().copied().unwrap_or(0);
         let (config_r, alpha) = config.rank_alpha(&name)?;
