@@ -33,8 +33,16 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
 impl BartTokenizer {
     /// From `tokenizer.json` bytes and, optionally, `tokenizer_config.json` bytes.
     pub fn from_tokenizer_json(bytes: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Self> {
-        let mut inner = Tokenizer::from_bytes(bytes)
-            .map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        // The tokenizers library panics on some malformed files (its decoder helpers unwrap
+        // serde errors): check the JSON first, and catch what still panics where unwinding works.
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .map_err(|e| Error::Tokenizer(format!("tokenizer.json: invalid JSON: {e}")))?;
+        let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes)).map_err(|_| {
+            Error::Tokenizer(
+                "tokenizer.json: malformed (the tokenizers library rejected it)".into(),
+            )
+        })?;
+        let mut inner = parsed.map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
         // transformers turns the file's own truncation/padding off and applies its per-call
         // settings instead; so do we (truncation happens in `encode`, padding in `pad_batch`).
         inner.with_truncation(None).map_err(tok_err)?;
