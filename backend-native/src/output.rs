@@ -231,12 +231,8 @@ pub fn write_dir(output: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<
         let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755));
     }
     let tmp = tmp.keep();
-    let old = output.exists().then(|| {
-        parent.join(format!(
-            ".bartleby-old-{}",
-            output.file_name().unwrap_or_default().to_string_lossy()
-        ))
-    });
+    recover_dir(output)?;
+    let old = output.exists().then(|| old_path(output));
     if let Some(old) = &old {
         std::fs::rename(output, old).with_context(|| format!("{name}: cannot replace"))?;
     }
@@ -251,6 +247,44 @@ pub fn write_dir(output: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<
             .with_context(|| format!("{}: cannot remove the replaced output", old.display()))?;
     }
     Ok(())
+}
+
+/// Where [`write_dir`] moves the directory it replaces until the new one is in place.
+fn old_path(output: &Path) -> PathBuf {
+    let parent = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    parent.join(format!(
+        ".bartleby-old-{}",
+        output.file_name().unwrap_or_default().to_string_lossy()
+    ))
+}
+
+/// Repairs what a process killed inside [`write_dir`]'s replacement left: the replaced directory
+/// moved aside while the new one was not yet in place is moved back; one left beside a complete
+/// new directory is removed.
+pub fn recover_dir(output: &Path) -> Result<()> {
+    let old = old_path(output);
+    if !old.exists() {
+        return Ok(());
+    }
+    if output.exists() {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("{}: cannot remove a stale copy", old.display()))
+    } else {
+        tracing::warn!(
+            "{}: restoring it from an interrupted replacement",
+            output.display()
+        );
+        std::fs::rename(&old, output).with_context(|| {
+            format!(
+                "{}: cannot restore it from {}",
+                output.display(),
+                old.display()
+            )
+        })
+    }
 }
 
 /// Writes `bytes` to `dir/file` (inside a directory that [`write_dir`] renames into place).

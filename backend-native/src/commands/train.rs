@@ -466,6 +466,18 @@ impl Trainer {
         // A run that stopped before its first checkpoint (killed at start, disk full, diverged)
         // has nothing to resume: it starts again, from its saved config with --resume, or from
         // the new flags under the same --name.
+        // One process per run directory: a second `train` on it stops here. Then what a process
+        // killed while replacing a checkpoint left moved aside is put back.
+        let mut held = if dir.is_dir() {
+            Some(lock_run_dir(&dir)?)
+        } else {
+            None
+        };
+        if held.is_some() {
+            for sub in ["checkpoint", "best", "adapter"] {
+                output::recover_dir(&dir.join(sub))?;
+            }
+        }
         let restart = dir.exists() && !dir.join("checkpoint").exists() && only_run_files(&dir);
         let mut resume = resume;
         if resume && !dir.join("checkpoint").exists() {
@@ -490,8 +502,10 @@ impl Trainer {
             }
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("{}: cannot create run directory", dir.display()))?;
-            // One process per run directory: a second `train` on it stops here.
-            let lock = lock_run_dir(&dir)?;
+            let lock = match held.take() {
+                Some(lock) => lock,
+                None => lock_run_dir(&dir)?,
+            };
             if restart {
                 let _ = std::fs::remove_file(dir.join("metrics.jsonl"));
             }
@@ -499,7 +513,10 @@ impl Trainer {
             output::write_file_atomically(&dir.join("config.toml"), toml.as_bytes())?;
             lock
         } else {
-            lock_run_dir(&dir)?
+            match held.take() {
+                Some(lock) => lock,
+                None => lock_run_dir(&dir)?,
+            }
         };
         let metrics = std::fs::OpenOptions::new()
             .create(true)
