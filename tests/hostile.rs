@@ -635,3 +635,67 @@ fn hostile_inputs_fail_cleanly() {
         c.failures.join("\n")
     );
 }
+
+/// A training run's checkpoint broken after the fact: `train --resume` fails with one line
+/// naming the checkpoint file, and the run's files are left as they were.
+#[test]
+fn broken_training_checkpoints_name_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let model = model_dir("tiny-gelu");
+    let data = root().join("../shared/data/dialogsum");
+    let out = bartleby(&[
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        "r",
+        "--train-size",
+        "8",
+        "--val-size",
+        "2",
+        "--max-source-tokens",
+        "32",
+        "--max-target-tokens",
+        "8",
+        "--micro-batch",
+        "4",
+        "--epochs",
+        "2",
+        "--save-every",
+        "1",
+        "--stop-after-step",
+        "1",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ck = runs.join("r/checkpoint");
+    let files: Vec<String> = std::fs::read_dir(&ck)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".safetensors") || n.ends_with(".json"))
+        .collect();
+    assert!(files.len() >= 3, "{files:?}");
+    for f in &files {
+        let path = ck.join(f);
+        let good = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &good[..good.len() / 3]).unwrap();
+        let before = snapshot(&runs);
+        let out = bartleby(&["train", "--resume", runs.join("r").to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(out.status.code(), Some(1), "{f}: {stderr}");
+        assert_eq!(errors.len(), 1, "{f}: {stderr}");
+        assert!(errors[0].contains(f.as_str()), "{f}: {}", errors[0]);
+        assert_eq!(snapshot(&runs), before, "{f}: the run's files changed");
+        std::fs::write(&path, good).unwrap();
+    }
+}

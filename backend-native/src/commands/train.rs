@@ -880,18 +880,31 @@ impl Trainer {
         }
         self.state = state;
         let device = self.s.model.device();
-        let values = read_flat_safetensors(&read(TRAINABLE_FILE)?, &device)?;
+        let values = read_flat_safetensors(&read(TRAINABLE_FILE)?, &device)
+            .with_context(|| format!("{}", dir.join(TRAINABLE_FILE).display()))?;
+        let trainable = values.len();
         train::set_trainable_values(
             &mut self.s.model,
             self.what,
             values.into_iter().map(|(_, t)| t).collect(),
-        )?;
-        let moments = read_flat_safetensors(&read(OPTIMIZER_FILE)?, &device)?;
+        )
+        .with_context(|| format!("{}", dir.join(TRAINABLE_FILE).display()))?;
+        let moments = read_flat_safetensors(&read(OPTIMIZER_FILE)?, &device)
+            .with_context(|| format!("{}", dir.join(OPTIMIZER_FILE).display()))?;
         let mut pairs = Vec::new();
         for chunk in moments.chunks(2) {
             if let [(_, m), (_, v)] = chunk {
                 pairs.push((m.clone(), v.clone()));
             }
+        }
+        let fresh = moments.is_empty() && self.state.adam_step == 0;
+        if !fresh && (pairs.len() != trainable || moments.len() != 2 * trainable) {
+            bail!(
+                "{}: {} moment tensors for {trainable} trainable tensors (expected {})",
+                dir.join(OPTIMIZER_FILE).display(),
+                moments.len(),
+                2 * trainable
+            );
         }
         self.opt.moments = pairs;
         self.opt.step = self.state.adam_step;
@@ -1044,8 +1057,8 @@ fn flat_safetensors(tensors: Vec<(String, Tensor<1>)>) -> Result<Vec<u8>> {
 }
 
 fn read_flat_safetensors(bytes: &[u8], device: &Device) -> Result<Vec<(String, Tensor<1>)>> {
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .context("checkpoint: not a safetensors file")?;
+    let st =
+        safetensors::SafeTensors::deserialize(bytes).context("not a valid safetensors file")?;
     let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     names.sort(); // written in order; names sort the same way
     names
