@@ -52,13 +52,37 @@ fn copy_dir(from: &Path, to: &Path) {
 /// A case: a name, how to break a fresh copy of the inputs, and the commands to run on them.
 struct Corpus {
     root: tempfile::TempDir,
+    seed: PathBuf,
     cases: usize,
     runs: usize,
     failures: Vec<String>,
 }
 
-/// The inputs every case starts from, in `dir`: a model, an adapter, a bundle, data, pairs, a
-/// TOML config, and an `out/` folder for outputs.
+/// The inputs every case starts from (built once, then copied): a model, an adapter, data,
+/// pairs, a TOML config, two `eval` metrics files, a `benchmark` ranking, and an `out/` folder.
+fn seed_inputs(dir: &Path) {
+    inputs(dir);
+    let d = dir.to_str().unwrap();
+    let data = format!("{d}/data");
+    for name in ["a", "b"] {
+        let out = bartleby(&["eval", "--model", &format!("{d}/model"), "--data", &data, "--limit", "2", "--out", &format!("{d}/metrics"), "--name", name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for f in std::fs::read_dir(dir.join("metrics")).unwrap() {
+        let f = f.unwrap().path();
+        if !f.to_string_lossy().ends_with("_metrics.json") {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    let out = bartleby(&[
+        "benchmark", "--model", model_dir("tiny-gelu").to_str().unwrap(), "--model",
+        model_dir("tiny-silu").to_str().unwrap(), "--data", &data, "--limit", "2", "--out", &format!("{d}/bench"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::copy(dir.join("bench/final_ranking.json"), dir.join("final_ranking.json")).unwrap();
+    std::fs::remove_dir_all(dir.join("bench")).unwrap();
+}
+
 fn inputs(dir: &Path) {
     copy_dir(&model_dir("tiny-gelu"), &dir.join("model"));
     copy_dir(&fixtures().join("lora/gelu-qv"), &dir.join("adapter"));
@@ -212,6 +236,8 @@ fn commands(kind: &str) -> Vec<Vec<&'static str>> {
         "pairs" => vec![score],
         "input" => vec![summarize],
         "toml" => vec![toml],
+        "metrics" => vec![vec!["compare", "{d}/metrics/a_metrics.json", "{d}/metrics/b_metrics.json", "--out", "{d}/out/cmp"]],
+        "ranking" => vec![vec!["plan", "--ranking", "{d}/final_ranking.json", "--data", "{d}/data", "--out", "{d}/out/plan"]],
         other => panic!("{other}"),
     }
 }
@@ -224,7 +250,10 @@ impl Corpus {
         for cmd in commands(kind) {
             let dir = self.root.path().join(format!("c{}", self.runs));
             self.runs += 1;
-            inputs(&dir);
+            if !self.seed.join("final_ranking.json").exists() {
+                seed_inputs(&self.seed);
+            }
+            copy_dir(&self.seed, &dir);
             if kind == "bundle" {
                 let out = bartleby(&[
                     "export",
@@ -318,8 +347,11 @@ fn first_tensor(path: &Path) -> String {
 
 #[test]
 fn hostile_inputs_fail_cleanly() {
+    let root = tempfile::tempdir().unwrap();
+    let seed = root.path().join("seed");
     let mut c = Corpus {
-        root: tempfile::tempdir().unwrap(),
+        root,
+        seed,
         cases: 0,
         runs: 0,
         failures: Vec::new(),
@@ -625,6 +657,24 @@ fn hostile_inputs_fail_cleanly() {
     c.case("toml", "nan learning rate", &["lr"], |d| {
         std::fs::write(tm(d), "lr = nan\n").unwrap()
     });
+
+    // Metrics files (compare) and rankings (plan).
+    let mm = |d: &Path| d.join("metrics/b_metrics.json");
+    c.case("metrics", "not JSON", &["b_metrics.json"], |d| std::fs::write(mm(d), "{").unwrap());
+    c.case("metrics", "no corpus scores", &["b_metrics.json", "corpus"], |d| edit_json(&mm(d), |v| {
+        v.as_object_mut().unwrap().remove("corpus");
+    }));
+    c.case("metrics", "scores as strings", &["b_metrics.json"], |d| edit_json(&mm(d), |v| v["corpus"]["rouge1"] = "high".into()));
+    c.case("metrics", "missing", &["b_metrics.json"], |d| std::fs::remove_file(mm(d)).unwrap());
+    let rk = |d: &Path| d.join("final_ranking.json");
+    c.case("ranking", "not JSON", &["final_ranking.json"], |d| std::fs::write(rk(d), "[").unwrap());
+    c.case("ranking", "not a list", &["final_ranking.json"], |d| std::fs::write(rk(d), "{}").unwrap());
+    c.case("ranking", "empty list", &["final_ranking.json"], |d| std::fs::write(rk(d), "[]").unwrap());
+    c.case("ranking", "a model that is gone", &["no-such-model", "final_ranking.json"], |d| edit_json(&rk(d), |v| {
+        for row in v.as_array_mut().unwrap() {
+            row["model_id"] = "./no-such-model".into();
+        }
+    }));
 
     println!("hostile corpus: {} cases, {} command runs", c.cases, c.runs);
     assert!(
