@@ -275,3 +275,44 @@ fn bad_bundles_are_clear_errors() {
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     assert!(r.stderr.contains("already exists"), "{}", r.stderr);
 }
+
+/// The same export twice gives the same bytes (the manifest records sha256s; the safetensors
+/// metadata used to come out in a HashMap's run-to-run order).
+#[test]
+fn export_is_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir("tiny-gelu");
+    let mut outs = Vec::new();
+    for i in 0..2 {
+        let out = tmp.path().join(format!("b{i}"));
+        let run = bartleby(&[
+            "export",
+            "--model",
+            model.to_str().unwrap(),
+            "--quant",
+            "q4",
+            "--block-size",
+            "4",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        outs.push(out);
+    }
+    for f in [
+        "model.safetensors",
+        "manifest.json",
+        "config.json",
+        "tokenizer.json",
+    ] {
+        assert_eq!(
+            std::fs::read(outs[0].join(f)).unwrap(),
+            std::fs::read(outs[1].join(f)).unwrap(),
+            "{f} differs between two exports"
+        );
+    }
+}

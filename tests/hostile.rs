@@ -65,8 +65,24 @@ fn seed_inputs(dir: &Path) {
     let d = dir.to_str().unwrap();
     let data = format!("{d}/data");
     for name in ["a", "b"] {
-        let out = bartleby(&["eval", "--model", &format!("{d}/model"), "--data", &data, "--limit", "2", "--out", &format!("{d}/metrics"), "--name", name]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = bartleby(&[
+            "eval",
+            "--model",
+            &format!("{d}/model"),
+            "--data",
+            &data,
+            "--limit",
+            "2",
+            "--out",
+            &format!("{d}/metrics"),
+            "--name",
+            name,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for f in std::fs::read_dir(dir.join("metrics")).unwrap() {
         let f = f.unwrap().path();
@@ -75,11 +91,28 @@ fn seed_inputs(dir: &Path) {
         }
     }
     let out = bartleby(&[
-        "benchmark", "--model", model_dir("tiny-gelu").to_str().unwrap(), "--model",
-        model_dir("tiny-silu").to_str().unwrap(), "--data", &data, "--limit", "2", "--out", &format!("{d}/bench"),
+        "benchmark",
+        "--model",
+        model_dir("tiny-gelu").to_str().unwrap(),
+        "--model",
+        model_dir("tiny-silu").to_str().unwrap(),
+        "--data",
+        &data,
+        "--limit",
+        "2",
+        "--out",
+        &format!("{d}/bench"),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    std::fs::copy(dir.join("bench/final_ranking.json"), dir.join("final_ranking.json")).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::copy(
+        dir.join("bench/final_ranking.json"),
+        dir.join("final_ranking.json"),
+    )
+    .unwrap();
     std::fs::remove_dir_all(dir.join("bench")).unwrap();
 }
 
@@ -236,8 +269,22 @@ fn commands(kind: &str) -> Vec<Vec<&'static str>> {
         "pairs" => vec![score],
         "input" => vec![summarize],
         "toml" => vec![toml],
-        "metrics" => vec![vec!["compare", "{d}/metrics/a_metrics.json", "{d}/metrics/b_metrics.json", "--out", "{d}/out/cmp"]],
-        "ranking" => vec![vec!["plan", "--ranking", "{d}/final_ranking.json", "--data", "{d}/data", "--out", "{d}/out/plan"]],
+        "metrics" => vec![vec![
+            "compare",
+            "{d}/metrics/a_metrics.json",
+            "{d}/metrics/b_metrics.json",
+            "--out",
+            "{d}/out/cmp",
+        ]],
+        "ranking" => vec![vec![
+            "plan",
+            "--ranking",
+            "{d}/final_ranking.json",
+            "--data",
+            "{d}/data",
+            "--out",
+            "{d}/out/plan",
+        ]],
         other => panic!("{other}"),
     }
 }
@@ -660,21 +707,47 @@ fn hostile_inputs_fail_cleanly() {
 
     // Metrics files (compare) and rankings (plan).
     let mm = |d: &Path| d.join("metrics/b_metrics.json");
-    c.case("metrics", "not JSON", &["b_metrics.json"], |d| std::fs::write(mm(d), "{").unwrap());
-    c.case("metrics", "no corpus scores", &["b_metrics.json", "corpus"], |d| edit_json(&mm(d), |v| {
-        v.as_object_mut().unwrap().remove("corpus");
-    }));
-    c.case("metrics", "scores as strings", &["b_metrics.json"], |d| edit_json(&mm(d), |v| v["corpus"]["rouge1"] = "high".into()));
-    c.case("metrics", "missing", &["b_metrics.json"], |d| std::fs::remove_file(mm(d)).unwrap());
+    c.case("metrics", "not JSON", &["b_metrics.json"], |d| {
+        std::fs::write(mm(d), "{").unwrap()
+    });
+    c.case(
+        "metrics",
+        "no corpus scores",
+        &["b_metrics.json", "corpus"],
+        |d| {
+            edit_json(&mm(d), |v| {
+                v.as_object_mut().unwrap().remove("corpus");
+            })
+        },
+    );
+    c.case("metrics", "scores as strings", &["b_metrics.json"], |d| {
+        edit_json(&mm(d), |v| v["corpus"]["rouge1"] = "high".into())
+    });
+    c.case("metrics", "missing", &["b_metrics.json"], |d| {
+        std::fs::remove_file(mm(d)).unwrap()
+    });
     let rk = |d: &Path| d.join("final_ranking.json");
-    c.case("ranking", "not JSON", &["final_ranking.json"], |d| std::fs::write(rk(d), "[").unwrap());
-    c.case("ranking", "not a list", &["final_ranking.json"], |d| std::fs::write(rk(d), "{}").unwrap());
-    c.case("ranking", "empty list", &["final_ranking.json"], |d| std::fs::write(rk(d), "[]").unwrap());
-    c.case("ranking", "a model that is gone", &["no-such-model", "final_ranking.json"], |d| edit_json(&rk(d), |v| {
-        for row in v.as_array_mut().unwrap() {
-            row["model_id"] = "./no-such-model".into();
-        }
-    }));
+    c.case("ranking", "not JSON", &["final_ranking.json"], |d| {
+        std::fs::write(rk(d), "[").unwrap()
+    });
+    c.case("ranking", "not a list", &["final_ranking.json"], |d| {
+        std::fs::write(rk(d), "{}").unwrap()
+    });
+    c.case("ranking", "empty list", &["final_ranking.json"], |d| {
+        std::fs::write(rk(d), "[]").unwrap()
+    });
+    c.case(
+        "ranking",
+        "a model that is gone",
+        &["no-such-model", "final_ranking.json"],
+        |d| {
+            edit_json(&rk(d), |v| {
+                for row in v.as_array_mut().unwrap() {
+                    row["model_id"] = "./no-such-model".into();
+                }
+            })
+        },
+    );
 
     println!("hostile corpus: {} cases, {} command runs", c.cases, c.runs);
     assert!(

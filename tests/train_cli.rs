@@ -294,7 +294,7 @@ fn check_resume(extra: &[&str]) -> Vec<Value> {
     let strip = |v: Vec<Value>| -> Vec<Value> {
         v.into_iter()
             .map(|mut l| {
-                for k in ["tokens_per_s", "elapsed_s", "peak_rss_bytes"] {
+                for k in ["tokens_per_s", "elapsed_s", "peak_rss_bytes", "time"] {
                     l.as_object_mut().unwrap().remove(k);
                 }
                 l

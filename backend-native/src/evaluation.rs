@@ -283,7 +283,30 @@ impl EvalRun<'_> {
             ),
         ];
         files.extend(self.charts()?);
+        files.push((
+            format!("{name}_{}", crate::tensorboard::FILE_NAME),
+            self.events(&metrics)?,
+        ));
         Ok((metrics, files))
+    }
+
+    /// The corpus scores (mid F-measures, BLEU) and the speed as TensorBoard scalars (step 0),
+    /// for `tensorboard --logdir` over eval folders and `wandb sync`.
+    fn events(&self, metrics: &EvalReport) -> Result<Vec<u8>> {
+        let now = crate::tensorboard::now();
+        let corpus = serde_json::to_value(&metrics.corpus)?;
+        let mut line = serde_json::Map::new();
+        for (k, v) in corpus.as_object().into_iter().flatten() {
+            if let Some(x) = v.get("mid").and_then(|m| m.as_f64()).or(v.as_f64()) {
+                line.insert(k.clone(), x.into());
+            }
+        }
+        if let Some(t) = &metrics.timing {
+            line.insert("examples_per_second".into(), t.examples_per_second.into());
+        }
+        line.insert("time".into(), now.into());
+        let scalars = crate::tensorboard::scalars_of(&serde_json::Value::Object(line), "eval", &[]);
+        Ok(crate::tensorboard::event_file(now, &scalars))
     }
 
     fn rouge_l(&self, i: usize) -> Option<f64> {

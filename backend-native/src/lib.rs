@@ -19,4 +19,5 @@ pub mod plots;
 pub mod progress;
 pub mod scoring;
 pub mod summarizer;
+pub mod tensorboard;
 pub mod train_config;

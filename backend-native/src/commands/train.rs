@@ -8,6 +8,7 @@ use crate::device::{self, DeviceArg};
 use crate::model_files::{self, ModelFiles};
 use crate::output;
 use crate::progress;
+use crate::tensorboard;
 use crate::train_config::{BaseQuant, Method, Precision, TrainConfig};
 use anyhow::{bail, Context, Result};
 use bartleby_core::checkpoint::adapter::{self, LoraConfig};
@@ -304,14 +305,27 @@ const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const TRAINABLE_FILE: &str = "trainable.safetensors";
 
+/// A metrics.jsonl line as TensorBoard scalars: `train/...` for a step's, `val/...` for a
+/// validation's.
+fn line_scalars(line: &serde_json::Value) -> Vec<tensorboard::Scalar> {
+    let prefix = if line.get("val_loss").is_some() {
+        "val"
+    } else {
+        "train"
+    };
+    tensorboard::scalars_of(line, prefix, &[])
+}
+
 /// Whether `dir` holds only what a run writes before its first checkpoint.
 fn only_run_files(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries.filter_map(|e| e.ok()).all(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            matches!(name.as_ref(), "config.toml" | "metrics.jsonl" | ".lock")
-                || name.starts_with(".bartleby-")
+            matches!(
+                name.as_ref(),
+                "config.toml" | "metrics.jsonl" | ".lock" | tensorboard::FILE_NAME
+            ) || name.starts_with(".bartleby-")
         })
     })
 }
@@ -385,6 +399,8 @@ struct Trainer {
     metrics: std::fs::File,
     history: Vec<(f64, f64)>,
     val_history: Vec<(f64, f64)>,
+    /// metrics.jsonl as TensorBoard scalars (rewritten with it).
+    scalars: Vec<tensorboard::Scalar>,
 }
 
 impl Trainer {
@@ -508,6 +524,7 @@ impl Trainer {
             };
             if restart {
                 let _ = std::fs::remove_file(dir.join("metrics.jsonl"));
+                let _ = std::fs::remove_file(dir.join(tensorboard::FILE_NAME));
             }
             let toml = toml::to_string(&cfg).context("config does not serialize")?;
             output::write_file_atomically(&dir.join("config.toml"), toml.as_bytes())?;
@@ -538,6 +555,7 @@ impl Trainer {
             metrics,
             history: Vec::new(),
             val_history: Vec::new(),
+            scalars: Vec::new(),
         };
         if resume {
             trainer.restore()?;
@@ -715,10 +733,24 @@ impl Trainer {
         Ok(())
     }
 
-    fn log(&mut self, line: serde_json::Value) -> Result<()> {
+    fn log(&mut self, mut line: serde_json::Value) -> Result<()> {
+        line["time"] = tensorboard::now().into();
         writeln!(self.metrics, "{line}")
             .and_then(|_| self.metrics.flush())
-            .with_context(|| format!("{}: cannot write metrics.jsonl", self.dir.display()))
+            .with_context(|| format!("{}: cannot write metrics.jsonl", self.dir.display()))?;
+        self.scalars.extend(line_scalars(&line));
+        self.write_events()
+    }
+
+    /// The run's TensorBoard event file (`tensorboard --logdir runs/`, `wandb sync`), rewritten
+    /// from everything logged so far.
+    fn write_events(&self) -> Result<()> {
+        let start = self
+            .scalars
+            .first()
+            .map_or_else(tensorboard::now, |s| s.wall_time);
+        let bytes = tensorboard::event_file(start, &self.scalars);
+        output::write_file_atomically(&self.dir.join(tensorboard::FILE_NAME), &bytes)
     }
 
     /// Validation loss and ROUGE; records the best; returns whether to stop early.
@@ -935,7 +967,9 @@ impl Trainer {
             if let Some(loss) = v["val_loss"].as_f64() {
                 self.val_history.push((step, loss));
             }
+            self.scalars.extend(line_scalars(&v));
         }
+        self.write_events()?;
         eprintln!(
             "resuming {} from step {}",
             self.dir.display(),

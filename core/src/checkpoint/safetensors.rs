@@ -173,7 +173,30 @@ pub fn encode_safetensors(
                 .map_err(|e| Error::Weights(format!("{name}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Weights(e.to_string()))
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Weights(e.to_string()))?;
+    Ok(sorted_header(bytes))
+}
+
+/// The same file with its header's keys in sorted order: the library writes `__metadata__` from
+/// a `HashMap`, whose order changes from run to run — a bundle must be byte-for-byte
+/// reproducible (its sha256 is in the manifest). Offsets are relative to the data, so only the
+/// header (re-padded to 8 bytes) and its length change.
+fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&bytes[8..8 + n]) else {
+        return bytes;
+    };
+    // serde_json's map is a BTreeMap here (no `preserve_order`): keys come out sorted.
+    let mut text = serde_json::to_string(&header).expect("a JSON value serializes");
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }
 
 /// Serializes a model as transformers' `save_pretrained` writes `model.safetensors` (its own

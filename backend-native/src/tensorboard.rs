@@ -1,0 +1,144 @@
+//! TensorBoard event files — what `tensorboard --logdir` reads and `wandb sync` imports: a
+//! TFRecord stream (`u64` length, its masked CRC-32C, the record, its masked CRC-32C) of `Event`
+//! protocol buffers, the first carrying `file_version = "brain.Event:2"`, the others one scalar
+//! summary each (`Summary.Value{tag, simple_value}`, as `SummaryWriter.add_scalar` writes them),
+//! and `source_metadata.writer = "bartleby"` where TensorBoard's writer puts its own name.
+//! The format is small and frozen, so it is encoded here; `tests/tensorboard.rs` compares the
+//! bytes with a file written by TensorBoard's own `EventFileWriter`.
+
+/// One scalar point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar {
+    pub tag: String,
+    pub step: i64,
+    pub value: f32,
+    /// Seconds since the Unix epoch.
+    pub wall_time: f64,
+}
+
+/// The file name TensorBoard recognises (`events.out.tfevents.*`), fixed per run so that a run's
+/// file is rewritten in place rather than multiplied.
+pub const FILE_NAME: &str = "events.out.tfevents.bartleby";
+
+/// An event file: the version record (at `start` seconds), then every scalar in order.
+pub fn event_file(start: f64, scalars: &[Scalar]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut version = Vec::new();
+    field_f64(&mut version, 1, start);
+    field_bytes(&mut version, 3, b"brain.Event:2");
+    // `source_metadata.writer`: which program wrote the file (TensorBoard's own writer names
+    // itself here).
+    let mut source = Vec::new();
+    field_bytes(&mut source, 1, b"bartleby");
+    field_bytes(&mut version, 10, &source);
+    record(&mut out, &version);
+    for s in scalars {
+        let mut value = Vec::new();
+        field_bytes(&mut value, 1, s.tag.as_bytes());
+        field_f32(&mut value, 2, s.value);
+        let mut summary = Vec::new();
+        field_bytes(&mut summary, 1, &value);
+        let mut event = Vec::new();
+        field_f64(&mut event, 1, s.wall_time);
+        if s.step != 0 {
+            key(&mut event, 2, 0);
+            varint(&mut event, s.step as u64);
+        }
+        field_bytes(&mut event, 5, &summary);
+        record(&mut out, &event);
+    }
+    out
+}
+
+/// The scalars of a JSON object's numeric fields (`step` and `time` taken out), tagged
+/// `prefix/field`.
+pub fn scalars_of(line: &serde_json::Value, prefix: &str, skip: &[&str]) -> Vec<Scalar> {
+    let step = line["step"].as_i64().unwrap_or(0);
+    let wall_time = line["time"].as_f64().unwrap_or(0.0);
+    line.as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !["step", "time"].contains(&k.as_str()) && !skip.contains(&k.as_str()))
+        .filter_map(|(k, v)| {
+            v.as_f64().map(|x| Scalar {
+                tag: format!("{prefix}/{k}"),
+                step,
+                value: x as f32,
+                wall_time,
+            })
+        })
+        .collect()
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn record(out: &mut Vec<u8>, data: &[u8]) {
+    let len = (data.len() as u64).to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&masked_crc(&len).to_le_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(&masked_crc(data).to_le_bytes());
+}
+
+fn key(out: &mut Vec<u8>, field: u32, wire: u32) {
+    varint(out, u64::from(field << 3 | wire));
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn field_f64(out: &mut Vec<u8>, field: u32, v: f64) {
+    key(out, field, 1);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn field_f32(out: &mut Vec<u8>, field: u32, v: f32) {
+    key(out, field, 5);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn field_bytes(out: &mut Vec<u8>, field: u32, v: &[u8]) {
+    key(out, field, 2);
+    varint(out, v.len() as u64);
+    out.extend_from_slice(v);
+}
+
+/// TFRecord's masked CRC-32C (Castagnoli).
+fn masked_crc(data: &[u8]) -> u32 {
+    let crc = crc32c(data);
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn crc32c_check_value() {
+        // The CRC-32C check value (RFC 3720 / iSCSI).
+        assert_eq!(super::crc32c(b"123456789"), 0xe306_9283);
+    }
+}

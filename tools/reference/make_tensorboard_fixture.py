@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Reference for bartleby's TensorBoard event files (backend-native/src/tensorboard.rs):
+tests/fixtures/tensorboard/{scalars.json, events.out.tfevents.reference} — the scalars, and the
+file TensorBoard's own EventFileWriter writes for them (version event at a fixed wall time, then
+one add_scalar-style Summary.Value{tag, simple_value} event per scalar). Also checks that
+TensorBoard's EventAccumulator reads the values back.
+
+  tools/reference/.venv/bin/python tools/reference/make_tensorboard_fixture.py   (tensorboard 2.20.0)
+"""
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+OUT = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tensorboard"
+START = 1765000000.25
+SCALARS = [
+    {"tag": "train/loss", "step": 1, "value": 8.3125, "wall_time": START + 1.5},
+    {"tag": "train/lr", "step": 1, "value": 1e-4, "wall_time": START + 1.5},
+    {"tag": "train/loss", "step": 2, "value": 7.75, "wall_time": START + 2.75},
+    {"tag": "train/grad_norm", "step": 300, "value": 0.333, "wall_time": START + 99.0},
+    {"tag": "val/rougeL", "step": 0, "value": 0.171, "wall_time": START + 100.0},
+    {"tag": "eval/ünïcode tag", "step": 123456789, "value": -2.5e-8, "wall_time": START + 1e6},
+]
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as d:
+        real = time.time
+        time.time = lambda: START  # the version event's wall time
+        try:
+            w = EventFileWriter(d)
+        finally:
+            time.time = real
+        for s in SCALARS:
+            ev = Event(wall_time=s["wall_time"], step=s["step"],
+                       summary=Summary(value=[Summary.Value(tag=s["tag"], simple_value=s["value"])]))
+            w.add_event(ev)
+        w.close()
+        (path,) = [Path(d) / f for f in os.listdir(d)]
+        data = path.read_bytes()
+        acc = EventAccumulator(d)
+        acc.Reload()
+        for s in SCALARS:
+            got = [e for e in acc.Scalars(s["tag"]) if e.step == s["step"]]
+            assert got and abs(got[0].value - s["value"]) <= abs(s["value"]) * 1e-6, s
+    (OUT / "events.out.tfevents.reference").write_bytes(data)
+    (OUT / "scalars.json").write_text(json.dumps({"start": START, "scalars": SCALARS}, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {OUT} ({len(data)} bytes)")
+
+
+if __name__ == "__main__":
+    main()
