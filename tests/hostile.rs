@@ -259,8 +259,20 @@ fn commands(kind: &str) -> Vec<Vec<&'static str>> {
         "--name",
         "t",
     ];
+    let card = vec![
+        "card",
+        "--model",
+        "{d}/model",
+        "--metrics",
+        "{d}/metrics/a_metrics.json",
+        "--metrics",
+        "{d}/metrics/b_metrics.json",
+        "--output",
+        "{d}/out/README.md",
+    ];
     match kind {
-        "weights" | "config" => vec![summarize, eval, merge, export, train],
+        "weights" => vec![summarize, eval, merge, export, train],
+        "config" => vec![summarize, eval, merge, export, train, card],
         "generation" => vec![summarize, eval, merge, export],
         "tokenizer" => vec![summarize, eval, export, train, inspect],
         "adapter" => vec![with_adapter, merge],

@@ -236,3 +236,141 @@ fn train_and_eval_write_event_files() {
         metrics["corpus"]["rougeL"]["mid"].as_f64().unwrap() as f32
     );
 }
+
+/// `bartleby card` on a trained adapter with its run and an evaluation: the Hub's front matter
+/// with the evaluation's numbers in model-index, prose from the files, nothing left to fill in;
+/// an existing README.md is kept unless --force; an unreadable metrics file is one clear line.
+#[test]
+fn card_from_a_training_run_and_an_evaluation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let model = model_dir("tiny-gelu");
+    let data = root().join("../shared/data/dialogsum");
+    let run = |a: &[&str]| {
+        let out = bartleby(a);
+        assert!(
+            out.status.success(),
+            "{a:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        "r",
+        "--train-size",
+        "16",
+        "--val-size",
+        "4",
+        "--max-source-tokens",
+        "32",
+        "--max-target-tokens",
+        "8",
+        "--micro-batch",
+        "4",
+        "--epochs",
+        "1",
+    ]);
+    let adapter = runs.join("r/adapter");
+    let evals = tmp.path().join("evals");
+    run(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--limit",
+        "4",
+        "--name",
+        "lora",
+        "--out",
+        evals.to_str().unwrap(),
+    ]);
+    let metrics_file = evals.join("lora_metrics.json");
+    let run_dir = runs.join("r");
+    let args = [
+        "card",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--metrics",
+        metrics_file.to_str().unwrap(),
+        "--train-run",
+        run_dir.to_str().unwrap(),
+        "--repo",
+        "someone/tiny-lora",
+        "--license",
+        "mit",
+    ];
+    run(&args);
+    let card = std::fs::read_to_string(adapter.join("README.md")).unwrap();
+    let metrics = read_json(&metrics_file);
+    let (front, prose) = card
+        .strip_prefix("---\n")
+        .unwrap()
+        .split_once("\n---\n")
+        .unwrap();
+    for line in [
+        "license: \"mit\"",
+        "library_name: peft",
+        "pipeline_tag: summarization",
+        "- \"dialogsum\"",
+        "model-index:",
+        "      type: summarization",
+        "      split: \"validation\"",
+    ] {
+        assert!(
+            front.contains(line),
+            "front matter lacks {line:?}:\n{front}"
+        );
+    }
+    for key in ["rouge1", "rouge2", "rougeL", "rougeLsum"] {
+        let mid = metrics["corpus"][key]["mid"].as_f64().unwrap();
+        let want = format!("    - type: {key}\n      name: ");
+        assert!(front.contains(&want), "{key}");
+        assert!(
+            front.contains(&format!("value: {:.2}", 100.0 * mid)),
+            "{key} value"
+        );
+    }
+    assert!(
+        prose.contains("r = 4") || prose.contains("r = 8"),
+        "{prose}"
+    );
+    assert!(prose.contains("someone/tiny-lora"));
+    assert!(
+        prose.contains("16 training and 4 validation dialogues"),
+        "{prose}"
+    );
+    for placeholder in ["NAMESPACE", "TODO", "More Information Needed", "[", "null"] {
+        if placeholder == "[" {
+            continue; // intervals are written in brackets
+        }
+        assert!(!card.contains(placeholder), "{placeholder:?} in the card");
+    }
+    // Kept unless --force; a broken metrics file: one line, nothing written.
+    let out = bartleby(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    std::fs::write(&metrics_file, "{").unwrap();
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let out = bartleby(&forced);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("lora_metrics.json"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(adapter.join("README.md")).unwrap(),
+        card
+    );
+}

@@ -2,7 +2,7 @@
 //! each subcommand is a module of [`crate::commands`].
 
 use crate::commands::{
-    benchmark, compare, data, eval, export, merge, plan, score, summarize, train,
+    benchmark, card, compare, data, eval, export, merge, plan, score, summarize, train,
 };
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -46,6 +46,9 @@ enum Command {
     /// Export a web bundle (f32/f16/q8/q4 weights, tokenizer, manifest.json with sha256) for the
     /// browser app; `summarize --model BUNDLE_DIR` runs it natively.
     Export(export::ExportArgs),
+    /// Write a model card (README.md with the Hub's YAML metadata and model-index) from a model,
+    /// its adapter, its training run and its evaluations.
+    Card(card::CardArgs),
 }
 
 /// clap's errors as one line (help and version print as clap prints them); exit code 2.
@@ -115,6 +118,7 @@ pub fn main() -> ExitCode {
         Command::Benchmark(args) => benchmark::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Export(args) => export::run(args),
+        Command::Card(args) => card::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 //! `generation_args`, `checkpoint_files`, `input`, `output`, `progress`, ...).
 
 pub mod benchmark;
+pub mod card;
 pub mod compare;
 pub mod data;
 pub mod eval;

@@ -65,6 +65,14 @@ impl ModelConfig {
     }
 
     /// `model_type`.
+    /// config.json's `model_type` (`bart`, `t5`).
+    pub fn model_type(&self) -> &'static str {
+        match self {
+            Self::Bart(_) => "bart",
+            Self::T5(_) => "t5",
+        }
+    }
+
     pub fn architecture(&self) -> &'static str {
         match self {
             Self::Bart(_) => "bart",
