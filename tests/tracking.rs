@@ -2,7 +2,7 @@
 //! writer (fixture of `tools/reference/make_tensorboard_fixture.py`), and the event files that
 //! `train` and `eval` write next to their metrics.
 
-use bartleby::tensorboard::{event_file, Scalar, FILE_NAME};
+use bartleby::tensorboard::{event_file_with_text, Scalar, Text, FILE_NAME};
 use bartleby_tests::*;
 
 #[test]
@@ -20,7 +20,18 @@ fn event_file_matches_tensorboards_writer() {
             wall_time: s["wall_time"].as_f64().unwrap(),
         })
         .collect();
-    let ours = event_file(fx["start"].as_f64().unwrap(), &scalars);
+    let texts: Vec<Text> = fx["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| Text {
+            tag: t["tag"].as_str().unwrap().into(),
+            step: t["step"].as_i64().unwrap(),
+            text: t["text"].as_str().unwrap().into(),
+            wall_time: t["wall_time"].as_f64().unwrap(),
+        })
+        .collect();
+    let ours = event_file_with_text(fx["start"].as_f64().unwrap(), &scalars, &texts);
     let theirs = std::fs::read(dir.join("events.out.tfevents.reference")).unwrap();
     // The first record: the same wall time and file version; the writer's name is each one's own
     // (source_metadata.writer). Every scalar record: byte-identical, framing and CRCs included.
@@ -95,9 +106,10 @@ fn read_scalars(bytes: &[u8]) -> Vec<(String, i64, f32)> {
                 let v = fields(value);
                 let tag =
                     String::from_utf8(v.iter().find(|x| x.0 == 1).unwrap().1.to_vec()).unwrap();
-                let x =
-                    f32::from_le_bytes(v.iter().find(|x| x.0 == 2).unwrap().1.try_into().unwrap());
-                out.push((tag, step, x));
+                // Text events (a tensor, field 8) are not scalars.
+                if let Some(x) = v.iter().find(|x| x.0 == 2) {
+                    out.push((tag, step, f32::from_le_bytes(x.1.try_into().unwrap())));
+                }
             }
         }
     }

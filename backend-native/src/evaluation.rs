@@ -231,6 +231,9 @@ fn analyze(
         .collect()
 }
 
+/// Predictions shown as text in the TensorBoard event file.
+const TEXT_SAMPLE: usize = 8;
+
 /// Everything one evaluation produced, ready to be written.
 struct EvalRun<'a> {
     name: &'a str,
@@ -306,7 +309,26 @@ impl EvalRun<'_> {
         }
         line.insert("time".into(), now.into());
         let scalars = crate::tensorboard::scalars_of(&serde_json::Value::Object(line), "eval", &[]);
-        Ok(crate::tensorboard::event_file(now, &scalars))
+        // The first predictions as a Markdown table (TensorBoard's text plugin).
+        let cell = |t: &str| t.replace('|', "\\|").replace('\n', " ");
+        let mut table = String::from("| id | reference | prediction |\n|---|---|---|\n");
+        for (row, pred) in self.rows.iter().zip(self.predictions).take(TEXT_SAMPLE) {
+            table += &format!(
+                "| {} | {} | {} |\n",
+                cell(&row.id),
+                cell(&row.summary),
+                cell(&pred.summary)
+            );
+        }
+        let texts = [crate::tensorboard::Text {
+            tag: "eval/predictions".into(),
+            step: 0,
+            text: table,
+            wall_time: now,
+        }];
+        Ok(crate::tensorboard::event_file_with_text(
+            now, &scalars, &texts,
+        ))
     }
 
     fn rouge_l(&self, i: usize) -> Option<f64> {

@@ -16,12 +16,27 @@ pub struct Scalar {
     pub wall_time: f64,
 }
 
+/// One text point (TensorBoard's text plugin renders it as Markdown).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Text {
+    pub tag: String,
+    pub step: i64,
+    pub text: String,
+    pub wall_time: f64,
+}
+
 /// The file name TensorBoard recognises (`events.out.tfevents.*`), fixed per run so that a run's
 /// file is rewritten in place rather than multiplied.
 pub const FILE_NAME: &str = "events.out.tfevents.bartleby";
 
 /// An event file: the version record (at `start` seconds), then every scalar in order.
 pub fn event_file(start: f64, scalars: &[Scalar]) -> Vec<u8> {
+    event_file_with_text(start, scalars, &[])
+}
+
+/// [`event_file`] followed by text events (as `text_pb` of TensorBoard's text plugin writes
+/// them: a scalar `DT_STRING` tensor with `plugin_name = "text"` metadata).
+pub fn event_file_with_text(start: f64, scalars: &[Scalar], texts: &[Text]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut version = Vec::new();
     field_f64(&mut version, 1, start);
@@ -43,6 +58,31 @@ pub fn event_file(start: f64, scalars: &[Scalar]) -> Vec<u8> {
         if s.step != 0 {
             key(&mut event, 2, 0);
             varint(&mut event, s.step as u64);
+        }
+        field_bytes(&mut event, 5, &summary);
+        record(&mut out, &event);
+    }
+    for t in texts {
+        let mut tensor = Vec::new();
+        key(&mut tensor, 1, 0);
+        varint(&mut tensor, 7); // DT_STRING
+        field_bytes(&mut tensor, 2, b""); // a scalar: no dimensions
+        field_bytes(&mut tensor, 8, t.text.as_bytes());
+        let mut plugin = Vec::new();
+        field_bytes(&mut plugin, 1, b"text");
+        let mut metadata = Vec::new();
+        field_bytes(&mut metadata, 1, &plugin);
+        let mut value = Vec::new();
+        field_bytes(&mut value, 1, t.tag.as_bytes());
+        field_bytes(&mut value, 8, &tensor);
+        field_bytes(&mut value, 9, &metadata);
+        let mut summary = Vec::new();
+        field_bytes(&mut summary, 1, &value);
+        let mut event = Vec::new();
+        field_f64(&mut event, 1, t.wall_time);
+        if t.step != 0 {
+            key(&mut event, 2, 0);
+            varint(&mut event, t.step as u64);
         }
         field_bytes(&mut event, 5, &summary);
         record(&mut out, &event);

@@ -17,6 +17,7 @@ from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.text.summary_v2 import text_pb
 
 OUT = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tensorboard"
 START = 1765000000.25
@@ -27,6 +28,11 @@ SCALARS = [
     {"tag": "train/grad_norm", "step": 300, "value": 0.333, "wall_time": START + 99.0},
     {"tag": "val/rougeL", "step": 0, "value": 0.171, "wall_time": START + 100.0},
     {"tag": "eval/ünïcode tag", "step": 123456789, "value": -2.5e-8, "wall_time": START + 1e6},
+]
+
+TEXTS = [
+    {"tag": "eval/predictions", "step": 0, "text": "| id | summary |\n|---|---|\n| 1 | Amanda bakes cookies. |", "wall_time": START + 7.0},
+    {"tag": "eval/predictions", "step": 3, "text": "ünïcode — and `code`", "wall_time": START + 8.0},
 ]
 
 
@@ -43,6 +49,8 @@ def main():
             ev = Event(wall_time=s["wall_time"], step=s["step"],
                        summary=Summary(value=[Summary.Value(tag=s["tag"], simple_value=s["value"])]))
             w.add_event(ev)
+        for t in TEXTS:
+            w.add_event(Event(wall_time=t["wall_time"], step=t["step"], summary=text_pb(t["tag"], t["text"])))
         w.close()
         (path,) = [Path(d) / f for f in os.listdir(d)]
         data = path.read_bytes()
@@ -51,8 +59,14 @@ def main():
         for s in SCALARS:
             got = [e for e in acc.Scalars(s["tag"]) if e.step == s["step"]]
             assert got and abs(got[0].value - s["value"]) <= abs(s["value"]) * 1e-6, s
+        from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator as PA
+        pa = PA(d)
+        pa.Reload()
+        import tensorboard.util.tensor_util as tu
+        got = [tu.make_ndarray(e.tensor_proto).item().decode() for e in pa.Tensors("eval/predictions")]
+        assert got == [t["text"] for t in TEXTS], got
     (OUT / "events.out.tfevents.reference").write_bytes(data)
-    (OUT / "scalars.json").write_text(json.dumps({"start": START, "scalars": SCALARS}, indent=1, ensure_ascii=False) + "\n")
+    (OUT / "scalars.json").write_text(json.dumps({"start": START, "scalars": SCALARS, "texts": TEXTS}, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {OUT} ({len(data)} bytes)")
 
 
