@@ -447,7 +447,12 @@ fn full_disk_at_a_checkpoint_is_a_clear_error() {
     files.sort();
     assert_eq!(
         files,
-        ["full/.lock", "full/config.toml", "full/metrics.jsonl"],
+        [
+            "full/.lock",
+            "full/config.toml",
+            "full/events.out.tfevents.bartleby",
+            "full/metrics.jsonl"
+        ],
         "left behind: {files:?}"
     );
     // A run without a checkpoint does not block: `--resume` starts it again from its config

@@ -484,6 +484,16 @@ impl Trainer {
         // the new flags under the same --name.
         // One process per run directory: a second `train` on it stops here. Then what a process
         // killed while replacing a checkpoint left moved aside is put back.
+        // (A fresh start on a run that has progress is refused before anything is written in
+        // its directory, the lock file included.)
+        let has_progress =
+            dir.join("checkpoint").exists() || dir.join(".bartleby-old-checkpoint").exists();
+        if !resume && dir.is_dir() && (has_progress || !only_run_files(&dir)) {
+            bail!(
+                "{}: run directory already exists (use --resume to continue it)",
+                dir.display()
+            );
+        }
         let mut held = if dir.is_dir() {
             Some(lock_run_dir(&dir)?)
         } else {
