@@ -139,3 +139,22 @@ impl Precision {
         }
     }
 }
+
+impl TrainConfig {
+    /// A run directory's `config.toml` (what `train` saved), for `train --resume` and `card`;
+    /// errors name the file, on one line.
+    pub fn read_run(dir: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let path = dir.join("config.toml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read (is it a run directory?)", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.to_string();
+            anyhow::anyhow!(
+                "{}: {}",
+                path.display(),
+                msg.split_whitespace().collect::<Vec<_>>().join(" ")
+            )
+        })
+    }
+}

@@ -91,20 +91,7 @@ fn gather(args: &CardArgs) -> Result<Sources> {
     };
     let train = match &args.train_run {
         Some(run) => {
-            let path = run.join("config.toml");
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "{}: cannot read (is --train-run a run directory?)",
-                    path.display()
-                )
-            })?;
-            let cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: {}",
-                    path.display(),
-                    e.to_string().lines().next().unwrap_or("")
-                )
-            })?;
+            let cfg = TrainConfig::read_run(run)?;
             let metrics = run.join("metrics.jsonl");
             let lines = std::fs::read_to_string(&metrics)
                 .with_context(|| format!("{}: cannot read", metrics.display()))?

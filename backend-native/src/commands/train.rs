@@ -353,15 +353,7 @@ fn lock_run_dir(dir: &Path) -> Result<std::fs::File> {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let (run_dir, cfg, resume) = match &args.resume {
-        Some(dir) => {
-            let path = dir.join("config.toml");
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!("{}: cannot read (is it a run directory?)", path.display())
-            })?;
-            let cfg: TrainConfig = toml::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
-            (dir.clone(), cfg, true)
-        }
+        Some(dir) => (dir.clone(), TrainConfig::read_run(dir)?, true),
         None => {
             let cfg = TrainConfig::resolve(&args)?;
             let name = args
