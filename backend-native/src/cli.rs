@@ -2,7 +2,7 @@
 //! each subcommand is a module of [`crate::commands`].
 
 use crate::commands::{
-    benchmark, card, compare, data, eval, export, merge, plan, score, summarize, train,
+    benchmark, card, compare, data, eval, export, merge, plan, score, serve, summarize, train,
 };
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -49,6 +49,9 @@ enum Command {
     /// Write a model card (README.md with the Hub's YAML metadata and model-index) from a model,
     /// its adapter, its training run and its evaluations.
     Card(card::CardArgs),
+    /// Serve the model over HTTP: the Inference API summarization task, /generate and
+    /// /generate_stream (SSE), batching concurrent requests; health, info, Prometheus metrics.
+    Serve(serve::ServeArgs),
 }
 
 /// clap's errors as one line (help and version print as clap prints them); exit code 2.
@@ -94,16 +97,28 @@ fn clap_error(err: clap::Error) -> ExitCode {
 
 /// Parses arguments, runs the command, prints errors as one line; exit code 1 on failure.
 pub fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::try_parse();
+    let serving = matches!(&cli, Ok(Cli { command: Command::Serve(_) }));
+    // The server logs a line per request (and with time stamps) unless BARTLEBY_LOG says otherwise.
+    let default_filter = if serving {
+        "warn,bartleby::server=info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BARTLEBY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BARTLEBY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .without_time()
-        .init();
-    crate::cleanup::install();
-    let cli = match Cli::try_parse() {
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter);
+    if serving {
+        subscriber.init();
+    } else {
+        subscriber.without_time().init();
+        // The server handles SIGTERM / SIGINT itself (graceful shutdown).
+        crate::cleanup::install();
+    }
+    let cli = match cli {
         Ok(cli) => cli,
         Err(err) => return clap_error(err),
     };
@@ -119,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Export(args) => export::run(args),
         Command::Card(args) => card::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

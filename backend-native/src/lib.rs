@@ -18,6 +18,7 @@ pub mod output;
 pub mod plots;
 pub mod progress;
 pub mod scoring;
+pub mod server;
 pub mod summarizer;
 pub mod tensorboard;
 pub mod train_config;

@@ -62,6 +62,9 @@ pub enum Error {
     /// A tensor could not be read back from the device.
     #[error("device: {0}")]
     Device(String),
+    /// Generation was stopped by its caller (`generate_until`'s `stop`).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

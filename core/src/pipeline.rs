@@ -6,7 +6,7 @@
 
 use crate::checkpoint::bundle::{Manifest, MANIFEST_FILE, WEIGHTS_FILE};
 use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport};
-use crate::generate::{generate_async, GenerationConfig};
+use crate::generate::{generate_until, GenerationConfig};
 use crate::long::{join_partials, split, LongInfo, LongMode, LongOptions, TokenCounter};
 use crate::models::{Model, ModelConfig, ModelStep};
 use crate::tokenizer::BartTokenizer;
@@ -270,6 +270,32 @@ impl Summarizer {
         max_input_tokens: usize,
         on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
     ) -> Result<Vec<Vec<Summary>>> {
+        self.summarize_until_async(texts, gen, max_input_tokens, on_step, &|| false)
+            .await
+    }
+
+    /// [`Self::summarize`] that stops with [`crate::Error::Cancelled`] once `stop()` says so
+    /// (asked after every decoding step): what a server does when its clients have left.
+    pub fn summarize_until(
+        &self,
+        texts: &[&str],
+        gen: &GenerationConfig,
+        max_input_tokens: usize,
+        on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<Vec<Summary>>> {
+        block_on(self.summarize_until_async(texts, gen, max_input_tokens, on_step, stop))
+    }
+
+    /// [`Self::summarize_until`] as a future.
+    pub async fn summarize_until_async(
+        &self,
+        texts: &[&str],
+        gen: &GenerationConfig,
+        max_input_tokens: usize,
+        on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<Vec<Summary>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -285,7 +311,7 @@ impl Summarizer {
             self.check_ids(ids)?;
         }
         let sequences = self
-            .generate_ids_async(&batch.input_ids, &batch.attention_mask, gen, on_step)
+            .generate_ids_until(&batch.input_ids, &batch.attention_mask, gen, on_step, stop)
             .await?;
         let per_input = gen.num_return_sequences;
         let mut out = Vec::with_capacity(texts.len());
@@ -323,6 +349,20 @@ impl Summarizer {
         gen: &GenerationConfig,
         on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
     ) -> Result<Vec<Vec<u32>>> {
+        self.generate_ids_until(input_ids, attention_mask, gen, on_step, &|| false)
+            .await
+    }
+
+    /// [`Self::generate_ids_async`] that stops with [`crate::Error::Cancelled`] once `stop()`
+    /// says so (asked after every decoding step).
+    pub async fn generate_ids_until(
+        &self,
+        input_ids: &[Vec<u32>],
+        attention_mask: &[Vec<u32>],
+        gen: &GenerationConfig,
+        on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<Vec<u32>>> {
         let device = self.model.device();
         let encoded = self.model.encode(
             ids_tensor(input_ids, &device),
@@ -330,7 +370,7 @@ impl Summarizer {
         );
         let cache = self.model.start_decoding(&encoded, gen.num_beams);
         let mut step = ModelStep::new(&self.model, cache, self.config.vocab_size());
-        generate_async(&mut step, input_ids.len(), gen, on_step).await
+        generate_until(&mut step, input_ids.len(), gen, on_step, stop).await
     }
 }
 

@@ -11,5 +11,6 @@ pub mod export;
 pub mod merge;
 pub mod plan;
 pub mod score;
+pub mod serve;
 pub mod summarize;
 pub mod train;

@@ -37,6 +37,18 @@ pub async fn generate_async(
     cfg: &GenerationConfig,
     on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
 ) -> Result<Vec<Vec<u32>>, Error> {
+    generate_until(model, batch_size, cfg, on_step, &|| false).await
+}
+
+/// [`generate_async`] that asks `stop()` after every step (after `on_step`) and returns
+/// [`Error::Cancelled`] as soon as it says true: a server drops the work of clients that left.
+pub async fn generate_until(
+    model: &mut impl StepModel,
+    batch_size: usize,
+    cfg: &GenerationConfig,
+    on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
+    stop: &dyn Fn() -> bool,
+) -> Result<Vec<Vec<u32>>, Error> {
     cfg.validate()?;
     if batch_size == 0 {
         return Ok(Vec::new());
@@ -46,9 +58,9 @@ pub async fn generate_async(
         return Err(gen_err("vocab_size is 0"));
     }
     if cfg.num_beams == 1 {
-        greedy(model, batch_size, cfg, vocab, on_step).await
+        greedy(model, batch_size, cfg, vocab, on_step, stop).await
     } else {
-        beam_search(model, batch_size, cfg, vocab, on_step).await
+        beam_search(model, batch_size, cfg, vocab, on_step, stop).await
     }
 }
 
@@ -69,6 +81,7 @@ pub(super) async fn greedy(
     cfg: &GenerationConfig,
     vocab: usize,
     on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
+    stop: &dyn Fn() -> bool,
 ) -> Result<Vec<Vec<u32>>, Error> {
     let max_len = cfg.effective_max_length();
     let procs = Processors::new(cfg, vocab)?;
@@ -112,6 +125,9 @@ pub(super) async fn greedy(
             }
         }
         on_step(cur_len, &seqs);
+        if stop() {
+            return Err(Error::Cancelled);
+        }
         if !unfinished.iter().any(|&u| u) {
             break;
         }
@@ -130,6 +146,7 @@ pub(super) async fn beam_search(
     cfg: &GenerationConfig,
     vocab: usize,
     on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
+    stop: &dyn Fn() -> bool,
 ) -> Result<Vec<Vec<u32>>, Error> {
     let nb = cfg.num_beams;
     let max_len = cfg.effective_max_length();
@@ -328,6 +345,9 @@ pub(super) async fn beam_search(
         let valid_continuations = !cand_hit.iter().all(|&h| h);
         let done = !(improvement_possible && exists_open_beam && valid_continuations);
         on_step(cur_len, &[]);
+        if stop() {
+            return Err(Error::Cancelled);
+        }
         if done {
             break;
         }
