@@ -12,7 +12,11 @@
 //   bartleby.cancel()   // stops a running summary (restarts the worker, reloads from cache)
 //   bartleby.status     // {loaded, backend, notice, manifest, source, error, load_ms (verify + build)}
 //   bartleby.onStatus(fn)
-// `?backend=cpu` in the page URL forces the CPU path.
+// `?backend=cpu` in the page URL forces the CPU path. `?backend=server` (or {backend: 'server'})
+// summarizes on the `bartleby serve` that served this page (or `?server=<url>`) through its
+// /generate_stream API instead of in the browser: the text is sent to that server (the status
+// notice says so). A page served by `bartleby serve --web` without a bundle under model/ falls back
+// to it on its own.
 (() => {
   const listeners = new Set();
   const pending = new Map();
@@ -20,6 +24,10 @@
   let nextId = 1;
   let lastLoad = null;
   const status = { loaded: false, loading: false, backend: null, notice: null, manifest: null, source: null, error: null, progress: null };
+
+  // The server backend: the API base URL while it is the backend, and the request to cancel.
+  let serverBase = null;
+  let serverAbort = null;
 
   const emit = () => listeners.forEach((fn) => { try { fn({ ...status }); } catch (_) {} });
 
@@ -71,6 +79,77 @@
     }
   }
 
+  async function serverLoad(base) {
+    const r = await fetch(new URL('info', base));
+    const info = r.ok ? await r.json().catch(() => null) : null;
+    if (!info || !info.model_id) throw new Error(`server backend: ${new URL('info', base)} did not answer as bartleby serve (HTTP ${r.status})`);
+    serverBase = base;
+    return {
+      backend: 'server',
+      notice: `Summaries are computed by the server at ${new URL(base).origin}: what you summarize is sent to it.`,
+      manifest: { source: { model: info.model_id }, quantization: info.dtype, parameters: info.parameters },
+      source: base, load_ms: 0,
+    };
+  }
+
+  function serverUrl() {
+    return new URL(new URLSearchParams(location.search).get('server') || './', document.baseURI).href;
+  }
+
+  async function serverSummarize(text, options, onUpdate) {
+    if (options.long && options.long !== 'truncate') throw new Error('long inputs: chunk runs in the browser backends; the server backend truncates');
+    const parameters = {};
+    for (const k of ['num_beams', 'max_length', 'min_length', 'max_new_tokens', 'length_penalty', 'no_repeat_ngram_size', 'early_stopping', 'max_input_tokens']) {
+      if (options[k] !== undefined && options[k] !== null) parameters[k] = options[k];
+    }
+    serverAbort = new AbortController();
+    const t0 = performance.now();
+    let resp;
+    try {
+      resp = await fetch(new URL('generate_stream', serverBase), {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ inputs: text, parameters }), signal: serverAbort.signal,
+      });
+    } catch (e) { throw new Error(e.name === 'AbortError' ? 'cancelled' : `server backend: ${e.message}`); }
+    if (!resp.ok) {
+      const body = await resp.json().catch(() => null);
+      throw new Error(body && body.error ? body.error : `server backend: HTTP ${resp.status}`);
+    }
+    // Server-Sent Events: a token per event (greedy), the last one with the text and details.
+    const reader = resp.body.getReader();
+    const dec = new TextDecoder();
+    let buf = '', partial = '', final = null, step = 1;
+    for (;;) {
+      let chunk;
+      try { chunk = await reader.read(); } catch (e) { throw new Error(e.name === 'AbortError' ? 'cancelled' : `server backend: ${e.message}`); }
+      if (chunk.done) break;
+      buf += dec.decode(chunk.value, { stream: true });
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const ev = buf.slice(0, i); buf = buf.slice(i + 2);
+        let name = 'message', data = '';
+        for (const line of ev.split('\n')) {
+          if (line.startsWith('event:')) name = line.slice(6).trim();
+          else if (line.startsWith('data:')) data += line.slice(5).trim();
+        }
+        if (!data) continue;
+        const m = JSON.parse(data);
+        if (name === 'error') throw new Error(m.error);
+        step++;
+        if (m.details) { final = m; continue; }
+        partial += m.token.text;
+        if (onUpdate) onUpdate({ level: 1, step, partial });
+      }
+    }
+    if (!final) throw new Error('server backend: the stream ended without a summary');
+    const ms = performance.now() - t0;
+    const ids = final.details.token_ids;
+    return {
+      summary: final.generated_text, token_ids: ids, backend: 'server', ms, tokens: ids.length, tokens_per_s: ids.length / (ms / 1000),
+      input_tokens: null, truncated: null, chunks: 1, levels: 1,
+    };
+  }
+
   const onProgressWrap = (opts) => (p) => {
     status.progress = p; emit();
     if (opts && opts.onProgress) opts.onProgress(p);
@@ -80,22 +159,31 @@
     load(url, opts = {}) {
       const abs = new URL(url, document.baseURI).href;
       const backend = requestedBackend(opts);
+      serverBase = null;
+      if (backend === 'server') return finishLoad(serverLoad(serverUrl()));
       const maxBufferBytes = opts.maxBufferBytes || null;
       lastLoad = { kind: 'url', url: abs, backend, maxBufferBytes };
-      return finishLoad(call('load', { url: abs, backend, maxBufferBytes }, onProgressWrap(opts)));
+      let loading = call('load', { url: abs, backend, maxBufferBytes }, onProgressWrap(opts));
+      // The site's own bundle missing on a page that `bartleby serve --web` serves: its server.
+      if (backend === 'auto' && abs === new URL('model/', document.baseURI).href) {
+        loading = loading.catch((e) => serverLoad(serverUrl()).catch(() => { throw e; }));
+      }
+      return finishLoad(loading);
     },
     async loadFiles(fileList, opts = {}) {
       const files = [];
       for (const f of Array.from(fileList)) {
         files.push([f.name, new Uint8Array(await f.arrayBuffer())]);
       }
-      const backend = requestedBackend(opts);
+      const backend = requestedBackend(opts) === 'server' ? 'auto' : requestedBackend(opts);
+      serverBase = null;
       const maxBufferBytes = opts.maxBufferBytes || null;
       lastLoad = { kind: 'files', files, backend, maxBufferBytes };
       return finishLoad(call('loadFiles', { files, backend, maxBufferBytes }, onProgressWrap(opts)));
     },
     async summarize(text, options = {}, onUpdate) {
       if (!status.loaded) throw new Error('no model loaded (bartleby.load(url) first)');
+      if (serverBase) return serverSummarize(text, options, onUpdate);
       const t0 = performance.now();
       const r = await call('summarize', { text, options }, onUpdate);
       const ms = performance.now() - t0;
@@ -106,6 +194,7 @@
       };
     },
     cancel() {
+      if (serverBase) { if (serverAbort) serverAbort.abort(); return; }
       const err = new Error('cancelled');
       worker.terminate();
       for (const p of pending.values()) p.reject(err);

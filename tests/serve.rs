@@ -98,7 +98,10 @@ fn raw(port: u16, request: &[u8]) -> Reply {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -210,7 +213,12 @@ fn concurrent_greedy_and_beam_requests_give_the_clis_ids() {
     assert_ne!(beam, beam_adapter);
     let server = Server::start(
         model,
-        &["--adapter", &format!("qv={adapter}"), "--max-batch-wait-ms", "50"],
+        &[
+            "--adapter",
+            &format!("qv={adapter}"),
+            "--max-batch-wait-ms",
+            "50",
+        ],
         &[],
     );
     let port = server.port;
@@ -239,7 +247,13 @@ fn concurrent_greedy_and_beam_requests_give_the_clis_ids() {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.txt");
         std::fs::write(&input, DIALOGUES[0]).unwrap();
-        let run = bartleby(&["summarize", "--model", model, "--input", input.to_str().unwrap()]);
+        let run = bartleby(&[
+            "summarize",
+            "--model",
+            model,
+            "--input",
+            input.to_str().unwrap(),
+        ]);
         let v: Value = serde_json::from_slice(&run.stdout).unwrap();
         vec![v["summary"].as_str().unwrap().to_string()]
     };
@@ -291,14 +305,23 @@ fn generate_stream_sends_a_token_per_event_and_the_text_last() {
     let server = Server::tiny(&[]);
     let port = server.port;
     let params = json!({"num_beams": 1, "max_new_tokens": 12});
-    let whole = post(port, "/generate", &json!({"inputs": DIALOGUES[2], "parameters": params})).json();
+    let whole = post(
+        port,
+        "/generate",
+        &json!({"inputs": DIALOGUES[2], "parameters": params}),
+    )
+    .json();
     let reply = post(
         port,
         "/generate_stream",
         &json!({"inputs": DIALOGUES[2], "parameters": params}),
     );
     assert_eq!(reply.status, 200);
-    assert!(reply.headers.contains("content-type: text/event-stream"), "{}", reply.headers);
+    assert!(
+        reply.headers.contains("content-type: text/event-stream"),
+        "{}",
+        reply.headers
+    );
     let events = sse(&reply.body);
     let ids = ids_of(&whole);
     // One event per generated token, numbered from 1; the tokens are the ids after the start.
@@ -319,7 +342,10 @@ fn generate_stream_sends_a_token_per_event_and_the_text_last() {
         .iter()
         .map(|(_, e)| e["token"]["text"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(joined.trim(), whole["generated_text"].as_str().unwrap().trim());
+    assert_eq!(
+        joined.trim(),
+        whole["generated_text"].as_str().unwrap().trim()
+    );
     // Beam search: the final event only.
     let beam = post(port, "/generate_stream", &json!({"inputs": DIALOGUES[2]}));
     let events = sse(&beam.body);
@@ -340,15 +366,42 @@ fn limits_and_bad_requests_are_clear_errors() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.json()["error_type"], "bad_request");
     let cases = [
-        (json!({"inputs": "hi", "parameters": {"num_beams": 0}}), "parameters.num_beams"),
-        (json!({"inputs": "hi", "parameters": {"num_beams": "four"}}), "parameters.num_beams"),
-        (json!({"inputs": "hi", "parameters": {"temperature": 0.7}}), "parameters.temperature"),
-        (json!({"inputs": "hi", "parameters": {"length_penalty": "x"}}), "parameters.length_penalty"),
-        (json!({"inputs": "hi", "parameters": {"early_stopping": 3}}), "parameters.early_stopping"),
-        (json!({"inputs": "hi", "parameters": {"adapter_id": "nope"}}), "parameters.adapter_id"),
-        (json!({"inputs": "hi", "parameters": {"max_input_tokens": 100000}}), "max input tokens"),
-        (json!({"inputs": "hi", "parameters": {"max_new_tokens": 0}}), "parameters.max_new_tokens"),
-        (json!({"inputs": "hi", "parameters": {"generate_parameters": 3}}), "parameters.generate_parameters"),
+        (
+            json!({"inputs": "hi", "parameters": {"num_beams": 0}}),
+            "parameters.num_beams",
+        ),
+        (
+            json!({"inputs": "hi", "parameters": {"num_beams": "four"}}),
+            "parameters.num_beams",
+        ),
+        (
+            json!({"inputs": "hi", "parameters": {"temperature": 0.7}}),
+            "parameters.temperature",
+        ),
+        (
+            json!({"inputs": "hi", "parameters": {"length_penalty": "x"}}),
+            "parameters.length_penalty",
+        ),
+        (
+            json!({"inputs": "hi", "parameters": {"early_stopping": 3}}),
+            "parameters.early_stopping",
+        ),
+        (
+            json!({"inputs": "hi", "parameters": {"adapter_id": "nope"}}),
+            "parameters.adapter_id",
+        ),
+        (
+            json!({"inputs": "hi", "parameters": {"max_input_tokens": 100000}}),
+            "max input tokens",
+        ),
+        (
+            json!({"inputs": "hi", "parameters": {"max_new_tokens": 0}}),
+            "parameters.max_new_tokens",
+        ),
+        (
+            json!({"inputs": "hi", "parameters": {"generate_parameters": 3}}),
+            "parameters.generate_parameters",
+        ),
         (json!({"inputs": ["a", "b"]}), "inputs"),
         (json!({"input": "hi"}), "body"),
         (json!({"inputs": 3}), "body"),
@@ -366,13 +419,21 @@ fn limits_and_bad_requests_are_clear_errors() {
     assert_eq!(get(port, "/nope").status, 404);
     assert_eq!(get(port, "/generate").status, 405);
     // The server is still fine.
-    assert_eq!(post(port, "/generate", &json!({"inputs": "hi"})).status, 200);
+    assert_eq!(
+        post(port, "/generate", &json!({"inputs": "hi"})).status,
+        200
+    );
 }
 
 #[test]
 fn a_full_server_answers_429_and_recovers() {
     // One request at a time, held in the queue for a second: the others are refused at once.
-    let server = Server::tiny(&["--max-concurrent-requests", "1", "--max-batch-wait-ms", "1500"]);
+    let server = Server::tiny(&[
+        "--max-concurrent-requests",
+        "1",
+        "--max-batch-wait-ms",
+        "1500",
+    ]);
     let port = server.port;
     let first = std::thread::spawn(move || post(port, "/generate", &json!({"inputs": "Ann: hi"})));
     std::thread::sleep(Duration::from_millis(400));
@@ -382,7 +443,10 @@ fn a_full_server_answers_429_and_recovers() {
     assert_eq!(r.json()["error_type"], "overloaded");
     assert!(started.elapsed() < Duration::from_millis(800));
     assert_eq!(first.join().unwrap().status, 200);
-    assert_eq!(post(port, "/generate", &json!({"inputs": "Ben: hi"})).status, 200);
+    assert_eq!(
+        post(port, "/generate", &json!({"inputs": "Ben: hi"})).status,
+        200
+    );
     let metrics = get(port, "/metrics").body;
     assert!(metrics.contains("bartleby_requests_total{route=\"/generate\",status=\"429\"} 1"));
 }
@@ -405,19 +469,30 @@ fn a_client_that_leaves_cancels_its_queued_work() {
     }
     std::thread::sleep(Duration::from_millis(2000));
     let metrics = get(port, "/metrics").body;
-    assert_eq!(metric(&metrics, "bartleby_batch_size_count"), 0.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "bartleby_batch_size_count"),
+        0.0,
+        "{metrics}"
+    );
     assert_eq!(metric(&metrics, "bartleby_generated_tokens_total"), 0.0);
     assert_eq!(metric(&metrics, "bartleby_requests_in_flight"), 0.0);
     // The next one runs.
-    assert_eq!(post(port, "/generate", &json!({"inputs": "hi"})).status, 200);
-    assert_eq!(metric(&get(port, "/metrics").body, "bartleby_batch_size_count"), 1.0);
+    assert_eq!(
+        post(port, "/generate", &json!({"inputs": "hi"})).status,
+        200
+    );
+    assert_eq!(
+        metric(&get(port, "/metrics").body, "bartleby_batch_size_count"),
+        1.0
+    );
 }
 
 #[test]
 fn sigterm_finishes_requests_in_flight_and_exits_0() {
     let server = Server::tiny(&["--max-batch-wait-ms", "1500"]);
     let port = server.port;
-    let in_flight = std::thread::spawn(move || post(port, "/generate", &json!({"inputs": DIALOGUES[1]})));
+    let in_flight =
+        std::thread::spawn(move || post(port, "/generate", &json!({"inputs": DIALOGUES[1]})));
     std::thread::sleep(Duration::from_millis(400));
     let status = server.stop();
     assert!(status.success(), "{status:?}");
@@ -439,17 +514,30 @@ fn a_panicking_request_fails_alone() {
     assert_eq!(r.status, 500, "{}", r.body);
     assert_eq!(r.json()["error_type"], "generation");
     for _ in 0..2 {
-        assert_eq!(post(port, "/generate", &json!({"inputs": "hi"})).status, 200);
+        assert_eq!(
+            post(port, "/generate", &json!({"inputs": "hi"})).status,
+            200
+        );
     }
     assert_eq!(get(port, "/health").status, 200);
 }
 
 #[test]
 fn api_key_cors_and_the_info_routes() {
-    let server = Server::tiny(&["--api-key", "s3cret", "--cors-origin", "https://app.example"]);
+    let server = Server::tiny(&[
+        "--api-key",
+        "s3cret",
+        "--cors-origin",
+        "https://app.example",
+    ]);
     let port = server.port;
     let body = json!({"inputs": "hi"}).to_string();
-    for auth in [None, Some("Bearer wrong"), Some("s3cret"), Some("Bearer s3cret2")] {
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("s3cret"),
+        Some("Bearer s3cret2"),
+    ] {
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
         let r = request(port, "POST", "/generate", &headers, &body);
         assert_eq!(r.status, 401, "{auth:?}");
@@ -469,28 +557,49 @@ fn api_key_cors_and_the_info_routes() {
     assert!(info["version"].is_string());
     let api = request(port, "GET", "/openapi.json", &ok, "").json();
     assert_eq!(api["openapi"], "3.0.3");
-    for path in ["/", "/generate", "/generate_stream", "/health", "/info", "/metrics"] {
+    for path in [
+        "/",
+        "/generate",
+        "/generate_stream",
+        "/health",
+        "/info",
+        "/metrics",
+    ] {
         assert!(api["paths"][path].is_object(), "{path}");
     }
     let m = request(port, "GET", "/metrics", &ok, "");
     assert!(m.headers.contains("content-type: text/plain"));
-    assert!(m.body.contains("bartleby_requests_total{route=\"/generate\",status=\"401\"} 4"), "{}", m.body);
-    assert!(m.body.contains("bartleby_requests_total{route=\"/generate\",status=\"200\"} 1"));
-    assert!(m.body.contains("bartleby_inference_seconds_bucket{le=\"+Inf\"} 1"));
+    assert!(
+        m.body
+            .contains("bartleby_requests_total{route=\"/generate\",status=\"401\"} 4"),
+        "{}",
+        m.body
+    );
+    assert!(m
+        .body
+        .contains("bartleby_requests_total{route=\"/generate\",status=\"200\"} 1"));
+    assert!(m
+        .body
+        .contains("bartleby_inference_seconds_bucket{le=\"+Inf\"} 1"));
     // CORS: the allowed origin gets the preflight headers, another does not.
     let pre = |origin: &str| {
         request(
             port,
             "OPTIONS",
             "/generate",
-            &[("Origin", origin), ("Access-Control-Request-Method", "POST")],
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", "POST"),
+            ],
             "",
         )
     };
     assert!(pre("https://app.example")
         .headers
         .contains("access-control-allow-origin: https://app.example"));
-    assert!(!pre("https://evil.example").headers.contains("access-control-allow-origin"));
+    assert!(!pre("https://evil.example")
+        .headers
+        .contains("access-control-allow-origin"));
 }
 
 #[test]
@@ -499,7 +608,10 @@ fn bad_serve_flags_are_one_line_errors() {
     let model = model.to_str().unwrap();
     let cases: [(&[&str], &str); 5] = [
         (&["--adapter", "nodir"], "NAME=DIR"),
-        (&["--adapter", "a=/nonexistent/adapter"], "/nonexistent/adapter"),
+        (
+            &["--adapter", "a=/nonexistent/adapter"],
+            "/nonexistent/adapter",
+        ),
         (&["--web", "/nonexistent/web"], "--web"),
         (&["--api-key", ""], "--api-key"),
         (&["--num-beams", "0"], "--num-beams"),
@@ -515,7 +627,13 @@ fn bad_serve_flags_are_one_line_errors() {
     }
     // A port in use.
     let server = Server::tiny(&[]);
-    let out = bartleby(&["serve", "--model", model, "--port", &server.port.to_string()]);
+    let out = bartleby(&[
+        "serve",
+        "--model",
+        model,
+        "--port",
+        &server.port.to_string(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot listen"), "{err}");
@@ -534,7 +652,12 @@ fn t5_with_its_task_prefix_and_a_request_prefix() {
     for (i, d) in DIALOGUES.iter().enumerate().take(3) {
         let r = post(port, "/generate", &json!({"inputs": d})).json();
         assert_eq!(ids_of(&r), cli[i], "dialogue {i}");
-        let r = post(port, "/generate", &json!({"inputs": d, "parameters": {"prefix": ""}})).json();
+        let r = post(
+            port,
+            "/generate",
+            &json!({"inputs": d, "parameters": {"prefix": ""}}),
+        )
+        .json();
         assert_eq!(ids_of(&r), bare[i], "dialogue {i} without prefix");
     }
 }

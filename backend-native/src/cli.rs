@@ -98,7 +98,12 @@ fn clap_error(err: clap::Error) -> ExitCode {
 /// Parses arguments, runs the command, prints errors as one line; exit code 1 on failure.
 pub fn main() -> ExitCode {
     let cli = Cli::try_parse();
-    let serving = matches!(&cli, Ok(Cli { command: Command::Serve(_) }));
+    let serving = matches!(
+        &cli,
+        Ok(Cli {
+            command: Command::Serve(_)
+        })
+    );
     // The server logs a line per request (and with time stamps) unless BARTLEBY_LOG says otherwise.
     let default_filter = if serving {
         "warn,bartleby::server=info"

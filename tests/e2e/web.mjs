@@ -6,7 +6,7 @@
 // no request outside its own origin; a changed bundle (sha256) is downloaded again. Screenshots
 // of both views go to target/e2e/.
 import { chromium } from 'playwright-core';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -236,6 +236,57 @@ await browser.close();
   check(JSON.stringify(r.token_ids) === JSON.stringify(native['f32/greedy'][1]), 'no WebGPU: token ids == native');
   await page.screenshot({ path: path.join(SHOTS, 'summarize-no-webgpu.png'), fullPage: true });
   await b.close();
+}
+
+// `bartleby serve --web dist`: the page's third backend, "server" (the API the page calls on its
+// own origin). No bundle under model/ there, so the plain page falls back to the server by itself.
+{
+  const srv = spawn(BIN, ['serve', '--model', MODEL, '--web', DIST, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const apiOrigin = await new Promise((resolve, reject) => {
+    let err = '';
+    srv.stderr.on('data', (d) => {
+      err += d;
+      const m = err.match(/listening on (http:\/\/[0-9.:]+)/);
+      if (m) resolve(m[1]);
+    });
+    srv.on('exit', (c) => reject(new Error(`bartleby serve exited ${c}: ${err}`)));
+  });
+  const b = await chromium.launch({ executablePath: CHROMIUM, args: [...BASE_FLAGS, '--enable-unsafe-webgpu'] });
+  for (const query of ['?backend=server', '']) {
+    const page = await b.newPage();
+    const foreign = [];
+    page.on('request', (r) => { if (!r.url().startsWith(apiOrigin) && !r.url().startsWith('blob:') && !r.url().startsWith('data:')) foreign.push(r.url()); });
+    await page.goto(`${apiOrigin}/${query}`);
+    await page.waitForFunction(() => window.bartleby && (window.bartleby.status.loaded || window.bartleby.status.error), null, { timeout: 120000 });
+    const st = await page.evaluate(() => window.bartleby.status);
+    const tag = `server backend (${query || 'no bundle: fallback'})`;
+    check(st.loaded && st.backend === 'server' && st.notice && st.notice.includes('sent to it'), `${tag}: loaded, with a notice that text goes to the server (${st.error || st.notice})`);
+    if (st.loaded) {
+      for (const name of ['beam', 'greedy']) {
+        const ids = [];
+        for (const d of dialogues) {
+          const r = await page.evaluate(([t, o]) => window.bartleby.summarize(t, o), [d.dialogue, SETTINGS[name].options]);
+          ids.push(r.token_ids);
+        }
+        check(JSON.stringify(ids) === JSON.stringify(native[`f32/${name}`]), `${tag} ${name}: token ids == native bartleby summarize (3 dialogues)`);
+      }
+      // Through the UI, streamed: the text appears and the badge says Server.
+      await page.selectOption('#examples', '0');
+      await page.fill('#num-beams', '1');
+      await page.click('#summarize');
+      await page.waitForFunction(() => document.querySelector('#stats').textContent.includes('tokens/s'), null, { timeout: 60000 });
+      const badge = await page.textContent('#backend');
+      const out = await page.textContent('#output');
+      check(badge === 'Server' && out.length > 0, `${tag}: the UI summarizes on the server (badge "${badge}")`);
+      if (!query) await page.screenshot({ path: path.join(SHOTS, 'summarize-server.png'), fullPage: true });
+    }
+    check(foreign.length === 0, `${tag}: no request outside the server's origin ${foreign.join(' ')}`);
+    await page.close();
+  }
+  await b.close();
+  srv.kill('SIGTERM');
+  const code = await new Promise((r) => srv.on('exit', (c) => r(c)));
+  check(code === 0, `bartleby serve --web: SIGTERM → exit 0 (${code})`);
 }
 
 server.close();

@@ -372,6 +372,7 @@ fn Summarize() -> impl IntoView {
             <span id="backend" class="badge">{move || match status.get().backend {
                 Some(b) if b == "webgpu" => "WebGPU".to_string(),
                 Some(b) if b == "cpu" => "CPU (wasm)".to_string(),
+                Some(b) if b == "server" => "Server".to_string(),
                 _ => "—".to_string(),
             }}</span>
             <label class="picker">"Open a bundle folder: "

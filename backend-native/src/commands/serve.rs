@@ -97,8 +97,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     let target = device::init_inference(args.device, args.f32_matmul)?;
     let mut models = Vec::new();
-    let specs = std::iter::once((None, None))
-        .chain(adapters.iter().map(|(n, d)| (Some(n.clone()), Some(d.as_str()))));
+    let specs = std::iter::once((None, None)).chain(
+        adapters
+            .iter()
+            .map(|(n, d)| (Some(n.clone()), Some(d.as_str()))),
+    );
     for (name, dir) in specs {
         let mut summarizer = load_summarizer(&args.model, dir, &target)?;
         let (defaults, _) = summarizer.summarization_generation()?;
@@ -107,7 +110,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .max_input_tokens
             .unwrap_or_else(|| summarizer.max_input_tokens());
         summarizer.validate(&defaults, max_input).with_context(|| {
-            format!("{}: the generation settings (generation_config.json with the flags on top)", args.model)
+            format!(
+                "{}: the generation settings (generation_config.json with the flags on top)",
+                args.model
+            )
         })?;
         // The prefix is applied per request (it can change it), not by the summarizer.
         let prefix = args

@@ -225,9 +225,7 @@ pub fn openapi(version: &str) -> Value {
         r.insert("200".into(), ok);
         Value::Object(r)
     };
-    let body = |schema: &str| {
-        json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
-    };
+    let body = |schema: &str| json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
     json!({
         "openapi": "3.0.3",
         "info": {"title": "bartleby serve", "version": version,

@@ -125,7 +125,13 @@ pub fn run(models: Arc<Vec<Served>>, rx: Receiver<Job>, limits: Limits, metrics:
             }
         }
         pending = rest;
-        run_batch(&models[settings.model], &settings, batch, &metrics, &panic_on);
+        run_batch(
+            &models[settings.model],
+            &settings,
+            batch,
+            &metrics,
+            &panic_on,
+        );
     }
 }
 
@@ -200,18 +206,21 @@ fn run_batch(
         Ok(Ok(out)) => Ok(out),
         Ok(Err(bartleby_core::Error::Cancelled)) => return,
         Ok(Err(e)) => Err(format!("generation failed: {e}")),
-        Err(_) => Err("generation failed: the inference thread panicked (see the server log)".into()),
+        Err(_) => {
+            Err("generation failed: the inference thread panicked (see the server log)".into())
+        }
     };
     let n = batch.len();
     match outcome {
         Ok(out) => {
             for (job, summaries) in batch.into_iter().zip(out) {
-                let best = summaries.into_iter().next().unwrap_or_else(|| {
-                    bartleby_core::Summary {
+                let best = summaries
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| bartleby_core::Summary {
                         summary: String::new(),
                         token_ids: Vec::new(),
-                    }
-                });
+                    });
                 let generated = best.token_ids.len().saturating_sub(1);
                 metrics
                     .generated_tokens

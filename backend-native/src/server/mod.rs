@@ -147,14 +147,22 @@ async fn shutdown_signal() {
 }
 
 fn router(config: &Config, state: Arc<AppState>) -> anyhow::Result<Router> {
+    // GET / is the web app's page (with --web); POST / the Inference API route.
+    let root = match &config.web {
+        Some(dir) => post(summarization).fallback_service(tower_http::services::ServeDir::new(dir)),
+        None => post(summarization),
+    };
     let api = Router::new()
-        .route("/", post(summarization))
+        .route("/", root)
         .route("/generate", post(generate))
         .route("/generate_stream", post(generate_stream))
         .route("/info", get(info))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .route("/health", get(health));
     let mut app = api;
     if let Some(dir) = &config.web {
@@ -203,7 +211,8 @@ async fn authorize(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(key) = &state.api_key {
+    let page = req.method() == Method::GET && req.uri().path() == "/";
+    if let (Some(key), false) = (&state.api_key, page) {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -282,11 +291,7 @@ async fn observe(
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let open = state
-        .queue
-        .lock()
-        .map(|q| q.is_some())
-        .unwrap_or(false);
+    let open = state.queue.lock().map(|q| q.is_some()).unwrap_or(false);
     if open {
         (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()
     } else {
@@ -317,7 +322,9 @@ async fn openapi() -> Json<serde_json::Value> {
 
 /// The body as a [`Request`]: 413 over the limit, 400 for what is not JSON, 422 for JSON of the
 /// wrong shape.
-fn parse_body(body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Result<Request, ApiError> {
+fn parse_body(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Request, ApiError> {
     let body = body.map_err(|e| {
         let status = e.status();
         let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
