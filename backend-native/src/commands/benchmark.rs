@@ -109,6 +109,7 @@ pub fn run(args: BenchmarkArgs) -> Result<()> {
         run: &args.run,
         input_cap: Some(PIPELINE_INPUT_TOKENS),
         bars: Some(&bars),
+        command: "benchmark",
     };
     let (rows, rows_in_split) = evaluation::load_data(&spec)?;
     let _out = prepare_out_dir(&args.out)?;

@@ -92,6 +92,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         run: &args.run,
         input_cap: None,
         bars: None,
+        command: "eval",
     };
     let (rows, rows_in_split) = evaluation::load_data(&spec)?;
     let _out = prepare_out_dir(&args.out)?;

@@ -5,6 +5,7 @@
 use crate::checkpoint_files;
 use crate::dataset::{self, Row};
 use crate::device::{self, DeviceArg};
+use crate::mlflow;
 use crate::model_files::{self, ModelFiles};
 use crate::output;
 use crate::progress;
@@ -324,7 +325,11 @@ fn only_run_files(dir: &Path) -> bool {
             let name = name.to_string_lossy();
             matches!(
                 name.as_ref(),
-                "config.toml" | "metrics.jsonl" | ".lock" | tensorboard::FILE_NAME
+                "config.toml"
+                    | "metrics.jsonl"
+                    | ".lock"
+                    | mlflow::RUN_FILE
+                    | tensorboard::FILE_NAME
             ) || name.starts_with(".bartleby-")
         })
     })
@@ -393,6 +398,9 @@ struct Trainer {
     val_history: Vec<(f64, f64)>,
     /// metrics.jsonl as TensorBoard scalars (rewritten with it).
     scalars: Vec<tensorboard::Scalar>,
+    /// The MLflow run, with MLFLOW_TRACKING_URI set (its ids kept in `mlflow_run.json`).
+    mlflow: Option<mlflow::Run>,
+    mlflow_saved: bool,
 }
 
 impl Trainer {
@@ -558,10 +566,13 @@ impl Trainer {
             history: Vec::new(),
             val_history: Vec::new(),
             scalars: Vec::new(),
+            mlflow: None,
+            mlflow_saved: false,
         };
         if resume {
             trainer.restore()?;
         }
+        trainer.start_mlflow(resume);
         Ok(trainer)
     }
 
@@ -722,6 +733,7 @@ impl Trainer {
         bar.finish_and_clear();
         self.write_trained("adapter")?;
         self.plot_loss()?;
+        self.finish_mlflow("adapter");
         let skipped = match self.state.skipped_steps {
             0 => String::new(),
             n => format!(" ({n} skipped: f16 gradients overflowed)"),
@@ -740,8 +752,111 @@ impl Trainer {
         writeln!(self.metrics, "{line}")
             .and_then(|_| self.metrics.flush())
             .with_context(|| format!("{}: cannot write metrics.jsonl", self.dir.display()))?;
-        self.scalars.extend(line_scalars(&line));
+        let scalars = line_scalars(&line);
+        if let Some(run) = &mut self.mlflow {
+            // The line's own (f64) values, under the TensorBoard tags.
+            let values: Vec<(String, f64)> = scalars
+                .iter()
+                .filter_map(|sc| {
+                    let key = sc.tag.split_once('/').map_or(sc.tag.as_str(), |(_, k)| k);
+                    line[key].as_f64().map(|v| (sc.tag.clone(), v))
+                })
+                .collect();
+            let step = line["step"].as_i64().unwrap_or(0);
+            let ms = (line["time"].as_f64().unwrap_or(0.0) * 1e3) as i64;
+            run.log_metrics(step, ms, &values);
+        }
+        self.save_mlflow_ids();
+        self.scalars.extend(scalars);
         self.write_events()
+    }
+
+    /// With MLFLOW_TRACKING_URI set: a new MLflow run with every resolved setting as a param,
+    /// or (`--resume`) the run of `mlflow_run.json` again.
+    fn start_mlflow(&mut self, resume: bool) {
+        let saved: Option<(String, String)> = resume
+            .then(|| std::fs::read(self.dir.join(mlflow::RUN_FILE)).ok())
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| {
+                Some((
+                    v["experiment_id"].as_str()?.to_string(),
+                    v["run_id"].as_str()?.to_string(),
+                ))
+            });
+        let name = self
+            .dir
+            .file_name()
+            .map_or_else(|| "train".into(), |n| n.to_string_lossy().into_owned());
+        let mut tags = vec![
+            (
+                "mlflow.source.name".to_string(),
+                "bartleby train".to_string(),
+            ),
+            ("mlflow.source.type".to_string(), "LOCAL".to_string()),
+            ("bartleby.command".to_string(), "train".to_string()),
+            ("model".to_string(), self.cfg.model.clone()),
+            ("data".to_string(), self.cfg.data.join(",")),
+        ];
+        if let Some(commit) = mlflow::git_commit() {
+            tags.push(("mlflow.source.git.commit".to_string(), commit));
+        }
+        let Some(mut run) = mlflow::Run::start(
+            &name,
+            &name,
+            &tags,
+            saved.as_ref().map(|(e, r)| (e.as_str(), r.as_str())),
+        ) else {
+            return;
+        };
+        if saved.is_none() {
+            let mut params = Vec::new();
+            if let Ok(v) = serde_json::to_value(&self.cfg) {
+                mlflow::flatten("", &v, &mut params);
+            }
+            run.log_params(&params);
+        }
+        self.mlflow_saved = saved.is_some();
+        self.mlflow = Some(run);
+        self.save_mlflow_ids();
+    }
+
+    /// Writes `mlflow_run.json` once the MLflow run exists (for `--resume`).
+    fn save_mlflow_ids(&mut self) {
+        if self.mlflow_saved {
+            return;
+        }
+        if let Some((experiment_id, run_id)) = self.mlflow.as_ref().and_then(|r| r.ids()) {
+            let doc = serde_json::json!({"experiment_id": experiment_id, "run_id": run_id,
+                "tracking_uri": mlflow::tracking_uri()});
+            if output::write_file_atomically(
+                &self.dir.join(mlflow::RUN_FILE),
+                doc.to_string().as_bytes(),
+            )
+            .is_ok()
+            {
+                self.mlflow_saved = true;
+            }
+        }
+    }
+
+    /// The run's files as MLflow artifacts, and the run marked finished.
+    fn finish_mlflow(&mut self, trained: &str) {
+        let Some(run) = &mut self.mlflow else { return };
+        run.log_artifact_dir(&self.dir.join(trained), trained);
+        for f in [
+            "config.toml",
+            "metrics.jsonl",
+            "loss.png",
+            tensorboard::FILE_NAME,
+        ] {
+            let path = self.dir.join(f);
+            if path.is_file() {
+                run.log_artifact(&path, "");
+            }
+        }
+        run.finish(true);
+        self.save_mlflow_ids();
     }
 
     /// The run's TensorBoard event file (`tensorboard --logdir runs/`, `wandb sync`), rewritten
