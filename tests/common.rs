@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests: fixture paths, loading, the built CLI binary.
 
+pub mod hub_standin;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -193,4 +195,20 @@ pub fn wgpu_device(test: &str) -> Option<burn::tensor::Device> {
             })
             .clone(),
     )
+}
+
+/// The Python environment of real components some tests start (an MLflow server) or check with
+/// (huggingface_hub's client): `target/test-venv` (tests/run.sh installs tests/requirements.txt
+/// into it) or `BARTLEBY_TEST_VENV`.
+pub fn test_venv() -> PathBuf {
+    let dir = std::env::var("BARTLEBY_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target/test-venv"));
+    assert!(
+        dir.join("bin/mlflow").is_file(),
+        "{}: not set up (tests/run.sh does it: python3 -m venv target/test-venv && \
+         target/test-venv/bin/pip install -r tests/requirements.txt)",
+        dir.display()
+    );
+    dir
 }

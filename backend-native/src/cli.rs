@@ -2,7 +2,7 @@
 //! each subcommand is a module of [`crate::commands`].
 
 use crate::commands::{
-    benchmark, card, compare, data, eval, export, merge, plan, score, serve, summarize, train,
+    benchmark, card, compare, data, eval, export, merge, plan, push, score, serve, summarize, train,
 };
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -52,6 +52,9 @@ enum Command {
     /// Serve the model over HTTP: the Inference API summarization task, /generate and
     /// /generate_stream (SSE), batching concurrent requests; health, info, Prometheus metrics.
     Serve(serve::ServeArgs),
+    /// Upload a folder (model, adapter, dataset, or the web app as a static Space) to the
+    /// Hugging Face Hub in one commit, creating the repository and the model card when missing.
+    Push(push::PushArgs),
 }
 
 /// clap's errors as one line (help and version print as clap prints them); exit code 2.
@@ -140,6 +143,7 @@ pub fn main() -> ExitCode {
         Command::Export(args) => export::run(args),
         Command::Card(args) => card::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Push(args) => push::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

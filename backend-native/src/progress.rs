@@ -35,3 +35,19 @@ fn styled(len: u64, action: &str, items: &str, message: &str) -> ProgressBar {
     );
     bar
 }
+
+/// A bar over `len` bytes (hidden when there are none).
+pub fn bytes_bar(len: u64, action: &str) -> ProgressBar {
+    if len == 0 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {action} [{{bar:30}}] {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, ETA {{eta}})"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}

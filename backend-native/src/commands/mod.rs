@@ -10,6 +10,7 @@ pub mod eval;
 pub mod export;
 pub mod merge;
 pub mod plan;
+pub mod push;
 pub mod score;
 pub mod serve;
 pub mod summarize;
