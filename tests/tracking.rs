@@ -2,7 +2,9 @@
 //! writer (fixture of `tools/reference/make_tensorboard_fixture.py`), and the event files that
 //! `train` and `eval` write next to their metrics.
 
-use bartleby::tensorboard::{event_file_with_text, Scalar, Text, FILE_NAME};
+use bartleby::tensorboard::{
+    event_file_full, event_file_with_text, HParams, Scalar, Text, FILE_NAME,
+};
 use bartleby_tests::*;
 
 #[test]
@@ -45,6 +47,48 @@ fn event_file_matches_tensorboards_writer() {
     assert_eq!(strip_writer(ours_first), strip_writer(theirs_first));
     assert!(String::from_utf8_lossy(ours_first).contains("bartleby"));
     assert!(String::from_utf8_lossy(theirs_first).contains("tensorboard.summary.writer"));
+}
+
+#[test]
+fn hparams_match_tensorboards_hparams_pb() {
+    let dir = fixtures().join("tensorboard");
+    let fx = read_json(&dir.join("scalars.json"));
+    let start = fx["start"].as_f64().unwrap();
+    let scalars: Vec<Scalar> = fx["scalars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| Scalar {
+            tag: s["tag"].as_str().unwrap().into(),
+            step: s["step"].as_i64().unwrap(),
+            value: s["value"].as_f64().unwrap() as f32,
+            wall_time: s["wall_time"].as_f64().unwrap(),
+        })
+        .collect();
+    let texts: Vec<Text> = fx["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| Text {
+            tag: t["tag"].as_str().unwrap().into(),
+            step: t["step"].as_i64().unwrap(),
+            text: t["text"].as_str().unwrap().into(),
+            wall_time: t["wall_time"].as_f64().unwrap(),
+        })
+        .collect();
+    let hparams = HParams::from_json(fx["trial"].as_str().unwrap(), start, &fx["hparams"]);
+    assert_eq!(hparams.values.len(), 6);
+    let ours = event_file_full(start, Some(&hparams), &scalars, &texts);
+    let theirs = std::fs::read(dir.join("events.out.tfevents.hparams")).unwrap();
+    let (_, ours_rest) = split_first_record(&ours);
+    let (_, theirs_rest) = split_first_record(&theirs);
+    assert_eq!(
+        ours_rest, theirs_rest,
+        "hparams, scalars and text records byte-identical"
+    );
+    // Without hparams it is the other reference: the check can tell them apart.
+    let plain = event_file_with_text(start, &scalars, &texts);
+    assert_ne!(split_first_record(&plain).1, theirs_rest);
 }
 
 /// The first record's event bytes and the rest of the file.

@@ -329,8 +329,24 @@ impl EvalRun<'_> {
             text: table,
             wall_time: now,
         }];
-        Ok(crate::tensorboard::event_file_with_text(
-            now, &scalars, &texts,
+        // The settings on TensorBoard's HParams dashboard (trial: the eval's name).
+        let doc = serde_json::to_value(metrics)?;
+        let mut settings = serde_json::Map::new();
+        for key in SETTINGS {
+            if !doc[key].is_null() {
+                settings.insert(key.to_string(), doc[key].clone());
+            }
+        }
+        let hparams = crate::tensorboard::HParams::from_json(
+            &metrics.name,
+            now,
+            &serde_json::Value::Object(settings),
+        );
+        Ok(crate::tensorboard::event_file_full(
+            now,
+            Some(&hparams),
+            &scalars,
+            &texts,
         ))
     }
 
@@ -612,6 +628,21 @@ pub fn print_summary(name: &str, report: &ScoreReport, written: &[PathBuf]) {
     }
 }
 
+/// The fields of a metrics file that describe how it was made (MLflow params, TensorBoard hparams).
+const SETTINGS: [&str; 11] = [
+    "model",
+    "data",
+    "split",
+    "n",
+    "selection",
+    "generation",
+    "max_input_tokens",
+    "long",
+    "batch_size",
+    "device",
+    "scoring",
+];
+
 /// With MLFLOW_TRACKING_URI set: one MLflow run per evaluation (`eval`, each `benchmark`
 /// candidate) in `MLFLOW_EXPERIMENT_NAME` (default: the command's name): the settings of the
 /// metrics file as params, its corpus scores and speed as metrics (step 0), every output file
@@ -643,19 +674,7 @@ fn track(report: &EvalReport, written: &[PathBuf], command: &str) {
         return;
     };
     let mut params = Vec::new();
-    for key in [
-        "model",
-        "data",
-        "split",
-        "n",
-        "selection",
-        "generation",
-        "max_input_tokens",
-        "long",
-        "batch_size",
-        "device",
-        "scoring",
-    ] {
+    for key in SETTINGS {
         crate::mlflow::flatten(key, &doc[key], &mut params);
     }
     run.log_params(&params);

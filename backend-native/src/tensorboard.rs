@@ -25,6 +25,104 @@ pub struct Text {
     pub wall_time: f64,
 }
 
+/// A hyperparameter's value (`google.protobuf.Value`: number, string or bool).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HParam {
+    Number(f64),
+    Text(String),
+    Bool(bool),
+}
+
+/// A run's hyperparameters for TensorBoard's HParams dashboard: the session start summary
+/// `hparams_pb` (tensorboard.plugins.hparams.summary_v2) writes (`_hparams_/session_start_info`),
+/// keys sorted (protobuf's deterministic map order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HParams {
+    pub values: Vec<(String, HParam)>,
+    /// The trial id (`group_name`): the run's name.
+    pub group_name: String,
+    pub start_time_secs: f64,
+}
+
+impl HParams {
+    /// The fields of a JSON object (a config, a report's settings) as hyperparameters: nested keys
+    /// joined with `.`, arrays as their JSON text, nulls left out.
+    pub fn from_json(group_name: &str, start_time_secs: f64, v: &serde_json::Value) -> Self {
+        fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, HParam)>) {
+            use serde_json::Value as V;
+            match v {
+                V::Object(m) => {
+                    for (k, v) in m {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&key, v, out);
+                    }
+                }
+                V::Null => {}
+                V::Bool(b) => out.push((prefix.to_string(), HParam::Bool(*b))),
+                V::Number(n) => out.push((
+                    prefix.to_string(),
+                    HParam::Number(n.as_f64().unwrap_or(0.0)),
+                )),
+                V::String(s) => out.push((prefix.to_string(), HParam::Text(s.clone()))),
+                V::Array(_) => out.push((prefix.to_string(), HParam::Text(v.to_string()))),
+            }
+        }
+        let mut values = Vec::new();
+        walk("", v, &mut values);
+        Self {
+            values,
+            group_name: group_name.to_string(),
+            start_time_secs,
+        }
+    }
+
+    /// The `Summary` (one value) of the session start.
+    fn summary(&self) -> Vec<u8> {
+        let mut sorted: Vec<&(String, HParam)> = self.values.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut start = Vec::new();
+        for (k, v) in sorted {
+            let mut value = Vec::new();
+            match v {
+                HParam::Number(x) => field_f64(&mut value, 2, *x),
+                HParam::Text(t) => field_bytes(&mut value, 3, t.as_bytes()),
+                HParam::Bool(b) => {
+                    key(&mut value, 4, 0);
+                    varint(&mut value, u64::from(*b));
+                }
+            }
+            let mut entry = Vec::new();
+            field_bytes(&mut entry, 1, k.as_bytes());
+            field_bytes(&mut entry, 2, &value);
+            field_bytes(&mut start, 1, &entry);
+        }
+        if !self.group_name.is_empty() {
+            field_bytes(&mut start, 4, self.group_name.as_bytes());
+        }
+        field_f64(&mut start, 5, self.start_time_secs);
+        let mut plugin_data = Vec::new(); // HParamsPluginData{session_start_info = 3}, version 0
+        field_bytes(&mut plugin_data, 3, &start);
+        let mut plugin = Vec::new();
+        field_bytes(&mut plugin, 1, b"hparams");
+        field_bytes(&mut plugin, 2, &plugin_data);
+        let mut metadata = Vec::new();
+        field_bytes(&mut metadata, 1, &plugin);
+        // The null tensor: DT_FLOAT with an empty dimension.
+        let tensor = [0x08, 0x01, 0x12, 0x02, 0x12, 0x00];
+        let mut value = Vec::new();
+        field_bytes(&mut value, 1, b"_hparams_/session_start_info");
+        field_bytes(&mut value, 8, &tensor);
+        field_bytes(&mut value, 9, &metadata);
+        let mut summary = Vec::new();
+        field_bytes(&mut summary, 1, &value);
+        summary
+    }
+}
+
 /// The file name TensorBoard recognises (`events.out.tfevents.*`), fixed per run so that a run's
 /// file is rewritten in place rather than multiplied.
 pub const FILE_NAME: &str = "events.out.tfevents.bartleby";
@@ -37,6 +135,17 @@ pub fn event_file(start: f64, scalars: &[Scalar]) -> Vec<u8> {
 /// [`event_file`] followed by text events (as `text_pb` of TensorBoard's text plugin writes
 /// them: a scalar `DT_STRING` tensor with `plugin_name = "text"` metadata).
 pub fn event_file_with_text(start: f64, scalars: &[Scalar], texts: &[Text]) -> Vec<u8> {
+    event_file_full(start, None, scalars, texts)
+}
+
+/// [`event_file_with_text`] with the run's hyperparameters right after the version record (an
+/// event at `start`, step 0).
+pub fn event_file_full(
+    start: f64,
+    hparams: Option<&HParams>,
+    scalars: &[Scalar],
+    texts: &[Text],
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut version = Vec::new();
     field_f64(&mut version, 1, start);
@@ -47,6 +156,12 @@ pub fn event_file_with_text(start: f64, scalars: &[Scalar], texts: &[Text]) -> V
     field_bytes(&mut source, 1, b"bartleby");
     field_bytes(&mut version, 10, &source);
     record(&mut out, &version);
+    if let Some(h) = hparams {
+        let mut event = Vec::new();
+        field_f64(&mut event, 1, start);
+        field_bytes(&mut event, 5, &h.summary());
+        record(&mut out, &event);
+    }
     for s in scalars {
         let mut value = Vec::new();
         field_bytes(&mut value, 1, s.tag.as_bytes());

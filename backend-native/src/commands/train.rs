@@ -866,7 +866,15 @@ impl Trainer {
             .scalars
             .first()
             .map_or_else(tensorboard::now, |s| s.wall_time);
-        let bytes = tensorboard::event_file(start, &self.scalars);
+        // The resolved settings on TensorBoard's HParams dashboard (trial: the run's name).
+        let name = self
+            .dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let hparams = serde_json::to_value(&self.cfg)
+            .ok()
+            .map(|v| tensorboard::HParams::from_json(&name, start, &v));
+        let bytes = tensorboard::event_file_full(start, hparams.as_ref(), &self.scalars, &[]);
         output::write_file_atomically(&self.dir.join(tensorboard::FILE_NAME), &bytes)
     }
 
