@@ -302,6 +302,7 @@ fn train_resume_and_eval_log_to_a_real_mlflow_server() {
         "metrics.jsonl",
         "loss.png",
         "events.out.tfevents.bartleby",
+        "README.md",
     ] {
         assert!(artifacts.contains(&want), "{want} not in {artifacts:?}");
     }

@@ -855,6 +855,27 @@ impl Trainer {
                 run.log_artifact(&path, "");
             }
         }
+        // The model card of what was trained (when the base is a local folder the card can read).
+        let (model, adapter) = match self.what {
+            Trainable::Lora => (PathBuf::from(&self.cfg.model), Some(self.dir.join(trained))),
+            _ => (self.dir.join(trained), None),
+        };
+        if model.join("config.json").is_file() {
+            let source = crate::model_card::CardSource {
+                model,
+                adapter,
+                metrics: Vec::new(),
+                train_run: Some(self.dir.clone()),
+                name: None,
+                license: None,
+                base_model: None,
+                repo: None,
+            };
+            match crate::model_card::build(&source) {
+                Ok(card) => run.log_artifact_bytes("README.md", card.into_bytes()),
+                Err(e) => tracing::warn!("MLflow: no model card artifact: {e:#}"),
+            }
+        }
         run.finish(true);
         self.save_mlflow_ids();
     }
