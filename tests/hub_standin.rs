@@ -16,7 +16,7 @@
 //!   the `hf-hub` crate read.
 //!
 //! Fault injection: `fail_lfs_uploads` makes every LFS upload fail with 500 (an upload interrupted
-//! halfway).
+//! halfway); `conflict_commits` answers commits with 409.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -53,6 +53,8 @@ pub struct Hub {
     pub lfs: HashMap<String, Vec<u8>>,
     parts: HashMap<String, BTreeMap<u64, Vec<u8>>>,
     pub fail_lfs_uploads: bool,
+    /// Answer every commit with 409 (another commit landed meanwhile, as the Hub says).
+    pub conflict_commits: bool,
     /// LFS objects actually uploaded (not skipped), in order.
     pub lfs_uploads: Vec<String>,
     base: String,
@@ -419,6 +421,12 @@ async fn commit(
     }
     let key = repo_key(&kind, &ns, &name);
     let mut hub = hub.lock().unwrap();
+    if hub.conflict_commits {
+        return err(
+            StatusCode::CONFLICT,
+            "A commit has happened since. Please refresh and try again.",
+        );
+    }
     let Some(prev) = hub
         .repos
         .get(&key)

@@ -469,6 +469,21 @@ fn push_faults_are_one_line_errors() {
         ),
         "index.html",
     );
+    // A conflicting commit (409): nothing is committed.
+    env.hub.hub.lock().unwrap().conflict_commits = true;
+    fails(
+        &env.run(
+            &["push", "--repo", "user/conflict", "--path", m],
+            Some(TOKEN),
+        ),
+        "HTTP 409",
+    );
+    assert_eq!(
+        env.hub.head("models/user/conflict").unwrap().files.len(),
+        1,
+        "only .gitattributes"
+    );
+    env.hub.hub.lock().unwrap().conflict_commits = false;
     // The server is down.
     let down = Command::new(bartleby_bin())
         .args(["push", "--repo", "user/x", "--path", m])
