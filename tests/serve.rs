@@ -661,3 +661,52 @@ fn t5_with_its_task_prefix_and_a_request_prefix() {
         assert_eq!(ids_of(&r), bare[i], "dialogue {i} without prefix");
     }
 }
+
+#[test]
+fn huggingface_hubs_inference_client_talks_to_it() {
+    // huggingface_hub's own client (InferenceClient with the server's URL as the model):
+    // summarization, text_generation with details (TGI's compat route POST /), and streaming.
+    let server = Server::tiny(&[]);
+    let port = server.port;
+    let want = post(port, "/generate", &json!({"inputs": DIALOGUES[0]})).json();
+    let greedy = post(
+        port,
+        "/generate",
+        &json!({"inputs": DIALOGUES[0], "parameters": {"num_beams": 1, "max_new_tokens": 6}}),
+    )
+    .json();
+    let script = r#"
+import json, sys
+from huggingface_hub import InferenceClient
+c = InferenceClient(model=sys.argv[1])
+s = c.summarization(sys.argv[2]).summary_text
+t = c.text_generation(sys.argv[2], details=True)
+events = list(c.text_generation(sys.argv[2], stream=True, details=True))
+print(json.dumps({"summary": s, "text": t.generated_text, "ids": t.details.token_ids,
+                  "finish": t.details.finish_reason,
+                  "stream_text": events[-1].generated_text, "stream_ids": events[-1].details.token_ids,
+                  "events": len(events)}))
+"#;
+    let out = Command::new(bartleby_tests::test_venv().join("bin/python"))
+        .args([
+            "-c",
+            script,
+            &format!("http://127.0.0.1:{port}"),
+            DIALOGUES[0],
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["summary"], want["generated_text"]);
+    assert_eq!(got["text"], want["generated_text"]);
+    assert_eq!(got["ids"], want["details"]["token_ids"]);
+    assert_eq!(got["finish"], want["details"]["finish_reason"]);
+    assert_eq!(got["stream_ids"], want["details"]["token_ids"]);
+    assert_eq!(got["events"], 1, "beam search: the final event only");
+    assert_ne!(want["details"], greedy["details"]);
+}

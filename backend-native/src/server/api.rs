@@ -29,10 +29,16 @@ pub struct Request {
     pub stream: Option<bool>,
 }
 
-/// `POST /`: one per input, in order.
+/// `POST /`: one per input, in order. With `parameters.details` (TGI's compat route, which
+/// huggingface_hub's `InferenceClient.text_generation` calls) also the text as `generated_text`
+/// and its details.
 #[derive(Debug, Deserialize, Serialize, PartialEq)]
 pub struct SummaryText {
     pub summary_text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Details>,
 }
 
 /// Why generation ended: the model's end-of-sequence token, or the length limit.
@@ -91,6 +97,8 @@ pub struct ErrorBody {
 /// The settings one request asks for, checked for types; the model checks the values.
 #[derive(Debug, Default)]
 pub struct Parameters {
+    /// TGI's `details` flag (answers of `POST /` then carry them).
+    pub details: bool,
     pub generation: GenerationArgs,
     pub max_input_tokens: Option<usize>,
     pub prefix: Option<String>,
@@ -175,7 +183,8 @@ pub fn parse_parameters(params: Option<&Map<String, Value>>) -> Result<Parameter
             }
             // TGI's flag: details are always returned.
             "details" => {
-                v.as_bool()
+                p.details = v
+                    .as_bool()
                     .ok_or_else(|| format!("{field}: expected true or false, got {v}"))?;
             }
             _ => {

@@ -506,6 +506,10 @@ async fn summarization(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request = parse_body(body)?;
+    // TGI's compat route: `"stream": true` answers as /generate_stream.
+    if request.stream == Some(true) {
+        return stream_response(&state, &request);
+    }
     let texts = match &request.inputs {
         Inputs::One(t) => vec![t.clone()],
         Inputs::Many(ts) if ts.is_empty() => {
@@ -513,11 +517,16 @@ async fn summarization(
         }
         Inputs::Many(ts) => ts.clone(),
     };
+    let details = api::parse_parameters(request.parameters.as_ref())
+        .map(|p| p.details)
+        .unwrap_or(false);
     let mut admitted = admit(&state, &request, texts, None)?;
     let (done, timing) = wait(&mut admitted).await?;
     let out: Vec<SummaryText> = done
         .into_iter()
         .map(|d| SummaryText {
+            generated_text: details.then(|| d.text.clone()),
+            details: details.then_some(d.details),
             summary_text: d.text,
         })
         .collect();
@@ -557,9 +566,13 @@ async fn generate_stream(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request = parse_body(body)?;
-    let text = single_input(&request)?;
+    stream_response(&state, &request)
+}
+
+fn stream_response(state: &Arc<AppState>, request: &Request) -> Result<Response, ApiError> {
+    let text = single_input(request)?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let admitted = admit(&state, &request, vec![text], Some(tx))?;
+    let admitted = admit(state, request, vec![text], Some(tx))?;
     let stream = events(admitted, rx);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
