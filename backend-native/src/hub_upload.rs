@@ -371,16 +371,20 @@ impl Client {
                 .send_string(&json!({"oid": oid, "parts": etags}).to_string())
                 .map_err(|e| self.fail(&what, e))?;
         } else {
-            let bytes = std::fs::read(&f.local)
+            // Streamed from the file (with its length: storage PUTs take no chunked bodies).
+            let file = std::fs::File::open(&f.local)
                 .with_context(|| format!("{}: cannot read", f.local.display()))?;
-            let mut req = self.agent.put(href);
+            let mut req = self
+                .agent
+                .put(href)
+                .set("Content-Length", &f.size.to_string());
             for (k, v) in &header {
                 if let Some(v) = v.as_str() {
                     req = req.set(k, v);
                 }
             }
-            req.send_bytes(&bytes).map_err(|e| self.fail(&what, e))?;
-            bar.inc(f.size);
+            req.send(bar.wrap_read(file))
+                .map_err(|e| self.fail(&what, e))?;
         }
         if let Some(verify) = actions.get("verify").filter(|v| !v.is_null()) {
             let href = verify["href"]
