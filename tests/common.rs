@@ -212,3 +212,12 @@ pub fn test_venv() -> PathBuf {
     );
     dir
 }
+
+/// `../shared/data/dialogsum` as a string (the training data of the CLI tests).
+pub fn dialogsum_dir() -> String {
+    root()
+        .join("../shared/data/dialogsum")
+        .to_str()
+        .unwrap()
+        .to_string()
+}

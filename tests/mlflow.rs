@@ -134,11 +134,7 @@ print(json.dumps({"status": r.info.status, "name": r.info.run_name, "experiment"
 }
 
 fn data() -> String {
-    root()
-        .join("../shared/data/dialogsum")
-        .to_str()
-        .unwrap()
-        .to_string()
+    bartleby_tests::dialogsum_dir()
 }
 
 fn train_args<'a>(runs: &'a str, name: &'a str, model: &'a str, data: &'a str) -> Vec<&'a str> {

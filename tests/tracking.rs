@@ -11,28 +11,7 @@ use bartleby_tests::*;
 fn event_file_matches_tensorboards_writer() {
     let dir = fixtures().join("tensorboard");
     let fx = read_json(&dir.join("scalars.json"));
-    let scalars: Vec<Scalar> = fx["scalars"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| Scalar {
-            tag: s["tag"].as_str().unwrap().into(),
-            step: s["step"].as_i64().unwrap(),
-            value: s["value"].as_f64().unwrap() as f32,
-            wall_time: s["wall_time"].as_f64().unwrap(),
-        })
-        .collect();
-    let texts: Vec<Text> = fx["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| Text {
-            tag: t["tag"].as_str().unwrap().into(),
-            step: t["step"].as_i64().unwrap(),
-            text: t["text"].as_str().unwrap().into(),
-            wall_time: t["wall_time"].as_f64().unwrap(),
-        })
-        .collect();
+    let (scalars, texts) = fixture_events(&fx);
     let ours = event_file_with_text(fx["start"].as_f64().unwrap(), &scalars, &texts);
     let theirs = std::fs::read(dir.join("events.out.tfevents.reference")).unwrap();
     // The first record: the same wall time and file version; the writer's name is each one's own
@@ -54,28 +33,7 @@ fn hparams_match_tensorboards_hparams_pb() {
     let dir = fixtures().join("tensorboard");
     let fx = read_json(&dir.join("scalars.json"));
     let start = fx["start"].as_f64().unwrap();
-    let scalars: Vec<Scalar> = fx["scalars"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| Scalar {
-            tag: s["tag"].as_str().unwrap().into(),
-            step: s["step"].as_i64().unwrap(),
-            value: s["value"].as_f64().unwrap() as f32,
-            wall_time: s["wall_time"].as_f64().unwrap(),
-        })
-        .collect();
-    let texts: Vec<Text> = fx["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| Text {
-            tag: t["tag"].as_str().unwrap().into(),
-            step: t["step"].as_i64().unwrap(),
-            text: t["text"].as_str().unwrap().into(),
-            wall_time: t["wall_time"].as_f64().unwrap(),
-        })
-        .collect();
+    let (scalars, texts) = fixture_events(&fx);
     let hparams = HParams::from_json(fx["trial"].as_str().unwrap(), start, &fx["hparams"]);
     assert_eq!(hparams.values.len(), 6);
     let ours = event_file_full(start, Some(&hparams), &scalars, &texts);
@@ -89,6 +47,33 @@ fn hparams_match_tensorboards_hparams_pb() {
     // Without hparams it is the other reference: the check can tell them apart.
     let plain = event_file_with_text(start, &scalars, &texts);
     assert_ne!(split_first_record(&plain).1, theirs_rest);
+}
+
+/// The scalars and texts of the fixture's scalars.json.
+fn fixture_events(fx: &serde_json::Value) -> (Vec<Scalar>, Vec<Text>) {
+    let scalars = fx["scalars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| Scalar {
+            tag: s["tag"].as_str().unwrap().into(),
+            step: s["step"].as_i64().unwrap(),
+            value: s["value"].as_f64().unwrap() as f32,
+            wall_time: s["wall_time"].as_f64().unwrap(),
+        })
+        .collect();
+    let texts = fx["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| Text {
+            tag: t["tag"].as_str().unwrap().into(),
+            step: t["step"].as_i64().unwrap(),
+            text: t["text"].as_str().unwrap().into(),
+            wall_time: t["wall_time"].as_f64().unwrap(),
+        })
+        .collect();
+    (scalars, texts)
 }
 
 /// The first record's event bytes and the rest of the file.

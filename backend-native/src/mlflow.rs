@@ -437,21 +437,35 @@ pub fn git_commit() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// A JSON value (a config) as flat params: nested keys joined with `.`.
-pub fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
+/// The leaves of a JSON value (a config, a report's settings): nested keys joined with `.`
+/// under `prefix`, arrays kept whole, nulls left out. MLflow params and TensorBoard hparams are
+/// both made from it.
+pub fn leaves<'a>(prefix: &str, v: &'a Value) -> Vec<(String, &'a Value)> {
+    fn walk<'a>(prefix: &str, v: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
             }
+            Value::Null => {}
+            leaf => out.push((prefix.to_string(), leaf)),
         }
-        Value::Null => {}
-        Value::String(s) => out.push((prefix.to_string(), s.clone())),
-        other => out.push((prefix.to_string(), other.to_string())),
     }
+    let mut out = Vec::new();
+    walk(prefix, v, &mut out);
+    out
+}
+
+/// A JSON value as flat params ([`leaves`], strings as they are, the rest as JSON text).
+pub fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    out.extend(leaves(prefix, v).into_iter().map(|(k, v)| match v {
+        Value::String(s) => (k, s.clone()),
+        other => (k, other.to_string()),
+    }));
 }

@@ -48,31 +48,19 @@ impl HParams {
     /// The fields of a JSON object (a config, a report's settings) as hyperparameters: nested keys
     /// joined with `.`, arrays as their JSON text, nulls left out.
     pub fn from_json(group_name: &str, start_time_secs: f64, v: &serde_json::Value) -> Self {
-        fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, HParam)>) {
-            use serde_json::Value as V;
-            match v {
-                V::Object(m) => {
-                    for (k, v) in m {
-                        let key = if prefix.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{prefix}.{k}")
-                        };
-                        walk(&key, v, out);
-                    }
-                }
-                V::Null => {}
-                V::Bool(b) => out.push((prefix.to_string(), HParam::Bool(*b))),
-                V::Number(n) => out.push((
-                    prefix.to_string(),
-                    HParam::Number(n.as_f64().unwrap_or(0.0)),
-                )),
-                V::String(s) => out.push((prefix.to_string(), HParam::Text(s.clone()))),
-                V::Array(_) => out.push((prefix.to_string(), HParam::Text(v.to_string()))),
-            }
-        }
-        let mut values = Vec::new();
-        walk("", v, &mut values);
+        use serde_json::Value as V;
+        let values = crate::mlflow::leaves("", v)
+            .into_iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    V::Bool(b) => HParam::Bool(*b),
+                    V::Number(n) => HParam::Number(n.as_f64().unwrap_or(0.0)),
+                    V::String(s) => HParam::Text(s.clone()),
+                    other => HParam::Text(other.to_string()),
+                };
+                (k, value)
+            })
+            .collect();
         Self {
             values,
             group_name: group_name.to_string(),

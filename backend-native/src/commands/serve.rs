@@ -130,17 +130,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         });
     }
     let base = &models[0];
+    let dtype = weights_dtype(&args.model);
+    let int8 = args.device == DeviceArg::Cpu && !args.f32_matmul && dtype.starts_with('q');
     let info = serde_json::json!({
         "model_id": args.model,
         "model_type": base.summarizer.config.model_type(),
         "architecture": base.summarizer.config.architecture(),
         "parameters": base.summarizer.config.num_parameters(),
-        "dtype": weights_dtype(&args.model),
-        "compute_dtype": if args.device == DeviceArg::Cpu && !args.f32_matmul && weights_dtype(&args.model).starts_with('q') {
-            "int8"
-        } else {
-            "float32"
-        },
+        "dtype": dtype,
+        "compute_dtype": if int8 { "int8" } else { "float32" },
         "device": format!("{:?}", args.device).to_lowercase(),
         "adapters": models.iter().filter_map(|m| m.adapter.clone()).collect::<Vec<_>>(),
         "generation": serde_json::to_value(&base.defaults)?,
@@ -178,12 +176,12 @@ fn weights_dtype(model: &str) -> String {
         return "unknown".into();
     };
     if let Some(manifest) = &files.manifest {
-        if let Ok(m) = crate::model_files::verify_bundle(manifest) {
-            return serde_json::to_value(m.quantization)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_else(|| "unknown".into());
-        }
+        // Its `quantization` only: the files were verified when the model loaded.
+        return std::fs::read(manifest)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|m| m["quantization"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "unknown".into());
     }
     let header = || -> Option<String> {
         use std::io::Read;
