@@ -40,6 +40,17 @@ pub fn init_inference(arg: DeviceArg, f32_matmul: bool) -> Result<Target> {
 }
 
 fn init_with(arg: DeviceArg, int8_matmul: bool) -> Result<Target> {
+    if int8_matmul {
+        // The int8 products (q8/q4 bundles on the CPU) split their weight tiles over rayon's
+        // threads; the bits do not depend on the split (bartleby_core::ops::int8).
+        bartleby_core::ops::int8::set_parallel(bartleby_core::ops::int8::Parallel {
+            threads: rayon::current_num_threads(),
+            run: |n, job| {
+                use rayon::prelude::*;
+                (0..n).into_par_iter().for_each(job);
+            },
+        });
+    }
     let device = match arg {
         DeviceArg::Cpu => Device::flex(),
         DeviceArg::Wgpu => wgpu()?,

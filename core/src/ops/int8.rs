@@ -37,7 +37,35 @@ pub struct Int8Weight {
     tile_scales: Vec<f32>,
     /// `[d_out]`
     bias: Option<Vec<f32>>,
+    /// How many groups of 16 rows at the start of `values` are stored as VNNI panels instead
+    /// (x86_64 CPUs with AVX-512 VNNI; 0 elsewhere, e.g. in the browser): inputs in groups of
+    /// 4, `[d_in / 4][16][4]` per panel.
+    panels: usize,
+    /// Per panel: the scales `[blocks][16]`.
+    panel_scales: Vec<f32>,
+    /// Per panel: `128 · Σ w` over each block, `[blocks][16]` (the unsigned-activation
+    /// correction).
+    panel_corr: Vec<i32>,
 }
+
+/// How the native binary lets the int8 products use several cores: `run(n, job)` calls `job(0)`
+/// … `job(n - 1)`, in parallel where it can, and returns when all are done. The core starts no
+/// threads of its own (it also runs in the browser); without one, jobs run one after another.
+#[derive(Clone, Copy)]
+pub struct Parallel {
+    pub threads: usize,
+    pub run: fn(usize, &(dyn Fn(usize) + Sync)),
+}
+
+static PARALLEL: std::sync::OnceLock<Parallel> = std::sync::OnceLock::new();
+
+/// Installs the [`Parallel`] runner (once per process; `false` if one was already set).
+pub fn set_parallel(p: Parallel) -> bool {
+    PARALLEL.set(p).is_ok()
+}
+
+/// Products smaller than this (rows · d_in · d_out multiply-adds) stay on one thread.
+const PARALLEL_MIN_WORK: usize = 1 << 20;
 
 /// Inputs per run in the tile layout (one 8-lane int16 vector).
 const PACK: usize = 8;
@@ -73,9 +101,20 @@ impl Int8Weight {
         }
         let block = d_in / blocks;
         let packed = block % PACK == 0;
+        let panels = if packed && vnni::available() {
+            d_out / vnni::PANEL_ROWS
+        } else {
+            0
+        };
+        let (panel_scales, panel_corr) = vnni::panel_sums(&values, &scales, panels, d_in, block);
         let values = if packed {
             let mut out = Vec::with_capacity(values.len());
-            for tile in values[..d_out / 4 * 4 * d_in].chunks_exact(4 * d_in) {
+            out.extend(vnni::pack(
+                &values[..panels * vnni::PANEL_ROWS * d_in],
+                d_in,
+            ));
+            let first = panels * vnni::PANEL_ROWS * d_in;
+            for tile in values[first..d_out / 4 * 4 * d_in].chunks_exact(4 * d_in) {
                 for run in (0..d_in).step_by(PACK) {
                     for lane in 0..4 {
                         out.extend_from_slice(&tile[lane * d_in + run..][..PACK]);
@@ -96,6 +135,9 @@ impl Int8Weight {
             scales,
             tile_scales,
             bias: None,
+            panels,
+            panel_scales,
+            panel_corr,
         })
     }
 
@@ -163,25 +205,135 @@ impl Int8Weight {
         let mut y = vec![0f32; rows * d_out];
         let blocks = d_in / self.block;
         let tiles = if tiled && self.packed { d_out / 4 } else { 0 };
-        let wide_x = (tiles > 0 && rows >= WIDE_ROWS)
+        // The VNNI panels take the activations offset to unsigned bytes (`xq + 128`, corrected
+        // exactly in int32).
+        let xu = (tiled && self.panels > 0).then(|| {
+            xq.iter()
+                .map(|&v| (v as i16 + 128) as u8)
+                .collect::<Vec<u8>>()
+        });
+        let wide_x = (tiles > self.panels * vnni::PANEL_TILES && rows >= WIDE_ROWS)
             .then(|| xq.iter().map(|&v| v as i16).collect::<Vec<i16>>());
+        // The tiles in ranges, one job each (in parallel where the binary installed a
+        // [`Parallel`]): each output is computed by the same operations whichever job holds it,
+        // so the split never changes a bit.
+        let jobs = match PARALLEL.get() {
+            Some(p) if rows * d_in * d_out >= PARALLEL_MIN_WORK => p.threads.min(tiles).max(1),
+            _ => 1,
+        };
+        // Whole panels per job where there are panels.
+        let per_job = tiles
+            .div_ceil(jobs.max(1))
+            .next_multiple_of(if self.panels > 0 {
+                vnni::PANEL_TILES
+            } else {
+                1
+            })
+            .max(1);
+        let jobs = tiles.div_ceil(per_job).max(1);
+        let job = |n: usize| -> Vec<f32> {
+            let range = (n * per_job).min(tiles)..((n + 1) * per_job).min(tiles);
+            self.tiles(range, &xq, xu.as_deref(), wide_x.as_deref(), &sx, rows)
+        };
+        if jobs > 1 {
+            let parts = std::sync::Mutex::new(vec![Vec::new(); jobs]);
+            (PARALLEL.get().unwrap().run)(jobs, &|n| {
+                let part = job(n);
+                parts.lock().unwrap()[n] = part;
+            });
+            for (n, part) in parts.into_inner().unwrap().into_iter().enumerate() {
+                self.scatter(&part, n * per_job, tiles, per_job, &mut y, rows);
+            }
+        } else if tiles > 0 {
+            self.scatter(&job(0), 0, tiles, tiles, &mut y, rows);
+        }
+        for j in tiles * 4..d_out {
+            let w = self.row(j);
+            let s = &self.scales[j * blocks..(j + 1) * blocks];
+            for i in 0..rows {
+                let xr = &xq[i * d_in..(i + 1) * d_in];
+                let mut acc = 0f32;
+                for (b, &sw) in s.iter().enumerate() {
+                    let r = b * self.block..(b + 1) * self.block;
+                    acc += dot(&xr[r.clone()], &w[r]) as f32 * sw;
+                }
+                y[i * d_out + j] = finish(acc, sx[i], bias.map(|b| b[j]));
+            }
+        }
+        y
+    }
+
+    /// Copies a job's `[rows, 4 · tiles in its range]` outputs into their columns of `y`.
+    fn scatter(
+        &self,
+        part: &[f32],
+        first_tile: usize,
+        tiles: usize,
+        per_job: usize,
+        y: &mut [f32],
+        rows: usize,
+    ) {
+        let width = 4 * (first_tile + per_job).min(tiles).saturating_sub(first_tile);
+        if width == 0 {
+            return;
+        }
+        for i in 0..rows {
+            y[i * self.d_out + 4 * first_tile..][..width]
+                .copy_from_slice(&part[i * width..(i + 1) * width]);
+        }
+    }
+
+    /// The outputs of the weight tiles in `range` for every activation row: `[rows, 4 ·
+    /// range.len()]`, bias and activation scale applied.
+    fn tiles(
+        &self,
+        range: std::ops::Range<usize>,
+        xq: &[i8],
+        xu: Option<&[u8]>,
+        wide_x: Option<&[i16]>,
+        sx: &[f32],
+        rows: usize,
+    ) -> Vec<f32> {
+        let d_in = self.d_in;
+        let bias = self.bias.as_deref();
+        let blocks = d_in / self.block;
+        let width = 4 * range.len();
+        let mut y = vec![0f32; rows * width];
         let mut wide_w = vec![0i16; if wide_x.is_some() { 4 * d_in } else { 0 }];
+        let first = range.start;
+        let mut tile = range.start;
         // Weight tiles outermost: 4 weight rows stay in cache while every activation row passes.
-        for tile in 0..tiles {
+        while tile < range.end {
+            if let Some(xu) = xu.filter(|_| tile < self.panels * vnni::PANEL_TILES) {
+                let p = tile / vnni::PANEL_TILES;
+                let (j, t, n) = (tile * 4, tile - first, blocks * vnni::PANEL_ROWS);
+                vnni::forward(
+                    &self.values[j * d_in..][..vnni::PANEL_ROWS * d_in],
+                    &self.panel_scales[p * n..][..n],
+                    &self.panel_corr[p * n..][..n],
+                    xu,
+                    d_in,
+                    self.block,
+                    |i, r, a| y[i * width + 4 * t + r] = finish(a, sx[i], bias.map(|b| b[j + r])),
+                );
+                tile += vnni::PANEL_TILES;
+                continue;
+            }
+            let t = tile - first;
             let j = tile * 4;
             let w = &self.values[j * d_in..(j + 4) * d_in];
             let s = &self.tile_scales[tile * blocks * 4..(tile + 1) * blocks * 4];
             let row = |i: usize| &xq[i * d_in..(i + 1) * d_in];
             let mut store = |i: usize, acc: [f32; 4]| {
                 for (lane, a) in acc.into_iter().enumerate() {
-                    y[i * d_out + j + lane] = finish(a, sx[i], bias.map(|b| b[j + lane]));
+                    y[i * width + 4 * t + lane] = finish(a, sx[i], bias.map(|b| b[j + lane]));
                 }
             };
             // Two activation rows per pass where there are two: each weight load serves both.
             // Many rows (encoding): both operands widened to i16 once (the tile into `wide_w`),
             // so the passes load instead of load-and-extend.
             let mut i = 0;
-            if let Some(xw) = &wide_x {
+            if let Some(xw) = wide_x {
                 for (o, &v) in wide_w.iter_mut().zip(w) {
                     *o = v as i16;
                 }
@@ -202,19 +354,7 @@ impl Int8Weight {
             if i < rows {
                 store(i, kernel::tile4(row(i), w, s, self.block));
             }
-        }
-        for j in tiles * 4..d_out {
-            let w = self.row(j);
-            let s = &self.scales[j * blocks..(j + 1) * blocks];
-            for i in 0..rows {
-                let xr = &xq[i * d_in..(i + 1) * d_in];
-                let mut acc = 0f32;
-                for (b, &sw) in s.iter().enumerate() {
-                    let r = b * self.block..(b + 1) * self.block;
-                    acc += dot(&xr[r.clone()], &w[r]) as f32 * sw;
-                }
-                y[i * d_out + j] = finish(acc, sx[i], bias.map(|b| b[j]));
-            }
+            tile += 1;
         }
         y
     }
@@ -224,6 +364,12 @@ impl Int8Weight {
         let d_in = self.d_in;
         if !self.packed || j >= self.d_out / 4 * 4 {
             return std::borrow::Cow::Borrowed(&self.values[j * d_in..(j + 1) * d_in]);
+        }
+        if j < self.panels * vnni::PANEL_ROWS {
+            let panel = &self.values[j / 16 * 16 * d_in..][..16 * d_in];
+            let r = j % 16;
+            let row = (0..d_in).map(|k| panel[(k / 4) * 64 + r * 4 + k % 4]);
+            return std::borrow::Cow::Owned(row.collect());
         }
         let tile = &self.values[j / 4 * 4 * d_in..][..4 * d_in];
         let lane = j % 4;
@@ -628,6 +774,177 @@ mod kernel {
     }
 }
 
+/// 16-row panels through AVX-512 VNNI's `vpdpbusd` (x86_64 CPUs that have it: the weight is
+/// stored so at load time). Each output's block sums are the same exact integers as the tile
+/// kernels' (`Σ (x + 128) · w − 128 · Σ w`, in int32), scaled and summed in f32 in the same
+/// order, so the bits equal the portable path's (tested).
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use core::arch::x86_64::*;
+
+    /// Weight rows per panel (one 512-bit vector of int32 sums) and the 4-row tiles they span.
+    pub const PANEL_ROWS: usize = 16;
+    pub const PANEL_TILES: usize = 4;
+
+    pub fn available() -> bool {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+        })
+    }
+
+    /// Rows `[panels · 16, d_in]` (plain layout) → the panel layout, `[d_in / 4][16][4]` each.
+    pub fn pack(rows: &[i8], d_in: usize) -> Vec<i8> {
+        let mut out = vec![0i8; rows.len()];
+        for (panel, dst) in rows
+            .chunks_exact(PANEL_ROWS * d_in)
+            .zip(out.chunks_exact_mut(PANEL_ROWS * d_in))
+        {
+            for (r, row) in panel.chunks_exact(d_in).enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    dst[(k / 4) * 64 + r * 4 + k % 4] = v;
+                }
+            }
+        }
+        out
+    }
+
+    /// The first `panels` panels' scales and corrections, `[panels][blocks][16]` each, from the
+    /// plain values `[d_out, d_in]` and scales `[d_out, blocks]`.
+    pub fn panel_sums(
+        values: &[i8],
+        scales: &[f32],
+        panels: usize,
+        d_in: usize,
+        block: usize,
+    ) -> (Vec<f32>, Vec<i32>) {
+        let blocks = d_in / block;
+        let mut s = vec![0f32; panels * blocks * PANEL_ROWS];
+        let mut corr = vec![0i32; panels * blocks * PANEL_ROWS];
+        for j in 0..panels * PANEL_ROWS {
+            let (p, r) = (j / PANEL_ROWS, j % PANEL_ROWS);
+            for b in 0..blocks {
+                let at = (p * blocks + b) * PANEL_ROWS + r;
+                s[at] = scales[j * blocks + b];
+                let sum: i32 = values[j * d_in + b * block..][..block]
+                    .iter()
+                    .map(|&v| v as i32)
+                    .sum();
+                corr[at] = 128 * sum;
+            }
+        }
+        (s, corr)
+    }
+
+    /// Every activation row of `xu` (`[rows, d_in]`, `xq + 128`) against one panel `w` (its
+    /// scales `s` and corrections `corr`, `[blocks][16]`): `store(i, r, acc)` with the
+    /// block-scaled sum of activation row i and panel row r.
+    pub fn forward(
+        w: &[i8],
+        s: &[f32],
+        corr: &[i32],
+        xu: &[u8],
+        d_in: usize,
+        block: usize,
+        mut store: impl FnMut(usize, usize, f32),
+    ) {
+        assert!(block % 4 == 0 && d_in % block == 0 && xu.len() % d_in == 0);
+        assert!(w.len() == PANEL_ROWS * d_in);
+        assert!(s.len() * block == PANEL_ROWS * d_in && corr.len() == s.len());
+        assert!(available());
+        let rows = xu.len() / d_in;
+        let mut out = [[0f32; PANEL_ROWS]; 8];
+        let mut i = 0;
+        while i < rows {
+            let x = &xu[i * d_in..];
+            // SAFETY: the CPU has the features (asserted above); `group` reads R rows of x
+            // (x.len() >= R · d_in here) and the asserted panel lengths.
+            let n = unsafe {
+                match rows - i {
+                    8.. => group::<8>(w, s, corr, x, d_in, block, &mut out),
+                    4.. => group::<4>(w, s, corr, x, d_in, block, &mut out),
+                    _ => group::<1>(w, s, corr, x, d_in, block, &mut out),
+                }
+            };
+            for (r, o) in out[..n].iter().enumerate() {
+                for (lane, &a) in o.iter().enumerate() {
+                    store(i + r, lane, a);
+                }
+            }
+            i += n;
+        }
+    }
+
+    /// `R` consecutive activation rows from `x[0]` into `out[..R]`; returns R.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn group<const R: usize>(
+        w: &[i8],
+        s: &[f32],
+        corr: &[i32],
+        x: &[u8],
+        d_in: usize,
+        block: usize,
+        out: &mut [[f32; PANEL_ROWS]; 8],
+    ) -> usize {
+        assert!(x.len() >= R * d_in && R <= 8);
+        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        let mut f = [_mm512_setzero_ps(); R];
+        for b in 0..d_in / block {
+            let mut acc = [_mm512_setzero_si512(); R];
+            let mut k = b * block;
+            while k < (b + 1) * block {
+                // 64 bytes: inputs k..k+4 of the 16 rows (k + 4 <= d_in).
+                let wv = _mm512_loadu_si512(wp.add(k * PANEL_ROWS) as *const _);
+                for r in 0..R {
+                    let xv =
+                        _mm512_set1_epi32((xp.add(r * d_in + k) as *const i32).read_unaligned());
+                    acc[r] = _mm512_dpbusd_epi32(acc[r], xv, wv);
+                }
+                k += 4;
+            }
+            let sw = _mm512_loadu_ps(s.as_ptr().add(PANEL_ROWS * b));
+            let c = _mm512_loadu_si512(corr.as_ptr().add(PANEL_ROWS * b) as *const _);
+            for r in 0..R {
+                let sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r], c));
+                f[r] = _mm512_add_ps(f[r], _mm512_mul_ps(sums, sw));
+            }
+        }
+        for r in 0..R {
+            _mm512_storeu_ps(out[r].as_mut_ptr(), f[r]);
+        }
+        R
+    }
+}
+
+/// Other targets (the browser's wasm included): no panels.
+#[cfg(not(target_arch = "x86_64"))]
+mod vnni {
+    pub const PANEL_ROWS: usize = 16;
+    pub const PANEL_TILES: usize = 4;
+    pub fn available() -> bool {
+        false
+    }
+    pub fn pack(rows: &[i8], _: usize) -> Vec<i8> {
+        rows.to_vec()
+    }
+    pub fn panel_sums(_: &[i8], _: &[f32], _: usize, _: usize, _: usize) -> (Vec<f32>, Vec<i32>) {
+        (Vec::new(), Vec::new())
+    }
+    pub fn forward(
+        _: &[i8],
+        _: &[f32],
+        _: &[i32],
+        _: &[u8],
+        _: usize,
+        _: usize,
+        _: impl FnMut(usize, usize, f32),
+    ) {
+        unreachable!("no VNNI panels on this target")
+    }
+}
+
 /// From this many activation rows on, [`Int8Weight::forward`] widens its operands to i16 once
 /// per product rather than in every pass.
 const WIDE_ROWS: usize = 8;
@@ -691,6 +1008,91 @@ mod tests {
                 ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    /// Split over jobs (a runner that runs them out of order, as threads may finish): the same
+    /// bits as one job and as the scalar path, for tile counts that do not divide evenly and row
+    /// counts on both sides of the widened-operand switch.
+    #[test]
+    fn split_over_jobs_is_bit_identical() {
+        let unsplit: Vec<Vec<u32>> = split_cases().map(|(w, x)| bits(&w.forward(&x))).collect();
+        set_parallel(Parallel {
+            threads: 3,
+            run: |n, job| (0..n).rev().for_each(job),
+        });
+        assert!(PARALLEL.get().is_some_and(|p| p.threads == 3));
+        for ((w, x), want) in split_cases().zip(unsplit) {
+            assert!(x.len() / w.d_in() * w.d_in() * w.d_out() >= PARALLEL_MIN_WORK);
+            assert_eq!(bits(&w.forward(&x)), want, "{w:?}");
+            assert_eq!(bits(&w.forward_scalar(&x)), want, "{w:?} scalar");
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// The VNNI panels: the same bits as the scalar path, with panels, leftover tiles and
+    /// leftover weight rows, full and partial row groups (1 to 200 rows), several blocks.
+    #[test]
+    fn vnni_panels_are_bit_identical() {
+        for (d_out, d_in, block, rows) in [
+            (67, 96, 32, 130),
+            (16, 64, 8, 64),
+            (35, 256, 64, 77),
+            (64, 40, 8, 200),
+            (48, 64, 32, 1),
+            (33, 32, 8, 3),
+            (50, 128, 16, 5),
+            (32, 64, 32, 12),
+        ] {
+            let w = Int8Weight::quantize(&values(d_out * d_in, 11), d_out, d_in, block)
+                .unwrap()
+                .with_bias(values(d_out, 12))
+                .unwrap();
+            let x: Vec<f32> = values(rows * d_in, 13).iter().map(|v| v * 5.0).collect();
+            assert_eq!(
+                bits(&w.forward(&x)),
+                bits(&w.forward_scalar(&x)),
+                "{w:?} x {rows}"
+            );
+            // The stored layout reads back as the values it was given.
+            let wq: Vec<i8> = values(d_out * d_in, 14)
+                .iter()
+                .map(|v| (v * 127.0) as i8)
+                .collect();
+            let sw = values(d_out * (d_in / block), 15);
+            let plain: Vec<f32> = (0..d_out * d_in)
+                .map(|n| wq[n] as f32 * sw[n / block])
+                .collect();
+            let q = Int8Weight::new(wq, sw, d_out, d_in).unwrap();
+            assert_eq!(bits(&q.dequantize()), bits(&plain));
+            assert_eq!(w.panels, if vnni::available() { d_out / 16 } else { 0 });
+        }
+        if !vnni::available() {
+            eprintln!("no AVX-512 VNNI on this CPU: the panels were not exercised");
+        }
+    }
+
+    /// Weights of 64 to 68 rows (16 or 17 tiles + a remainder) and 1 to 70 activation rows (the
+    /// last through the VNNI panels where the CPU has them), each product large enough to be
+    /// split.
+    fn split_cases() -> impl Iterator<Item = (Int8Weight, Vec<f32>)> {
+        [
+            (67, 4096, 32, 7),
+            (66, 8192, 64, 2),
+            (65, 16384, 32, 1),
+            (64, 2048, 32, 9),
+            (68, 1024, 32, 70),
+        ]
+        .into_iter()
+        .map(|(d_out, d_in, block, rows)| {
+            let w = Int8Weight::quantize(&values(d_out * d_in, 7), d_out, d_in, block)
+                .unwrap()
+                .with_bias(values(d_out, 8))
+                .unwrap();
+            (w, values(rows * d_in, 9))
+        })
     }
 
     /// The definition, term by term in f64 from the integers: the kernel may differ from it
