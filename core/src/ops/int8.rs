@@ -64,6 +64,13 @@ pub fn set_parallel(p: Parallel) -> bool {
     PARALLEL.set(p).is_ok()
 }
 
+/// `y`'s values, shared by the jobs of one product (each writes its own columns).
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: only used for writes to disjoint elements while the owner waits (see `tiles`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
 /// Products smaller than this (rows · d_in · d_out multiply-adds) stay on one thread.
 const PARALLEL_MIN_WORK: usize = 1 << 20;
 
@@ -231,21 +238,18 @@ impl Int8Weight {
             })
             .max(1);
         let jobs = tiles.div_ceil(per_job).max(1);
-        let job = |n: usize| -> Vec<f32> {
+        // Each job writes its own columns of `y` (disjoint), in place.
+        let out = OutPtr(y.as_mut_ptr());
+        let job = |n: usize| {
             let range = (n * per_job).min(tiles)..((n + 1) * per_job).min(tiles);
-            self.tiles(range, &xq, xu.as_deref(), wide_x.as_deref(), &sx, rows)
+            // SAFETY: `out` is `y` ([rows, d_out], alive until every job has returned); the
+            // jobs' tile ranges, and so their columns, are disjoint.
+            unsafe { self.tiles(range, &xq, xu.as_deref(), wide_x.as_deref(), &sx, rows, out) }
         };
         if jobs > 1 {
-            let parts = std::sync::Mutex::new(vec![Vec::new(); jobs]);
-            (PARALLEL.get().unwrap().run)(jobs, &|n| {
-                let part = job(n);
-                parts.lock().unwrap()[n] = part;
-            });
-            for (n, part) in parts.into_inner().unwrap().into_iter().enumerate() {
-                self.scatter(&part, n * per_job, tiles, per_job, &mut y, rows);
-            }
+            (PARALLEL.get().unwrap().run)(jobs, &job);
         } else if tiles > 0 {
-            self.scatter(&job(0), 0, tiles, tiles, &mut y, rows);
+            job(0);
         }
         for j in tiles * 4..d_out {
             let w = self.row(j);
@@ -263,29 +267,14 @@ impl Int8Weight {
         y
     }
 
-    /// Copies a job's `[rows, 4 · tiles in its range]` outputs into their columns of `y`.
-    fn scatter(
-        &self,
-        part: &[f32],
-        first_tile: usize,
-        tiles: usize,
-        per_job: usize,
-        y: &mut [f32],
-        rows: usize,
-    ) {
-        let width = 4 * (first_tile + per_job).min(tiles).saturating_sub(first_tile);
-        if width == 0 {
-            return;
-        }
-        for i in 0..rows {
-            y[i * self.d_out + 4 * first_tile..][..width]
-                .copy_from_slice(&part[i * width..(i + 1) * width]);
-        }
-    }
-
-    /// The outputs of the weight tiles in `range` for every activation row: `[rows, 4 ·
-    /// range.len()]`, bias and activation scale applied.
-    fn tiles(
+    /// The outputs of the weight tiles in `range` for every activation row, bias and activation
+    /// scale applied, written to their columns of `out` (`[rows, d_out]`).
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of `rows · d_out` values, and no one else may access the
+    /// columns of `range` while this runs.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tiles(
         &self,
         range: std::ops::Range<usize>,
         xq: &[i8],
@@ -293,20 +282,19 @@ impl Int8Weight {
         wide_x: Option<&[i16]>,
         sx: &[f32],
         rows: usize,
-    ) -> Vec<f32> {
-        let d_in = self.d_in;
+        out: OutPtr,
+    ) {
+        let (d_in, d_out) = (self.d_in, self.d_out);
         let bias = self.bias.as_deref();
         let blocks = d_in / self.block;
-        let width = 4 * range.len();
-        let mut y = vec![0f32; rows * width];
         let mut wide_w = vec![0i16; if wide_x.is_some() { 4 * d_in } else { 0 }];
-        let first = range.start;
         let mut tile = range.start;
         // Weight tiles outermost: 4 weight rows stay in cache while every activation row passes.
         while tile < range.end {
             if let Some(xu) = xu.filter(|_| tile < self.panels * vnni::PANEL_TILES) {
                 let p = tile / vnni::PANEL_TILES;
-                let (j, t, n) = (tile * 4, tile - first, blocks * vnni::PANEL_ROWS);
+                let (j, n) = (tile * 4, blocks * vnni::PANEL_ROWS);
+                // SAFETY: columns j..j+16 of `out` belong to this call (the caller's contract).
                 vnni::forward(
                     &self.values[j * d_in..][..vnni::PANEL_ROWS * d_in],
                     &self.panel_scales[p * n..][..n],
@@ -314,19 +302,22 @@ impl Int8Weight {
                     xu,
                     d_in,
                     self.block,
-                    |i, r, a| y[i * width + 4 * t + r] = finish(a, sx[i], bias.map(|b| b[j + r])),
+                    sx,
+                    bias.map(|b| &b[j..j + vnni::PANEL_ROWS]),
+                    out.0.add(j),
+                    d_out,
                 );
                 tile += vnni::PANEL_TILES;
                 continue;
             }
-            let t = tile - first;
             let j = tile * 4;
             let w = &self.values[j * d_in..(j + 4) * d_in];
             let s = &self.tile_scales[tile * blocks * 4..(tile + 1) * blocks * 4];
             let row = |i: usize| &xq[i * d_in..(i + 1) * d_in];
-            let mut store = |i: usize, acc: [f32; 4]| {
+            let store = |i: usize, acc: [f32; 4]| {
                 for (lane, a) in acc.into_iter().enumerate() {
-                    y[i * width + 4 * t + lane] = finish(a, sx[i], bias.map(|b| b[j + lane]));
+                    // SAFETY: row i < rows, column j + lane of this call's tiles.
+                    *out.0.add(i * d_out + j + lane) = finish(a, sx[i], bias.map(|b| b[j + lane]));
                 }
             };
             // Two activation rows per pass where there are two: each weight load serves both.
@@ -356,7 +347,6 @@ impl Int8Weight {
             }
             tile += 1;
         }
-        y
     }
 
     /// Row `j`'s values in input order (a copy out of the tile layout where it applies).
@@ -857,57 +847,72 @@ mod vnni {
     }
 
     /// Every activation row of `xu` (`[rows, d_in]`, `xq + 128`) against one panel `w` (its
-    /// scales `s` and corrections `corr`, `[blocks][16]`): `store(i, r, acc)` with the
-    /// block-scaled sum of activation row i and panel row r.
-    pub fn forward(
+    /// scales `s` and corrections `corr`, `[blocks][16]`), finished as [`super::finish`] does
+    /// (`acc · sx[i]`, then `+ bias[r]`) and stored at `out + i · ld + r`.
+    ///
+    /// # Safety
+    /// `out` must be valid for writes at `i · ld + r` for every row i < rows and r < 16.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn forward(
         w: &[i8],
         s: &[f32],
         corr: &[i32],
         xu: &[u8],
         d_in: usize,
         block: usize,
-        mut store: impl FnMut(usize, usize, f32),
+        sx: &[f32],
+        bias: Option<&[f32]>,
+        out: *mut f32,
+        ld: usize,
     ) {
         assert!(block % 4 == 0 && d_in % block == 0 && xu.len() % d_in == 0);
         assert!(w.len() == PANEL_ROWS * d_in);
         assert!(s.len() * block == PANEL_ROWS * d_in && corr.len() == s.len());
-        assert!(available());
         let rows = xu.len() / d_in;
-        let mut out = [[0f32; PANEL_ROWS]; 8];
+        assert!(sx.len() >= rows && bias.is_none_or(|b| b.len() == PANEL_ROWS));
+        assert!(available());
+        let p = Panel {
+            w,
+            s,
+            corr,
+            d_in,
+            block,
+            sx,
+            bias,
+            out,
+            ld,
+        };
         let mut i = 0;
         while i < rows {
-            let x = &xu[i * d_in..];
-            // SAFETY: the CPU has the features (asserted above); `group` reads R rows of x
-            // (x.len() >= R · d_in here) and the asserted panel lengths.
-            let n = unsafe {
-                match rows - i {
-                    8.. => group::<8>(w, s, corr, x, d_in, block, &mut out),
-                    4.. => group::<4>(w, s, corr, x, d_in, block, &mut out),
-                    _ => group::<1>(w, s, corr, x, d_in, block, &mut out),
-                }
+            // SAFETY: the CPU has the features (asserted above); `group` reads R rows of xu
+            // from row i (i + R <= rows) and the asserted panel lengths, and writes rows i..i+R
+            // of `out` (the caller's contract).
+            i += match rows - i {
+                8.. => group::<8>(&p, xu, i),
+                4.. => group::<4>(&p, xu, i),
+                _ => group::<1>(&p, xu, i),
             };
-            for (r, o) in out[..n].iter().enumerate() {
-                for (lane, &a) in o.iter().enumerate() {
-                    store(i + r, lane, a);
-                }
-            }
-            i += n;
         }
     }
 
-    /// `R` consecutive activation rows from `x[0]` into `out[..R]`; returns R.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn group<const R: usize>(
-        w: &[i8],
-        s: &[f32],
-        corr: &[i32],
-        x: &[u8],
+    struct Panel<'a> {
+        w: &'a [i8],
+        s: &'a [f32],
+        corr: &'a [i32],
         d_in: usize,
         block: usize,
-        out: &mut [[f32; PANEL_ROWS]; 8],
-    ) -> usize {
-        assert!(x.len() >= R * d_in && R <= 8);
-        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        sx: &'a [f32],
+        bias: Option<&'a [f32]>,
+        out: *mut f32,
+        ld: usize,
+    }
+
+    /// Activation rows `i .. i + R`; returns R.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn group<const R: usize>(p: &Panel, xu: &[u8], i: usize) -> usize {
+        let (d_in, block) = (p.d_in, p.block);
+        assert!(xu.len() >= (i + R) * d_in);
+        let (xp, wp) = (xu.as_ptr().add(i * d_in), p.w.as_ptr());
         let mut f = [_mm512_setzero_ps(); R];
         for b in 0..d_in / block {
             let mut acc = [_mm512_setzero_si512(); R];
@@ -922,15 +927,20 @@ mod vnni {
                 }
                 k += 4;
             }
-            let sw = _mm512_loadu_ps(s.as_ptr().add(PANEL_ROWS * b));
-            let c = _mm512_loadu_si512(corr.as_ptr().add(PANEL_ROWS * b) as *const _);
+            let sw = _mm512_loadu_ps(p.s.as_ptr().add(PANEL_ROWS * b));
+            let c = _mm512_loadu_si512(p.corr.as_ptr().add(PANEL_ROWS * b) as *const _);
             for r in 0..R {
                 let sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r], c));
                 f[r] = _mm512_add_ps(f[r], _mm512_mul_ps(sums, sw));
             }
         }
         for r in 0..R {
-            _mm512_storeu_ps(out[r].as_mut_ptr(), f[r]);
+            let y = _mm512_mul_ps(f[r], _mm512_set1_ps(p.sx[i + r]));
+            let y = match p.bias {
+                Some(b) => _mm512_add_ps(y, _mm512_loadu_ps(b.as_ptr())),
+                None => y,
+            };
+            _mm512_storeu_ps(p.out.add((i + r) * p.ld), y);
         }
         R
     }
@@ -950,14 +960,18 @@ mod vnni {
     pub fn panel_sums(_: &[i8], _: &[f32], _: usize, _: usize, _: usize) -> (Vec<f32>, Vec<i32>) {
         (Vec::new(), Vec::new())
     }
-    pub fn forward(
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn forward(
         _: &[i8],
         _: &[f32],
         _: &[i32],
         _: &[u8],
         _: usize,
         _: usize,
-        _: impl FnMut(usize, usize, f32),
+        _: &[f32],
+        _: Option<&[f32]>,
+        _: *mut f32,
+        _: usize,
     ) {
         unreachable!("no VNNI panels on this target")
     }
