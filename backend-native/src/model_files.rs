@@ -80,6 +80,59 @@ fn looks_like_hub_id(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
+/// The default model's name: a small dialogue summarizer trained by this project and shipped in
+/// the repository (`models/bartleby-small`, its model card in the folder).
+pub const DEFAULT_MODEL: &str = "bartleby-small";
+
+/// Where the default model is looked for, in order: `$BARTLEBY_DEFAULT_MODEL`; the repository this
+/// binary was built from (`cargo run`); `models/bartleby-small` next to the executable or two
+/// levels up from it (a copied `target/release`).
+pub fn default_model_candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(p) = std::env::var_os("BARTLEBY_DEFAULT_MODEL") {
+        out.push(PathBuf::from(p));
+        return out;
+    }
+    out.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models")
+            .join(DEFAULT_MODEL),
+    );
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            out.push(dir.join("models").join(DEFAULT_MODEL));
+            if let Some(up) = dir.parent().and_then(Path::parent) {
+                out.push(up.join("models").join(DEFAULT_MODEL));
+            }
+        }
+    }
+    out
+}
+
+/// `--model` when given, else the default model (saying so once on stderr).
+pub fn model_or_default(model: Option<&str>) -> Result<String> {
+    if let Some(m) = model {
+        return Ok(m.to_string());
+    }
+    let candidates = default_model_candidates();
+    let Some(dir) = candidates.iter().find(|d| d.join("config.json").is_file()) else {
+        let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        bail!(
+            "no --model given and the default model {DEFAULT_MODEL} was not found (looked in {}); \
+             pass --model DIR|HUB_ID",
+            looked.join(", ")
+        );
+    };
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+    eprintln!(
+        "bartleby: no --model given: using the default model {DEFAULT_MODEL} ({}), a small \
+         research/demo summarizer (see its README.md); for real use pass --model, e.g. \
+         facebook/bart-large-cnn",
+        dir.display()
+    );
+    Ok(dir.display().to_string())
+}
+
 /// Resolves `--model`: an existing directory, else a hub id.
 pub fn resolve(model: &str) -> Result<ModelFiles> {
     let (fetch, offline) = source(model, "model", "config.json")?;

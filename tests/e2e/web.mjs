@@ -4,7 +4,8 @@
 // path (?backend=cpu), through the UI and through window.bartleby — and asserts the token ids are
 // identical. Also: a browser without WebGPU falls back to the CPU with a notice; the page makes
 // no request outside its own origin; a changed bundle (sha256) is downloaded again. Screenshots
-// of both views go to target/e2e/.
+// of both views go to target/e2e/. The default model (models/bartleby-small) summarizes on the
+// plain page, WebGPU and CPU.
 import { chromium } from 'playwright-core';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -191,6 +192,40 @@ for (const backend of ['webgpu', 'cpu']) {
   }
 }
 
+// The site's default model (models/bartleby-small, copied to dist/model/ by the build): the plain
+// page summarizes on first open, WebGPU and CPU, with the ids `bartleby summarize` (no --model)
+// writes for the same dialogues and the model's own settings.
+{
+  const res = path.join(tmp, 'native-default.jsonl');
+  const env = { ...process.env, HF_HUB_OFFLINE: '1' };
+  delete env.BARTLEBY_DEFAULT_MODEL;
+  execFileSync(BIN, ['summarize', '--input', input, '--output', res], { stdio: 'inherit', env });
+  const want = fs.readFileSync(res, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).token_ids);
+  check(fs.existsSync(path.join(DIST, 'model/manifest.json')), 'dist/model/ holds the default model bundle');
+  for (const backend of ['webgpu', 'cpu']) {
+    const tag = `default model on first open (${backend})`;
+    const { page, foreign, errors, status } = await openPage(browser, backend === 'cpu' ? '?backend=cpu' : '');
+    check(status.loaded && status.backend === backend, `${tag}: loaded on ${status.backend} ${status.error || ''}`);
+    if (status.loaded) {
+      const ids = [];
+      for (const d of dialogues) ids.push((await page.evaluate((t) => window.bartleby.summarize(t, {}), d.dialogue)).token_ids);
+      check(JSON.stringify(ids) === JSON.stringify(want), `${tag}: token ids == native default-model summarize (3 dialogues)`);
+      if (JSON.stringify(ids) !== JSON.stringify(want)) console.log('  browser', JSON.stringify(ids), '\n  native ', JSON.stringify(want));
+      await page.fill('#input', dialogues[0].dialogue);
+      await page.click('#summarize');
+      await page.waitForFunction(() => document.querySelector('#token-ids').textContent.length > 0 || document.querySelector('#error').textContent.length > 0, null, { timeout: 120000 });
+      const uiIds = JSON.parse((await page.textContent('#token-ids')) || 'null');
+      const out = (await page.textContent('#output')) || '';
+      check(JSON.stringify(uiIds) === JSON.stringify(want[0]) && out.trim().length > 0, `${tag}: the UI summarizes with the default settings ("${out.trim().slice(0, 60)}")`);
+      await page.screenshot({ path: path.join(SHOTS, `default-model-${backend}.png`), fullPage: true });
+    }
+    check(foreign.length === 0, `${tag}: no request left ${origin} ${foreign.join(' ')}`);
+    const realErrors = errors.filter((e) => !/favicon/.test(e));
+    check(realErrors.length === 0, `${tag}: no page errors ${realErrors.join(' | ')}`);
+    await page.close();
+  }
+}
+
 // Cache: a reload does not download the weights again; a changed sha256 does.
 {
   const ctx = await browser.newContext();
@@ -239,9 +274,13 @@ await browser.close();
 }
 
 // `bartleby serve --web dist`: the page's third backend, "server" (the API the page calls on its
-// own origin). No bundle under model/ there, so the plain page falls back to the server by itself.
+// own origin). Served from a copy of dist/ without model/, so the plain page falls back to the
+// server by itself.
 {
-  const srv = spawn(BIN, ['serve', '--model', MODEL, '--web', DIST, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const bare = path.join(tmp, 'dist-without-model');
+  const skip = path.join(DIST, 'model');
+  fs.cpSync(DIST, bare, { recursive: true, filter: (src) => src !== skip && !src.startsWith(skip + path.sep) });
+  const srv = spawn(BIN, ['serve', '--model', MODEL, '--web', bare, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
   const apiOrigin = await new Promise((resolve, reject) => {
     let err = '';
     srv.stderr.on('data', (d) => {

@@ -15,9 +15,10 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 #[command(after_long_help = EVAL_HELP)]
 pub struct EvalArgs {
-    /// Model directory (config.json, model.safetensors, tokenizer) or Hugging Face hub id.
+    /// Model directory (config.json, model.safetensors, tokenizer) or Hugging Face hub id;
+    /// without it, the shipped default model bartleby-small (models/bartleby-small).
     #[arg(long)]
-    pub model: String,
+    pub model: Option<String>,
     /// Data: a .jsonl/.json/.csv file with `dialogue` and `summary` (optional `id`), a folder
     /// holding <split>.jsonl/.json/.csv, or a Hugging Face hub dataset id.
     #[arg(long)]
@@ -96,9 +97,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let (rows, rows_in_split) = evaluation::load_data(&spec)?;
     let _out = prepare_out_dir(&args.out)?;
+    let model = crate::model_files::model_or_default(args.model.as_deref())?;
     let target = device::init_inference(args.run.device, args.run.f32_matmul)?;
     let outcome = evaluation::evaluate(
-        &args.model,
+        &model,
         &args.name,
         &args.out,
         &spec,

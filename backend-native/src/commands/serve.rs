@@ -11,9 +11,10 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Model directory (config.json, model.safetensors, tokenizer), web bundle or hub id.
+    /// Model directory (config.json, model.safetensors, tokenizer), web bundle or hub id;
+    /// without it, the shipped default model bartleby-small (models/bartleby-small).
     #[arg(long)]
-    pub model: String,
+    pub model: Option<String>,
     /// A LoRA adapter a request can pick with `parameters.adapter_id`: NAME=DIR (or NAME=HUB_ID);
     /// repeat for several. Each is held applied (unmerged) to its own copy of the base.
     #[arg(long, value_name = "NAME=DIR")]
@@ -95,6 +96,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         adapters.push((name.to_string(), dir.to_string()));
     }
+    let model = crate::model_files::model_or_default(args.model.as_deref())?;
     let target = device::init_inference(args.device, args.f32_matmul)?;
     let mut models = Vec::new();
     let specs = std::iter::once((None, None)).chain(
@@ -103,7 +105,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .map(|(n, d)| (Some(n.clone()), Some(d.as_str()))),
     );
     for (name, dir) in specs {
-        let mut summarizer = load_summarizer(&args.model, dir, &target)?;
+        let mut summarizer = load_summarizer(&model, dir, &target)?;
         let (defaults, _) = summarizer.summarization_generation()?;
         let defaults = args.generation.apply(&defaults)?;
         let max_input = args
@@ -112,7 +114,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         summarizer.validate(&defaults, max_input).with_context(|| {
             format!(
                 "{}: the generation settings (generation_config.json with the flags on top)",
-                args.model
+                model
             )
         })?;
         // The prefix is applied per request (it can change it), not by the summarizer.
@@ -130,10 +132,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         });
     }
     let base = &models[0];
-    let dtype = weights_dtype(&args.model);
+    let dtype = weights_dtype(&model);
     let int8 = args.device == DeviceArg::Cpu && !args.f32_matmul && dtype.starts_with('q');
     let info = serde_json::json!({
-        "model_id": args.model,
+        "model_id": model,
         "model_type": base.summarizer.config.model_type(),
         "architecture": base.summarizer.config.architecture(),
         "parameters": base.summarizer.config.num_parameters(),

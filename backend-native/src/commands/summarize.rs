@@ -13,9 +13,10 @@ use std::time::Instant;
 
 #[derive(Args, Debug)]
 pub struct SummarizeArgs {
-    /// Model directory (config.json, model.safetensors, tokenizer) or Hugging Face hub id.
+    /// Model directory (config.json, model.safetensors, tokenizer) or Hugging Face hub id;
+    /// without it, the shipped default model bartleby-small (models/bartleby-small).
     #[arg(long)]
-    pub model: String,
+    pub model: Option<String>,
     /// Input: .jsonl (`dialogue` or `text`, optional `id`), .csv with those columns, or plain
     /// text (one document). `-` reads stdin.
     #[arg(long, default_value = "-")]
@@ -32,7 +33,8 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     let docs = read_documents(&args.input)?;
     let target = device::init_inference(args.run.device, args.run.f32_matmul)?;
     let started = Instant::now();
-    let generator = Generator::new(&args.model, &args.run, &target)?;
+    let model = crate::model_files::model_or_default(args.model.as_deref())?;
+    let generator = Generator::new(&model, &args.run, &target)?;
     let input_name = args.input.display().to_string();
     generator.check_documents(&docs, &input_name)?;
 
