@@ -74,6 +74,7 @@ fn readme_main_job_runs_offline_with_transformers_ids() {
     for (g, w) in got.iter().zip(want) {
         assert_eq!(g["id"], w["id"]);
         assert_eq!(g["input_tokens"], w["input_tokens"], "{}", w["id"]);
+        assert_eq!(g["truncated"], w["truncated"], "{}", w["id"]);
         assert_eq!(
             g["token_ids"], w["token_ids"],
             "{}: ids differ from transformers",

@@ -44,7 +44,8 @@ for dtype in (torch.float32, torch.float64):
         enc = tok(r["dialogue"], truncation=True, max_length=window, return_tensors="pt")
         with torch.no_grad():
             ids = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], generation_config=gc)[0].tolist()
-        out.append({"id": r["id"], "input_tokens": enc["input_ids"].shape[1], "token_ids": ids,
+        full = len(tok(r["dialogue"])["input_ids"])  # before the cut (Bartleby's input_tokens)
+        out.append({"id": r["id"], "input_tokens": full, "truncated": full > window, "token_ids": ids,
                     "summary": tok.decode(ids, skip_special_tokens=True).strip()})
     results[str(dtype)] = out
 if results["torch.float32"] != results["torch.float64"]:
