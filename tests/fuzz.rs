@@ -274,6 +274,7 @@ fn parsers_survive_mutated_inputs() {
             weights: vec![named("model.safetensors", weights)],
             tokenizer: TokenizerBytes::Json(named("tokenizer.json", &tokenizer)),
             tokenizer_config: Some(&tokenizer_config),
+            chat_template: None,
         };
         let device = burn::tensor::Device::flex();
         if let Ok((s, _)) =

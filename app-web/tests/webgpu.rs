@@ -113,6 +113,7 @@ async fn model(fx: &Fixture, device: &Device) -> Summarizer {
         weights: vec![named("model.safetensors", fx.weights)],
         tokenizer: TokenizerBytes::Json(named("tokenizer.json", fx.tokenizer)),
         tokenizer_config: Some(fx.tokenizer_config),
+        chat_template: None,
     };
     Summarizer::assemble(&files, device, LoadOptions::default(), &mut |_| {})
         .unwrap()

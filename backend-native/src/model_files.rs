@@ -19,6 +19,8 @@ pub struct ModelFiles {
     pub tokenizer_json: Option<PathBuf>,
     pub vocab_merges: Option<(PathBuf, PathBuf)>,
     pub tokenizer_config: Option<PathBuf>,
+    /// `chat_template.jinja` (decoder-only instruction models).
+    pub chat_template: Option<PathBuf>,
     /// A `bartleby export` bundle's manifest.json (sizes and sha256 of the files).
     pub manifest: Option<PathBuf>,
 }
@@ -314,6 +316,7 @@ fn collect(source: &str, f: &dyn Fetch) -> Result<ModelFiles> {
         source: source.to_string(),
         generation_config: f.fetch("generation_config.json")?,
         tokenizer_config: f.fetch("tokenizer_config.json")?,
+        chat_template: f.fetch("chat_template.jinja")?,
         manifest: f.fetch(bartleby_core::checkpoint::bundle::MANIFEST_FILE)?,
         config,
         weights,
@@ -339,6 +342,10 @@ pub fn load(files: &ModelFiles, device: &Device, options: LoadOptions) -> Result
         None => None,
     };
     let tokenizer_config = files.tokenizer_config.as_deref().map(read).transpose()?;
+    let chat_template = match &files.chat_template {
+        Some(p) => Some((name(p), read(p)?)),
+        None => None,
+    };
     let tokenizer_files: Vec<(String, Vec<u8>)> = match (&files.tokenizer_json, &files.vocab_merges)
     {
         (Some(t), _) => vec![(name(t), read(t)?)],
@@ -363,6 +370,7 @@ pub fn load(files: &ModelFiles, device: &Device, options: LoadOptions) -> Result
             .collect(),
         tokenizer,
         tokenizer_config: tokenizer_config.as_deref(),
+        chat_template: chat_template.as_ref().map(named),
     };
     // Release each tensor's mapped pages once it is converted: peak memory stays near the
     // model's own size instead of model + file.
@@ -453,4 +461,17 @@ fn release_pages(maps: &[(String, memmap2::Mmap)], bytes: &[u8]) {
             map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
         };
     }
+}
+
+/// Refuses a decoder-only model in a command that does not run one yet (one line, before any
+/// work).
+pub fn seq2seq_only(summarizer: &Summarizer, command: &str) -> Result<()> {
+    if summarizer.config.is_decoder_only() {
+        bail!(
+            "bartleby {command}: {} models are decoder-only, which `{command}` does not run yet \
+             (summarize and eval do; encoder-decoder models — BART, T5 — work everywhere)",
+            summarizer.config.model_type()
+        );
+    }
+    Ok(())
 }

@@ -28,6 +28,22 @@ pub struct RunArgs {
     /// summarization pipeline does; --prefix '' removes it).
     #[arg(long)]
     pub prefix: Option<String>,
+    /// Decoder-only models (Llama, Phi-3, Qwen2): the prompt, a text with `{dialogue}` where
+    /// each input goes (default: "Summarize the following dialogue in one or two
+    /// sentences.\n\n{dialogue}"). With the model's chat template it is the user message.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub prompt: Option<String>,
+    /// Decoder-only models: a system message before the prompt.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Decoder-only models: tokenize the filled prompt as plain text (with the special tokens
+    /// the tokenizer adds, e.g. BOS) instead of rendering the model's chat template.
+    #[arg(long)]
+    pub no_chat_template: bool,
+    /// Decoder-only models: more variables for the chat template, as a JSON object (e.g.
+    /// '{"date_string": "26 Jul 2024"}' for Llama 3.2's, which otherwise shows today's date).
+    #[arg(long, value_name = "JSON")]
+    pub chat_template_kwargs: Option<String>,
     /// Inputs longer than the window: `truncate` (cut them, as transformers does) or `chunk`
     /// (summarize windows of whole turns, then their joined summaries, until one fits; inputs that
     /// fit are summarized exactly as with `truncate`).
@@ -72,6 +88,62 @@ pub fn load_summarizer(model: &str, adapter: Option<&str>, target: &Target) -> R
     Ok(summarizer)
 }
 
+/// `--prefix` (encoder-decoders) and `--prompt`, `--system`, `--no-chat-template`,
+/// `--chat-template-kwargs` (decoder-only models), each refused where it does not apply.
+fn apply_prompting(summarizer: &mut Summarizer, run: &RunArgs) -> Result<()> {
+    let kind = summarizer.config.model_type();
+    let Some(prompting) = summarizer.prompting.as_mut() else {
+        let given = [
+            ("--prompt", run.prompt.is_some()),
+            ("--system", run.system.is_some()),
+            ("--no-chat-template", run.no_chat_template),
+            ("--chat-template-kwargs", run.chat_template_kwargs.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
+            anyhow::bail!("{flag} is for decoder-only models; this one is {kind} (use --prefix)");
+        }
+        if let Some(prefix) = &run.prefix {
+            summarizer.prefix = prefix.clone();
+        }
+        return Ok(());
+    };
+    if run.prefix.is_some() {
+        anyhow::bail!("--prefix is for encoder-decoder models; {kind} is prompted: use --prompt");
+    }
+    if let Some(template) = &run.prompt {
+        bartleby_core::pipeline::Prompting::check_template(template).map_err(|e| {
+            anyhow::anyhow!("--prompt: {}", e.to_string().trim_start_matches("input: "))
+        })?;
+        prompting.template = template.clone();
+    }
+    prompting.system = run.system.clone();
+    prompting.use_chat = !run.no_chat_template;
+    if let Some(json) = &run.chat_template_kwargs {
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| anyhow::anyhow!("--chat-template-kwargs: not valid JSON: {e}"))?;
+        match value {
+            serde_json::Value::Object(map) => prompting.chat_kwargs = map,
+            other => anyhow::bail!("--chat-template-kwargs: expected a JSON object, got {other}"),
+        }
+    }
+    prompting.now_unix_seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs() as i64);
+    if prompting.use_chat && prompting.chat.is_none() {
+        tracing::info!(
+            "{kind}: the model has no chat template; the prompt is tokenized as plain text"
+        );
+    }
+    if summarizer.config_asks_sampling {
+        eprintln!(
+            "note: the model's generation_config.json asks for sampling (do_sample); Bartleby decodes \
+             deterministically (greedy / beam search)"
+        );
+    }
+    Ok(())
+}
+
 /// A loaded model with the generation settings and input window it will use.
 pub struct Generator {
     pub summarizer: Summarizer,
@@ -95,9 +167,7 @@ impl Generator {
         cap: Option<usize>,
     ) -> Result<Self> {
         let mut summarizer = load_summarizer(model, run.adapter.as_deref(), target)?;
-        if let Some(prefix) = &run.prefix {
-            summarizer.prefix = prefix.clone();
-        }
+        apply_prompting(&mut summarizer, run)?;
         let (defaults, from_task_params) = summarizer.summarization_generation()?;
         if from_task_params {
             tracing::info!(

@@ -20,6 +20,7 @@
 //! - [`metrics`]: ROUGE, BLEU, BERTScore, failure analysis, and the report types the CLI writes.
 //! - `train` (feature `train`): training steps (loss, AdamW, schedules).
 
+pub mod chat;
 pub mod checkpoint;
 pub mod generate;
 pub mod long;

@@ -39,6 +39,8 @@ pub struct ModelBytes<'a> {
     pub weights: Vec<NamedBytes<'a>>,
     pub tokenizer: TokenizerBytes<'a>,
     pub tokenizer_config: Option<&'a [u8]>,
+    /// `chat_template.jinja` (decoder-only models; transformers ≥ 4.43 saves the template there).
+    pub chat_template: Option<NamedBytes<'a>>,
 }
 
 fn parse_json(file: NamedBytes<'_>) -> Result<serde_json::Value> {
@@ -52,9 +54,71 @@ fn parse_json(file: NamedBytes<'_>) -> Result<serde_json::Value> {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Summary {
     pub summary: String,
-    /// The full decoder sequence as transformers' `generate` returns it (decoder start token
-    /// first), without padding.
+    /// Encoder-decoder: the full decoder sequence as transformers' `generate` returns it
+    /// (decoder start token first). Decoder-only: the generated tokens only
+    /// (`generate(...)[:, prompt_len:]`, up to and including the eos). Without padding.
     pub token_ids: Vec<u32>,
+}
+
+/// The default prompt of decoder-only models (`summarize --prompt` replaces it).
+pub const DEFAULT_PROMPT: &str =
+    "Summarize the following dialogue in one or two sentences.\n\n{dialogue}";
+
+/// How a decoder-only model is prompted: the template (with `{dialogue}`) filled with each
+/// input; with a chat template, that text is the single user message (after an optional
+/// system message), rendered with `add_generation_prompt = true` and tokenized without adding
+/// special tokens again (`apply_chat_template(..., add_generation_prompt=True)`); without one,
+/// the text is tokenized as it is (with the special tokens the tokenizer adds, e.g. BOS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompting {
+    pub template: String,
+    pub system: Option<String>,
+    /// The model's chat template, if it has one.
+    pub chat: Option<crate::chat::ChatTemplate>,
+    /// Use [`Self::chat`] (`--no-chat-template` turns it off).
+    pub use_chat: bool,
+    /// More variables for the chat template (`--chat-template-kwargs`, e.g. `date_string`).
+    pub chat_kwargs: serde_json::Map<String, serde_json::Value>,
+    /// What the template's `strftime_now` formats (UTC seconds; set by the native side).
+    pub now_unix_seconds: Option<i64>,
+}
+
+impl Prompting {
+    /// Checks a `--prompt` template: it must contain `{dialogue}`.
+    pub fn check_template(template: &str) -> Result<()> {
+        if !template.contains("{dialogue}") {
+            return Err(Error::Input(format!(
+                "the prompt template must contain {{dialogue}}: {template:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The prompt text of one dialogue (the rendered chat template, or the filled template).
+    pub fn text(&self, dialogue: &str) -> Result<String> {
+        Self::check_template(&self.template)?;
+        let filled = self.template.replace("{dialogue}", dialogue);
+        match (&self.chat, self.use_chat) {
+            (Some(chat), true) => {
+                let mut messages = Vec::new();
+                if let Some(system) = &self.system {
+                    messages.push(crate::chat::Message::new("system", system));
+                }
+                messages.push(crate::chat::Message::new("user", &filled));
+                chat.render(&messages, true, &self.chat_kwargs, self.now_unix_seconds)
+            }
+            _ => Ok(match &self.system {
+                Some(system) => format!("{system}\n\n{filled}"),
+                None => filled,
+            }),
+        }
+    }
+
+    /// Whether the prompt is rendered by a chat template (then tokenized without special
+    /// tokens).
+    pub fn chat_rendered(&self) -> bool {
+        self.chat.is_some() && self.use_chat
+    }
 }
 
 /// A loaded model with its tokenizer and default generation settings.
@@ -69,6 +133,11 @@ pub struct Summarizer {
     pub generation: GenerationConfig,
     /// Whether the checkpoint has a generation_config.json.
     pub has_generation_config_file: bool,
+    /// Decoder-only models: how inputs become prompts. `None` for encoder-decoders.
+    pub prompting: Option<Prompting>,
+    /// The checkpoint's generation config asks for sampling (`do_sample: true`, as the Instruct
+    /// models' do); Bartleby decodes deterministically unless told to sample.
+    pub config_asks_sampling: bool,
 }
 
 /// `[batch, width]` int tensor from rows of ids.
@@ -92,7 +161,18 @@ impl Summarizer {
     ) -> Result<(Self, LoadReport)> {
         let config = ModelConfig::from_json(files.config.bytes, files.config.name)?;
         let config_json = parse_json(files.config)?;
-        let gen_json = files.generation_config.map(parse_json).transpose()?;
+        let mut gen_json = files.generation_config.map(parse_json).transpose()?;
+        // The Instruct models' generation configs ask for sampling; summaries are deterministic
+        // (greedy / beam search) unless sampling is asked for (the caller says so once).
+        let mut config_asks_sampling = false;
+        if config.is_decoder_only() {
+            for json in gen_json.iter_mut() {
+                if let Some(obj) = json.as_object_mut() {
+                    config_asks_sampling |=
+                        obj.remove("do_sample") == Some(serde_json::Value::Bool(true));
+                }
+            }
+        }
         // Errors name the file the settings came from.
         let generation = GenerationConfig::from_transformers_json(gen_json.as_ref(), &config_json)
             .map_err(|e| match e {
@@ -127,6 +207,22 @@ impl Summarizer {
                 ),
             });
         }
+        let prompting = if config.is_decoder_only() {
+            let chat = crate::chat::ChatTemplate::from_files(
+                files.chat_template.map(|f| (f.name, f.bytes)),
+                files.tokenizer_config,
+            )?;
+            Some(Prompting {
+                template: DEFAULT_PROMPT.into(),
+                system: None,
+                chat,
+                use_chat: true,
+                chat_kwargs: Default::default(),
+                now_unix_seconds: None,
+            })
+        } else {
+            None
+        };
         let (model, report) = config.load(&checkpoint, device, options, converted)?;
         let summarizer = Summarizer {
             model,
@@ -135,6 +231,8 @@ impl Summarizer {
             config,
             generation,
             has_generation_config_file: files.generation_config.is_some(),
+            prompting,
+            config_asks_sampling,
         };
         Ok((summarizer, report))
     }
@@ -186,7 +284,8 @@ impl Summarizer {
             }
         }
         let max_len = gen.effective_max_length();
-        if let Some(max_pos) = max_pos.filter(|&m| max_len > m + 1) {
+        let seq2seq = !self.config.is_decoder_only();
+        if let Some(max_pos) = max_pos.filter(|&m| seq2seq && max_len > m + 1) {
             return Err(Error::Generation(format!(
                 "max length {max_len} would feed the decoder more positions than max_position_embeddings {max_pos}"
             )));
@@ -226,9 +325,28 @@ impl Summarizer {
 
     /// A text's input ids as [`Self::summarize`] feeds them: [`Self::prefix`] first, truncated
     /// to `max_input_tokens` with the tokenizer's special tokens kept.
+    /// A decoder-only model's prompt ids ([`Prompting`]), never truncated: longer than
+    /// `max_input_tokens` is an error.
     pub fn encode(&self, text: &str, max_input_tokens: usize) -> Result<Vec<u32>> {
+        if let Some(prompting) = &self.prompting {
+            let ids = self.prompt_ids(prompting, text)?;
+            if ids.len() > max_input_tokens {
+                return Err(Error::Input(format!(
+                    "the prompt is {} tokens, longer than the {max_input_tokens} the model reads \
+                     (max input tokens; decoder-only prompts are not truncated)",
+                    ids.len()
+                )));
+            }
+            return Ok(ids);
+        }
         self.tokenizer
             .encode(&self.prefixed(text), Some(max_input_tokens))
+    }
+
+    fn prompt_ids(&self, prompting: &Prompting, text: &str) -> Result<Vec<u32>> {
+        let prompt = prompting.text(text)?;
+        self.tokenizer
+            .encode_prompt(&prompt, !prompting.chat_rendered())
     }
 
     fn prefixed(&self, text: &str) -> String {
@@ -300,6 +418,11 @@ impl Summarizer {
             return Ok(Vec::new());
         }
         self.validate(gen, max_input_tokens)?;
+        if self.prompting.is_some() {
+            return self
+                .summarize_prompted(texts, gen, max_input_tokens, on_step, stop)
+                .await;
+        }
         let texts: Vec<String> = texts.iter().map(|t| self.prefixed(t)).collect();
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let batch = self.tokenizer.encode_batch(
@@ -322,6 +445,73 @@ impl Summarizer {
                     Ok(Summary {
                         summary: self.tokenizer.decode(ids, true)?,
                         token_ids: ids.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.push(summaries);
+        }
+        Ok(out)
+    }
+
+    /// [`Self::summarize_until_async`] for a decoder-only model: prompts left-padded with the
+    /// pad id (the first eos when the model has none, as `generate` pads), generation after
+    /// them, the generated tokens returned.
+    async fn summarize_prompted(
+        &self,
+        texts: &[&str],
+        gen: &GenerationConfig,
+        max_input_tokens: usize,
+        on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<Vec<Summary>>> {
+        let mut prompts = Vec::with_capacity(texts.len());
+        for (index, text) in texts.iter().enumerate() {
+            let ids = self.encode(text, max_input_tokens).map_err(|e| match e {
+                Error::Input(message) => Error::InputAt { index, message },
+                other => other,
+            })?;
+            self.check_ids(&ids)?;
+            prompts.push(ids);
+        }
+        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let pad = gen.pad_token_id;
+        let mut padded = Vec::with_capacity(prompts.len());
+        let mut mask = Vec::with_capacity(prompts.len());
+        for p in &prompts {
+            let n = width - p.len();
+            padded.push([vec![pad; n], p.clone()].concat());
+            mask.push([vec![0u32; n], vec![1u32; p.len()]].concat());
+        }
+        let model = self
+            .model
+            .as_llama()
+            .ok_or_else(|| Error::Input("a prompted model must be decoder-only".into()))?;
+        let mut step = crate::models::CausalStep::new(
+            model,
+            padded.clone(),
+            mask,
+            gen.num_beams,
+            self.config.vocab_size(),
+        );
+        let sequences = crate::generate::generate_prompted(
+            &mut step,
+            &padded,
+            gen,
+            self.config.max_position_embeddings(),
+            on_step,
+            stop,
+        )
+        .await?;
+        let per_input = gen.num_return_sequences;
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in sequences.chunks(per_input) {
+            let summaries = chunk
+                .iter()
+                .map(|ids| {
+                    let new = ids[width.min(ids.len())..].to_vec();
+                    Ok(Summary {
+                        summary: self.tokenizer.decode(&new, true)?.trim().to_string(),
+                        token_ids: new,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -394,6 +584,9 @@ pub enum LongEvent<'a> {
 
 impl TokenCounter for Summarizer {
     fn input_tokens(&self, text: &str) -> Result<usize> {
+        if let Some(prompting) = &self.prompting {
+            return Ok(self.prompt_ids(prompting, text)?.len());
+        }
         Ok(self.tokenizer.encode(&self.prefixed(text), None)?.len())
     }
     fn token_starts(&self, text: &str) -> Result<Vec<usize>> {
@@ -667,6 +860,7 @@ pub fn load_bundle(
         weights: vec![get(WEIGHTS_FILE)?],
         tokenizer: TokenizerBytes::Json(get("tokenizer.json")?),
         tokenizer_config: files.get("tokenizer_config.json").map(Vec::as_slice),
+        chat_template: get("chat_template.jinja").ok(),
     };
     let (summarizer, _) = Summarizer::assemble(&model, device, options, &mut |_| {})?;
     Ok((manifest, summarizer))

@@ -177,6 +177,17 @@ impl BartTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// `tokenizer(text, add_special_tokens=…)["input_ids"]`, never truncated: a decoder-only
+    /// model's prompt (a rendered chat template is tokenized without adding special tokens
+    /// again, as `apply_chat_template(tokenize=True)` does).
+    pub fn encode_prompt(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(tok_err)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Where each token of `text` starts (byte offsets into `text`, special tokens left out),
     /// for cutting a text at token boundaries.
     pub fn token_starts(&self, text: &str) -> Result<Vec<usize>> {

@@ -81,6 +81,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let files = model_files::resolve(&args.model)?;
     let mut summarizer = model_files::load(&files, &device, target.options)
         .with_context(|| format!("loading {}", args.model))?;
+    model_files::seq2seq_only(&summarizer, "export")?;
     if let Some(adapter) = &args.adapter {
         let adapter_files = model_files::resolve_adapter(adapter)?;
         model_files::apply_adapter(&mut summarizer, &adapter_files)

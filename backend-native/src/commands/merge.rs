@@ -65,6 +65,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
     let files = model_files::resolve(&args.model)?;
     let mut summarizer = model_files::load(&files, &device, target.options)
         .with_context(|| format!("loading {}", args.model))?;
+    model_files::seq2seq_only(&summarizer, "merge")?;
     let adapter_files = model_files::resolve_adapter(&args.adapter)?;
     model_files::apply_adapter(&mut summarizer, &adapter_files)
         .with_context(|| format!("applying adapter {} to {}", args.adapter, args.model))?;

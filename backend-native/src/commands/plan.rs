@@ -211,6 +211,17 @@ fn shape(config: &ModelConfig) -> Shape {
             decoder_layers: c.num_decoder_layers as f64,
             vocab: c.vocab_size as f64,
         },
+        // Decoder-only: the prompt and the summary run through one stack (counted as the
+        // "decoder" over source + target tokens by the estimate's cross term).
+        ModelConfig::Llama(c) => Shape {
+            parameters: c.num_parameters() as f64,
+            d_model: c.hidden_size as f64,
+            d_ff: c.intermediate_size as f64 * 1.5,
+            heads: c.num_attention_heads as f64,
+            encoder_layers: 0.0,
+            decoder_layers: c.num_hidden_layers as f64,
+            vocab: c.vocab_size as f64,
+        },
     }
 }
 
@@ -319,6 +330,7 @@ fn plan_one(
     let lr = match config {
         ModelConfig::Bart(_) => 2e-4,
         ModelConfig::T5(_) => 3e-4,
+        ModelConfig::Llama(_) => 2e-4,
     };
     let truncated_sources = source.iter().filter(|&&n| n > max_source as f64).count();
     let truncated_targets = target.iter().filter(|&&n| n > max_target as f64).count();

@@ -106,6 +106,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     );
     for (name, dir) in specs {
         let mut summarizer = load_summarizer(&model, dir, &target)?;
+        crate::model_files::seq2seq_only(&summarizer, "serve")?;
         let (defaults, _) = summarizer.summarization_generation()?;
         let defaults = args.generation.apply(&defaults)?;
         let max_input = args

@@ -414,6 +414,7 @@ impl Trainer {
         let files = model_files::resolve(&cfg.model)?;
         let mut s = model_files::load(&files, device, options)
             .with_context(|| format!("loading {}", cfg.model))?;
+        model_files::seq2seq_only(&s, "train")?;
         let what = cfg.trainable();
         if let Some(p) = cfg.dropout {
             let (attention, activation) = s.config.attention_activation_dropout();

@@ -44,7 +44,7 @@ mod tests;
 use numerics::*;
 pub(crate) use numerics::{log_softmax_in_place, topk, Elem};
 use processors::*;
-pub use search::{generate, generate_async, generate_until, pad_like_hf};
+pub use search::{generate, generate_async, generate_prompted, generate_until, pad_like_hf};
 use settings::*;
 pub use settings::{from_hf_json, EarlyStopping, GenerationConfig};
 

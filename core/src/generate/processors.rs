@@ -6,14 +6,21 @@ use crate::Error;
 pub(super) struct Processors {
     no_repeat_ngram_size: usize,
     min_length: usize,
-    eos: Option<u32>,
+    eos: Vec<u32>,
     forced_bos: Option<u32>,
     forced_eos: Option<u32>,
     max_length: usize,
 }
 
 impl Processors {
-    pub(super) fn new(cfg: &GenerationConfig, vocab: usize) -> Result<Self, Error> {
+    /// The processors for sequences that start with a prompt of `prompt_len` tokens (1 for an
+    /// encoder-decoder's decoder start token) and stop at `max_length`.
+    pub(super) fn new(
+        cfg: &GenerationConfig,
+        vocab: usize,
+        prompt_len: usize,
+        max_length: usize,
+    ) -> Result<Self, Error> {
         for (name, id) in [
             ("forced_bos_token_id", cfg.forced_bos_token_id),
             ("forced_eos_token_id", cfg.forced_eos_token_id),
@@ -26,11 +33,11 @@ impl Processors {
         }
         Ok(Processors {
             no_repeat_ngram_size: cfg.no_repeat_ngram_size,
-            min_length: cfg.effective_min_length(),
-            eos: cfg.eos_token_id,
+            min_length: cfg.min_length_after(prompt_len),
+            eos: cfg.eos_ids(),
             forced_bos: cfg.forced_bos_token_id,
             forced_eos: cfg.forced_eos_token_id,
-            max_length: cfg.effective_max_length(),
+            max_length,
         })
     }
 
@@ -55,7 +62,7 @@ impl Processors {
         // MinLengthLogitsProcessor (+ MinNewTokensLengthLogitsProcessor, identical
         // condition once min_length = 1 + min_new_tokens)
         if self.min_length > 0 && cur_len < self.min_length {
-            if let Some(e) = self.eos {
+            for &e in &self.eos {
                 if (e as usize) < vocab {
                     row[e as usize] = f32::NEG_INFINITY;
                 }

@@ -49,19 +49,57 @@ pub async fn generate_until(
     on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
     stop: &dyn Fn() -> bool,
 ) -> Result<Vec<Vec<u32>>, Error> {
+    let prompts = vec![vec![cfg.decoder_start_token_id]; batch_size];
+    generate_prompted(model, &prompts, cfg, None, on_step, stop).await
+}
+
+/// [`generate_until`] from prompts: each input's sequence starts with its prompt (all of one
+/// length: a decoder-only model's left-padded prompt, or an encoder-decoder's decoder start
+/// token), which the processors see (no-repeat n-grams, minimum length) as transformers'
+/// `generate` does with `input_ids`. The model is fed the prompts' last column first (a
+/// decoder-only [`StepModel`] runs its whole prompt then). Lengths count the prompt
+/// ([`GenerationConfig::max_length_after`], `max_positions` capping a default `max_length`).
+/// Returns the whole sequences, prompt included.
+pub async fn generate_prompted(
+    model: &mut impl StepModel,
+    prompts: &[Vec<u32>],
+    cfg: &GenerationConfig,
+    max_positions: Option<usize>,
+    on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
+    stop: &dyn Fn() -> bool,
+) -> Result<Vec<Vec<u32>>, Error> {
     cfg.validate()?;
-    if batch_size == 0 {
+    if prompts.is_empty() {
         return Ok(Vec::new());
+    }
+    let prompt_len = prompts[0].len();
+    if prompt_len == 0 || prompts.iter().any(|p| p.len() != prompt_len) {
+        return Err(gen_err("prompts must be non-empty and of one length"));
     }
     let vocab = model.vocab_size();
     if vocab == 0 {
         return Err(gen_err("vocab_size is 0"));
     }
+    let max_len = cfg.max_length_after(prompt_len, max_positions);
+    let search = Search {
+        prompts,
+        prompt_len,
+        max_len,
+        vocab,
+    };
     if cfg.num_beams == 1 {
-        greedy(model, batch_size, cfg, vocab, on_step, stop).await
+        greedy(model, &search, cfg, on_step, stop).await
     } else {
-        beam_search(model, batch_size, cfg, vocab, on_step, stop).await
+        beam_search(model, &search, cfg, on_step, stop).await
     }
+}
+
+/// What both searches start from.
+pub(super) struct Search<'p> {
+    prompts: &'p [Vec<u32>],
+    prompt_len: usize,
+    max_len: usize,
+    vocab: usize,
 }
 
 pub(super) fn check_logits(logits: &[f32], rows: usize, vocab: usize) -> Result<(), Error> {
@@ -77,27 +115,28 @@ pub(super) fn check_logits(logits: &[f32], rows: usize, vocab: usize) -> Result<
 /// `GenerationMixin._sample` with `do_sample=False`.
 pub(super) async fn greedy(
     model: &mut impl StepModel,
-    rows: usize,
+    search: &Search<'_>,
     cfg: &GenerationConfig,
-    vocab: usize,
     on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
     stop: &dyn Fn() -> bool,
 ) -> Result<Vec<Vec<u32>>, Error> {
-    let max_len = cfg.effective_max_length();
-    let procs = Processors::new(cfg, vocab)?;
-    let eos = cfg.eos_token_id;
+    let (rows, vocab, max_len) = (search.prompts.len(), search.vocab, search.max_len);
+    let procs = Processors::new(cfg, vocab, search.prompt_len, max_len)?;
+    let no_eos = cfg.eos_ids().is_empty();
     let pad = cfg.pad_token_id;
-    let mut seqs: Vec<Vec<u32>> = (0..rows)
-        .map(|_| {
+    let mut seqs: Vec<Vec<u32>> = search
+        .prompts
+        .iter()
+        .map(|p| {
             let mut s = Vec::with_capacity(max_len);
-            s.push(cfg.decoder_start_token_id);
+            s.extend_from_slice(p);
             s
         })
         .collect();
     let mut unfinished = vec![true; rows];
     let mut lens = vec![0usize; rows];
     let mut tokens = vec![0u32; rows];
-    let mut cur_len = 1usize;
+    let mut cur_len = search.prompt_len;
     loop {
         for (t, s) in tokens.iter_mut().zip(&seqs) {
             *t = s[cur_len - 1];
@@ -105,7 +144,7 @@ pub(super) async fn greedy(
         let mut logits = model.step(&tokens).await?;
         check_logits(&logits, rows, vocab)?;
         for r in 0..rows {
-            let next = if unfinished[r] || eos.is_none() {
+            let next = if unfinished[r] || no_eos {
                 let row = &mut logits[r * vocab..(r + 1) * vocab];
                 procs.apply(row, &seqs[r]);
                 argmax(row) as u32
@@ -118,7 +157,7 @@ pub(super) async fn greedy(
         for r in 0..rows {
             if unfinished[r] {
                 let last = seqs[r][cur_len - 1];
-                if cur_len >= max_len || eos == Some(last) {
+                if cur_len >= max_len || cfg.is_eos(last) {
                     unfinished[r] = false;
                     lens[r] = cur_len;
                 }
@@ -142,18 +181,17 @@ pub(super) async fn greedy(
 #[allow(clippy::needless_range_loop)] // index arithmetic mirrors the [batch, beam] tensors
 pub(super) async fn beam_search(
     model: &mut impl StepModel,
-    batch: usize,
+    search: &Search<'_>,
     cfg: &GenerationConfig,
-    vocab: usize,
     on_step: &mut dyn FnMut(usize, &[Vec<u32>]),
     stop: &dyn Fn() -> bool,
 ) -> Result<Vec<Vec<u32>>, Error> {
+    let (batch, vocab, max_len) = (search.prompts.len(), search.vocab, search.max_len);
+    let prompt_len = search.prompt_len;
     let nb = cfg.num_beams;
-    let max_len = cfg.effective_max_length();
     let rows = batch * nb;
-    let procs = Processors::new(cfg, vocab)?;
-    let eos = cfg.eos_token_id;
-    let n_eos = usize::from(eos.is_some());
+    let procs = Processors::new(cfg, vocab, prompt_len, max_len)?;
+    let n_eos = cfg.eos_ids().len();
     let keep = std::cmp::max(2, 1 + n_eos) * nb; // beams_to_keep
     if keep > nb * vocab {
         return Err(gen_err(format!(
@@ -169,7 +207,7 @@ pub(super) async fn beam_search(
     // running beams [batch][nb]
     let mut run_seq = vec![fill; rows * l];
     for r in 0..rows {
-        run_seq[r * l] = cfg.decoder_start_token_id;
+        run_seq[r * l..r * l + prompt_len].copy_from_slice(&search.prompts[r / nb]);
     }
     let mut run_score = vec![0f32; rows];
     for b in 0..batch {
@@ -181,7 +219,7 @@ pub(super) async fn beam_search(
     let mut fin_seq = run_seq.clone();
     let mut fin_score = vec![NEG_1E9; rows];
     let mut fin_flag = vec![false; rows];
-    let mut fin_len = vec![1usize; rows];
+    let mut fin_len = vec![prompt_len; rows];
     // candidates [batch][keep]
     let mut cand_seq = vec![fill; batch * keep * l];
     let mut cand_score = vec![0f32; batch * keep];
@@ -201,7 +239,7 @@ pub(super) async fn beam_search(
     let mut top: Vec<Elem> = Vec::with_capacity(keep);
     let mut scratch: Vec<Elem> = Vec::new();
     let mut small: Vec<Elem> = Vec::with_capacity(3 * nb);
-    let mut cur_len = 1usize;
+    let mut cur_len = prompt_len;
 
     loop {
         // a. forward the last token of every running beam
@@ -216,7 +254,7 @@ pub(super) async fn beam_search(
             log_softmax_in_place(row);
             procs.apply(row, &run_seq[r * l..r * l + cur_len]);
         }
-        let denom = length_denominator(cur_len, lp); // cur_len + 1 - decoder_prompt_len
+        let denom = length_denominator(cur_len + 1 - prompt_len, lp); // cur_len + 1 - decoder_prompt_len
         for b in 0..batch {
             // c. top-k continuations over num_beams * vocab
             topk_offset_rows(
@@ -238,7 +276,7 @@ pub(super) async fn beam_search(
                 cand_score[ci] = e.v;
                 cand_src[ci] = beam;
                 // d. stopping criteria on the candidate (MaxLength, Eos)
-                cand_hit[ci] = cur_len + 1 >= max_len || eos == Some(tok);
+                cand_hit[ci] = cur_len + 1 >= max_len || cfg.is_eos(tok);
             }
             // e. running beams for the next iteration
             small.clear();
@@ -318,9 +356,9 @@ pub(super) async fn beam_search(
         // g. stopping condition
         cur_len += 1;
         let hyp_len = if early == EarlyStopping::Never && lp > 0.0 {
-            max_len - 1
+            max_len - prompt_len
         } else {
-            cur_len - 1
+            cur_len - prompt_len
         };
         let hyp_denom = length_denominator(hyp_len, lp);
         for b in 0..batch {

@@ -91,8 +91,12 @@ pub struct GenerationConfig {
     pub num_return_sequences: usize,
     pub decoder_start_token_id: u32,
     pub bos_token_id: Option<u32>,
-    /// BART: a single eos, 2.
+    /// BART: a single eos, 2. The first of several (Llama 3: `[128001, 128008, 128009]`).
     pub eos_token_id: Option<u32>,
+    /// The other eos ids of a list (transformers' `eos_token_id: [a, b, ...]`): any of them ends
+    /// a sequence, as `EosTokenCriteria` and `MinLengthLogitsProcessor` treat the list.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more_eos_token_ids: Vec<u32>,
     pub pad_token_id: u32,
     pub forced_bos_token_id: Option<u32>,
     pub forced_eos_token_id: Option<u32>,
@@ -116,6 +120,7 @@ impl Default for GenerationConfig {
             decoder_start_token_id: 2,
             bos_token_id: Some(0),
             eos_token_id: Some(2),
+            more_eos_token_ids: Vec::new(),
             pad_token_id: 1,
             forced_bos_token_id: None,
             forced_eos_token_id: Some(2),
@@ -255,6 +260,22 @@ pub(super) fn as_usize(key: &str, v: &Value) -> Result<usize, Error> {
     Err(gen_err(format!(
         "`{key}` must be a non-negative integer, got {v}"
     )))
+}
+
+/// Token ids: an integer or a list of them (transformers allows lists of eos ids).
+pub(super) fn as_tokens(key: &str, v: &Value) -> Result<Vec<u32>, Error> {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .map(|x| match x {
+                Value::Array(_) | Value::Null => {
+                    Err(gen_err(format!("`{key}` must be token ids, got {v}")))
+                }
+                x => as_token(key, x).map(|t| t.unwrap_or(0)),
+            })
+            .collect(),
+        v => Ok(as_token(key, v)?.into_iter().collect()),
+    }
 }
 
 /// A token id: an integer, or a one-element list (transformers allows lists of eos ids).
@@ -426,20 +447,51 @@ impl GenerationConfig {
     /// [`apply_kwargs`](GenerationConfig::apply_kwargs). (transformers also clamps
     /// that 21 to `max_position_embeddings`; irrelevant for BART's 1024.)
     pub fn effective_max_length(&self) -> usize {
-        match self.max_new_tokens {
-            Some(m) => 1 + m,
-            None if self.max_length == 20 => 21,
-            None => self.max_length,
-        }
+        self.max_length_after(1, None)
     }
 
     /// The `min_length` generation actually runs with: `1 + min_new_tokens` when set,
     /// else `min_length`.
     pub fn effective_min_length(&self) -> usize {
+        self.min_length_after(1)
+    }
+
+    /// `_prepare_generated_length` for a prompt of `prompt_len` tokens (the decoder start token
+    /// of an encoder-decoder, 1; a decoder-only model's whole left-padded prompt): the total
+    /// length generation stops at — `prompt_len + max_new_tokens`, or a default `max_length`
+    /// of 20 read as 20 new tokens (capped at `max_positions`, the model's
+    /// `max_position_embeddings`), or `max_length` as configured.
+    pub fn max_length_after(&self, prompt_len: usize, max_positions: Option<usize>) -> usize {
+        match self.max_new_tokens {
+            Some(m) => prompt_len + m,
+            None if self.max_length == 20 => {
+                let n = 20 + prompt_len;
+                max_positions.map_or(n, |m| n.min(m))
+            }
+            None => self.max_length,
+        }
+    }
+
+    /// The `min_length` for a prompt of `prompt_len` tokens: `prompt_len + min_new_tokens` when
+    /// set, else `min_length` (which counts the prompt).
+    pub fn min_length_after(&self, prompt_len: usize) -> usize {
         match self.min_new_tokens {
-            Some(m) => 1 + m,
+            Some(m) => prompt_len + m,
             None => self.min_length,
         }
+    }
+
+    /// Every eos id (the first, then the others of a list).
+    pub fn eos_ids(&self) -> Vec<u32> {
+        self.eos_token_id
+            .into_iter()
+            .chain(self.more_eos_token_ids.iter().copied())
+            .collect()
+    }
+
+    /// Whether `token` is one of the eos ids.
+    pub fn is_eos(&self, token: u32) -> bool {
+        self.eos_token_id == Some(token) || self.more_eos_token_ids.contains(&token)
     }
 
     /// The token transformers pads `generate()` output rows with:
@@ -532,7 +584,11 @@ impl GenerationConfig {
                 self.decoder_start_token_id = as_token(key, v)?.unwrap_or(d.decoder_start_token_id)
             }
             "bos_token_id" => self.bos_token_id = as_token(key, v)?,
-            "eos_token_id" => self.eos_token_id = as_token(key, v)?,
+            "eos_token_id" => {
+                let ids = as_tokens(key, v)?;
+                self.eos_token_id = ids.first().copied();
+                self.more_eos_token_ids = ids.into_iter().skip(1).collect();
+            }
             "pad_token_id" => self.pad_token_id = as_token(key, v)?.unwrap_or(d.pad_token_id),
             "forced_bos_token_id" => self.forced_bos_token_id = as_token(key, v)?,
             "forced_eos_token_id" => self.forced_eos_token_id = as_token(key, v)?,

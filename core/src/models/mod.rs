@@ -4,6 +4,8 @@
 //!
 //! - [`bart`]: BART (`BartForConditionalGeneration`).
 //! - [`t5`]: T5 and FLAN-T5 (`T5ForConditionalGeneration`).
+//! - [`llama`]: decoder-only Llama 3.2, Phi-3 and Qwen2 (`LlamaForCausalLM`,
+//!   `Phi3ForCausalLM`, `Qwen2ForCausalLM`): prompted, generating after the prompt.
 //! - [`bert`]: the BERT-family encoders BERTScore embeds text with.
 //!
 //! [`Model`] and [`ModelConfig`] are the summarizers of every architecture behind one type:
@@ -12,10 +14,11 @@
 
 pub mod bart;
 pub mod bert;
+pub mod llama;
 pub mod step;
 pub mod t5;
 
-pub use step::ModelStep;
+pub use step::{CausalStep, ModelStep};
 
 use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport, Params, Slot};
 use crate::ops::attention::{DecoderCache, Encoded};
@@ -24,6 +27,7 @@ use crate::{Error, Result};
 use bart::{Bart, BartConfig};
 use burn::module::Param;
 use burn::tensor::{DType, Device, Int, Tensor};
+use llama::{Llama, LlamaConfig};
 use serde_json::Value;
 use t5::{T5Config, T5};
 
@@ -32,6 +36,7 @@ use t5::{T5Config, T5};
 pub enum ModelConfig {
     Bart(BartConfig),
     T5(T5Config),
+    Llama(LlamaConfig),
 }
 
 /// A loaded sequence-to-sequence model of any supported architecture.
@@ -39,10 +44,11 @@ pub enum ModelConfig {
 pub enum Model {
     Bart(Bart),
     T5(T5),
+    Llama(Llama),
 }
 
 /// The `model_type`s Bartleby runs.
-pub const SUPPORTED: &str = "\"bart\", \"t5\"";
+pub const SUPPORTED: &str = "\"bart\", \"t5\", \"llama\", \"phi3\", \"qwen2\"";
 
 impl ModelConfig {
     /// Parses `config.json` by its `model_type`. `file` names the source in error messages.
@@ -56,6 +62,9 @@ impl ModelConfig {
         match raw.get("model_type").and_then(Value::as_str) {
             Some("bart") => Ok(Self::Bart(BartConfig::from_json(bytes, file)?)),
             Some("t5") => Ok(Self::T5(T5Config::from_json(bytes, file)?)),
+            Some("llama" | "phi3" | "qwen2") => {
+                Ok(Self::Llama(LlamaConfig::from_json(bytes, file)?))
+            }
             Some(other) => Err(err(format!(
                 "unsupported model_type {other:?} (Bartleby runs model_type {SUPPORTED})"
             ))),
@@ -64,26 +73,29 @@ impl ModelConfig {
         }
     }
 
-    /// `model_type`.
-    /// config.json's `model_type` (`bart`, `t5`).
+    /// config.json's `model_type` (`bart`, `t5`, `llama`, `phi3`, `qwen2`).
     pub fn model_type(&self) -> &'static str {
         match self {
             Self::Bart(_) => "bart",
             Self::T5(_) => "t5",
+            Self::Llama(c) => c.family.model_type(),
         }
     }
 
     pub fn architecture(&self) -> &'static str {
-        match self {
-            Self::Bart(_) => "bart",
-            Self::T5(_) => "t5",
-        }
+        self.model_type()
+    }
+
+    /// Whether the model is decoder-only (prompted; it generates after its prompt).
+    pub fn is_decoder_only(&self) -> bool {
+        matches!(self, Self::Llama(_))
     }
 
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::Bart(c) => c.vocab_size,
             Self::T5(c) => c.vocab_size,
+            Self::Llama(c) => c.vocab_size,
         }
     }
 
@@ -91,6 +103,11 @@ impl ModelConfig {
         match self {
             Self::Bart(c) => c.pad_token_id,
             Self::T5(c) => c.pad_token_id,
+            // None in Llama 3's config: generation pads with the first eos, as transformers does.
+            Self::Llama(c) => c
+                .pad_token_id
+                .or(c.eos_token_ids.first().copied())
+                .unwrap_or(0),
         }
     }
 
@@ -100,6 +117,7 @@ impl ModelConfig {
         match self {
             Self::Bart(c) => Some(c.max_position_embeddings),
             Self::T5(_) => None,
+            Self::Llama(c) => Some(c.max_position_embeddings),
         }
     }
 
@@ -109,6 +127,7 @@ impl ModelConfig {
         match self {
             Self::Bart(c) => (c.attention_dropout, c.activation_dropout),
             Self::T5(c) => (c.dropout_rate, c.dropout_rate),
+            Self::Llama(_) => (0.0, 0.0),
         }
     }
 
@@ -118,6 +137,8 @@ impl ModelConfig {
         let names: &[&str] = match self {
             Self::Bart(_) => &["q_proj", "v_proj"],
             Self::T5(_) => &["q", "v"],
+            Self::Llama(c) if c.family == llama::Family::Phi3 => &["qkv_proj"],
+            Self::Llama(_) => &["q_proj", "v_proj"],
         };
         names.iter().map(|s| s.to_string()).collect()
     }
@@ -126,7 +147,7 @@ impl ModelConfig {
     pub fn warnings(&self) -> &[String] {
         match self {
             Self::Bart(c) => &c.warnings,
-            Self::T5(_) => &[],
+            Self::T5(_) | Self::Llama(_) => &[],
         }
     }
 
@@ -135,6 +156,7 @@ impl ModelConfig {
         match self {
             Self::Bart(c) => &c.raw,
             Self::T5(c) => &c.raw,
+            Self::Llama(c) => &c.raw,
         }
     }
 
@@ -142,6 +164,7 @@ impl ModelConfig {
         match self {
             Self::Bart(c) => c.num_parameters(),
             Self::T5(c) => c.num_parameters(),
+            Self::Llama(c) => c.num_parameters(),
         }
     }
 
@@ -192,6 +215,10 @@ impl ModelConfig {
                 let (m, r) = t5::params::load_t5(c, checkpoint, device, options, converted)?;
                 (Model::T5(m), r)
             }
+            Self::Llama(c) => {
+                let (m, r) = llama::params::load_llama(c, checkpoint, device, options, converted)?;
+                (Model::Llama(m), r)
+            }
         })
     }
 }
@@ -202,6 +229,7 @@ macro_rules! each {
         match $model {
             Model::Bart($m) => $e,
             Model::T5($m) => $e,
+            Model::Llama($m) => $e,
         }
     };
 }
@@ -212,28 +240,54 @@ impl Model {
     }
 
     /// Encodes `input_ids` `[batch, src_len]`; `attention_mask` is 1 for tokens, 0 for padding.
+    /// Encoder-decoder models only (callers check [`ModelConfig::is_decoder_only`] first).
     pub fn encode(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Encoded {
-        each!(self, m => m.encode(input_ids, attention_mask))
+        match self {
+            Model::Bart(m) => m.encode(input_ids, attention_mask),
+            Model::T5(m) => m.encode(input_ids, attention_mask),
+            Model::Llama(_) => seq2seq_only("encode"),
+        }
     }
 
     /// Starts decoding `rows_per_input` rows (beams) for each input of `encoded`.
     pub fn start_decoding(&self, encoded: &Encoded, rows_per_input: usize) -> DecoderCache {
-        each!(self, m => m.start_decoding(encoded, rows_per_input))
+        match self {
+            Model::Bart(m) => m.start_decoding(encoded, rows_per_input),
+            Model::T5(m) => m.start_decoding(encoded, rows_per_input),
+            Model::Llama(_) => seq2seq_only("start_decoding"),
+        }
     }
 
     /// Feeds `tokens` `[rows, new_len]` and returns the logits `[rows, new_len, vocab]`.
     pub fn decode(&self, tokens: Tensor<2, Int>, cache: &mut DecoderCache) -> Tensor<3> {
-        each!(self, m => m.decode(tokens, cache))
+        match self {
+            Model::Bart(m) => m.decode(tokens, cache),
+            Model::T5(m) => m.decode(tokens, cache),
+            Model::Llama(_) => seq2seq_only("decode"),
+        }
     }
 
     /// Teacher-forced forward pass, as `model(input_ids, attention_mask, decoder_input_ids)`.
+    /// Encoder-decoder models only.
     pub fn forward(
         &self,
         input_ids: Tensor<2, Int>,
         attention_mask: Tensor<2, Int>,
         decoder_input_ids: Tensor<2, Int>,
     ) -> (Encoded, Tensor<3>) {
-        each!(self, m => m.forward(input_ids, attention_mask, decoder_input_ids))
+        match self {
+            Model::Bart(m) => m.forward(input_ids, attention_mask, decoder_input_ids),
+            Model::T5(m) => m.forward(input_ids, attention_mask, decoder_input_ids),
+            Model::Llama(_) => seq2seq_only("forward"),
+        }
+    }
+
+    /// The decoder-only model, if this is one.
+    pub fn as_llama(&self) -> Option<&Llama> {
+        match self {
+            Model::Llama(m) => Some(m),
+            _ => None,
+        }
     }
 
     /// Puts every weight back into its plain f32 tensor.
@@ -252,6 +306,8 @@ impl Model {
         match self {
             Model::Bart(m) => m.set_dropout(dropout, attention, activation),
             Model::T5(m) => m.set_dropout(dropout),
+            // Llama-family checkpoints train without dropout (`attention_dropout` 0).
+            Model::Llama(_) => {}
         }
     }
 
@@ -339,4 +395,10 @@ impl Params for Model {
     fn materialize(&mut self) {
         Model::materialize(self)
     }
+}
+
+/// The encoder-decoder entry points called on a decoder-only model: a caller's bug (every
+/// command checks [`ModelConfig::is_decoder_only`] before it gets here).
+fn seq2seq_only(what: &str) -> ! {
+    panic!("Model::{what} is for encoder-decoder models; this one is decoder-only")
 }

@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod int8;
 pub mod linear;
 pub mod norm;
+pub mod rope;
 
 pub use activation::Activation;
 #[cfg(feature = "train")]

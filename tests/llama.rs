@@ -1,0 +1,453 @@
+//! Decoder-only models (Llama 3.2, Phi-3, Qwen2) against transformers 4.57.6 on the committed
+//! fixtures (tools/reference/make_llama_fixtures.py): tokenizers, chat-template prompts
+//! (`apply_chat_template`), logits of left-padded batches (≤ 1e-4), `generate()` ids (greedy and
+//! beam, batched), and `bartleby summarize` end to end, with its one-line errors.
+
+use bartleby_core::generate::{generate_prompted, pad_like_hf};
+use bartleby_core::models::CausalStep;
+use bartleby_core::pipeline::{block_on, ids_tensor};
+use bartleby_core::{BartTokenizer, GenerationConfig};
+use bartleby_tests::*;
+use burn::tensor::Device;
+use serde_json::Value;
+
+const MODELS: [&str; 4] = [
+    "llama-gqa-llama3-tied",
+    "llama-bias-linear-bf16",
+    "phi3-longrope-f16",
+    "qwen2-bias-tied",
+];
+const LOGIT_TOL: f32 = 1e-4;
+
+fn bartleby_run(args: &[&str]) -> Run {
+    bartleby(args).into()
+}
+
+fn cpu() -> Device {
+    Device::default()
+}
+
+#[test]
+fn tokenizers_match_autotokenizer() {
+    for dir in ["tokenizer-llama3", "tokenizer-phi3"] {
+        let dir = fixtures().join(dir);
+        let cases = read_json(&dir.join("cases.json"));
+        let tok = BartTokenizer::from_tokenizer_json(
+            &std::fs::read(dir.join("tokenizer.json")).unwrap(),
+            Some(&std::fs::read(dir.join("tokenizer_config.json")).unwrap()),
+        )
+        .unwrap();
+        let ids = u32_rows(&cases["ids"]);
+        let plain = u32_rows(&cases["ids_no_special"]);
+        let texts = cases["texts"].as_array().unwrap();
+        assert!(texts.len() >= 20);
+        for (i, text) in texts.iter().enumerate() {
+            let text = text.as_str().unwrap();
+            assert_eq!(
+                tok.encode_prompt(text, true).unwrap(),
+                ids[i],
+                "{dir:?} text {i}"
+            );
+            assert_eq!(
+                tok.encode_prompt(text, false).unwrap(),
+                plain[i],
+                "{dir:?} text {i}"
+            );
+            assert_eq!(
+                tok.decode(&ids[i], true).unwrap(),
+                cases["decoded"][i].as_str().unwrap(),
+                "{dir:?} decode {i}"
+            );
+            assert_eq!(
+                tok.decode(&ids[i], false).unwrap(),
+                cases["decoded_keep_special"][i].as_str().unwrap(),
+                "{dir:?} decode keep special {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn chat_prompts_match_apply_chat_template() {
+    for name in MODELS {
+        let fx = parity(name);
+        let mut s = load(name, &cpu());
+        let prompting = s.prompting.as_mut().expect("decoder-only");
+        assert!(prompting.chat.is_some(), "{name}: chat template found");
+        prompting.template = fx["prompt_template"].as_str().unwrap().into();
+        prompting
+            .chat_kwargs
+            .insert("date_string".into(), fx["date_string"].clone());
+        let dialogues = fx["dialogues"].as_array().unwrap();
+        for case in fx["chat_prompts"].as_array().unwrap() {
+            let dialogue = dialogues[case["dialogue_index"].as_u64().unwrap() as usize]
+                .as_str()
+                .unwrap();
+            s.prompting.as_mut().unwrap().system = case["system"].as_str().map(str::to_string);
+            let prompting = s.prompting.as_ref().unwrap();
+            assert_eq!(
+                prompting.text(dialogue).unwrap(),
+                case["text"].as_str().unwrap(),
+                "{name}: rendered prompt"
+            );
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(
+                s.encode(dialogue, usize::MAX).unwrap(),
+                want,
+                "{name}: prompt ids"
+            );
+        }
+        // --no-chat-template: the filled template as plain text, with the tokenizer's BOS.
+        let prompting = s.prompting.as_mut().unwrap();
+        prompting.use_chat = false;
+        prompting.system = None;
+        for (i, case) in fx["plain_prompts"].as_array().unwrap().iter().enumerate() {
+            let want = u32_rows(&Value::Array(vec![case["ids"].clone()])).remove(0);
+            let dialogue = dialogues[i].as_str().unwrap();
+            assert_eq!(
+                s.encode(dialogue, usize::MAX).unwrap(),
+                want,
+                "{name}: plain prompt {i}"
+            );
+        }
+    }
+}
+
+fn check_logits(name: &str, device: &Device) {
+    let fx = parity(name);
+    let s = load(name, device);
+    let model = s.model.as_llama().unwrap();
+    let f = &fx["forward"];
+    let ids = u32_rows(&f["input_ids"]);
+    let mask = u32_rows(&f["attention_mask"]);
+    let logits = model.forward(ids_tensor(&ids, device), &mask);
+    let [rows, len, vocab] = logits.dims();
+    assert_eq!((rows, len), (ids.len(), ids[0].len()));
+    let ours = logits.into_data().try_to_vec::<f32>().unwrap();
+    let positions = u32_rows(&f["positions"]);
+    let mut worst = 0f32;
+    for (b, row) in positions.iter().enumerate() {
+        for (k, &j) in row.iter().enumerate() {
+            let theirs = &f["logits"][b][k];
+            for v in 0..vocab {
+                let t = theirs[v].as_f64().unwrap() as f32;
+                worst = worst.max((ours[(b * len + j as usize) * vocab + v] - t).abs());
+            }
+        }
+    }
+    assert!(worst <= LOGIT_TOL, "{name}: logits differ by {worst}");
+    eprintln!("{name}: max |logit difference| {worst:.2e}");
+}
+
+#[test]
+fn logits_match_transformers_cpu() {
+    for name in MODELS {
+        check_logits(name, &cpu());
+    }
+}
+
+#[test]
+fn logits_match_transformers_wgpu() {
+    let Some(device) = wgpu_device("llama logits_match_transformers_wgpu") else {
+        return;
+    };
+    for name in MODELS {
+        check_logits(name, &device);
+    }
+}
+
+/// The model's own settings with a fixture's `generate(**kwargs)` on top.
+fn settings(base: &GenerationConfig, kwargs: &Value) -> GenerationConfig {
+    let mut overrides = kwargs.as_object().unwrap().clone();
+    overrides.remove("do_sample");
+    base.with_overrides(&Value::Object(overrides)).unwrap()
+}
+
+fn check_generations(name: &str, device: &Device) {
+    let fx = parity(name);
+    let s = load(name, device);
+    let model = s.model.as_llama().unwrap();
+    let gens = fx["generations"].as_array().unwrap();
+    assert_eq!(gens.len(), 10);
+    for g in gens {
+        let gen = settings(&s.generation, &g["kwargs"]);
+        assert_eq!(
+            gen.pad_token_id as u64,
+            fx["pad_token_id"].as_u64().unwrap()
+        );
+        let ids = u32_rows(&g["input_ids"]);
+        let mask = u32_rows(&g["attention_mask"]);
+        let mut step = CausalStep::new(
+            model,
+            ids.clone(),
+            mask,
+            gen.num_beams,
+            s.config.vocab_size(),
+        );
+        let out = block_on(generate_prompted(
+            &mut step,
+            &ids,
+            &gen,
+            s.config.max_position_embeddings(),
+            &mut |_, _| {},
+            &|| false,
+        ))
+        .unwrap();
+        let want = u32_rows(&g["sequences"]);
+        assert_eq!(
+            pad_like_hf(&out, gen.hf_output_pad_token_id()),
+            want,
+            "{name}: {} {}",
+            g["name"],
+            g["prompts_index"]
+        );
+    }
+}
+
+#[test]
+fn generate_matches_transformers_cpu() {
+    for name in MODELS {
+        check_generations(name, &cpu());
+    }
+}
+
+#[test]
+fn generate_matches_transformers_wgpu() {
+    let Some(device) = wgpu_device("llama generate_matches_transformers_wgpu") else {
+        return;
+    };
+    for name in ["llama-gqa-llama3-tied", "phi3-longrope-f16"] {
+        check_generations(name, &device);
+    }
+}
+
+/// The fixture's generated ids of one input: after the prompt, up to and including the first
+/// eos (a batch's finished rows are padded after it).
+fn generated(fx: &Value, case: &str, index: &[u64], row: usize) -> Vec<u32> {
+    let g = fx["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| {
+            g["name"] == case
+                && g["prompts_index"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap())
+                    .collect::<Vec<_>>()
+                    == index
+        })
+        .unwrap();
+    let width = g["input_ids"][0].as_array().unwrap().len();
+    let eos: Vec<u64> = match &fx["effective_generation_config"]["eos_token_id"] {
+        Value::Array(a) => a.iter().map(|v| v.as_u64().unwrap()).collect(),
+        v => vec![v.as_u64().unwrap()],
+    };
+    let mut out = Vec::new();
+    for v in &g["sequences"][row].as_array().unwrap()[width..] {
+        let t = v.as_u64().unwrap();
+        out.push(t as u32);
+        if eos.contains(&t) {
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn summarize_cli_matches_generate() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["llama-gqa-llama3-tied", "phi3-longrope-f16"] {
+        let fx = parity(name);
+        let input = tmp.path().join(format!("{name}.jsonl"));
+        let lines: Vec<String> = fx["dialogues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, d)| serde_json::json!({"id": i, "dialogue": d}).to_string())
+            .collect();
+        std::fs::write(&input, lines.join("\n")).unwrap();
+        let output = tmp.path().join(format!("{name}.out.jsonl"));
+        let model = model_dir(name);
+        let kwargs = format!("{{\"date_string\": {}}}", fx["date_string"]);
+        // Batches of 3 then 1, as the fixture's generations: the model's own settings (greedy,
+        // 20 new tokens), and 3 beams with the flags.
+        for (case, flags) in [
+            ("e_model_defaults", vec![]),
+            (
+                "c_beam3",
+                vec![
+                    "--num-beams",
+                    "3",
+                    "--max-new-tokens",
+                    "14",
+                    "--length-penalty",
+                    "1.5",
+                    "--early-stopping",
+                    "true",
+                    "--no-repeat-ngram-size",
+                    "2",
+                ],
+            ),
+        ] {
+            let mut args = vec![
+                "summarize",
+                "--model",
+                model.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                output.to_str().unwrap(),
+                "--batch-size",
+                "3",
+                "--chat-template-kwargs",
+                &kwargs,
+            ];
+            args.extend(flags);
+            let run = bartleby(&args);
+            let stderr = String::from_utf8_lossy(&run.stderr);
+            assert!(run.status.success(), "{name} {case}: {stderr}");
+            assert_eq!(
+                stderr.contains("asks for sampling"),
+                name.starts_with("llama"),
+                "{name}: the sampling note: {stderr}"
+            );
+            let rows: Vec<Value> = std::fs::read_to_string(&output)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(rows.len(), 4);
+            for (i, row) in rows.iter().enumerate() {
+                let want = if i < 3 {
+                    generated(&fx, case, &[0, 1, 2], i)
+                } else {
+                    generated(&fx, case, &[3], 0)
+                };
+                let ids: Vec<u32> = row["token_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect();
+                assert_eq!(ids, want, "{name} {case}: row {i}");
+                assert!(!row["summary"].as_str().unwrap().starts_with(' '));
+            }
+        }
+    }
+}
+
+#[test]
+fn decoder_only_bad_input_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(&input, "{\"id\": 1, \"dialogue\": \"A: hi\\nB: hello\"}\n").unwrap();
+    let output = tmp.path().join("out.jsonl");
+    let model = model_dir("llama-gqa-llama3-tied");
+    let base = |extra: &[&str]| {
+        let mut args = vec![
+            "summarize",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        bartleby_run(&args)
+    };
+    assert_clear_error(
+        &base(&["--prompt", "Summarize this."]),
+        &output,
+        &["--prompt", "{dialogue}"],
+    );
+    assert_clear_error(
+        &base(&["--max-input-tokens", "40"]),
+        &output,
+        &["document id 1", "longer than the 40"],
+    );
+    assert_clear_error(
+        &base(&["--prefix", "x"]),
+        &output,
+        &["--prefix", "--prompt"],
+    );
+    assert_clear_error(
+        &base(&["--chat-template-kwargs", "[1]"]),
+        &output,
+        &["--chat-template-kwargs", "JSON object"],
+    );
+
+    // A copy of the model with one file changed at a time.
+    let copy = |dir: &std::path::Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        for entry in std::fs::read_dir(&model).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    };
+    let run_on = |dir: &std::path::Path| {
+        bartleby_run(&[
+            "summarize",
+            "--model",
+            dir.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ])
+    };
+    let yarn = tmp.path().join("yarn");
+    copy(&yarn);
+    let mut config: Value = read_json(&yarn.join("config.json"));
+    config["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+    std::fs::write(yarn.join("config.json"), config.to_string()).unwrap();
+    assert_clear_error(
+        &run_on(&yarn),
+        &output,
+        &["config.json", "rope_scaling", "\"yarn\""],
+    );
+
+    let raises = tmp.path().join("raises");
+    copy(&raises);
+    std::fs::write(
+        raises.join("chat_template.jinja"),
+        "{% if messages[0]['role'] != 'system' %}{{ raise_exception('Conversations must start with a system message') }}{% endif %}",
+    )
+    .unwrap();
+    assert_clear_error(
+        &run_on(&raises),
+        &output,
+        &["chat_template.jinja", "raised", "must start with a system"],
+    );
+
+    let short = tmp.path().join("short");
+    copy(&short);
+    let mut config: Value = read_json(&short.join("config.json"));
+    config["max_position_embeddings"] = 32.into();
+    std::fs::write(short.join("config.json"), config.to_string()).unwrap();
+    assert_clear_error(
+        &run_on(&short),
+        &output,
+        &["document id 1", "longer than the 32"],
+    );
+
+    // Decoder-only models in the commands that do not run them yet: one line, no work.
+    let run = bartleby_run(&[
+        "merge",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapter",
+        "x",
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert_clear_error(&run, &output, &["merge", "decoder-only"]);
+}
