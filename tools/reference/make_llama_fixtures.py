@@ -197,6 +197,17 @@ MODEL_SPECS = [
         eos=["<|endoftext|>", "<|assistant|>", "<|end|>"], sampling=False,
     ),
     dict(
+        # Dynamic NTK rope scaling with every prompt past max_position_embeddings (the base grows with the sequence,
+        # step by step during generation), MQA (1 kv head), head_dim 10. transformers keeps the grown frequencies in the
+        # module between calls: every reference call below runs on a freshly loaded model, as Bartleby starts each
+        # generation from the configured frequencies.
+        name="llama-dynamic-mqa", tokenizer="llama3", cls=LlamaConfig, seed=SEED + 5, dtype="float32",
+        config=dict(hidden_size=30, intermediate_size=36, num_hidden_layers=2, num_attention_heads=3,
+                    num_key_value_heads=1, head_dim=10, max_position_embeddings=64, rope_theta=10000.0,
+                    rope_scaling=dict(rope_type="dynamic", factor=2.0), rms_norm_eps=1e-5, tie_word_embeddings=False),
+        eos=["<|eot_id|>"], sampling=False, fresh_per_call=True,
+    ),
+    dict(
         # Qwen2: q/k/v biases (no o bias), GQA, tied head.
         name="qwen2-bias-tied", tokenizer="llama3", cls=Qwen2Config, seed=SEED + 4, dtype="float32",
         config=dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
@@ -261,17 +272,24 @@ GEN_CASES = [
 ]
 
 
-def run_generations(model, prompts):
+def run_generations(model, prompts, fresh=None):
     pad = pad_id(model)
     out = []
     for name, kwargs in GEN_CASES:
         for idx in ([0, 1, 2], [3]):
+            if fresh is not None:
+                model = fresh()
             ids, mask = left_pad([prompts[i] for i in idx], pad)
-            with torch.no_grad():
-                seqs = model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                                      pad_token_id=pad, **kwargs)
-            out.append(dict(name=name, kwargs=kwargs, prompts_index=idx, input_ids=ids, attention_mask=mask,
-                            sequences=seqs.tolist()))
+            entry = dict(name=name, kwargs=kwargs, prompts_index=idx, input_ids=ids, attention_mask=mask)
+            try:
+                with torch.no_grad():
+                    seqs = model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                                          pad_token_id=pad, **kwargs)
+                entry["sequences"] = seqs.tolist()
+            except ValueError as e:  # e.g. a default max_length capped at max_position_embeddings below the prompt
+                entry["sequences"] = None
+                entry["error"] = str(e)
+            out.append(entry)
     return out
 
 
@@ -281,7 +299,7 @@ def eos_score(model, gens):
     early = full = 0
     for g in gens:
         width = len(g["input_ids"][0])
-        for s in g["sequences"]:
+        for s in g["sequences"] or []:
             new = s[width:]
             if any(t in eos for t in new[:-1]) or (new and new[-1] in eos and len(new) < 10):
                 early += 1
@@ -366,17 +384,22 @@ def make_model_fixtures(data, only):
         m.save_pretrained(str(out_dir), safe_serialization=True)
         fast_m = save(tok, out_dir)
         assert chat_prompts(fast_m, dialogues) == chats
-        ref = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32).eval()
-        ref64 = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float64).eval()
+        def loader(dtype):
+            return lambda: AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=dtype).eval()
+        fresh32 = loader(torch.float32) if spec.get("fresh_per_call") else None
+        fresh64 = loader(torch.float64) if spec.get("fresh_per_call") else None
+        ref = loader(torch.float32)()
+        ref64 = loader(torch.float64)()
         ids, mask, logits = forward_logits(ref, prompts)
         _, _, logits64 = forward_logits(ref64, prompts)
         real = torch.tensor(mask).bool()
         d = (logits.double() - logits64)[real].abs().max().item()
         print(f"[{name}] f32 vs f64 logits {d:.2e} (max |logit| {logits[real].abs().max().item():.2f})")
         assert d <= F32_VS_F64_TOL, f"{name}: ill-conditioned"
-        gens = run_generations(ref, prompts)
-        gens64 = run_generations(ref64, prompts)
+        gens = run_generations(ref, prompts, fresh32)
+        gens64 = run_generations(ref64, prompts, fresh64)
         for g, g64 in zip(gens, gens64):
+            assert g.get("error") == g64.get("error")
             if g["sequences"] != g64["sequences"]:
                 print(f"[{name}] {g['name']} {g['prompts_index']}: float64 differs (near-tie): using float64")
                 g["sequences"] = g64["sequences"]

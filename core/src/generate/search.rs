@@ -81,6 +81,13 @@ pub async fn generate_prompted(
         return Err(gen_err("vocab_size is 0"));
     }
     let max_len = cfg.max_length_after(prompt_len, max_positions);
+    // `_validate_generated_length`: nothing may be generated.
+    if prompt_len >= max_len {
+        return Err(gen_err(format!(
+            "the input is {prompt_len} tokens but max_length is {max_len} (a default max_length is \
+             capped at max_position_embeddings): set max_new_tokens"
+        )));
+    }
     let search = Search {
         prompts,
         prompt_len,
