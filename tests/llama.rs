@@ -449,13 +449,207 @@ fn decoder_only_bad_input_is_one_line() {
 
     // Decoder-only models in the commands that do not run them yet: one line, no work.
     let run = bartleby_run(&[
-        "merge",
+        "export",
         "--model",
         model.to_str().unwrap(),
-        "--adapter",
-        "x",
         "--output",
         output.to_str().unwrap(),
     ]);
-    assert_clear_error(&run, &output, &["merge", "decoder-only"]);
+    assert_clear_error(&run, &output, &["export", "decoder-only"]);
+}
+
+/// Logits at the base fixture's sampled places of its left-padded batch, flattened
+/// `[places, vocab]` in row order (what make_lora_fixtures.py stores).
+fn sampled_logits(s: &bartleby_core::Summarizer, base: &Value, device: &Device) -> Vec<f32> {
+    let f = &base["forward"];
+    let ids = u32_rows(&f["input_ids"]);
+    let mask = u32_rows(&f["attention_mask"]);
+    let logits = s
+        .model
+        .as_llama()
+        .unwrap()
+        .forward(ids_tensor(&ids, device), &mask);
+    let [_, len, vocab] = logits.dims();
+    let all = logits.into_data().try_to_vec::<f32>().unwrap();
+    let mut out = Vec::new();
+    for (b, row) in u32_rows(&f["positions"]).iter().enumerate() {
+        for &j in row {
+            let at = (b * len + j as usize) * vocab;
+            out.extend_from_slice(&all[at..at + vocab]);
+        }
+    }
+    out
+}
+
+fn greedy_ids(s: &bartleby_core::Summarizer, g: &Value) -> Vec<Vec<u32>> {
+    let gen = settings(&s.generation, &g["kwargs"]);
+    let ids = u32_rows(&g["input_ids"]);
+    let mut step = CausalStep::new(
+        s.model.as_llama().unwrap(),
+        ids.clone(),
+        u32_rows(&g["attention_mask"]),
+        1,
+        s.config.vocab_size(),
+    );
+    let out = block_on(generate_prompted(
+        &mut step,
+        &ids,
+        &gen,
+        s.config.max_position_embeddings(),
+        &mut |_, _| {},
+        &|| false,
+    ))
+    .unwrap();
+    pad_like_hf(&out, gen.hf_output_pad_token_id())
+}
+
+/// PEFT adapters on the decoder-only models (every Llama projection; Phi-3's fused `qkv_proj`
+/// and `gate_up_proj`), applied unmerged and merged: logits ≤ 1e-4 and greedy ids identical to
+/// `PeftModel` and `merge_and_unload()` (tools/reference/make_lora_fixtures.py).
+#[test]
+fn peft_adapters_match_unmerged_and_merged() {
+    use bartleby_core::checkpoint::adapter::{self, LoraConfig};
+    let device = cpu();
+    for case in ["llama-all", "phi3-fused"] {
+        let fx = read_json(&fixtures().join("lora").join(format!("{case}.json")));
+        let base = parity(fx["model"].as_str().unwrap());
+        let mut s = load(fx["model"].as_str().unwrap(), &device);
+        let dir = fixtures().join("lora").join(case);
+        let config =
+            LoraConfig::from_json(&std::fs::read(dir.join(adapter::CONFIG_FILE)).unwrap()).unwrap();
+        let weights = std::fs::read(dir.join(adapter::WEIGHTS_FILE)).unwrap();
+        let report = adapter::load_adapter(&mut s.model, &config, &weights).unwrap();
+        let targets = fx["case"]["targets"].as_array().unwrap().len();
+        let layers = s.model.as_llama().unwrap().layers.len();
+        assert_eq!(
+            report.adapted.len(),
+            targets * layers,
+            "{case}: {:?}",
+            report.adapted
+        );
+        let mut want = Vec::new();
+        f32_flat(&fx["logits"], &mut want);
+        let ours = sampled_logits(&s, &base, &device);
+        assert_eq!(ours.len(), want.len());
+        let diff = ours
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            diff <= LOGIT_TOL,
+            "{case}: unmerged logits differ by {diff}"
+        );
+        let g = &fx["generations"][0];
+        assert_eq!(
+            greedy_ids(&s, g),
+            u32_rows(&g["sequences"]),
+            "{case}: unmerged ids"
+        );
+
+        let merged = adapter::merge(&mut s.model).unwrap();
+        assert_eq!(merged, targets * layers);
+        let mut want = Vec::new();
+        f32_flat(&fx["merged_logits"], &mut want);
+        let ours = sampled_logits(&s, &base, &device);
+        let diff = ours
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff <= LOGIT_TOL, "{case}: merged logits differ by {diff}");
+        let g = &fx["merged_generations"][0];
+        assert_eq!(
+            greedy_ids(&s, g),
+            u32_rows(&g["sequences"]),
+            "{case}: merged ids"
+        );
+    }
+}
+
+/// `bartleby merge` on a decoder-only model: its lossless check passes, the written checkpoint
+/// (chat template and the eos list kept) gives `merge_and_unload()`'s logits, and summarizes as
+/// the unmerged adapter does.
+#[test]
+fn merge_cli_writes_what_peft_merges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let device = cpu();
+    for case in ["llama-all", "phi3-fused"] {
+        let fx = read_json(&fixtures().join("lora").join(format!("{case}.json")));
+        let name = fx["model"].as_str().unwrap();
+        let model = model_dir(name);
+        let adapter = fixtures().join("lora").join(case);
+        let out = tmp.path().join(case);
+        let run = bartleby(&[
+            "merge",
+            "--model",
+            model.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            run.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(out.join("chat_template.jinja").is_file());
+        let gen = read_json(&out.join("generation_config.json"));
+        assert_eq!(
+            gen["eos_token_id"],
+            read_json(&model.join("generation_config.json"))["eos_token_id"],
+            "{case}: eos ids"
+        );
+        let files = bartleby::model_files::resolve(out.to_str().unwrap()).unwrap();
+        let merged = bartleby::model_files::load(&files, &device, Default::default()).unwrap();
+        let mut want = Vec::new();
+        f32_flat(&fx["merged_logits"], &mut want);
+        let ours = sampled_logits(&merged, &parity(name), &device);
+        let diff = ours
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            diff <= LOGIT_TOL,
+            "{case}: merged checkpoint logits differ by {diff}"
+        );
+
+        let input = tmp.path().join("in.jsonl");
+        let lines: Vec<String> = parity(name)["dialogues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| serde_json::json!({ "dialogue": d }).to_string())
+            .collect();
+        std::fs::write(&input, lines.join("\n")).unwrap();
+        let summarize = |extra: &[&str], model: &std::path::Path| {
+            let o = tmp.path().join("s.jsonl");
+            let mut args = vec![
+                "summarize",
+                "--model",
+                model.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                o.to_str().unwrap(),
+                "--max-new-tokens",
+                "12",
+            ];
+            args.extend_from_slice(extra);
+            let run = bartleby(&args);
+            assert!(
+                run.status.success(),
+                "{}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            std::fs::read_to_string(&o).unwrap()
+        };
+        assert_eq!(
+            summarize(&[], &out),
+            summarize(&["--adapter", adapter.to_str().unwrap()], &model),
+            "{case}: merged vs unmerged summaries"
+        );
+    }
 }

@@ -67,9 +67,13 @@ pub fn generation_config_json(files: &ModelFiles, gen: &GenerationConfig) -> Res
     let obj = json
         .as_object_mut()
         .context("generation_config.json: not a JSON object")?;
-    let Value::Object(settings) = serde_json::to_value(gen)? else {
+    let Value::Object(mut settings) = serde_json::to_value(gen)? else {
         bail!("generation settings did not serialize to an object");
     };
+    // Several eos ids are one list in transformers' files.
+    if settings.remove("more_eos_token_ids").is_some() {
+        settings.insert("eos_token_id".into(), serde_json::json!(gen.eos_ids()));
+    }
     for (key, value) in settings {
         // f32 fields (length_penalty) as their shortest decimal, e.g. 0.8 and not 0.800000011920929.
         let value = match (&value, key.as_str()) {
@@ -97,6 +101,7 @@ pub fn copy_tokenizer_files(files: &ModelFiles, dir: &Path) -> Result<()> {
     let mut sources: Vec<PathBuf> = Vec::new();
     sources.extend(files.tokenizer_json.clone());
     sources.extend(files.tokenizer_config.clone());
+    sources.extend(files.chat_template.clone());
     if let Some((vocab, merges)) = &files.vocab_merges {
         sources.extend([vocab.clone(), merges.clone()]);
     }

@@ -65,7 +65,6 @@ pub fn run(args: MergeArgs) -> Result<()> {
     let files = model_files::resolve(&args.model)?;
     let mut summarizer = model_files::load(&files, &device, target.options)
         .with_context(|| format!("loading {}", args.model))?;
-    model_files::seq2seq_only(&summarizer, "merge")?;
     let adapter_files = model_files::resolve_adapter(&args.adapter)?;
     model_files::apply_adapter(&mut summarizer, &adapter_files)
         .with_context(|| format!("applying adapter {} to {}", args.adapter, args.model))?;
@@ -84,6 +83,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
 
     let before = Outputs::of(
         &summarizer,
+        &texts,
         &batch.input_ids,
         &batch.attention_mask,
         &gen,
@@ -99,6 +99,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
         .0;
     let after = Outputs::of(
         &summarizer,
+        &texts,
         &batch.input_ids,
         &batch.attention_mask,
         &gen,
@@ -160,11 +161,15 @@ impl Outputs {
     /// generations) or, when `None`, along this model's own.
     fn of(
         s: &Summarizer,
+        texts: &[&str],
         ids: &[Vec<u32>],
         mask: &[Vec<u32>],
         gen: &GenerationConfig,
         along: Option<&[Vec<u32>]>,
     ) -> Result<Self> {
+        if s.prompting.is_some() {
+            return Self::of_prompted(s, texts, gen, along);
+        }
         let sequences = s.generate_ids(ids, mask, gen, &mut |_, _| {})?;
         let decoder = bartleby_core::generate::pad_like_hf(
             along.unwrap_or(&sequences),
@@ -180,6 +185,37 @@ impl Outputs {
             .into_data()
             .try_to_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+        Ok(Self { sequences, logits })
+    }
+
+    /// [`Self::of`] for a decoder-only model: the generated ids of each prompt, and the logits
+    /// of each prompt followed by the ids it is checked along (one row at a time: no padding).
+    fn of_prompted(
+        s: &Summarizer,
+        texts: &[&str],
+        gen: &GenerationConfig,
+        along: Option<&[Vec<u32>]>,
+    ) -> Result<Self> {
+        let max_input = s.max_input_tokens();
+        let summaries = s.summarize(texts, gen, max_input, &mut |_, _| {})?;
+        let sequences: Vec<Vec<u32>> = summaries.iter().map(|v| v[0].token_ids.clone()).collect();
+        let model = s
+            .model
+            .as_llama()
+            .ok_or_else(|| anyhow::anyhow!("a prompted model must be decoder-only"))?;
+        let device = s.model.device();
+        let mut logits = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let mut row = s.encode(text, max_input)?;
+            row.extend_from_slice(&along.unwrap_or(&sequences)[i]);
+            let mask = vec![vec![1u32; row.len()]];
+            let out = model.forward(ids_tensor(&[row], &device), &mask);
+            logits.extend(
+                out.into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?,
+            );
+        }
         Ok(Self { sequences, logits })
     }
 
