@@ -22,6 +22,14 @@ fn t5_lora_training_matches_pytorch_peft() {
     check_fixture(&Device::flex(), "train-t5", None, 1e-3, 1e-3, 1e-3);
 }
 
+/// Decoder-only (llama-gqa-llama3-tied, LoRA on q_proj, v_proj, gate_proj, down_proj; the chat
+/// template prompt masked, the loss on the summary + eos): 20 steps against PyTorch + PEFT
+/// (`make_train_fixtures.py --model llama-gqa-llama3-tied`).
+#[test]
+fn llama_lora_training_matches_pytorch_peft() {
+    check_fixture(&Device::flex(), "train-llama", None, 1e-3, 1e-3, 1e-3);
+}
+
 /// The same 20 steps on wgpu (Vulkan; lavapipe in CI), when the `bartleby` crate is built with
 /// its `wgpu` feature, as `tests/run.sh` does.
 #[test]

@@ -317,6 +317,18 @@ impl Summarizer {
         }
     }
 
+    /// A decoder-only model's end of an answer: the tokenizer's `eos_token` (tokenizer_config.json;
+    /// Llama 3.2 Instruct's `<|eot_id|>`, which its chat template ends turns with), else the first
+    /// eos id of the generation settings. What fine-tuning appends to each summary.
+    pub fn answer_eos(&self) -> Option<u32> {
+        self.prompting
+            .as_ref()
+            .and_then(|p| p.chat.as_ref())
+            .and_then(|c| c.special_tokens.get("eos_token"))
+            .and_then(|t| self.tokenizer.token_id(t))
+            .or(self.generation.eos_token_id)
+    }
+
     /// Tokenizes one text as [`Self::summarize`] would and checks that the model can read it.
     pub fn check_input(&self, text: &str, max_input_tokens: usize) -> Result<()> {
         let ids = self.encode(text, max_input_tokens)?;

@@ -177,6 +177,11 @@ impl BartTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// The id of token `text` (e.g. a special token named in tokenizer_config.json).
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.inner.token_to_id(text)
+    }
+
     /// `tokenizer(text, add_special_tokens=…)["input_ids"]`, never truncated: a decoder-only
     /// model's prompt (a rendered chat template is tokenized without adding special tokens
     /// again, as `apply_chat_template(tokenize=True)` does).

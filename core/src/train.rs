@@ -41,6 +41,61 @@ pub fn tokenize(
     })
 }
 
+/// A decoder-only pair: the prompt ids (as `summarize` builds them) followed by the summary's
+/// ids and the eos, the loss on the summary and the eos only (prompt labels `-100`, as a
+/// completion-only SFT collator masks them). The summary is tokenized without special tokens and
+/// cut to `max_target - 1` tokens before the eos.
+pub fn tokenize_causal(
+    tokenizer: &BartTokenizer,
+    prompt: Vec<u32>,
+    summary: &str,
+    eos: u32,
+    max_target: usize,
+) -> Result<Example> {
+    let mut completion = tokenizer.encode_prompt(summary, false)?;
+    completion.truncate(max_target.saturating_sub(1));
+    completion.push(eos);
+    let mut labels = vec![u32::MAX; prompt.len()];
+    labels.extend_from_slice(&completion);
+    let mut input_ids = prompt;
+    input_ids.extend_from_slice(&completion);
+    Ok(Example { input_ids, labels })
+}
+
+/// A decoder-only micro-batch: the sequences right-padded with `pad` (attention mask 0), the
+/// labels `-100` on the prompt (marked `u32::MAX` by [`tokenize_causal`]) and the padding. No
+/// decoder inputs: the loss shifts the labels (`ForCausalLMLoss`).
+pub fn collate_causal(examples: &[&Example], pad: u32) -> Batch {
+    let len = examples
+        .iter()
+        .map(|e| e.input_ids.len())
+        .max()
+        .unwrap_or(0);
+    let mut batch = Batch {
+        input_ids: Vec::new(),
+        attention_mask: Vec::new(),
+        decoder_input_ids: Vec::new(),
+        labels: Vec::new(),
+    };
+    for e in examples {
+        let n = e.input_ids.len();
+        let mut ids = e.input_ids.clone();
+        ids.resize(len, pad);
+        let mut mask = vec![1; n];
+        mask.resize(len, 0);
+        let mut labels: Vec<i64> = e
+            .labels
+            .iter()
+            .map(|&l| if l == u32::MAX { IGNORE } else { l as i64 })
+            .collect();
+        labels.resize(len, IGNORE);
+        batch.input_ids.push(ids);
+        batch.attention_mask.push(mask);
+        batch.labels.push(labels);
+    }
+    batch
+}
+
 /// A padded micro-batch, as `DataCollatorForSeq2Seq(padding="longest")` + BART's
 /// `shift_tokens_right` make it.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,13 +171,30 @@ pub fn loss(model: &Model, batch: &Batch) -> Result<Tensor<1>> {
         return Err(Error::Input("a training batch has no target tokens".into()));
     }
     let device = model.device();
-    let (_, logits) = model.forward(
-        ids_tensor(&batch.input_ids, &device),
-        ids_tensor(&batch.attention_mask, &device),
-        ids_tensor(&batch.decoder_input_ids, &device),
-    );
+    let (logits, labels) = match model.as_llama() {
+        // Decoder-only: position t predicts label t + 1 (`ForCausalLMLoss` pads the labels with
+        // -100 and shifts them left).
+        Some(llama) => {
+            let mask: Vec<Vec<u32>> = batch.attention_mask.clone();
+            let logits = llama.forward(ids_tensor(&batch.input_ids, &device), &mask);
+            let shifted: Vec<Vec<i64>> = batch
+                .labels
+                .iter()
+                .map(|l| l.iter().skip(1).copied().chain([IGNORE]).collect())
+                .collect();
+            (logits, shifted)
+        }
+        None => {
+            let (_, logits) = model.forward(
+                ids_tensor(&batch.input_ids, &device),
+                ids_tensor(&batch.attention_mask, &device),
+                ids_tensor(&batch.decoder_input_ids, &device),
+            );
+            (logits, batch.labels.clone())
+        }
+    };
     let [rows, len, vocab] = logits.dims();
-    let flat: Vec<i64> = batch.labels.iter().flatten().copied().collect();
+    let flat: Vec<i64> = labels.iter().flatten().copied().collect();
     let keep: Vec<f32> = flat.iter().map(|&l| (l != IGNORE) as u8 as f32).collect();
     let targets: Vec<i64> = flat.iter().map(|&l| l.max(0)).collect();
     let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [rows * len, 1]), &device);

@@ -54,7 +54,7 @@ warnings.filterwarnings("ignore")
 import peft
 import transformers
 from peft import LoraConfig, TaskType, get_peft_model
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, get_linear_schedule_with_warmup
 from transformers.models.bart import modeling_bart
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
@@ -75,6 +75,28 @@ LORA = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "fc1"])
 
 
 LORA_T5 = dict(r=4, lora_alpha=8, target_modules=["q", "v", "wi"])
+# Decoder-only (make_llama_fixtures.py's GQA Llama): attention and MLP projections; the prompt is the chat template
+# with Bartleby's default instruction, the loss on the summary + eos only (completion-only SFT).
+LORA_LLAMA = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"])
+PROMPT = "Summarize the following dialogue in one or two sentences.\n\n{dialogue}"
+DATE = "26 Jul 2024"
+
+
+def collate_causal(tok, rows, pad):
+    """prompt (apply_chat_template, add_generation_prompt) + summary tokens (no special tokens, cut to MAX_TARGET - 1)
+    + eos; labels -100 on the prompt; right-padded with `pad` (labels -100, attention mask 0)."""
+    seqs, labels = [], []
+    for r in rows:
+        messages = [{"role": "user", "content": PROMPT.replace("{dialogue}", r["dialogue"])}]
+        prompt = list(tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, date_string=DATE))
+        completion = tok(r["summary"], add_special_tokens=False).input_ids[: MAX_TARGET - 1] + [tok.eos_token_id]
+        seqs.append(prompt + completion)
+        labels.append([-100] * len(prompt) + completion)
+    n = max(len(x) for x in seqs)
+    ids = torch.tensor([x + [pad] * (n - len(x)) for x in seqs])
+    mask = torch.tensor([[1] * len(x) + [0] * (n - len(x)) for x in seqs])
+    lab = torch.tensor([x + [-100] * (n - len(x)) for x in labels])
+    return ids, mask, lab
 
 
 def collate(tok, rows, model, prefix):
@@ -142,10 +164,12 @@ def main():
     ap.add_argument("--model", default=MODEL)
     args = ap.parse_args()
     t5 = args.model.startswith("t5-")
-    if t5 and args.precision != "f32":
+    causal = args.model.startswith("llama-")
+    if (t5 or causal) and args.precision != "f32":
         raise SystemExit("--precision applies to the BART fixture only")
-    OUT = FIX / ("train-t5" if t5 else "train" if args.precision == "f32" else f"train-{args.precision}")
-    lora = LORA_T5 if t5 else LORA
+    OUT = FIX / ("train-t5" if t5 else "train-llama" if causal else "train" if args.precision == "f32"
+                 else f"train-{args.precision}")
+    lora = LORA_T5 if t5 else LORA_LLAMA if causal else LORA
     torch.manual_seed(SEED)
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
@@ -153,9 +177,13 @@ def main():
     rows = rows[: STEPS * MICRO * GA]
     model_dir = FIX / "models" / args.model
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    base = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    cls = AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM
+    base = cls.from_pretrained(str(model_dir), dtype=torch.float32)
     prefix = ((base.config.task_specific_params or {}).get("summarization") or {}).get("prefix", "")
-    model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, lora_dropout=0.0, **lora))
+    task = TaskType.CAUSAL_LM if causal else TaskType.SEQ_2_SEQ_LM
+    model = get_peft_model(base, LoraConfig(task_type=task, lora_dropout=0.0, **lora))
+    eos = base.config.eos_token_id
+    pad = eos[0] if isinstance(eos, list) else eos
     model.eval()  # no dropout: the comparison is deterministic
     if OUT.exists():
         shutil.rmtree(OUT)
@@ -172,11 +200,17 @@ def main():
         losses = []
         for m in range(GA):
             i = (step * GA + m) * MICRO
-            ids, mask, dec, labels = collate(tok, rows[i : i + MICRO], base, prefix)
-            batches.append({"rows": list(range(i, i + MICRO)), "input_ids": ids.tolist(),
-                            "attention_mask": mask.tolist(), "decoder_input_ids": dec.tolist(),
-                            "labels": labels.tolist()})
-            out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, labels=labels)
+            if causal:
+                ids, mask, labels = collate_causal(tok, rows[i : i + MICRO], pad)
+                batches.append({"rows": list(range(i, i + MICRO)), "input_ids": ids.tolist(),
+                                "attention_mask": mask.tolist(), "labels": labels.tolist()})
+                out = model(input_ids=ids, attention_mask=mask, labels=labels)
+            else:
+                ids, mask, dec, labels = collate(tok, rows[i : i + MICRO], base, prefix)
+                batches.append({"rows": list(range(i, i + MICRO)), "input_ids": ids.tolist(),
+                                "attention_mask": mask.tolist(), "decoder_input_ids": dec.tolist(),
+                                "labels": labels.tolist()})
+                out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, labels=labels)
             loss = out.loss / GA
             (scaler.scale(loss) if scaler else loss).backward()
             losses.append(out.loss.item())
@@ -202,7 +236,8 @@ def main():
     for d in ("initial", "final"):
         (OUT / d / "README.md").unlink(missing_ok=True)
     fixture = {
-        "model": args.model, "source_prefix": prefix, "precision": args.precision, "init_scale": INIT_SCALE if scaler else None, "steps": STEPS, "micro_batch": MICRO, "grad_accum": GA, "max_source": MAX_SOURCE,
+        "model": args.model, "source_prefix": prefix, "prompt": PROMPT if causal else None,
+        "date_string": DATE if causal else None, "pad_token_id": pad if causal else None, "precision": args.precision, "init_scale": INIT_SCALE if scaler else None, "steps": STEPS, "micro_batch": MICRO, "grad_accum": GA, "max_source": MAX_SOURCE,
         "max_target": MAX_TARGET, "lr": LR, "betas": BETAS, "eps": EPS, "weight_decay": WEIGHT_DECAY,
         "warmup": WARMUP, "clip": CLIP, "lora": lora, "data": "dialogsum/train.jsonl",
         "peft_version": peft.__version__, "torch_version": torch.__version__,
