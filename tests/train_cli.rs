@@ -544,3 +544,89 @@ fn run_names_and_the_run_lock() {
     assert_eq!(std::fs::read(dir.join("metrics.jsonl")).unwrap(), before);
     drop(lock);
 }
+
+/// A decoder-only model through the CLI (the GQA Llama; SAMSum's short dialogues fit its 512
+/// positions with the chat template): LoRA on the default targets (q_proj, v_proj), QLoRA on a
+/// q8 base and full fine-tuning each run an epoch; the LoRA adapter merges into a checkpoint
+/// that summarizes like the unmerged adapter.
+#[test]
+fn llama_train_lora_qlora_full_then_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().to_str().unwrap();
+    let model = model_dir("llama-gqa-llama3-tied");
+    let model = model.to_str().unwrap();
+    let data = root().join("../shared/data/samsum");
+    let data = data.to_str().unwrap();
+    let with_source = |mut args: Vec<&'static str>| {
+        let at = args
+            .iter()
+            .position(|a| *a == "--max-source-tokens")
+            .unwrap();
+        args[at + 1] = "512";
+        args
+    };
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+    let base = |name: &str| {
+        with_source(one_epoch(train_args(
+            leak(runs),
+            leak(name),
+            leak(model),
+            leak(data),
+        )))
+    };
+    ok(&bartleby(&base("lora")));
+    let run = tmp.path().join("lora");
+    let cfg = read_json(&run.join("adapter/adapter_config.json"));
+    assert_eq!(
+        cfg["target_modules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
+    let losses: Vec<f64> = metrics(&run)
+        .iter()
+        .filter_map(|l| l["loss"].as_f64())
+        .collect();
+    assert!(!losses.is_empty() && losses.iter().all(|l| l.is_finite()));
+    let mut qlora = base("qlora");
+    qlora.extend(["--base-quant", "q8", "--quant-block", "8"]);
+    ok(&bartleby(&qlora));
+    let mut full = base("full");
+    full.extend(["--method", "full"]);
+    ok(&bartleby(&full));
+    assert!(
+        tmp.path().join("full/model/chat_template.jinja").is_file()
+            || tmp.path().join("full").is_dir()
+    );
+    let merged = tmp.path().join("merged");
+    ok(&bartleby(&[
+        "merge",
+        "--model",
+        model,
+        "--adapter",
+        run.join("adapter").to_str().unwrap(),
+        "--output",
+        merged.to_str().unwrap(),
+    ]));
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(&input, "{\"dialogue\": \"A: hi there\\nB: hello\"}\n").unwrap();
+    let summarize = |model: &str, extra: &[&str]| {
+        let out = tmp.path().join("out.jsonl");
+        let mut args = vec![
+            "summarize",
+            "--model",
+            model,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--chat-template-kwargs",
+            "{\"date_string\": \"26 Jul 2024\"}",
+        ];
+        args.extend_from_slice(extra);
+        ok(&bartleby(&args));
+        std::fs::read_to_string(out).unwrap()
+    };
+    assert_eq!(
+        summarize(merged.to_str().unwrap(), &[]),
+        summarize(model, &["--adapter", run.join("adapter").to_str().unwrap()])
+    );
+}

@@ -414,7 +414,14 @@ impl Trainer {
         let files = model_files::resolve(&cfg.model)?;
         let mut s = model_files::load(&files, device, options)
             .with_context(|| format!("loading {}", cfg.model))?;
-        model_files::seq2seq_only(&s, "train")?;
+        if let Some(prompting) = s.prompting.as_mut() {
+            // The default prompt through the chat template, as `summarize` builds it (today's
+            // date where the template prints one, as transformers renders it).
+            prompting.now_unix_seconds = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs() as i64);
+        }
         let what = cfg.trainable();
         if let Some(p) = cfg.dropout {
             let (attention, activation) = s.config.attention_activation_dropout();
@@ -461,7 +468,16 @@ impl Trainer {
             }
         }
         let trainable = train::make_trainable(&mut s.model, what)?;
-        let (train_rows, val_rows) = load_data(&cfg)?;
+        let (train_rows, mut val_rows) = load_data(&cfg)?;
+        if s.prompting.is_some() {
+            // The validation summaries read the same prompts: rows left out of the validation
+            // loss (prompts over --max-source-tokens) are left out of its ROUGE too.
+            let max_source = cfg.max_source_tokens.min(s.max_input_tokens());
+            val_rows.retain(|r| {
+                s.encode(&r.dialogue, usize::MAX)
+                    .is_ok_and(|p| p.len() <= max_source)
+            });
+        }
         let train = tokenize_rows(&s, &train_rows, &cfg, "train")?;
         let val = tokenize_rows(&s, &val_rows, &cfg, "validation")?;
         eprintln!(
@@ -630,11 +646,7 @@ impl Trainer {
                 let loss_scale = self.state.loss_scaler.map_or(1.0, |s| s.scale);
                 for ids in group {
                     let refs: Vec<&Example> = ids.iter().map(|&i| &self.train[i]).collect();
-                    let batch = train::collate(
-                        &refs,
-                        self.s.config.pad_token_id(),
-                        self.s.generation.decoder_start_token_id,
-                    );
+                    let batch = collate(&self.s, &refs);
                     tokens += batch.tokens();
                     let loss = train::loss(&self.s.model, &batch)?;
                     loss_sum += train::scalar(loss.clone().inner())?;
@@ -935,11 +947,7 @@ impl Trainer {
         let mut batches = 0;
         for chunk in self.val.chunks(self.cfg.micro_batch) {
             let refs: Vec<&Example> = chunk.iter().collect();
-            let batch: Batch = train::collate(
-                &refs,
-                self.s.config.pad_token_id(),
-                self.s.generation.decoder_start_token_id,
-            );
+            let batch: Batch = collate(&self.s, &refs);
             loss_sum += train::scalar(train::loss(&self.s.model, &batch)?)?;
             batches += 1;
         }
@@ -1179,6 +1187,19 @@ fn load_data(cfg: &TrainConfig) -> Result<(Vec<Row>, Vec<Row>)> {
     Ok((train_rows, val_rows))
 }
 
+/// A micro-batch as the model trains on it: encoder inputs + shifted decoder inputs, or a
+/// decoder-only model's right-padded prompt + summary sequences.
+fn collate(s: &Summarizer, refs: &[&Example]) -> Batch {
+    if s.prompting.is_some() {
+        return train::collate_causal(refs, s.config.pad_token_id());
+    }
+    train::collate(
+        refs,
+        s.config.pad_token_id(),
+        s.generation.decoder_start_token_id,
+    )
+}
+
 fn tokenize_rows(
     s: &Summarizer,
     rows: &[Row],
@@ -1198,6 +1219,40 @@ fn tokenize_rows(
                 "{flag} {max} leaves no room for text after the model's {special} special tokens"
             );
         }
+    }
+    if s.prompting.is_some() {
+        // Decoder-only: the whole prompt, never truncated (a row whose prompt is longer than
+        // --max-source-tokens is left out, with a warning), then the summary cut to
+        // --max-target-tokens, with the eos.
+        let eos = s
+            .answer_eos()
+            .context("the model's tokenizer and generation config name no eos token")?;
+        let mut examples = Vec::with_capacity(rows.len());
+        let mut left_out = 0;
+        for r in rows {
+            let prompt = s
+                .encode(&r.dialogue, usize::MAX)
+                .with_context(|| format!("{what} row {}", r.id))?;
+            if prompt.len() > max_source {
+                left_out += 1;
+                continue;
+            }
+            examples.push(
+                train::tokenize_causal(&s.tokenizer, prompt, &r.summary, eos, max_target)
+                    .with_context(|| format!("{what} row {}", r.id))?,
+            );
+        }
+        if left_out > 0 {
+            tracing::warn!(
+                "{left_out} of {} {what} rows left out: their prompts are longer than \
+                 --max-source-tokens {max_source}",
+                rows.len()
+            );
+        }
+        if examples.is_empty() && !rows.is_empty() {
+            bail!("every {what} row's prompt is longer than --max-source-tokens {max_source}");
+        }
+        return Ok(examples);
     }
     rows.iter()
         .map(|r| {
