@@ -653,3 +653,118 @@ fn merge_cli_writes_what_peft_merges() {
         );
     }
 }
+
+/// `--do-sample`'s warpers against transformers' `TemperatureLogitsWarper` → `TopKLogitsWarper`
+/// → `TopPLogitsWarper` (tests/fixtures/generate/warpers.json): the same tokens removed, the
+/// same scores kept.
+#[test]
+fn sampling_warpers_match_transformers() {
+    use bartleby_core::generate::Sampling;
+    let fx = read_json(&fixtures().join("generate/warpers.json"));
+    for case in fx["cases"].as_array().unwrap() {
+        let sampling = Sampling {
+            temperature: case["temperature"].as_f64().unwrap() as f32,
+            top_k: case["top_k"].as_u64().unwrap() as usize,
+            top_p: case["top_p"].as_f64().unwrap() as f32,
+            seed: 0,
+        };
+        let value = |v: &Value| v.as_f64().map_or(f32::NEG_INFINITY, |x| x as f32);
+        for (row, want) in case["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(case["warped"].as_array().unwrap())
+        {
+            let mut ours: Vec<f32> = row.as_array().unwrap().iter().map(value).collect();
+            sampling.warp(&mut ours);
+            let want: Vec<f32> = want.as_array().unwrap().iter().map(value).collect();
+            for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
+                assert!(
+                    a == b || (a - b).abs() <= 1e-6 * b.abs(),
+                    "{sampling:?}: token {i}: ours {a}, transformers {b}"
+                );
+            }
+        }
+    }
+}
+
+/// Sampling through the pipeline: top-k 1 is greedy search; a seed gives the same summaries
+/// every time and another seed others; beams with sampling are refused.
+#[test]
+fn sampling_is_seeded_and_top_k_1_is_greedy() {
+    use bartleby_core::generate::Sampling;
+    let fx = parity("llama-gqa-llama3-tied");
+    let mut s = load("llama-gqa-llama3-tied", &cpu());
+    s.prompting
+        .as_mut()
+        .unwrap()
+        .chat_kwargs
+        .insert("date_string".into(), fx["date_string"].clone());
+    let texts: Vec<&str> = fx["dialogues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    let mut gen = s.generation.clone();
+    gen.max_new_tokens = Some(10);
+    let ids = |gen: &GenerationConfig| -> Vec<Vec<u32>> {
+        s.summarize(&texts, gen, 512, &mut |_, _| {})
+            .unwrap()
+            .into_iter()
+            .map(|v| v[0].token_ids.clone())
+            .collect()
+    };
+    let greedy = ids(&gen);
+    let sampled = |sampling: Sampling| {
+        let mut g = gen.clone();
+        g.sampling = Some(sampling);
+        ids(&g)
+    };
+    let defaults = s.sampling_defaults;
+    assert_eq!(
+        (defaults.temperature, defaults.top_p),
+        (0.6, 0.9),
+        "the model's settings"
+    );
+    assert_eq!(
+        sampled(Sampling {
+            top_k: 1,
+            ..defaults
+        }),
+        greedy
+    );
+    let a = sampled(Sampling {
+        temperature: 1.5,
+        top_p: 1.0,
+        top_k: 0,
+        seed: 7,
+    });
+    assert_eq!(
+        a,
+        sampled(Sampling {
+            temperature: 1.5,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 7
+        })
+    );
+    assert_ne!(a, greedy);
+    assert_ne!(
+        a,
+        sampled(Sampling {
+            temperature: 1.5,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 8
+        })
+    );
+    let mut beams = gen.clone();
+    beams.num_beams = 2;
+    beams.sampling = Some(defaults);
+    let err = s
+        .summarize(&texts, &beams, 512, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sampling with beam search"), "{err}");
+}

@@ -23,6 +23,25 @@ pub struct GenerationArgs {
     /// true, false or never.
     #[arg(long, value_parser = parse_early_stopping)]
     pub early_stopping: Option<EarlyStopping>,
+    /// Sample instead of greedy search (`do_sample=True`; greedy only, not with beams): the
+    /// logits processors, then temperature, top-k and top-p, then one draw per token. Defaults:
+    /// the model's generation_config.json (Llama 3.2 Instruct: temperature 0.6, top-p 0.9), else
+    /// transformers' (1.0, 50, 1.0). Without it summaries are deterministic.
+    #[arg(long)]
+    pub do_sample: bool,
+    /// With --do-sample: divide the scores by this (> 0).
+    #[arg(long, requires = "do_sample")]
+    pub temperature: Option<f32>,
+    /// With --do-sample: keep the K most likely tokens (0: all).
+    #[arg(long, requires = "do_sample")]
+    pub top_k: Option<usize>,
+    /// With --do-sample: keep the smallest set of most likely tokens whose probability reaches P.
+    #[arg(long, requires = "do_sample")]
+    pub top_p: Option<f32>,
+    /// With --do-sample: the seed of Bartleby's own generator (same seed, same summaries, on every
+    /// machine; not PyTorch's draws). Default 0.
+    #[arg(long, requires = "do_sample")]
+    pub sample_seed: Option<u64>,
 }
 
 fn parse_early_stopping(s: &str) -> Result<EarlyStopping, String> {
@@ -61,6 +80,19 @@ impl GenerationArgs {
                 .map(|e| serde_json::to_value(e).expect("serializable")),
         );
         serde_json::Value::Object(kw)
+    }
+
+    /// `--do-sample` and its warpers over `defaults` (the model's), or `None`.
+    pub fn sampling(
+        &self,
+        defaults: bartleby_core::generate::Sampling,
+    ) -> Option<bartleby_core::generate::Sampling> {
+        self.do_sample.then(|| bartleby_core::generate::Sampling {
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            seed: self.sample_seed.unwrap_or(0),
+        })
     }
 
     /// Overrides `base` with the flags that were given, exactly as `generate(**kwargs)` would.

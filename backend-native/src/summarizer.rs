@@ -135,10 +135,10 @@ fn apply_prompting(summarizer: &mut Summarizer, run: &RunArgs) -> Result<()> {
             "{kind}: the model has no chat template; the prompt is tokenized as plain text"
         );
     }
-    if summarizer.config_asks_sampling {
+    if summarizer.config_asks_sampling && !run.generation.do_sample {
         eprintln!(
             "note: the model's generation_config.json asks for sampling (do_sample); Bartleby decodes \
-             deterministically (greedy / beam search)"
+             deterministically (greedy / beam search); --do-sample samples"
         );
     }
     Ok(())
@@ -174,7 +174,8 @@ impl Generator {
                 "no generation_config.json: using config.json task_specific_params.summarization"
             );
         }
-        let gen = run.generation.apply(&defaults)?;
+        let mut gen = run.generation.apply(&defaults)?;
+        gen.sampling = run.generation.sampling(summarizer.sampling_defaults);
         let max_input = run.max_input_tokens.unwrap_or_else(|| {
             let window = summarizer.max_input_tokens();
             cap.map_or(window, |c| c.min(window))

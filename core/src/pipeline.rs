@@ -138,6 +138,9 @@ pub struct Summarizer {
     /// The checkpoint's generation config asks for sampling (`do_sample: true`, as the Instruct
     /// models' do); Bartleby decodes deterministically unless told to sample.
     pub config_asks_sampling: bool,
+    /// What sampling uses when asked for: the generation config's `temperature` / `top_k` /
+    /// `top_p` over transformers' defaults.
+    pub sampling_defaults: crate::generate::Sampling,
 }
 
 /// `[batch, width]` int tensor from rows of ids.
@@ -165,6 +168,7 @@ impl Summarizer {
         // The Instruct models' generation configs ask for sampling; summaries are deterministic
         // (greedy / beam search) unless sampling is asked for (the caller says so once).
         let mut config_asks_sampling = false;
+        let sampling_defaults = crate::generate::Sampling::from_generation_json(gen_json.as_ref());
         if config.is_decoder_only() {
             for json in gen_json.iter_mut() {
                 if let Some(obj) = json.as_object_mut() {
@@ -233,6 +237,7 @@ impl Summarizer {
             has_generation_config_file: files.generation_config.is_some(),
             prompting,
             config_asks_sampling,
+            sampling_defaults,
         };
         Ok((summarizer, report))
     }

@@ -422,12 +422,39 @@ def make_model_fixtures(data, only):
         mf.dump_json(fixture, FIX / "parity" / f"{name}.json")
 
 
+def make_warper_fixture():
+    """transformers' sampling warpers (Temperature -> TopK -> TopP, as _get_logits_processor orders them for
+    do_sample=True) on seeded score rows, ties and -inf included: tests/fixtures/generate/warpers.json."""
+    from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
+                                                        TopKLogitsWarper, TopPLogitsWarper)
+    g = torch.Generator().manual_seed(SEED)
+    cases = []
+    for temperature, top_k, top_p in [(1.0, 50, 1.0), (0.6, 0, 0.9), (1.3, 5, 1.0), (0.7, 8, 0.8), (1.0, 3, 0.5),
+                                      (2.0, 0, 0.95)]:
+        scores = torch.randn(4, 40, generator=g) * 2
+        scores[1, 7] = scores[1, 3]  # a tie
+        scores[2, :5] = float("-inf")  # banned tokens (no-repeat, min length)
+        warpers = LogitsProcessorList()
+        if temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(temperature))
+        if top_k != 0:
+            warpers.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+        out = warpers(torch.zeros(4, 1, dtype=torch.long), scores.clone())
+        as_list = lambda t: [[None if x == float("-inf") else x for x in row] for row in t.tolist()]
+        cases.append(dict(temperature=temperature, top_k=top_k, top_p=top_p, scores=as_list(scores), warped=as_list(out)))
+    (FIX / "generate").mkdir(parents=True, exist_ok=True)
+    mf.dump_json({"transformers_version": transformers.__version__, "cases": cases}, FIX / "generate" / "warpers.json")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(mf.ROOT.parent / "shared" / "data"))
     ap.add_argument("--only", nargs="*")
     args = ap.parse_args()
     mf.setup_determinism()
+    make_warper_fixture()
     make_model_fixtures(Path(args.data), args.only)
 
 

@@ -46,7 +46,7 @@ pub(crate) use numerics::{log_softmax_in_place, topk, Elem};
 use processors::*;
 pub use search::{generate, generate_async, generate_prompted, generate_until, pad_like_hf};
 use settings::*;
-pub use settings::{from_hf_json, EarlyStopping, GenerationConfig};
+pub use settings::{from_hf_json, EarlyStopping, GenerationConfig, Sampling};
 
 use crate::Error;
 

@@ -144,6 +144,7 @@ pub(super) async fn greedy(
     let mut lens = vec![0usize; rows];
     let mut tokens = vec![0u32; rows];
     let mut cur_len = search.prompt_len;
+    let mut rng = cfg.sampling.map(|s| crate::sampling::SplitMix64(s.seed));
     loop {
         for (t, s) in tokens.iter_mut().zip(&seqs) {
             *t = s[cur_len - 1];
@@ -154,7 +155,13 @@ pub(super) async fn greedy(
             let next = if unfinished[r] || no_eos {
                 let row = &mut logits[r * vocab..(r + 1) * vocab];
                 procs.apply(row, &seqs[r]);
-                argmax(row) as u32
+                match (&cfg.sampling, rng.as_mut()) {
+                    (Some(sampling), Some(rng)) => {
+                        sampling.warp(row);
+                        sampling.draw(row, rng) as u32
+                    }
+                    _ => argmax(row) as u32,
+                }
             } else {
                 pad
             };

@@ -100,6 +100,138 @@ pub struct GenerationConfig {
     pub pad_token_id: u32,
     pub forced_bos_token_id: Option<u32>,
     pub forced_eos_token_id: Option<u32>,
+    /// `do_sample=True` with its warpers (greedy search only); `None`: deterministic. Never read
+    /// from a model's files: asked for by the caller (`--do-sample`).
+    #[serde(skip)]
+    pub sampling: Option<Sampling>,
+}
+
+/// Multinomial sampling as `GenerationMixin._sample` does it with `do_sample=True`: the logits
+/// processors, then `TemperatureLogitsWarper`, `TopKLogitsWarper`, `TopPLogitsWarper` (in that
+/// order, each only when it changes something), softmax, one draw. The draws come from
+/// [`crate::sampling::SplitMix64`] seeded with `seed` (not torch's generator: the same seed gives
+/// the same summaries on every machine, not the ids PyTorch would draw).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    pub temperature: f32,
+    /// 0 = off.
+    pub top_k: usize,
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    /// transformers' `GenerationConfig()` defaults: temperature 1.0, top_k 50, top_p 1.0.
+    fn default() -> Self {
+        Sampling {
+            temperature: 1.0,
+            top_k: 50,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl Sampling {
+    /// The defaults with a generation config's `temperature` / `top_k` / `top_p` on top (what
+    /// `generate(do_sample=True)` would use).
+    pub fn from_generation_json(json: Option<&Value>) -> Self {
+        let mut s = Sampling::default();
+        if let Some(obj) = json.and_then(Value::as_object) {
+            if let Some(t) = obj.get("temperature").and_then(Value::as_f64) {
+                s.temperature = t as f32;
+            }
+            if let Some(k) = obj.get("top_k").and_then(Value::as_u64) {
+                s.top_k = k as usize;
+            }
+            if let Some(p) = obj.get("top_p").and_then(Value::as_f64) {
+                s.top_p = p as f32;
+            }
+        }
+        s
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(gen_err(format!(
+                "`temperature` has to be a strictly positive float, got {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(gen_err(format!(
+                "`top_p` has to be a float > 0 and <= 1, got {}",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+
+    /// The warpers on one row of processed scores, in place (removed tokens at -inf).
+    pub fn warp(&self, row: &mut [f32]) {
+        // TemperatureLogitsWarper
+        if self.temperature != 1.0 {
+            for x in row.iter_mut() {
+                *x /= self.temperature;
+            }
+        }
+        // TopKLogitsWarper: below the k-th largest score → -inf (ties at it kept).
+        let k = self.top_k.min(row.len());
+        if self.top_k != 0 && k < row.len() {
+            let mut sorted: Vec<f32> = row.to_vec();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let kth = sorted[k - 1];
+            for x in row.iter_mut() {
+                if *x < kth {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+        // TopPLogitsWarper: ascending sort, cumulative softmax; drop those with cumulative
+        // probability <= 1 - top_p, always keeping the most likely token.
+        if self.top_p < 1.0 {
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|&a, &b| row[a].total_cmp(&row[b]).then(a.cmp(&b)));
+            let probs = softmax(row);
+            let mut cumulative = 0f32;
+            let last = order.len() - 1;
+            let mut remove = Vec::new();
+            for (rank, &i) in order.iter().enumerate() {
+                cumulative += probs[i];
+                if cumulative <= 1.0 - self.top_p && rank != last {
+                    remove.push(i);
+                }
+            }
+            for i in remove {
+                row[i] = f32::NEG_INFINITY;
+            }
+        }
+    }
+
+    /// One draw from `softmax(row)`.
+    pub fn draw(&self, row: &[f32], rng: &mut crate::sampling::SplitMix64) -> usize {
+        let probs = softmax(row);
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let mut cumulative = 0f64;
+        let mut last = 0;
+        for (i, &p) in probs.iter().enumerate() {
+            if p > 0.0 {
+                cumulative += p as f64;
+                last = i;
+                if u < cumulative {
+                    return i;
+                }
+            }
+        }
+        last
+    }
+}
+
+fn softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = row.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
 }
 
 impl Default for GenerationConfig {
@@ -124,6 +256,7 @@ impl Default for GenerationConfig {
             pad_token_id: 1,
             forced_bos_token_id: None,
             forced_eos_token_id: Some(2),
+            sampling: None,
         }
     }
 }
@@ -527,6 +660,14 @@ impl GenerationConfig {
                 "`num_return_sequences` ({}) has to be smaller or equal to `num_beams` ({}).",
                 self.num_return_sequences, self.num_beams
             )));
+        }
+        if let Some(sampling) = &self.sampling {
+            sampling.validate()?;
+            if self.num_beams > 1 {
+                return Err(gen_err(
+                    "sampling with beam search (do_sample with num_beams > 1) is not supported",
+                ));
+            }
         }
         if self.effective_max_length() <= 1 {
             return Err(gen_err(format!(
