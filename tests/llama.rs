@@ -447,15 +447,20 @@ fn decoder_only_bad_input_is_one_line() {
         &["document id 1", "longer than the 32"],
     );
 
-    // Decoder-only models in the commands that do not run them yet: one line, no work.
+    // The decoder-only flags on an encoder-decoder model: one line, no work.
+    let bart = model_dir("tiny-gelu");
     let run = bartleby_run(&[
-        "export",
+        "summarize",
         "--model",
-        model.to_str().unwrap(),
+        bart.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
         "--output",
         output.to_str().unwrap(),
+        "--system",
+        "Be brief.",
     ]);
-    assert_clear_error(&run, &output, &["export", "decoder-only"]);
+    assert_clear_error(&run, &output, &["--system", "decoder-only", "bart"]);
 }
 
 /// Logits at the base fixture's sampled places of its left-padded batch, flattened
@@ -767,4 +772,107 @@ fn sampling_is_seeded_and_top_k_1_is_greedy() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("sampling with beam search"), "{err}");
+}
+
+/// `bartleby export` of a decoder-only model: the bundle carries the chat template, loads
+/// through the browser's one path (`load_bundle`, sha256 checked) and summarizes there exactly as
+/// `summarize` on the bundle directory does (f32 products, and a q8 bundle's int8 products).
+#[test]
+fn export_bundle_summarizes_like_the_cli() {
+    use bartleby_core::checkpoint::LoadOptions;
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = parity("llama-gqa-llama3-tied");
+    let model = model_dir("llama-gqa-llama3-tied");
+    let input = tmp.path().join("in.jsonl");
+    let dialogues: Vec<&str> = fx["dialogues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    let lines: Vec<String> = dialogues
+        .iter()
+        .map(|d| serde_json::json!({ "dialogue": d }).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    for quant in ["f16", "q8"] {
+        let bundle = tmp.path().join(quant);
+        let run = bartleby(&[
+            "export",
+            "--model",
+            model.to_str().unwrap(),
+            "--quant",
+            quant,
+            "--block-size",
+            "8",
+            "--output",
+            bundle.to_str().unwrap(),
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(bundle.join("chat_template.jinja").is_file());
+        let out = tmp.path().join(format!("{quant}.jsonl"));
+        let run = bartleby(&[
+            "summarize",
+            "--model",
+            bundle.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--max-new-tokens",
+            "10",
+            "--chat-template-kwargs",
+            "{\"date_string\": \"26 Jul 2024\"}",
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let cli: Vec<Vec<u32>> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                v["token_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_u64().unwrap() as u32)
+                    .collect()
+            })
+            .collect();
+        let mut files = bartleby_core::pipeline::BundleFiles::new();
+        for entry in std::fs::read_dir(&bundle).unwrap() {
+            let entry = entry.unwrap();
+            files.insert(
+                entry.file_name().to_string_lossy().into_owned(),
+                std::fs::read(entry.path()).unwrap(),
+            );
+        }
+        let options = LoadOptions {
+            int8_matmul: quant == "q8",
+            ..LoadOptions::default()
+        };
+        let (_, mut s) =
+            bartleby_core::pipeline::load_bundle(&files, &cpu(), options, false).unwrap();
+        s.prompting
+            .as_mut()
+            .unwrap()
+            .chat_kwargs
+            .insert("date_string".into(), fx["date_string"].clone());
+        let mut gen = s.generation.clone();
+        gen.max_new_tokens = Some(10);
+        let ours: Vec<Vec<u32>> = s
+            .summarize(&dialogues, &gen, 512, &mut |_, _| {})
+            .unwrap()
+            .into_iter()
+            .map(|v| v[0].token_ids.clone())
+            .collect();
+        assert_eq!(ours, cli, "{quant}: load_bundle vs the CLI");
+    }
 }

@@ -710,3 +710,71 @@ print(json.dumps({"summary": s, "text": t.generated_text, "ids": t.details.token
     assert_eq!(got["events"], 1, "beam search: the final event only");
     assert_ne!(want["details"], greedy["details"]);
 }
+
+/// A decoder-only model (the GQA Llama with its chat template): `/generate` gives the ids
+/// `summarize` writes (the generated tokens only), greedy and beam requests sent together;
+/// `/generate_stream` sends one event per generated token (the prompt is not streamed) and the
+/// whole text last; `--prefix` is refused for it.
+#[test]
+fn decoder_only_model_over_the_api() {
+    let model = model_dir("llama-gqa-llama3-tied");
+    let model = model.to_str().unwrap();
+    let kwargs = [
+        "--chat-template-kwargs",
+        "{\"date_string\": \"26 Jul 2024\"}",
+    ];
+    let greedy = cli_ids(model, &[&kwargs[..], &["--max-new-tokens", "12"]].concat());
+    let beams = cli_ids(
+        model,
+        &[&kwargs[..], &["--max-new-tokens", "10", "--num-beams", "3"]].concat(),
+    );
+    let server = Server::start(model, &kwargs, &[]);
+    let port = server.port;
+    let handles: Vec<_> = (0..3)
+        .flat_map(|i| {
+            [(i, 1, 12), (i, 3, 10)].map(|(i, b, n)| {
+                std::thread::spawn(move || {
+                    let params = json!({"num_beams": b, "max_new_tokens": n});
+                    (
+                        i,
+                        b,
+                        post(
+                            port,
+                            "/generate",
+                            &json!({"inputs": DIALOGUES[i], "parameters": params}),
+                        )
+                        .json(),
+                    )
+                })
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, b, r) = h.join().unwrap();
+        let want = if b == 1 { &greedy[i] } else { &beams[i] };
+        assert_eq!(&ids_of(&r), want, "dialogue {i}, {b} beams: {r}");
+        assert_eq!(
+            r["details"]["generated_tokens"].as_u64().unwrap() as usize,
+            want.len()
+        );
+    }
+    let params = json!({"num_beams": 1, "max_new_tokens": 12});
+    let reply = post(
+        port,
+        "/generate_stream",
+        &json!({"inputs": DIALOGUES[0], "parameters": params}),
+    );
+    let events = sse(&reply.body);
+    assert_eq!(events.len(), greedy[0].len(), "{}", reply.body);
+    for (k, (_, e)) in events.iter().enumerate() {
+        assert_eq!(e["token"]["id"].as_u64().unwrap(), greedy[0][k]);
+    }
+    drop(server);
+    let run = bartleby(&["serve", "--model", model, "--port", "0", "--prefix", "x"]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("--prefix") && stderr.contains("--prompt"),
+        "{stderr}"
+    );
+}

@@ -462,16 +462,3 @@ fn release_pages(maps: &[(String, memmap2::Mmap)], bytes: &[u8]) {
         };
     }
 }
-
-/// Refuses a decoder-only model in a command that does not run one yet (one line, before any
-/// work).
-pub fn seq2seq_only(summarizer: &Summarizer, command: &str) -> Result<()> {
-    if summarizer.config.is_decoder_only() {
-        bail!(
-            "bartleby {command}: {} models are decoder-only, which `{command}` does not run yet \
-             (summarize and eval do; encoder-decoder models — BART, T5 — work everywhere)",
-            summarizer.config.model_type()
-        );
-    }
-    Ok(())
-}

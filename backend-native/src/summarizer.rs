@@ -28,22 +28,8 @@ pub struct RunArgs {
     /// summarization pipeline does; --prefix '' removes it).
     #[arg(long)]
     pub prefix: Option<String>,
-    /// Decoder-only models (Llama, Phi-3, Qwen2): the prompt, a text with `{dialogue}` where
-    /// each input goes (default: "Summarize the following dialogue in one or two
-    /// sentences.\n\n{dialogue}"). With the model's chat template it is the user message.
-    #[arg(long, value_name = "TEMPLATE")]
-    pub prompt: Option<String>,
-    /// Decoder-only models: a system message before the prompt.
-    #[arg(long, value_name = "TEXT")]
-    pub system: Option<String>,
-    /// Decoder-only models: tokenize the filled prompt as plain text (with the special tokens
-    /// the tokenizer adds, e.g. BOS) instead of rendering the model's chat template.
-    #[arg(long)]
-    pub no_chat_template: bool,
-    /// Decoder-only models: more variables for the chat template, as a JSON object (e.g.
-    /// '{"date_string": "26 Jul 2024"}' for Llama 3.2's, which otherwise shows today's date).
-    #[arg(long, value_name = "JSON")]
-    pub chat_template_kwargs: Option<String>,
+    #[command(flatten)]
+    pub prompting: PromptArgs,
     /// Inputs longer than the window: `truncate` (cut them, as transformers does) or `chunk`
     /// (summarize windows of whole turns, then their joined summaries, until one fits; inputs that
     /// fit are summarized exactly as with `truncate`).
@@ -74,6 +60,27 @@ pub struct RunArgs {
     pub f32_matmul: bool,
 }
 
+/// How a decoder-only model is prompted: the flags `summarize`, `eval` and `serve` share.
+#[derive(Args, Debug, Default)]
+pub struct PromptArgs {
+    /// Decoder-only models (Llama, Phi-3, Qwen2): the prompt, a text with `{dialogue}` where
+    /// each input goes (default: "Summarize the following dialogue in one or two
+    /// sentences.\n\n{dialogue}"). With the model's chat template it is the user message.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub prompt: Option<String>,
+    /// Decoder-only models: a system message before the prompt.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Decoder-only models: tokenize the filled prompt as plain text (with the special tokens
+    /// the tokenizer adds, e.g. BOS) instead of rendering the model's chat template.
+    #[arg(long)]
+    pub no_chat_template: bool,
+    /// Decoder-only models: more variables for the chat template, as a JSON object (e.g.
+    /// '{"date_string": "26 Jul 2024"}' for Llama 3.2's, which otherwise shows today's date).
+    #[arg(long, value_name = "JSON")]
+    pub chat_template_kwargs: Option<String>,
+}
+
 fn parse_long(s: &str) -> Result<LongMode, String> {
     s.parse()
         .map_err(|_| format!("expected truncate or chunk, got {s:?}"))
@@ -90,7 +97,12 @@ pub fn load_summarizer(model: &str, adapter: Option<&str>, target: &Target) -> R
 
 /// `--prefix` (encoder-decoders) and `--prompt`, `--system`, `--no-chat-template`,
 /// `--chat-template-kwargs` (decoder-only models), each refused where it does not apply.
-fn apply_prompting(summarizer: &mut Summarizer, run: &RunArgs) -> Result<()> {
+pub fn apply_prompting(
+    summarizer: &mut Summarizer,
+    run: &PromptArgs,
+    prefix: Option<&str>,
+    do_sample: bool,
+) -> Result<()> {
     let kind = summarizer.config.model_type();
     let Some(prompting) = summarizer.prompting.as_mut() else {
         let given = [
@@ -102,12 +114,12 @@ fn apply_prompting(summarizer: &mut Summarizer, run: &RunArgs) -> Result<()> {
         if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
             anyhow::bail!("{flag} is for decoder-only models; this one is {kind} (use --prefix)");
         }
-        if let Some(prefix) = &run.prefix {
-            summarizer.prefix = prefix.clone();
+        if let Some(prefix) = prefix {
+            summarizer.prefix = prefix.to_string();
         }
         return Ok(());
     };
-    if run.prefix.is_some() {
+    if prefix.is_some() {
         anyhow::bail!("--prefix is for encoder-decoder models; {kind} is prompted: use --prompt");
     }
     if let Some(template) = &run.prompt {
@@ -135,7 +147,7 @@ fn apply_prompting(summarizer: &mut Summarizer, run: &RunArgs) -> Result<()> {
             "{kind}: the model has no chat template; the prompt is tokenized as plain text"
         );
     }
-    if summarizer.config_asks_sampling && !run.generation.do_sample {
+    if summarizer.config_asks_sampling && !do_sample {
         eprintln!(
             "note: the model's generation_config.json asks for sampling (do_sample); Bartleby decodes \
              deterministically (greedy / beam search); --do-sample samples"
@@ -167,7 +179,12 @@ impl Generator {
         cap: Option<usize>,
     ) -> Result<Self> {
         let mut summarizer = load_summarizer(model, run.adapter.as_deref(), target)?;
-        apply_prompting(&mut summarizer, run)?;
+        apply_prompting(
+            &mut summarizer,
+            &run.prompting,
+            run.prefix.as_deref(),
+            run.generation.do_sample,
+        )?;
         let (defaults, from_task_params) = summarizer.summarization_generation()?;
         if from_task_params {
             tracing::info!(

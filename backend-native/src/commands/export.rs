@@ -81,7 +81,6 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let files = model_files::resolve(&args.model)?;
     let mut summarizer = model_files::load(&files, &device, target.options)
         .with_context(|| format!("loading {}", args.model))?;
-    model_files::seq2seq_only(&summarizer, "export")?;
     if let Some(adapter) = &args.adapter {
         let adapter_files = model_files::resolve_adapter(adapter)?;
         model_files::apply_adapter(&mut summarizer, &adapter_files)
@@ -153,6 +152,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if let Some(p) = &files.tokenizer_config {
         let bytes = std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
         contents.push(("tokenizer_config.json", bytes));
+    }
+    if let Some(p) = &files.chat_template {
+        let bytes = std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?;
+        contents.push(("chat_template.jinja", bytes));
     }
     contents.push((bundle::WEIGHTS_FILE, weights));
     let manifest = Manifest {

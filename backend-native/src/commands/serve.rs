@@ -49,6 +49,8 @@ pub struct ServeArgs {
     /// from BARTLEBY_API_KEY.
     #[arg(long)]
     pub api_key: Option<String>,
+    #[command(flatten)]
+    pub prompting: crate::summarizer::PromptArgs,
     /// Allow cross-origin requests from this origin (repeat; `*` for any). Default: none.
     #[arg(long, value_name = "ORIGIN")]
     pub cors_origin: Vec<String>,
@@ -106,7 +108,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
     );
     for (name, dir) in specs {
         let mut summarizer = load_summarizer(&model, dir, &target)?;
-        crate::model_files::seq2seq_only(&summarizer, "serve")?;
+        // --prompt, --system, ... for a decoder-only model (refused for the others); --prefix
+        // for an encoder-decoder (refused for a decoder-only one).
+        crate::summarizer::apply_prompting(
+            &mut summarizer,
+            &args.prompting,
+            args.prefix.as_deref(),
+            false,
+        )?;
         let (defaults, _) = summarizer.summarization_generation()?;
         let defaults = args.generation.apply(&defaults)?;
         let max_input = args

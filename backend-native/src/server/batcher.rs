@@ -152,7 +152,13 @@ fn run_batch(
     // Streaming rows: the text decoded so far, so each event carries only what a token adds.
     let mut shown: Vec<(usize, bool)> = vec![(0, false); batch.len()];
     let special = special_ids(&settings.gen);
+    // Where the generated tokens start in the sequences: after the decoder start token, or a
+    // decoder-only model's left-padded prompts (the first step's length minus one).
+    let mut start: Option<usize> = None;
+    let max_positions = summarizer.config.max_position_embeddings();
     let mut on_step = |cur_len: usize, seqs: &[Vec<u32>]| {
+        let start = *start.get_or_insert(cur_len - 1);
+        let max_len = settings.gen.max_length_after(start, max_positions);
         for (r, job) in batch.iter().enumerate() {
             let (Some(tx), Some(seq)) = (&job.tokens, seqs.get(r)) else {
                 continue;
@@ -163,11 +169,10 @@ fn run_batch(
             }
             let id = seq[cur_len - 1];
             let is_special = special.contains(&id);
-            let last = settings.gen.eos_token_id == Some(id)
-                || cur_len >= settings.gen.effective_max_length();
+            let last = settings.gen.is_eos(id) || cur_len >= max_len;
             let mut text = String::new();
             if !is_special || last {
-                if let Ok(full) = summarizer.tokenizer.decode(&seq[1..cur_len], true) {
+                if let Ok(full) = summarizer.tokenizer.decode(&seq[start..cur_len], true) {
                     // Hold back an incomplete multi-byte character until it completes (or the
                     // sequence ends: then what the final text has).
                     if (last || !full.ends_with('\u{FFFD}')) && full.len() >= *len {
@@ -221,15 +226,21 @@ fn run_batch(
                         summary: String::new(),
                         token_ids: Vec::new(),
                     });
-                let generated = best.token_ids.len().saturating_sub(1);
+                // Encoder-decoder ids start with the decoder start token; decoder-only ones are
+                // the generated tokens only.
+                let start_token = usize::from(summarizer.prompting.is_none());
+                let generated = best.token_ids.len().saturating_sub(start_token);
                 metrics
                     .generated_tokens
                     .fetch_add(generated as u64, Ordering::Relaxed);
                 let queue = started.saturating_duration_since(job.enqueued);
                 metrics.queue_seconds.observe(queue.as_secs_f64());
                 metrics.inference_seconds.observe(inference.as_secs_f64());
-                let finish_reason = if best.token_ids.len() > 1
-                    && settings.gen.eos_token_id == best.token_ids.last().copied()
+                let finish_reason = if generated > 0
+                    && best
+                        .token_ids
+                        .last()
+                        .is_some_and(|&t| settings.gen.is_eos(t))
                 {
                     FinishReason::EosToken
                 } else {
@@ -260,7 +271,7 @@ fn run_batch(
 /// Ids that are not text: start, end, padding, forced tokens.
 fn special_ids(gen: &GenerationConfig) -> Vec<u32> {
     let mut ids = vec![gen.decoder_start_token_id, gen.pad_token_id];
-    ids.extend(gen.eos_token_id);
+    ids.extend(gen.eos_ids());
     ids.extend(gen.bos_token_id);
     ids.extend(gen.forced_bos_token_id);
     ids.extend(gen.forced_eos_token_id);
