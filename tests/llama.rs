@@ -11,10 +11,11 @@ use bartleby_tests::*;
 use burn::tensor::Device;
 use serde_json::Value;
 
-const MODELS: [&str; 5] = [
+const MODELS: [&str; 6] = [
     "llama-gqa-llama3-tied",
     "llama-bias-linear-bf16",
     "llama-dynamic-mqa",
+    "llama-q8-untied",
     "phi3-longrope-f16",
     "qwen2-bias-tied",
 ];
@@ -875,4 +876,98 @@ fn export_bundle_summarizes_like_the_cli() {
             .collect();
         assert_eq!(ours, cli, "{quant}: load_bundle vs the CLI");
     }
+}
+
+/// `export --format gguf` against llama.cpp's own convert_hf_to_gguf.py
+/// (tools/reference/make_gguf_fixtures.py; tests/fixtures/gguf/): every metadata key and value
+/// (the tokenizer's tokens, types, merges, special ids and chat template; hyperparameters; llama3
+/// rope factors; linear scaling) and every tensor — name, ggml type, dims, bytes (q/k permuted,
+/// f16 rounding, q8_0 blocks) — identical. Not compared: the naming keys convert derives from the
+/// directory name by heuristics (general.name, basename, finetune, version).
+#[test]
+fn gguf_export_equals_convert_hf_to_gguf() {
+    use bartleby_core::checkpoint::gguf::read;
+    use std::collections::BTreeMap;
+    let tmp = tempfile::tempdir().unwrap();
+    let naming = [
+        "general.name",
+        "general.basename",
+        "general.finetune",
+        "general.version",
+    ];
+    for (model, quant, kind) in [
+        ("llama-gqa-llama3-tied", "f16", "f16"),
+        ("llama-q8-untied", "f16", "f16"),
+        ("llama-q8-untied", "q8", "q8_0"),
+        ("llama-bias-linear-bf16", "f16", "f16"),
+    ] {
+        let out = tmp.path().join(format!("{model}-{kind}.gguf"));
+        let run = bartleby(&[
+            "export",
+            "--format",
+            "gguf",
+            "--quant",
+            quant,
+            "--model",
+            model_dir(model).to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let (our_meta, our_tensors) = read(&std::fs::read(&out).unwrap()).unwrap();
+        let reference = fixtures().join("gguf").join(format!("{model}-{kind}.gguf"));
+        let (their_meta, their_tensors) = read(&std::fs::read(reference).unwrap()).unwrap();
+        let map = |m: Vec<_>| -> BTreeMap<String, _> {
+            m.into_iter()
+                .filter(|(k, _): &(String, _)| !naming.contains(&k.as_str()))
+                .collect()
+        };
+        let (ours, theirs) = (map(our_meta), map(their_meta));
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            theirs.keys().collect::<Vec<_>>(),
+            "{model} {kind}: metadata keys"
+        );
+        for (k, v) in &theirs {
+            assert_eq!(&ours[k], v, "{model} {kind}: {k}");
+        }
+        assert_eq!(
+            our_tensors.len(),
+            their_tensors.len(),
+            "{model} {kind}: tensor count"
+        );
+        let ours: BTreeMap<_, _> = our_tensors
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        for t in their_tensors {
+            let o = ours
+                .get(&t.name)
+                .unwrap_or_else(|| panic!("{model} {kind}: no {}", t.name));
+            assert_eq!(
+                (o.kind, &o.dims),
+                (t.kind, &t.dims),
+                "{model} {kind}: {}",
+                t.name
+            );
+            assert!(o.data == t.data, "{model} {kind}: {} bytes differ", t.name);
+        }
+    }
+    // BART has no llama.cpp architecture: one line, nothing written.
+    let out = tmp.path().join("bart.gguf");
+    let run: Run = bartleby(&[
+        "export",
+        "--format",
+        "gguf",
+        "--model",
+        model_dir("tiny-gelu").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ])
+    .into();
+    assert_clear_error(&run, &out, &["gguf", "bart", "llama.cpp"]);
 }

@@ -208,6 +208,17 @@ MODEL_SPECS = [
         eos=["<|eot_id|>"], sampling=False, fresh_per_call=True,
     ),
     dict(
+        # Widths in 32-value blocks (GGUF q8_0 quantizes every matrix: tests/fixtures/gguf/), untied head, llama3
+        # rope scaling, GQA 4/2 with head_dim 16.
+        name="llama-q8-untied", tokenizer="llama3", cls=LlamaConfig, seed=SEED + 6, dtype="bfloat16",
+        config=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=512, rope_theta=500000.0,
+                    rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                      original_max_position_embeddings=32),
+                    rms_norm_eps=1e-5, tie_word_embeddings=False),
+        eos=["<|end_of_text|>", "<|eot_id|>"], sampling=True,
+    ),
+    dict(
         # Qwen2: q/k/v biases (no o bias), GQA, tied head.
         name="qwen2-bias-tied", tokenizer="llama3", cls=Qwen2Config, seed=SEED + 4, dtype="float32",
         config=dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,

@@ -7,7 +7,7 @@ use crate::generation_args::GenerationArgs;
 use crate::input::check_inputs;
 use crate::model_files;
 use crate::output;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bartleby_core::checkpoint::adapter;
 use bartleby_core::checkpoint::bundle::{self, Check, FileEntry, Manifest, Quant, Source};
 use bartleby_core::checkpoint::{Checkpoint, LoadOptions};
@@ -50,8 +50,19 @@ pub struct ExportArgs {
     /// Replace --output if it exists.
     #[arg(long)]
     pub force: bool,
+    /// `bundle` (a directory: transformers files + manifest, for the web app and `summarize`) or
+    /// `gguf` (one file for llama.cpp / Ollama / LM Studio, as llama.cpp's convert_hf_to_gguf.py
+    /// writes it; `--quant f32|f16|q8` = GGUF f32 / f16 / q8_0; Llama models).
+    #[arg(long, value_enum, default_value_t = FormatArg::Bundle)]
+    pub format: FormatArg,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Bundle,
+    Gguf,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -74,6 +85,9 @@ impl QuantArg {
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
+    if args.format == FormatArg::Gguf {
+        return run_gguf(&args);
+    }
     output::check_out_dir(&args.output, args.force)?;
     let quant = args.quant.quant();
     let target = device::init(args.device)?;
@@ -272,4 +286,137 @@ fn compare(
         rouge_l: if n == 0 { 1.0 } else { rouge_sum / n as f64 },
         num_beams,
     }
+}
+
+/// `--format gguf`: the model (with any adapter merged) as one GGUF file, written atomically.
+fn run_gguf(args: &ExportArgs) -> Result<()> {
+    use bartleby_core::checkpoint::gguf::{bpe_tokenizer_metadata, GgufValue};
+    use bartleby_core::models::llama::gguf::{to_gguf, GgufQuant};
+    let quant = match args.quant {
+        QuantArg::F32 => GgufQuant::F32,
+        QuantArg::F16 => GgufQuant::F16,
+        QuantArg::Q8 => GgufQuant::Q8_0,
+        QuantArg::Q4 => {
+            bail!("--format gguf: q4 (q4_0 / q4_k_m) is not written yet; use --quant q8 or f16")
+        }
+    };
+    let files = model_files::resolve(&args.model)?;
+    let device = device::init(args.device)?.device;
+    let mut summarizer = model_files::load(&files, &device, Default::default())
+        .with_context(|| format!("loading {}", args.model))?;
+    if let Some(adapter) = &args.adapter {
+        let adapter_files = model_files::resolve_adapter(adapter)?;
+        model_files::apply_adapter(&mut summarizer, &adapter_files)
+            .with_context(|| format!("applying adapter {adapter} to {}", args.model))?;
+        adapter::merge(&mut summarizer.model)?;
+    }
+    let bartleby_core::models::ModelConfig::Llama(config) = &summarizer.config else {
+        bail!(
+            "--format gguf: {} has no llama.cpp architecture in Bartleby (GGUF export writes Llama models); \
+             use the default --format bundle",
+            summarizer.config.model_type()
+        );
+    };
+    let Some(llama) = summarizer.model.as_llama() else {
+        bail!("--format gguf: not a decoder-only model");
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))
+    };
+    let tokenizer_json = match &files.tokenizer_json {
+        Some(p) => read(p)?,
+        None => bail!("--format gguf needs the model's tokenizer.json"),
+    };
+    let tokenizer_config = files.tokenizer_config.as_deref().map(read).transpose()?;
+    let chat_template = summarizer
+        .prompting
+        .as_ref()
+        .and_then(|p| p.chat.as_ref())
+        .map(|c| c.source.clone());
+    let tokenizer = bpe_tokenizer_metadata(
+        &tokenizer_json,
+        tokenizer_config.as_deref(),
+        chat_template.as_deref(),
+        config.vocab_size,
+        "llama-bpe",
+    )?;
+    // general.*: sampling settings from generation_config.json (as convert's Metadata reads
+    // them), the name from the model's directory.
+    let mut general = Vec::new();
+    if let Some(p) = &files.generation_config {
+        let gen: serde_json::Value = serde_json::from_slice(&read(p)?)
+            .with_context(|| format!("{}: not valid JSON", p.display()))?;
+        if let Some(k) = gen.get("top_k").and_then(|v| v.as_i64()) {
+            general.push((
+                "general.sampling.top_k".to_string(),
+                GgufValue::I32(k as i32),
+            ));
+        }
+        if let Some(p) = gen.get("top_p").and_then(|v| v.as_f64()) {
+            general.push((
+                "general.sampling.top_p".to_string(),
+                GgufValue::F32(p as f32),
+            ));
+        }
+        if let Some(t) = gen.get("temperature").and_then(|v| v.as_f64()) {
+            general.push((
+                "general.sampling.temp".to_string(),
+                GgufValue::F32(t as f32),
+            ));
+        }
+    }
+    let base_name = std::path::Path::new(args.model.trim_end_matches('/'))
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| args.model.clone());
+    let title: Vec<String> = base_name
+        .split(['-', '_'])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    general.push(("general.name".to_string(), GgufValue::Str(title.join(" "))));
+    general.push((
+        "general.size_label".to_string(),
+        GgufValue::Str(size_label(config.num_parameters())),
+    ));
+    let bytes = to_gguf(llama, config, quant, general, tokenizer)?;
+    if args.output.exists() && !args.force {
+        bail!("{}: exists (--force replaces it)", args.output.display());
+    }
+    output::write_file_atomically(&args.output, &bytes)?;
+    println!(
+        "wrote {} (GGUF {}, {:.1} MB)",
+        args.output.display(),
+        match quant {
+            GgufQuant::F32 => "f32",
+            GgufQuant::F16 => "f16",
+            GgufQuant::Q8_0 => "q8_0",
+        },
+        bytes.len() as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// gguf-py's `model_weight_count_rounded_notation`: `40K`, `1.2B`, `3.8B`, `124M`.
+fn size_label(parameters: usize) -> String {
+    let n = parameters as f64;
+    let (scaled, suffix) = if n > 1e12 {
+        (n * 1e-12, "T")
+    } else if n > 1e9 {
+        (n * 1e-9, "B")
+    } else if n > 1e6 {
+        (n * 1e-6, "M")
+    } else {
+        (n * 1e-3, "K")
+    };
+    let digits = format!("{}", scaled.round() as u64)
+        .trim_start_matches('0')
+        .len();
+    let fix = 2usize.saturating_sub(digits);
+    format!("{scaled:.fix$}{suffix}")
 }

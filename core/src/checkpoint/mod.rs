@@ -6,6 +6,7 @@
 
 pub mod adapter;
 pub mod bundle;
+pub mod gguf;
 pub mod load;
 pub mod quantized;
 mod safetensors;

@@ -8,6 +8,7 @@
 //!   the loader.
 
 pub mod config;
+pub mod gguf;
 pub mod model;
 pub mod params;
 

@@ -1,0 +1,245 @@
+//! [`Llama`] → GGUF as llama.cpp's `convert_hf_to_gguf.py` writes a `LlamaForCausalLM` (architecture
+//! `llama`): its tensor names, q/k rows permuted from Hugging Face's rotate-half layout to ggml's
+//! interleaved one, the `llama.*` hyperparameters, llama3 rope scaling as a `rope_freqs` tensor,
+//! linear scaling as `llama.rope.scaling.*`, and the file type (f32, f16 or q8_0: norms and vectors
+//! stay f32; a matrix whose rows do not split into 32-value blocks falls back to f16, as convert does).
+
+use super::config::{Family, LlamaConfig};
+use super::model::Llama;
+use crate::checkpoint::gguf::{
+    encode_f16, encode_f32, quantize_q8_0, GgmlType, GgufTensor, GgufValue,
+};
+use crate::checkpoint::{read_f32, save_safetensors, Checkpoint, SaveDtype};
+use crate::ops::rope::RopeScaling;
+use crate::{Error, Result};
+
+/// The GGUF file types Bartleby writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufQuant {
+    F32,
+    F16,
+    Q8_0,
+}
+
+impl GgufQuant {
+    /// `general.file_type` (llama.cpp's `LlamaFileType`).
+    fn file_type(self) -> u32 {
+        match self {
+            GgufQuant::F32 => 0,
+            GgufQuant::F16 => 1,
+            GgufQuant::Q8_0 => 7,
+        }
+    }
+}
+
+/// transformers' name → llama.cpp's, for every tensor of the model.
+fn gguf_name(hf: &str) -> Option<String> {
+    if hf == "model.embed_tokens.weight" {
+        return Some("token_embd.weight".into());
+    }
+    if hf == "model.norm.weight" {
+        return Some("output_norm.weight".into());
+    }
+    if hf == "lm_head.weight" {
+        return Some("output.weight".into());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let to = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{to}.{kind}"))
+}
+
+/// `LlamaModel.permute`: the rows of each head from `[first halves | second halves]` (rotate-half)
+/// to pairs (ggml's rope): reshape `(heads, 2, rows / heads / 2, cols)`, swap axes 1 and 2.
+fn permute(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let half = rows / heads / 2;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..heads {
+        for two in 0..2 {
+            for i in 0..half {
+                let from = (h * 2 + two) * half + i; // (h, two, i)
+                let to = (h * half + i) * 2 + two; // (h, i, two)
+                out[to * cols..(to + 1) * cols]
+                    .copy_from_slice(&values[from * cols..(from + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// llama3 rope scaling as convert_hf_to_gguf.py's `rope_freqs` factors (one per frequency).
+fn llama3_rope_factors(config: &LlamaConfig) -> Option<Vec<f32>> {
+    let RopeScaling::Llama3 {
+        factor,
+        low_freq_factor,
+        high_freq_factor,
+        original_max_position_embeddings: old,
+    } = config.rope.scaling
+    else {
+        return None;
+    };
+    let dim = config.head_dim;
+    let base = config.rope.base;
+    let low_wavelen = old / low_freq_factor;
+    let high_wavelen = old / high_freq_factor;
+    Some(
+        (0..dim)
+            .step_by(2)
+            .map(|i| {
+                let freq = 1.0 / base.powf(i as f32 / dim as f32);
+                let wavelen = 2.0 * std::f32::consts::PI / freq;
+                if wavelen < high_wavelen {
+                    1.0
+                } else if wavelen > low_wavelen {
+                    factor
+                } else {
+                    let smooth =
+                        (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The metadata and tensors of `model` (a Llama; materialized here), `extra` (general.name,
+/// sampling, tokenizer: the caller's) placed where convert puts them.
+pub fn to_gguf(
+    model: &Llama,
+    config: &LlamaConfig,
+    quant: GgufQuant,
+    general: Vec<(String, GgufValue)>,
+    tokenizer: Vec<(String, GgufValue)>,
+) -> Result<Vec<u8>> {
+    if config.family != Family::Llama {
+        return Err(Error::Config {
+            file: "config.json".into(),
+            message: format!(
+                "GGUF export writes model_type \"llama\" so far; this is {:?}",
+                config.family.model_type()
+            ),
+        });
+    }
+    let rope_meta = match &config.rope.scaling {
+        RopeScaling::Default | RopeScaling::Llama3 { .. } => Vec::new(),
+        RopeScaling::Linear { factor } => vec![
+            (
+                "llama.rope.scaling.type".to_string(),
+                GgufValue::Str("linear".into()),
+            ),
+            (
+                "llama.rope.scaling.factor".to_string(),
+                GgufValue::F32(*factor),
+            ),
+        ],
+        other => {
+            return Err(Error::Config {
+                file: "config.json".into(),
+                message: format!("rope_scaling {other:?} has no GGUF form in Bartleby yet"),
+            })
+        }
+    };
+    let mut meta = vec![
+        (
+            "general.architecture".to_string(),
+            GgufValue::Str("llama".into()),
+        ),
+        ("general.type".to_string(), GgufValue::Str("model".into())),
+    ];
+    meta.extend(general);
+    let u = |k: &str, v: usize| (format!("llama.{k}"), GgufValue::U32(v as u32));
+    meta.extend([
+        u("block_count", config.num_hidden_layers),
+        u("context_length", config.max_position_embeddings),
+        u("embedding_length", config.hidden_size),
+        u("feed_forward_length", config.intermediate_size),
+        u("attention.head_count", config.num_attention_heads),
+        u("attention.head_count_kv", config.num_key_value_heads),
+        (
+            "llama.rope.freq_base".to_string(),
+            GgufValue::F32(config.rope.base),
+        ),
+        (
+            "llama.attention.layer_norm_rms_epsilon".to_string(),
+            GgufValue::F32(config.rms_norm_eps as f32),
+        ),
+    ]);
+    if config.raw.get("head_dim").is_some_and(|v| !v.is_null()) {
+        meta.push(u("attention.key_length", config.head_dim));
+        meta.push(u("attention.value_length", config.head_dim));
+    }
+    meta.push((
+        "general.file_type".to_string(),
+        GgufValue::U32(quant.file_type()),
+    ));
+    meta.push(u("vocab_size", config.vocab_size));
+    meta.push(u("rope.dimension_count", config.head_dim));
+    meta.extend(rope_meta);
+    meta.push((
+        "general.quantization_version".to_string(),
+        GgufValue::U32(2),
+    ));
+    meta.extend(tokenizer);
+
+    // The weights in transformers' names and layout, f32.
+    let bytes = save_safetensors(model, SaveDtype::F32)?;
+    let checkpoint = Checkpoint::from_shards(&[("model.safetensors", &bytes[..])])?;
+    let mut tensors = Vec::new();
+    if let Some(factors) = llama3_rope_factors(config) {
+        tensors.push(GgufTensor {
+            name: "rope_freqs.weight".into(),
+            dims: vec![factors.len() as u64],
+            kind: GgmlType::F32,
+            data: encode_f32(&factors),
+        });
+    }
+    let mut names: Vec<String> = checkpoint.names().map(str::to_string).collect();
+    names.sort();
+    for hf in names {
+        let Some(name) = gguf_name(&hf) else {
+            return Err(Error::Weights(format!("{hf}: no GGUF name")));
+        };
+        let (_, view) = checkpoint.get(&hf).expect("listed");
+        let shape = view.shape().to_vec();
+        let mut values = read_f32("model.safetensors", &hf, view)?;
+        let rows = shape[0];
+        let cols = shape.get(1).copied().unwrap_or(1);
+        if hf.contains("self_attn.q_proj.") {
+            values = permute(&values, rows, cols, config.num_attention_heads);
+        } else if hf.contains("self_attn.k_proj.") {
+            values = permute(&values, rows, cols, config.num_key_value_heads);
+        }
+        let vector = shape.len() <= 1 || name.ends_with("_norm.weight");
+        let kind = match quant {
+            _ if vector => GgmlType::F32,
+            GgufQuant::F32 => GgmlType::F32,
+            GgufQuant::F16 => GgmlType::F16,
+            GgufQuant::Q8_0 if cols % 32 == 0 => GgmlType::Q8_0,
+            GgufQuant::Q8_0 => GgmlType::F16,
+        };
+        let data = match kind {
+            GgmlType::F32 => encode_f32(&values),
+            GgmlType::F16 => encode_f16(&values),
+            GgmlType::Q8_0 => quantize_q8_0(&values),
+        };
+        tensors.push(GgufTensor {
+            name,
+            dims: shape.iter().rev().map(|&d| d as u64).collect(),
+            kind,
+            data,
+        });
+    }
+    Ok(crate::checkpoint::gguf::write(&meta, &tensors))
+}

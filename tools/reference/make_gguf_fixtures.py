@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Reference GGUF files for `bartleby export --format gguf` (tests/fixtures/gguf/): llama.cpp's own
+convert_hf_to_gguf.py (from the llama.cpp source that the llama-cpp-python sdist vendors, with its gguf-py) run on the
+fixture checkpoints, f16 and q8_0. Two things are patched, both about the fixtures' tokenizer, which is trained here:
+its pre-tokenizer hash is not in convert's table (it is Llama 3's layout, so `llama-bpe` is what convert would pick for
+the real one), and convert's first attempt — a SentencePiece tokenizer.model — is skipped without needing the
+sentencepiece module (Llama 3 has no tokenizer.model: convert then takes the byte-level BPE path, as here).
+
+  tools/reference/.venv/bin/python tools/reference/make_gguf_fixtures.py [--sdist-dir DIR]
+"""
+import argparse
+import glob
+import runpy
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FIX = ROOT / "tests" / "fixtures"
+SDIST = "llama-cpp-python==0.3.36"
+CASES = [("llama-gqa-llama3-tied", "f16"), ("llama-q8-untied", "f16"), ("llama-q8-untied", "q8_0"),
+         ("llama-bias-linear-bf16", "f16")]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sdist-dir", default=str(ROOT / "bench" / "out" / "llama-cpp-sdist"))
+    ap.add_argument("--convert-one", nargs=3, metavar=("SRC", "OUT", "TYPE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    sdist = Path(args.sdist_dir)
+    src = next(iter(sdist.glob("llama_cpp_python-*/vendor/llama.cpp")), None)
+    if args.convert_one:
+        model, out, outtype = args.convert_one
+        sys.path.insert(0, str(src))
+        sys.path.insert(0, str(src / "gguf-py"))
+        import conversion.base as b
+
+        def no_sentencepiece(self, *a, **k):
+            raise FileNotFoundError("tokenizer.model")
+
+        for cls in [c for c in vars(b).values() if isinstance(c, type)]:
+            if hasattr(cls, "get_vocab_base_pre"):
+                cls.get_vocab_base_pre = lambda self, tokenizer: "llama-bpe"
+            if hasattr(cls, "_set_vocab_sentencepiece"):
+                cls._set_vocab_sentencepiece = no_sentencepiece
+        sys.argv = ["convert_hf_to_gguf.py", model, "--outfile", out, "--outtype", outtype]
+        runpy.run_path(str(src / "convert_hf_to_gguf.py"), run_name="__main__")
+        return
+    if src is None:
+        sdist.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", SDIST, "--no-binary", "llama-cpp-python", "--no-deps",
+                        "-d", str(sdist)], check=True)
+        with tarfile.open(glob.glob(str(sdist / "llama_cpp_python-*.tar.gz"))[0]) as t:
+            t.extractall(sdist)
+    out_dir = FIX / "gguf"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for model, outtype in CASES:
+        out = out_dir / f"{model}-{outtype}.gguf"
+        # One process per file: convert keeps module state.
+        subprocess.run([sys.executable, __file__, "--sdist-dir", str(sdist), "--convert-one",
+                        str(FIX / "models" / model), str(out), outtype], check=True)
+        print(f"wrote {out.relative_to(ROOT)} ({out.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
