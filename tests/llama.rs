@@ -381,7 +381,7 @@ fn decoder_only_bad_input_is_one_line() {
     assert_clear_error(
         &base(&["--max-input-tokens", "40"]),
         &output,
-        &["document id 1", "longer than the 40"],
+        &["document id 1", "without the dialogue", "40"],
     );
     assert_clear_error(
         &base(&["--prefix", "x"]),
@@ -445,7 +445,7 @@ fn decoder_only_bad_input_is_one_line() {
     assert_clear_error(
         &run_on(&short),
         &output,
-        &["document id 1", "longer than the 32"],
+        &["document id 1", "without the dialogue", "32"],
     );
 
     // The decoder-only flags on an encoder-decoder model: one line, no work.
@@ -970,4 +970,42 @@ fn gguf_export_equals_convert_hf_to_gguf() {
     ])
     .into();
     assert_clear_error(&run, &out, &["gguf", "bart", "llama.cpp"]);
+}
+
+/// A prompt over the window keeps its template and instruction and cuts the dialogue at a token
+/// boundary: the longest start that fits (one more token would not), the row marked truncated.
+#[test]
+fn long_dialogues_are_cut_inside_the_prompt() {
+    let fx = parity("llama-gqa-llama3-tied");
+    let mut s = load("llama-gqa-llama3-tied", &cpu());
+    s.prompting
+        .as_mut()
+        .unwrap()
+        .chat_kwargs
+        .insert("date_string".into(), fx["date_string"].clone());
+    let dialogue = fx["dialogues"][1].as_str().unwrap();
+    let full = s.encode(dialogue, usize::MAX).unwrap();
+    let max = full.len() - 25;
+    let cut = s.encode(dialogue, max).unwrap();
+    assert!(
+        cut.len() <= max && cut.len() > max - 12,
+        "{} of {max}",
+        cut.len()
+    );
+    // Same template before and after the dialogue: the first 30 ids and the generation prompt.
+    assert_eq!(cut[..30], full[..30]);
+    assert_eq!(cut[cut.len() - 6..], full[full.len() - 6..]);
+    let texts = [dialogue];
+    let mut gen = s.generation.clone();
+    gen.max_new_tokens = Some(4);
+    let long = bartleby_core::LongOptions {
+        mode: bartleby_core::LongMode::Truncate,
+        overlap_tokens: 0,
+        partial_max_new_tokens: None,
+    };
+    let out = s
+        .summarize_long(&texts, &gen, max, &long, 1, &mut |_| {})
+        .unwrap();
+    assert!(out[0].1.truncated);
+    assert_eq!(out[0].1.input_tokens, full.len());
 }

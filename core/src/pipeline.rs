@@ -342,19 +342,40 @@ impl Summarizer {
 
     /// A text's input ids as [`Self::summarize`] feeds them: [`Self::prefix`] first, truncated
     /// to `max_input_tokens` with the tokenizer's special tokens kept.
-    /// A decoder-only model's prompt ids ([`Prompting`]), never truncated: longer than
-    /// `max_input_tokens` is an error.
+    /// A decoder-only model's prompt ids ([`Prompting`]): when the prompt is longer than
+    /// `max_input_tokens`, the dialogue (not the instruction or the template around it) is cut
+    /// at a token boundary to the longest start that fits; a prompt that does not fit even
+    /// without the dialogue is an error.
     pub fn encode(&self, text: &str, max_input_tokens: usize) -> Result<Vec<u32>> {
         if let Some(prompting) = &self.prompting {
             let ids = self.prompt_ids(prompting, text)?;
-            if ids.len() > max_input_tokens {
+            if ids.len() <= max_input_tokens {
+                return Ok(ids);
+            }
+            let empty = self.prompt_ids(prompting, "")?;
+            if empty.len() > max_input_tokens {
                 return Err(Error::Input(format!(
-                    "the prompt is {} tokens, longer than the {max_input_tokens} the model reads \
-                     (max input tokens; decoder-only prompts are not truncated)",
-                    ids.len()
+                    "the prompt is {} tokens without the dialogue, longer than the {max_input_tokens} \
+                     the model reads (max input tokens)",
+                    empty.len()
                 )));
             }
-            return Ok(ids);
+            // The longest prefix of the dialogue's tokens whose prompt fits (binary search).
+            let starts = self.tokenizer.token_starts(text)?;
+            let (mut lo, mut hi) = (0usize, starts.len());
+            let mut best = empty;
+            while lo < hi {
+                let mid = (lo + hi).div_ceil(2);
+                let cut = &text[..starts.get(mid).copied().unwrap_or(text.len())];
+                let ids = self.prompt_ids(prompting, cut.trim_end())?;
+                if ids.len() <= max_input_tokens {
+                    lo = mid;
+                    best = ids;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            return Ok(best);
         }
         self.tokenizer
             .encode(&self.prefixed(text), Some(max_input_tokens))

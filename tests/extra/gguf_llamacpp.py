@@ -1,0 +1,50 @@
+"""tests/extra/gguf-llamacpp's check: llama.cpp (llama-cpp-python's low-level eval) greedy ids vs Bartleby's."""
+import json, subprocess, sys
+from pathlib import Path
+import numpy as np
+from llama_cpp import Llama
+
+bin_, out = sys.argv[1], Path(sys.argv[2])
+FIX = Path("tests/fixtures")
+NEW = 16
+failed = False
+for model in ["llama-q8-untied", "llama-gqa-llama3-tied"]:
+    fx = json.load(open(FIX / "parity" / f"{model}.json"))
+    prompts = [c for c in fx["chat_prompts"] if c["system"] is None]
+    inp = out / f"{model}.jsonl"
+    inp.write_text("\n".join(json.dumps({"id": i, "dialogue": d}) for i, d in enumerate(fx["dialogues"])))
+    # Bartleby, greedy, exactly NEW tokens, on the f32 model.
+    res = out / f"{model}.out.jsonl"
+    subprocess.run([bin_, "summarize", "--model", str(FIX / "models" / model), "--input", str(inp), "--output", str(res),
+                    "--max-new-tokens", str(NEW), "--batch-size", "1",
+                    "--chat-template-kwargs", json.dumps({"date_string": fx["date_string"]})], check=True,
+                   stderr=subprocess.DEVNULL)
+    ours = [json.loads(l)["token_ids"] for l in res.read_text().splitlines()]
+    for quant in ["f32", "f16", "q8"]:
+        gguf = out / f"{model}-{quant}.gguf"
+        subprocess.run([bin_, "export", "--format", "gguf", "--quant", quant, "--model", str(FIX / "models" / model),
+                        "--output", str(gguf), "--force"], check=True, stdout=subprocess.DEVNULL)
+        try:
+            llm = Llama(model_path=str(gguf), n_ctx=512, n_threads=2, verbose=False, logits_all=True)
+        except Exception as e:  # e.g. widths llama.cpp cannot run in a given type
+            print(f"{model} {quant}: llama.cpp cannot load it: {e}"); failed |= quant == "f32"; continue
+        agree = total = 0
+        for i, p in enumerate(prompts):
+            llm.reset()
+            llm.eval(p["ids"])
+            got = []
+            for _ in range(NEW):
+                nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+                got.append(nxt)
+                if nxt in (fx["effective_generation_config"]["eos_token_id"] or []):
+                    break
+                llm.eval([nxt])
+            want = ours[i]
+            n = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            agree += n; total += len(want)
+            status = "identical" if got == want else f"first {n} of {len(want)} agree"
+            print(f"{model} {quant} dialogue {i}: {status}")
+            if quant == "f32" and got != want:
+                failed = True
+        print(f"{model} {quant}: {agree}/{total} leading tokens agree")
+sys.exit(1 if failed else 0)
