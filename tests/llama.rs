@@ -170,10 +170,33 @@ fn settings(base: &GenerationConfig, kwargs: &Value) -> GenerationConfig {
     base.with_overrides(&Value::Object(overrides)).unwrap()
 }
 
+/// `generate()` on a fixture generation's left-padded `input_ids` / `attention_mask` with `gen`.
+fn generate(
+    s: &bartleby_core::Summarizer,
+    g: &Value,
+    gen: &GenerationConfig,
+) -> bartleby_core::Result<Vec<Vec<u32>>> {
+    let ids = u32_rows(&g["input_ids"]);
+    let mut step = CausalStep::new(
+        s.model.as_llama().unwrap(),
+        ids.clone(),
+        u32_rows(&g["attention_mask"]),
+        gen.num_beams,
+        s.config.vocab_size(),
+    );
+    block_on(generate_prompted(
+        &mut step,
+        &ids,
+        gen,
+        s.config.max_position_embeddings(),
+        &mut |_, _| {},
+        &|| false,
+    ))
+}
+
 fn check_generations(name: &str, device: &Device) {
     let fx = parity(name);
     let s = load(name, device);
-    let model = s.model.as_llama().unwrap();
     let gens = fx["generations"].as_array().unwrap();
     assert_eq!(gens.len(), 10);
     for g in gens {
@@ -182,23 +205,7 @@ fn check_generations(name: &str, device: &Device) {
             gen.pad_token_id as u64,
             fx["pad_token_id"].as_u64().unwrap()
         );
-        let ids = u32_rows(&g["input_ids"]);
-        let mask = u32_rows(&g["attention_mask"]);
-        let mut step = CausalStep::new(
-            model,
-            ids.clone(),
-            mask,
-            gen.num_beams,
-            s.config.vocab_size(),
-        );
-        let out = block_on(generate_prompted(
-            &mut step,
-            &ids,
-            &gen,
-            s.config.max_position_embeddings(),
-            &mut |_, _| {},
-            &|| false,
-        ));
+        let out = generate(&s, g, &gen);
         if let Some(err) = g["error"].as_str() {
             // transformers refuses: the (capped) max_length leaves no room after the prompt.
             assert!(err.contains("max_length"), "{err}");
@@ -489,23 +496,7 @@ fn sampled_logits(s: &bartleby_core::Summarizer, base: &Value, device: &Device) 
 
 fn greedy_ids(s: &bartleby_core::Summarizer, g: &Value) -> Vec<Vec<u32>> {
     let gen = settings(&s.generation, &g["kwargs"]);
-    let ids = u32_rows(&g["input_ids"]);
-    let mut step = CausalStep::new(
-        s.model.as_llama().unwrap(),
-        ids.clone(),
-        u32_rows(&g["attention_mask"]),
-        1,
-        s.config.vocab_size(),
-    );
-    let out = block_on(generate_prompted(
-        &mut step,
-        &ids,
-        &gen,
-        s.config.max_position_embeddings(),
-        &mut |_, _| {},
-        &|| false,
-    ))
-    .unwrap();
+    let out = generate(s, g, &gen).unwrap();
     pad_like_hf(&out, gen.hf_output_pad_token_id())
 }
 

@@ -474,21 +474,38 @@ impl Summarizer {
         let sequences = self
             .generate_ids_until(&batch.input_ids, &batch.attention_mask, gen, on_step, stop)
             .await?;
-        let per_input = gen.num_return_sequences;
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in sequences.chunks(per_input) {
-            let summaries = chunk
-                .iter()
-                .map(|ids| {
-                    Ok(Summary {
-                        summary: self.tokenizer.decode(ids, true)?,
-                        token_ids: ids.clone(),
+        self.summaries(sequences, gen.num_return_sequences, None)
+    }
+
+    /// Generated sequences, `per_input` per input, as [`Summary`]s: the whole decoder sequence
+    /// (encoder-decoder), or after a decoder-only model's `prompt_width` (padded) prompt tokens —
+    /// the generated ids only, their text trimmed.
+    fn summaries(
+        &self,
+        sequences: Vec<Vec<u32>>,
+        per_input: usize,
+        prompt_width: Option<usize>,
+    ) -> Result<Vec<Vec<Summary>>> {
+        sequences
+            .chunks(per_input)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|ids| {
+                        let token_ids = match prompt_width {
+                            Some(width) => ids[width.min(ids.len())..].to_vec(),
+                            None => ids.clone(),
+                        };
+                        let text = self.tokenizer.decode(&token_ids, true)?;
+                        let summary = match prompt_width {
+                            Some(_) => text.trim().to_string(),
+                            None => text,
+                        };
+                        Ok(Summary { summary, token_ids })
                     })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            out.push(summaries);
-        }
-        Ok(out)
+                    .collect()
+            })
+            .collect()
     }
 
     /// [`Self::summarize_until_async`] for a decoder-only model: prompts left-padded with the
@@ -540,22 +557,7 @@ impl Summarizer {
             stop,
         )
         .await?;
-        let per_input = gen.num_return_sequences;
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in sequences.chunks(per_input) {
-            let summaries = chunk
-                .iter()
-                .map(|ids| {
-                    let new = ids[width.min(ids.len())..].to_vec();
-                    Ok(Summary {
-                        summary: self.tokenizer.decode(&new, true)?.trim().to_string(),
-                        token_ids: new,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            out.push(summaries);
-        }
-        Ok(out)
+        self.summaries(sequences, gen.num_return_sequences, Some(width))
     }
 
     /// Generation from already tokenized, right-padded inputs.

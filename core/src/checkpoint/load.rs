@@ -225,6 +225,27 @@ pub fn attach_int8<M: Params>(model: &mut M, mut int8: HashMap<String, Int8Weigh
 
 /// An output projection table `[vocab, d]` (+ bias) quantized for the int8 products, with the
 /// projections' block size (it is most of a decoding step's bytes).
+/// Attaches the int8 projection weights `fill` kept and quantizes the output projection the same
+/// way (`head`: its name and table — an untied head, or the shared table when it is held whole;
+/// `None` when it is in row blocks), for a model whose head has no bias (T5, Llama). Returns the
+/// head's int8 weight.
+pub fn attach_int8_with_head<M: Params>(
+    model: &mut M,
+    int8: HashMap<String, Int8Weight>,
+    head: Option<(&str, Tensor<2>)>,
+) -> Result<Option<std::sync::Arc<Int8Weight>>> {
+    if int8.is_empty() {
+        return Ok(None);
+    }
+    let block = int8.values().next().map(|w| w.block()).unwrap_or(1);
+    let head = match head {
+        Some((name, table)) => int8_table(name, table, None, block)?.map(std::sync::Arc::new),
+        None => None,
+    };
+    attach_int8(model, int8)?;
+    Ok(head)
+}
+
 pub fn int8_table(
     name: &str,
     table: Tensor<2>,

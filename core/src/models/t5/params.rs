@@ -3,7 +3,7 @@
 
 use super::config::T5Config;
 use super::model::{Block, FeedForward, Stack, T5};
-use crate::checkpoint::load::{attach_int8, fill, int8_table, Names};
+use crate::checkpoint::load::{attach_int8_with_head, fill, Names};
 use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport, Node, Params, Slot, Walker};
 use crate::ops::attention::Attention;
 use crate::ops::Proj;
@@ -165,17 +165,11 @@ pub fn load_t5(
     };
     let filled = fill(&mut model, &names, checkpoint, device, options, converted)?;
     model.shared_parts = filled.table_parts;
-    if !filled.int8.is_empty() {
-        let block = filled.int8.values().next().map(|w| w.block()).unwrap_or(1);
-        let table = match &model.lm_head {
-            Some(head) => Some(("lm_head.weight", head.val())),
-            None if model.shared_parts.is_empty() => Some(("shared.weight", model.shared.val())),
-            None => None,
-        };
-        if let Some((name, table)) = table {
-            model.lm_head_int8 = int8_table(name, table, None, block)?.map(std::sync::Arc::new);
-        }
-        attach_int8(&mut model, filled.int8)?;
-    }
+    let head = match &model.lm_head {
+        Some(head) => Some(("lm_head.weight", head.val())),
+        None if model.shared_parts.is_empty() => Some(("shared.weight", model.shared.val())),
+        None => None,
+    };
+    model.lm_head_int8 = attach_int8_with_head(&mut model, filled.int8, head)?;
     Ok((model, filled.report))
 }
