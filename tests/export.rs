@@ -197,7 +197,7 @@ fn quantized_weights_reload_exactly() {
         let mut n = 0;
         let mut m = int8.clone();
         m.visit_projections(&mut |_, p| {
-            n += p.int8.is_some() as usize;
+            n += p.host.is_some() as usize;
             Ok(())
         })
         .unwrap();

@@ -3,7 +3,9 @@
 //! (`apply_chat_template`), logits of left-padded batches (≤ 1e-4), `generate()` ids (greedy and
 //! beam, batched), and `bartleby summarize` end to end, with its one-line errors.
 
+use bartleby_core::checkpoint::{LoadOptions, Params};
 use bartleby_core::generate::{generate_prompted, pad_like_hf};
+use bartleby_core::ops::HostWeight;
 use bartleby_core::models::CausalStep;
 use bartleby_core::pipeline::{block_on, ids_tensor};
 use bartleby_core::{BartTokenizer, GenerationConfig};
@@ -20,13 +22,49 @@ const MODELS: [&str; 6] = [
     "qwen2-bias-tied",
 ];
 const LOGIT_TOL: f32 = 1e-4;
+/// The fixtures stored in bf16 / f16, which `summarize --device cpu` holds in half precision.
+const HALF_MODELS: [&str; 3] = ["llama-bias-linear-bf16", "llama-q8-untied", "phi3-longrope-f16"];
+
+/// How the fixture is held: f32 (as every device can), or in its stored half precision with the
+/// products widened to f32 on the CPU ([`LoadOptions::half_weights`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Held {
+    F32,
+    Half,
+}
+
+fn load_held(name: &str, device: &Device, held: Held) -> bartleby_core::Summarizer {
+    if held == Held::F32 {
+        return load(name, device);
+    }
+    let files = bartleby::model_files::resolve(model_dir(name).to_str().unwrap()).unwrap();
+    let options = LoadOptions {
+        half_weights: true,
+        ..LoadOptions::default()
+    };
+    let mut s = bartleby::model_files::load(&files, device, options).unwrap();
+    // Every projection and the output projection are held as halves; the table in half too.
+    let (mut half, mut all) = (0, 0);
+    s.model
+        .visit_projections(&mut |_, p| {
+            all += 1;
+            half += matches!(p.host.as_deref(), Some(HostWeight::Half(_))) as usize;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!((half, all > 0), (all, true), "{name}: projections held as halves");
+    let llama = s.model.as_llama().unwrap();
+    assert!(matches!(llama.lm_head_host.as_deref(), Some(HostWeight::Half(_))), "{name}: head");
+    assert_ne!(llama.shared.val().dtype(), burn::tensor::DType::F32, "{name}: table");
+    s
+}
 
 fn bartleby_run(args: &[&str]) -> Run {
     bartleby(args).into()
 }
 
 fn cpu() -> Device {
-    Device::default()
+    Device::flex()
 }
 
 #[test]
@@ -120,9 +158,9 @@ fn chat_prompts_match_apply_chat_template() {
     }
 }
 
-fn check_logits(name: &str, device: &Device) {
+fn check_logits(name: &str, device: &Device, held: Held) {
     let fx = parity(name);
-    let s = load(name, device);
+    let s = load_held(name, device, held);
     let model = s.model.as_llama().unwrap();
     let f = &fx["forward"];
     let ids = u32_rows(&f["input_ids"]);
@@ -142,14 +180,21 @@ fn check_logits(name: &str, device: &Device) {
             }
         }
     }
-    assert!(worst <= LOGIT_TOL, "{name}: logits differ by {worst}");
-    eprintln!("{name}: max |logit difference| {worst:.2e}");
+    assert!(worst <= LOGIT_TOL, "{name} {held:?}: logits differ by {worst}");
+    eprintln!("{name} {held:?}: max |logit difference| {worst:.2e}");
 }
 
 #[test]
 fn logits_match_transformers_cpu() {
     for name in MODELS {
-        check_logits(name, &cpu());
+        check_logits(name, &cpu(), Held::F32);
+    }
+}
+
+#[test]
+fn half_weights_logits_match_transformers_cpu() {
+    for name in HALF_MODELS {
+        check_logits(name, &cpu(), Held::Half);
     }
 }
 
@@ -159,7 +204,7 @@ fn logits_match_transformers_wgpu() {
         return;
     };
     for name in MODELS {
-        check_logits(name, &device);
+        check_logits(name, &device, Held::F32);
     }
 }
 
@@ -194,9 +239,9 @@ fn generate(
     ))
 }
 
-fn check_generations(name: &str, device: &Device) {
+fn check_generations(name: &str, device: &Device, held: Held) {
     let fx = parity(name);
-    let s = load(name, device);
+    let s = load_held(name, device, held);
     let gens = fx["generations"].as_array().unwrap();
     assert_eq!(gens.len(), 10);
     for g in gens {
@@ -218,7 +263,7 @@ fn check_generations(name: &str, device: &Device) {
         assert_eq!(
             pad_like_hf(&out, gen.hf_output_pad_token_id()),
             want,
-            "{name}: {} {}",
+            "{name} {held:?}: {} {}",
             g["name"],
             g["prompts_index"]
         );
@@ -228,7 +273,14 @@ fn check_generations(name: &str, device: &Device) {
 #[test]
 fn generate_matches_transformers_cpu() {
     for name in MODELS {
-        check_generations(name, &cpu());
+        check_generations(name, &cpu(), Held::F32);
+    }
+}
+
+#[test]
+fn half_weights_generate_matches_transformers_cpu() {
+    for name in HALF_MODELS {
+        check_generations(name, &cpu(), Held::Half);
     }
 }
 
@@ -238,7 +290,7 @@ fn generate_matches_transformers_wgpu() {
         return;
     };
     for name in ["llama-gqa-llama3-tied", "phi3-longrope-f16"] {
-        check_generations(name, &device);
+        check_generations(name, &device, Held::F32);
     }
 }
 
@@ -771,7 +823,6 @@ fn sampling_is_seeded_and_top_k_1_is_greedy() {
 /// `summarize` on the bundle directory does (f32 products, and a q8 bundle's int8 products).
 #[test]
 fn export_bundle_summarizes_like_the_cli() {
-    use bartleby_core::checkpoint::LoadOptions;
     let tmp = tempfile::tempdir().unwrap();
     let fx = parity("llama-gqa-llama3-tied");
     let model = model_dir("llama-gqa-llama3-tied");

@@ -74,6 +74,9 @@ mod engine {
             max_tensor_bytes: max_buffer_bytes.map(|b| b as u64),
             // q8/q4 bundles on the CPU: int8 products, as `bartleby summarize --device cpu`.
             int8_matmul: name == "cpu",
+            // f16/bf16 weights are widened to f32 at load in the browser: wasm has no fused
+            // multiply-add, which the native half-precision kernels' order is defined by.
+            half_weights: false,
         };
         let (manifest, summarizer) =
             bartleby_core::pipeline::load_bundle(&map, &device, options, sha256_checked)

@@ -1,14 +1,16 @@
 //! Filling a model's parameters from a checkpoint — the part of loading every architecture
 //! shares: shape checks, f32/f16/bf16 or quantized (q8/q4) storage, the device's limits
-//! ([`LoadOptions`]: an embedding table in row blocks, int8 weights kept for the CPU's integer
-//! products). Which stored name is which parameter comes from the model ([`Names`], and the
+//! ([`LoadOptions`]: an embedding table in row blocks, int8 or half-precision weights kept for
+//! the CPU's own products). Which stored name is which parameter comes from the model ([`Names`], and the
 //! walk of [`Params`]).
 
 use super::{read_f32, Checkpoint, LoadOptions, LoadReport, Params, Slot};
+use crate::ops::half::{Half, HalfWeight};
 use crate::ops::int8::Int8Weight;
+use crate::ops::HostWeight;
 use crate::{Error, Result};
 use burn::module::Param;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::{HashMap, HashSet};
 
@@ -43,8 +45,9 @@ pub struct Filled {
     /// The embedding table ([`Params::embedding_table`]) in row blocks, when over the device's
     /// limit (the parameter itself is then a one-row stand-in).
     pub table_parts: Vec<Param<Tensor<2>>>,
-    /// Quantized projection weights kept as int8 ([`LoadOptions::int8_matmul`]), by module name.
-    pub int8: HashMap<String, Int8Weight>,
+    /// Projection weights kept on the host for the CPU's own products, by module name: int8
+    /// ([`LoadOptions::int8_matmul`]) or halves ([`LoadOptions::half_weights`]).
+    pub host: HashMap<String, HostWeight>,
 }
 
 /// Sets every parameter of `model` (a skeleton of placeholders) from `checkpoint`: each tensor
@@ -61,7 +64,7 @@ pub fn fill<M: Params>(
     let mut report = LoadReport::default();
     let mut used = HashSet::new();
     let mut table_parts = Vec::new();
-    let mut int8 = HashMap::new();
+    let mut host = HashMap::new();
     let table = model.embedding_table();
     let vector_shape = model.vector_shapes();
     model.visit(&mut |name, slot| {
@@ -126,7 +129,14 @@ pub fn fill<M: Params>(
                     return Err(mismatch(&expected));
                 }
                 let data = read_f32(file, &name, view)?;
-                *p = Param::from_tensor(Tensor::from_data(TensorData::new(data, expected), device));
+                let t: Tensor<2> = Tensor::from_data(TensorData::new(data, expected), device);
+                // Held as stored (exactly: the values came from halves); the output projection
+                // made from it is a host weight (`attach_host_with_head`).
+                let t = match half_kind(view.dtype()).filter(|_| options.half_weights) {
+                    Some(kind) => t.cast(kind.dtype()),
+                    None => t,
+                };
+                *p = Param::from_tensor(t);
             }
             Slot::LinearWeight(p) => {
                 let [d_in, d_out] = p.val().dims();
@@ -152,7 +162,8 @@ pub fn fill<M: Params>(
                         *p = Param::from_tensor(
                             Tensor::<2>::zeros([1, 1], device).expand([d_in, d_out]),
                         );
-                        int8.insert(name.trim_end_matches(".weight").to_string(), weight);
+                        let module = name.trim_end_matches(".weight").to_string();
+                        host.insert(module, HostWeight::Int8(weight));
                     } else {
                         let data = TensorData::new(weight.dequantize(), [d_out, d_in]);
                         let stored = Tensor::<2>::from_data(data, device);
@@ -163,6 +174,18 @@ pub fn fill<M: Params>(
                 }
                 if found != [d_out, d_in] {
                     return Err(mismatch(&[d_out, d_in]));
+                }
+                if let Some(kind) = half_kind(view.dtype()).filter(|_| options.half_weights) {
+                    // The stored halves are the weight; a zero-memory placeholder its shape.
+                    let weight = HalfWeight::from_le_bytes(view.data(), kind, d_out, d_in)
+                        .ok_or_else(|| mismatch(&[d_out, d_in]))?;
+                    *p = Param::from_tensor(
+                        Tensor::<2>::zeros([1, 1], device).expand([d_in, d_out]),
+                    );
+                    let module = name.trim_end_matches(".weight").to_string();
+                    host.insert(module, HostWeight::Half(weight));
+                    converted(view.data());
+                    return Ok(());
                 }
                 // Kept in HF's [out, in] memory order; burn sees the transposed view (no copy).
                 let data = read_f32(file, &name, view)?;
@@ -193,14 +216,23 @@ pub fn fill<M: Params>(
     Ok(Filled {
         report,
         table_parts,
-        int8,
+        host,
     })
 }
 
-/// Attaches the int8 weights [`fill`] kept to their projections, each with its bias.
-pub fn attach_int8<M: Params>(model: &mut M, mut int8: HashMap<String, Int8Weight>) -> Result<()> {
+/// The half-precision format of a stored dtype.
+fn half_kind(dtype: Dtype) -> Option<Half> {
+    match dtype {
+        Dtype::F16 => Some(Half::F16),
+        Dtype::BF16 => Some(Half::Bf16),
+        _ => None,
+    }
+}
+
+/// Attaches the host weights [`fill`] kept to their projections, each with its bias.
+pub fn attach_host<M: Params>(model: &mut M, mut host: HashMap<String, HostWeight>) -> Result<()> {
     model.visit_projections(&mut |name, proj| {
-        let Some(weight) = int8.remove(&name) else {
+        let Some(weight) = host.remove(&name) else {
             return Ok(());
         };
         let weight = match &proj.linear.bias {
@@ -218,45 +250,60 @@ pub fn attach_int8<M: Params>(model: &mut M, mut int8: HashMap<String, Int8Weigh
             }
             None => weight,
         };
-        proj.int8 = Some(std::sync::Arc::new(weight));
+        proj.host = Some(std::sync::Arc::new(weight));
         Ok(())
     })
 }
 
-/// An output projection table `[vocab, d]` (+ bias) quantized for the int8 products, with the
-/// projections' block size (it is most of a decoding step's bytes).
-/// Attaches the int8 projection weights `fill` kept and quantizes the output projection the same
-/// way (`head`: its name and table — an untied head, or the shared table when it is held whole;
-/// `None` when it is in row blocks), for a model whose head has no bias (T5, Llama). Returns the
-/// head's int8 weight.
-pub fn attach_int8_with_head<M: Params>(
+/// Attaches the host weights `fill` kept and holds the output projection the same way (`head`:
+/// its name and table — an untied head, or the shared table when it is held whole; `None` when
+/// it is in row blocks), for a model whose head has no bias (T5, Llama). Returns the head's
+/// host weight.
+pub fn attach_host_with_head<M: Params>(
     model: &mut M,
-    int8: HashMap<String, Int8Weight>,
+    host: HashMap<String, HostWeight>,
     head: Option<(&str, Tensor<2>)>,
-) -> Result<Option<std::sync::Arc<Int8Weight>>> {
-    if int8.is_empty() {
+) -> Result<Option<std::sync::Arc<HostWeight>>> {
+    let Some(like) = host.values().next() else {
         return Ok(None);
-    }
-    let block = int8.values().next().map(|w| w.block()).unwrap_or(1);
+    };
     let head = match head {
-        Some((name, table)) => int8_table(name, table, None, block)?.map(std::sync::Arc::new),
+        Some((name, table)) => host_table(name, table, None, like)?.map(std::sync::Arc::new),
         None => None,
     };
-    attach_int8(model, int8)?;
+    attach_host(model, host)?;
     Ok(head)
 }
 
-pub fn int8_table(
+/// An output projection table `[vocab, d]` (+ bias) held for the CPU's own products as the
+/// projections are (`like`), since it is most of a decoding step's bytes: int8 with their block
+/// size, or — when the table itself is held in half precision — its halves. `None` when it
+/// cannot be (a block that does not divide `d`, an f32 table beside half projections).
+pub fn host_table(
     name: &str,
     table: Tensor<2>,
     bias: Option<Tensor<1>>,
-    block: usize,
-) -> Result<Option<Int8Weight>> {
+    like: &HostWeight,
+) -> Result<Option<HostWeight>> {
     let read = |t: Tensor<1>| t.into_data().try_to_vec::<f32>();
     let [vocab, d_model] = table.dims();
-    let values = read(table.reshape([vocab * d_model]))
-        .map_err(|e| Error::Weights(format!("{name}: {e:?}")))?;
-    let weight = Int8Weight::quantize(&values, vocab, d_model, block);
+    let weight = match like {
+        HostWeight::Int8(w) => {
+            // (A table held in half precision is read as its exact f32 values.)
+            let values = read(table.cast(DType::F32).reshape([vocab * d_model]))
+                .map_err(|e| Error::Weights(format!("{name}: {e:?}")))?;
+            Int8Weight::quantize(&values, vocab, d_model, w.block()).map(HostWeight::Int8)
+        }
+        HostWeight::Half(_) => {
+            let kind = match table.dtype() {
+                DType::F16 => Half::F16,
+                DType::BF16 => Half::Bf16,
+                _ => return Ok(None),
+            };
+            let data = table.into_data();
+            HalfWeight::from_le_bytes(data.as_bytes(), kind, vocab, d_model).map(HostWeight::Half)
+        }
+    };
     Ok(match bias {
         None => weight,
         Some(b) => {

@@ -59,11 +59,12 @@ pub fn visit_projections<M>(
     })
 }
 
-/// Replaces every int8 projection weight of `model` by its f32 values (`q × scale`).
-pub fn expand_int8<M: Params>(model: &mut M) {
+/// Replaces every host projection weight of `model` ([`crate::ops::Proj::host`]) by its f32
+/// values.
+pub fn expand_host<M: Params>(model: &mut M) {
     let device = model.device();
     let _ = model.visit_projections(&mut |_, proj| {
-        proj.expand_int8(&device);
+        proj.expand_host(&device);
         Ok(())
     });
 }
@@ -131,4 +132,9 @@ pub struct LoadOptions {
     /// expanding them to f32. CPU devices only (the activations are read back on every
     /// projection); for inference, not training.
     pub int8_matmul: bool,
+    /// Keep the projection weights (and the embedding table and output projection) of an f16 or
+    /// bf16 checkpoint in their stored half precision and take every product in f32, each weight
+    /// widened exactly inside the kernel ([`crate::ops::half`]): half the memory and half the
+    /// bytes per decoding step of f32, the same values. CPU devices only; for inference.
+    pub half_weights: bool,
 }

@@ -86,7 +86,7 @@ pub fn quantize_projections<M: Params>(model: &mut M, bits: QuantBits, block: u8
     let mut n = 0;
     let device = model.device();
     model.visit_projections(&mut |name, proj| {
-        proj.expand_int8(&device);
+        proj.expand_host(&device);
         let w = proj.linear.weight.val(); // [in, out], a view of the stored [out, in]
         let [d_in, _] = w.dims();
         if block == 0 || d_in % block as usize != 0 {

@@ -359,7 +359,7 @@ impl Model {
             Ok(())
         });
         let _ = self.visit_projections(&mut |_, proj| {
-            if proj.int8.is_none() {
+            if proj.host.is_none() {
                 n += cast(&mut proj.linear.weight);
             }
             Ok(())

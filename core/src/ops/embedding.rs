@@ -1,10 +1,11 @@
 //! Token embeddings and the output projection tied to them, over a table held whole or — when a
 //! device cannot hold it as one buffer (WebGPU's binding limit) — as consecutive row blocks.
-//! On a GPU the lookup is one gather kernel per block; on the CPU a q8/q4 bundle's output
-//! projection runs on the int8 products of [`crate::ops::int8`].
+//! On a GPU the lookup is one gather kernel per block; on the CPU the output projection of a
+//! q8/q4 bundle or an f16/bf16 checkpoint runs on the host products ([`HostWeight`]).
 
-use crate::ops::int8::Int8Weight;
-use crate::ops::linear::{product_dtype, project_int8, times_weight, weight_times, FEW_ROWS};
+use crate::ops::linear::{
+    product_dtype, project_host, times_weight, weight_times, HostWeight, FEW_ROWS,
+};
 use burn::module::Param;
 use burn::tensor::{DType, Int, Tensor};
 
@@ -71,16 +72,16 @@ pub fn embed(
 
 /// The output projection tied to an embedding table: `hidden` `[rows, len, d]` times
 /// `table`ᵀ (or its row blocks `parts`), plus `bias` `[vocab]` when given — or, when the
-/// table was quantized for the CPU's int8 products, `int8` (which holds the bias).
+/// table is also held for the CPU's own products, `host` (which holds the bias).
 pub fn tied_output(
     table: &Param<Tensor<2>>,
     parts: &[Param<Tensor<2>>],
     bias: Option<&Param<Tensor<1>>>,
-    int8: Option<&Int8Weight>,
+    host: Option<&HostWeight>,
     hidden: Tensor<3>,
 ) -> Tensor<3> {
-    if let Some(w) = int8 {
-        return project_int8(w, hidden);
+    if let Some(w) = host {
+        return project_host(w, hidden);
     }
     let [rows, len, d_model] = hidden.dims();
     let hidden = hidden.reshape([rows * len, d_model]);

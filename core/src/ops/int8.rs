@@ -64,15 +64,20 @@ pub fn set_parallel(p: Parallel) -> bool {
     PARALLEL.set(p).is_ok()
 }
 
+/// The installed [`Parallel`] runner, if any (also used by [`crate::ops::half`]).
+pub(crate) fn parallel() -> Option<&'static Parallel> {
+    PARALLEL.get()
+}
+
 /// `y`'s values, shared by the jobs of one product (each writes its own columns).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: only used for writes to disjoint elements while the owner waits (see `tiles`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 /// Products smaller than this (rows · d_in · d_out multiply-adds) stay on one thread.
-const PARALLEL_MIN_WORK: usize = 1 << 20;
+pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 20;
 
 /// Inputs per run in the tile layout (one 8-lane int16 vector).
 const PACK: usize = 8;

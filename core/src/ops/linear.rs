@@ -1,8 +1,9 @@
 //! Linear projections — `x W + b`, with an optional LoRA branch (Hu et al., 2021) or an int8
 //! weight — and the matrix products under them. The kernel is chosen here, never in model code:
 //! burn's matmul, a host BLAS routine while training ([`crate::ops::fused::matmul_in`]), the
-//! GPU kernels of [`crate::ops::gpu`] for the shapes they win, or the integer products of
-//! [`crate::ops::int8`] for a q8/q4 bundle on the CPU.
+//! GPU kernels of [`crate::ops::gpu`] for the shapes they win, or — on the CPU, for weights held
+//! on the host ([`HostWeight`]) — the integer products of [`crate::ops::int8`] for a q8/q4 bundle
+//! and the widening products of [`crate::ops::half`] for an f16/bf16 checkpoint.
 
 use crate::ops::Activation;
 use burn::module::{Module, Param};
@@ -51,12 +52,56 @@ pub fn times_weight(x: Tensor<2>, w: Tensor<2>, dtype: DType) -> Tensor<2> {
 pub struct Proj {
     pub linear: Linear,
     pub lora: Option<LoraBranch>,
-    /// A q8/q4 bundle's weight kept as int8 and computed in integers on the CPU
-    /// ([`crate::ops::int8`]; [`crate::checkpoint::LoadOptions::int8_matmul`]). When set, it is the
-    /// weight and bias, and `linear.weight` is a zero-memory placeholder of the right shape
-    /// ([`Proj::expand_int8`] / [`crate::Bart::materialize`] turn it back into f32).
+    /// A weight held on the host and computed by the CPU's own kernels ([`HostWeight`]: a
+    /// q8/q4 bundle's int8, [`crate::checkpoint::LoadOptions::int8_matmul`]; an f16/bf16
+    /// checkpoint's halves, [`crate::checkpoint::LoadOptions::half_weights`]). When set, it is
+    /// the weight and bias, and `linear.weight` is a zero-memory placeholder of the right shape
+    /// ([`Proj::expand_host`] / [`crate::Bart::materialize`] turn it back into f32).
     #[module(skip)]
-    pub int8: Option<std::sync::Arc<crate::ops::int8::Int8Weight>>,
+    pub host: Option<std::sync::Arc<HostWeight>>,
+}
+
+/// A projection weight `[d_out, d_in]` held on the host for the CPU's own products (the
+/// activations are read back, computed and put back on every projection; inference only).
+#[derive(Debug)]
+pub enum HostWeight {
+    /// A q8/q4 bundle's values and scales, computed in integers ([`crate::ops::int8`]).
+    Int8(crate::ops::int8::Int8Weight),
+    /// An f16/bf16 checkpoint's values as stored, widened to f32 in the product
+    /// ([`crate::ops::half`]).
+    Half(crate::ops::half::HalfWeight),
+}
+
+impl HostWeight {
+    pub fn d_out(&self) -> usize {
+        match self {
+            HostWeight::Int8(w) => w.d_out(),
+            HostWeight::Half(w) => w.d_out(),
+        }
+    }
+
+    pub fn d_in(&self) -> usize {
+        match self {
+            HostWeight::Int8(w) => w.d_in(),
+            HostWeight::Half(w) => w.d_in(),
+        }
+    }
+
+    /// The weight's f32 values `[d_out, d_in]` (int8: `q × scale`; halves: widened exactly).
+    pub fn dequantize(&self) -> Vec<f32> {
+        match self {
+            HostWeight::Int8(w) => w.dequantize(),
+            HostWeight::Half(w) => w.widen(),
+        }
+    }
+
+    /// Adds `bias` `[d_out]` to every output. `None` when its length is not `d_out`.
+    pub fn with_bias(self, bias: Vec<f32>) -> Option<Self> {
+        match self {
+            HostWeight::Int8(w) => w.with_bias(bias).map(HostWeight::Int8),
+            HostWeight::Half(w) => w.with_bias(bias).map(HostWeight::Half),
+        }
+    }
 }
 
 /// The low-rank update of one projection. PEFT stores `lora_A` `[r, in]` and `lora_B`
@@ -76,8 +121,8 @@ pub struct LoraBranch {
 impl Proj {
     /// `x` `[batch, len, d_in]` → `[batch, len, d_out]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let base = match &self.int8 {
-            Some(w) => project_int8(w, x.clone()),
+        let base = match &self.host {
+            Some(w) => project_host(w, x.clone()),
             None => project(&self.linear, x.clone()),
         };
         match &self.lora {
@@ -100,12 +145,12 @@ impl Proj {
         activation.apply(self.forward(x))
     }
 
-    /// The weight `[out, in]` and bias of a projection that is just `x W + b` in f32: no int8
+    /// The weight `[out, in]` and bias of a projection that is just `x W + b` in f32: no host
     /// weight, no LoRA branch, not held in half precision.
     #[cfg(feature = "gpu")]
     pub fn plain_f32(&self) -> Option<(Tensor<2>, Option<Tensor<1>>)> {
         let weight = self.linear.weight.val();
-        if self.int8.is_some() || self.lora.is_some() || weight.dtype() != DType::F32 {
+        if self.host.is_some() || self.lora.is_some() || weight.dtype() != DType::F32 {
             return None;
         }
         Some((
@@ -114,9 +159,10 @@ impl Proj {
         ))
     }
 
-    /// Replaces an int8 weight ([`Proj::int8`]) by its f32 values (`q × scale`).
-    pub fn expand_int8(&mut self, device: &Device) {
-        if let Some(w) = self.int8.take() {
+    /// Replaces a host weight ([`Proj::host`]) by its f32 values (int8: `q × scale`; halves:
+    /// widened exactly).
+    pub fn expand_host(&mut self, device: &Device) {
+        if let Some(w) = self.host.take() {
             let (d_out, d_in) = (w.d_out(), w.d_in());
             let stored =
                 Tensor::<2>::from_data(TensorData::new(w.dequantize(), [d_out, d_in]), device);
@@ -128,7 +174,7 @@ impl Proj {
     pub fn merge(&mut self) {
         if let Some(lora) = self.lora.take() {
             let device = lora.a.val().device();
-            self.expand_int8(&device);
+            self.expand_host(&device);
             let delta = lora.a.val().matmul(lora.b.val()).mul_scalar(lora.scaling);
             let weight = self.linear.weight.val() + delta;
             self.linear.weight = Param::from_tensor(weight);
@@ -185,14 +231,34 @@ fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     y.reshape([batch, len, d_out])
 }
 
-/// [`project`] with an int8 weight, which holds its own bias (CPU devices: the activations are
-/// read back, computed by [`crate::ops::int8`] and put back).
-pub fn project_int8(w: &crate::ops::int8::Int8Weight, x: Tensor<3>) -> Tensor<3> {
-    let [batch, len, _] = x.dims();
+/// [`project`] with a host weight, which holds its own bias (CPU devices: the activations are
+/// read back, computed by [`crate::ops::int8`] or [`crate::ops::half`] and put back). Halves
+/// with many rows (a prompt, an encoder) are widened to f32 for the call and take the f32
+/// matrix product (compute-bound; the widened copy is dropped after it).
+pub fn project_host(w: &HostWeight, x: Tensor<3>) -> Tensor<3> {
+    let [batch, len, d_in] = x.dims();
     let device = x.device();
-    let data = x.into_data().convert::<f32>();
-    let values = data.as_slice::<f32>().expect("f32 activations");
-    let y = w.forward(values);
+    let rows = batch * len;
+    let y = match w {
+        HostWeight::Half(h) if rows > FEW_ROWS => {
+            let wide = Tensor::<2>::from_data(TensorData::new(h.widen(), [h.d_out(), d_in]), &device);
+            let y = times_weight(x.reshape([rows, d_in]), wide.transpose(), DType::F32);
+            let y = match h.bias() {
+                Some(b) => y + Tensor::<1>::from_data(TensorData::new(b.to_vec(), [h.d_out()]), &device)
+                    .unsqueeze::<2>(),
+                None => y,
+            };
+            return y.reshape([batch, len, h.d_out()]);
+        }
+        HostWeight::Half(h) => {
+            let data = x.into_data().convert::<f32>();
+            h.forward(data.as_slice::<f32>().expect("f32 activations"))
+        }
+        HostWeight::Int8(q) => {
+            let data = x.into_data().convert::<f32>();
+            q.forward(data.as_slice::<f32>().expect("f32 activations"))
+        }
+    };
     Tensor::from_data(TensorData::new(y, [batch, len, w.d_out()]), &device)
 }
 
@@ -209,7 +275,7 @@ impl Proj {
                     .then(|| Param::from_tensor(Tensor::<1>::zeros([1], device).expand([d_out]))),
             },
             lora: None,
-            int8: None,
+            host: None,
         }
     }
 }

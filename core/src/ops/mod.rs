@@ -1,6 +1,7 @@
 //! Every op the model code calls. Each one chooses its kernel *inside*: burn's ops, the fused
 //! CPU autodiff ops and the host BLAS hook ([`fused`]), the GPU kernels ([`gpu`], feature
-//! `gpu`), or the int8 products of a quantized bundle ([`int8`]). Model files call these and
+//! `gpu`), the int8 products of a quantized bundle ([`int8`]) or the widening products of an f16/bf16
+//! checkpoint ([`half`]). Model files call these and
 //! never branch on a device, a feature or a weight format themselves.
 
 pub mod activation;
@@ -9,6 +10,7 @@ pub mod embedding;
 pub mod fused;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod half;
 pub mod int8;
 pub mod linear;
 pub mod norm;
@@ -18,5 +20,5 @@ pub use activation::Activation;
 #[cfg(feature = "train")]
 pub use fused::log_softmax_last;
 pub use fused::{add_layer_norm, dropout, gelu, layer_norm, matmul, matmul_in, softmax_last};
-pub use linear::{LoraBranch, Proj};
+pub use linear::{HostWeight, LoraBranch, Proj};
 pub use norm::rms_norm;

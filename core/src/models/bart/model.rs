@@ -29,11 +29,11 @@ pub struct Bart {
     pub decoder: Decoder,
     /// Added to the logits: `[vocab]`.
     pub final_logits_bias: Param<Tensor<1>>,
-    /// The output projection (the shared table) quantized to int8 with `final_logits_bias`,
-    /// for CPU devices computing a q8/q4 bundle in int8 ([`crate::checkpoint::LoadOptions`]); the
+    /// The output projection (the shared table) with `final_logits_bias` held for the CPU's own
+    /// products (int8 or halves, [`crate::checkpoint::LoadOptions`]); the
     /// embedding lookup keeps using `shared`.
     #[module(skip)]
-    pub lm_head_int8: Option<std::sync::Arc<crate::ops::int8::Int8Weight>>,
+    pub lm_head_host: Option<std::sync::Arc<crate::ops::HostWeight>>,
     /// `sqrt(d_model)` when `scale_embedding`, else 1.
     pub embed_scale: f64,
     /// Training: activations go on the autodiff device from the embeddings on, so that every
@@ -158,12 +158,12 @@ impl Bart {
     }
 
     /// Puts every weight back into its plain f32 tensor, e.g. before saving or counting: a split
-    /// embedding table into `shared` (one tensor), and int8 projections ([`Proj::int8`](crate::ops::Proj::int8)) into
+    /// embedding table into `shared` (one tensor), and host projections ([`Proj::host`](crate::ops::Proj::host)) into
     /// their `linear.weight`.
     pub fn materialize(&mut self) {
         crate::ops::embedding::join_parts(&mut self.shared, &mut self.shared_parts);
-        self.lm_head_int8 = None;
-        crate::checkpoint::expand_int8(self);
+        self.lm_head_host = None;
+        crate::checkpoint::expand_host(self);
     }
 
     /// Token embedding, scaled by `sqrt(d_model)` when the config says so.
@@ -183,7 +183,7 @@ impl Bart {
             &self.shared,
             &self.shared_parts,
             Some(&self.final_logits_bias),
-            self.lm_head_int8.as_deref(),
+            self.lm_head_host.as_deref(),
             hidden,
         )
     }
@@ -409,7 +409,7 @@ fn skeleton(config: &BartConfig, device: &Device) -> Bart {
                 .collect(),
         },
         final_logits_bias: empty1(config.vocab_size),
-        lm_head_int8: None,
+        lm_head_host: None,
         embed_scale: if config.scale_embedding {
             (d as f64).sqrt()
         } else {

@@ -4,7 +4,7 @@
 
 use super::config::BartConfig;
 use super::model::Bart;
-use crate::checkpoint::load::{attach_int8, fill, int8_table, Names};
+use crate::checkpoint::load::{attach_host, fill, host_table, Names};
 use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport, Node, Params, Slot, Walker};
 use crate::ops::attention::Attention;
 use crate::ops::Proj;
@@ -162,20 +162,19 @@ pub fn load_bart_opts(
         &mut model, &BartNames, checkpoint, device, options, converted,
     )?;
     model.shared_parts = filled.table_parts;
-    if !filled.int8.is_empty() {
-        // The output projection joins the int8 products, with the projections' block size (it
-        // is most of a decoding step's bytes: 50,265 × 1,024 for bart-large).
-        let block = filled.int8.values().next().map(|w| w.block()).unwrap_or(1);
+    if let Some(like) = filled.host.values().next() {
+        // The output projection joins the host products (it is most of a decoding step's
+        // bytes: 50,265 × 1,024 for bart-large).
         if model.shared_parts.is_empty() {
-            model.lm_head_int8 = int8_table(
+            model.lm_head_host = host_table(
                 "model.shared.weight",
                 model.shared.val(),
                 Some(model.final_logits_bias.val()),
-                block,
+                like,
             )?
             .map(std::sync::Arc::new);
         }
-        attach_int8(&mut model, filled.int8)?;
+        attach_host(&mut model, filled.host)?;
     }
     Ok((model, filled.report))
 }

@@ -25,9 +25,10 @@ pub struct Llama {
     pub norm: Param<Tensor<1>>,
     /// An untied output projection `[vocab, hidden]` (HF layout); `None` when tied.
     pub lm_head: Option<Param<Tensor<2>>>,
-    /// The output projection quantized to int8 for a CPU computing a q8/q4 bundle in int8.
+    /// The output projection held for the CPU's own products (int8 or halves, as the
+    /// projections: [`crate::checkpoint::LoadOptions`]).
     #[module(skip)]
-    pub lm_head_int8: Option<std::sync::Arc<crate::ops::int8::Int8Weight>>,
+    pub lm_head_host: Option<std::sync::Arc<crate::ops::HostWeight>>,
     #[module(skip)]
     pub rope: Rope,
     /// Phi-3's sliding window (keys more than this many places back are masked).
@@ -246,22 +247,22 @@ impl Llama {
         self.forward_cached(ids, attention_mask, &mut cache, false)
     }
 
-    /// Puts every weight back into its plain f32 tensor (whole table, no int8).
+    /// Puts every weight back into its plain f32 tensor (whole table, no host weights).
     pub fn materialize(&mut self) {
         crate::ops::embedding::join_parts(&mut self.shared, &mut self.shared_parts);
-        self.lm_head_int8 = None;
-        crate::checkpoint::expand_int8(self);
+        self.lm_head_host = None;
+        crate::checkpoint::expand_host(self);
     }
 
     fn lm_head(&self, hidden: Tensor<3>) -> Tensor<3> {
-        let int8 = self.lm_head_int8.as_deref();
+        let host = self.lm_head_host.as_deref();
         match &self.lm_head {
-            Some(head) => crate::ops::embedding::tied_output(head, &[], None, int8, hidden),
+            Some(head) => crate::ops::embedding::tied_output(head, &[], None, host, hidden),
             None => crate::ops::embedding::tied_output(
                 &self.shared,
                 &self.shared_parts,
                 None,
-                int8,
+                host,
                 hidden,
             ),
         }
@@ -423,7 +424,7 @@ impl super::LlamaConfig {
             layers: (0..self.num_hidden_layers).map(|_| layer()).collect(),
             norm: empty1(d),
             lm_head: (!self.tie_word_embeddings).then(|| empty2([self.vocab_size, d])),
-            lm_head_int8: None,
+            lm_head_host: None,
             rope: self.rope.clone(),
             sliding_window: self.sliding_window,
             recompute_at: self.recompute_at(),

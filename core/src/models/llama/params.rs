@@ -4,7 +4,7 @@
 
 use super::config::LlamaConfig;
 use super::model::{Layer, Llama};
-use crate::checkpoint::load::{attach_int8_with_head, fill, Names};
+use crate::checkpoint::load::{attach_host_with_head, fill, Names};
 use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport, Node, Params, Slot, Walker};
 use crate::ops::Proj;
 use crate::Result;
@@ -136,6 +136,6 @@ pub fn load_llama(
         None if model.shared_parts.is_empty() => Some((EMBED, model.shared.val())),
         None => None,
     };
-    model.lm_head_int8 = attach_int8_with_head(&mut model, filled.int8, head)?;
+    model.lm_head_host = attach_host_with_head(&mut model, filled.host, head)?;
     Ok((model, filled.report))
 }

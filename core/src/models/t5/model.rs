@@ -26,9 +26,10 @@ pub struct T5 {
     pub shared_parts: Vec<Param<Tensor<2>>>,
     /// An untied output projection `[vocab, d_model]` (HF layout); `None` when tied.
     pub lm_head: Option<Param<Tensor<2>>>,
-    /// The output projection quantized to int8 for a CPU computing a q8/q4 bundle in int8.
+    /// The output projection held for the CPU's own products (int8 or halves, as the
+    /// projections: [`crate::checkpoint::LoadOptions`]).
     #[module(skip)]
-    pub lm_head_int8: Option<std::sync::Arc<crate::ops::int8::Int8Weight>>,
+    pub lm_head_host: Option<std::sync::Arc<crate::ops::HostWeight>>,
     pub encoder: Stack,
     pub decoder: Stack,
     /// `d_model^-0.5` on the decoder output when the head is tied, else 1.
@@ -175,11 +176,11 @@ impl T5 {
         }
     }
 
-    /// Puts every weight back into its plain f32 tensor (whole table, no int8).
+    /// Puts every weight back into its plain f32 tensor (whole table, no host weights).
     pub fn materialize(&mut self) {
         crate::ops::embedding::join_parts(&mut self.shared, &mut self.shared_parts);
-        self.lm_head_int8 = None;
-        crate::checkpoint::expand_int8(self);
+        self.lm_head_host = None;
+        crate::checkpoint::expand_host(self);
     }
 
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
@@ -192,14 +193,14 @@ impl T5 {
         } else {
             hidden
         };
-        let int8 = self.lm_head_int8.as_deref();
+        let host = self.lm_head_host.as_deref();
         match &self.lm_head {
-            Some(head) => crate::ops::embedding::tied_output(head, &[], None, int8, hidden),
+            Some(head) => crate::ops::embedding::tied_output(head, &[], None, host, hidden),
             None => crate::ops::embedding::tied_output(
                 &self.shared,
                 &self.shared_parts,
                 None,
-                int8,
+                host,
                 hidden,
             ),
         }
@@ -379,7 +380,7 @@ impl T5Config {
             shared: empty2([self.vocab_size, d]),
             shared_parts: Vec::new(),
             lm_head: (!self.tie_word_embeddings).then(|| empty2([self.vocab_size, d])),
-            lm_head_int8: None,
+            lm_head_host: None,
             encoder: stack(self.num_layers, false),
             decoder: stack(self.num_decoder_layers, true),
             output_scale: if self.tie_word_embeddings {

@@ -3,7 +3,7 @@
 
 use super::config::T5Config;
 use super::model::{Block, FeedForward, Stack, T5};
-use crate::checkpoint::load::{attach_int8_with_head, fill, Names};
+use crate::checkpoint::load::{attach_host_with_head, fill, Names};
 use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport, Node, Params, Slot, Walker};
 use crate::ops::attention::Attention;
 use crate::ops::Proj;
@@ -170,6 +170,6 @@ pub fn load_t5(
         None if model.shared_parts.is_empty() => Some(("shared.weight", model.shared.val())),
         None => None,
     };
-    model.lm_head_int8 = attach_int8_with_head(&mut model, filled.int8, head)?;
+    model.lm_head_host = attach_host_with_head(&mut model, filled.host, head)?;
     Ok((model, filled.report))
 }
