@@ -5,8 +5,8 @@
 
 use bartleby_core::checkpoint::{LoadOptions, Params};
 use bartleby_core::generate::{generate_prompted, pad_like_hf};
-use bartleby_core::ops::HostWeight;
 use bartleby_core::models::CausalStep;
+use bartleby_core::ops::HostWeight;
 use bartleby_core::pipeline::{block_on, ids_tensor};
 use bartleby_core::{BartTokenizer, GenerationConfig};
 use bartleby_tests::*;
@@ -23,7 +23,11 @@ const MODELS: [&str; 6] = [
 ];
 const LOGIT_TOL: f32 = 1e-4;
 /// The fixtures stored in bf16 / f16, which `summarize --device cpu` holds in half precision.
-const HALF_MODELS: [&str; 3] = ["llama-bias-linear-bf16", "llama-q8-untied", "phi3-longrope-f16"];
+const HALF_MODELS: [&str; 3] = [
+    "llama-bias-linear-bf16",
+    "llama-q8-untied",
+    "phi3-longrope-f16",
+];
 
 /// How the fixture is held: f32 (as every device can), or in its stored half precision with the
 /// products widened to f32 on the CPU ([`LoadOptions::half_weights`]).
@@ -52,10 +56,21 @@ fn load_held(name: &str, device: &Device, held: Held) -> bartleby_core::Summariz
             Ok(())
         })
         .unwrap();
-    assert_eq!((half, all > 0), (all, true), "{name}: projections held as halves");
+    assert_eq!(
+        (half, all > 0),
+        (all, true),
+        "{name}: projections held as halves"
+    );
     let llama = s.model.as_llama().unwrap();
-    assert!(matches!(llama.lm_head_host.as_deref(), Some(HostWeight::Half(_))), "{name}: head");
-    assert_ne!(llama.shared.val().dtype(), burn::tensor::DType::F32, "{name}: table");
+    assert!(
+        matches!(llama.lm_head_host.as_deref(), Some(HostWeight::Half(_))),
+        "{name}: head"
+    );
+    assert_ne!(
+        llama.shared.val().dtype(),
+        burn::tensor::DType::F32,
+        "{name}: table"
+    );
     s
 }
 
@@ -180,7 +195,10 @@ fn check_logits(name: &str, device: &Device, held: Held) {
             }
         }
     }
-    assert!(worst <= LOGIT_TOL, "{name} {held:?}: logits differ by {worst}");
+    assert!(
+        worst <= LOGIT_TOL,
+        "{name} {held:?}: logits differ by {worst}"
+    );
     eprintln!("{name} {held:?}: max |logit difference| {worst:.2e}");
 }
 
@@ -918,6 +936,89 @@ fn export_bundle_summarizes_like_the_cli() {
             .collect();
         assert_eq!(ours, cli, "{quant}: load_bundle vs the CLI");
     }
+}
+
+/// `export --format gguf --quant q4`: projections in `Q4_0` blocks bit-exact with ggml's
+/// `quantize_row_q4_0_ref` (gguf-py's `Q4_0.quantize_blocks` on probing blocks,
+/// tools/reference/make_gguf_fixtures.py) applied to the exported f32 values; the embedding table
+/// and the output projection in `Q8_0`; norms in f32; everything else as convert writes it for
+/// f16 (metadata but the file type, names, dims).
+#[test]
+fn gguf_q4_0_export_is_ggmls_quantization() {
+    use bartleby_core::checkpoint::gguf::{
+        quantize_q4_0, quantize_q8_0, read, GgmlType, GgufValue,
+    };
+    let fx: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("gguf").join("q4_0-blocks.json")).unwrap(),
+    )
+    .unwrap();
+    let values: Vec<f32> = fx["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let want: Vec<u8> = (0..fx["q4_0"].as_str().unwrap().len() / 2)
+        .map(|i| u8::from_str_radix(&fx["q4_0"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(values.len() / 32 * 18, want.len());
+    assert!(
+        quantize_q4_0(&values) == want,
+        "Q4_0 blocks differ from gguf-py's"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let model = "llama-q8-untied";
+    let export = |quant: &str| {
+        let out = tmp.path().join(format!("{quant}.gguf"));
+        let run = bartleby(&[
+            "export",
+            "--format",
+            "gguf",
+            "--quant",
+            quant,
+            "--model",
+            model_dir(model).to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        read(&std::fs::read(&out).unwrap()).unwrap()
+    };
+    let (meta, tensors) = export("q4");
+    let (f32_meta, f32_tensors) = export("f32");
+    for ((k, v), (k32, v32)) in meta.iter().zip(&f32_meta) {
+        assert_eq!(k, k32);
+        if k == "general.file_type" {
+            assert_eq!(*v, GgufValue::U32(2), "LLAMA_FTYPE_MOSTLY_Q4_0");
+        } else {
+            assert_eq!(v, v32, "{k}");
+        }
+    }
+    assert_eq!(meta.len(), f32_meta.len());
+    let mut q4 = 0;
+    for (t, t32) in tensors.iter().zip(&f32_tensors) {
+        assert_eq!((&t.name, &t.dims), (&t32.name, &t32.dims));
+        let wide: Vec<f32> = t32
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let table = t.name == "token_embd.weight" || t.name == "output.weight";
+        match t.kind {
+            GgmlType::F32 => assert!(t.dims.len() == 1 && t.data == t32.data, "{}", t.name),
+            GgmlType::Q8_0 => assert!(table && t.data == quantize_q8_0(&wide), "{}", t.name),
+            GgmlType::Q4_0 => {
+                assert!(!table && t.data == quantize_q4_0(&wide), "{}", t.name);
+                q4 += 1;
+            }
+            GgmlType::F16 => assert!(t.dims[0] % 32 != 0, "{}: f16 though blocks fit", t.name),
+        }
+    }
+    assert!(q4 >= 7, "{q4} Q4_0 tensors");
 }
 
 /// `export --format gguf` against llama.cpp's own convert_hf_to_gguf.py

@@ -26,10 +26,14 @@ CASES = [("llama-gqa-llama3-tied", "f16"), ("llama-q8-untied", "f16"), ("llama-q
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sdist-dir", default=str(ROOT / "bench" / "out" / "llama-cpp-sdist"))
+    ap.add_argument("--q4-0-only", action="store_true", help="only rewrite tests/fixtures/gguf/q4_0-blocks.json")
     ap.add_argument("--convert-one", nargs=3, metavar=("SRC", "OUT", "TYPE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     sdist = Path(args.sdist_dir)
     src = next(iter(sdist.glob("llama_cpp_python-*/vendor/llama.cpp")), None)
+    if args.q4_0_only:
+        q4_0_blocks(src, FIX / "gguf" / "q4_0-blocks.json")
+        return
     if args.convert_one:
         model, out, outtype = args.convert_one
         sys.path.insert(0, str(src))
@@ -61,6 +65,30 @@ def main():
         subprocess.run([sys.executable, __file__, "--sdist-dir", str(sdist), "--convert-one",
                         str(FIX / "models" / model), str(out), outtype], check=True)
         print(f"wrote {out.relative_to(ROOT)} ({out.stat().st_size} bytes)")
+    q4_0_blocks(src, out_dir / "q4_0-blocks.json")
+
+
+def q4_0_blocks(src, path):
+    """gguf-py's Q4_0 quantization (ggml's quantize_row_q4_0_ref in numpy) of blocks that probe it: random values at
+    several scales, ties for the largest magnitude (+m and -m: the first wins), zeros, values landing exactly on the
+    x/d + 8.5 boundaries, tiny and huge magnitudes (the f16 scale's subnormal and overflow sides)."""
+    import json
+    import numpy as np
+    sys.path.insert(0, str(src / "gguf-py"))
+    from gguf.constants import GGMLQuantizationType
+    from gguf.quants import quantize
+    rng = np.random.default_rng(20261207)
+    blocks = [rng.standard_normal(32) * s for s in (1e-3, 0.02, 0.5, 3.0, 100.0) for _ in range(6)]
+    tie = rng.standard_normal(32); tie[3], tie[20] = 4.0, -4.0; blocks.append(tie)
+    tie = rng.standard_normal(32); tie[5], tie[9] = -4.0, 4.0; blocks.append(tie)
+    blocks.append(np.zeros(32))
+    edge = np.arange(32, dtype=np.float64) - 16.0; edge[0] = -8.0; blocks.append(edge / 2)  # x/d + 8.5 on .5s
+    blocks.append(rng.standard_normal(32) * 1e-7)
+    blocks.append(rng.standard_normal(32) * 6e4)
+    values = np.concatenate(blocks).astype(np.float32)
+    data = quantize(values.reshape(1, -1), GGMLQuantizationType.Q4_0).tobytes()
+    json.dump({"values": [float(v) for v in values], "q4_0": data.hex()}, open(path, "w"))
+    print(f"wrote {path.relative_to(ROOT)} ({len(values) // 32} blocks)")
 
 
 if __name__ == "__main__":

@@ -296,9 +296,7 @@ fn run_gguf(args: &ExportArgs) -> Result<()> {
         QuantArg::F32 => GgufQuant::F32,
         QuantArg::F16 => GgufQuant::F16,
         QuantArg::Q8 => GgufQuant::Q8_0,
-        QuantArg::Q4 => {
-            bail!("--format gguf: q4 (q4_0 / q4_k_m) is not written yet; use --quant q8 or f16")
-        }
+        QuantArg::Q4 => GgufQuant::Q4_0,
     };
     let files = model_files::resolve(&args.model)?;
     let device = device::init(args.device)?.device;
@@ -396,6 +394,7 @@ fn run_gguf(args: &ExportArgs) -> Result<()> {
             GgufQuant::F32 => "f32",
             GgufQuant::F16 => "f16",
             GgufQuant::Q8_0 => "q8_0",
+            GgufQuant::Q4_0 => "q4_0 (tables q8_0)",
         },
         bytes.len() as f64 / 1e6
     );

@@ -1,4 +1,4 @@
-//! GGUF (llama.cpp's file format, version 3): the writer, a reader (for checks), `Q8_0` blocks
+//! GGUF (llama.cpp's file format, version 3): the writer, a reader (for checks), `Q8_0` / `Q4_0` blocks
 //! bit-exact with ggml's reference quantizer, and the tokenizer metadata llama.cpp's
 //! `convert_hf_to_gguf.py` writes for a byte-level BPE (`tokenizer.ggml.*`). Which tensors and
 //! hyperparameters an architecture has is its own business (`models/<family>/gguf.rs`).
@@ -25,6 +25,7 @@ pub enum GgufValue {
 pub enum GgmlType {
     F32 = 0,
     F16 = 1,
+    Q4_0 = 2,
     Q8_0 = 8,
 }
 
@@ -33,6 +34,7 @@ impl GgmlType {
         Some(match t {
             0 => Self::F32,
             1 => Self::F16,
+            2 => Self::Q4_0,
             8 => Self::Q8_0,
             _ => return None,
         })
@@ -220,6 +222,7 @@ pub fn read(bytes: &[u8]) -> Result<(Vec<(String, GgufValue)>, Vec<GgufTensor>)>
             let size = match kind {
                 GgmlType::F32 => 4 * n as usize,
                 GgmlType::F16 => 2 * n as usize,
+                GgmlType::Q4_0 => (n as usize / 32) * 18,
                 GgmlType::Q8_0 => (n as usize / 32) * 34,
             };
             let start = data_start + offset;
@@ -258,6 +261,31 @@ pub fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
         out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
         for &x in block {
             out.push(roundf(x * id) as i8 as u8);
+        }
+    }
+    out
+}
+
+/// `Q4_0` blocks of 32 values (f16 scale `d = m / -8` with `m` the value of largest magnitude,
+/// the first one on ties; then `min(15, trunc(x / d + 8.5))`, the first 16 values in the low
+/// nibbles and the last 16 in the high ones), bit-exact with ggml's `quantize_row_q4_0_ref` /
+/// gguf-py's `Q4_0.quantize_blocks`. `values.len()` must be a multiple of 32.
+pub fn quantize_q4_0(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() / 32 * 18);
+    for block in values.chunks_exact(32) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &x in block {
+            if amax < x.abs() {
+                amax = x.abs();
+                max = x;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        let q = |x: f32| ((x * id + 8.5) as i32).clamp(0, 15) as u8;
+        for j in 0..16 {
+            out.push(q(block[j]) | (q(block[16 + j]) << 4));
         }
     }
     out

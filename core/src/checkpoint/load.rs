@@ -130,9 +130,13 @@ pub fn fill<M: Params>(
                 }
                 let data = read_f32(file, &name, view)?;
                 let t: Tensor<2> = Tensor::from_data(TensorData::new(data, expected), device);
-                // Held as stored (exactly: the values came from halves); the output projection
-                // made from it is a host weight (`attach_host_with_head`).
-                let t = match half_kind(view.dtype()).filter(|_| options.half_weights) {
+                // The embedding table and an untied output projection (`lm_head.weight` in
+                // every architecture that has one) are held as stored (exactly: the values came
+                // from halves); the output projection made from them is a host weight
+                // (`attach_host_with_head`). Other matrices (position tables, T5's relative
+                // attention bias) are small and read in f32 by their ops.
+                let head = name == table || name == "lm_head.weight";
+                let t = match half_kind(view.dtype()).filter(|_| options.half_weights && head) {
                     Some(kind) => t.cast(kind.dtype()),
                     None => t,
                 };

@@ -24,6 +24,9 @@ pub const LANES: usize = 16;
 /// activation row passes).
 const TILE: usize = 4;
 
+/// Activation rows per pass of the vector kernels.
+const ROWS: usize = 2;
+
 /// The stored half-precision format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Half {
@@ -55,7 +58,12 @@ pub struct HalfWeight {
     d_out: usize,
     d_in: usize,
     kind: Half,
-    /// `[d_out, d_in]` row-major, the stored bits.
+    /// The stored bits `[d_out, d_in]`, each full tile of 4 rows interleaved in runs of 16
+    /// inputs — row 0's inputs 0..16, row 1's, row 2's, row 3's, row 0's 16..32, ... — then the
+    /// 4 rows' leftover inputs past the last full 16 one row after another, so that the kernel
+    /// reads one sequential stream (4 rows side by side are 4 streams 4 KiB apart, which
+    /// hardware prefetchers follow badly: half the memory rate). Rows past the last full tile
+    /// are stored plainly.
     values: Vec<u16>,
     /// `[d_out]`
     bias: Option<Vec<f32>>,
@@ -74,13 +82,69 @@ impl std::fmt::Debug for HalfWeight {
 impl HalfWeight {
     /// `values` `[d_out, d_in]` (the stored bits). `None` when the sizes disagree.
     pub fn new(values: Vec<u16>, kind: Half, d_out: usize, d_in: usize) -> Option<Self> {
-        (d_out > 0 && d_in > 0 && values.len() == d_out * d_in).then_some(Self {
+        if d_out == 0 || d_in == 0 || values.len() != d_out * d_in {
+            return None;
+        }
+        let main = d_in / LANES * LANES;
+        let full = d_out / TILE * TILE;
+        let mut packed = Vec::with_capacity(values.len());
+        for tile in values[..full * d_in].chunks_exact(TILE * d_in) {
+            for k in (0..main).step_by(LANES) {
+                for a in 0..TILE {
+                    packed.extend_from_slice(&tile[a * d_in + k..][..LANES]);
+                }
+            }
+            for a in 0..TILE {
+                packed.extend_from_slice(&tile[a * d_in + main..(a + 1) * d_in]);
+            }
+        }
+        packed.extend_from_slice(&values[full * d_in..]);
+        Some(Self {
             d_out,
             d_in,
             kind,
-            values,
+            values: packed,
             bias: None,
         })
+    }
+
+    /// Where rows `j..j + n` (a tile: `j` a multiple of 4) lie in `values`.
+    fn layout(&self, j: usize, n: usize) -> Layout {
+        let main = self.d_in / LANES * LANES;
+        if n == TILE && j + TILE <= self.d_out / TILE * TILE {
+            Layout {
+                row: LANES,
+                step: TILE * LANES,
+                tail: TILE * main,
+                tail_row: self.d_in - main,
+            }
+        } else {
+            Layout {
+                row: self.d_in,
+                step: LANES,
+                tail: main,
+                tail_row: self.d_in,
+            }
+        }
+    }
+
+    /// The stored bits `[d_out, d_in]` in row-major order.
+    pub fn row_major(&self) -> Vec<u16> {
+        let (d_in, main) = (self.d_in, self.d_in / LANES * LANES);
+        let mut out = vec![0u16; self.values.len()];
+        let mut j = 0;
+        while j < self.d_out {
+            let n = TILE.min(self.d_out - j);
+            let lay = self.layout(j, n);
+            let w = &self.values[j * d_in..(j + n) * d_in];
+            for a in 0..n {
+                for k in 0..d_in {
+                    out[(j + a) * d_in + k] = w[lay.at(a, k, main)];
+                }
+            }
+            j += n;
+        }
+        out
     }
 
     /// From a checkpoint's little-endian bytes.
@@ -119,12 +183,10 @@ impl HalfWeight {
     /// The weight's exact f32 values `[d_out, d_in]`.
     pub fn widen(&self) -> Vec<f32> {
         let kind = self.kind;
-        self.values.iter().map(|&b| kind.widen(b)).collect()
-    }
-
-    /// The stored bits `[d_out, d_in]`.
-    pub fn bits(&self) -> &[u16] {
-        &self.values
+        self.row_major()
+            .into_iter()
+            .map(|b| kind.widen(b))
+            .collect()
     }
 
     /// `x` `[rows, d_in]` row-major → `[rows, d_out]`, `x Wᵀ + bias`, with the best kernel this
@@ -184,17 +246,18 @@ impl HalfWeight {
         while j < range.end {
             let n = TILE.min(range.end - j);
             let w = &self.values[j * d_in..(j + n) * d_in];
+            let lay = self.layout(j, n);
             let mut r = 0;
             while r < rows {
-                let m = TILE.min(rows - r);
+                let m = ROWS.min(rows - r);
                 let xs = &x[r * d_in..(r + m) * d_in];
                 let mut sums = [[0f32; TILE]; TILE];
                 match kernel {
                     #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx512 => x86::avx512(self.kind, w, n, xs, m, d_in, &mut sums),
+                    Kernel::Avx512 => x86::avx512(self.kind, w, lay, n, xs, m, d_in, &mut sums),
                     #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx2 => x86::avx2(self.kind, w, n, xs, m, d_in, &mut sums),
-                    Kernel::Portable => portable(self.kind, w, n, xs, m, d_in, &mut sums),
+                    Kernel::Avx2 => x86::avx2(self.kind, w, lay, n, xs, m, d_in, &mut sums),
+                    Kernel::Portable => portable(self.kind, w, lay, n, xs, m, d_in, &mut sums),
                 }
                 for (a, row) in sums.iter().enumerate().take(n) {
                     for (b, &s) in row.iter().enumerate().take(m) {
@@ -209,6 +272,28 @@ impl HalfWeight {
                 r += m;
             }
             j += n;
+        }
+    }
+}
+
+/// Where the inputs of one tile's rows lie in its slice of [`HalfWeight::values`]: input `k` of
+/// row `a` at `a · row + (k / 16) · step + k % 16` below the last full 16, at
+/// `tail + a · tail_row + (k − main)` past it.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    row: usize,
+    step: usize,
+    tail: usize,
+    tail_row: usize,
+}
+
+impl Layout {
+    #[inline(always)]
+    fn at(&self, a: usize, k: usize, main: usize) -> usize {
+        if k < main {
+            a * self.row + k / LANES * self.step + k % LANES
+        } else {
+            self.tail + a * self.tail_row + (k - main)
         }
     }
 }
@@ -267,9 +352,11 @@ fn tail(kind: Half, mut s: f32, w: &[u16], x: &[f32]) -> f32 {
 }
 
 /// `sums[a][b] = w_a · x_b` for `n` weight rows and `m` activation rows, in the canonical order.
+#[allow(clippy::too_many_arguments)]
 fn portable(
     kind: Half,
     w: &[u16],
+    lay: Layout,
     n: usize,
     x: &[f32],
     m: usize,
@@ -278,51 +365,55 @@ fn portable(
 ) {
     let main = d_in / LANES * LANES;
     for a in 0..n {
-        let wr = &w[a * d_in..(a + 1) * d_in];
+        let rest = &w[lay.tail + a * lay.tail_row..][..d_in - main];
         for b in 0..m {
             let xr = &x[b * d_in..(b + 1) * d_in];
             let mut acc = [0f32; LANES];
             for k in (0..main).step_by(LANES) {
+                let wk = &w[a * lay.row + k / LANES * lay.step..][..LANES];
                 for l in 0..LANES {
-                    acc[l] = kind.widen(wr[k + l]).mul_add(xr[k + l], acc[l]);
+                    acc[l] = kind.widen(wk[l]).mul_add(xr[k + l], acc[l]);
                 }
             }
-            sums[a][b] = tail(kind, reduce(acc), &wr[main..], &xr[main..]);
+            sums[a][b] = tail(kind, reduce(acc), rest, &xr[main..]);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{reduce, tail, Half, LANES, TILE};
+    use super::{reduce, tail, Half, Layout, LANES, TILE};
     use std::arch::x86_64::*;
 
-    /// 16 halves at `p` widened to f32.
+    /// 16 halves at `p` widened to f32 (bf16 when `BF16`, else f16).
     #[inline(always)]
-    unsafe fn load16(kind: Half, p: *const u16) -> __m512 {
+    unsafe fn load16<const BF16: bool>(p: *const u16) -> __m512 {
         let h = unsafe { _mm256_loadu_si256(p as *const __m256i) };
-        match kind {
-            Half::F16 => _mm512_cvtph_ps(h),
-            Half::Bf16 => _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)),
+        if BF16 {
+            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+        } else {
+            _mm512_cvtph_ps(h)
         }
     }
 
-    /// 8 halves at `p` widened to f32.
+    /// 8 halves at `p` widened to f32 (bf16 when `BF16`, else f16).
     #[inline(always)]
-    unsafe fn load8(kind: Half, p: *const u16) -> __m256 {
+    unsafe fn load8<const BF16: bool>(p: *const u16) -> __m256 {
         let h = unsafe { _mm_loadu_si128(p as *const __m128i) };
-        match kind {
-            Half::F16 => _mm256_cvtph_ps(h),
-            Half::Bf16 => _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)),
+        if BF16 {
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+        } else {
+            _mm256_cvtph_ps(h)
         }
     }
 
     /// [`super::portable`] with 16-lane AVX-512 vectors: `N` weight rows × `M` activation rows
     /// of accumulators per pass.
     #[target_feature(enable = "avx512f,fma")]
-    unsafe fn block512<const N: usize, const M: usize>(
+    unsafe fn block512<const N: usize, const M: usize, const BF16: bool>(
         kind: Half,
         w: &[u16],
+        lay: Layout,
         x: &[f32],
         d_in: usize,
         sums: &mut [[f32; TILE]; TILE],
@@ -330,11 +421,15 @@ mod x86 {
         let main = d_in / LANES * LANES;
         let mut acc = [[_mm512_setzero_ps(); M]; N];
         let (wp, xp) = (w.as_ptr(), x.as_ptr());
+        assert!(w.len() >= lay.tail + N.saturating_sub(1) * lay.tail_row + (d_in - main));
+        assert!(main == 0 || w.len() >= (N - 1) * lay.row + (main / LANES - 1) * lay.step + LANES);
         let mut k = 0;
         while k < main {
+            let at = k / LANES * lay.step;
             let mut wv = [_mm512_setzero_ps(); N];
             for (a, v) in wv.iter_mut().enumerate() {
-                *v = unsafe { load16(kind, wp.add(a * d_in + k)) };
+                // SAFETY: in bounds (asserted above).
+                *v = unsafe { load16::<BF16>(wp.add(a * lay.row + at)) };
             }
             for b in 0..M {
                 let xv = unsafe { _mm512_loadu_ps(xp.add(b * d_in + k)) };
@@ -351,7 +446,7 @@ mod x86 {
                 sums[a][b] = tail(
                     kind,
                     reduce(lanes),
-                    &w[a * d_in + main..(a + 1) * d_in],
+                    &w[lay.tail + a * lay.tail_row..][..d_in - main],
                     &x[b * d_in + main..(b + 1) * d_in],
                 );
             }
@@ -360,9 +455,10 @@ mod x86 {
 
     /// [`super::portable`] with 8-lane AVX2 vectors, two per lane set (lanes 0–7 and 8–15).
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn block256<const N: usize, const M: usize>(
+    unsafe fn block256<const N: usize, const M: usize, const BF16: bool>(
         kind: Half,
         w: &[u16],
+        lay: Layout,
         x: &[f32],
         d_in: usize,
         sums: &mut [[f32; TILE]; TILE],
@@ -371,11 +467,15 @@ mod x86 {
         let mut lo = [[_mm256_setzero_ps(); M]; N];
         let mut hi = [[_mm256_setzero_ps(); M]; N];
         let (wp, xp) = (w.as_ptr(), x.as_ptr());
+        assert!(w.len() >= lay.tail + N.saturating_sub(1) * lay.tail_row + (d_in - main));
+        assert!(main == 0 || w.len() >= (N - 1) * lay.row + (main / LANES - 1) * lay.step + LANES);
         let mut k = 0;
         while k < main {
+            let at = k / LANES * lay.step;
             for a in 0..N {
-                let w0 = unsafe { load8(kind, wp.add(a * d_in + k)) };
-                let w1 = unsafe { load8(kind, wp.add(a * d_in + k + 8)) };
+                // SAFETY: in bounds (asserted above).
+                let w0 = unsafe { load8::<BF16>(wp.add(a * lay.row + at)) };
+                let w1 = unsafe { load8::<BF16>(wp.add(a * lay.row + at + 8)) };
                 for b in 0..M {
                     let x0 = unsafe { _mm256_loadu_ps(xp.add(b * d_in + k)) };
                     let x1 = unsafe { _mm256_loadu_ps(xp.add(b * d_in + k + 8)) };
@@ -395,7 +495,7 @@ mod x86 {
                 sums[a][b] = tail(
                     kind,
                     reduce(lanes),
-                    &w[a * d_in + main..(a + 1) * d_in],
+                    &w[lay.tail + a * lay.tail_row..][..d_in - main],
                     &x[b * d_in + main..(b + 1) * d_in],
                 );
             }
@@ -403,26 +503,74 @@ mod x86 {
     }
 
     macro_rules! dispatch {
-        ($f:ident, $kind:expr, $w:expr, $n:expr, $x:expr, $m:expr, $d:expr, $sums:expr) => {
+        ($f:ident, $kind:expr, $w:expr, $lay:expr, $n:expr, $x:expr, $m:expr, $d:expr, $sums:expr) => {
             // SAFETY: the caller checked the CPU features; slices hold n (m) rows of d_in.
             unsafe {
                 match ($n, $m) {
-                    (4, 4) => $f::<4, 4>($kind, $w, $x, $d, $sums),
-                    (4, 3) => $f::<4, 3>($kind, $w, $x, $d, $sums),
-                    (4, 2) => $f::<4, 2>($kind, $w, $x, $d, $sums),
-                    (4, 1) => $f::<4, 1>($kind, $w, $x, $d, $sums),
-                    (3, 4) => $f::<3, 4>($kind, $w, $x, $d, $sums),
-                    (3, 3) => $f::<3, 3>($kind, $w, $x, $d, $sums),
-                    (3, 2) => $f::<3, 2>($kind, $w, $x, $d, $sums),
-                    (3, 1) => $f::<3, 1>($kind, $w, $x, $d, $sums),
-                    (2, 4) => $f::<2, 4>($kind, $w, $x, $d, $sums),
-                    (2, 3) => $f::<2, 3>($kind, $w, $x, $d, $sums),
-                    (2, 2) => $f::<2, 2>($kind, $w, $x, $d, $sums),
-                    (2, 1) => $f::<2, 1>($kind, $w, $x, $d, $sums),
-                    (1, 4) => $f::<1, 4>($kind, $w, $x, $d, $sums),
-                    (1, 3) => $f::<1, 3>($kind, $w, $x, $d, $sums),
-                    (1, 2) => $f::<1, 2>($kind, $w, $x, $d, $sums),
-                    (1, 1) => $f::<1, 1>($kind, $w, $x, $d, $sums),
+                    (4, 4) => match $kind {
+                        Half::Bf16 => $f::<4, 4, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<4, 4, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (4, 3) => match $kind {
+                        Half::Bf16 => $f::<4, 3, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<4, 3, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (4, 2) => match $kind {
+                        Half::Bf16 => $f::<4, 2, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<4, 2, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (4, 1) => match $kind {
+                        Half::Bf16 => $f::<4, 1, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<4, 1, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (3, 4) => match $kind {
+                        Half::Bf16 => $f::<3, 4, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<3, 4, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (3, 3) => match $kind {
+                        Half::Bf16 => $f::<3, 3, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<3, 3, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (3, 2) => match $kind {
+                        Half::Bf16 => $f::<3, 2, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<3, 2, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (3, 1) => match $kind {
+                        Half::Bf16 => $f::<3, 1, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<3, 1, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (2, 4) => match $kind {
+                        Half::Bf16 => $f::<2, 4, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<2, 4, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (2, 3) => match $kind {
+                        Half::Bf16 => $f::<2, 3, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<2, 3, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (2, 2) => match $kind {
+                        Half::Bf16 => $f::<2, 2, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<2, 2, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (2, 1) => match $kind {
+                        Half::Bf16 => $f::<2, 1, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<2, 1, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (1, 4) => match $kind {
+                        Half::Bf16 => $f::<1, 4, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<1, 4, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (1, 3) => match $kind {
+                        Half::Bf16 => $f::<1, 3, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<1, 3, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (1, 2) => match $kind {
+                        Half::Bf16 => $f::<1, 2, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<1, 2, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
+                    (1, 1) => match $kind {
+                        Half::Bf16 => $f::<1, 1, true>($kind, $w, $lay, $x, $d, $sums),
+                        Half::F16 => $f::<1, 1, false>($kind, $w, $lay, $x, $d, $sums),
+                    },
                     _ => unreachable!("tiles are 1..=4 by 1..=4"),
                 }
             }
@@ -430,29 +578,33 @@ mod x86 {
     }
 
     /// AVX-512F + FMA (checked by the caller).
+    #[allow(clippy::too_many_arguments)]
     pub fn avx512(
         kind: Half,
         w: &[u16],
+        lay: Layout,
         n: usize,
         x: &[f32],
         m: usize,
         d_in: usize,
         sums: &mut [[f32; TILE]; TILE],
     ) {
-        dispatch!(block512, kind, w, n, x, m, d_in, sums)
+        dispatch!(block512, kind, w, lay, n, x, m, d_in, sums)
     }
 
     /// AVX2 + FMA + F16C (checked by the caller).
+    #[allow(clippy::too_many_arguments)]
     pub fn avx2(
         kind: Half,
         w: &[u16],
+        lay: Layout,
         n: usize,
         x: &[f32],
         m: usize,
         d_in: usize,
         sums: &mut [[f32; TILE]; TILE],
     ) {
-        dispatch!(block256, kind, w, n, x, m, d_in, sums)
+        dispatch!(block256, kind, w, lay, n, x, m, d_in, sums)
     }
 
     pub fn has_avx512() -> bool {
@@ -505,7 +657,15 @@ mod tests {
         let mut out = Vec::new();
         let mut seed = 1;
         for kind in [Half::F16, Half::Bf16] {
-            for (d_out, d_in) in [(1, 1), (3, 15), (5, 16), (7, 17), (9, 33), (13, 64), (6, 100)] {
+            for (d_out, d_in) in [
+                (1, 1),
+                (3, 15),
+                (5, 16),
+                (7, 17),
+                (9, 33),
+                (13, 64),
+                (6, 100),
+            ] {
                 for rows in [1, 2, 3, 4, 5, 9] {
                     seed += 1;
                     let w = HalfWeight::new(halves(d_out * d_in, seed, kind), kind, d_out, d_in)
@@ -542,16 +702,31 @@ mod tests {
                         .sum::<f64>()
                         + 1.0;
                     let got = y[i * d_out + j] as f64;
-                    assert!((got - want).abs() <= 1e-6 * scale, "{w:?} [{i}, {j}]: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() <= 1e-6 * scale,
+                        "{w:?} [{i}, {j}]: {got} vs {want}"
+                    );
                 }
             }
+        }
+    }
+
+    /// The tile layout gives back the stored bits in row-major order.
+    #[test]
+    fn tile_layout_round_trips() {
+        for (d_out, d_in) in [(1, 1), (4, 16), (5, 17), (8, 40), (11, 3), (9, 64)] {
+            let bits = halves(d_out * d_in, 5, Half::Bf16);
+            let w = HalfWeight::new(bits.clone(), Half::Bf16, d_out, d_in).unwrap();
+            assert_eq!(w.row_major(), bits, "[{d_out}, {d_in}]");
         }
     }
 
     /// The widening is exact: f16/bf16 → f32 as `half` converts.
     #[test]
     fn widening_is_exact() {
-        for bits in [0u16, 1, 0x3c00, 0x7bff, 0x8001, 0x7c00, 0xfc00, 0x0400, 0x03ff] {
+        for bits in [
+            0u16, 1, 0x3c00, 0x7bff, 0x8001, 0x7c00, 0xfc00, 0x0400, 0x03ff,
+        ] {
             assert_eq!(
                 Half::F16.widen(bits).to_bits(),
                 half::f16::from_bits(bits).to_f32().to_bits()
@@ -571,7 +746,11 @@ mod tests {
         for (w, x) in cases() {
             let want = bits(&w.forward_portable(&x));
             if x86::has_avx512() {
-                assert_eq!(bits(&w.forward_with(&x, Kernel::Avx512)), want, "{w:?} avx512");
+                assert_eq!(
+                    bits(&w.forward_with(&x, Kernel::Avx512)),
+                    want,
+                    "{w:?} avx512"
+                );
                 checked += 1;
             }
             if x86::has_avx2() {

@@ -241,11 +241,14 @@ pub fn project_host(w: &HostWeight, x: Tensor<3>) -> Tensor<3> {
     let rows = batch * len;
     let y = match w {
         HostWeight::Half(h) if rows > FEW_ROWS => {
-            let wide = Tensor::<2>::from_data(TensorData::new(h.widen(), [h.d_out(), d_in]), &device);
+            let wide =
+                Tensor::<2>::from_data(TensorData::new(h.widen(), [h.d_out(), d_in]), &device);
             let y = times_weight(x.reshape([rows, d_in]), wide.transpose(), DType::F32);
             let y = match h.bias() {
-                Some(b) => y + Tensor::<1>::from_data(TensorData::new(b.to_vec(), [h.d_out()]), &device)
-                    .unsqueeze::<2>(),
+                Some(b) => {
+                    y + Tensor::<1>::from_data(TensorData::new(b.to_vec(), [h.d_out()]), &device)
+                        .unsqueeze::<2>()
+                }
                 None => y,
             };
             return y.reshape([batch, len, h.d_out()]);

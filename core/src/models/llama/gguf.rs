@@ -7,7 +7,7 @@
 use super::config::{Family, LlamaConfig};
 use super::model::Llama;
 use crate::checkpoint::gguf::{
-    encode_f16, encode_f32, quantize_q8_0, GgmlType, GgufTensor, GgufValue,
+    encode_f16, encode_f32, quantize_q4_0, quantize_q8_0, GgmlType, GgufTensor, GgufValue,
 };
 use crate::checkpoint::{read_f32, save_safetensors, Checkpoint, SaveDtype};
 use crate::ops::rope::RopeScaling;
@@ -19,6 +19,9 @@ pub enum GgufQuant {
     F32,
     F16,
     Q8_0,
+    /// Projections in `Q4_0`; the embedding table and output projection in `Q8_0` (llama.cpp's
+    /// `llama-quantize` puts the output in `Q6_K`, which Bartleby does not write).
+    Q4_0,
 }
 
 impl GgufQuant {
@@ -28,6 +31,7 @@ impl GgufQuant {
             GgufQuant::F32 => 0,
             GgufQuant::F16 => 1,
             GgufQuant::Q8_0 => 7,
+            GgufQuant::Q4_0 => 2,
         }
     }
 }
@@ -222,17 +226,21 @@ pub fn to_gguf(
             values = permute(&values, rows, cols, config.num_key_value_heads);
         }
         let vector = shape.len() <= 1 || name.ends_with("_norm.weight");
+        let table = name == "token_embd.weight" || name == "output.weight";
         let kind = match quant {
             _ if vector => GgmlType::F32,
             GgufQuant::F32 => GgmlType::F32,
             GgufQuant::F16 => GgmlType::F16,
             GgufQuant::Q8_0 if cols % 32 == 0 => GgmlType::Q8_0,
-            GgufQuant::Q8_0 => GgmlType::F16,
+            GgufQuant::Q4_0 if cols % 32 == 0 && table => GgmlType::Q8_0,
+            GgufQuant::Q4_0 if cols % 32 == 0 => GgmlType::Q4_0,
+            GgufQuant::Q8_0 | GgufQuant::Q4_0 => GgmlType::F16,
         };
         let data = match kind {
             GgmlType::F32 => encode_f32(&values),
             GgmlType::F16 => encode_f16(&values),
             GgmlType::Q8_0 => quantize_q8_0(&values),
+            GgmlType::Q4_0 => quantize_q4_0(&values),
         };
         tensors.push(GgufTensor {
             name,
