@@ -2,6 +2,8 @@
 //   await bartleby.load(url, {backend: 'auto'|'webgpu'|'cpu', onProgress, maxBufferBytes})
 //   await bartleby.loadFiles(fileList, {backend, onProgress, maxBufferBytes})  // a folder from disk
 //     maxBufferBytes: act as if the GPU allowed no larger buffers (to try the split embedding)
+//     maxMemoryBytes: act as if the page's wasm memory were that small (to try the refusal of a
+//       model too big for the browser, which otherwise happens past 4 GiB)
 //   await bartleby.summarize(text, options, onUpdate)
 //       -> {summary, token_ids, backend, ms, tokens, tokens_per_s, input_tokens, truncated, chunks, levels}
 //     options use generation_config.json's names (num_beams, max_length, min_length,
@@ -162,8 +164,9 @@
       serverBase = null;
       if (backend === 'server') return finishLoad(serverLoad(serverUrl()));
       const maxBufferBytes = opts.maxBufferBytes || null;
-      lastLoad = { kind: 'url', url: abs, backend, maxBufferBytes };
-      let loading = call('load', { url: abs, backend, maxBufferBytes }, onProgressWrap(opts));
+      const maxMemoryBytes = opts.maxMemoryBytes || null;
+      lastLoad = { kind: 'url', url: abs, backend, maxBufferBytes, maxMemoryBytes };
+      let loading = call('load', { url: abs, backend, maxBufferBytes, maxMemoryBytes }, onProgressWrap(opts));
       // The site's own bundle missing on a page that `bartleby serve --web` serves: its server.
       if (backend === 'auto' && abs === new URL('model/', document.baseURI).href) {
         loading = loading.catch((e) => serverLoad(serverUrl()).catch(() => { throw e; }));
@@ -178,8 +181,9 @@
       const backend = requestedBackend(opts) === 'server' ? 'auto' : requestedBackend(opts);
       serverBase = null;
       const maxBufferBytes = opts.maxBufferBytes || null;
-      lastLoad = { kind: 'files', files, backend, maxBufferBytes };
-      return finishLoad(call('loadFiles', { files, backend, maxBufferBytes }, onProgressWrap(opts)));
+      const maxMemoryBytes = opts.maxMemoryBytes || null;
+      lastLoad = { kind: 'files', files, backend, maxBufferBytes, maxMemoryBytes };
+      return finishLoad(call('loadFiles', { files, backend, maxBufferBytes, maxMemoryBytes }, onProgressWrap(opts)));
     },
     async summarize(text, options = {}, onUpdate) {
       if (!status.loaded) throw new Error('no model loaded (bartleby.load(url) first)');

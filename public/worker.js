@@ -118,8 +118,29 @@ async function pickBackend(requested, manifest, maxBufferBytes) {
   return { backend: 'webgpu', notice, limit: have, software };
 }
 
-async function load(id, files, manifest, requested, source, cached, maxBufferBytes) {
+// A page's wasm memory is at most 4 GiB (wasm32): the bundle's files are read into it, and on
+// the CPU the weights are held there too (f32/f16 bundles in f32; q8/q4 as int8, about their file
+// size). A model that cannot fit is refused here with the figures, before anything is allocated.
+// `maxMemoryBytes` (optional) lowers the limit, to try the refusal with a small model.
+const WASM_MEMORY_BYTES = 4 * 1024 ** 3;
+function checkMemory(manifest, files, backend, maxMemoryBytes) {
+  const fileBytes = files.reduce((n, [, bytes]) => n + bytes.byteLength, 0);
+  const quantized = /^q/.test(String(manifest.quantization || ''));
+  const held = backend === 'cpu' ? (quantized ? fileBytes : (manifest.requires || {}).device_bytes || 0) : 0;
+  const need = fileBytes + held;
+  const limit = Math.min(WASM_MEMORY_BYTES, maxMemoryBytes || Infinity);
+  if (need > limit) {
+    const gb = (x) => (x / 1024 ** 3).toFixed(x < 1024 ** 3 ? 3 : 1);
+    throw new Error(`This model is too big for the browser: it needs about ${gb(need)} GiB of the page's memory `
+      + `(${backend === 'cpu' ? 'its files and its weights on the CPU' : 'its files, read before they go to the GPU'}), `
+      + `and a page gets at most ${gb(limit)} GiB. Use a q4/q8 bundle (bartleby export --quant q4), or run it natively `
+      + 'and use the "server" backend (bartleby serve --web).');
+  }
+}
+
+async function load(id, files, manifest, requested, source, cached, maxBufferBytes, maxMemoryBytes) {
   const { backend, notice, limit, software } = await pickBackend(requested, manifest, maxBufferBytes);
+  checkMemory(manifest, files, backend, maxMemoryBytes);
   post({ type: 'progress', id, stage: 'init', backend });
   const t0 = performance.now();
   const checked = await checkSha256(manifest, files);
@@ -135,12 +156,12 @@ self.onmessage = async (event) => {
     let result;
     if (msg.type === 'load') {
       const { manifest, files, cached } = await fetchBundle(msg.url, id);
-      result = await load(id, files, manifest, msg.backend, msg.url, cached, msg.maxBufferBytes);
+      result = await load(id, files, manifest, msg.backend, msg.url, cached, msg.maxBufferBytes, msg.maxMemoryBytes);
     } else if (msg.type === 'loadFiles') {
       const m = msg.files.find(([name]) => name === 'manifest.json');
       if (!m) throw new Error('the chosen files have no manifest.json (pick a folder written by `bartleby export`)');
       const manifest = JSON.parse(new TextDecoder().decode(m[1]));
-      result = await load(id, msg.files, manifest, msg.backend, 'local files', 0, msg.maxBufferBytes);
+      result = await load(id, msg.files, manifest, msg.backend, 'local files', 0, msg.maxBufferBytes, msg.maxMemoryBytes);
     } else if (msg.type === 'summarize') {
       const onUpdate = (json) => post({ type: 'update', id, update: JSON.parse(json) });
       result = JSON.parse(await summarize(msg.text, JSON.stringify(msg.options || {}), onUpdate));

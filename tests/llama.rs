@@ -1023,8 +1023,10 @@ fn gguf_q4_0_export_is_ggmls_quantization() {
 
 /// `export --format gguf` against llama.cpp's own convert_hf_to_gguf.py
 /// (tools/reference/make_gguf_fixtures.py; tests/fixtures/gguf/): every metadata key and value
-/// (the tokenizer's tokens, types, merges, special ids and chat template; hyperparameters; llama3
-/// rope factors; linear scaling) and every tensor — name, ggml type, dims, bytes (q/k permuted,
+/// (the tokenizer's tokens, types, merges — Phi-3: the SentencePiece tokenizer.model's tokens,
+/// scores and types with the added tokens over them —, special ids and chat template;
+/// hyperparameters; llama3 rope factors; linear scaling; Phi-3's longrope factors and attention
+/// factor, sliding window) and every tensor — name, ggml type, dims, bytes (q/k permuted,
 /// f16 rounding, q8_0 blocks) — identical. Not compared: the naming keys convert derives from the
 /// directory name by heuristics (general.name, basename, finetune, version).
 #[test]
@@ -1043,6 +1045,8 @@ fn gguf_export_equals_convert_hf_to_gguf() {
         ("llama-q8-untied", "f16", "f16"),
         ("llama-q8-untied", "q8", "q8_0"),
         ("llama-bias-linear-bf16", "f16", "f16"),
+        ("phi3-longrope-f16", "f16", "f16"),
+        ("phi3-longrope-f16", "q8", "q8_0"),
     ] {
         let out = tmp.path().join(format!("{model}-{kind}.gguf"));
         let run = bartleby(&[
@@ -1113,6 +1117,32 @@ fn gguf_export_equals_convert_hf_to_gguf() {
     ])
     .into();
     assert_clear_error(&run, &out, &["gguf", "bart", "llama.cpp"]);
+    // A Phi-3 without its SentencePiece tokenizer.model, and Qwen2 (no GGUF form yet): one line.
+    let phi3 = tmp.path().join("phi3-no-spm");
+    std::fs::create_dir(&phi3).unwrap();
+    for entry in std::fs::read_dir(model_dir("phi3-longrope-f16")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "tokenizer.model" {
+            std::fs::copy(entry.path(), phi3.join(entry.file_name())).unwrap();
+        }
+    }
+    for (model, words) in [
+        (phi3, &["tokenizer.model", "Phi-3"][..]),
+        (model_dir("qwen2-bias-tied"), &["GGUF", "qwen2"][..]),
+    ] {
+        let out = tmp.path().join("refused.gguf");
+        let run: Run = bartleby(&[
+            "export",
+            "--format",
+            "gguf",
+            "--model",
+            model.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .into();
+        assert_clear_error(&run, &out, words);
+    }
 }
 
 /// A prompt over the window keeps its template and instruction and cuts the dialogue at a token

@@ -21,6 +21,10 @@ pub struct ModelFiles {
     pub tokenizer_config: Option<PathBuf>,
     /// `chat_template.jinja` (decoder-only instruction models).
     pub chat_template: Option<PathBuf>,
+    /// A SentencePiece `tokenizer.model` and `added_tokens.json` (Phi-3 ships both beside
+    /// tokenizer.json; only its GGUF export reads them, as llama.cpp's convert does).
+    pub tokenizer_model: Option<PathBuf>,
+    pub added_tokens: Option<PathBuf>,
     /// A `bartleby export` bundle's manifest.json (sizes and sha256 of the files).
     pub manifest: Option<PathBuf>,
 }
@@ -317,6 +321,8 @@ fn collect(source: &str, f: &dyn Fetch) -> Result<ModelFiles> {
         generation_config: f.fetch("generation_config.json")?,
         tokenizer_config: f.fetch("tokenizer_config.json")?,
         chat_template: f.fetch("chat_template.jinja")?,
+        tokenizer_model: f.fetch("tokenizer.model")?,
+        added_tokens: f.fetch("added_tokens.json")?,
         manifest: f.fetch(bartleby_core::checkpoint::bundle::MANIFEST_FILE)?,
         config,
         weights,

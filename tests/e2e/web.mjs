@@ -192,6 +192,58 @@ for (const backend of ['webgpu', 'cpu']) {
   }
 }
 
+// Decoder-only (Llama 3.2 / Phi-3 / Qwen2): a Llama fixture (GQA, llama3 rope, tied head, the real Llama 3.2 chat
+// template) exported as f32 and q8 bundles: its chat-template prompts summarized on WebGPU and on the CPU give the
+// ids `bartleby summarize` writes natively (q8 on the CPU in int8 on both sides; on WebGPU in f32, as
+// --f32-matmul); the template's strftime_now reads the page's clock as the CLI reads the system's. A model too big
+// for the page's memory is refused with the figures.
+{
+  const LLAMA = path.join(ROOT, 'tests/fixtures/models/llama-gqa-llama3-tied');
+  const LLAMA_SETTINGS = {
+    greedy: { options: { max_new_tokens: 12 }, flags: ['--max-new-tokens', '12'] },
+    beam: { options: { num_beams: 3, max_new_tokens: 8 }, flags: ['--num-beams', '3', '--max-new-tokens', '8'] },
+  };
+  const llamaNative = {};
+  for (const quant of ['f32', 'q8']) {
+    const out = path.join(bundles, `llama-${quant}`);
+    execFileSync(BIN, ['export', '--model', LLAMA, '--quant', quant, '--block-size', '4', '--output', out], { stdio: 'inherit' });
+    for (const [name, s] of Object.entries(LLAMA_SETTINGS)) {
+      for (const [key, extra] of [[quant, []], ...(quant === 'q8' ? [['q8-f32', ['--f32-matmul']]] : [])]) {
+        const res = path.join(tmp, `native-llama-${key}-${name}.jsonl`);
+        execFileSync(BIN, ['summarize', '--model', out, '--input', input, '--output', res, ...s.flags, ...extra], { stdio: 'inherit' });
+        llamaNative[`${key}/${name}`] = fs.readFileSync(res, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).token_ids);
+      }
+    }
+  }
+  check(JSON.stringify(llamaNative['f32/greedy']) !== JSON.stringify(llamaNative['f32/beam']),
+    'decoder-only: greedy and beam settings give different native outputs');
+  for (const backend of ['webgpu', 'cpu']) {
+    for (const quant of ['f32', 'q8']) {
+      const tag = `decoder-only ${backend}/${quant}`;
+      const want = backend === 'webgpu' && quant === 'q8' ? 'q8-f32' : quant;
+      const { page, errors, status } = await openPage(browser, `?model=/bundles/llama-${quant}/` + (backend === 'cpu' ? '&backend=cpu' : ''));
+      check(status.loaded && status.backend === backend, `${tag}: bundle loaded on ${status.backend} ${status.error || ''}`);
+      if (!status.loaded) { console.log(errors.join('\n')); await page.close(); continue; }
+      for (const [name, s] of Object.entries(LLAMA_SETTINGS)) {
+        const ids = [];
+        for (const d of dialogues) ids.push((await page.evaluate(([t, o]) => window.bartleby.summarize(t, o), [d.dialogue, s.options])).token_ids);
+        const same = JSON.stringify(ids) === JSON.stringify(llamaNative[`${want}/${name}`]);
+        check(same, `${tag} ${name}: window.bartleby token ids == native bartleby summarize (3 chat prompts)`);
+        if (!same) console.log('  browser', JSON.stringify(ids), '\n  native ', JSON.stringify(llamaNative[`${want}/${name}`]));
+      }
+      if (backend === 'cpu' && quant === 'f32') {
+        const refused = await page.evaluate(() => window.bartleby.load('/bundles/llama-f32/', { backend: 'cpu', maxMemoryBytes: 100000 })
+          .then(() => 'loaded', (e) => String(e && e.message || e)));
+        check(/too big for the browser/.test(refused) && /GiB/.test(refused), `${tag}: a model over the page's memory is refused with the figures (${refused.slice(0, 120)})`);
+      }
+      const realErrors = errors.filter((e) => !/favicon/.test(e));
+      check(realErrors.length === 0 || (backend === 'cpu' && quant === 'f32' && realErrors.every((e) => /too big/.test(e))),
+        `${tag}: no page errors ${realErrors.join(' | ')}`);
+      await page.close();
+    }
+  }
+}
+
 // The site's default model (models/bartleby-small, copied to dist/model/ by the build): the plain
 // page summarizes on first open, WebGPU and CPU, with the ids `bartleby summarize` (no --model)
 // writes for the same dialogues and the model's own settings.

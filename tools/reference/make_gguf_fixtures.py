@@ -20,7 +20,32 @@ ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures"
 SDIST = "llama-cpp-python==0.3.36"
 CASES = [("llama-gqa-llama3-tied", "f16"), ("llama-q8-untied", "f16"), ("llama-q8-untied", "q8_0"),
-         ("llama-bias-linear-bf16", "f16")]
+         ("llama-bias-linear-bf16", "f16"), ("phi3-longrope-f16", "f16"), ("phi3-longrope-f16", "q8_0")]
+
+
+def phi3_tokenizer_model(model_dir):
+    """Phi-3's convert reads the SentencePiece `tokenizer.model` (real Phi-3 ships one beside tokenizer.json): the
+    fixture's is built from its tokenizer.json — the BPE vocabulary in id order as SentencePiece pieces (`<unk>`
+    unknown, `<s>`/`</s>` control, `<0xNN>` byte, others normal; score 0 for those, minus the merge rank after), the
+    added tokens (ids 600..610) left to tokenizer_config.json / tokenizer.json, as in the real model."""
+    import json
+    from sentencepiece import sentencepiece_model_pb2 as pb
+    tok = json.load(open(model_dir / "tokenizer.json"))
+    m = pb.ModelProto()
+    m.trainer_spec.model_type = pb.TrainerSpec.BPE
+    m.trainer_spec.byte_fallback = True
+    m.trainer_spec.unk_id, m.trainer_spec.bos_id, m.trainer_spec.eos_id, m.trainer_spec.pad_id = 0, 1, 2, -1
+    m.normalizer_spec.name = "identity"
+    m.normalizer_spec.add_dummy_prefix = True
+    m.normalizer_spec.remove_extra_whitespaces = False
+    kinds = pb.ModelProto.SentencePiece
+    for i, t in sorted(((i, t) for t, i in tok["model"]["vocab"].items())):
+        p = m.pieces.add()
+        p.piece = t
+        p.score = 0.0 if i < 259 else -float(i - 259)
+        p.type = (kinds.UNKNOWN if t == "<unk>" else kinds.CONTROL if t in ("<s>", "</s>")
+                  else kinds.BYTE if t.startswith("<0x") and len(t) == 6 else kinds.NORMAL)
+    (model_dir / "tokenizer.model").write_bytes(m.SerializeToString())
 
 
 def main():
@@ -59,6 +84,7 @@ def main():
             t.extractall(sdist)
     out_dir = FIX / "gguf"
     out_dir.mkdir(parents=True, exist_ok=True)
+    phi3_tokenizer_model(FIX / "models" / "phi3-longrope-f16")
     for model, outtype in CASES:
         out = out_dir / f"{model}-{outtype}.gguf"
         # One process per file: convert keeps module state.

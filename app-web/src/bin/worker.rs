@@ -78,9 +78,13 @@ mod engine {
             // multiply-add, which the native half-precision kernels' order is defined by.
             half_weights: false,
         };
-        let (manifest, summarizer) =
+        let (manifest, mut summarizer) =
             bartleby_core::pipeline::load_bundle(&map, &device, options, sha256_checked)
                 .map_err(err)?;
+        // A chat template's `strftime_now` formats the page's clock (UTC), as the CLI's does.
+        if let Some(prompting) = summarizer.prompting.as_mut() {
+            prompting.now_unix_seconds = Some((js_sys::Date::now() / 1000.0).floor() as i64);
+        }
         drop(map);
         MODEL.with(|m| *m.borrow_mut() = Some((Rc::new(summarizer), name)));
         Ok(String::from_utf8(manifest.to_json()).map_err(err)?)

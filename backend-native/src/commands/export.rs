@@ -290,7 +290,9 @@ fn compare(
 
 /// `--format gguf`: the model (with any adapter merged) as one GGUF file, written atomically.
 fn run_gguf(args: &ExportArgs) -> Result<()> {
-    use bartleby_core::checkpoint::gguf::{bpe_tokenizer_metadata, GgufValue};
+    use bartleby_core::checkpoint::gguf::{
+        bpe_tokenizer_metadata, spm_tokenizer_metadata, GgufValue,
+    };
     use bartleby_core::models::llama::gguf::{to_gguf, GgufQuant};
     let quant = match args.quant {
         QuantArg::F32 => GgufQuant::F32,
@@ -310,7 +312,7 @@ fn run_gguf(args: &ExportArgs) -> Result<()> {
     }
     let bartleby_core::models::ModelConfig::Llama(config) = &summarizer.config else {
         bail!(
-            "--format gguf: {} has no llama.cpp architecture in Bartleby (GGUF export writes Llama models); \
+            "--format gguf: {} has no llama.cpp architecture in Bartleby (GGUF export writes Llama and Phi-3 models); \
              use the default --format bundle",
             summarizer.config.model_type()
         );
@@ -331,13 +333,30 @@ fn run_gguf(args: &ExportArgs) -> Result<()> {
         .as_ref()
         .and_then(|p| p.chat.as_ref())
         .map(|c| c.source.clone());
-    let tokenizer = bpe_tokenizer_metadata(
-        &tokenizer_json,
-        tokenizer_config.as_deref(),
-        chat_template.as_deref(),
-        config.vocab_size,
-        "llama-bpe",
-    )?;
+    let tokenizer = if config.family == bartleby_core::models::llama::Family::Phi3 {
+        // Phi-3's convert reads the SentencePiece model (real Phi-3 ships it beside tokenizer.json).
+        let Some(model_file) = &files.tokenizer_model else {
+            bail!("--format gguf: a Phi-3 GGUF needs the model's tokenizer.model (SentencePiece), as llama.cpp's convert_hf_to_gguf.py reads it; {} has none", args.model)
+        };
+        let added = files.added_tokens.as_deref().map(read).transpose()?;
+        spm_tokenizer_metadata(
+            &read(model_file)?,
+            Some(&tokenizer_json),
+            tokenizer_config.as_deref(),
+            added.as_deref(),
+            chat_template.as_deref(),
+            config.vocab_size,
+        )
+        .with_context(|| model_file.display().to_string())?
+    } else {
+        bpe_tokenizer_metadata(
+            &tokenizer_json,
+            tokenizer_config.as_deref(),
+            chat_template.as_deref(),
+            config.vocab_size,
+            "llama-bpe",
+        )?
+    };
     // general.*: sampling settings from generation_config.json (as convert's Metadata reads
     // them), the name from the model's directory.
     let mut general = Vec::new();

@@ -388,7 +388,128 @@ pub fn bpe_tokenizer_metadata(
             GgufValue::StrArray(merges),
         ),
     ];
+    meta.extend(special_metadata(
+        &tokens,
+        &tok,
+        tokenizer_config,
+        chat_template,
+    ));
+    Ok(meta)
+}
+
+/// The `tokenizer.*` metadata convert_hf_to_gguf.py writes for Phi-3 (`Phi3MiniModel.set_vocab`):
+/// the SentencePiece `tokenizer.model`'s pieces by id with their scores and types (`[PAD{i}]`,
+/// score -10000 and type 5 (unused) for ids up to `vocab_size` it lacks), then the added tokens of
+/// `added_tokens.json`, tokenizer_config.json's `added_tokens_decoder` and tokenizer.json's
+/// `added_tokens` over them (score -1000, type 4 — 3 when special), then what `SpecialVocab` adds.
+pub fn spm_tokenizer_metadata(
+    tokenizer_model: &[u8],
+    tokenizer_json: Option<&[u8]>,
+    tokenizer_config: Option<&[u8]>,
+    added_tokens_json: Option<&[u8]>,
+    chat_template: Option<&str>,
+    vocab_size: usize,
+) -> Result<Vec<(String, GgufValue)>> {
+    let pieces = sentencepiece_pieces(tokenizer_model)?;
+    let mut tokens: Vec<String> = (0..vocab_size).map(|i| format!("[PAD{i}]")).collect();
+    let mut scores = vec![-10000f32; vocab_size];
+    let mut types = vec![5i32; vocab_size];
+    for (id, (text, score, kind)) in pieces.into_iter().enumerate().take(vocab_size) {
+        tokens[id] = text;
+        scores[id] = score;
+        types[id] = match kind {
+            2 | 3 | 5 | 6 => kind,
+            _ => 1,
+        };
+    }
+    let json = |b: Option<&[u8]>, file: &str| -> Result<Value> {
+        match b {
+            None => Ok(Value::Null),
+            Some(b) => {
+                serde_json::from_slice(b).map_err(|e| Error::Tokenizer(format!("{file}: {e}")))
+            }
+        }
+    };
+    let mut add = |id: u64, text: &str, special: Option<bool>| {
+        let id = id as usize;
+        if id < vocab_size {
+            tokens[id] = text.to_string();
+            scores[id] = -1000.0;
+            types[id] = if special == Some(true) { 3 } else { 4 };
+        }
+    };
+    if let Value::Object(added) = json(added_tokens_json, "added_tokens.json")? {
+        for (text, id) in added {
+            if let Some(id) = id.as_u64() {
+                add(id, &text, None);
+            }
+        }
+    }
+    let config = json(tokenizer_config, "tokenizer_config.json")?;
+    if let Some(decoder) = config["added_tokens_decoder"].as_object() {
+        for (id, data) in decoder {
+            if let (Ok(id), Some(text)) = (id.parse::<u64>(), data["content"].as_str()) {
+                add(id, text, data["special"].as_bool());
+            }
+        }
+    }
+    let tok = json(tokenizer_json, "tokenizer.json")?;
+    for data in tok["added_tokens"].as_array().into_iter().flatten() {
+        if let (Some(id), Some(text)) = (data["id"].as_u64(), data["content"].as_str()) {
+            add(id, text, data["special"].as_bool());
+        }
+    }
+    let mut meta = vec![
+        (
+            "tokenizer.ggml.model".to_string(),
+            GgufValue::Str("llama".into()),
+        ),
+        (
+            "tokenizer.ggml.pre".to_string(),
+            GgufValue::Str("default".into()),
+        ),
+        (
+            "tokenizer.ggml.tokens".to_string(),
+            GgufValue::StrArray(tokens.clone()),
+        ),
+        (
+            "tokenizer.ggml.scores".to_string(),
+            GgufValue::F32Array(scores),
+        ),
+        (
+            "tokenizer.ggml.token_type".to_string(),
+            GgufValue::I32Array(types),
+        ),
+    ];
+    meta.extend(special_metadata(
+        &tokens,
+        &tok,
+        tokenizer_config,
+        chat_template,
+    ));
+    Ok(meta)
+}
+
+/// What gguf-py's `SpecialVocab` adds after the tokens: the special ids of
+/// tokenizer_config.json (`bos`, `eos`, `unk`, `sep`, `pad`), the `add_{bos,eos,sep}_token` flags
+/// its post-processor walk sets (ByteLevel: bos/eos false unless set; RobertaProcessing: all
+/// three; TemplateProcessing: a leading bos / trailing eos special token of the single template,
+/// a separator between `$A` and `$B` of the pair template), and the chat template.
+fn special_metadata(
+    tokens: &[String],
+    tokenizer_json: &Value,
+    tokenizer_config: Option<&[u8]>,
+    chat_template: Option<&str>,
+) -> Vec<(String, GgufValue)> {
+    let mut meta = Vec::new();
     let config: Option<Value> = tokenizer_config.and_then(|b| serde_json::from_slice(b).ok());
+    let text_of = |key: &str| {
+        config.as_ref().and_then(|c| match &c[key] {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        })
+    };
     let id_of = |text: &str| tokens.iter().position(|t| t == text).map(|i| i as u32);
     for (key, name) in [
         ("bos_token", "bos"),
@@ -397,37 +518,93 @@ pub fn bpe_tokenizer_metadata(
         ("sep_token", "seperator"),
         ("pad_token", "padding"),
     ] {
-        let text = config.as_ref().and_then(|c| match &c[key] {
-            Value::String(s) => Some(s.clone()),
-            Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
-            _ => None,
-        });
-        if let Some(id) = text.as_deref().and_then(id_of) {
+        if let Some(id) = text_of(key).as_deref().and_then(id_of) {
             meta.push((
                 format!("tokenizer.ggml.{name}_token_id"),
                 GgufValue::U32(id),
             ));
         }
     }
-    // add_bos/eos/sep from the post-processor's single-sequence template (SpecialVocab).
-    let template = find_template(&tok["post_processor"]);
-    if let Some(single) = template {
-        let items: Vec<&Value> = single.as_array().into_iter().flatten().collect();
-        let special = |v: &Value| v.get("SpecialToken").is_some();
-        let add_bos = items.first().is_some_and(|v| special(v));
-        let add_eos = items.len() > 1 && items.last().is_some_and(|v| special(v));
-        meta.push((
-            "tokenizer.ggml.add_bos_token".into(),
-            GgufValue::Bool(add_bos),
-        ));
-        meta.push((
-            "tokenizer.ggml.add_eos_token".into(),
-            GgufValue::Bool(add_eos),
-        ));
-        meta.push((
-            "tokenizer.ggml.add_sep_token".into(),
-            GgufValue::Bool(false),
-        ));
+    let (bos, eos, sep) = (
+        text_of("bos_token"),
+        text_of("eos_token"),
+        text_of("sep_token"),
+    );
+    let mut flags: Vec<(&str, bool)> = Vec::new();
+    let set =
+        |flags: &mut Vec<(&str, bool)>, key: &'static str, v: bool, only_default: bool| match flags
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+        {
+            Some(f) if !only_default => f.1 = v,
+            Some(_) => {}
+            None => flags.push((key, v)),
+        };
+    let post = &tokenizer_json["post_processor"];
+    let processors: Vec<&Value> = match post["processors"].as_array() {
+        Some(list) => list.iter().collect(),
+        None if !post.is_null() => vec![post],
+        None => Vec::new(),
+    };
+    let special_id = |v: &Value| v["SpecialToken"]["id"].as_str().map(str::to_string);
+    for p in processors {
+        match p["type"].as_str() {
+            Some("ByteLevel") => {
+                set(&mut flags, "bos", false, true);
+                set(&mut flags, "eos", false, true);
+            }
+            Some("RobertaProcessing") => {
+                for k in ["bos", "eos", "sep"] {
+                    set(&mut flags, k, true, false);
+                }
+            }
+            Some("TemplateProcessing") => {
+                let single: Vec<&Value> = p["single"].as_array().into_iter().flatten().collect();
+                let mut first = None;
+                let mut last = None;
+                if single.len() > 1 {
+                    first = special_id(single[0]);
+                    if let Some(f) = &first {
+                        set(&mut flags, "bos", Some(f) == bos.as_ref(), false);
+                    }
+                    last = special_id(single[single.len() - 1]);
+                    if let Some(l) = &last {
+                        set(&mut flags, "eos", Some(l) == eos.as_ref(), false);
+                    }
+                }
+                let pair: Vec<&Value> = p["pair"].as_array().into_iter().flatten().collect();
+                if !pair.is_empty() {
+                    let start = usize::from(first.is_some() && special_id(pair[0]) == first);
+                    let stop = if last.is_some() && special_id(pair[pair.len() - 1]) == last {
+                        pair.len() - 1
+                    } else {
+                        pair.len()
+                    };
+                    let pair = &pair[start.min(stop)..stop];
+                    let seq = |v: &Value| v["Sequence"]["id"].as_str().map(str::to_string);
+                    if pair.len() > 2
+                        && seq(pair[0]).as_deref() == Some("A")
+                        && seq(pair[pair.len() - 1]).as_deref() == Some("B")
+                    {
+                        let middle = &pair[1..pair.len() - 1];
+                        let is_sep = |v: &Value| {
+                            special_id(v).is_some_and(|t| {
+                                Some(&t) == sep.as_ref() || Some(&t) == eos.as_ref()
+                            })
+                        };
+                        let mut add_sep = is_sep(middle[0]) && last.is_none();
+                        if middle.len() == 2 && is_sep(middle[1]) {
+                            add_sep = true;
+                        }
+                        set(&mut flags, "sep", add_sep, false);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (k, v) in flags {
+        meta.push((format!("tokenizer.ggml.add_{k}_token"), GgufValue::Bool(v)));
     }
     if let Some(t) = chat_template {
         meta.push((
@@ -435,16 +612,87 @@ pub fn bpe_tokenizer_metadata(
             GgufValue::Str(t.to_string()),
         ));
     }
-    Ok(meta)
+    meta
 }
 
-/// The `single` template of a TemplateProcessing post-processor (possibly inside a Sequence).
-fn find_template(p: &Value) -> Option<&Value> {
-    match p["type"].as_str()? {
-        "TemplateProcessing" => p.get("single"),
-        "Sequence" => p["processors"].as_array()?.iter().find_map(find_template),
-        _ => None,
+/// The pieces of a SentencePiece `tokenizer.model` (a `ModelProto`): text, score and type
+/// (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte) of each, by id.
+pub fn sentencepiece_pieces(bytes: &[u8]) -> Result<Vec<(String, f32, i32)>> {
+    let err = |m: &str| Error::Tokenizer(format!("tokenizer.model: {m}"));
+    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
     }
+    /// The fields of one message: (number, wire type, varint value or byte range).
+    fn fields(b: &[u8]) -> Option<Vec<(u64, u64, u64, std::ops::Range<usize>)>> {
+        let mut at = 0;
+        let mut out = Vec::new();
+        while at < b.len() {
+            let key = varint(b, &mut at)?;
+            let (field, wire) = (key >> 3, key & 7);
+            match wire {
+                0 => {
+                    let v = varint(b, &mut at)?;
+                    out.push((field, wire, v, at..at));
+                }
+                1 => {
+                    out.push((field, wire, 0, at..at.checked_add(8)?));
+                    at += 8;
+                }
+                2 => {
+                    let n = varint(b, &mut at)? as usize;
+                    let end = at.checked_add(n)?;
+                    out.push((field, wire, 0, at..end));
+                    at = end;
+                }
+                5 => {
+                    out.push((field, wire, 0, at..at.checked_add(4)?));
+                    at += 4;
+                }
+                _ => return None,
+            }
+            if at > b.len() {
+                return None;
+            }
+        }
+        Some(out)
+    }
+    let model = fields(bytes).ok_or_else(|| err("not a SentencePiece model (protobuf)"))?;
+    let mut pieces = Vec::new();
+    for (field, wire, _, range) in model {
+        if field != 1 || wire != 2 {
+            continue;
+        }
+        let sub = &bytes[range];
+        let piece = fields(sub).ok_or_else(|| err("a piece is not valid protobuf"))?;
+        let mut text = None;
+        let (mut score, mut kind) = (0f32, 1i32);
+        for (f, w, v, r) in piece {
+            match (f, w) {
+                (1, 2) => {
+                    let t =
+                        std::str::from_utf8(&sub[r]).map_err(|_| err("a piece is not UTF-8"))?;
+                    text = Some(t.to_string());
+                }
+                (2, 5) => {
+                    let b = &sub[r];
+                    score = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+                (3, 0) => kind = v as i32,
+                _ => {}
+            }
+        }
+        pieces.push((text.unwrap_or_default(), score, kind));
+    }
+    Ok(pieces)
 }
 
 #[cfg(test)]

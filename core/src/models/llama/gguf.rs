@@ -57,9 +57,11 @@ fn gguf_name(hf: &str) -> Option<String> {
         "self_attn.k_proj" => "attn_k",
         "self_attn.v_proj" => "attn_v",
         "self_attn.o_proj" => "attn_output",
+        "self_attn.qkv_proj" => "attn_qkv",
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
+        "mlp.gate_up_proj" => "ffn_up",
         _ => return None,
     };
     Some(format!("blk.{layer}.{to}.{kind}"))
@@ -118,24 +120,12 @@ fn llama3_rope_factors(config: &LlamaConfig) -> Option<Vec<f32>> {
     )
 }
 
-/// The metadata and tensors of `model` (a Llama; materialized here), `extra` (general.name,
-/// sampling, tokenizer: the caller's) placed where convert puts them.
-pub fn to_gguf(
-    model: &Llama,
+/// `general.architecture` … `general.quantization_version` for a Llama, as convert writes them.
+fn llama_metadata(
     config: &LlamaConfig,
     quant: GgufQuant,
     general: Vec<(String, GgufValue)>,
-    tokenizer: Vec<(String, GgufValue)>,
-) -> Result<Vec<u8>> {
-    if config.family != Family::Llama {
-        return Err(Error::Config {
-            file: "config.json".into(),
-            message: format!(
-                "GGUF export writes model_type \"llama\" so far; this is {:?}",
-                config.family.model_type()
-            ),
-        });
-    }
+) -> Result<Vec<(String, GgufValue)>> {
     let rope_meta = match &config.rope.scaling {
         RopeScaling::Default | RopeScaling::Llama3 { .. } => Vec::new(),
         RopeScaling::Linear { factor } => vec![
@@ -195,11 +185,126 @@ pub fn to_gguf(
         "general.quantization_version".to_string(),
         GgufValue::U32(2),
     ));
-    meta.extend(tokenizer);
+    Ok(meta)
+}
 
-    // The weights in transformers' names and layout, f32.
-    let bytes = save_safetensors(model, SaveDtype::F32)?;
-    let checkpoint = Checkpoint::from_shards(&[("model.safetensors", &bytes[..])])?;
+/// The same for Phi-3 (`Phi3MiniModel.set_gguf_parameters`): longrope's attention factor
+/// `sqrt(1 + ln(s) / ln(original))` with `s = max_position_embeddings / original` (its short and
+/// long factors are tensors), the original context length, the sliding window (0 when none).
+fn phi3_metadata(
+    config: &LlamaConfig,
+    quant: GgufQuant,
+    general: Vec<(String, GgufValue)>,
+) -> Result<Vec<(String, GgufValue)>> {
+    let original = config
+        .raw
+        .get("original_max_position_embeddings")
+        .and_then(serde_json::Value::as_u64)
+        .map(|v| v as usize);
+    let mut meta = vec![(
+        "general.architecture".to_string(),
+        GgufValue::Str("phi3".into()),
+    )];
+    match &config.rope.scaling {
+        RopeScaling::Default => {}
+        RopeScaling::LongRope {
+            original_max_position_embeddings: old,
+            ..
+        } => {
+            let scale = config.max_position_embeddings as f64 / *old as f64;
+            let attn = if scale > 1.0 {
+                (1.0 + scale.ln() / (*old as f64).ln()).sqrt()
+            } else {
+                1.0
+            };
+            meta.push((
+                "phi3.rope.scaling.attn_factor".to_string(),
+                GgufValue::F32(attn as f32),
+            ));
+        }
+        other => {
+            return Err(Error::Config {
+                file: "config.json".into(),
+                message: format!("rope_scaling {other:?} has no Phi-3 GGUF form"),
+            })
+        }
+    }
+    let original = match (&config.rope.scaling, original) {
+        (
+            RopeScaling::LongRope {
+                original_max_position_embeddings,
+                ..
+            },
+            _,
+        ) => *original_max_position_embeddings,
+        (_, Some(o)) => o,
+        _ => {
+            return Err(Error::Config {
+                file: "config.json".into(),
+                message: "a Phi-3 GGUF needs original_max_position_embeddings".into(),
+            })
+        }
+    };
+    meta.push(("general.type".to_string(), GgufValue::Str("model".into())));
+    meta.extend(general);
+    let u = |k: &str, v: usize| (format!("phi3.{k}"), GgufValue::U32(v as u32));
+    meta.extend([
+        u("context_length", config.max_position_embeddings),
+        u("rope.scaling.original_context_length", original),
+        u("embedding_length", config.hidden_size),
+        u("feed_forward_length", config.intermediate_size),
+        u("block_count", config.num_hidden_layers),
+        u("attention.head_count", config.num_attention_heads),
+        u("attention.head_count_kv", config.num_key_value_heads),
+        (
+            "phi3.attention.layer_norm_rms_epsilon".to_string(),
+            GgufValue::F32(config.rms_norm_eps as f32),
+        ),
+        u(
+            "rope.dimension_count",
+            config.hidden_size / config.num_attention_heads,
+        ),
+        (
+            "phi3.rope.freq_base".to_string(),
+            GgufValue::F32(config.rope.base),
+        ),
+        (
+            "general.file_type".to_string(),
+            GgufValue::U32(quant.file_type()),
+        ),
+        u(
+            "attention.sliding_window",
+            config.sliding_window.unwrap_or(0),
+        ),
+        (
+            "general.quantization_version".to_string(),
+            GgufValue::U32(2),
+        ),
+    ]);
+    Ok(meta)
+}
+
+/// The metadata and tensors of `model` (a Llama; materialized here), `extra` (general.name,
+/// sampling, tokenizer: the caller's) placed where convert puts them.
+pub fn to_gguf(
+    model: &Llama,
+    config: &LlamaConfig,
+    quant: GgufQuant,
+    general: Vec<(String, GgufValue)>,
+    tokenizer: Vec<(String, GgufValue)>,
+) -> Result<Vec<u8>> {
+    let mut meta =
+        match config.family {
+            Family::Llama => llama_metadata(config, quant, general)?,
+            Family::Phi3 => phi3_metadata(config, quant, general)?,
+            Family::Qwen2 => return Err(Error::Config {
+                file: "config.json".into(),
+                message:
+                    "GGUF export writes model_type \"llama\" and \"phi3\" so far; this is \"qwen2\""
+                        .into(),
+            }),
+        };
+    meta.extend(tokenizer);
     let mut tensors = Vec::new();
     if let Some(factors) = llama3_rope_factors(config) {
         tensors.push(GgufTensor {
@@ -209,6 +314,30 @@ pub fn to_gguf(
             data: encode_f32(&factors),
         });
     }
+    if let (
+        Family::Phi3,
+        RopeScaling::LongRope {
+            short_factor,
+            long_factor,
+            ..
+        },
+    ) = (config.family, &config.rope.scaling)
+    {
+        for (name, factors) in [
+            ("rope_factors_long.weight", long_factor),
+            ("rope_factors_short.weight", short_factor),
+        ] {
+            tensors.push(GgufTensor {
+                name: name.into(),
+                dims: vec![factors.len() as u64],
+                kind: GgmlType::F32,
+                data: encode_f32(factors),
+            });
+        }
+    }
+    // The weights in transformers' names and layout, f32.
+    let bytes = save_safetensors(model, SaveDtype::F32)?;
+    let checkpoint = Checkpoint::from_shards(&[("model.safetensors", &bytes[..])])?;
     let mut names: Vec<String> = checkpoint.names().map(str::to_string).collect();
     names.sort();
     for hf in names {
@@ -220,6 +349,8 @@ pub fn to_gguf(
         let mut values = read_f32("model.safetensors", &hf, view)?;
         let rows = shape[0];
         let cols = shape.get(1).copied().unwrap_or(1);
+        // Llama's q/k rows from rotate-half to ggml's pairs (Phi-3 runs NEOX-style rope in
+        // llama.cpp: its fused qkv stays as it is).
         if hf.contains("self_attn.q_proj.") {
             values = permute(&values, rows, cols, config.num_attention_heads);
         } else if hf.contains("self_attn.k_proj.") {
