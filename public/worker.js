@@ -130,10 +130,10 @@ function checkMemory(manifest, files, backend, maxMemoryBytes) {
   const need = fileBytes + held;
   const limit = Math.min(WASM_MEMORY_BYTES, maxMemoryBytes || Infinity);
   if (need > limit) {
-    const gb = (x) => (x / 1024 ** 3).toFixed(x < 1024 ** 3 ? 3 : 1);
-    throw new Error(`This model is too big for the browser: it needs about ${gb(need)} GiB of the page's memory `
+    const size = (x) => (x < 1024 ** 3 ? `${(x / 1024 ** 2).toFixed(1)} MiB` : `${(x / 1024 ** 3).toFixed(1)} GiB`);
+    throw new Error(`This model is too big for the browser: it needs about ${size(need)} of the page's memory `
       + `(${backend === 'cpu' ? 'its files and its weights on the CPU' : 'its files, read before they go to the GPU'}), `
-      + `and a page gets at most ${gb(limit)} GiB. Use a q4/q8 bundle (bartleby export --quant q4), or run it natively `
+      + `and a page gets at most ${size(limit)}. Use a q4/q8 bundle (bartleby export --quant q4), or run it natively `
       + 'and use the "server" backend (bartleby serve --web).');
   }
 }
