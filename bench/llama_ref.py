@@ -42,6 +42,7 @@ for b in batches:
         for i, d in enumerate(dialogues):
             f.write(json.dumps({"id": i, "dialogue": d}) + "\n")
     ids = torch.tensor([prompt_ids(d) for d in dialogues])
+    json.dump(ids[0].tolist(), open(os.path.join(out, f"llama_prompt_b{b}.json"), "w"))  # for llama.cpp
     for beams in (1, 4):
         with torch.no_grad():
             t0 = time.time()

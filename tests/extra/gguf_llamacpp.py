@@ -25,7 +25,9 @@ bin_, out = sys.argv[1], Path(sys.argv[2])
 FIX = Path("tests/fixtures")
 NEW = 16
 failed = False
-for model in ["llama-q8-untied", "llama-gqa-llama3-tied"]:
+# Phi-3 (longrope): reported, not required — llama.cpp picks the long or short rope factors once, by its context
+# size (n_ctx 512 > original 90: long), where transformers switches by the sequence's length.
+for model in ["llama-q8-untied", "llama-gqa-llama3-tied", "phi3-longrope-f16"]:
     fx = json.load(open(FIX / "parity" / f"{model}.json"))
     prompts = [c for c in fx["chat_prompts"] if c["system"] is None]
     inp = out / f"{model}.jsonl"
@@ -47,7 +49,7 @@ for model in ["llama-q8-untied", "llama-gqa-llama3-tied"]:
                                 json.dumps(eos)], capture_output=True, text=True)
         if child.returncode != 0:
             print(f"{model} {quant}: llama.cpp failed (exit {child.returncode}) {child.stderr.strip()[-200:]}")
-            failed |= quant == "f32"
+            failed |= quant == "f32" and not model.startswith("phi3")
             continue
         results = json.loads(child.stdout)
         agree = total = 0
@@ -58,7 +60,7 @@ for model in ["llama-q8-untied", "llama-gqa-llama3-tied"]:
             agree += n; total += len(want)
             status = "identical" if got == want else f"first {n} of {len(want)} agree"
             print(f"{model} {quant} dialogue {i}: {status}")
-            if quant == "f32" and got != want:
+            if quant == "f32" and got != want and not model.startswith("phi3"):
                 failed = True
         print(f"{model} {quant}: {agree}/{total} leading tokens agree")
 sys.exit(1 if failed else 0)
