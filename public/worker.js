@@ -119,14 +119,18 @@ async function pickBackend(requested, manifest, maxBufferBytes) {
 }
 
 // A page's wasm memory is at most 4 GiB (wasm32): the bundle's files are read into it, and on
-// the CPU the weights are held there too (f32/f16 bundles in f32; q8/q4 as int8, about their file
-// size). A model that cannot fit is refused here with the figures, before anything is allocated.
+// the CPU the weights are held there too (f32/f16 bundles in f32; q8/q4 as int8 — one byte per
+// parameter, q4 unpacked — plus the embedding table in f32). A model that cannot fit is refused
+// here with the figures, after the download and before the weights are loaded.
 // `maxMemoryBytes` (optional) lowers the limit, to try the refusal with a small model.
 const WASM_MEMORY_BYTES = 4 * 1024 ** 3;
 function checkMemory(manifest, files, backend, maxMemoryBytes) {
   const fileBytes = files.reduce((n, [, bytes]) => n + bytes.byteLength, 0);
   const quantized = /^q/.test(String(manifest.quantization || ''));
-  const held = backend === 'cpu' ? (quantized ? fileBytes : (manifest.requires || {}).device_bytes || 0) : 0;
+  const req = manifest.requires || {};
+  const held = backend !== 'cpu' ? 0
+    : quantized ? (manifest.parameters || fileBytes) + (req.max_buffer_bytes || 0)
+    : req.device_bytes || 0;
   const need = fileBytes + held;
   const limit = Math.min(WASM_MEMORY_BYTES, maxMemoryBytes || Infinity);
   if (need > limit) {

@@ -226,6 +226,20 @@ fn logits_match_transformers_wgpu() {
     }
 }
 
+/// A model held in half precision saves (materialized: host weights and tables widened back)
+/// exactly what the same checkpoint loaded in f32 saves.
+#[test]
+fn half_weights_save_what_f32_saves() {
+    use bartleby_core::checkpoint::{save_safetensors, SaveDtype};
+    for name in HALF_MODELS {
+        let half = load_held(name, &cpu(), Held::Half);
+        let f32 = load_held(name, &cpu(), Held::F32);
+        let a = save_safetensors(&half.model, SaveDtype::F32).unwrap();
+        let b = save_safetensors(&f32.model, SaveDtype::F32).unwrap();
+        assert!(a == b, "{name}: saved bytes differ");
+    }
+}
+
 /// The model's own settings with a fixture's `generate(**kwargs)` on top.
 fn settings(base: &GenerationConfig, kwargs: &Value) -> GenerationConfig {
     let mut overrides = kwargs.as_object().unwrap().clone();
@@ -935,6 +949,53 @@ fn export_bundle_summarizes_like_the_cli() {
             .map(|v| v[0].token_ids.clone())
             .collect();
         assert_eq!(ours, cli, "{quant}: load_bundle vs the CLI");
+    }
+}
+
+/// What convert writes after the tokens (gguf-py's `SpecialVocab`: special ids, `add_*_token`
+/// flags) on tokenizer triples that take its other branches — a trailing eos in the single
+/// template, a trailing token that becomes the eos (the old one the eot), RobertaProcessing, no
+/// post-processor with tokenizer_config's flags and config.json's ids, no tokenizer_config —
+/// equals gguf-py's own (tools/reference/make_gguf_fixtures.py, tests/fixtures/gguf/special-vocab.json).
+#[test]
+fn gguf_special_vocab_matches_gguf_py() {
+    use bartleby_core::checkpoint::gguf::{special_vocab_metadata, GgufValue};
+    use std::collections::BTreeMap;
+    let cases: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("gguf").join("special-vocab.json")).unwrap(),
+    )
+    .unwrap();
+    for c in cases.as_array().unwrap() {
+        let config = (!c["tokenizer_config"].is_null())
+            .then(|| serde_json::to_vec(&c["tokenizer_config"]).unwrap());
+        let ours: BTreeMap<String, GgufValue> = special_vocab_metadata(
+            c["n_vocab"].as_u64().unwrap() as usize,
+            &c["tokenizer_json"],
+            config.as_deref(),
+            Some(&c["config"]),
+            None,
+        )
+        .into_iter()
+        .collect();
+        let mut want = BTreeMap::new();
+        for (typ, id) in c["ids"].as_object().unwrap() {
+            let name = match typ.as_str() {
+                "unk" => "unknown",
+                "sep" => "seperator",
+                "pad" => "padding",
+                "cls" => continue, // gguf-py's writer has no cls id
+                other => other,
+            };
+            let id = GgufValue::U32(id.as_u64().unwrap() as u32);
+            want.insert(format!("tokenizer.ggml.{name}_token_id"), id);
+        }
+        for (typ, b) in c["add"].as_object().unwrap() {
+            if ["bos", "eos", "sep"].contains(&typ.as_str()) {
+                let b = GgufValue::Bool(b.as_bool().unwrap());
+                want.insert(format!("tokenizer.ggml.add_{typ}_token"), b);
+            }
+        }
+        assert_eq!(ours, want, "{}", c["name"]);
     }
 }
 

@@ -29,7 +29,7 @@ fn main() {
             (big.len() * 8) as f64 / t.elapsed().as_secs_f64() / 1e9
         );
     }
-    for rows in [1usize, 4, 16, 64] {
+    for rows in [1usize, 4, 16, 64, 128, 256] {
         let x: Vec<f32> = (0..rows * d_in).map(|_| next()).collect();
         let t = Instant::now();
         let reps = 2;

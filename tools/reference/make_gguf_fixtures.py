@@ -51,13 +51,14 @@ def phi3_tokenizer_model(model_dir):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sdist-dir", default=str(ROOT / "bench" / "out" / "llama-cpp-sdist"))
-    ap.add_argument("--q4-0-only", action="store_true", help="only rewrite tests/fixtures/gguf/q4_0-blocks.json")
+    ap.add_argument("--q4-0-only", action="store_true", help="only rewrite tests/fixtures/gguf/q4_0-blocks.json and special-vocab.json")
     ap.add_argument("--convert-one", nargs=3, metavar=("SRC", "OUT", "TYPE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     sdist = Path(args.sdist_dir)
     src = next(iter(sdist.glob("llama_cpp_python-*/vendor/llama.cpp")), None)
     if args.q4_0_only:
         q4_0_blocks(src, FIX / "gguf" / "q4_0-blocks.json")
+        special_vocab_cases(src, FIX / "gguf" / "special-vocab.json")
         return
     if args.convert_one:
         model, out, outtype = args.convert_one
@@ -92,6 +93,50 @@ def main():
                         str(FIX / "models" / model), str(out), outtype], check=True)
         print(f"wrote {out.relative_to(ROOT)} ({out.stat().st_size} bytes)")
     q4_0_blocks(src, out_dir / "q4_0-blocks.json")
+    special_vocab_cases(src, out_dir / "special-vocab.json")
+
+
+def special_vocab_cases(src, path):
+    """gguf-py's SpecialVocab (what convert writes after the tokens: special ids, add_*_token flags) on small
+    tokenizer.json / tokenizer_config.json / config.json triples that take its other branches: a trailing eos in the
+    single template ($A </s>, T5-like), a trailing token that is not the eos (it becomes the eos; the old one the eot),
+    RobertaProcessing (cls/sep adopted from the processor), no post-processor with tokenizer_config's add_* flags and
+    a pad id from config.json only, no tokenizer_config at all."""
+    import json, tempfile
+    sys.path.insert(0, str(src / "gguf-py"))
+    from gguf.vocab import SpecialVocab
+    added = [{"id": i, "content": t, "special": True} for i, t in enumerate(["<pad>", "<s>", "</s>", "<unk>", "<|eot|>", "<mask>"])]
+    A, B = {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}
+    sp = lambda t: {"SpecialToken": {"id": t, "type_id": 0}}
+    tmpl = lambda single, pair: {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": {}}
+    cases = [
+        ("t5-like", tmpl([A, sp("</s>")], [A, sp("</s>"), B, sp("</s>")]),
+         {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "add_bos_token": True}, {"decoder_start_token_id": 0}),
+        ("eos-override", tmpl([sp("<s>"), A, sp("<|eot|>")], [sp("<s>"), A, sp("<|eot|>"), sp("<s>"), B, sp("<|eot|>")]),
+         {"bos_token": "<s>", "eos_token": "</s>"}, {}),
+        ("roberta", {"type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 1], "trim_offsets": True,
+                     "add_prefix_space": False},
+         {"bos_token": "<s>", "eos_token": "</s>", "mask_token": {"content": "<mask>"}}, {}),
+        ("config-flags", None, {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True, "add_eos_token": False},
+         {"pad_token_id": 0, "eos_token_id": [2, 4], "unk_token_id": 99}),
+        ("no-tokenizer-config", tmpl([sp("<s>"), A, sp("</s>")], [sp("<s>"), A, sp("</s>"), B, sp("</s>")]), None,
+         {"bos_token_id": 1, "pad_token_id": 0}),
+    ]
+    out = []
+    for name, post, tcfg, cfg in cases:
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            tok = {"version": "1.0", "added_tokens": added, "post_processor": post,
+                   "model": {"type": "BPE", "vocab": {t["content"]: t["id"] for t in added}, "merges": []}}
+            (d / "tokenizer.json").write_text(json.dumps(tok))
+            if tcfg is not None:
+                (d / "tokenizer_config.json").write_text(json.dumps(tcfg))
+            (d / "config.json").write_text(json.dumps(cfg))
+            v = SpecialVocab(d, load_merges=False, n_vocab=6)
+            out.append({"name": name, "tokenizer_json": tok, "tokenizer_config": tcfg, "config": cfg, "n_vocab": 6,
+                        "ids": v.special_token_ids, "add": v.add_special_token})
+    json.dump(out, open(path, "w"), indent=1)
+    print(f"wrote {path.relative_to(ROOT)} ({len(out)} cases)")
 
 
 def q4_0_blocks(src, path):

@@ -343,6 +343,7 @@ fn run_gguf(args: &ExportArgs) -> Result<()> {
             &read(model_file)?,
             Some(&tokenizer_json),
             tokenizer_config.as_deref(),
+            Some(&config.raw),
             added.as_deref(),
             chat_template.as_deref(),
             config.vocab_size,
@@ -352,6 +353,7 @@ fn run_gguf(args: &ExportArgs) -> Result<()> {
         bpe_tokenizer_metadata(
             &tokenizer_json,
             tokenizer_config.as_deref(),
+            Some(&config.raw),
             chat_template.as_deref(),
             config.vocab_size,
             "llama-bpe",

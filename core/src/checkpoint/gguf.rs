@@ -313,6 +313,7 @@ pub fn encode_f32(values: &[f32]) -> Vec<u8> {
 pub fn bpe_tokenizer_metadata(
     tokenizer_json: &[u8],
     tokenizer_config: Option<&[u8]>,
+    config_json: Option<&Value>,
     chat_template: Option<&str>,
     vocab_size: usize,
     pre: &str,
@@ -388,10 +389,11 @@ pub fn bpe_tokenizer_metadata(
             GgufValue::StrArray(merges),
         ),
     ];
-    meta.extend(special_metadata(
-        &tokens,
+    meta.extend(special_vocab_metadata(
+        vocab_size,
         &tok,
         tokenizer_config,
+        config_json,
         chat_template,
     ));
     Ok(meta)
@@ -406,11 +408,17 @@ pub fn spm_tokenizer_metadata(
     tokenizer_model: &[u8],
     tokenizer_json: Option<&[u8]>,
     tokenizer_config: Option<&[u8]>,
+    config_json: Option<&Value>,
     added_tokens_json: Option<&[u8]>,
     chat_template: Option<&str>,
     vocab_size: usize,
 ) -> Result<Vec<(String, GgufValue)>> {
     let pieces = sentencepiece_pieces(tokenizer_model)?;
+    if pieces.is_empty() {
+        return Err(Error::Tokenizer(
+            "tokenizer.model: no pieces (not a SentencePiece model)".into(),
+        ));
+    }
     let mut tokens: Vec<String> = (0..vocab_size).map(|i| format!("[PAD{i}]")).collect();
     let mut scores = vec![-10000f32; vocab_size];
     let mut types = vec![5i32; vocab_size];
@@ -481,65 +489,73 @@ pub fn spm_tokenizer_metadata(
             GgufValue::I32Array(types),
         ),
     ];
-    meta.extend(special_metadata(
-        &tokens,
+    meta.extend(special_vocab_metadata(
+        vocab_size,
         &tok,
         tokenizer_config,
+        config_json,
         chat_template,
     ));
     Ok(meta)
 }
 
-/// What gguf-py's `SpecialVocab` adds after the tokens: the special ids of
-/// tokenizer_config.json (`bos`, `eos`, `unk`, `sep`, `pad`), the `add_{bos,eos,sep}_token` flags
-/// its post-processor walk sets (ByteLevel: bos/eos false unless set; RobertaProcessing: all
-/// three; TemplateProcessing: a leading bos / trailing eos special token of the single template,
-/// a separator between `$A` and `$B` of the pair template), and the chat template.
-fn special_metadata(
-    tokens: &[String],
+/// What gguf-py's `SpecialVocab` (`_try_load_from_tokenizer_json`, then `_try_load_from_config_json`)
+/// adds after the tokens, in its order of rules:
+/// - the special tokens' texts from tokenizer_config.json (`{bos,eos,unk,sep,pad,cls,mask}_token`,
+///   a string or `{content}`; cls stands in for a missing bos, sep for a missing eos);
+/// - the `add_{bos,eos,sep}_token` flags the post-processor walk sets (ByteLevel: bos/eos false
+///   unless set; RobertaProcessing: all three; TemplateProcessing: its single template's leading
+///   special token (bos or cls — adopted as bos when bos is unset) and trailing one (which becomes
+///   the eos, the old eos kept as `eot`), a separator between `$A` and `$B` of its pair template),
+///   then tokenizer_config.json's own `add_{type}_token` for the types the walk left unset;
+/// - each type's id: its text looked up among tokenizer.json's `added_tokens`, else config.json's
+///   `{type}_token_id` (an integer under the vocabulary size);
+/// - the chat template.
+pub fn special_vocab_metadata(
+    vocab_size: usize,
     tokenizer_json: &Value,
     tokenizer_config: Option<&[u8]>,
+    config_json: Option<&Value>,
     chat_template: Option<&str>,
 ) -> Vec<(String, GgufValue)> {
     let mut meta = Vec::new();
     let config: Option<Value> = tokenizer_config.and_then(|b| serde_json::from_slice(b).ok());
-    let text_of = |key: &str| {
-        config.as_ref().and_then(|c| match &c[key] {
-            Value::String(s) => Some(s.clone()),
-            Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
-            _ => None,
+    let mut types: Vec<&'static str> = vec!["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
+    let mut text: std::collections::HashMap<&'static str, String> = types
+        .iter()
+        .filter_map(|&t| {
+            let v = config.as_ref().map(|c| &c[format!("{t}_token")])?;
+            match v {
+                Value::String(s) => Some((t, s.clone())),
+                Value::Object(o) => o
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .map(|s| (t, s.to_string())),
+                _ => None,
+            }
         })
-    };
-    let id_of = |text: &str| tokens.iter().position(|t| t == text).map(|i| i as u32);
-    for (key, name) in [
-        ("bos_token", "bos"),
-        ("eos_token", "eos"),
-        ("unk_token", "unknown"),
-        ("sep_token", "seperator"),
-        ("pad_token", "padding"),
-    ] {
-        if let Some(id) = text_of(key).as_deref().and_then(id_of) {
-            meta.push((
-                format!("tokenizer.ggml.{name}_token_id"),
-                GgufValue::U32(id),
-            ));
+        .collect();
+    if config.is_some() {
+        if !text.contains_key("bos") {
+            if let Some(cls) = text.get("cls").cloned() {
+                text.insert("bos", cls);
+            }
+        }
+        if !text.contains_key("eos") {
+            if let Some(sep) = text.get("sep").cloned() {
+                text.insert("eos", sep);
+            }
         }
     }
-    let (bos, eos, sep) = (
-        text_of("bos_token"),
-        text_of("eos_token"),
-        text_of("sep_token"),
-    );
-    let mut flags: Vec<(&str, bool)> = Vec::new();
-    let set =
-        |flags: &mut Vec<(&str, bool)>, key: &'static str, v: bool, only_default: bool| match flags
-            .iter_mut()
-            .find(|(k, _)| *k == key)
-        {
+    // The add_* flags in the order they are first set.
+    let mut flags: Vec<(&'static str, bool)> = Vec::new();
+    fn set(flags: &mut Vec<(&'static str, bool)>, key: &'static str, v: bool, only_default: bool) {
+        match flags.iter_mut().find(|(k, _)| *k == key) {
             Some(f) if !only_default => f.1 = v,
             Some(_) => {}
             None => flags.push((key, v)),
-        };
+        }
+    }
     let post = &tokenizer_json["post_processor"];
     let processors: Vec<&Value> = match post["processors"].as_array() {
         Some(list) => list.iter().collect(),
@@ -557,6 +573,19 @@ fn special_metadata(
                 for k in ["bos", "eos", "sep"] {
                     set(&mut flags, k, true, false);
                 }
+                if config.is_some() {
+                    for (typ, key, fallback) in [("cls", "cls", "bos"), ("sep", "sep", "eos")] {
+                        if !text.contains_key(typ) {
+                            let from = p[key][0]
+                                .as_str()
+                                .map(str::to_string)
+                                .or_else(|| text.get(fallback).cloned());
+                            if let Some(t) = from {
+                                text.insert(typ, t);
+                            }
+                        }
+                    }
+                }
             }
             Some("TemplateProcessing") => {
                 let single: Vec<&Value> = p["single"].as_array().into_iter().flatten().collect();
@@ -565,11 +594,41 @@ fn special_metadata(
                 if single.len() > 1 {
                     first = special_id(single[0]);
                     if let Some(f) = &first {
-                        set(&mut flags, "bos", Some(f) == bos.as_ref(), false);
+                        if config.is_none() {
+                            text.insert("bos", f.clone());
+                        } else if Some(f) != text.get("bos") && Some(f) != text.get("cls") {
+                            if !text.contains_key("bos") {
+                                text.insert("bos", f.clone());
+                            }
+                            if !text.contains_key("cls") {
+                                text.insert("cls", f.clone());
+                            }
+                        }
+                        let is_bos = Some(f) == text.get("bos") || Some(f) == text.get("cls");
+                        set(&mut flags, "bos", is_bos, false);
                     }
                     last = special_id(single[single.len() - 1]);
                     if let Some(l) = &last {
-                        set(&mut flags, "eos", Some(l) == eos.as_ref(), false);
+                        if config.is_none() {
+                            text.insert("eos", l.clone());
+                        } else if Some(l) != text.get("eos") {
+                            // The trailing token becomes the eos; the old one is kept as eot (eom).
+                            let fallback = if !types.contains(&"eot") {
+                                Some("eot")
+                            } else if !types.contains(&"eom") {
+                                Some("eom")
+                            } else {
+                                None
+                            };
+                            if let Some(kind) = fallback {
+                                types.push(kind);
+                                if let Some(old) = text.get("eos").cloned() {
+                                    text.insert(kind, old);
+                                }
+                            }
+                            text.insert("eos", l.clone());
+                        }
+                        set(&mut flags, "eos", true, false);
                     }
                 }
                 let pair: Vec<&Value> = p["pair"].as_array().into_iter().flatten().collect();
@@ -589,7 +648,7 @@ fn special_metadata(
                         let middle = &pair[1..pair.len() - 1];
                         let is_sep = |v: &Value| {
                             special_id(v).is_some_and(|t| {
-                                Some(&t) == sep.as_ref() || Some(&t) == eos.as_ref()
+                                Some(&t) == text.get("sep") || Some(&t) == text.get("eos")
                             })
                         };
                         let mut add_sep = is_sep(middle[0]) && last.is_none();
@@ -597,14 +656,80 @@ fn special_metadata(
                             add_sep = true;
                         }
                         set(&mut flags, "sep", add_sep, false);
+                        if add_sep && !text.contains_key("sep") && config.is_some() {
+                            if let Some(eos) = text.get("eos").cloned() {
+                                text.insert("sep", eos);
+                            }
+                        }
                     }
                 }
             }
             _ => {}
         }
     }
+    let mut ids: Vec<(&'static str, u32)> = Vec::new();
+    if let Some(config) = &config {
+        for &typ in &types {
+            if let Some(Value::Bool(b)) = config.get(format!("add_{typ}_token")) {
+                set(&mut flags, typ, *b, true);
+            }
+        }
+        let added: Vec<&Value> = tokenizer_json["added_tokens"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
+        for &typ in &types {
+            let Some(t) = text.get(typ) else { continue };
+            let id = added
+                .iter()
+                .find(|a| a["content"].as_str() == Some(t.as_str()))
+                .and_then(|a| a["id"].as_u64());
+            if let Some(id) = id.filter(|&i| (i as usize) < vocab_size) {
+                if !ids.iter().any(|(k, _)| *k == typ) {
+                    ids.push((typ, id as u32));
+                }
+            }
+        }
+    }
+    if let Some(c) = config_json {
+        for &typ in &types {
+            let id = c
+                .get(format!("{typ}_token_id"))
+                .filter(|v| !v.is_null())
+                .or_else(|| {
+                    c.get("text_config")
+                        .and_then(|t| t.get(format!("{typ}_token_id")))
+                });
+            if let Some(id) = id
+                .and_then(Value::as_u64)
+                .filter(|&i| (i as usize) < vocab_size)
+            {
+                if !ids.iter().any(|(k, _)| *k == typ) {
+                    ids.push((typ, id as u32));
+                }
+            }
+        }
+    }
+    // Written where gguf-py's writer has a method for the type (no cls id; flags for bos, eos
+    // and sep only), under its key names (`unknown`, `seperator` (sic), `padding`).
+    for (typ, id) in ids {
+        let name = match typ {
+            "unk" => "unknown",
+            "sep" => "seperator",
+            "pad" => "padding",
+            "cls" => continue,
+            other => other,
+        };
+        meta.push((
+            format!("tokenizer.ggml.{name}_token_id"),
+            GgufValue::U32(id),
+        ));
+    }
     for (k, v) in flags {
-        meta.push((format!("tokenizer.ggml.add_{k}_token"), GgufValue::Bool(v)));
+        if matches!(k, "bos" | "eos" | "sep") {
+            meta.push((format!("tokenizer.ggml.add_{k}_token"), GgufValue::Bool(v)));
+        }
     }
     if let Some(t) = chat_template {
         meta.push((

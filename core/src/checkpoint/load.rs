@@ -209,6 +209,12 @@ pub fn fill<M: Params>(
         converted(view.data());
         Ok(())
     })?;
+    // Tables are held in half only beside half projections (whose head then is a host weight
+    // too); otherwise (an f32 or int8 checkpoint with a half table) they go back to f32, so that
+    // no product rounds to half.
+    if options.half_weights && !host.values().any(|w| matches!(w, HostWeight::Half(_))) {
+        super::widen_held_tables(model);
+    }
     let mut unused: Vec<String> = checkpoint
         .names()
         .filter(|k| !names.is_alias(k))

@@ -69,6 +69,26 @@ pub fn expand_host<M: Params>(model: &mut M) {
     });
 }
 
+/// Puts an embedding table and an untied `lm_head.weight` held in their stored half precision
+/// ([`LoadOptions::half_weights`]) back into f32 (the same values). Only for models loaded for
+/// the CPU's host products: training's mixed precision holds its matrices in half on purpose.
+pub fn widen_held_tables<M: Params>(model: &mut M) {
+    let table = model.embedding_table();
+    let _ = model.visit(&mut |name, slot| {
+        if let Slot::Matrix(p) = slot {
+            let t = p.val();
+            let half = matches!(
+                t.dtype(),
+                burn::tensor::DType::F16 | burn::tensor::DType::BF16
+            );
+            if half && (name == table || name == "lm_head.weight") {
+                *p = Param::from_tensor(t.cast(burn::tensor::DType::F32));
+            }
+        }
+        Ok(())
+    });
+}
+
 /// What the checkpoint code (saving, quantizing, adapters, bundles) needs of a model: the one
 /// walk over its parameters in Hugging Face naming, which each model implements in its
 /// `params.rs`.

@@ -422,6 +422,7 @@ mod x86 {
         let mut acc = [[_mm512_setzero_ps(); M]; N];
         let (wp, xp) = (w.as_ptr(), x.as_ptr());
         assert!(w.len() >= lay.tail + N.saturating_sub(1) * lay.tail_row + (d_in - main));
+        assert!(x.len() >= M * d_in);
         assert!(main == 0 || w.len() >= (N - 1) * lay.row + (main / LANES - 1) * lay.step + LANES);
         let mut k = 0;
         while k < main {
@@ -468,6 +469,7 @@ mod x86 {
         let mut hi = [[_mm256_setzero_ps(); M]; N];
         let (wp, xp) = (w.as_ptr(), x.as_ptr());
         assert!(w.len() >= lay.tail + N.saturating_sub(1) * lay.tail_row + (d_in - main));
+        assert!(x.len() >= M * d_in);
         assert!(main == 0 || w.len() >= (N - 1) * lay.row + (main / LANES - 1) * lay.step + LANES);
         let mut k = 0;
         while k < main {

@@ -231,16 +231,21 @@ fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     y.reshape([batch, len, d_out])
 }
 
+/// Up to this many rows, halves are multiplied by their own kernel ([`crate::ops::half`]: at 64
+/// to 256 rows it runs at its compute rate, docs/benchmarks.md), so batched beam decoding (e.g.
+/// `serve`'s 32 inputs × 4 beams) never widens a weight per step.
+pub const HALF_KERNEL_ROWS: usize = 256;
+
 /// [`project`] with a host weight, which holds its own bias (CPU devices: the activations are
 /// read back, computed by [`crate::ops::int8`] or [`crate::ops::half`] and put back). Halves
-/// with many rows (a prompt, an encoder) are widened to f32 for the call and take the f32
-/// matrix product (compute-bound; the widened copy is dropped after it).
+/// with more rows than [`HALF_KERNEL_ROWS`] (a prompt, an encoder) are widened to f32 for the
+/// call and take the f32 matrix product (compute-bound; the widened copy is dropped after it).
 pub fn project_host(w: &HostWeight, x: Tensor<3>) -> Tensor<3> {
     let [batch, len, d_in] = x.dims();
     let device = x.device();
     let rows = batch * len;
     let y = match w {
-        HostWeight::Half(h) if rows > FEW_ROWS => {
+        HostWeight::Half(h) if rows > HALF_KERNEL_ROWS => {
             let wide =
                 Tensor::<2>::from_data(TensorData::new(h.widen(), [h.d_out(), d_in]), &device);
             let y = times_weight(x.reshape([rows, d_in]), wide.transpose(), DType::F32);
