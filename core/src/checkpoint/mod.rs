@@ -69,6 +69,20 @@ pub fn expand_host<M: Params>(model: &mut M) {
     });
 }
 
+/// Puts every weight a model held for the CPU's host products back into plain tensors: the
+/// projections' host weights expanded ([`expand_host`]) and, when the output projection `head`
+/// (already taken from the model) was held in halves, the tables widened ([`widen_held_tables`]).
+pub fn release_host<M: Params>(
+    model: &mut M,
+    head: Option<std::sync::Arc<crate::ops::HostWeight>>,
+) {
+    let held_half = matches!(head.as_deref(), Some(crate::ops::HostWeight::Half(_)));
+    expand_host(model);
+    if held_half {
+        widen_held_tables(model);
+    }
+}
+
 /// Puts an embedding table and an untied `lm_head.weight` held in their stored half precision
 /// ([`LoadOptions::half_weights`]) back into f32 (the same values). Only for models loaded for
 /// the CPU's host products: training's mixed precision holds its matrices in half on purpose.

@@ -162,15 +162,8 @@ impl Bart {
     /// their `linear.weight`.
     pub fn materialize(&mut self) {
         crate::ops::embedding::join_parts(&mut self.shared, &mut self.shared_parts);
-        let held_half = matches!(
-            self.lm_head_host.as_deref(),
-            Some(crate::ops::HostWeight::Half(_))
-        );
-        self.lm_head_host = None;
-        crate::checkpoint::expand_host(self);
-        if held_half {
-            crate::checkpoint::widen_held_tables(self);
-        }
+        let head = self.lm_head_host.take();
+        crate::checkpoint::release_host(self, head);
     }
 
     /// Token embedding, scaled by `sqrt(d_model)` when the config says so.

@@ -179,15 +179,8 @@ impl T5 {
     /// Puts every weight back into its plain f32 tensor (whole table, no host weights).
     pub fn materialize(&mut self) {
         crate::ops::embedding::join_parts(&mut self.shared, &mut self.shared_parts);
-        let held_half = matches!(
-            self.lm_head_host.as_deref(),
-            Some(crate::ops::HostWeight::Half(_))
-        );
-        self.lm_head_host = None;
-        crate::checkpoint::expand_host(self);
-        if held_half {
-            crate::checkpoint::widen_held_tables(self);
-        }
+        let head = self.lm_head_host.take();
+        crate::checkpoint::release_host(self, head);
     }
 
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
