@@ -29,12 +29,13 @@ const HALF_MODELS: [&str; 3] = [
     "phi3-longrope-f16",
 ];
 
-/// How the fixture is held: f32 (as every device can), or in its stored half precision with the
-/// products widened to f32 on the CPU ([`LoadOptions::half_weights`]).
+/// How the fixture is held: f32 tensors (as every device can), or on the host for the CPU's own
+/// products ([`LoadOptions::host_weights`]): an f16/bf16 fixture in its stored half precision
+/// (products widened to f32), an f32 one in f32.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Held {
     F32,
-    Half,
+    Host,
 }
 
 fn load_held(name: &str, device: &Device, held: Held) -> bartleby_core::Summarizer {
@@ -43,32 +44,36 @@ fn load_held(name: &str, device: &Device, held: Held) -> bartleby_core::Summariz
     }
     let files = bartleby::model_files::resolve(model_dir(name).to_str().unwrap()).unwrap();
     let options = LoadOptions {
-        half_weights: true,
+        host_weights: true,
         ..LoadOptions::default()
     };
     let mut s = bartleby::model_files::load(&files, device, options).unwrap();
-    // Every projection and the output projection are held as halves; the table in half too.
-    let (mut half, mut all) = (0, 0);
+    // Every projection and the output projection are held on the host, as stored: halves (the
+    // table in half too) or f32.
+    let half = HALF_MODELS.contains(&name);
+    let as_stored = |w: Option<&HostWeight>| match w {
+        Some(HostWeight::Half(_)) => half,
+        Some(HostWeight::F32(_)) => !half,
+        _ => false,
+    };
+    let (mut held, mut all) = (0, 0);
     s.model
         .visit_projections(&mut |_, p| {
             all += 1;
-            half += matches!(p.host.as_deref(), Some(HostWeight::Half(_))) as usize;
+            held += as_stored(p.host.as_deref()) as usize;
             Ok(())
         })
         .unwrap();
     assert_eq!(
-        (half, all > 0),
+        (held, all > 0),
         (all, true),
-        "{name}: projections held as halves"
+        "{name}: projections held as stored"
     );
     let llama = s.model.as_llama().unwrap();
-    assert!(
-        matches!(llama.lm_head_host.as_deref(), Some(HostWeight::Half(_))),
-        "{name}: head"
-    );
-    assert_ne!(
-        llama.shared.val().dtype(),
-        burn::tensor::DType::F32,
+    assert!(as_stored(llama.lm_head_host.as_deref()), "{name}: head");
+    assert_eq!(
+        llama.shared.val().dtype() != burn::tensor::DType::F32,
+        half,
         "{name}: table"
     );
     s
@@ -210,9 +215,9 @@ fn logits_match_transformers_cpu() {
 }
 
 #[test]
-fn half_weights_logits_match_transformers_cpu() {
-    for name in HALF_MODELS {
-        check_logits(name, &cpu(), Held::Half);
+fn host_weights_logits_match_transformers_cpu() {
+    for name in MODELS {
+        check_logits(name, &cpu(), Held::Host);
     }
 }
 
@@ -226,13 +231,13 @@ fn logits_match_transformers_wgpu() {
     }
 }
 
-/// A model held in half precision saves (materialized: host weights and tables widened back)
-/// exactly what the same checkpoint loaded in f32 saves.
+/// A model held on the host (in half precision or f32) saves (materialized: host weights and
+/// tables widened back) exactly what the same checkpoint loaded in f32 saves.
 #[test]
-fn half_weights_save_what_f32_saves() {
+fn host_weights_save_what_f32_saves() {
     use bartleby_core::checkpoint::{save_safetensors, SaveDtype};
-    for name in HALF_MODELS {
-        let half = load_held(name, &cpu(), Held::Half);
+    for name in MODELS {
+        let half = load_held(name, &cpu(), Held::Host);
         let f32 = load_held(name, &cpu(), Held::F32);
         let a = save_safetensors(&half.model, SaveDtype::F32).unwrap();
         let b = save_safetensors(&f32.model, SaveDtype::F32).unwrap();
@@ -310,9 +315,9 @@ fn generate_matches_transformers_cpu() {
 }
 
 #[test]
-fn half_weights_generate_matches_transformers_cpu() {
-    for name in HALF_MODELS {
-        check_generations(name, &cpu(), Held::Half);
+fn host_weights_generate_matches_transformers_cpu() {
+    for name in MODELS {
+        check_generations(name, &cpu(), Held::Host);
     }
 }
 

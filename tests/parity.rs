@@ -84,15 +84,43 @@ fn settings(base: &GenerationConfig, kwargs: &Value) -> GenerationConfig {
 }
 
 fn check_model(name: &str, device: &Device) {
-    check_model_as(name, device, false)
+    check_model_as(name, device, Held::Plain)
 }
 
-/// `split`: the shared embedding held as several blocks of rows (what a WebGPU adapter with a
-/// small buffer limit gets), the limit set to the largest other tensor so it splits the most.
-fn check_model_as(name: &str, device: &Device, split: bool) {
+/// How the weights are held for a parity run.
+#[derive(Clone, Copy, PartialEq)]
+enum Held {
+    /// Burn tensors, as loaded by default.
+    Plain,
+    /// The shared embedding held as several blocks of rows (what a WebGPU adapter with a
+    /// small buffer limit gets), the limit set to the largest other tensor so it splits the most.
+    Split,
+    /// On the host for the CPU's own products, as `summarize`/`eval`/`serve` load on `--device
+    /// cpu` ([`LoadOptions::host_weights`]: f32 as f32, f16/bf16 as stored).
+    Host,
+}
+
+fn check_model_as(name: &str, device: &Device, held: Held) {
     let fx = parity(name);
     let mut s = load(name, device);
-    if split {
+    if held == Held::Host {
+        use bartleby_core::checkpoint::LoadOptions;
+        let files = bartleby::model_files::resolve(model_dir(name).to_str().unwrap()).unwrap();
+        let options = LoadOptions {
+            host_weights: true,
+            ..LoadOptions::default()
+        };
+        s = bartleby::model_files::load(&files, device, options).unwrap();
+        let mut held = 0;
+        use bartleby_core::checkpoint::Params;
+        let _ = s.model.visit_projections(&mut |_, p| {
+            held += p.host.is_some() as usize;
+            Ok(())
+        });
+        assert!(held > 0, "{name}: no projection held on the host");
+        eprintln!("{name}: {held} projections held on the host");
+    }
+    if held == Held::Split {
         use bartleby_core::checkpoint::{save_safetensors, Checkpoint, LoadOptions, SaveDtype};
         let (_, requires) = bartleby_core::checkpoint::bundle::model_stats(&s.model).unwrap();
         let limit = requires.min_buffer_bytes.unwrap();
@@ -233,7 +261,7 @@ fn model_parity_cpu() {
 fn model_parity_split_embedding_cpu() {
     let device = Device::flex();
     for name in MODELS {
-        check_model_as(name, &device, true);
+        check_model_as(name, &device, Held::Split);
     }
 }
 
@@ -252,7 +280,18 @@ fn t5_parity_cpu() {
 fn t5_parity_split_embedding_cpu() {
     let device = Device::flex();
     for name in ["t5-relu-tied", "t5-gatedsilu-f16"] {
-        check_model_as(name, &device, true);
+        check_model_as(name, &device, Held::Split);
+    }
+}
+
+/// The same parity with every projection and the output projection held on the host for the
+/// CPU's own products (f32 checkpoints in f32, f16 ones in f16: `crate::ops::dense`), as the
+/// CLI and the server load on `--device cpu`.
+#[test]
+fn host_weights_parity_cpu() {
+    let device = Device::flex();
+    for name in MODELS.iter().chain(&T5_MODELS) {
+        check_model_as(name, &device, Held::Host);
     }
 }
 
@@ -339,7 +378,7 @@ fn model_parity_wgpu() {
         return;
     };
     check_model("tiny-gelu", &device);
-    check_model_as("tiny-gelu", &device, true);
+    check_model_as("tiny-gelu", &device, Held::Split);
     // Encoding's products and attention (4 inputs × 48 tokens; 32 teacher-forced decoder
     // queries) on the kernel the web app uses on a software adapter.
     bartleby::device::blocked_matmul(true);

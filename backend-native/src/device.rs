@@ -34,17 +34,17 @@ pub fn init(arg: DeviceArg) -> Result<Target> {
 }
 
 /// [`init`] for generating: on the CPU, q8/q4 bundles are computed in int8
-/// ([`LoadOptions::int8_matmul`]) and f16/bf16 checkpoints held in half precision
-/// ([`LoadOptions::half_weights`]) unless `f32_matmul`.
+/// ([`LoadOptions::int8_matmul`]) and f32/f16/bf16 checkpoints held on the host for the CPU's
+/// own products ([`LoadOptions::host_weights`]) unless `f32_matmul` (burn's f32 matrix product).
 pub fn init_inference(arg: DeviceArg, f32_matmul: bool) -> Result<Target> {
     init_with(arg, arg == DeviceArg::Cpu && !f32_matmul)
 }
 
 fn init_with(arg: DeviceArg, int8_matmul: bool) -> Result<Target> {
     if int8_matmul {
-        // The host products (q8/q4 bundles, f16/bf16 checkpoints on the CPU) split their
+        // The host products (q8/q4 bundles, f32/f16/bf16 checkpoints on the CPU) split their
         // outputs over rayon's threads; the bits do not depend on the split
-        // (bartleby_core::ops::int8, bartleby_core::ops::half).
+        // (bartleby_core::ops::int8, bartleby_core::ops::dense).
         bartleby_core::ops::int8::set_parallel(bartleby_core::ops::int8::Parallel {
             threads: rayon::current_num_threads(),
             run: |n, job| {
@@ -62,7 +62,7 @@ fn init_with(arg: DeviceArg, int8_matmul: bool) -> Result<Target> {
     let options = LoadOptions {
         max_tensor_bytes,
         int8_matmul,
-        half_weights: int8_matmul,
+        host_weights: int8_matmul,
     };
     Ok(Target { device, options })
 }

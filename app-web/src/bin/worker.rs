@@ -76,7 +76,7 @@ mod engine {
             int8_matmul: name == "cpu",
             // f16/bf16 weights are widened to f32 at load in the browser: wasm has no fused
             // multiply-add, which the native half-precision kernels' order is defined by.
-            half_weights: false,
+            host_weights: false,
         };
         let (manifest, mut summarizer) =
             bartleby_core::pipeline::load_bundle(&map, &device, options, sha256_checked)

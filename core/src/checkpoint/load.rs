@@ -5,7 +5,7 @@
 //! walk of [`Params`]).
 
 use super::{read_f32, Checkpoint, LoadOptions, LoadReport, Params, Slot};
-use crate::ops::half::{Half, HalfWeight};
+use crate::ops::dense::{F32Weight, Half, HalfWeight};
 use crate::ops::int8::Int8Weight;
 use crate::ops::HostWeight;
 use crate::{Error, Result};
@@ -46,7 +46,7 @@ pub struct Filled {
     /// limit (the parameter itself is then a one-row stand-in).
     pub table_parts: Vec<Param<Tensor<2>>>,
     /// Projection weights kept on the host for the CPU's own products, by module name: int8
-    /// ([`LoadOptions::int8_matmul`]) or halves ([`LoadOptions::half_weights`]).
+    /// ([`LoadOptions::int8_matmul`]) or as stored ([`LoadOptions::host_weights`]).
     pub host: HashMap<String, HostWeight>,
 }
 
@@ -136,7 +136,7 @@ pub fn fill<M: Params>(
                 // (`attach_host_with_head`). Other matrices (position tables, T5's relative
                 // attention bias) are small and read in f32 by their ops.
                 let head = name == table || name == "lm_head.weight";
-                let t = match half_kind(view.dtype()).filter(|_| options.half_weights && head) {
+                let t = match half_kind(view.dtype()).filter(|_| options.host_weights && head) {
                     Some(kind) => t.cast(kind.dtype()),
                     None => t,
                 };
@@ -179,7 +179,7 @@ pub fn fill<M: Params>(
                 if found != [d_out, d_in] {
                     return Err(mismatch(&[d_out, d_in]));
                 }
-                if let Some(kind) = half_kind(view.dtype()).filter(|_| options.half_weights) {
+                if let Some(kind) = half_kind(view.dtype()).filter(|_| options.host_weights) {
                     // The stored halves are the weight; a zero-memory placeholder its shape.
                     let weight = HalfWeight::from_le_bytes(view.data(), kind, d_out, d_in)
                         .ok_or_else(|| mismatch(&[d_out, d_in]))?;
@@ -193,6 +193,18 @@ pub fn fill<M: Params>(
                 }
                 // Kept in HF's [out, in] memory order; burn sees the transposed view (no copy).
                 let data = read_f32(file, &name, view)?;
+                if options.host_weights {
+                    // Held for the CPU's own products; a zero-memory placeholder its shape.
+                    let weight = F32Weight::new(&data, d_out, d_in)
+                        .ok_or_else(|| mismatch(&[d_out, d_in]))?;
+                    *p = Param::from_tensor(
+                        Tensor::<2>::zeros([1, 1], device).expand([d_in, d_out]),
+                    );
+                    let module = name.trim_end_matches(".weight").to_string();
+                    host.insert(module, HostWeight::F32(weight));
+                    converted(view.data());
+                    return Ok(());
+                }
                 let stored = Tensor::<2>::from_data(TensorData::new(data, [d_out, d_in]), device);
                 *p = Param::from_tensor(stored.transpose());
             }
@@ -212,7 +224,7 @@ pub fn fill<M: Params>(
     // Tables are held in half only beside half projections (whose head then is a host weight
     // too); otherwise (an f32 or int8 checkpoint with a half table) they go back to f32, so that
     // no product rounds to half.
-    if options.half_weights && !host.values().any(|w| matches!(w, HostWeight::Half(_))) {
+    if options.host_weights && !host.values().any(|w| matches!(w, HostWeight::Half(_))) {
         super::widen_held_tables(model);
     }
     let mut unused: Vec<String> = checkpoint
@@ -274,7 +286,7 @@ pub fn attach_host_with_head<M: Params>(
     host: HashMap<String, HostWeight>,
     head: Option<(&str, Tensor<2>)>,
 ) -> Result<Option<std::sync::Arc<HostWeight>>> {
-    let Some(like) = host.values().next() else {
+    let Some(like) = head_like(&host) else {
         return Ok(None);
     };
     let head = match head {
@@ -285,9 +297,21 @@ pub fn attach_host_with_head<M: Params>(
     Ok(head)
 }
 
+/// Which of the kept host weights the output projection is held like: int8 when the bundle has
+/// any, else halves when the checkpoint has any, else f32 (not the map's arbitrary first entry:
+/// a q8 bundle's head must be int8 on every load).
+pub fn head_like(host: &HashMap<String, HostWeight>) -> Option<&HostWeight> {
+    let rank = |w: &HostWeight| match w {
+        HostWeight::Int8(_) => 0,
+        HostWeight::Half(_) => 1,
+        HostWeight::F32(_) => 2,
+    };
+    host.values().min_by_key(|w| rank(w))
+}
+
 /// An output projection table `[vocab, d]` (+ bias) held for the CPU's own products as the
 /// projections are (`like`), since it is most of a decoding step's bytes: int8 with their block
-/// size, or — when the table itself is held in half precision — its halves. `None` when it
+/// size, its halves when the table itself is held in half precision, or f32 (a copy). `None` when it
 /// cannot be (a block that does not divide `d`, an f32 table beside half projections).
 pub fn host_table(
     name: &str,
@@ -312,6 +336,11 @@ pub fn host_table(
             };
             let data = table.into_data();
             HalfWeight::from_le_bytes(data.as_bytes(), kind, vocab, d_model).map(HostWeight::Half)
+        }
+        HostWeight::F32(_) => {
+            let values = read(table.cast(DType::F32).reshape([vocab * d_model]))
+                .map_err(|e| Error::Weights(format!("{name}: {e:?}")))?;
+            F32Weight::new(&values, vocab, d_model).map(HostWeight::F32)
         }
     };
     Ok(match bias {

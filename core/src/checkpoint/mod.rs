@@ -84,7 +84,7 @@ pub fn release_host<M: Params>(
 }
 
 /// Puts an embedding table and an untied `lm_head.weight` held in their stored half precision
-/// ([`LoadOptions::half_weights`]) back into f32 (the same values). Only for models loaded for
+/// ([`LoadOptions::host_weights`] of a half checkpoint) back into f32 (the same values). Only for models loaded for
 /// the CPU's host products: training's mixed precision holds its matrices in half on purpose.
 pub fn widen_held_tables<M: Params>(model: &mut M) {
     let table = model.embedding_table();
@@ -166,9 +166,13 @@ pub struct LoadOptions {
     /// expanding them to f32. CPU devices only (the activations are read back on every
     /// projection); for inference, not training.
     pub int8_matmul: bool,
-    /// Keep the projection weights (and the embedding table and output projection) of an f16 or
-    /// bf16 checkpoint in their stored half precision and take every product in f32, each weight
-    /// widened exactly inside the kernel ([`crate::ops::half`]): half the memory and half the
-    /// bytes per decoding step of f32, the same values. CPU devices only; for inference.
-    pub half_weights: bool,
+    /// Keep the projection weights of a checkpoint on the host as stored — f32, or f16/bf16 with
+    /// the embedding table and an untied output projection held in half too — and take every
+    /// product with the CPU's own kernels ([`crate::ops::dense`]), each weight widened exactly
+    /// inside the kernel: the same values as f32, half the memory and half the bytes per
+    /// decoding step for a half checkpoint, and for every checkpoint a decoding step at the
+    /// memory bound (burn's matrix product packs the weight on every call). The output
+    /// projection is held the same way (a copy beside the embedding table). CPU devices only;
+    /// for inference.
+    pub host_weights: bool,
 }

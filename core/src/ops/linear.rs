@@ -3,7 +3,7 @@
 //! burn's matmul, a host BLAS routine while training ([`crate::ops::fused::matmul_in`]), the
 //! GPU kernels of [`crate::ops::gpu`] for the shapes they win, or — on the CPU, for weights held
 //! on the host ([`HostWeight`]) — the integer products of [`crate::ops::int8`] for a q8/q4 bundle
-//! and the widening products of [`crate::ops::half`] for an f16/bf16 checkpoint.
+//! and the products of [`crate::ops::dense`] for an f32 or f16/bf16 checkpoint.
 
 use crate::ops::Activation;
 use burn::module::{Module, Param};
@@ -53,8 +53,8 @@ pub struct Proj {
     pub linear: Linear,
     pub lora: Option<LoraBranch>,
     /// A weight held on the host and computed by the CPU's own kernels ([`HostWeight`]: a
-    /// q8/q4 bundle's int8, [`crate::checkpoint::LoadOptions::int8_matmul`]; an f16/bf16
-    /// checkpoint's halves, [`crate::checkpoint::LoadOptions::half_weights`]). When set, it is
+    /// q8/q4 bundle's int8, [`crate::checkpoint::LoadOptions::int8_matmul`]; an f32 or f16/bf16
+    /// checkpoint's values, [`crate::checkpoint::LoadOptions::host_weights`]). When set, it is
     /// the weight and bias, and `linear.weight` is a zero-memory placeholder of the right shape
     /// ([`Proj::expand_host`] / [`crate::Bart::materialize`] turn it back into f32).
     #[module(skip)]
@@ -68,8 +68,10 @@ pub enum HostWeight {
     /// A q8/q4 bundle's values and scales, computed in integers ([`crate::ops::int8`]).
     Int8(crate::ops::int8::Int8Weight),
     /// An f16/bf16 checkpoint's values as stored, widened to f32 in the product
-    /// ([`crate::ops::half`]).
-    Half(crate::ops::half::HalfWeight),
+    /// ([`crate::ops::dense`]).
+    Half(crate::ops::dense::HalfWeight),
+    /// An f32 checkpoint's values ([`crate::ops::dense`]).
+    F32(crate::ops::dense::F32Weight),
 }
 
 impl HostWeight {
@@ -77,6 +79,7 @@ impl HostWeight {
         match self {
             HostWeight::Int8(w) => w.d_out(),
             HostWeight::Half(w) => w.d_out(),
+            HostWeight::F32(w) => w.d_out(),
         }
     }
 
@@ -84,6 +87,7 @@ impl HostWeight {
         match self {
             HostWeight::Int8(w) => w.d_in(),
             HostWeight::Half(w) => w.d_in(),
+            HostWeight::F32(w) => w.d_in(),
         }
     }
 
@@ -92,6 +96,7 @@ impl HostWeight {
         match self {
             HostWeight::Int8(w) => w.dequantize(),
             HostWeight::Half(w) => w.widen(),
+            HostWeight::F32(w) => w.widen(),
         }
     }
 
@@ -100,6 +105,7 @@ impl HostWeight {
         match self {
             HostWeight::Int8(w) => w.with_bias(bias).map(HostWeight::Int8),
             HostWeight::Half(w) => w.with_bias(bias).map(HostWeight::Half),
+            HostWeight::F32(w) => w.with_bias(bias).map(HostWeight::F32),
         }
     }
 }
@@ -160,7 +166,7 @@ impl Proj {
     }
 
     /// Replaces a host weight ([`Proj::host`]) by its f32 values (int8: `q × scale`; halves:
-    /// widened exactly).
+    /// widened exactly; f32 as held).
     pub fn expand_host(&mut self, device: &Device) {
         if let Some(w) = self.host.take() {
             let (d_out, d_in) = (w.d_out(), w.d_in());
@@ -231,41 +237,17 @@ fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     y.reshape([batch, len, d_out])
 }
 
-/// Up to this many rows, halves are multiplied by their own kernel ([`crate::ops::half`]: at 64
-/// to 256 rows it runs at its compute rate, docs/benchmarks.md), so batched beam decoding (e.g.
-/// `serve`'s 32 inputs × 4 beams) never widens a weight per step.
-pub const HALF_KERNEL_ROWS: usize = 256;
-
 /// [`project`] with a host weight, which holds its own bias (CPU devices: the activations are
-/// read back, computed by [`crate::ops::int8`] or [`crate::ops::half`] and put back). Halves
-/// with more rows than [`HALF_KERNEL_ROWS`] (a prompt, an encoder) are widened to f32 for the
-/// call and take the f32 matrix product (compute-bound; the widened copy is dropped after it).
+/// read back, computed by [`crate::ops::int8`] or [`crate::ops::dense`] and put back).
 pub fn project_host(w: &HostWeight, x: Tensor<3>) -> Tensor<3> {
-    let [batch, len, d_in] = x.dims();
+    let [batch, len, _] = x.dims();
     let device = x.device();
-    let rows = batch * len;
+    let data = x.into_data().convert::<f32>();
+    let x = data.as_slice::<f32>().expect("f32 activations");
     let y = match w {
-        HostWeight::Half(h) if rows > HALF_KERNEL_ROWS => {
-            let wide =
-                Tensor::<2>::from_data(TensorData::new(h.widen(), [h.d_out(), d_in]), &device);
-            let y = times_weight(x.reshape([rows, d_in]), wide.transpose(), DType::F32);
-            let y = match h.bias() {
-                Some(b) => {
-                    y + Tensor::<1>::from_data(TensorData::new(b.to_vec(), [h.d_out()]), &device)
-                        .unsqueeze::<2>()
-                }
-                None => y,
-            };
-            return y.reshape([batch, len, h.d_out()]);
-        }
-        HostWeight::Half(h) => {
-            let data = x.into_data().convert::<f32>();
-            h.forward(data.as_slice::<f32>().expect("f32 activations"))
-        }
-        HostWeight::Int8(q) => {
-            let data = x.into_data().convert::<f32>();
-            q.forward(data.as_slice::<f32>().expect("f32 activations"))
-        }
+        HostWeight::Half(h) => h.forward(x),
+        HostWeight::F32(h) => h.forward(x),
+        HostWeight::Int8(q) => q.forward(x),
     };
     Tensor::from_data(TensorData::new(y, [batch, len, w.d_out()]), &device)
 }

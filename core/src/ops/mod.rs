@@ -1,16 +1,16 @@
 //! Every op the model code calls. Each one chooses its kernel *inside*: burn's ops, the fused
 //! CPU autodiff ops and the host BLAS hook ([`fused`]), the GPU kernels ([`gpu`], feature
-//! `gpu`), the int8 products of a quantized bundle ([`int8`]) or the widening products of an f16/bf16
-//! checkpoint ([`half`]). Model files call these and
+//! `gpu`), the int8 products of a quantized bundle ([`int8`]) or the products with weights held on the
+//! host as stored, f32 or f16/bf16 ([`dense`]). Model files call these and
 //! never branch on a device, a feature or a weight format themselves.
 
 pub mod activation;
 pub mod attention;
+pub mod dense;
 pub mod embedding;
 pub mod fused;
 #[cfg(feature = "gpu")]
 pub mod gpu;
-pub mod half;
 pub mod int8;
 pub mod linear;
 pub mod norm;

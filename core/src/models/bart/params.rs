@@ -4,7 +4,7 @@
 
 use super::config::BartConfig;
 use super::model::Bart;
-use crate::checkpoint::load::{attach_host, fill, host_table, Names};
+use crate::checkpoint::load::{attach_host, fill, head_like, host_table, Names};
 use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport, Node, Params, Slot, Walker};
 use crate::ops::attention::Attention;
 use crate::ops::Proj;
@@ -162,7 +162,7 @@ pub fn load_bart_opts(
         &mut model, &BartNames, checkpoint, device, options, converted,
     )?;
     model.shared_parts = filled.table_parts;
-    if let Some(like) = filled.host.values().next() {
+    if let Some(like) = head_like(&filled.host) {
         // The output projection joins the host products (it is most of a decoding step's
         // bytes: 50,265 × 1,024 for bart-large).
         if model.shared_parts.is_empty() {
