@@ -1,6 +1,8 @@
 //! Multi-head attention's core: `softmax(q kᵀ · scale + mask) v` over split heads, the decoding
 //! cache's append, and the masks. On a GPU in f32 the kernels of [`crate::ops::gpu`] (reading
-//! keys and values where they lie); elsewhere burn's ops through [`crate::ops::fused`].
+//! keys and values where they lie); for an encoder-decoder's decoding cache on the CPU, when the
+//! weights are held on the host, host buffers and loops ([`HostKeysValues`]); elsewhere burn's
+//! ops through [`crate::ops::fused`].
 
 use crate::ops::linear::{product_dtype, project3};
 use crate::ops::Proj;
@@ -78,6 +80,426 @@ impl Attention {
             &self.dropout,
         );
         self.o.forward(out)
+    }
+}
+
+impl Attention {
+    /// Whether this attention's weights are held on the host for the CPU's own products
+    /// ([`Proj::host`]): its decoding cache is then held on the host too ([`KeysValues::Host`]).
+    pub fn on_host(&self) -> bool {
+        self.q.host.is_some()
+    }
+
+    /// [`Attention::keys_values`] as a decoding cache's entry: on the host when
+    /// [`Attention::on_host`].
+    pub fn cached_keys_values(&self, x: Tensor<3>) -> KeysValues {
+        let (k, v) = self.keys_values(x);
+        KeysValues::new(k, v, self.on_host())
+    }
+
+    /// [`Attention::attend`] over cached keys and values.
+    pub fn attend_cached(
+        &self,
+        x: Tensor<3>,
+        kv: &KeysValues,
+        mask: Option<&Tensor<4>>,
+        group: usize,
+    ) -> Tensor<3> {
+        self.attend_queries_cached(self.q.forward(x), kv, mask, group)
+    }
+
+    /// [`Attention::attend_queries`] over cached keys and values.
+    pub fn attend_queries_cached(
+        &self,
+        q: Tensor<3>,
+        kv: &KeysValues,
+        mask: Option<&Tensor<4>>,
+        group: usize,
+    ) -> Tensor<3> {
+        match kv {
+            KeysValues::Tensors(k, v) => self.attend_queries(q, k, v, mask, group),
+            KeysValues::Host(kv) => {
+                let out = kv.attention(q, mask, group, self.scale);
+                self.o.forward(out)
+            }
+        }
+    }
+}
+
+/// Keys and values of a decoding cache, `[n, heads, len, head_dim]`: burn tensors, or — on the
+/// CPU with the weights held on the host — host buffers ([`HostKeysValues`]).
+#[derive(Debug, Clone)]
+pub enum KeysValues {
+    Tensors(Tensor<4>, Tensor<4>),
+    Host(HostKeysValues),
+}
+
+impl KeysValues {
+    /// `k`, `v` `[n, heads, len, head_dim]`, moved to host buffers when `host`.
+    pub fn new(k: Tensor<4>, v: Tensor<4>, host: bool) -> Self {
+        if host {
+            KeysValues::Host(HostKeysValues::new(k, v))
+        } else {
+            KeysValues::Tensors(k, v)
+        }
+    }
+
+    /// `prev` with `k`, `v` `[n, heads, new, head_dim]` appended along the length axis (the
+    /// first step: `k`, `v` themselves, held like [`KeysValues::new`]).
+    pub fn append(prev: Option<KeysValues>, k: Tensor<4>, v: Tensor<4>, host: bool) -> Self {
+        match prev {
+            None => KeysValues::new(k, v, host),
+            Some(KeysValues::Tensors(pk, pv)) => {
+                let (k, v) = append_keys_values(pk, k, pv, v);
+                KeysValues::Tensors(k, v)
+            }
+            Some(KeysValues::Host(mut kv)) => {
+                kv.append(k, v);
+                KeysValues::Host(kv)
+            }
+        }
+    }
+
+    /// Row `i` continues row `index[i]`.
+    fn reorder(self, src: &[usize], device: &Device) -> Self {
+        match self {
+            KeysValues::Tensors(k, v) => {
+                let index: Vec<i64> = src.iter().map(|&i| i as i64).collect();
+                let index =
+                    Tensor::<1, Int>::from_data(TensorData::new(index, [src.len()]), device);
+                KeysValues::Tensors(k.select(0, index.clone()), v.select(0, index))
+            }
+            KeysValues::Host(mut kv) => {
+                kv.reorder(src);
+                KeysValues::Host(kv)
+            }
+        }
+    }
+}
+
+/// A decoding cache's keys and values on the host: per row, `[len][heads][head_dim]` in one
+/// growing buffer (a step appends in place, amortized), shared between rows after a beam
+/// reorder until one of them appends (copy on write) — where burn's tensors copy the whole
+/// cache twice per step (`cat`, `select`). Attention over them runs on the host, split over
+/// the [`crate::ops::int8::Parallel`] runner by input.
+#[derive(Debug, Clone)]
+pub struct HostKeysValues {
+    heads: usize,
+    head_dim: usize,
+    len: usize,
+    keys: Vec<std::sync::Arc<Vec<f32>>>,
+    values: Vec<std::sync::Arc<Vec<f32>>>,
+}
+
+impl HostKeysValues {
+    fn new(k: Tensor<4>, v: Tensor<4>) -> Self {
+        let [n, heads, _, head_dim] = k.dims();
+        let mut kv = HostKeysValues {
+            heads,
+            head_dim,
+            len: 0,
+            keys: (0..n).map(|_| Default::default()).collect(),
+            values: (0..n).map(|_| Default::default()).collect(),
+        };
+        kv.append(k, v);
+        kv
+    }
+
+    /// Keys/values per row.
+    fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    fn append(&mut self, k: Tensor<4>, v: Tensor<4>) {
+        let [n, heads, new, head_dim] = k.dims();
+        assert_eq!(
+            (n, heads, head_dim),
+            (self.keys.len(), self.heads, self.head_dim),
+            "appended keys' shape"
+        );
+        let width = self.width();
+        for (t, rows) in [(k, &mut self.keys), (v, &mut self.values)] {
+            // [n, heads, new, hd] → [n, new, heads, hd]: each row's new positions in order.
+            let data = t.swap_dims(1, 2).into_data().convert::<f32>();
+            let data = data.as_slice::<f32>().expect("f32 keys/values");
+            for (row, new_part) in rows.iter_mut().zip(data.chunks_exact(new * width)) {
+                std::sync::Arc::make_mut(row).extend_from_slice(new_part);
+            }
+        }
+        self.len += new;
+    }
+
+    fn reorder(&mut self, src: &[usize]) {
+        let take =
+            |rows: &Vec<std::sync::Arc<Vec<f32>>>| src.iter().map(|&s| rows[s].clone()).collect();
+        self.keys = take(&self.keys);
+        self.values = take(&self.values);
+    }
+
+    /// `softmax(q kᵀ · scale + mask) v`, heads merged: queries `q` `[rows, len, heads · hd]`
+    /// with `group` consecutive rows per cached row, additive `mask` broadcastable to `[cached
+    /// rows, heads, len, keys]` → `[rows, len, heads · hd]` (as [`attention`] in f32: the
+    /// queries scaled first; each score summed over 16 lanes, then the lanes; the softmax as
+    /// `exp(s − max) / Σ`).
+    fn attention(
+        &self,
+        q: Tensor<3>,
+        mask: Option<&Tensor<4>>,
+        group: usize,
+        scale: f64,
+    ) -> Tensor<3> {
+        let [rows, len, width] = q.dims();
+        assert_eq!(width, self.width(), "query width");
+        assert_eq!(rows, self.keys.len() * group, "rows per cached row");
+        let device = q.device();
+        let q = q.into_data().convert::<f32>();
+        let q: Vec<f32> = q
+            .as_slice::<f32>()
+            .expect("f32 queries")
+            .iter()
+            .map(|&x| x * scale as f32)
+            .collect();
+        let mask = mask.map(|m| {
+            let dims = m.dims();
+            let data = m.clone().into_data().convert::<f32>();
+            (dims, data.try_to_vec::<f32>().expect("f32 mask"))
+        });
+        let mut out = vec![0f32; rows * len * width];
+        let cached = self.keys.len();
+        let jobs = match crate::ops::int8::parallel() {
+            Some(p) if cached > 1 => p.threads.min(cached),
+            _ => 1,
+        };
+        let per_job = cached.div_ceil(jobs);
+        let jobs = cached.div_ceil(per_job);
+        let out_ptr = &crate::ops::int8::OutPtr(out.as_mut_ptr());
+        let job = |n: usize| {
+            for b in n * per_job..((n + 1) * per_job).min(cached) {
+                // SAFETY: `out` outlives the jobs; cached row b writes only its own rows'
+                // outputs `[b·group, (b + 1)·group) × len × width`, disjoint between jobs.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        out_ptr.0.add(b * group * len * width),
+                        group * len * width,
+                    )
+                };
+                self.attend_row(
+                    b,
+                    &q[b * group * len * width..][..group * len * width],
+                    mask.as_ref(),
+                    group,
+                    len,
+                    out,
+                );
+            }
+        };
+        if jobs > 1 {
+            (crate::ops::int8::parallel()
+                .expect("jobs > 1 only with a runner")
+                .run)(jobs, &job);
+        } else {
+            job(0);
+        }
+        Tensor::from_data(TensorData::new(out, [rows, len, width]), &device)
+    }
+
+    /// The queries of cached row `b` (`group · len` of them) over its keys and values.
+    #[allow(clippy::type_complexity)]
+    fn attend_row(
+        &self,
+        b: usize,
+        q: &[f32],
+        mask: Option<&([usize; 4], Vec<f32>)>,
+        group: usize,
+        len: usize,
+        out: &mut [f32],
+    ) {
+        let (heads, hd, keys, width) = (self.heads, self.head_dim, self.len, self.width());
+        let (k, v) = (&self.keys[b][..], &self.values[b][..]);
+        let mut scores = vec![0f32; keys];
+        let vector = hd % LANES == 0 && host_head::has_avx512();
+        for h in 0..heads {
+            for g in 0..group {
+                for i in 0..len {
+                    let row = (g * len + i) * width + h * hd;
+                    let mask = mask.map(|([mb, mh, mq, mk], m)| {
+                        assert_eq!(*mk, keys, "mask length");
+                        let pick = |n: usize, at: usize| if n == 1 { 0 } else { at };
+                        let at = (pick(*mb, b) * mh + pick(*mh, h)) * mq + pick(*mq, i);
+                        &m[at * mk..][..keys]
+                    });
+                    let (qh, o) = (&q[row..row + hd], &mut out[row..row + hd]);
+                    let (kh, vh) = (&k[h * hd..], &v[h * hd..]);
+                    if vector {
+                        // SAFETY: AVX-512F + FMA checked (has_avx512); hd a multiple of 16.
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            host_head::avx512(qh, kh, vh, width, mask, &mut scores, o)
+                        }
+                    } else {
+                        host_head::portable(qh, kh, vh, width, mask, &mut scores, o)
+                    }
+                }
+            }
+        }
+    }
+}
+
+const LANES: usize = 16;
+
+/// One query head over its keys and values (`k`, `v`: key `j`'s head at `j · width`), in one
+/// order for every path: each score `Σ_l lane_l` over 16 lanes (lane `l` fusing the products of
+/// dimensions `≡ l (mod 16)`), the lanes added pairwise (`l + 8`, `l + 4`, `l + 2`, `l + 1`), the
+/// leftover dimensions fused one by one, then the mask added; the softmax `exp(s − max)` (libm's
+/// `expf`) summed in key order, each weight `e / Σ`; every output dimension fusing `w_j · v_j` in
+/// key order. The AVX-512 code and the portable code take these same operations: the same bits.
+mod host_head {
+    use super::LANES;
+
+    pub fn has_avx512() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+            *HAS.get_or_init(|| {
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma")
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    #[inline(always)]
+    fn reduce(mut acc: [f32; LANES]) -> f32 {
+        for l in 0..8 {
+            acc[l] += acc[l + 8];
+        }
+        for l in 0..4 {
+            acc[l] += acc[l + 4];
+        }
+        for l in 0..2 {
+            acc[l] += acc[l + 2];
+        }
+        acc[0] + acc[1]
+    }
+
+    /// The softmax of `scores` in place (see the module's order).
+    #[inline(always)]
+    fn softmax(scores: &mut [f32], max: f32) {
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        for s in scores.iter_mut() {
+            *s /= sum;
+        }
+    }
+
+    pub fn portable(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        width: usize,
+        mask: Option<&[f32]>,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let hd = q.len();
+        let main = hd / LANES * LANES;
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in scores.iter_mut().enumerate() {
+            let kj = &k[j * width..][..hd];
+            let mut acc = [0f32; LANES];
+            for c in (0..main).step_by(LANES) {
+                for l in 0..LANES {
+                    acc[l] = q[c + l].mul_add(kj[c + l], acc[l]);
+                }
+            }
+            let mut dot = reduce(acc);
+            for d in main..hd {
+                dot = q[d].mul_add(kj[d], dot);
+            }
+            if let Some(m) = mask {
+                dot += m[j];
+            }
+            *s = dot;
+            max = max.max(dot);
+        }
+        softmax(scores, max);
+        out.fill(0.0);
+        for (j, &w) in scores.iter().enumerate() {
+            for (o, &x) in out.iter_mut().zip(&v[j * width..][..hd]) {
+                *o = w.mul_add(x, *o);
+            }
+        }
+    }
+
+    /// [`portable`] with 16-lane AVX-512 vectors, for a head size that is a multiple of 16.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and FMA, and `q.len()` must be a multiple of 16.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn avx512(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        width: usize,
+        mask: Option<&[f32]>,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        use std::arch::x86_64::*;
+        let hd = q.len();
+        assert!(hd % LANES == 0 && out.len() == hd);
+        let keys = scores.len();
+        assert!(
+            keys == 0 || (k.len() >= (keys - 1) * width + hd && v.len() >= (keys - 1) * width + hd)
+        );
+        let chunks = hd / LANES;
+        let (qp, kp, vp) = (q.as_ptr(), k.as_ptr(), v.as_ptr());
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in scores.iter_mut().enumerate() {
+            let mut acc = _mm512_setzero_ps();
+            for c in 0..chunks {
+                // SAFETY: in bounds (asserted above).
+                let (qv, kv) = unsafe {
+                    (
+                        _mm512_loadu_ps(qp.add(c * LANES)),
+                        _mm512_loadu_ps(kp.add(j * width + c * LANES)),
+                    )
+                };
+                acc = _mm512_fmadd_ps(qv, kv, acc);
+            }
+            let mut lanes = [0f32; LANES];
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
+            let mut dot = reduce(lanes);
+            if let Some(m) = mask {
+                dot += m[j];
+            }
+            *s = dot;
+            max = max.max(dot);
+        }
+        softmax(scores, max);
+        let op = out.as_mut_ptr();
+        let mut c = 0;
+        while c < chunks {
+            // Up to four 16-lane output chunks at a time, in registers.
+            let n = (chunks - c).min(4);
+            let mut o = [_mm512_setzero_ps(); 4];
+            for (j, &w) in scores.iter().enumerate() {
+                let wv = _mm512_set1_ps(w);
+                for (t, o) in o.iter_mut().enumerate().take(n) {
+                    // SAFETY: in bounds (asserted above).
+                    let x = unsafe { _mm512_loadu_ps(vp.add(j * width + (c + t) * LANES)) };
+                    *o = _mm512_fmadd_ps(wv, x, *o);
+                }
+            }
+            for (t, o) in o.iter().enumerate().take(n) {
+                unsafe { _mm512_storeu_ps(op.add((c + t) * LANES), *o) };
+            }
+            c += n;
+        }
     }
 }
 
@@ -190,8 +612,8 @@ pub struct Encoded {
 /// keys/values of the encoder output (one per input, shared by its beams).
 #[derive(Debug, Clone)]
 pub struct LayerCache {
-    pub(crate) self_kv: Option<(Tensor<4>, Tensor<4>)>,
-    pub(crate) cross_kv: (Tensor<4>, Tensor<4>),
+    pub(crate) self_kv: Option<KeysValues>,
+    pub(crate) cross_kv: KeysValues,
 }
 
 /// The decoder's incremental state for a set of rows (batch × beams).
@@ -217,11 +639,9 @@ impl DecoderCache {
             )));
         }
         let device = self.key_mask.device();
-        let index: Vec<i64> = src.iter().map(|&i| i as i64).collect();
-        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [src.len()]), &device);
         for layer in &mut self.layers {
-            if let Some((k, v)) = layer.self_kv.take() {
-                layer.self_kv = Some((k.select(0, index.clone()), v.select(0, index.clone())));
+            if let Some(kv) = layer.self_kv.take() {
+                layer.self_kv = Some(kv.reorder(src, &device));
             }
         }
         Ok(())
@@ -230,5 +650,77 @@ impl DecoderCache {
     /// Decoder rows: inputs × rows per input.
     pub fn rows(&self) -> usize {
         self.key_mask.dims()[0] * self.rows_per_input
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_head;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The AVX-512 head gives the portable code's bits (head sizes 16..64, 1..300 keys, with and
+    /// without a mask, masked keys included), and the portable code a float64 attention's values.
+    #[test]
+    fn host_head_paths_agree() {
+        let mut checked = 0;
+        for (hd, keys, heads) in [(16, 1, 1), (32, 7, 3), (64, 300, 2), (48, 33, 4)] {
+            let width = heads * hd;
+            let k = values(keys * width, 1);
+            let v = values(keys * width, 2);
+            let q = values(hd, 3);
+            let mut mask = values(keys, 4);
+            mask[keys / 2] = super::MASKED;
+            for masked in [None, Some(&mask[..])] {
+                for h in 0..heads {
+                    let (kh, vh) = (&k[h * hd..], &v[h * hd..]);
+                    let (mut s1, mut o1) = (vec![0f32; keys], vec![0f32; hd]);
+                    host_head::portable(&q, kh, vh, width, masked, &mut s1, &mut o1);
+                    // float64 reference
+                    let sc: Vec<f64> = (0..keys)
+                        .map(|j| {
+                            (0..hd)
+                                .map(|d| q[d] as f64 * kh[j * width + d] as f64)
+                                .sum::<f64>()
+                                + masked.map_or(0.0, |m| m[j] as f64)
+                        })
+                        .collect();
+                    let max = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = sc.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        let want: f64 = (0..keys)
+                            .map(|j| e[j] / sum * vh[j * width + d] as f64)
+                            .sum();
+                        assert!(
+                            (o1[d] as f64 - want).abs() < 1e-5,
+                            "hd {hd} keys {keys} d {d}"
+                        );
+                    }
+                    if host_head::has_avx512() && hd % 16 == 0 {
+                        let (mut s2, mut o2) = (vec![0f32; keys], vec![0f32; hd]);
+                        // SAFETY: checked above.
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            host_head::avx512(&q, kh, vh, width, masked, &mut s2, &mut o2)
+                        };
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&o1), bits(&o2), "hd {hd} keys {keys}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        eprintln!("{checked} AVX-512 head cases checked");
     }
 }

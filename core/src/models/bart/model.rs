@@ -8,7 +8,7 @@
 
 use super::config::{BartConfig, POSITION_OFFSET};
 use crate::ops::attention::{
-    append_keys_values, causal_mask, key_mask, Attention, DecoderCache, Encoded, LayerCache,
+    causal_mask, key_mask, Attention, DecoderCache, Encoded, KeysValues, LayerCache,
 };
 use crate::ops::{add_layer_norm, dropout, layer_norm, Activation, Proj};
 use burn::module::{Module, Param};
@@ -247,7 +247,9 @@ impl Decoder {
             .iter()
             .map(|layer| LayerCache {
                 self_kv: None,
-                cross_kv: layer.encoder_attn.keys_values(encoded.hidden.clone()),
+                cross_kv: layer
+                    .encoder_attn
+                    .cached_keys_values(encoded.hidden.clone()),
             })
             .collect();
         DecoderCache {
@@ -296,12 +298,9 @@ impl DecoderLayer {
     ) -> Tensor<3> {
         // Masked self-attention over everything decoded so far.
         let (q, k, v) = self.self_attn.queries_keys_values(x.clone());
-        let (k, v) = match cache.self_kv.take() {
-            Some((pk, pv)) => append_keys_values(pk, k, pv, v),
-            None => (k, v),
-        };
-        let attended = self.self_attn.attend_queries(q, &k, &v, causal, 1);
-        cache.self_kv = Some((k, v));
+        let kv = KeysValues::append(cache.self_kv.take(), k, v, self.self_attn.on_host());
+        let attended = self.self_attn.attend_queries_cached(q, &kv, causal, 1);
+        cache.self_kv = Some(kv);
         let x = add_layer_norm(
             &self.self_attn_layer_norm,
             self.layer_norm_eps,
@@ -310,10 +309,12 @@ impl DecoderLayer {
         );
 
         // Cross-attention to the encoder output.
-        let (ck, cv) = &cache.cross_kv;
-        let attended = self
-            .encoder_attn
-            .attend(x.clone(), ck, cv, Some(key_mask), rows_per_input);
+        let attended = self.encoder_attn.attend_cached(
+            x.clone(),
+            &cache.cross_kv,
+            Some(key_mask),
+            rows_per_input,
+        );
         let x = add_layer_norm(
             &self.encoder_attn_layer_norm,
             self.layer_norm_eps,

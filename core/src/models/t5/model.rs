@@ -9,7 +9,7 @@
 
 use super::config::T5Config;
 use crate::ops::attention::{
-    append_keys_values, causal_mask, key_mask, Attention, DecoderCache, Encoded, LayerCache,
+    causal_mask, key_mask, Attention, DecoderCache, Encoded, KeysValues, LayerCache,
 };
 use crate::ops::{dropout, rms_norm, Activation, Proj};
 use burn::module::{Module, Param};
@@ -115,7 +115,7 @@ impl T5 {
                     .cross_attn
                     .as_ref()
                     .expect("decoder blocks have cross-attention")
-                    .keys_values(encoded.hidden.clone()),
+                    .cached_keys_values(encoded.hidden.clone()),
             })
             .collect();
         DecoderCache {
@@ -292,20 +292,16 @@ impl Block {
         // Causal self-attention over everything decoded so far.
         let normed = rms_norm(&self.self_attn_norm, self.eps, x.clone());
         let (q, k, v) = self.self_attn.queries_keys_values(normed);
-        let (k, v) = match cache.self_kv.take() {
-            Some((pk, pv)) => append_keys_values(pk, k, pv, v),
-            None => (k, v),
-        };
-        let attended = self.self_attn.attend_queries(q, &k, &v, Some(bias), 1);
-        cache.self_kv = Some((k, v));
+        let kv = KeysValues::append(cache.self_kv.take(), k, v, self.self_attn.on_host());
+        let attended = self.self_attn.attend_queries_cached(q, &kv, Some(bias), 1);
+        cache.self_kv = Some(kv);
         let x = x + dropout(&self.dropout, attended);
 
         // Cross-attention to the encoder output (no position bias, the padding mask only).
         let cross = self.cross_attn.as_ref().expect("decoder block");
         let norm = self.cross_attn_norm.as_ref().expect("decoder block");
         let normed = rms_norm(norm, self.eps, x.clone());
-        let (ck, cv) = &cache.cross_kv;
-        let attended = cross.attend(normed, ck, cv, Some(key_mask), rows_per_input);
+        let attended = cross.attend_cached(normed, &cache.cross_kv, Some(key_mask), rows_per_input);
         let x = x + dropout(&self.dropout, attended);
         self.feed_forward(x)
     }
