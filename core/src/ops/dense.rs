@@ -74,8 +74,12 @@ pub enum Format {
     Bf16,
 }
 
+/// [`Format`] as the vector kernels' const parameter.
+#[cfg(target_arch = "x86_64")]
 const F32: u8 = 0;
+#[cfg(target_arch = "x86_64")]
 const F16: u8 = 1;
+#[cfg(target_arch = "x86_64")]
 const BF16: u8 = 2;
 
 /// A stored weight value: `f32`, or the bits of an f16/bf16 (`u16`).
