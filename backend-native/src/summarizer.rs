@@ -55,9 +55,10 @@ pub struct RunArgs {
     pub device: DeviceArg,
     /// Compute a q8/q4 bundle's projections in f32 (its weights expanded at load) instead of
     /// int8 × int8 with per-row activation scales, the default on --device cpu (as in the web
-    /// app's CPU path; other devices always compute in f32); and hold an f16/bf16 checkpoint's
-    /// weights in f32 instead of in their stored half precision (widened in each product, the
-    /// default on --device cpu: the same values in half the memory).
+    /// app's CPU path; other devices always compute in f32); and take an f32/f16/bf16
+    /// checkpoint's products with burn's f32 matrix product (half weights widened at load)
+    /// instead of the CPU's own kernels over the weights held as stored (the default on --device
+    /// cpu: the same values; half checkpoints in half the memory).
     #[arg(long)]
     pub f32_matmul: bool,
 }

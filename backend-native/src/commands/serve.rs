@@ -26,8 +26,8 @@ pub struct ServeArgs {
     pub port: u16,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
-    /// Compute a q8/q4 bundle's projections in f32 instead of int8, and hold f16/bf16 weights in
-    /// f32 (see `summarize`).
+    /// Compute a q8/q4 bundle's projections in f32 instead of int8, and f32/f16/bf16 weights
+    /// with burn's f32 matrix product instead of the CPU's own kernels (see `summarize`).
     #[arg(long)]
     pub f32_matmul: bool,
     /// A batch's token budget: the sum over its inputs of (input tokens + max sequence length) ×

@@ -177,16 +177,19 @@ impl KeysValues {
     }
 }
 
-/// A decoding cache's keys and values on the host: per row, `[len][heads][head_dim]` in one
-/// growing buffer (a step appends in place, amortized), shared between rows after a beam
-/// reorder until one of them appends (copy on write) — where burn's tensors copy the whole
-/// cache twice per step (`cat`, `select`). Attention over them runs on the host, split over
-/// the [`crate::ops::int8::Parallel`] runner by input.
+/// A decoding cache's keys and values on the host, per row in one growing buffer each (a step
+/// appends in place; the keys `[heads][head_dim][capacity]`, keys side by side so that 16 keys'
+/// scores are one vector of fused multiply-adds; the values `[len][heads][head_dim]`), shared
+/// between rows after a beam reorder until one of them appends (copy on write) — where burn's
+/// tensors copy the whole cache twice per step (`cat`, `select`). Attention over them runs on
+/// the host, split over the [`crate::ops::int8::Parallel`] runner by input.
 #[derive(Debug, Clone)]
 pub struct HostKeysValues {
     heads: usize,
     head_dim: usize,
     len: usize,
+    /// Keys each row's key buffer has room for.
+    capacity: usize,
     keys: Vec<std::sync::Arc<Vec<f32>>>,
     values: Vec<std::sync::Arc<Vec<f32>>>,
 }
@@ -198,6 +201,7 @@ impl HostKeysValues {
             heads,
             head_dim,
             len: 0,
+            capacity: 0,
             keys: (0..n).map(|_| Default::default()).collect(),
             values: (0..n).map(|_| Default::default()).collect(),
         };
@@ -217,14 +221,43 @@ impl HostKeysValues {
             (self.keys.len(), self.heads, self.head_dim),
             "appended keys' shape"
         );
-        let width = self.width();
-        for (t, rows) in [(k, &mut self.keys), (v, &mut self.values)] {
-            // [n, heads, new, hd] → [n, new, heads, hd]: each row's new positions in order.
-            let data = t.swap_dims(1, 2).into_data().convert::<f32>();
-            let data = data.as_slice::<f32>().expect("f32 keys/values");
-            for (row, new_part) in rows.iter_mut().zip(data.chunks_exact(new * width)) {
-                std::sync::Arc::make_mut(row).extend_from_slice(new_part);
+        let (width, len) = (self.width(), self.len);
+        if len + new > self.capacity {
+            // Room for twice as many keys: every row's buffer laid out anew.
+            let capacity = (len + new).max(2 * self.capacity).max(16);
+            let old = self.capacity;
+            for row in &mut self.keys {
+                let mut grown = vec![0f32; width * capacity];
+                for (to, from) in grown
+                    .chunks_exact_mut(capacity)
+                    .zip(row.chunks_exact(old.max(1)))
+                {
+                    to[..len].copy_from_slice(&from[..len]);
+                }
+                *row = std::sync::Arc::new(grown);
             }
+            self.capacity = capacity;
+        }
+        let capacity = self.capacity;
+        // Keys [n, heads, new, hd]: key p of head h, dimension d at (h·hd + d)·capacity + len + p.
+        let data = k.into_data().convert::<f32>();
+        let data = data.as_slice::<f32>().expect("f32 keys");
+        for (row, part) in self.keys.iter_mut().zip(data.chunks_exact(new * width)) {
+            let row = std::sync::Arc::make_mut(row);
+            for h in 0..heads {
+                for p in 0..new {
+                    let key = &part[(h * new + p) * head_dim..][..head_dim];
+                    for (d, &x) in key.iter().enumerate() {
+                        row[(h * head_dim + d) * capacity + len + p] = x;
+                    }
+                }
+            }
+        }
+        // Values [n, heads, new, hd] → [n, new, heads, hd]: each row's new positions in order.
+        let data = v.swap_dims(1, 2).into_data().convert::<f32>();
+        let data = data.as_slice::<f32>().expect("f32 values");
+        for (row, part) in self.values.iter_mut().zip(data.chunks_exact(new * width)) {
+            std::sync::Arc::make_mut(row).extend_from_slice(part);
         }
         self.len += new;
     }
@@ -239,8 +272,7 @@ impl HostKeysValues {
     /// `softmax(q kᵀ · scale + mask) v`, heads merged: queries `q` `[rows, len, heads · hd]`
     /// with `group` consecutive rows per cached row, additive `mask` broadcastable to `[cached
     /// rows, heads, len, keys]` → `[rows, len, heads · hd]` (as [`attention`] in f32: the
-    /// queries scaled first; each score summed over 16 lanes, then the lanes; the softmax as
-    /// `exp(s − max) / Σ`).
+    /// queries scaled first; the order of the sums: [`host_head`]).
     fn attention(
         &self,
         q: Tensor<3>,
@@ -315,6 +347,7 @@ impl HostKeysValues {
         out: &mut [f32],
     ) {
         let (heads, hd, keys, width) = (self.heads, self.head_dim, self.len, self.width());
+        let capacity = self.capacity;
         let (k, v) = (&self.keys[b][..], &self.values[b][..]);
         let mut scores = vec![0f32; keys];
         let vector = hd % LANES == 0 && host_head::has_avx512();
@@ -329,15 +362,22 @@ impl HostKeysValues {
                         &m[at * mk..][..keys]
                     });
                     let (qh, o) = (&q[row..row + hd], &mut out[row..row + hd]);
-                    let (kh, vh) = (&k[h * hd..], &v[h * hd..]);
+                    let kh = &k[h * hd * capacity..][..hd * capacity];
+                    let vh = &v[h * hd..];
+                    let head = host_head::Head {
+                        k: kh,
+                        capacity,
+                        v: vh,
+                        width,
+                    };
                     if vector {
                         // SAFETY: AVX-512F + FMA checked (has_avx512); hd a multiple of 16.
                         #[cfg(target_arch = "x86_64")]
                         unsafe {
-                            host_head::avx512(qh, kh, vh, width, mask, &mut scores, o)
+                            host_head::avx512(qh, head, mask, &mut scores, o)
                         }
                     } else {
-                        host_head::portable(qh, kh, vh, width, mask, &mut scores, o)
+                        host_head::portable(qh, head, mask, &mut scores, o)
                     }
                 }
             }
@@ -347,14 +387,24 @@ impl HostKeysValues {
 
 const LANES: usize = 16;
 
-/// One query head over its keys and values (`k`, `v`: key `j`'s head at `j · width`), in one
-/// order for every path: each score `Σ_l lane_l` over 16 lanes (lane `l` fusing the products of
-/// dimensions `≡ l (mod 16)`), the lanes added pairwise (`l + 8`, `l + 4`, `l + 2`, `l + 1`), the
-/// leftover dimensions fused one by one, then the mask added; the softmax `exp(s − max)` (libm's
-/// `expf`) summed in key order, each weight `e / Σ`; every output dimension fusing `w_j · v_j` in
-/// key order. The AVX-512 code and the portable code take these same operations: the same bits.
+/// One query head over its keys and values, in one order for every path: each score fusing
+/// `q[d] · k_j[d]` for `d` = 0, 1, … (from 0), then the mask added; the softmax `exp(s − max)`
+/// (libm's `expf`) summed in key order, each weight `e / Σ`; every output dimension fusing
+/// `w_j · v_j[d]` in key order (from 0). The AVX-512 code (16 keys' scores, 16 dimensions of the
+/// output per vector) and the portable code take these same operations: the same bits.
 mod host_head {
+    #[cfg(target_arch = "x86_64")]
     use super::LANES;
+
+    /// One head's keys (`k[d · capacity + j]`: dimension `d` of key `j`) and values (`v[j ·
+    /// width + d]`).
+    #[derive(Clone, Copy)]
+    pub struct Head<'a> {
+        pub k: &'a [f32],
+        pub capacity: usize,
+        pub v: &'a [f32],
+        pub width: usize,
+    }
 
     pub fn has_avx512() -> bool {
         #[cfg(target_arch = "x86_64")]
@@ -368,23 +418,15 @@ mod host_head {
         false
     }
 
+    /// The mask added, the softmax of `scores` in place (see the module's order).
     #[inline(always)]
-    fn reduce(mut acc: [f32; LANES]) -> f32 {
-        for l in 0..8 {
-            acc[l] += acc[l + 8];
+    fn softmax(scores: &mut [f32], mask: Option<&[f32]>) {
+        if let Some(m) = mask {
+            for (s, &m) in scores.iter_mut().zip(m) {
+                *s += m;
+            }
         }
-        for l in 0..4 {
-            acc[l] += acc[l + 4];
-        }
-        for l in 0..2 {
-            acc[l] += acc[l + 2];
-        }
-        acc[0] + acc[1]
-    }
-
-    /// The softmax of `scores` in place (see the module's order).
-    #[inline(always)]
-    fn softmax(scores: &mut [f32], max: f32) {
+        let max = scores.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s));
         let mut sum = 0f32;
         for s in scores.iter_mut() {
             *s = (*s - max).exp();
@@ -397,38 +439,23 @@ mod host_head {
 
     pub fn portable(
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        width: usize,
+        head: Head<'_>,
         mask: Option<&[f32]>,
         scores: &mut [f32],
         out: &mut [f32],
     ) {
         let hd = q.len();
-        let main = hd / LANES * LANES;
-        let mut max = f32::NEG_INFINITY;
         for (j, s) in scores.iter_mut().enumerate() {
-            let kj = &k[j * width..][..hd];
-            let mut acc = [0f32; LANES];
-            for c in (0..main).step_by(LANES) {
-                for l in 0..LANES {
-                    acc[l] = q[c + l].mul_add(kj[c + l], acc[l]);
-                }
-            }
-            let mut dot = reduce(acc);
-            for d in main..hd {
-                dot = q[d].mul_add(kj[d], dot);
-            }
-            if let Some(m) = mask {
-                dot += m[j];
+            let mut dot = 0f32;
+            for (d, &x) in q.iter().enumerate() {
+                dot = x.mul_add(head.k[d * head.capacity + j], dot);
             }
             *s = dot;
-            max = max.max(dot);
         }
-        softmax(scores, max);
+        softmax(scores, mask);
         out.fill(0.0);
         for (j, &w) in scores.iter().enumerate() {
-            for (o, &x) in out.iter_mut().zip(&v[j * width..][..hd]) {
+            for (o, &x) in out.iter_mut().zip(&head.v[j * head.width..][..hd]) {
                 *o = w.mul_add(x, *o);
             }
         }
@@ -442,46 +469,41 @@ mod host_head {
     #[target_feature(enable = "avx512f,fma")]
     pub unsafe fn avx512(
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        width: usize,
+        head: Head<'_>,
         mask: Option<&[f32]>,
         scores: &mut [f32],
         out: &mut [f32],
     ) {
         use std::arch::x86_64::*;
         let hd = q.len();
-        assert!(hd % LANES == 0 && out.len() == hd);
         let keys = scores.len();
-        assert!(
-            keys == 0 || (k.len() >= (keys - 1) * width + hd && v.len() >= (keys - 1) * width + hd)
-        );
-        let chunks = hd / LANES;
-        let (qp, kp, vp) = (q.as_ptr(), k.as_ptr(), v.as_ptr());
-        let mut max = f32::NEG_INFINITY;
-        for (j, s) in scores.iter_mut().enumerate() {
+        let Head {
+            k,
+            capacity,
+            v,
+            width,
+        } = head;
+        assert!(hd % LANES == 0 && out.len() == hd && keys <= capacity);
+        assert!(k.len() >= hd * capacity);
+        assert!(keys == 0 || v.len() >= (keys - 1) * width + hd);
+        let (kp, vp, sp) = (k.as_ptr(), v.as_ptr(), scores.as_mut_ptr());
+        let mut j = 0;
+        while j < keys {
+            // Keys j..j + 16 (fewer at the end: masked loads and store).
+            let n = (keys - j).min(LANES);
+            let lanes: __mmask16 = if n == LANES { !0 } else { (1u16 << n) - 1 };
             let mut acc = _mm512_setzero_ps();
-            for c in 0..chunks {
-                // SAFETY: in bounds (asserted above).
-                let (qv, kv) = unsafe {
-                    (
-                        _mm512_loadu_ps(qp.add(c * LANES)),
-                        _mm512_loadu_ps(kp.add(j * width + c * LANES)),
-                    )
-                };
-                acc = _mm512_fmadd_ps(qv, kv, acc);
+            for (d, &x) in q.iter().enumerate() {
+                // SAFETY: keys j..j + n of dimension d lie in the buffer (asserted above).
+                let kv = unsafe { _mm512_maskz_loadu_ps(lanes, kp.add(d * capacity + j)) };
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(x), kv, acc);
             }
-            let mut lanes = [0f32; LANES];
-            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
-            let mut dot = reduce(lanes);
-            if let Some(m) = mask {
-                dot += m[j];
-            }
-            *s = dot;
-            max = max.max(dot);
+            unsafe { _mm512_mask_storeu_ps(sp.add(j), lanes, acc) };
+            j += n;
         }
-        softmax(scores, max);
+        softmax(scores, mask);
         let op = out.as_mut_ptr();
+        let chunks = hd / LANES;
         let mut c = 0;
         while c < chunks {
             // Up to four 16-lane output chunks at a time, in registers.
@@ -669,28 +691,38 @@ mod tests {
             .collect()
     }
 
-    /// The AVX-512 head gives the portable code's bits (head sizes 16..64, 1..300 keys, with and
-    /// without a mask, masked keys included), and the portable code a float64 attention's values.
+    /// The AVX-512 head gives the portable code's bits (head sizes 16..64, 1..300 keys in a
+    /// larger capacity, with and without a mask, a masked key included), and the portable code
+    /// a float64 attention's values.
     #[test]
     fn host_head_paths_agree() {
         let mut checked = 0;
-        for (hd, keys, heads) in [(16, 1, 1), (32, 7, 3), (64, 300, 2), (48, 33, 4)] {
+        for (hd, keys, capacity, heads) in [
+            (16, 1, 16, 1),
+            (32, 7, 16, 3),
+            (64, 300, 320, 2),
+            (48, 33, 40, 4),
+        ] {
             let width = heads * hd;
-            let k = values(keys * width, 1);
+            let k = values(heads * hd * capacity, 1);
             let v = values(keys * width, 2);
             let q = values(hd, 3);
             let mut mask = values(keys, 4);
             mask[keys / 2] = super::MASKED;
             for masked in [None, Some(&mask[..])] {
                 for h in 0..heads {
-                    let (kh, vh) = (&k[h * hd..], &v[h * hd..]);
+                    let head = host_head::Head {
+                        k: &k[h * hd * capacity..][..hd * capacity],
+                        capacity,
+                        v: &v[h * hd..],
+                        width,
+                    };
                     let (mut s1, mut o1) = (vec![0f32; keys], vec![0f32; hd]);
-                    host_head::portable(&q, kh, vh, width, masked, &mut s1, &mut o1);
-                    // float64 reference
+                    host_head::portable(&q, head, masked, &mut s1, &mut o1);
                     let sc: Vec<f64> = (0..keys)
                         .map(|j| {
                             (0..hd)
-                                .map(|d| q[d] as f64 * kh[j * width + d] as f64)
+                                .map(|d| q[d] as f64 * head.k[d * capacity + j] as f64)
                                 .sum::<f64>()
                                 + masked.map_or(0.0, |m| m[j] as f64)
                         })
@@ -700,7 +732,7 @@ mod tests {
                     let sum: f64 = e.iter().sum();
                     for d in 0..hd {
                         let want: f64 = (0..keys)
-                            .map(|j| e[j] / sum * vh[j * width + d] as f64)
+                            .map(|j| e[j] / sum * head.v[j * width + d] as f64)
                             .sum();
                         assert!(
                             (o1[d] as f64 - want).abs() < 1e-5,
@@ -712,7 +744,7 @@ mod tests {
                         // SAFETY: checked above.
                         #[cfg(target_arch = "x86_64")]
                         unsafe {
-                            host_head::avx512(&q, kh, vh, width, masked, &mut s2, &mut o2)
+                            host_head::avx512(&q, head, masked, &mut s2, &mut o2)
                         };
                         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert_eq!(bits(&o1), bits(&o2), "hd {hd} keys {keys}");

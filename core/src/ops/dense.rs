@@ -145,7 +145,7 @@ impl HalfWeight {
             Half::F16 => Format::F16,
             Half::Bf16 => Format::Bf16,
         };
-        Self::tiled(values, format, d_out, d_in)
+        Self::tiled(&values, format, d_out, d_in)
     }
 
     /// From a checkpoint's little-endian bytes.
@@ -168,12 +168,12 @@ impl HalfWeight {
 impl F32Weight {
     /// `values` `[d_out, d_in]`. `None` when the sizes disagree.
     pub fn new(values: &[f32], d_out: usize, d_in: usize) -> Option<Self> {
-        Self::tiled(values.to_vec(), Format::F32, d_out, d_in)
+        Self::tiled(values, Format::F32, d_out, d_in)
     }
 }
 
 impl<T: Element> DenseWeight<T> {
-    fn tiled(values: Vec<T>, format: Format, d_out: usize, d_in: usize) -> Option<Self> {
+    fn tiled(values: &[T], format: Format, d_out: usize, d_in: usize) -> Option<Self> {
         if d_out == 0 || d_in == 0 || values.len() != d_out * d_in {
             return None;
         }

@@ -64,7 +64,8 @@ pub fn set_parallel(p: Parallel) -> bool {
     PARALLEL.set(p).is_ok()
 }
 
-/// The installed [`Parallel`] runner, if any (also used by [`crate::ops::half`]).
+/// The installed [`Parallel`] runner, if any (also used by [`crate::ops::dense`] and the host
+/// attention of [`crate::ops::attention`]).
 pub(crate) fn parallel() -> Option<&'static Parallel> {
     PARALLEL.get()
 }
