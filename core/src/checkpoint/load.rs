@@ -162,12 +162,7 @@ pub fn fill<M: Params>(
                     let (weight, _bits) =
                         super::quantized::read_quantized(file, &name, view, scales, d_out, d_in)?;
                     if options.int8_matmul {
-                        // A zero-memory placeholder of the right shape; the int8 weight is it.
-                        *p = Param::from_tensor(
-                            Tensor::<2>::zeros([1, 1], device).expand([d_in, d_out]),
-                        );
-                        let module = name.trim_end_matches(".weight").to_string();
-                        host.insert(module, HostWeight::Int8(weight));
+                        hold_on_host(p, &name, HostWeight::Int8(weight), &mut host, device);
                     } else {
                         let data = TensorData::new(weight.dequantize(), [d_out, d_in]);
                         let stored = Tensor::<2>::from_data(data, device);
@@ -180,28 +175,20 @@ pub fn fill<M: Params>(
                     return Err(mismatch(&[d_out, d_in]));
                 }
                 if let Some(kind) = half_kind(view.dtype()).filter(|_| options.host_weights) {
-                    // The stored halves are the weight; a zero-memory placeholder its shape.
+                    // The stored halves are the weight.
                     let weight = HalfWeight::from_le_bytes(view.data(), kind, d_out, d_in)
                         .ok_or_else(|| mismatch(&[d_out, d_in]))?;
-                    *p = Param::from_tensor(
-                        Tensor::<2>::zeros([1, 1], device).expand([d_in, d_out]),
-                    );
-                    let module = name.trim_end_matches(".weight").to_string();
-                    host.insert(module, HostWeight::Half(weight));
+                    hold_on_host(p, &name, HostWeight::Half(weight), &mut host, device);
                     converted(view.data());
                     return Ok(());
                 }
                 // Kept in HF's [out, in] memory order; burn sees the transposed view (no copy).
                 let data = read_f32(file, &name, view)?;
                 if options.host_weights {
-                    // Held for the CPU's own products; a zero-memory placeholder its shape.
+                    // Held for the CPU's own products.
                     let weight = F32Weight::new(&data, d_out, d_in)
                         .ok_or_else(|| mismatch(&[d_out, d_in]))?;
-                    *p = Param::from_tensor(
-                        Tensor::<2>::zeros([1, 1], device).expand([d_in, d_out]),
-                    );
-                    let module = name.trim_end_matches(".weight").to_string();
-                    host.insert(module, HostWeight::F32(weight));
+                    hold_on_host(p, &name, HostWeight::F32(weight), &mut host, device);
                     converted(view.data());
                     return Ok(());
                 }
@@ -240,6 +227,21 @@ pub fn fill<M: Params>(
         table_parts,
         host,
     })
+}
+
+/// Keeps `weight` as the host weight of the projection `name` (its `.weight` tensor) and puts a
+/// zero-memory placeholder of its burn shape `[d_in, d_out]` in `p`.
+fn hold_on_host(
+    p: &mut Param<Tensor<2>>,
+    name: &str,
+    weight: HostWeight,
+    host: &mut HashMap<String, HostWeight>,
+    device: &Device,
+) {
+    *p = Param::from_tensor(
+        Tensor::<2>::zeros([1, 1], device).expand([weight.d_in(), weight.d_out()]),
+    );
+    host.insert(name.trim_end_matches(".weight").to_string(), weight);
 }
 
 /// The half-precision format of a stored dtype.

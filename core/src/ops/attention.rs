@@ -298,15 +298,9 @@ impl HostKeysValues {
         });
         let mut out = vec![0f32; rows * len * width];
         let cached = self.keys.len();
-        let jobs = match crate::ops::int8::parallel() {
-            Some(p) if cached > 1 => p.threads.min(cached),
-            _ => 1,
-        };
-        let per_job = cached.div_ceil(jobs);
-        let jobs = cached.div_ceil(per_job);
         let out_ptr = &crate::ops::int8::OutPtr(out.as_mut_ptr());
-        let job = |n: usize| {
-            for b in n * per_job..((n + 1) * per_job).min(cached) {
+        crate::ops::int8::split_jobs(cached, 1, true, &|inputs| {
+            for b in inputs {
                 // SAFETY: `out` outlives the jobs; cached row b writes only its own rows'
                 // outputs `[b·group, (b + 1)·group) × len × width`, disjoint between jobs.
                 let out = unsafe {
@@ -315,23 +309,10 @@ impl HostKeysValues {
                         group * len * width,
                     )
                 };
-                self.attend_row(
-                    b,
-                    &q[b * group * len * width..][..group * len * width],
-                    mask.as_ref(),
-                    group,
-                    len,
-                    out,
-                );
+                let q = &q[b * group * len * width..][..group * len * width];
+                self.attend_row(b, q, mask.as_ref(), group, len, out);
             }
-        };
-        if jobs > 1 {
-            (crate::ops::int8::parallel()
-                .expect("jobs > 1 only with a runner")
-                .run)(jobs, &job);
-        } else {
-            job(0);
-        }
+        });
         Tensor::from_data(TensorData::new(out, [rows, len, width]), &device)
     }
 

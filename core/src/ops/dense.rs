@@ -24,7 +24,7 @@
 //! ([`crate::ops::int8::Parallel`]) never changes one, and neither does the number of rows: an
 //! output row's values do not depend on which other rows share the call (a server's batch).
 
-use crate::ops::int8::{parallel, OutPtr, PARALLEL_MIN_WORK};
+use crate::ops::int8::{split_jobs, OutPtr, PARALLEL_MIN_WORK};
 
 /// Lanes of the canonical sum (one AVX-512 vector of f32).
 pub const LANES: usize = 16;
@@ -288,26 +288,14 @@ impl<T: Element> DenseWeight<T> {
         assert_eq!(x.len() % d_in, 0, "activation width");
         let rows = x.len() / d_in;
         let mut y = vec![0f32; rows * d_out];
-        let tiles = d_out.div_ceil(TILE);
-        let jobs = match parallel() {
-            Some(p) if rows * d_in * d_out >= PARALLEL_MIN_WORK => p.threads.min(tiles).max(1),
-            _ => 1,
-        };
-        let per_job = tiles.div_ceil(jobs);
-        let jobs = tiles.div_ceil(per_job);
         let out = OutPtr(y.as_mut_ptr());
-        let job = |n: usize| {
-            let first = (n * per_job * TILE).min(d_out);
-            let last = ((n + 1) * per_job * TILE).min(d_out);
+        let parallel = rows * d_in * d_out >= PARALLEL_MIN_WORK;
+        split_jobs(d_out.div_ceil(TILE), 1, parallel, &|tiles| {
+            let outputs = tiles.start * TILE..(tiles.end * TILE).min(d_out);
             // SAFETY: `out` is `y` ([rows, d_out], alive until every job has returned); the
             // jobs' output ranges are disjoint.
-            unsafe { self.outputs(first..last, x, rows, out, kernel) }
-        };
-        if jobs > 1 {
-            (parallel().expect("jobs > 1 only with a runner").run)(jobs, &job);
-        } else {
-            job(0);
-        }
+            unsafe { self.outputs(outputs, x, rows, out, kernel) }
+        });
         y
     }
 

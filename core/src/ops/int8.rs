@@ -64,10 +64,27 @@ pub fn set_parallel(p: Parallel) -> bool {
     PARALLEL.set(p).is_ok()
 }
 
-/// The installed [`Parallel`] runner, if any (also used by [`crate::ops::dense`] and the host
-/// attention of [`crate::ops::attention`]).
-pub(crate) fn parallel() -> Option<&'static Parallel> {
-    PARALLEL.get()
+/// Runs `job` over `0..items` split into contiguous ranges (whole multiples of `multiple` items
+/// each), one per thread of the installed [`Parallel`] runner when `parallel` (else one range):
+/// the host products and the host attention, whose results never depend on the split.
+pub(crate) fn split_jobs(
+    items: usize,
+    multiple: usize,
+    parallel: bool,
+    job: &(dyn Fn(std::ops::Range<usize>) + Sync),
+) {
+    if items == 0 {
+        return;
+    }
+    let runner = PARALLEL.get().filter(|_| parallel);
+    let jobs = runner.map_or(1, |p| p.threads.clamp(1, items));
+    let per_job = items.div_ceil(jobs).next_multiple_of(multiple.max(1));
+    let jobs = items.div_ceil(per_job);
+    let run = |n: usize| job(n * per_job..((n + 1) * per_job).min(items));
+    match runner {
+        Some(p) if jobs > 1 => (p.run)(jobs, &run),
+        _ => (0..jobs).for_each(run),
+    }
 }
 
 /// `y`'s values, shared by the jobs of one product (each writes its own columns).
@@ -230,33 +247,24 @@ impl Int8Weight {
         // The tiles in ranges, one job each (in parallel where the binary installed a
         // [`Parallel`]): each output is computed by the same operations whichever job holds it,
         // so the split never changes a bit.
-        let jobs = match PARALLEL.get() {
-            Some(p) if rows * d_in * d_out >= PARALLEL_MIN_WORK => p.threads.min(tiles).max(1),
-            _ => 1,
-        };
-        // Whole panels per job where there are panels.
-        let per_job = tiles
-            .div_ceil(jobs.max(1))
-            .next_multiple_of(if self.panels > 0 {
-                vnni::PANEL_TILES
-            } else {
-                1
-            })
-            .max(1);
-        let jobs = tiles.div_ceil(per_job).max(1);
-        // Each job writes its own columns of `y` (disjoint), in place.
+        // Whole panels per job where there are panels; each job writes its own columns of `y`
+        // (disjoint), in place.
         let out = OutPtr(y.as_mut_ptr());
-        let job = |n: usize| {
-            let range = (n * per_job).min(tiles)..((n + 1) * per_job).min(tiles);
-            // SAFETY: `out` is `y` ([rows, d_out], alive until every job has returned); the
-            // jobs' tile ranges, and so their columns, are disjoint.
-            unsafe { self.tiles(range, &xq, xu.as_deref(), wide_x.as_deref(), &sx, rows, out) }
+        let multiple = if self.panels > 0 {
+            vnni::PANEL_TILES
+        } else {
+            1
         };
-        if jobs > 1 {
-            (PARALLEL.get().unwrap().run)(jobs, &job);
-        } else if tiles > 0 {
-            job(0);
-        }
+        split_jobs(
+            tiles,
+            multiple,
+            rows * d_in * d_out >= PARALLEL_MIN_WORK,
+            &|range| {
+                // SAFETY: `out` is `y` ([rows, d_out], alive until every job has returned); the
+                // jobs' tile ranges, and so their columns, are disjoint.
+                unsafe { self.tiles(range, &xq, xu.as_deref(), wide_x.as_deref(), &sx, rows, out) }
+            },
+        );
         for j in tiles * 4..d_out {
             let w = self.row(j);
             let s = &self.scales[j * blocks..(j + 1) * blocks];
