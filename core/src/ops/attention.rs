@@ -179,7 +179,10 @@ impl KeysValues {
 
 /// A decoding cache's keys and values on the host, per row in one growing buffer each (a step
 /// appends in place; the keys `[heads][head_dim][capacity]`, keys side by side so that 16 keys'
-/// scores are one vector of fused multiply-adds; the values `[len][heads][head_dim]`), shared
+/// scores are one vector of fused multiply-adds; the values `[heads][capacity][head_dim]`: one
+/// head's keys and values each contiguous, so that the rows sharing them — the beams of one input
+/// over the encoder's keys — find them in the core's cache, where a `[len][heads][head_dim]`
+/// layout put a head's values at a 4 KiB stride that used a sixteenth of its sets), shared
 /// between rows after a beam reorder until one of them appends (copy on write) — where burn's
 /// tensors copy the whole cache twice per step (`cat`, `select`). Attention over them runs on
 /// the host, split over the [`crate::ops::int8::Parallel`] runner by input.
@@ -236,6 +239,16 @@ impl HostKeysValues {
                 }
                 *row = std::sync::Arc::new(grown);
             }
+            for row in &mut self.values {
+                let mut grown = vec![0f32; width * capacity];
+                for (to, from) in grown
+                    .chunks_exact_mut(capacity * head_dim)
+                    .zip(row.chunks_exact((old * head_dim).max(1)))
+                {
+                    to[..len * head_dim].copy_from_slice(&from[..len * head_dim]);
+                }
+                *row = std::sync::Arc::new(grown);
+            }
             self.capacity = capacity;
         }
         let capacity = self.capacity;
@@ -253,11 +266,14 @@ impl HostKeysValues {
                 }
             }
         }
-        // Values [n, heads, new, hd] → [n, new, heads, hd]: each row's new positions in order.
-        let data = v.swap_dims(1, 2).into_data().convert::<f32>();
+        // Values [n, heads, new, hd]: position p of head h at (h·capacity + len + p)·hd.
+        let data = v.into_data().convert::<f32>();
         let data = data.as_slice::<f32>().expect("f32 values");
         for (row, part) in self.values.iter_mut().zip(data.chunks_exact(new * width)) {
-            std::sync::Arc::make_mut(row).extend_from_slice(part);
+            let row = std::sync::Arc::make_mut(row);
+            for (h, part) in part.chunks_exact(new * head_dim).enumerate() {
+                row[(h * capacity + len) * head_dim..][..new * head_dim].copy_from_slice(part);
+            }
         }
         self.len += new;
     }
@@ -344,12 +360,12 @@ impl HostKeysValues {
                     });
                     let (qh, o) = (&q[row..row + hd], &mut out[row..row + hd]);
                     let kh = &k[h * hd * capacity..][..hd * capacity];
-                    let vh = &v[h * hd..];
+                    let vh = &v[h * hd * capacity..][..hd * capacity];
                     let head = host_head::Head {
                         k: kh,
                         capacity,
                         v: vh,
-                        width,
+                        width: hd,
                     };
                     if vector {
                         // SAFETY: AVX-512F + FMA checked (has_avx512); hd a multiple of 16.
@@ -469,6 +485,23 @@ mod host_head {
         assert!(keys == 0 || v.len() >= (keys - 1) * width + hd);
         let (kp, vp, sp) = (k.as_ptr(), v.as_ptr(), scores.as_mut_ptr());
         let mut j = 0;
+        while j + 4 * LANES <= keys {
+            // Keys j..j + 64: four independent chains of fused multiply-adds (one per 16 keys),
+            // each in the order of the module's contract.
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for (d, &x) in q.iter().enumerate() {
+                let x = _mm512_set1_ps(x);
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: keys j..j + 64 of dimension d lie in the buffer (asserted above).
+                    let kv = unsafe { _mm512_loadu_ps(kp.add(d * capacity + j + t * LANES)) };
+                    *acc = _mm512_fmadd_ps(x, kv, *acc);
+                }
+            }
+            for (t, acc) in acc.iter().enumerate() {
+                unsafe { _mm512_storeu_ps(sp.add(j + t * LANES), *acc) };
+            }
+            j += 4 * LANES;
+        }
         while j < keys {
             // Keys j..j + 16 (fewer at the end: masked loads and store).
             let n = (keys - j).min(LANES);
@@ -488,21 +521,43 @@ mod host_head {
         let mut c = 0;
         while c < chunks {
             // Up to four 16-lane output chunks at a time, in registers.
-            let n = (chunks - c).min(4);
-            let mut o = [_mm512_setzero_ps(); 4];
-            for (j, &w) in scores.iter().enumerate() {
-                let wv = _mm512_set1_ps(w);
-                for (t, o) in o.iter_mut().enumerate().take(n) {
-                    // SAFETY: in bounds (asserted above).
-                    let x = unsafe { _mm512_loadu_ps(vp.add(j * width + (c + t) * LANES)) };
-                    *o = _mm512_fmadd_ps(wv, x, *o);
-                }
-            }
-            for (t, o) in o.iter().enumerate().take(n) {
-                unsafe { _mm512_storeu_ps(op.add((c + t) * LANES), *o) };
-            }
-            c += n;
+            // SAFETY (all three): chunks c.. of every key's values lie in `v` (asserted above).
+            c += match chunks - c {
+                1 => unsafe { weigh::<1>(scores, vp.add(c * LANES), width, op.add(c * LANES)) },
+                2 => unsafe { weigh::<2>(scores, vp.add(c * LANES), width, op.add(c * LANES)) },
+                3 => unsafe { weigh::<3>(scores, vp.add(c * LANES), width, op.add(c * LANES)) },
+                _ => unsafe { weigh::<4>(scores, vp.add(c * LANES), width, op.add(c * LANES)) },
+            };
         }
+    }
+
+    /// `N` 16-lane chunks of the output: `Σ_j w_j · v[j · width ..]`, fused in key order.
+    ///
+    /// # Safety
+    /// AVX-512F and FMA; `v[j · width + t]` readable and `out[t]` writable for every key `j`
+    /// and `t < 16 · N`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,fma")]
+    #[inline]
+    unsafe fn weigh<const N: usize>(
+        w: &[f32],
+        v: *const f32,
+        width: usize,
+        out: *mut f32,
+    ) -> usize {
+        use std::arch::x86_64::*;
+        let mut o = [_mm512_setzero_ps(); N];
+        for (j, &w) in w.iter().enumerate() {
+            let wv = _mm512_set1_ps(w);
+            for (t, o) in o.iter_mut().enumerate() {
+                let x = unsafe { _mm512_loadu_ps(v.add(j * width + t * LANES)) };
+                *o = _mm512_fmadd_ps(wv, x, *o);
+            }
+        }
+        for (t, o) in o.iter().enumerate() {
+            unsafe { _mm512_storeu_ps(out.add(t * LANES), *o) };
+        }
+        N
     }
 }
 

@@ -303,27 +303,39 @@ impl Int8Weight {
         let blocks = d_in / self.block;
         let mut wide_w = vec![0i16; if wide_x.is_some() { 4 * d_in } else { 0 }];
         let mut tile = range.start;
+        if let Some(xu) = xu {
+            // The VNNI panels (whole panels from `range.start`): activation rows in blocks of
+            // about 128 KiB (a block stays in the core's cache while this call's panels pass),
+            // each panel's 16 weight rows in cache while the block's rows pass.
+            let end = range.end.min(self.panels * vnni::PANEL_TILES);
+            let block_rows = (VNNI_ROW_BYTES / d_in).max(8) / 8 * 8;
+            for first in (0..rows).step_by(block_rows) {
+                let n_rows = block_rows.min(rows - first);
+                let mut tile = range.start;
+                while tile < end {
+                    let p = tile / vnni::PANEL_TILES;
+                    let (j, n) = (tile * 4, blocks * vnni::PANEL_ROWS);
+                    // SAFETY: columns j..j+16 of `out` belong to this call (the caller's
+                    // contract); rows first..first + n_rows of them.
+                    vnni::forward(
+                        &self.values[j * d_in..][..vnni::PANEL_ROWS * d_in],
+                        &self.panel_scales[p * n..][..n],
+                        &self.panel_corr[p * n..][..n],
+                        &xu[first * d_in..][..n_rows * d_in],
+                        d_in,
+                        self.block,
+                        &sx[first..first + n_rows],
+                        bias.map(|b| &b[j..j + vnni::PANEL_ROWS]),
+                        out.0.add(first * d_out + j),
+                        d_out,
+                    );
+                    tile += vnni::PANEL_TILES;
+                }
+            }
+            tile = tile.max(end);
+        }
         // Weight tiles outermost: 4 weight rows stay in cache while every activation row passes.
         while tile < range.end {
-            if let Some(xu) = xu.filter(|_| tile < self.panels * vnni::PANEL_TILES) {
-                let p = tile / vnni::PANEL_TILES;
-                let (j, n) = (tile * 4, blocks * vnni::PANEL_ROWS);
-                // SAFETY: columns j..j+16 of `out` belong to this call (the caller's contract).
-                vnni::forward(
-                    &self.values[j * d_in..][..vnni::PANEL_ROWS * d_in],
-                    &self.panel_scales[p * n..][..n],
-                    &self.panel_corr[p * n..][..n],
-                    xu,
-                    d_in,
-                    self.block,
-                    sx,
-                    bias.map(|b| &b[j..j + vnni::PANEL_ROWS]),
-                    out.0.add(j),
-                    d_out,
-                );
-                tile += vnni::PANEL_TILES;
-                continue;
-            }
             let j = tile * 4;
             let w = &self.values[j * d_in..(j + 4) * d_in];
             let s = &self.tile_scales[tile * blocks * 4..(tile + 1) * blocks * 4];
@@ -429,23 +441,30 @@ unsafe fn quantize_rows_avx2(x: &[f32], width: usize) -> (Vec<i8>, Vec<f32>) {
 #[inline(always)]
 fn quantize_rows_portable(x: &[f32], width: usize) -> (Vec<i8>, Vec<f32>) {
     let rows = x.len() / width;
-    let mut q = Vec::with_capacity(x.len());
+    let mut q = vec![0i8; rows * width];
     let mut scales = Vec::with_capacity(rows);
-    for row in x.chunks_exact(width) {
-        // `f32::max` would skip a NaN: the sum of magnitudes carries it (and infinities).
-        let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let finite = row.iter().map(|v| v.abs()).sum::<f32>().is_finite();
+    for (row, q) in x.chunks_exact(width).zip(q.chunks_exact_mut(width)) {
+        // The largest magnitude's bits (a non-negative float's bits order as its value; NaN
+        // and the infinities above every finite value): one pass that vectorizes.
+        let amax = row
+            .iter()
+            .fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+        let finite = amax < 0x7f80_0000;
+        let amax = f32::from_bits(amax);
         if amax == 0.0 || !finite {
             // All zeros → zeros; a non-finite row stays non-finite (NaN) through the scale.
-            q.extend(std::iter::repeat_n(0i8, width));
             scales.push(if finite { 0.0 } else { f32::NAN });
             continue;
         }
         let inv = 127.0 / amax;
-        q.extend(
-            row.iter()
-                .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8),
-        );
+        for (o, &v) in q.iter_mut().zip(row) {
+            // `(v · inv).round()` (half away from zero), spelled with `floor` so that it
+            // vectorizes: |t| − ⌊|t|⌋ is exact.
+            let t = v * inv;
+            let (a, f) = (t.abs(), t.abs().floor());
+            let r = if a - f >= 0.5 { f + 1.0 } else { f }.min(127.0) as i32;
+            *o = if t < 0.0 { -r } else { r } as i8;
+        }
         scales.push(amax / 127.0);
     }
     (q, scales)
@@ -901,10 +920,14 @@ mod vnni {
             // SAFETY: the CPU has the features (asserted above); `group` reads R rows of xu
             // from row i (i + R <= rows) and the asserted panel lengths, and writes rows i..i+R
             // of `out` (the caller's contract).
-            i += match rows - i {
-                8.. => group::<8>(&p, xu, i),
-                4.. => group::<4>(&p, xu, i),
-                _ => group::<1>(&p, xu, i),
+            // Fewer rows: more sums per row in flight (each row's int32 sums split over `A`
+            // accumulators by input and added back: exact, so the same bits).
+            i += match (rows - i, block % 16) {
+                (8.., _) => group::<8, 1>(&p, xu, i),
+                (4.., 0) => group::<4, 2>(&p, xu, i),
+                (4.., _) => group::<4, 1>(&p, xu, i),
+                (_, 0) => group::<1, 4>(&p, xu, i),
+                _ => group::<1, 1>(&p, xu, i),
             };
         }
     }
@@ -921,30 +944,37 @@ mod vnni {
         ld: usize,
     }
 
-    /// Activation rows `i .. i + R`; returns R.
+    /// Activation rows `i .. i + R`, each block's int32 sums over `A` accumulators per row
+    /// (inputs `4a, 4a + 4A, …` in accumulator `a`; `block` a multiple of `4A`); returns R.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn group<const R: usize>(p: &Panel, xu: &[u8], i: usize) -> usize {
+    unsafe fn group<const R: usize, const A: usize>(p: &Panel, xu: &[u8], i: usize) -> usize {
         let (d_in, block) = (p.d_in, p.block);
-        assert!(xu.len() >= (i + R) * d_in);
+        assert!(xu.len() >= (i + R) * d_in && block % (4 * A) == 0);
         let (xp, wp) = (xu.as_ptr().add(i * d_in), p.w.as_ptr());
         let mut f = [_mm512_setzero_ps(); R];
         for b in 0..d_in / block {
-            let mut acc = [_mm512_setzero_si512(); R];
+            let mut acc = [[_mm512_setzero_si512(); R]; A];
             let mut k = b * block;
             while k < (b + 1) * block {
-                // 64 bytes: inputs k..k+4 of the 16 rows (k + 4 <= d_in).
-                let wv = _mm512_loadu_si512(wp.add(k * PANEL_ROWS) as *const _);
-                for r in 0..R {
-                    let xv =
-                        _mm512_set1_epi32((xp.add(r * d_in + k) as *const i32).read_unaligned());
-                    acc[r] = _mm512_dpbusd_epi32(acc[r], xv, wv);
+                for (a, acc) in acc.iter_mut().enumerate() {
+                    // 64 bytes: inputs k..k+4 of the 16 rows (k + 4 <= d_in).
+                    let k = k + 4 * a;
+                    let wv = _mm512_loadu_si512(wp.add(k * PANEL_ROWS) as *const _);
+                    for r in 0..R {
+                        let x = (xp.add(r * d_in + k) as *const i32).read_unaligned();
+                        acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(x), wv);
+                    }
                 }
-                k += 4;
+                k += 4 * A;
             }
             let sw = _mm512_loadu_ps(p.s.as_ptr().add(PANEL_ROWS * b));
             let c = _mm512_loadu_si512(p.corr.as_ptr().add(PANEL_ROWS * b) as *const _);
             for r in 0..R {
-                let sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r], c));
+                let mut sum = acc[0][r];
+                for acc in &acc[1..] {
+                    sum = _mm512_add_epi32(sum, acc[r]);
+                }
+                let sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, c));
                 f[r] = _mm512_add_ps(f[r], _mm512_mul_ps(sums, sw));
             }
         }
@@ -994,6 +1024,9 @@ mod vnni {
 /// From this many activation rows on, [`Int8Weight::forward`] widens its operands to i16 once
 /// per product rather than in every pass.
 const WIDE_ROWS: usize = 8;
+
+/// Bytes of activations per block of rows in the VNNI products.
+const VNNI_ROW_BYTES: usize = 128 << 10;
 
 /// The same in plain Rust (the kernel elsewhere; the tests compare it with the others).
 #[cfg(not(any(
@@ -1090,11 +1123,30 @@ mod tests {
                 .map(|k| k as f32 * 0.5 - 63.5)
                 .chain([127.0, -127.0]),
         );
+        // Rows of other magnitudes (a row's largest value × inv just above 127, tiny values,
+        // negative zeros) and an infinity.
+        x.extend((0..width).map(|k| if k == 3 { -3.0e-3 } else { k as f32 * 1e-5 }));
+        x.extend((0..width).map(|k| if k % 2 == 0 { -0.0 } else { 1e30 / (k as f32) }));
+        let rows = x.len() / width;
         let a = quantize_rows(&x, width);
         let b = quantize_rows_portable(&x, width);
         assert_eq!(a.0, b.0);
         assert_eq!(bits(&a.1), bits(&b.1));
-        let last = &a.0[64 * width..];
+        // The definition: s = max |x| / 127, round(x · 127 / max |x|) half away from zero.
+        for (r, row) in x.chunks_exact(width).enumerate() {
+            let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let want: Vec<i8> = row
+                .iter()
+                .map(|v| (v * (127.0 / amax)).round().clamp(-127.0, 127.0) as i8)
+                .collect();
+            assert_eq!(&a.0[r * width..][..width], &want[..], "row {r}");
+            assert_eq!(a.1[r].to_bits(), (amax / 127.0).to_bits(), "row {r}");
+        }
+        let mut inf = x[..width].to_vec();
+        inf[5] = f32::INFINITY;
+        assert!(quantize_rows(&inf, width).1[0].is_nan());
+        assert_eq!(rows, 67);
+        let last = &a.0[64 * width..][..width];
         assert_eq!(
             (last[0], last[1], last[253]),
             (-64, -63, 63),
@@ -1103,7 +1155,8 @@ mod tests {
     }
 
     /// The VNNI panels: the same bits as the scalar path, with panels, leftover tiles and
-    /// leftover weight rows, full and partial row groups (1 to 200 rows), several blocks.
+    /// leftover weight rows, full and partial row groups (1 to 200 rows), several blocks, one
+    /// to four accumulators per row, activation rows in several blocks.
     #[test]
     fn vnni_panels_are_bit_identical() {
         for (d_out, d_in, block, rows) in [
@@ -1115,6 +1168,9 @@ mod tests {
             (33, 32, 8, 3),
             (50, 128, 16, 5),
             (32, 64, 32, 12),
+            // Rows in blocks (VNNI_ROW_BYTES / d_in = 32 and 64 rows), a partial last block.
+            (33, 4096, 32, 70),
+            (20, 2048, 16, 150),
         ] {
             let w = Int8Weight::quantize(&values(d_out * d_in, 11), d_out, d_in, block)
                 .unwrap()
