@@ -346,36 +346,55 @@ impl HostKeysValues {
         let (heads, hd, keys, width) = (self.heads, self.head_dim, self.len, self.width());
         let capacity = self.capacity;
         let (k, v) = (&self.keys[b][..], &self.values[b][..]);
-        let mut scores = vec![0f32; keys];
+        let mut scores = vec![0f32; 4 * keys];
         let vector = hd % LANES == 0 && host_head::has_avx512();
+        // The queries of the group's rows (the beams of one input) share each head's keys and
+        // values: up to four at a time.
+        let at = host_head::Queries {
+            q_stride: len * width,
+            out_stride: len * width,
+            hd,
+        };
         for h in 0..heads {
-            for g in 0..group {
-                for i in 0..len {
+            let head = host_head::Head {
+                k: &k[h * hd * capacity..][..hd * capacity],
+                capacity,
+                v: &v[h * hd * capacity..][..hd * capacity],
+                width: hd,
+            };
+            for i in 0..len {
+                let mask = mask.map(|([mb, mh, mq, mk], m)| {
+                    assert_eq!(*mk, keys, "mask length");
+                    let pick = |n: usize, at: usize| if n == 1 { 0 } else { at };
+                    let at = (pick(*mb, b) * mh + pick(*mh, h)) * mq + pick(*mq, i);
+                    &m[at * mk..][..keys]
+                });
+                let mut g = 0;
+                while g < group {
                     let row = (g * len + i) * width + h * hd;
-                    let mask = mask.map(|([mb, mh, mq, mk], m)| {
-                        assert_eq!(*mk, keys, "mask length");
-                        let pick = |n: usize, at: usize| if n == 1 { 0 } else { at };
-                        let at = (pick(*mb, b) * mh + pick(*mh, h)) * mq + pick(*mq, i);
-                        &m[at * mk..][..keys]
-                    });
-                    let (qh, o) = (&q[row..row + hd], &mut out[row..row + hd]);
-                    let kh = &k[h * hd * capacity..][..hd * capacity];
-                    let vh = &v[h * hd * capacity..][..hd * capacity];
-                    let head = host_head::Head {
-                        k: kh,
-                        capacity,
-                        v: vh,
-                        width: hd,
-                    };
+                    let (q, o) = (&q[row..], &mut out[row..]);
+                    let n = (group - g).min(4);
+                    let scores = &mut scores[..n * keys];
                     if vector {
                         // SAFETY: AVX-512F + FMA checked (has_avx512); hd a multiple of 16.
                         #[cfg(target_arch = "x86_64")]
                         unsafe {
-                            host_head::avx512(qh, head, mask, &mut scores, o)
+                            match n {
+                                4 => host_head::avx512::<4, 2>(q, head, mask, scores, o, at),
+                                3 => host_head::avx512::<3, 2>(q, head, mask, scores, o, at),
+                                2 => host_head::avx512::<2, 4>(q, head, mask, scores, o, at),
+                                _ => host_head::avx512::<1, 4>(q, head, mask, scores, o, at),
+                            }
                         }
                     } else {
-                        host_head::portable(qh, head, mask, &mut scores, o)
+                        match n {
+                            4 => host_head::portable::<4>(q, head, mask, scores, o, at),
+                            3 => host_head::portable::<3>(q, head, mask, scores, o, at),
+                            2 => host_head::portable::<2>(q, head, mask, scores, o, at),
+                            _ => host_head::portable::<1>(q, head, mask, scores, o, at),
+                        }
                     }
+                    g += n;
                 }
             }
         }
@@ -434,13 +453,32 @@ mod host_head {
         }
     }
 
-    pub fn portable(
+    /// `G` queries of one head (query `g` at `q[g · q_stride ..]`, its output at `out[g ·
+    /// out_stride ..]`, its scores `scores[g · keys ..]`) over the same keys and values.
+    #[derive(Clone, Copy)]
+    pub struct Queries {
+        pub q_stride: usize,
+        pub out_stride: usize,
+        pub hd: usize,
+    }
+
+    pub fn portable<const G: usize>(
         q: &[f32],
         head: Head<'_>,
         mask: Option<&[f32]>,
         scores: &mut [f32],
         out: &mut [f32],
+        at: Queries,
     ) {
+        let keys = scores.len() / G;
+        for (g, scores) in scores.chunks_exact_mut(keys.max(1)).take(G).enumerate() {
+            let q = &q[g * at.q_stride..][..at.hd];
+            let out = &mut out[g * at.out_stride..][..at.hd];
+            one(q, head, mask, &mut scores[..keys], out);
+        }
+    }
+
+    fn one(q: &[f32], head: Head<'_>, mask: Option<&[f32]>, scores: &mut [f32], out: &mut [f32]) {
         let hd = q.len();
         for (j, s) in scores.iter_mut().enumerate() {
             let mut dot = 0f32;
@@ -458,104 +496,132 @@ mod host_head {
         }
     }
 
-    /// [`portable`] with 16-lane AVX-512 vectors, for a head size that is a multiple of 16.
+    /// [`portable`] with 16-lane AVX-512 vectors, for a head size that is a multiple of 16: the
+    /// `G` queries share every key and value loaded, `B` blocks of 16 keys' scores at a time
+    /// (`G · B` independent chains of fused multiply-adds).
     ///
     /// # Safety
-    /// The CPU must have AVX-512F and FMA, and `q.len()` must be a multiple of 16.
+    /// The CPU must have AVX-512F and FMA, and `at.hd` must be a multiple of 16.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,fma")]
-    pub unsafe fn avx512(
+    pub unsafe fn avx512<const G: usize, const B: usize>(
         q: &[f32],
         head: Head<'_>,
         mask: Option<&[f32]>,
         scores: &mut [f32],
         out: &mut [f32],
+        at: Queries,
     ) {
         use std::arch::x86_64::*;
-        let hd = q.len();
-        let keys = scores.len();
+        let hd = at.hd;
+        let keys = scores.len() / G;
         let Head {
             k,
             capacity,
             v,
             width,
         } = head;
-        assert!(hd % LANES == 0 && out.len() == hd && keys <= capacity);
+        assert!(hd % LANES == 0 && keys <= capacity && scores.len() == G * keys);
+        assert!(q.len() >= (G - 1) * at.q_stride + hd);
+        assert!(out.len() >= (G - 1) * at.out_stride + hd);
         assert!(k.len() >= hd * capacity);
         assert!(keys == 0 || v.len() >= (keys - 1) * width + hd);
-        let (kp, vp, sp) = (k.as_ptr(), v.as_ptr(), scores.as_mut_ptr());
+        let (kp, vp, sp, qp) = (k.as_ptr(), v.as_ptr(), scores.as_mut_ptr(), q.as_ptr());
         let mut j = 0;
-        while j + 4 * LANES <= keys {
-            // Keys j..j + 64: four independent chains of fused multiply-adds (one per 16 keys),
-            // each in the order of the module's contract.
-            let mut acc = [_mm512_setzero_ps(); 4];
-            for (d, &x) in q.iter().enumerate() {
-                let x = _mm512_set1_ps(x);
-                for (t, acc) in acc.iter_mut().enumerate() {
-                    // SAFETY: keys j..j + 64 of dimension d lie in the buffer (asserted above).
-                    let kv = unsafe { _mm512_loadu_ps(kp.add(d * capacity + j + t * LANES)) };
+        while j + B * LANES <= keys {
+            // Keys j..j + 16·B of every query.
+            let mut acc = [[_mm512_setzero_ps(); B]; G];
+            for d in 0..hd {
+                // SAFETY: keys j..j + 16·B of dimension d lie in the buffer (asserted above).
+                let kv: [__m512; B] = std::array::from_fn(|t| unsafe {
+                    _mm512_loadu_ps(kp.add(d * capacity + j + t * LANES))
+                });
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(unsafe { *qp.add(g * at.q_stride + d) });
+                    for (acc, &kv) in acc.iter_mut().zip(&kv) {
+                        *acc = _mm512_fmadd_ps(x, kv, *acc);
+                    }
+                }
+            }
+            for (g, acc) in acc.iter().enumerate() {
+                for (t, acc) in acc.iter().enumerate() {
+                    unsafe { _mm512_storeu_ps(sp.add(g * keys + j + t * LANES), *acc) };
+                }
+            }
+            j += B * LANES;
+        }
+        while j < keys {
+            // Keys j..j + 16 (fewer at the end: masked loads and stores).
+            let n = (keys - j).min(LANES);
+            let lanes: __mmask16 = if n == LANES { !0 } else { (1u16 << n) - 1 };
+            let mut acc = [_mm512_setzero_ps(); G];
+            for d in 0..hd {
+                let kv = unsafe { _mm512_maskz_loadu_ps(lanes, kp.add(d * capacity + j)) };
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(unsafe { *qp.add(g * at.q_stride + d) });
                     *acc = _mm512_fmadd_ps(x, kv, *acc);
                 }
             }
-            for (t, acc) in acc.iter().enumerate() {
-                unsafe { _mm512_storeu_ps(sp.add(j + t * LANES), *acc) };
+            for (g, acc) in acc.iter().enumerate() {
+                unsafe { _mm512_mask_storeu_ps(sp.add(g * keys + j), lanes, *acc) };
             }
-            j += 4 * LANES;
-        }
-        while j < keys {
-            // Keys j..j + 16 (fewer at the end: masked loads and store).
-            let n = (keys - j).min(LANES);
-            let lanes: __mmask16 = if n == LANES { !0 } else { (1u16 << n) - 1 };
-            let mut acc = _mm512_setzero_ps();
-            for (d, &x) in q.iter().enumerate() {
-                // SAFETY: keys j..j + n of dimension d lie in the buffer (asserted above).
-                let kv = unsafe { _mm512_maskz_loadu_ps(lanes, kp.add(d * capacity + j)) };
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(x), kv, acc);
-            }
-            unsafe { _mm512_mask_storeu_ps(sp.add(j), lanes, acc) };
             j += n;
         }
-        softmax(scores, mask);
+        for s in scores.chunks_exact_mut(keys.max(1)).take(G) {
+            softmax(&mut s[..keys], mask);
+        }
         let op = out.as_mut_ptr();
         let chunks = hd / LANES;
         let mut c = 0;
+        let w = &*scores;
         while c < chunks {
-            // Up to four 16-lane output chunks at a time, in registers.
-            // SAFETY (all three): chunks c.. of every key's values lie in `v` (asserted above).
+            // Up to four 16-lane output chunks of every query at a time, in registers.
+            // SAFETY (all four): chunks c.. of every key's values lie in `v`, of every query's
+            // output in `out` (asserted above).
+            let (v, o) = (vp.add(c * LANES), op.add(c * LANES));
             c += match chunks - c {
-                1 => unsafe { weigh::<1>(scores, vp.add(c * LANES), width, op.add(c * LANES)) },
-                2 => unsafe { weigh::<2>(scores, vp.add(c * LANES), width, op.add(c * LANES)) },
-                3 => unsafe { weigh::<3>(scores, vp.add(c * LANES), width, op.add(c * LANES)) },
-                _ => unsafe { weigh::<4>(scores, vp.add(c * LANES), width, op.add(c * LANES)) },
+                1 => unsafe { weigh::<G, 1>(w, keys, v, width, o, at.out_stride) },
+                2 => unsafe { weigh::<G, 2>(w, keys, v, width, o, at.out_stride) },
+                3 => unsafe { weigh::<G, 3>(w, keys, v, width, o, at.out_stride) },
+                _ => unsafe { weigh::<G, 4>(w, keys, v, width, o, at.out_stride) },
             };
         }
     }
 
-    /// `N` 16-lane chunks of the output: `Σ_j w_j · v[j · width ..]`, fused in key order.
+    /// `N` 16-lane chunks of each of `G` outputs: `Σ_j w[g · keys + j] · v[j · width ..]`,
+    /// fused in key order, stored at `out + g · out_stride`.
     ///
     /// # Safety
-    /// AVX-512F and FMA; `v[j · width + t]` readable and `out[t]` writable for every key `j`
-    /// and `t < 16 · N`.
+    /// AVX-512F and FMA; `v[j · width + t]` readable for every key `j < keys` and `t < 16 · N`,
+    /// `out[g · out_stride + t]` writable for every `g < G`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,fma")]
     #[inline]
-    unsafe fn weigh<const N: usize>(
+    unsafe fn weigh<const G: usize, const N: usize>(
         w: &[f32],
+        keys: usize,
         v: *const f32,
         width: usize,
         out: *mut f32,
+        out_stride: usize,
     ) -> usize {
         use std::arch::x86_64::*;
-        let mut o = [_mm512_setzero_ps(); N];
-        for (j, &w) in w.iter().enumerate() {
-            let wv = _mm512_set1_ps(w);
-            for (t, o) in o.iter_mut().enumerate() {
-                let x = unsafe { _mm512_loadu_ps(v.add(j * width + t * LANES)) };
-                *o = _mm512_fmadd_ps(wv, x, *o);
+        assert!(w.len() >= G * keys);
+        let mut o = [[_mm512_setzero_ps(); N]; G];
+        for j in 0..keys {
+            let x: [__m512; N] =
+                std::array::from_fn(|t| unsafe { _mm512_loadu_ps(v.add(j * width + t * LANES)) });
+            for (g, o) in o.iter_mut().enumerate() {
+                let wv = _mm512_set1_ps(w[g * keys + j]);
+                for (o, &x) in o.iter_mut().zip(&x) {
+                    *o = _mm512_fmadd_ps(wv, x, *o);
+                }
             }
         }
-        for (t, o) in o.iter().enumerate() {
-            unsafe { _mm512_storeu_ps(out.add(t * LANES), *o) };
+        for (g, o) in o.iter().enumerate() {
+            for (t, o) in o.iter().enumerate() {
+                unsafe { _mm512_storeu_ps(out.add(g * out_stride + t * LANES), *o) };
+            }
         }
         N
     }
@@ -728,8 +794,8 @@ mod tests {
     }
 
     /// The AVX-512 head gives the portable code's bits (head sizes 16..64, 1..300 keys in a
-    /// larger capacity, with and without a mask, a masked key included), and the portable code
-    /// a float64 attention's values.
+    /// larger capacity, with and without a mask, a masked key included, 1 to 4 queries sharing
+    /// the head, every block count), and the portable code a float64 attention's values.
     #[test]
     fn host_head_paths_agree() {
         let mut checked = 0;
@@ -738,11 +804,18 @@ mod tests {
             (32, 7, 16, 3),
             (64, 300, 320, 2),
             (48, 33, 40, 4),
+            (64, 100, 100, 1),
         ] {
             let width = heads * hd;
             let k = values(heads * hd * capacity, 1);
             let v = values(keys * width, 2);
-            let q = values(hd, 3);
+            // Four queries at a stride that is not the head size.
+            let at = host_head::Queries {
+                q_stride: hd + 5,
+                out_stride: hd + 3,
+                hd,
+            };
+            let q = values(4 * at.q_stride, 3);
             let mut mask = values(keys, 4);
             mask[keys / 2] = super::MASKED;
             for masked in [None, Some(&mask[..])] {
@@ -753,37 +826,72 @@ mod tests {
                         v: &v[h * hd..],
                         width,
                     };
-                    let (mut s1, mut o1) = (vec![0f32; keys], vec![0f32; hd]);
-                    host_head::portable(&q, head, masked, &mut s1, &mut o1);
-                    let sc: Vec<f64> = (0..keys)
-                        .map(|j| {
-                            (0..hd)
-                                .map(|d| q[d] as f64 * head.k[d * capacity + j] as f64)
-                                .sum::<f64>()
-                                + masked.map_or(0.0, |m| m[j] as f64)
-                        })
-                        .collect();
-                    let max = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let e: Vec<f64> = sc.iter().map(|s| (s - max).exp()).collect();
-                    let sum: f64 = e.iter().sum();
-                    for d in 0..hd {
-                        let want: f64 = (0..keys)
-                            .map(|j| e[j] / sum * head.v[j * width + d] as f64)
-                            .sum();
-                        assert!(
-                            (o1[d] as f64 - want).abs() < 1e-5,
-                            "hd {hd} keys {keys} d {d}"
-                        );
+                    let (mut s1, mut o1) = (vec![0f32; 4 * keys], vec![0f32; 4 * at.out_stride]);
+                    host_head::portable::<4>(&q, head, masked, &mut s1, &mut o1, at);
+                    for g in 0..4 {
+                        let q = &q[g * at.q_stride..][..hd];
+                        let sc: Vec<f64> = (0..keys)
+                            .map(|j| {
+                                (0..hd)
+                                    .map(|d| q[d] as f64 * head.k[d * capacity + j] as f64)
+                                    .sum::<f64>()
+                                    + masked.map_or(0.0, |m| m[j] as f64)
+                            })
+                            .collect();
+                        let max = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let e: Vec<f64> = sc.iter().map(|s| (s - max).exp()).collect();
+                        let sum: f64 = e.iter().sum();
+                        for d in 0..hd {
+                            let want: f64 = (0..keys)
+                                .map(|j| e[j] / sum * head.v[j * width + d] as f64)
+                                .sum();
+                            let got = o1[g * at.out_stride + d] as f64;
+                            assert!((got - want).abs() < 1e-5, "hd {hd} keys {keys} d {d}");
+                        }
                     }
-                    if host_head::has_avx512() && hd % 16 == 0 {
-                        let (mut s2, mut o2) = (vec![0f32; keys], vec![0f32; hd]);
+                    let outs = |o: &[f32], n: usize| -> Vec<u32> {
+                        (0..n)
+                            .flat_map(|g| o[g * at.out_stride..][..hd].iter().map(|x| x.to_bits()))
+                            .collect()
+                    };
+                    // One query alone: the same bits as in a group.
+                    let (mut s, mut o) = (vec![0f32; keys], vec![0f32; at.out_stride]);
+                    host_head::portable::<1>(&q, head, masked, &mut s, &mut o, at);
+                    assert_eq!(outs(&o, 1), outs(&o1, 1));
+                    if !(host_head::has_avx512() && hd % 16 == 0) {
+                        continue;
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    #[allow(clippy::type_complexity)]
+                    let variants: [(
+                        usize,
+                        unsafe fn(
+                            &[f32],
+                            host_head::Head<'_>,
+                            Option<&[f32]>,
+                            &mut [f32],
+                            &mut [f32],
+                            host_head::Queries,
+                        ),
+                    ); 6] = [
+                        (1, host_head::avx512::<1, 4>),
+                        (1, host_head::avx512::<1, 1>),
+                        (2, host_head::avx512::<2, 4>),
+                        (3, host_head::avx512::<3, 2>),
+                        (4, host_head::avx512::<4, 2>),
+                        (4, host_head::avx512::<4, 1>),
+                    ];
+                    #[cfg(target_arch = "x86_64")]
+                    for (n, f) in variants {
+                        let (mut s2, mut o2) =
+                            (vec![0f32; n * keys], vec![0f32; 4 * at.out_stride]);
                         // SAFETY: checked above.
-                        #[cfg(target_arch = "x86_64")]
-                        unsafe {
-                            host_head::avx512(&q, head, masked, &mut s2, &mut o2)
-                        };
-                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                        assert_eq!(bits(&o1), bits(&o2), "hd {hd} keys {keys}");
+                        unsafe { f(&q, head, masked, &mut s2, &mut o2, at) };
+                        assert_eq!(
+                            outs(&o1, n),
+                            outs(&o2, n),
+                            "hd {hd} keys {keys} {n} queries"
+                        );
                         checked += 1;
                     }
                 }
