@@ -148,6 +148,10 @@ impl Proj {
                 return y.reshape([batch, len, d_out]);
             }
         }
+        if let (Some(w), None, Activation::Gelu) = (&self.host, &self.lora, activation) {
+            // Held on the host: GELU over the product's values on the host's threads.
+            return project_host_with(w, x, crate::ops::activation::gelu_in_place);
+        }
         activation.apply(self.forward(x))
     }
 
@@ -240,6 +244,11 @@ fn project(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
 /// [`project`] with a host weight, which holds its own bias (CPU devices: the activations are
 /// read back, computed by [`crate::ops::int8`] or [`crate::ops::dense`] and put back).
 pub fn project_host(w: &HostWeight, x: Tensor<3>) -> Tensor<3> {
+    project_host_with(w, x, |_| ())
+}
+
+/// [`project_host`], `then` applied to the product's values before they become a tensor.
+fn project_host_with(w: &HostWeight, x: Tensor<3>, then: impl Fn(&mut [f32])) -> Tensor<3> {
     let [batch, len, _] = x.dims();
     let device = x.device();
     let data = x.into_data().convert::<f32>();
@@ -249,6 +258,8 @@ pub fn project_host(w: &HostWeight, x: Tensor<3>) -> Tensor<3> {
         HostWeight::F32(h) => h.forward(x),
         HostWeight::Int8(q) => q.forward(x),
     };
+    let mut y = y;
+    then(&mut y);
     Tensor::from_data(TensorData::new(y, [batch, len, w.d_out()]), &device)
 }
 
