@@ -263,9 +263,10 @@ pub(super) async fn beam_search(
         let mut logp = model.step(&tokens).await?;
         check_logits(&logp, rows, vocab)?;
         // b. log-probs, processors
+        // (the rows' log-softmax on the host's threads: a row's values do not depend on it)
+        crate::ops::int8::for_each_row(&mut logp, vocab, 1 << 16, &log_softmax_in_place);
         for r in 0..rows {
             let row = &mut logp[r * vocab..(r + 1) * vocab];
-            log_softmax_in_place(row);
             procs.apply(row, &run_seq[r * l..r * l + cur_len]);
         }
         let denom = length_denominator(cur_len + 1 - prompt_len, lp); // cur_len + 1 - decoder_prompt_len

@@ -300,13 +300,9 @@ impl HostKeysValues {
         assert_eq!(width, self.width(), "query width");
         assert_eq!(rows, self.keys.len() * group, "rows per cached row");
         let device = q.device();
-        let q = q.into_data().convert::<f32>();
-        let q: Vec<f32> = q
-            .as_slice::<f32>()
-            .expect("f32 queries")
-            .iter()
-            .map(|&x| x * scale as f32)
-            .collect();
+        let q: Vec<f32> = crate::ops::linear::with_host_values(q, |q| {
+            q.iter().map(|&x| x * scale as f32).collect()
+        });
         let mask = mask.map(|m| {
             let dims = m.dims();
             let data = m.clone().into_data().convert::<f32>();

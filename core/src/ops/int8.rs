@@ -87,6 +87,30 @@ pub(crate) fn split_jobs(
     }
 }
 
+/// `f` on each row (`width` values) of `data`, the rows split over the [`Parallel`] runner where
+/// there is work enough (`data.len() ≥ min_values`): each row's values are what `f` makes of
+/// them on one thread.
+pub(crate) fn for_each_row(
+    data: &mut [f32],
+    width: usize,
+    min_values: usize,
+    f: &(dyn Fn(&mut [f32]) + Sync),
+) {
+    if width == 0 {
+        return;
+    }
+    let rows = data.len() / width;
+    let at = OutPtr(data.as_mut_ptr());
+    let at = &at;
+    split_jobs(rows, 1, data.len() >= min_values, &|range| {
+        for r in range {
+            // SAFETY: row r of `data` (borrowed until every job has returned), disjoint between
+            // jobs.
+            f(unsafe { std::slice::from_raw_parts_mut(at.0.add(r * width), width) });
+        }
+    });
+}
+
 /// `y`'s values, shared by the jobs of one product (each writes its own columns).
 #[derive(Clone, Copy)]
 pub(crate) struct OutPtr(pub(crate) *mut f32);

@@ -251,16 +251,28 @@ pub fn project_host(w: &HostWeight, x: Tensor<3>) -> Tensor<3> {
 fn project_host_with(w: &HostWeight, x: Tensor<3>, then: impl Fn(&mut [f32])) -> Tensor<3> {
     let [batch, len, _] = x.dims();
     let device = x.device();
-    let data = x.into_data().convert::<f32>();
-    let x = data.as_slice::<f32>().expect("f32 activations");
-    let y = match w {
+    let y = with_host_values(x, |x| match w {
         HostWeight::Half(h) => h.forward(x),
         HostWeight::F32(h) => h.forward(x),
         HostWeight::Int8(q) => q.forward(x),
-    };
+    });
     let mut y = y;
     then(&mut y);
     Tensor::from_data(TensorData::new(y, [batch, len, w.d_out()]), &device)
+}
+
+/// `f` of `x`'s values (row-major f32): read in place from a contiguous f32 tensor of burn's
+/// CPU backend (no copy, whoever else holds it), otherwise copied out.
+pub fn with_host_values<const D: usize, R>(x: Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
+    if x.dtype() == DType::F32 {
+        if let Ok(t) = x.clone().try_into_primitive::<burn_flex::Flex>() {
+            if let Some(values) = t.as_slice::<f32>() {
+                return f(values);
+            }
+        }
+    }
+    let data = x.into_data().convert::<f32>();
+    f(data.as_slice::<f32>().expect("f32 values"))
 }
 
 impl Proj {
