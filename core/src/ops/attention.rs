@@ -4,6 +4,7 @@
 //! weights are held on the host, host buffers and loops ([`HostKeysValues`]); elsewhere burn's
 //! ops through [`crate::ops::fused`].
 
+use crate::ops::int8::{split_jobs, SyncPtr};
 use crate::ops::linear::{product_dtype, project3};
 use crate::ops::Proj;
 use burn::module::Module;
@@ -252,29 +253,44 @@ impl HostKeysValues {
             self.capacity = capacity;
         }
         let capacity = self.capacity;
-        // Keys [n, heads, new, hd]: key p of head h, dimension d at (h·hd + d)·capacity + len + p.
-        let data = k.into_data().convert::<f32>();
-        let data = data.as_slice::<f32>().expect("f32 keys");
-        for (row, part) in self.keys.iter_mut().zip(data.chunks_exact(new * width)) {
-            let row = std::sync::Arc::make_mut(row);
-            for h in 0..heads {
-                for p in 0..new {
-                    let key = &part[(h * new + p) * head_dim..][..head_dim];
-                    for (d, &x) in key.iter().enumerate() {
-                        row[(h * head_dim + d) * capacity + len + p] = x;
+        // Each row's keys and values written on the host's threads (rows shared since a beam
+        // reorder are copied first: copy on write).
+        let (keys, values) = (
+            SyncPtr(self.keys.as_mut_ptr()),
+            SyncPtr(self.values.as_mut_ptr()),
+        );
+        let (keys, values) = (&keys, &values);
+        crate::ops::linear::with_host_values(k, |k| {
+            crate::ops::linear::with_host_values(v, |v| {
+                split_jobs(n, 1, n * new * width >= 1 << 14, &|rows| {
+                    for r in rows {
+                        // SAFETY: row r's handles (the vectors outlive the jobs), disjoint
+                        // between jobs.
+                        let (krow, vrow) = unsafe { (&mut *keys.0.add(r), &mut *values.0.add(r)) };
+                        // Keys [n, heads, new, hd]: key p of head h, dimension d at (h·hd +
+                        // d)·capacity + len + p.
+                        let part = &k[r * new * width..][..new * width];
+                        let row = std::sync::Arc::make_mut(krow);
+                        for h in 0..heads {
+                            for p in 0..new {
+                                let key = &part[(h * new + p) * head_dim..][..head_dim];
+                                for (d, &x) in key.iter().enumerate() {
+                                    row[(h * head_dim + d) * capacity + len + p] = x;
+                                }
+                            }
+                        }
+                        // Values [n, heads, new, hd]: position p of head h at (h·capacity + len
+                        // + p)·hd.
+                        let part = &v[r * new * width..][..new * width];
+                        let row = std::sync::Arc::make_mut(vrow);
+                        for (h, part) in part.chunks_exact(new * head_dim).enumerate() {
+                            row[(h * capacity + len) * head_dim..][..new * head_dim]
+                                .copy_from_slice(part);
+                        }
                     }
-                }
-            }
-        }
-        // Values [n, heads, new, hd]: position p of head h at (h·capacity + len + p)·hd.
-        let data = v.into_data().convert::<f32>();
-        let data = data.as_slice::<f32>().expect("f32 values");
-        for (row, part) in self.values.iter_mut().zip(data.chunks_exact(new * width)) {
-            let row = std::sync::Arc::make_mut(row);
-            for (h, part) in part.chunks_exact(new * head_dim).enumerate() {
-                row[(h * capacity + len) * head_dim..][..new * head_dim].copy_from_slice(part);
-            }
-        }
+                });
+            })
+        });
         self.len += new;
     }
 

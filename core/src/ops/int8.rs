@@ -457,12 +457,18 @@ pub fn quantize_rows(x: &[f32], width: usize) -> (Vec<i8>, Vec<f32>) {
 /// [`quantize_rows_portable`] with each row's values rounded 8 at a time by AVX2 (the same IEEE
 /// operations, so the same values).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
 unsafe fn quantize_rows_avx2(x: &[f32], width: usize) -> (Vec<i8>, Vec<f32>) {
-    quantize_rows_with(x, width, |row, inv, q| {
-        // SAFETY: the CPU has AVX2 (this function's contract).
-        unsafe { round_row_avx2(row, inv, q) }
-    })
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn row(row: &[f32], q: &mut [i8]) -> f32 {
+        quantize_row(row, q, |row, inv, q| {
+            // SAFETY: the CPU has AVX2 (this function's contract).
+            unsafe { round_row_avx2(row, inv, q) }
+        })
+    }
+    // SAFETY: the CPU has AVX2 (the caller's contract).
+    quantize_rows_with(x, width, &|r, q| unsafe { row(r, q) })
 }
 
 /// [`round_row`] for 8 values at a time (the rest as it does).
@@ -495,7 +501,7 @@ unsafe fn round_row_avx2(row: &[f32], inv: f32, q: &mut [i8]) {
 }
 
 fn quantize_rows_portable(x: &[f32], width: usize) -> (Vec<i8>, Vec<f32>) {
-    quantize_rows_with(x, width, round_row)
+    quantize_rows_with(x, width, &|row, q| quantize_row(row, q, round_row))
 }
 
 /// `q = round(row · inv)` (half away from zero) for a finite row whose largest magnitude
@@ -510,42 +516,61 @@ fn round_row(row: &[f32], inv: f32, q: &mut [i8]) {
     }
 }
 
-/// The rows' scales and values, each row's values by `round` (a row of tiny values whose `inv`
-/// overflows: by the definition, value by value).
-#[inline(always)]
+/// The rows' values and scales, each row by `row` (which writes its values and returns its
+/// scale), the rows split over the [`Parallel`] runner where there are many.
 fn quantize_rows_with(
     x: &[f32],
     width: usize,
-    round: impl Fn(&[f32], f32, &mut [i8]),
+    row: &(dyn Fn(&[f32], &mut [i8]) -> f32 + Sync),
 ) -> (Vec<i8>, Vec<f32>) {
     let rows = x.len() / width;
     let mut q = vec![0i8; rows * width];
-    let mut scales = Vec::with_capacity(rows);
-    for (row, q) in x.chunks_exact(width).zip(q.chunks_exact_mut(width)) {
-        // The largest magnitude's bits (a non-negative float's bits order as its value; NaN
-        // and the infinities above every finite value): one pass that vectorizes.
-        let amax = row
-            .iter()
-            .fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
-        let finite = amax < 0x7f80_0000;
-        let amax = f32::from_bits(amax);
-        if amax == 0.0 || !finite {
-            // All zeros → zeros; a non-finite row stays non-finite (NaN) through the scale.
-            scales.push(if finite { 0.0 } else { f32::NAN });
-            continue;
+    let mut scales = vec![0f32; rows];
+    let (qp, sp) = (SyncPtr(q.as_mut_ptr()), SyncPtr(scales.as_mut_ptr()));
+    let (qp, sp) = (&qp, &sp);
+    split_jobs(rows, 1, x.len() >= 1 << 16, &|range| {
+        for r in range {
+            // SAFETY: row r's values and scale (`q` and `scales` outlive the jobs), disjoint
+            // between jobs.
+            let q = unsafe { std::slice::from_raw_parts_mut(qp.0.add(r * width), width) };
+            let scale = row(&x[r * width..][..width], q);
+            unsafe { *sp.0.add(r) = scale };
         }
-        let inv = 127.0 / amax;
-        if inv.is_finite() {
-            round(row, inv, q);
-        } else {
-            for (o, &v) in q.iter_mut().zip(row) {
-                *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
-            }
-        }
-        scales.push(amax / 127.0);
-    }
+    });
     (q, scales)
 }
+
+/// One row's values into `q` by `round`, its scale returned (a row of tiny values whose `inv`
+/// overflows: by the definition, value by value).
+#[inline(always)]
+fn quantize_row(row: &[f32], q: &mut [i8], round: impl Fn(&[f32], f32, &mut [i8])) -> f32 {
+    // The largest magnitude's bits (a non-negative float's bits order as its value; NaN and the
+    // infinities above every finite value): one pass that vectorizes.
+    let amax = row
+        .iter()
+        .fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+    let finite = amax < 0x7f80_0000;
+    let amax = f32::from_bits(amax);
+    if amax == 0.0 || !finite {
+        // All zeros → zeros; a non-finite row stays non-finite (NaN) through the scale.
+        return if finite { 0.0 } else { f32::NAN };
+    }
+    let inv = 127.0 / amax;
+    if inv.is_finite() {
+        round(row, inv, q);
+    } else {
+        for (o, &v) in q.iter_mut().zip(row) {
+            *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    amax / 127.0
+}
+
+/// A pointer shared by jobs that write disjoint parts of its buffer.
+pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
+// SAFETY: only used for writes to disjoint elements while the owner waits.
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
 
 fn dot(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &w)| x as i32 * w as i32).sum()
