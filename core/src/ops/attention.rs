@@ -179,8 +179,9 @@ impl KeysValues {
 }
 
 /// A decoding cache's keys and values on the host, per row in one growing buffer each (a step
-/// appends in place; the keys `[heads][head_dim][capacity]`, keys side by side so that 16 keys'
-/// scores are one vector of fused multiply-adds; the values `[heads][capacity][head_dim]`: one
+/// appends in place; the keys `[heads][capacity / 16][head_dim][16]`, 16 keys side by side so
+/// that their scores are one vector of fused multiply-adds and a block of them one contiguous
+/// run of memory (see [`host_head::key_at`]); the values `[heads][capacity][head_dim]`: one
 /// head's keys and values each contiguous, so that the rows sharing them — the beams of one input
 /// over the encoder's keys — find them in the core's cache, where a `[len][heads][head_dim]`
 /// layout put a head's values at a 4 KiB stride that used a sixteenth of its sets), shared
@@ -228,15 +229,17 @@ impl HostKeysValues {
         let (width, len) = (self.width(), self.len);
         if len + new > self.capacity {
             // Room for twice as many keys: every row's buffer laid out anew.
-            let capacity = (len + new).max(2 * self.capacity).max(16);
+            let capacity = (len + new).max(2 * self.capacity).next_multiple_of(LANES);
             let old = self.capacity;
+            // A head's blocks of 16 keys keep their layout: the used ones copied.
+            let used = len.div_ceil(LANES) * LANES * head_dim;
             for row in &mut self.keys {
                 let mut grown = vec![0f32; width * capacity];
                 for (to, from) in grown
-                    .chunks_exact_mut(capacity)
-                    .zip(row.chunks_exact(old.max(1)))
+                    .chunks_exact_mut(capacity * head_dim)
+                    .zip(row.chunks_exact((old * head_dim).max(1)))
                 {
-                    to[..len].copy_from_slice(&from[..len]);
+                    to[..used].copy_from_slice(&from[..used]);
                 }
                 *row = std::sync::Arc::new(grown);
             }
@@ -267,15 +270,16 @@ impl HostKeysValues {
                         // SAFETY: row r's handles (the vectors outlive the jobs), disjoint
                         // between jobs.
                         let (krow, vrow) = unsafe { (&mut *keys.0.add(r), &mut *values.0.add(r)) };
-                        // Keys [n, heads, new, hd]: key p of head h, dimension d at (h·hd +
-                        // d)·capacity + len + p.
+                        // Keys [n, heads, new, hd]: key p of head h, dimension d at h·hd·capacity
+                        // + key_at(hd, d, len + p).
                         let part = &k[r * new * width..][..new * width];
                         let row = std::sync::Arc::make_mut(krow);
                         for h in 0..heads {
                             for p in 0..new {
                                 let key = &part[(h * new + p) * head_dim..][..head_dim];
                                 for (d, &x) in key.iter().enumerate() {
-                                    row[(h * head_dim + d) * capacity + len + p] = x;
+                                    let at = host_head::key_at(head_dim, d, len + p);
+                                    row[h * head_dim * capacity + at] = x;
                                 }
                             }
                         }
@@ -424,7 +428,15 @@ mod host_head {
     #[cfg(target_arch = "x86_64")]
     use super::LANES;
 
-    /// One head's keys (`k[d · capacity + j]`: dimension `d` of key `j`) and values (`v[j ·
+    /// Where dimension `d` of key `j` lies in a head's keys (`hd` dimensions): blocks of 16 keys
+    /// `[hd][16]` one after the other.
+    #[inline(always)]
+    pub fn key_at(hd: usize, d: usize, j: usize) -> usize {
+        (j / 16 * hd + d) * 16 + j % 16
+    }
+
+    /// One head's keys (`k[key_at(hd, d, j)]`: dimension `d` of key `j`, `capacity` a multiple
+    /// of 16) and values (`v[j ·
     /// width + d]`).
     #[derive(Clone, Copy)]
     pub struct Head<'a> {
@@ -495,7 +507,7 @@ mod host_head {
         for (j, s) in scores.iter_mut().enumerate() {
             let mut dot = 0f32;
             for (d, &x) in q.iter().enumerate() {
-                dot = x.mul_add(head.k[d * head.capacity + j], dot);
+                dot = x.mul_add(head.k[key_at(hd, d, j)], dot);
             }
             *s = dot;
         }
@@ -533,7 +545,8 @@ mod host_head {
             v,
             width,
         } = head;
-        assert!(hd % LANES == 0 && keys <= capacity && scores.len() == G * keys);
+        assert!(hd % LANES == 0 && keys <= capacity && capacity % LANES == 0);
+        assert!(scores.len() == G * keys);
         assert!(q.len() >= (G - 1) * at.q_stride + hd);
         assert!(out.len() >= (G - 1) * at.out_stride + hd);
         assert!(k.len() >= hd * capacity);
@@ -546,7 +559,7 @@ mod host_head {
             for d in 0..hd {
                 // SAFETY: keys j..j + 16·B of dimension d lie in the buffer (asserted above).
                 let kv: [__m512; B] = std::array::from_fn(|t| unsafe {
-                    _mm512_loadu_ps(kp.add(d * capacity + j + t * LANES))
+                    _mm512_loadu_ps(kp.add(key_at(hd, d, j + t * LANES)))
                 });
                 for (g, acc) in acc.iter_mut().enumerate() {
                     let x = _mm512_set1_ps(unsafe { *qp.add(g * at.q_stride + d) });
@@ -568,7 +581,7 @@ mod host_head {
             let lanes: __mmask16 = if n == LANES { !0 } else { (1u16 << n) - 1 };
             let mut acc = [_mm512_setzero_ps(); G];
             for d in 0..hd {
-                let kv = unsafe { _mm512_maskz_loadu_ps(lanes, kp.add(d * capacity + j)) };
+                let kv = unsafe { _mm512_maskz_loadu_ps(lanes, kp.add(key_at(hd, d, j))) };
                 for (g, acc) in acc.iter_mut().enumerate() {
                     let x = _mm512_set1_ps(unsafe { *qp.add(g * at.q_stride + d) });
                     *acc = _mm512_fmadd_ps(x, kv, *acc);
@@ -815,8 +828,8 @@ mod tests {
             (16, 1, 16, 1),
             (32, 7, 16, 3),
             (64, 300, 320, 2),
-            (48, 33, 40, 4),
-            (64, 100, 100, 1),
+            (48, 33, 48, 4),
+            (64, 100, 112, 1),
         ] {
             let width = heads * hd;
             let k = values(heads * hd * capacity, 1);
@@ -845,7 +858,10 @@ mod tests {
                         let sc: Vec<f64> = (0..keys)
                             .map(|j| {
                                 (0..hd)
-                                    .map(|d| q[d] as f64 * head.k[d * capacity + j] as f64)
+                                    .map(|d| {
+                                        let k = head.k[host_head::key_at(hd, d, j)];
+                                        q[d] as f64 * k as f64
+                                    })
                                     .sum::<f64>()
                                     + masked.map_or(0.0, |m| m[j] as f64)
                             })
