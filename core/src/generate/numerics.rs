@@ -3,55 +3,29 @@
 
 pub(super) const NEG_1E9: f32 = -1.0e9;
 
-/// `fma` for f32 through f64 (the product is exact in f64; the sum rounds twice,
-/// which differs from a true fused multiply-add only in rare ties).
-#[inline(always)]
-pub(super) fn fma32(a: f32, b: f32, c: f32) -> f32 {
-    (a as f64 * b as f64 + c as f64) as f32
-}
-
-#[inline(always)]
-pub(super) fn pow2i(q: i32) -> f32 {
-    f32::from_bits((q.wrapping_add(0x7f) as u32) << 23)
-}
-
-/// SLEEF `xexpf` (the 1.0-ULP single-precision exp torch's CPU `Vectorized<float>::exp`
-/// uses), scalar port.
-#[inline(always)]
-#[allow(clippy::excessive_precision)] // SLEEF's constants, verbatim
-pub(super) fn sleef_expf_u10(d: f32) -> f32 {
-    pub(super) const R_LN2F: f32 = std::f32::consts::LOG2_E;
-    pub(super) const L2UF: f32 = 0.693_145_751_953_125;
-    pub(super) const L2LF: f32 = 1.428_606_765_330_187e-6;
-    // round-half-even of d * log2(e) (exact for |x| < 2^22; larger |d| is masked below)
-    pub(super) const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
-    let t = d * R_LN2F + MAGIC;
-    let qf = t - MAGIC;
-    let q = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let mut s = fma32(qf, -L2UF, d);
-    s = fma32(qf, -L2LF, s);
-    let mut u = 0.000_198_527_617_612_853_646_278_381_f32;
-    u = fma32(u, s, 0.001_393_043_552_525_341_510_772_71);
-    u = fma32(u, s, 0.008_333_360_776_305_198_669_433_59);
-    u = fma32(u, s, 0.041_666_485_369_205_474_853_515_6);
-    u = fma32(u, s, 0.166_666_671_633_720_397_949_219);
-    u = fma32(u, s, 0.5);
-    u = 1.0 + fma32(s * s, u, s);
-    let h = q >> 1;
-    u = u * pow2i(h) * pow2i(q.wrapping_sub(h));
-    let u = if d < -104.0 { 0.0 } else { u };
-    if d > 104.0 {
-        f32::INFINITY
-    } else {
-        u
-    }
-}
+pub(super) use crate::ops::exp::expf_u10 as sleef_expf_u10;
+#[allow(unused_imports)]
+pub(super) use crate::ops::exp::{fma32, pow2i};
 
 /// In-place float32 `torch.nn.functional.log_softmax` over one row, following
 /// torch's CPU kernel (`_vec_log_softmax_lastdim`, AVX-512: 16 lanes):
 /// max; `sum(exp(x - max))` accumulated in 16 lanes then tree-reduced (sequentially
 /// for rows shorter than 16); `out = (x - max) - log(sum)`.
 pub(crate) fn log_softmax_in_place(row: &mut [f32]) {
+    pub(super) const LANES: usize = 16;
+    if row.is_empty() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if row.len() >= LANES && crate::ops::exp::has_avx512() {
+        // SAFETY: the CPU has AVX-512F (checked).
+        return unsafe { log_softmax_avx512(row) };
+    }
+    log_softmax_scalar(row)
+}
+
+/// [`log_softmax_in_place`] without vectors.
+pub(super) fn log_softmax_scalar(row: &mut [f32]) {
     pub(super) const LANES: usize = 16;
     if row.is_empty() {
         return;
@@ -101,6 +75,79 @@ pub(crate) fn log_softmax_in_place(row: &mut [f32]) {
         acc[0]
     };
     let log_sum = sum.ln();
+    for x in row.iter_mut() {
+        *x = (*x - max) - log_sum;
+    }
+}
+
+/// [`log_softmax_in_place`] for a row of 16 values or more with AVX-512: the same operations
+/// (the 16 accumulators one vector, the exponentials [`crate::ops::exp::expf_u10_avx512`]), so
+/// the same bits.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn log_softmax_avx512(row: &mut [f32]) {
+    use crate::ops::exp::expf_u10_avx512 as exp;
+    use std::arch::x86_64::*;
+    const LANES: usize = 16;
+    let n = row.len();
+    assert!(n >= LANES);
+    let full = n - n % LANES;
+    let rest: __mmask16 = ((1u32 << (n % LANES)) - 1) as __mmask16;
+    let p = row.as_mut_ptr();
+    // The maximum: the one value the scalar loop keeps unless a NaN (then NaN) or a zero (±0
+    // keep the first one's sign: that loop decides).
+    let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut nan: __mmask16 = 0;
+    for c in (0..full).step_by(LANES) {
+        // SAFETY (every load and store here): within the row (c + 16 <= full <= n; the last
+        // ones masked to the n % 16 values left).
+        let x = unsafe { _mm512_loadu_ps(p.add(c)) };
+        nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+        m = _mm512_max_ps(m, x);
+    }
+    let x = unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), rest, p.add(full)) };
+    nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+    m = _mm512_max_ps(m, x);
+    let max = if nan != 0 {
+        f32::NAN
+    } else {
+        let max = _mm512_reduce_max_ps(m);
+        if max == 0.0 {
+            let mut max = row[0];
+            for &x in row.iter() {
+                if x > max {
+                    max = x;
+                }
+            }
+            max
+        } else {
+            max
+        }
+    };
+    let mv = _mm512_set1_ps(max);
+    let mut acc = exp(_mm512_sub_ps(unsafe { _mm512_loadu_ps(p) }, mv));
+    for c in (LANES..full).step_by(LANES) {
+        let e = exp(_mm512_sub_ps(unsafe { _mm512_loadu_ps(p.add(c)) }, mv));
+        acc = _mm512_add_ps(acc, e);
+    }
+    let e = exp(_mm512_sub_ps(
+        unsafe { _mm512_maskz_loadu_ps(rest, p.add(full)) },
+        mv,
+    ));
+    acc = _mm512_mask_add_ps(acc, rest, acc, e);
+    let mut acc: [f32; LANES] = std::mem::transmute(acc);
+    let mut s = LANES / 2;
+    while s >= 1 {
+        let prev = acc;
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = prev[i] + prev[i ^ s];
+        }
+        s /= 2;
+    }
+    let log_sum = acc[0].ln();
     for x in row.iter_mut() {
         *x = (*x - max) - log_sum;
     }
@@ -430,5 +477,52 @@ pub(super) fn topk_offset_rows(
         }
         topk(scratch, k);
         out.extend_from_slice(&scratch[..k]);
+    }
+}
+
+#[cfg(test)]
+mod vector_tests {
+    /// The AVX-512 log-softmax gives the scalar code's bits: lengths 16 to 50,265, rows with a
+    /// NaN, infinities, a zero maximum of either sign, all equal values.
+    #[test]
+    fn avx512_log_softmax_is_the_scalar_one() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let mut rows: Vec<Vec<f32>> = Vec::new();
+        for n in [16, 17, 31, 32, 33, 100, 1000, 50_265] {
+            rows.push((0..n).map(|_| next() * 30.0).collect());
+        }
+        let mut r: Vec<f32> = (0..40).map(|_| -next().abs() - 1.0).collect();
+        r[7] = -0.0;
+        r[20] = 0.0;
+        rows.push(r.clone());
+        r[7] = 0.0;
+        r[20] = -0.0;
+        rows.push(r.clone());
+        r[3] = f32::NAN;
+        rows.push(r.clone());
+        r[3] = f32::NEG_INFINITY;
+        rows.push(r.clone());
+        r[5] = f32::INFINITY;
+        rows.push(r);
+        rows.push(vec![2.5; 48]);
+        rows.push(
+            (0..64)
+                .map(|i| if i % 3 == 0 { -1e9 } else { next() })
+                .collect(),
+        );
+        for row in rows {
+            let mut a = row.clone();
+            let mut b = row.clone();
+            super::log_softmax_in_place(&mut a);
+            super::log_softmax_scalar(&mut b);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{} values", row.len());
+        }
     }
 }

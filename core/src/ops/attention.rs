@@ -421,11 +421,12 @@ const LANES: usize = 16;
 
 /// One query head over its keys and values, in one order for every path: each score fusing
 /// `q[d] · k_j[d]` for `d` = 0, 1, … (from 0), then the mask added; the softmax `exp(s − max)`
-/// (libm's `expf`) summed in key order, each weight `e / Σ`; every output dimension fusing
+/// (SLEEF's `expf_u10`, as torch's CPU softmax: [`crate::ops::exp`]) summed as torch's vector
+/// code sums (key j into lane j mod 16 in key order, the lanes added in a tree), each weight
+/// `e / Σ`; every output dimension fusing
 /// `w_j · v_j[d]` in key order (from 0). The AVX-512 code (16 keys' scores, 16 dimensions of the
 /// output per vector) and the portable code take these same operations: the same bits.
 mod host_head {
-    #[cfg(target_arch = "x86_64")]
     use super::LANES;
 
     /// Where dimension `d` of key `j` lies in a head's keys (`hd` dimensions): blocks of 16 keys
@@ -436,8 +437,7 @@ mod host_head {
     }
 
     /// One head's keys (`k[key_at(hd, d, j)]`: dimension `d` of key `j`, `capacity` a multiple
-    /// of 16) and values (`v[j ·
-    /// width + d]`).
+    /// of 16) and values (`v[j · width + d]`).
     #[derive(Clone, Copy)]
     pub struct Head<'a> {
         pub k: &'a [f32],
@@ -458,22 +458,82 @@ mod host_head {
         false
     }
 
-    /// The mask added, the softmax of `scores` in place (see the module's order).
+    /// The mask added and the maximum (see the module's order).
     #[inline(always)]
-    fn softmax(scores: &mut [f32], mask: Option<&[f32]>) {
+    fn masked_max(scores: &mut [f32], mask: Option<&[f32]>) -> f32 {
         if let Some(m) = mask {
             for (s, &m) in scores.iter_mut().zip(m) {
                 *s += m;
             }
         }
-        let max = scores.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s));
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
+        scores.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s))
+    }
+
+    /// 16 lanes' sums added in torch's tree order (lane i + lane i ^ s, s = 8, 4, 2, 1).
+    #[inline(always)]
+    fn lane_sum(mut acc: [f32; LANES]) -> f32 {
+        let mut s = LANES / 2;
+        while s >= 1 {
+            let prev = acc;
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = prev[i] + prev[i ^ s];
+            }
+            s /= 2;
         }
+        acc[0]
+    }
+
+    /// The mask added, the softmax of `scores` in place (see the module's order).
+    #[inline(always)]
+    fn softmax(scores: &mut [f32], mask: Option<&[f32]>) {
+        let max = masked_max(scores, mask);
+        let mut acc = [0f32; LANES];
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = crate::ops::exp::expf_u10(*s - max);
+            acc[j % LANES] += *s;
+        }
+        let sum = lane_sum(acc);
         for s in scores.iter_mut() {
             *s /= sum;
+        }
+    }
+
+    /// [`softmax`] with 16-lane vectors: the same operations.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn softmax_avx512(scores: &mut [f32], mask: Option<&[f32]>) {
+        use std::arch::x86_64::*;
+        let max = _mm512_set1_ps(masked_max(scores, mask));
+        let (n, p) = (scores.len(), scores.as_mut_ptr());
+        let mut acc = _mm512_setzero_ps();
+        let mut j = 0;
+        while j < n {
+            let lanes: __mmask16 = if n - j >= LANES {
+                !0
+            } else {
+                (1u16 << (n - j)) - 1
+            };
+            // SAFETY: values j..j + 16 of `scores` (fewer at the end: masked).
+            let x = unsafe { _mm512_maskz_loadu_ps(lanes, p.add(j)) };
+            let e = crate::ops::exp::expf_u10_avx512(_mm512_sub_ps(x, max));
+            acc = _mm512_mask_add_ps(acc, lanes, acc, e);
+            unsafe { _mm512_mask_storeu_ps(p.add(j), lanes, e) };
+            j += LANES;
+        }
+        let sum = _mm512_set1_ps(lane_sum(std::mem::transmute::<__m512, [f32; LANES]>(acc)));
+        let mut j = 0;
+        while j < n {
+            let lanes: __mmask16 = if n - j >= LANES {
+                !0
+            } else {
+                (1u16 << (n - j)) - 1
+            };
+            let x = unsafe { _mm512_maskz_loadu_ps(lanes, p.add(j)) };
+            unsafe { _mm512_mask_storeu_ps(p.add(j), lanes, _mm512_div_ps(x, sum)) };
+            j += LANES;
         }
     }
 
@@ -593,7 +653,7 @@ mod host_head {
             j += n;
         }
         for s in scores.chunks_exact_mut(keys.max(1)).take(G) {
-            softmax(&mut s[..keys], mask);
+            softmax_avx512(&mut s[..keys], mask);
         }
         let op = out.as_mut_ptr();
         let chunks = hd / LANES;

@@ -8,6 +8,7 @@ pub mod activation;
 pub mod attention;
 pub mod dense;
 pub mod embedding;
+pub mod exp;
 pub mod fused;
 #[cfg(feature = "gpu")]
 pub mod gpu;
