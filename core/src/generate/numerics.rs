@@ -12,12 +12,8 @@ pub(super) use crate::ops::exp::{fma32, pow2i};
 /// max; `sum(exp(x - max))` accumulated in 16 lanes then tree-reduced (sequentially
 /// for rows shorter than 16); `out = (x - max) - log(sum)`.
 pub(crate) fn log_softmax_in_place(row: &mut [f32]) {
-    pub(super) const LANES: usize = 16;
-    if row.is_empty() {
-        return;
-    }
     #[cfg(target_arch = "x86_64")]
-    if row.len() >= LANES && crate::ops::exp::has_avx512() {
+    if row.len() >= 16 && crate::ops::exp::has_avx512() {
         // SAFETY: the CPU has AVX-512F (checked).
         return unsafe { log_softmax_avx512(row) };
     }

@@ -120,7 +120,7 @@ impl Attention {
         match kv {
             KeysValues::Tensors(k, v) => self.attend_queries(q, k, v, mask, group),
             KeysValues::Host(kv) => {
-                let out = kv.attention(q, mask, group, self.scale);
+                let out = kv.attention(q, mask, group, self.scale, kv.heads);
                 self.o.forward(out)
             }
         }
@@ -161,8 +161,26 @@ impl KeysValues {
         }
     }
 
+    /// Host-held ([`KeysValues::Host`]) only: `softmax(q kᵀ · scale + mask) v` of queries `q`
+    /// `[rows, len, q_heads · hd]` (`group` rows per cached row; `q_heads` a multiple of the
+    /// cached heads, cached head j serving query heads j·g .. (j + 1)·g) → `[rows, len, q_heads ·
+    /// hd]`, heads merged; `None` for tensors.
+    pub fn host_attention(
+        &self,
+        q: Tensor<3>,
+        mask: Option<&Tensor<4>>,
+        group: usize,
+        scale: f64,
+        q_heads: usize,
+    ) -> Option<Tensor<3>> {
+        match self {
+            KeysValues::Host(kv) => Some(kv.attention(q, mask, group, scale, q_heads)),
+            KeysValues::Tensors(..) => None,
+        }
+    }
+
     /// Row `i` continues row `index[i]`.
-    fn reorder(self, src: &[usize], device: &Device) -> Self {
+    pub fn reorder(self, src: &[usize], device: &Device) -> Self {
         match self {
             KeysValues::Tensors(k, v) => {
                 let index: Vec<i64> = src.iter().map(|&i| i as i64).collect();
@@ -305,19 +323,23 @@ impl HostKeysValues {
         self.values = take(&self.values);
     }
 
-    /// `softmax(q kᵀ · scale + mask) v`, heads merged: queries `q` `[rows, len, heads · hd]`
-    /// with `group` consecutive rows per cached row, additive `mask` broadcastable to `[cached
-    /// rows, heads, len, keys]` → `[rows, len, heads · hd]` (as [`attention`] in f32: the
-    /// queries scaled first; the order of the sums: [`host_head`]).
+    /// `softmax(q kᵀ · scale + mask) v`, heads merged: queries `q` `[rows, len, q_heads · hd]`
+    /// with `group` consecutive rows per cached row and `q_heads` a multiple of the cached heads
+    /// (grouped-query attention: cached head j serves query heads j·g .. (j + 1)·g), additive
+    /// `mask` broadcastable to `[cached rows, q_heads, len, keys]` → `[rows, len, q_heads · hd]`
+    /// (as [`attention`] in f32: the queries scaled first; the order of the sums: [`host_head`]).
+    /// Split over the [`crate::ops::int8::Parallel`] runner by cached row and head.
     fn attention(
         &self,
         q: Tensor<3>,
         mask: Option<&Tensor<4>>,
         group: usize,
         scale: f64,
+        q_heads: usize,
     ) -> Tensor<3> {
         let [rows, len, width] = q.dims();
-        assert_eq!(width, self.width(), "query width");
+        assert!(q_heads % self.heads == 0, "query heads per cached head");
+        assert_eq!(width, q_heads * self.head_dim, "query width");
         assert_eq!(rows, self.keys.len() * group, "rows per cached row");
         let device = q.device();
         let q: Vec<f32> = crate::ops::linear::with_host_values(q, |q| {
@@ -325,84 +347,127 @@ impl HostKeysValues {
         });
         let mask = mask.map(|m| {
             let dims = m.dims();
+            assert_eq!(dims[3], self.len, "mask length");
             let data = m.clone().into_data().convert::<f32>();
             (dims, data.try_to_vec::<f32>().expect("f32 mask"))
         });
         let mut out = vec![0f32; rows * len * width];
-        let cached = self.keys.len();
+        let (cached, heads) = (self.keys.len(), self.heads);
         let out_ptr = &crate::ops::int8::OutPtr(out.as_mut_ptr());
-        crate::ops::int8::split_jobs(cached, 1, true, &|inputs| {
-            for b in inputs {
-                // SAFETY: `out` outlives the jobs; cached row b writes only its own rows'
-                // outputs `[b·group, (b + 1)·group) × len × width`, disjoint between jobs.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        out_ptr.0.add(b * group * len * width),
-                        group * len * width,
-                    )
-                };
+        let shape = Shape {
+            group,
+            len,
+            q_heads,
+        };
+        split_jobs(cached * heads, 1, true, &|items| {
+            for item in items {
+                let (b, h) = (item / heads, item % heads);
                 let q = &q[b * group * len * width..][..group * len * width];
-                self.attend_row(b, q, mask.as_ref(), group, len, out);
+                // SAFETY: `out` outlives the jobs and holds cached row b's rows' outputs from
+                // there; item (b, h) writes only those of the query heads cached head h serves,
+                // disjoint between items.
+                unsafe {
+                    let out = out_ptr.0.add(b * group * len * width);
+                    self.attend_head(b, h, q, mask.as_ref(), shape, out)
+                }
             }
         });
         Tensor::from_data(TensorData::new(out, [rows, len, width]), &device)
     }
 
-    /// The queries of cached row `b` (`group · len` of them) over its keys and values.
+    /// The queries of cached row `b` (`group · len` rows of them) that cached head `h` serves,
+    /// over its keys and values; `q` and `out` that row's `[group · len, q_heads · hd]`. The
+    /// queries sharing the head (the beams of one input, or a grouped-query attention's query
+    /// heads) share each key and value loaded: up to four at a time.
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of that row's `group · len · q_heads · hd` outputs, those
+    /// of the query heads `h` serves not accessed by anyone else meanwhile.
     #[allow(clippy::type_complexity)]
-    fn attend_row(
+    unsafe fn attend_head(
         &self,
         b: usize,
+        h: usize,
         q: &[f32],
         mask: Option<&([usize; 4], Vec<f32>)>,
-        group: usize,
-        len: usize,
-        out: &mut [f32],
+        Shape {
+            group,
+            len,
+            q_heads,
+        }: Shape,
+        out: *mut f32,
     ) {
-        let (heads, hd, keys, width) = (self.heads, self.head_dim, self.len, self.width());
-        let capacity = self.capacity;
+        let (hd, keys, capacity) = (self.head_dim, self.len, self.capacity);
+        let (width, per_head) = (q_heads * hd, q_heads / self.heads);
         let (k, v) = (&self.keys[b][..], &self.values[b][..]);
+        let head = host_head::Head {
+            k: &k[h * hd * capacity..][..hd * capacity],
+            v: &v[h * hd * capacity..][..hd * capacity],
+            width: hd,
+        };
         let mut scores = vec![0f32; 4 * keys];
         let vector = hd % LANES == 0 && host_head::has_avx512();
-        // The queries of the group's rows (the beams of one input) share each head's keys and
-        // values: up to four at a time.
-        let at = host_head::Queries {
-            q_stride: len * width,
-            out_stride: len * width,
-            hd,
+        let mask_of = |qh: usize, i: usize| {
+            mask.map(|([mb, mh, mq, mk], m)| {
+                let pick = |n: usize, at: usize| if n == 1 { 0 } else { at };
+                let at = (pick(*mb, b) * mh + pick(*mh, qh)) * mq + pick(*mq, i);
+                &m[at * mk..][..keys]
+            })
         };
-        for h in 0..heads {
-            let head = host_head::Head {
-                k: &k[h * hd * capacity..][..hd * capacity],
-                capacity,
-                v: &v[h * hd * capacity..][..hd * capacity],
-                width: hd,
-            };
-            for i in 0..len {
-                let mask = mask.map(|([mb, mh, mq, mk], m)| {
-                    assert_eq!(*mk, keys, "mask length");
-                    let pick = |n: usize, at: usize| if n == 1 { 0 } else { at };
-                    let at = (pick(*mb, b) * mh + pick(*mh, h)) * mq + pick(*mq, i);
-                    &m[at * mk..][..keys]
-                });
+        let per_head_mask = mask.is_some_and(|(dims, _)| dims[1] > 1);
+        for i in 0..len {
+            // (first row, first query head, queries, the stride between them)
+            let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
+            if per_head == 1 {
+                // The group's rows, head h: one mask for all.
                 let mut g = 0;
                 while g < group {
-                    let row = (g * len + i) * width + h * hd;
-                    let (q, o) = (&q[row..], &mut out[row..]);
                     let n = (group - g).min(4);
-                    let scores = &mut scores[..n * keys];
-                    if vector {
-                        // SAFETY: AVX-512F + FMA checked (has_avx512); hd a multiple of 16.
-                        #[cfg(target_arch = "x86_64")]
-                        unsafe {
-                            match n {
-                                4 => host_head::avx512::<4, 2>(q, head, mask, scores, o, at),
-                                3 => host_head::avx512::<3, 2>(q, head, mask, scores, o, at),
-                                2 => host_head::avx512::<2, 4>(q, head, mask, scores, o, at),
-                                _ => host_head::avx512::<1, 4>(q, head, mask, scores, o, at),
-                            }
+                    runs.push((g, h, n, len * width));
+                    g += n;
+                }
+            } else {
+                // Each row's query heads h·g .. (h + 1)·g, side by side.
+                for g in 0..group {
+                    let mut qh = h * per_head;
+                    while qh < (h + 1) * per_head {
+                        let n = if per_head_mask {
+                            1
+                        } else {
+                            ((h + 1) * per_head - qh).min(4)
+                        };
+                        runs.push((g, qh, n, hd));
+                        qh += n;
+                    }
+                }
+            }
+            for (g, qh, n, stride) in runs {
+                let row = (g * len + i) * width + qh * hd;
+                // (the run's outputs: `n` queries at `stride`, within the row's, written only
+                // here)
+                let (q, o) = (&q[row..], unsafe { out.add(row) });
+                let at = host_head::Queries {
+                    q_stride: stride,
+                    out_stride: stride,
+                    hd,
+                };
+                let mask = mask_of(qh, i);
+                let scores = &mut scores[..n * keys];
+                if vector {
+                    // SAFETY: AVX-512F + FMA checked (has_avx512); hd a multiple of 16; `o`
+                    // valid for the run's outputs (this function's contract).
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        match n {
+                            4 => host_head::avx512::<4, 2>(q, head, mask, scores, o, at),
+                            3 => host_head::avx512::<3, 2>(q, head, mask, scores, o, at),
+                            2 => host_head::avx512::<2, 4>(q, head, mask, scores, o, at),
+                            _ => host_head::avx512::<1, 4>(q, head, mask, scores, o, at),
                         }
-                    } else {
+                    }
+                } else {
+                    // SAFETY: as above.
+                    unsafe {
                         match n {
                             4 => host_head::portable::<4>(q, head, mask, scores, o, at),
                             3 => host_head::portable::<3>(q, head, mask, scores, o, at),
@@ -410,11 +475,21 @@ impl HostKeysValues {
                             _ => host_head::portable::<1>(q, head, mask, scores, o, at),
                         }
                     }
-                    g += n;
                 }
             }
         }
     }
+}
+
+/// How the queries of a host attention are laid out.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// Rows per cached row.
+    group: usize,
+    /// Queries per row.
+    len: usize,
+    /// Query heads (a multiple of the cached heads).
+    q_heads: usize,
 }
 
 const LANES: usize = 16;
@@ -436,12 +511,11 @@ mod host_head {
         (j / 16 * hd + d) * 16 + j % 16
     }
 
-    /// One head's keys (`k[key_at(hd, d, j)]`: dimension `d` of key `j`, `capacity` a multiple
-    /// of 16) and values (`v[j · width + d]`).
+    /// One head's keys (`k[key_at(hd, d, j)]`: dimension `d` of key `j`, whole blocks of 16 keys)
+    /// and values (`v[j · width + d]`).
     #[derive(Clone, Copy)]
     pub struct Head<'a> {
         pub k: &'a [f32],
-        pub capacity: usize,
         pub v: &'a [f32],
         pub width: usize,
     }
@@ -546,18 +620,22 @@ mod host_head {
         pub hd: usize,
     }
 
-    pub fn portable<const G: usize>(
+    /// # Safety
+    /// `out` must be valid for writes of `hd` values at `g · at.out_stride` for each `g < G`,
+    /// not accessed by anyone else meanwhile.
+    pub unsafe fn portable<const G: usize>(
         q: &[f32],
         head: Head<'_>,
         mask: Option<&[f32]>,
         scores: &mut [f32],
-        out: &mut [f32],
+        out: *mut f32,
         at: Queries,
     ) {
         let keys = scores.len() / G;
         for (g, scores) in scores.chunks_exact_mut(keys.max(1)).take(G).enumerate() {
             let q = &q[g * at.q_stride..][..at.hd];
-            let out = &mut out[g * at.out_stride..][..at.hd];
+            // SAFETY: the caller's contract.
+            let out = unsafe { std::slice::from_raw_parts_mut(out.add(g * at.out_stride), at.hd) };
             one(q, head, mask, &mut scores[..keys], out);
         }
     }
@@ -585,7 +663,8 @@ mod host_head {
     /// (`G · B` independent chains of fused multiply-adds).
     ///
     /// # Safety
-    /// The CPU must have AVX-512F and FMA, and `at.hd` must be a multiple of 16.
+    /// The CPU must have AVX-512F and FMA, and `at.hd` must be a multiple of 16; `out` as for
+    /// [`portable`].
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,fma")]
     pub unsafe fn avx512<const G: usize, const B: usize>(
@@ -593,23 +672,17 @@ mod host_head {
         head: Head<'_>,
         mask: Option<&[f32]>,
         scores: &mut [f32],
-        out: &mut [f32],
+        out: *mut f32,
         at: Queries,
     ) {
         use std::arch::x86_64::*;
         let hd = at.hd;
         let keys = scores.len() / G;
-        let Head {
-            k,
-            capacity,
-            v,
-            width,
-        } = head;
-        assert!(hd % LANES == 0 && keys <= capacity && capacity % LANES == 0);
+        let Head { k, v, width } = head;
+        assert!(hd % LANES == 0);
         assert!(scores.len() == G * keys);
         assert!(q.len() >= (G - 1) * at.q_stride + hd);
-        assert!(out.len() >= (G - 1) * at.out_stride + hd);
-        assert!(k.len() >= hd * capacity);
+        assert!(k.len() >= hd * keys.next_multiple_of(LANES));
         assert!(keys == 0 || v.len() >= (keys - 1) * width + hd);
         let (kp, vp, sp, qp) = (k.as_ptr(), v.as_ptr(), scores.as_mut_ptr(), q.as_ptr());
         let mut j = 0;
@@ -655,7 +728,7 @@ mod host_head {
         for s in scores.chunks_exact_mut(keys.max(1)).take(G) {
             softmax_avx512(&mut s[..keys], mask);
         }
-        let op = out.as_mut_ptr();
+        let op = out;
         let chunks = hd / LANES;
         let mut c = 0;
         let w = &*scores;
@@ -907,12 +980,14 @@ mod tests {
                 for h in 0..heads {
                     let head = host_head::Head {
                         k: &k[h * hd * capacity..][..hd * capacity],
-                        capacity,
                         v: &v[h * hd..],
                         width,
                     };
                     let (mut s1, mut o1) = (vec![0f32; 4 * keys], vec![0f32; 4 * at.out_stride]);
-                    host_head::portable::<4>(&q, head, masked, &mut s1, &mut o1, at);
+                    // SAFETY: o1 holds 4 queries' outputs at the stride.
+                    unsafe {
+                        host_head::portable::<4>(&q, head, masked, &mut s1, o1.as_mut_ptr(), at)
+                    };
                     for g in 0..4 {
                         let q = &q[g * at.q_stride..][..hd];
                         let sc: Vec<f64> = (0..keys)
@@ -944,7 +1019,10 @@ mod tests {
                     };
                     // One query alone: the same bits as in a group.
                     let (mut s, mut o) = (vec![0f32; keys], vec![0f32; at.out_stride]);
-                    host_head::portable::<1>(&q, head, masked, &mut s, &mut o, at);
+                    // SAFETY: as above.
+                    unsafe {
+                        host_head::portable::<1>(&q, head, masked, &mut s, o.as_mut_ptr(), at)
+                    };
                     assert_eq!(outs(&o, 1), outs(&o1, 1));
                     if !(host_head::has_avx512() && hd % 16 == 0) {
                         continue;
@@ -958,7 +1036,7 @@ mod tests {
                             host_head::Head<'_>,
                             Option<&[f32]>,
                             &mut [f32],
-                            &mut [f32],
+                            *mut f32,
                             host_head::Queries,
                         ),
                     ); 6] = [
@@ -974,7 +1052,7 @@ mod tests {
                         let (mut s2, mut o2) =
                             (vec![0f32; n * keys], vec![0f32; 4 * at.out_stride]);
                         // SAFETY: checked above.
-                        unsafe { f(&q, head, masked, &mut s2, &mut o2, at) };
+                        unsafe { f(&q, head, masked, &mut s2, o2.as_mut_ptr(), at) };
                         assert_eq!(
                             outs(&o1, n),
                             outs(&o2, n),

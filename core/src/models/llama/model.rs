@@ -8,7 +8,7 @@
 //! [`CausalCache`] (keys and values per layer, each row's positions and padding). Weight names
 //! live in [`super::params`]; every op in [`crate::ops`].
 
-use crate::ops::attention::MASKED;
+use crate::ops::attention::{KeysValues, MASKED};
 use crate::ops::rope::{apply_rotary, Rope, RopeState};
 use crate::ops::{rms_norm, Activation, Proj};
 use burn::module::{Module, Param};
@@ -84,7 +84,9 @@ pub struct Mlp {
 /// row which cached places are real tokens (left padding is not) and the next position id.
 #[derive(Debug, Clone)]
 pub struct CausalCache {
-    pub(crate) layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// Each layer's keys and values (on the host when the attention's weights are: see
+    /// [`KeysValues`]).
+    pub(crate) layers: Vec<Option<KeysValues>>,
     /// `[rows][len]`: whether cached place j of a row is a token (attention mask 1).
     pub(crate) real: Vec<Vec<bool>>,
     /// The position id the next token of each row gets.
@@ -115,11 +117,9 @@ impl CausalCache {
                 "cache reorder names a row that does not exist".into(),
             ));
         }
-        let index: Vec<i64> = src.iter().map(|&i| i as i64).collect();
-        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [src.len()]), device);
         for layer in &mut self.layers {
-            if let Some((k, v)) = layer.take() {
-                *layer = Some((k.select(0, index.clone()), v.select(0, index.clone())));
+            if let Some(kv) = layer.take() {
+                *layer = Some(kv.reorder(src, device));
             }
         }
         self.real = src.iter().map(|&s| self.real[s].clone()).collect();
@@ -276,7 +276,7 @@ impl Layer {
         cos: &Tensor<4>,
         sin: &Tensor<4>,
         mask: &Tensor<4>,
-        kv: &mut Option<(Tensor<4>, Tensor<4>)>,
+        kv: &mut Option<KeysValues>,
     ) -> Tensor<3> {
         let h = rms_norm(&self.input_layernorm, self.eps, x.clone());
         let x = x + self.attn.forward(h, cos, sin, mask, kv);
@@ -323,17 +323,27 @@ impl SelfAttention {
         cos: &Tensor<4>,
         sin: &Tensor<4>,
         mask: &Tensor<4>,
-        cache: &mut Option<(Tensor<4>, Tensor<4>)>,
+        cache: &mut Option<KeysValues>,
     ) -> Tensor<3> {
         let [rows, len, _] = x.dims();
         let (q, k, v) = self.project(x);
         let q = apply_rotary(q, cos, sin);
         let k = apply_rotary(k, cos, sin);
-        let (k, v) = match cache.take() {
-            Some((pk, pv)) => crate::ops::attention::append_keys_values(pk, k, pv, v),
-            None => (k, v),
+        let scale = (self.head_dim as f64).powf(-0.5);
+        // Weights held on the host (CPU inference): the cache and the attention there too.
+        let kv = KeysValues::append(cache.take(), k, v, self.o.host.is_some());
+        let (k, v) = match &kv {
+            KeysValues::Tensors(k, v) => (k.clone(), v.clone()),
+            KeysValues::Host(_) => {
+                let q = q
+                    .swap_dims(1, 2)
+                    .reshape([rows, len, self.heads * self.head_dim]);
+                let out = kv.host_attention(q, Some(mask), 1, scale, self.heads);
+                *cache = Some(kv);
+                return self.o.forward(out.expect("host keys attend on the host"));
+            }
         };
-        *cache = Some((k.clone(), v.clone()));
+        *cache = Some(kv);
         // Grouped-query attention: kv head j serves query heads j·g .. (j+1)·g (`repeat_kv`).
         let group = self.heads / self.kv_heads;
         let (k, v) = if group > 1 {
@@ -347,7 +357,6 @@ impl SelfAttention {
         } else {
             (k, v)
         };
-        let scale = (self.head_dim as f64).powf(-0.5);
         let scores = crate::ops::matmul(q.mul_scalar(scale), k.swap_dims(2, 3)) + mask.clone();
         let weights = crate::ops::softmax_last(scores);
         let out = crate::ops::matmul(weights, v).swap_dims(1, 2).reshape([
