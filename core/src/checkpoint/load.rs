@@ -311,6 +311,15 @@ pub fn head_like(host: &HashMap<String, HostWeight>) -> Option<&HostWeight> {
     host.values().min_by_key(|w| rank(w))
 }
 
+/// `t` in f32 (as it is when it is).
+fn f32_table(t: Tensor<2>) -> Tensor<2> {
+    if t.dtype() == DType::F32 {
+        t
+    } else {
+        t.cast(DType::F32)
+    }
+}
+
 /// An output projection table `[vocab, d]` (+ bias) held for the CPU's own products as the
 /// projections are (`like`), since it is most of a decoding step's bytes: int8 with their block
 /// size, its halves when the table itself is held in half precision, or f32 (a copy). `None` when it
@@ -325,10 +334,12 @@ pub fn host_table(
     let [vocab, d_model] = table.dims();
     let weight = match like {
         HostWeight::Int8(w) => {
-            // (A table held in half precision is read as its exact f32 values.)
-            let values = read(table.cast(DType::F32).reshape([vocab * d_model]))
-                .map_err(|e| Error::Weights(format!("{name}: {e:?}")))?;
-            Int8Weight::quantize(&values, vocab, d_model, w.block()).map(HostWeight::Int8)
+            // (A table held in half precision is read as its exact f32 values; an f32 one in
+            // place, without a copy.)
+            crate::ops::linear::with_host_values(f32_table(table), |values| {
+                Int8Weight::quantize(values, vocab, d_model, w.block())
+            })
+            .map(HostWeight::Int8)
         }
         HostWeight::Half(_) => {
             let kind = match table.dtype() {
@@ -339,11 +350,10 @@ pub fn host_table(
             let data = table.into_data();
             HalfWeight::from_le_bytes(data.as_bytes(), kind, vocab, d_model).map(HostWeight::Half)
         }
-        HostWeight::F32(_) => {
-            let values = read(table.cast(DType::F32).reshape([vocab * d_model]))
-                .map_err(|e| Error::Weights(format!("{name}: {e:?}")))?;
-            F32Weight::new(&values, vocab, d_model).map(HostWeight::F32)
-        }
+        HostWeight::F32(_) => crate::ops::linear::with_host_values(f32_table(table), |values| {
+            F32Weight::new(values, vocab, d_model)
+        })
+        .map(HostWeight::F32),
     };
     Ok(match bias {
         None => weight,

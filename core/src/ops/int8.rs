@@ -202,19 +202,7 @@ impl Int8Weight {
         if block == 0 || d_in % block != 0 || w.len() != d_out * d_in {
             return None;
         }
-        let mut values = Vec::with_capacity(w.len());
-        let mut scales = Vec::with_capacity(w.len() / block);
-        for chunk in w.chunks_exact(block) {
-            let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            values.extend(
-                chunk
-                    .iter()
-                    .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8),
-            );
-            scales.push(scale);
-        }
+        let (values, scales) = quantize_blocks(w, block);
         Self::new(values, scales, d_out, d_in)
     }
 
@@ -535,6 +523,47 @@ fn quantize_rows_with(
             let q = unsafe { std::slice::from_raw_parts_mut(qp.0.add(r * width), width) };
             let scale = row(&x[r * width..][..width], q);
             unsafe { *sp.0.add(r) = scale };
+        }
+    });
+    (q, scales)
+}
+
+/// Symmetric int8 quantization of `w` in blocks of `block` values: each block's `round(w ·
+/// 127 / max |w|)` (half away from zero; an all-zero block → zeros) and scale `max |w| / 127`,
+/// as the bundles' q8 — blocks split over the [`Parallel`] runner, finite blocks rounded as
+/// [`round_row`] (AVX2 where the CPU has it: the same values), others by the definition.
+pub fn quantize_blocks(w: &[f32], block: usize) -> (Vec<i8>, Vec<f32>) {
+    let blocks = w.len() / block;
+    let mut q = vec![0i8; blocks * block];
+    let mut scales = vec![0f32; blocks];
+    let (qp, sp) = (SyncPtr(q.as_mut_ptr()), SyncPtr(scales.as_mut_ptr()));
+    let (qp, sp) = (&qp, &sp);
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    split_jobs(blocks, 1, w.len() >= 1 << 16, &|range| {
+        for b in range {
+            let chunk = &w[b * block..][..block];
+            // SAFETY: block b's values and scale (`q` and `scales` outlive the jobs), disjoint
+            // between jobs.
+            let out = unsafe { std::slice::from_raw_parts_mut(qp.0.add(b * block), block) };
+            let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            let finite = chunk.iter().all(|v| v.is_finite());
+            if finite && inv.is_finite() {
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: the CPU has AVX2 (checked).
+                    unsafe { round_row_avx2(chunk, inv, out) };
+                    unsafe { *sp.0.add(b) = amax / 127.0 };
+                    continue;
+                }
+                round_row(chunk, inv, out);
+            } else {
+                for (o, &v) in out.iter_mut().zip(chunk) {
+                    *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                }
+            }
+            unsafe { *sp.0.add(b) = amax / 127.0 };
         }
     });
     (q, scales)
@@ -941,16 +970,27 @@ mod vnni {
     /// Rows `[panels · 16, d_in]` (plain layout) → the panel layout, `[d_in / 4][16][4]` each.
     pub fn pack(rows: &[i8], d_in: usize) -> Vec<i8> {
         let mut out = vec![0i8; rows.len()];
-        for (panel, dst) in rows
-            .chunks_exact(PANEL_ROWS * d_in)
-            .zip(out.chunks_exact_mut(PANEL_ROWS * d_in))
-        {
-            for (r, row) in panel.chunks_exact(d_in).enumerate() {
-                for (k, &v) in row.iter().enumerate() {
-                    dst[(k / 4) * 64 + r * 4 + k % 4] = v;
+        let size = PANEL_ROWS * d_in;
+        let at = super::SyncPtr(out.as_mut_ptr());
+        let at = &at;
+        // Panels split over the host's threads (each panel's bytes where they go).
+        super::split_jobs(
+            rows.len() / size.max(1),
+            1,
+            rows.len() >= 1 << 20,
+            &|panels| {
+                for p in panels {
+                    let panel = &rows[p * size..][..size];
+                    // SAFETY: panel p's bytes of `out` (alive until the jobs return), disjoint.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(at.0.add(p * size), size) };
+                    for (r, row) in panel.chunks_exact(d_in).enumerate() {
+                        for (k, &v) in row.iter().enumerate() {
+                            dst[(k / 4) * 64 + r * 4 + k % 4] = v;
+                        }
+                    }
                 }
-            }
-        }
+            },
+        );
         out
     }
 
@@ -1435,6 +1475,29 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn weight_quantization_is_the_definition() {
+        let mut w: Vec<f32> = values(64 * 96, 31).iter().map(|v| v * 3.0).collect();
+        w[40] = f32::NAN;
+        w[100] = f32::INFINITY;
+        w[200..232].fill(0.0);
+        w[300..332].fill(1e-44);
+        for (i, v) in w[500..532].iter_mut().enumerate() {
+            *v = i as f32 * 0.5 - 8.0;
+        }
+        let (q, s) = quantize_blocks(&w, 32);
+        for (b, chunk) in w.chunks_exact(32).enumerate() {
+            let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            let want: Vec<i8> = chunk
+                .iter()
+                .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8)
+                .collect();
+            assert_eq!(&q[b * 32..][..32], &want[..], "block {b}");
+            assert_eq!(s[b].to_bits(), (amax / 127.0).to_bits(), "block {b}");
         }
     }
 
