@@ -1,6 +1,7 @@
 //! Speed of the int8 products (`core/src/int8.rs`) on this CPU: a 4096 × 1024 weight (an FFN
 //! projection of bart-large) against 1 to 4096 activation rows, and the machine's streaming
 //! read bandwidth for scale. `cargo run --release -p bartleby-core --example int8_speed`
+//! (`HOT=1`: 2 weights instead of 16, so they stay in cache: the kernel's own rate).
 use bartleby_core::ops::int8::Int8Weight;
 use std::time::Instant;
 fn main() {

@@ -60,15 +60,7 @@ pub(super) fn log_softmax_scalar(row: &mut [f32]) {
         for (a, &x) in acc.iter_mut().zip(&row[full..]) {
             *a += sleef_expf_u10(x - max);
         }
-        let mut s = LANES / 2;
-        while s >= 1 {
-            let prev = acc;
-            for (i, a) in acc.iter_mut().enumerate() {
-                *a = prev[i] + prev[i ^ s];
-            }
-            s /= 2;
-        }
-        acc[0]
+        crate::ops::exp::lane_sum(acc)
     };
     let log_sum = sum.ln();
     for x in row.iter_mut() {
@@ -134,16 +126,8 @@ unsafe fn log_softmax_avx512(row: &mut [f32]) {
         mv,
     ));
     acc = _mm512_mask_add_ps(acc, rest, acc, e);
-    let mut acc: [f32; LANES] = std::mem::transmute(acc);
-    let mut s = LANES / 2;
-    while s >= 1 {
-        let prev = acc;
-        for (i, a) in acc.iter_mut().enumerate() {
-            *a = prev[i] + prev[i ^ s];
-        }
-        s /= 2;
-    }
-    let log_sum = acc[0].ln();
+    let acc: [f32; LANES] = std::mem::transmute(acc);
+    let log_sum = crate::ops::exp::lane_sum(acc).ln();
     for x in row.iter_mut() {
         *x = (*x - max) - log_sum;
     }

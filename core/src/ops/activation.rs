@@ -48,7 +48,7 @@ impl Activation {
 pub fn gelu_in_place(y: &mut [f32]) {
     const CHUNK: usize = 1 << 14;
     let len = y.len();
-    let at = crate::ops::int8::OutPtr(y.as_mut_ptr());
+    let at = crate::ops::int8::SyncPtr(y.as_mut_ptr());
     let at = &at;
     crate::ops::int8::split_jobs(len.div_ceil(CHUNK), 1, len >= 4 * CHUNK, &|chunks| {
         for c in chunks {

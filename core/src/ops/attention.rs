@@ -338,7 +338,10 @@ impl HostKeysValues {
         q_heads: usize,
     ) -> Tensor<3> {
         let [rows, len, width] = q.dims();
-        assert!(q_heads % self.heads == 0, "query heads per cached head");
+        assert!(
+            q_heads.is_multiple_of(self.heads),
+            "query heads per cached head"
+        );
         assert_eq!(width, q_heads * self.head_dim, "query width");
         assert_eq!(rows, self.keys.len() * group, "rows per cached row");
         let device = q.device();
@@ -353,7 +356,7 @@ impl HostKeysValues {
         });
         let mut out = vec![0f32; rows * len * width];
         let (cached, heads) = (self.keys.len(), self.heads);
-        let out_ptr = &crate::ops::int8::OutPtr(out.as_mut_ptr());
+        let out_ptr = &SyncPtr(out.as_mut_ptr());
         let shape = Shape {
             group,
             len,
@@ -415,33 +418,34 @@ impl HostKeysValues {
             })
         };
         let per_head_mask = mask.is_some_and(|(dims, _)| dims[1] > 1);
-        for i in 0..len {
-            // (first row, first query head, queries, the stride between them)
-            let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
-            if per_head == 1 {
-                // The group's rows, head h: one mask for all.
-                let mut g = 0;
-                while g < group {
-                    let n = (group - g).min(4);
-                    runs.push((g, h, n, len * width));
-                    g += n;
-                }
-            } else {
-                // Each row's query heads h·g .. (h + 1)·g, side by side.
-                for g in 0..group {
-                    let mut qh = h * per_head;
-                    while qh < (h + 1) * per_head {
-                        let n = if per_head_mask {
-                            1
-                        } else {
-                            ((h + 1) * per_head - qh).min(4)
-                        };
-                        runs.push((g, qh, n, hd));
-                        qh += n;
-                    }
+        // The queries taken together, the same at every position: (first row, first query head,
+        // queries, the stride between them).
+        let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new();
+        if per_head == 1 {
+            // The group's rows, head h: one mask for all.
+            let mut g = 0;
+            while g < group {
+                let n = (group - g).min(4);
+                runs.push((g, h, n, len * width));
+                g += n;
+            }
+        } else {
+            // Each row's query heads h·g .. (h + 1)·g, side by side.
+            for g in 0..group {
+                let mut qh = h * per_head;
+                while qh < (h + 1) * per_head {
+                    let n = if per_head_mask {
+                        1
+                    } else {
+                        ((h + 1) * per_head - qh).min(4)
+                    };
+                    runs.push((g, qh, n, hd));
+                    qh += n;
                 }
             }
-            for (g, qh, n, stride) in runs {
+        }
+        for i in 0..len {
+            for &(g, qh, n, stride) in &runs {
                 let row = (g * len + i) * width + qh * hd;
                 // (the run's outputs: `n` queries at `stride`, within the row's, written only
                 // here)
@@ -520,16 +524,17 @@ mod host_head {
         pub width: usize,
     }
 
-    pub fn has_avx512() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-            *HAS.get_or_init(|| {
-                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma")
-            })
+    pub use crate::ops::exp::has_avx512;
+
+    /// The mask of the first `min(left, 16)` of 16 lanes.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn first_lanes(left: usize) -> u16 {
+        if left >= LANES {
+            !0
+        } else {
+            (1u16 << left) - 1
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
     }
 
     /// The mask added and the maximum (see the module's order).
@@ -543,20 +548,6 @@ mod host_head {
         scores.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s))
     }
 
-    /// 16 lanes' sums added in torch's tree order (lane i + lane i ^ s, s = 8, 4, 2, 1).
-    #[inline(always)]
-    fn lane_sum(mut acc: [f32; LANES]) -> f32 {
-        let mut s = LANES / 2;
-        while s >= 1 {
-            let prev = acc;
-            for (i, a) in acc.iter_mut().enumerate() {
-                *a = prev[i] + prev[i ^ s];
-            }
-            s /= 2;
-        }
-        acc[0]
-    }
-
     /// The mask added, the softmax of `scores` in place (see the module's order).
     #[inline(always)]
     fn softmax(scores: &mut [f32], mask: Option<&[f32]>) {
@@ -566,7 +557,7 @@ mod host_head {
             *s = crate::ops::exp::expf_u10(*s - max);
             acc[j % LANES] += *s;
         }
-        let sum = lane_sum(acc);
+        let sum = crate::ops::exp::lane_sum(acc);
         for s in scores.iter_mut() {
             *s /= sum;
         }
@@ -585,11 +576,7 @@ mod host_head {
         let mut acc = _mm512_setzero_ps();
         let mut j = 0;
         while j < n {
-            let lanes: __mmask16 = if n - j >= LANES {
-                !0
-            } else {
-                (1u16 << (n - j)) - 1
-            };
+            let lanes = first_lanes(n - j);
             // SAFETY: values j..j + 16 of `scores` (fewer at the end: masked).
             let x = unsafe { _mm512_maskz_loadu_ps(lanes, p.add(j)) };
             let e = crate::ops::exp::expf_u10_avx512(_mm512_sub_ps(x, max));
@@ -597,14 +584,11 @@ mod host_head {
             unsafe { _mm512_mask_storeu_ps(p.add(j), lanes, e) };
             j += LANES;
         }
-        let sum = _mm512_set1_ps(lane_sum(std::mem::transmute::<__m512, [f32; LANES]>(acc)));
+        let acc = std::mem::transmute::<__m512, [f32; LANES]>(acc);
+        let sum = _mm512_set1_ps(crate::ops::exp::lane_sum(acc));
         let mut j = 0;
         while j < n {
-            let lanes: __mmask16 = if n - j >= LANES {
-                !0
-            } else {
-                (1u16 << (n - j)) - 1
-            };
+            let lanes = first_lanes(n - j);
             let x = unsafe { _mm512_maskz_loadu_ps(lanes, p.add(j)) };
             unsafe { _mm512_mask_storeu_ps(p.add(j), lanes, _mm512_div_ps(x, sum)) };
             j += LANES;
@@ -679,7 +663,7 @@ mod host_head {
         let hd = at.hd;
         let keys = scores.len() / G;
         let Head { k, v, width } = head;
-        assert!(hd % LANES == 0);
+        assert!(hd.is_multiple_of(LANES));
         assert!(scores.len() == G * keys);
         assert!(q.len() >= (G - 1) * at.q_stride + hd);
         assert!(k.len() >= hd * keys.next_multiple_of(LANES));
@@ -711,7 +695,7 @@ mod host_head {
         while j < keys {
             // Keys j..j + 16 (fewer at the end: masked loads and stores).
             let n = (keys - j).min(LANES);
-            let lanes: __mmask16 = if n == LANES { !0 } else { (1u16 << n) - 1 };
+            let lanes = first_lanes(n);
             let mut acc = [_mm512_setzero_ps(); G];
             for d in 0..hd {
                 let kv = unsafe { _mm512_maskz_loadu_ps(lanes, kp.add(key_at(hd, d, j))) };

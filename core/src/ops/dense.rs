@@ -24,7 +24,7 @@
 //! ([`crate::ops::int8::Parallel`]) never changes one, and neither does the number of rows: an
 //! output row's values do not depend on which other rows share the call (a server's batch).
 
-use crate::ops::int8::{split_jobs, OutPtr, PARALLEL_MIN_WORK};
+use crate::ops::int8::{split_jobs, SyncPtr, PARALLEL_MIN_WORK};
 
 /// Lanes of the canonical sum (one AVX-512 vector of f32).
 pub const LANES: usize = 16;
@@ -288,7 +288,7 @@ impl<T: Element> DenseWeight<T> {
         assert_eq!(x.len() % d_in, 0, "activation width");
         let rows = x.len() / d_in;
         let mut y = vec![0f32; rows * d_out];
-        let out = OutPtr(y.as_mut_ptr());
+        let out = SyncPtr(y.as_mut_ptr());
         let parallel = rows * d_in * d_out >= PARALLEL_MIN_WORK;
         split_jobs(d_out.div_ceil(TILE), 1, parallel, &|tiles| {
             let outputs = tiles.start * TILE..(tiles.end * TILE).min(d_out);
@@ -309,7 +309,7 @@ impl<T: Element> DenseWeight<T> {
         range: std::ops::Range<usize>,
         x: &[f32],
         rows: usize,
-        out: OutPtr,
+        out: SyncPtr<f32>,
         kernel: Kernel,
     ) {
         let d_in = self.d_in;

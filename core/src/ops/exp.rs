@@ -15,7 +15,9 @@ pub fn pow2i(q: i32) -> f32 {
 }
 
 const R_LN2F: f32 = std::f32::consts::LOG2_E;
+#[allow(clippy::excessive_precision)] // SLEEF's constants, verbatim
 const L2UF: f32 = 0.693_145_751_953_125;
+#[allow(clippy::excessive_precision)]
 const L2LF: f32 = 1.428_606_765_330_187e-6;
 /// Round-half-even of `d · log2(e)` by adding 1.5 · 2^23 (exact for |x| < 2^22; larger |d| is
 /// masked below).
@@ -53,7 +55,22 @@ pub fn expf_u10(d: f32) -> f32 {
     }
 }
 
-/// Whether the CPU has the AVX-512 subset the vector code here uses.
+/// 16 lanes' partial sums added as torch's vector reductions add them (lane i + lane i ^ s, for
+/// s = 8, 4, 2, 1).
+#[inline(always)]
+pub fn lane_sum(mut acc: [f32; 16]) -> f32 {
+    let mut s = 8;
+    while s >= 1 {
+        let prev = acc;
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = prev[i] + prev[i ^ s];
+        }
+        s /= 2;
+    }
+    acc[0]
+}
+
+/// Whether the CPU has the AVX-512 subset the vector code here (and the host attention) uses.
 pub fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -100,7 +100,7 @@ pub(crate) fn for_each_row(
         return;
     }
     let rows = data.len() / width;
-    let at = OutPtr(data.as_mut_ptr());
+    let at = SyncPtr(data.as_mut_ptr());
     let at = &at;
     split_jobs(rows, 1, data.len() >= min_values, &|range| {
         for r in range {
@@ -110,13 +110,6 @@ pub(crate) fn for_each_row(
         }
     });
 }
-
-/// `y`'s values, shared by the jobs of one product (each writes its own columns).
-#[derive(Clone, Copy)]
-pub(crate) struct OutPtr(pub(crate) *mut f32);
-// SAFETY: only used for writes to disjoint elements while the owner waits (see `tiles`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
 
 /// Products smaller than this (rows · d_in · d_out multiply-adds) stay on one thread.
 pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 20;
@@ -261,7 +254,7 @@ impl Int8Weight {
         // so the split never changes a bit.
         // Whole panels per job where there are panels; each job writes its own columns of `y`
         // (disjoint), in place.
-        let out = OutPtr(y.as_mut_ptr());
+        let out = SyncPtr(y.as_mut_ptr());
         let multiple = if self.panels > 0 {
             vnni::PANEL_TILES
         } else {
@@ -308,7 +301,7 @@ impl Int8Weight {
         wide_x: Option<&[i16]>,
         sx: &[f32],
         rows: usize,
-        out: OutPtr,
+        out: SyncPtr<f32>,
     ) {
         let (d_in, d_out) = (self.d_in, self.d_out);
         let bias = self.bias.as_deref();
@@ -554,9 +547,10 @@ pub fn quantize_blocks(w: &[f32], block: usize) -> (Vec<i8>, Vec<f32>) {
                 if avx2 {
                     // SAFETY: the CPU has AVX2 (checked).
                     unsafe { round_row_avx2(chunk, inv, out) };
-                    unsafe { *sp.0.add(b) = amax / 127.0 };
-                    continue;
+                } else {
+                    round_row(chunk, inv, out);
                 }
+                #[cfg(not(target_arch = "x86_64"))]
                 round_row(chunk, inv, out);
             } else {
                 for (o, &v) in out.iter_mut().zip(chunk) {
@@ -595,8 +589,15 @@ fn quantize_row(row: &[f32], q: &mut [i8], round: impl Fn(&[f32], f32, &mut [i8]
     amax / 127.0
 }
 
-/// A pointer shared by jobs that write disjoint parts of its buffer.
+/// A pointer shared by jobs that write disjoint parts of its buffer (a product's output
+/// columns, rows, blocks).
 pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SyncPtr<T> {}
 // SAFETY: only used for writes to disjoint elements while the owner waits.
 unsafe impl<T> Send for SyncPtr<T> {}
 unsafe impl<T> Sync for SyncPtr<T> {}
