@@ -1113,6 +1113,8 @@ fn gguf_export_equals_convert_hf_to_gguf() {
         ("llama-bias-linear-bf16", "f16", "f16"),
         ("phi3-longrope-f16", "f16", "f16"),
         ("phi3-longrope-f16", "q8", "q8_0"),
+        ("qwen2-bias-tied", "f16", "f16"),
+        ("qwen2-bias-tied", "q8", "q8_0"),
     ] {
         let out = tmp.path().join(format!("{model}-{kind}.gguf"));
         let run = bartleby(&[
@@ -1183,7 +1185,8 @@ fn gguf_export_equals_convert_hf_to_gguf() {
     ])
     .into();
     assert_clear_error(&run, &out, &["gguf", "bart", "llama.cpp"]);
-    // A Phi-3 without its SentencePiece tokenizer.model, and Qwen2 (no GGUF form yet): one line.
+    // A Phi-3 without its SentencePiece tokenizer.model, and a Qwen2 with its sliding window on
+    // (llama.cpp's qwen2 has none): one line.
     let phi3 = tmp.path().join("phi3-no-spm");
     std::fs::create_dir(&phi3).unwrap();
     for entry in std::fs::read_dir(model_dir("phi3-longrope-f16")).unwrap() {
@@ -1192,9 +1195,19 @@ fn gguf_export_equals_convert_hf_to_gguf() {
             std::fs::copy(entry.path(), phi3.join(entry.file_name())).unwrap();
         }
     }
+    let qwen2 = tmp.path().join("qwen2-sliding");
+    std::fs::create_dir(&qwen2).unwrap();
+    for entry in std::fs::read_dir(model_dir("qwen2-bias-tied")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), qwen2.join(entry.file_name())).unwrap();
+    }
+    let mut config = read_json(&qwen2.join("config.json"));
+    config["use_sliding_window"] = true.into();
+    config["sliding_window"] = 64.into();
+    std::fs::write(qwen2.join("config.json"), config.to_string()).unwrap();
     for (model, words) in [
         (phi3, &["tokenizer.model", "Phi-3"][..]),
-        (model_dir("qwen2-bias-tied"), &["GGUF", "qwen2"][..]),
+        (qwen2, &["use_sliding_window", "qwen2"][..]),
     ] {
         let out = tmp.path().join("refused.gguf");
         let run: Run = bartleby(&[

@@ -30,6 +30,28 @@ fn llama_lora_training_matches_pytorch_peft() {
     check_fixture(&Device::flex(), "train-llama", None, 1e-3, 1e-3, 1e-3);
 }
 
+/// Phi-3 (phi3-longrope-f16: LoRA on the fused qkv_proj and gate_up_proj, o_proj and down_proj;
+/// every sequence past original_max_position_embeddings, so longrope's long factors, and longer
+/// than the sliding window): 20 steps against PyTorch + PEFT
+/// (`make_train_fixtures.py --model phi3-longrope-f16`).
+#[test]
+fn phi3_lora_training_matches_pytorch_peft() {
+    check_fixture(&Device::flex(), "train-phi3", None, 1e-3, 1e-3, 1e-3);
+}
+
+/// The decoder-only fixtures on wgpu (Vulkan; lavapipe in CI). Measured on lavapipe: losses
+/// within 1.6e-7 and gradient norms within 3.5e-6 (relative) at every step, final adapters 6.2e-6
+/// (Llama) and 6.1e-5 (Phi-3) of their scale; flex: 5.2e-6 for Phi-3.
+#[test]
+fn decoder_only_lora_training_matches_pytorch_peft_wgpu() {
+    let Some(device) = wgpu_device("decoder_only_lora_training_matches_pytorch_peft_wgpu") else {
+        return;
+    };
+    for fixture in ["train-llama", "train-phi3"] {
+        check_fixture(&device, fixture, None, 1e-3, 1e-3, 1e-3);
+    }
+}
+
 /// The same 20 steps on wgpu (Vulkan; lavapipe in CI), when the `bartleby` crate is built with
 /// its `wgpu` feature, as `tests/run.sh` does.
 #[test]

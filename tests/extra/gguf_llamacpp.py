@@ -38,7 +38,7 @@ cfg = json.load(open(phi3_long / "config.json"))
 cfg["rope_scaling"]["short_factor"] = cfg["rope_scaling"]["long_factor"]
 cfg["sliding_window"] = None
 json.dump(cfg, open(phi3_long / "config.json", "w"))
-for model in ["llama-q8-untied", "llama-gqa-llama3-tied", "phi3-longrope-f16", "phi3-longrope-f16-long"]:
+for model in ["llama-q8-untied", "llama-gqa-llama3-tied", "qwen2-bias-tied", "phi3-longrope-f16", "phi3-longrope-f16-long"]:
     model_dir = phi3_long if model.endswith("-long") else FIX / "models" / model
     fx = json.load(open(FIX / "parity" / f"{model.removesuffix('-long')}.json"))
     prompts = [c for c in fx["chat_prompts"] if c["system"] is None]

@@ -3,7 +3,7 @@
 convert_hf_to_gguf.py (from the llama.cpp source that the llama-cpp-python sdist vendors, with its gguf-py) run on the
 fixture checkpoints, f16 and q8_0. Two things are patched, both about the fixtures' tokenizer, which is trained here:
 its pre-tokenizer hash is not in convert's table (it is Llama 3's layout, so `llama-bpe` is what convert would pick for
-the real one), and convert's first attempt — a SentencePiece tokenizer.model — is skipped without needing the
+the real one; `qwen2` for the Qwen2 fixture, as for Qwen2.5), and convert's first attempt — a SentencePiece tokenizer.model — is skipped without needing the
 sentencepiece module (Llama 3 has no tokenizer.model: convert then takes the byte-level BPE path, as here).
 
   tools/reference/.venv/bin/python tools/reference/make_gguf_fixtures.py [--sdist-dir DIR]
@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures"
 SDIST = "llama-cpp-python==0.3.36"
 CASES = [("llama-gqa-llama3-tied", "f16"), ("llama-q8-untied", "f16"), ("llama-q8-untied", "q8_0"),
-         ("llama-bias-linear-bf16", "f16"), ("phi3-longrope-f16", "f16"), ("phi3-longrope-f16", "q8_0")]
+         ("llama-bias-linear-bf16", "f16"), ("phi3-longrope-f16", "f16"), ("phi3-longrope-f16", "q8_0"),
+         ("qwen2-bias-tied", "f16"), ("qwen2-bias-tied", "q8_0")]
 
 
 def phi3_tokenizer_model(model_dir):
@@ -69,9 +70,11 @@ def main():
         def no_sentencepiece(self, *a, **k):
             raise FileNotFoundError("tokenizer.model")
 
+        # The fixtures' tokenizers are laid out like Llama 3's and Qwen2's: the name convert gives the real ones.
+        pre = "qwen2" if Path(model).name.startswith("qwen2-") else "llama-bpe"
         for cls in [c for c in vars(b).values() if isinstance(c, type)]:
             if hasattr(cls, "get_vocab_base_pre"):
-                cls.get_vocab_base_pre = lambda self, tokenizer: "llama-bpe"
+                cls.get_vocab_base_pre = lambda self, tokenizer: pre
             if hasattr(cls, "_set_vocab_sentencepiece"):
                 cls._set_vocab_sentencepiece = no_sentencepiece
         sys.argv = ["convert_hf_to_gguf.py", model, "--outfile", out, "--outtype", outtype]

@@ -78,6 +78,9 @@ LORA_T5 = dict(r=4, lora_alpha=8, target_modules=["q", "v", "wi"])
 # Decoder-only (make_llama_fixtures.py's GQA Llama): attention and MLP projections; the prompt is the chat template
 # with Bartleby's default instruction, the loss on the summary + eos only (completion-only SFT).
 LORA_LLAMA = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"])
+# Phi-3 (make_llama_fixtures.py's phi3-longrope-f16: fused projections, longrope past original_max_position_embeddings,
+# a sliding window shorter than every sequence): LoRA on the fused qkv_proj and gate_up_proj, as PEFT targets them.
+LORA_PHI3 = dict(r=4, lora_alpha=8, target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"])
 PROMPT = "Summarize the following dialogue in one or two sentences.\n\n{dialogue}"
 DATE = "26 Jul 2024"
 
@@ -164,12 +167,13 @@ def main():
     ap.add_argument("--model", default=MODEL)
     args = ap.parse_args()
     t5 = args.model.startswith("t5-")
-    causal = args.model.startswith("llama-")
+    causal = args.model.startswith(("llama-", "phi3-"))
+    phi3 = args.model.startswith("phi3-")
     if (t5 or causal) and args.precision != "f32":
         raise SystemExit("--precision applies to the BART fixture only")
-    OUT = FIX / ("train-t5" if t5 else "train-llama" if causal else "train" if args.precision == "f32"
+    OUT = FIX / ("train-t5" if t5 else "train-phi3" if phi3 else "train-llama" if causal else "train" if args.precision == "f32"
                  else f"train-{args.precision}")
-    lora = LORA_T5 if t5 else LORA_LLAMA if causal else LORA
+    lora = LORA_T5 if t5 else LORA_PHI3 if phi3 else LORA_LLAMA if causal else LORA
     torch.manual_seed(SEED)
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)

@@ -312,7 +312,7 @@ fn run_gguf(args: &ExportArgs) -> Result<()> {
     }
     let bartleby_core::models::ModelConfig::Llama(config) = &summarizer.config else {
         bail!(
-            "--format gguf: {} has no llama.cpp architecture in Bartleby (GGUF export writes Llama and Phi-3 models); \
+            "--format gguf: {} has no llama.cpp architecture in Bartleby (GGUF export writes Llama, Phi-3 and Qwen2 models); \
              use the default --format bundle",
             summarizer.config.model_type()
         );
@@ -356,7 +356,12 @@ fn run_gguf(args: &ExportArgs) -> Result<()> {
             Some(&config.raw),
             chat_template.as_deref(),
             config.vocab_size,
-            "llama-bpe",
+            // convert's name for the pre-tokenizer (it recognizes the real ones by hash).
+            if config.family == bartleby_core::models::llama::Family::Qwen2 {
+                "qwen2"
+            } else {
+                "llama-bpe"
+            },
         )?
     };
     // general.*: sampling settings from generation_config.json (as convert's Metadata reads

@@ -3,6 +3,8 @@
 //! interleaved one, the `llama.*` hyperparameters, llama3 rope scaling as a `rope_freqs` tensor,
 //! linear scaling as `llama.rope.scaling.*`, and the file type (f32, f16 or q8_0: norms and vectors
 //! stay f32; a matrix whose rows do not split into 32-value blocks falls back to f16, as convert does).
+//! Phi-3 (`phi3`: fused qkv/gate_up, longrope factors as tensors) and Qwen2 (`qwen2`: q/k/v biases)
+//! the same way, with their own hyperparameter keys and without the q/k permutation.
 
 use super::config::{Family, LlamaConfig};
 use super::model::Llama;
@@ -284,6 +286,91 @@ fn phi3_metadata(
     Ok(meta)
 }
 
+/// The same for Qwen2 (`Qwen2Model`: `TextModel.set_gguf_parameters`, the generic hyperparameters
+/// under `qwen2.*`; linear rope scaling as its type and factor; `head_dim` as key/value lengths
+/// when the config gives one). llama.cpp's `qwen2` has no sliding window: a config that turns it
+/// on is refused rather than written as a model llama.cpp would run differently.
+fn qwen2_metadata(
+    config: &LlamaConfig,
+    quant: GgufQuant,
+    general: Vec<(String, GgufValue)>,
+) -> Result<Vec<(String, GgufValue)>> {
+    if config
+        .raw
+        .get("use_sliding_window")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
+    {
+        return Err(Error::Config {
+            file: "config.json".into(),
+            message: "use_sliding_window: llama.cpp's qwen2 has no sliding window; no GGUF form"
+                .into(),
+        });
+    }
+    let rope_meta = match &config.rope.scaling {
+        RopeScaling::Default => Vec::new(),
+        RopeScaling::Linear { factor } => vec![
+            (
+                "qwen2.rope.scaling.type".to_string(),
+                GgufValue::Str("linear".into()),
+            ),
+            (
+                "qwen2.rope.scaling.factor".to_string(),
+                GgufValue::F32(*factor),
+            ),
+        ],
+        other => {
+            return Err(Error::Config {
+                file: "config.json".into(),
+                message: format!("rope_scaling {other:?} has no GGUF form in Bartleby yet"),
+            })
+        }
+    };
+    let mut meta = vec![
+        (
+            "general.architecture".to_string(),
+            GgufValue::Str("qwen2".into()),
+        ),
+        ("general.type".to_string(), GgufValue::Str("model".into())),
+    ];
+    meta.extend(general);
+    let u = |k: &str, v: usize| (format!("qwen2.{k}"), GgufValue::U32(v as u32));
+    meta.extend([
+        u("block_count", config.num_hidden_layers),
+        u("context_length", config.max_position_embeddings),
+        u("embedding_length", config.hidden_size),
+        u("feed_forward_length", config.intermediate_size),
+        u("attention.head_count", config.num_attention_heads),
+        u("attention.head_count_kv", config.num_key_value_heads),
+    ]);
+    meta.extend(rope_meta);
+    meta.extend([
+        (
+            "qwen2.rope.freq_base".to_string(),
+            GgufValue::F32(config.rope.base),
+        ),
+        (
+            "qwen2.attention.layer_norm_rms_epsilon".to_string(),
+            GgufValue::F32(config.rms_norm_eps as f32),
+        ),
+    ]);
+    if config.raw.get("head_dim").is_some_and(|v| !v.is_null()) {
+        meta.push(u("attention.key_length", config.head_dim));
+        meta.push(u("attention.value_length", config.head_dim));
+    }
+    meta.extend([
+        (
+            "general.file_type".to_string(),
+            GgufValue::U32(quant.file_type()),
+        ),
+        (
+            "general.quantization_version".to_string(),
+            GgufValue::U32(2),
+        ),
+    ]);
+    Ok(meta)
+}
+
 /// The metadata and tensors of `model` (a Llama; materialized here), `extra` (general.name,
 /// sampling, tokenizer: the caller's) placed where convert puts them.
 pub fn to_gguf(
@@ -297,12 +384,7 @@ pub fn to_gguf(
         match config.family {
             Family::Llama => llama_metadata(config, quant, general)?,
             Family::Phi3 => phi3_metadata(config, quant, general)?,
-            Family::Qwen2 => return Err(Error::Config {
-                file: "config.json".into(),
-                message:
-                    "GGUF export writes model_type \"llama\" and \"phi3\" so far; this is \"qwen2\""
-                        .into(),
-            }),
+            Family::Qwen2 => qwen2_metadata(config, quant, general)?,
         };
     meta.extend(tokenizer);
     let mut tensors = Vec::new();
@@ -349,11 +431,12 @@ pub fn to_gguf(
         let mut values = read_f32("model.safetensors", &hf, view)?;
         let rows = shape[0];
         let cols = shape.get(1).copied().unwrap_or(1);
-        // Llama's q/k rows from rotate-half to ggml's pairs (Phi-3 runs NEOX-style rope in
-        // llama.cpp: its fused qkv stays as it is).
-        if hf.contains("self_attn.q_proj.") {
+        // Llama's q/k rows from rotate-half to ggml's pairs (Phi-3 and Qwen2 run NEOX-style rope
+        // in llama.cpp: their q/k stay as they are).
+        let llama = config.family == Family::Llama;
+        if llama && hf.contains("self_attn.q_proj.") {
             values = permute(&values, rows, cols, config.num_attention_heads);
-        } else if hf.contains("self_attn.k_proj.") {
+        } else if llama && hf.contains("self_attn.k_proj.") {
             values = permute(&values, rows, cols, config.num_key_value_heads);
         }
         let vector = shape.len() <= 1 || name.ends_with("_norm.weight");
