@@ -9,10 +9,14 @@
 //     options use generation_config.json's names (num_beams, max_length, min_length,
 //     no_repeat_ngram_size, length_penalty, early_stopping) plus max_input_tokens, and for inputs
 //     longer than the window long: 'truncate' | 'chunk', chunk_overlap, partial_max_new_tokens.
+//     Decoder-only models (status.prompting is then {model_type, template, system, chat_template}):
+//     prompt (a template with {dialogue}), system (a system message), chat_template (false: the
+//     filled prompt as plain text), as `bartleby summarize --prompt --system --no-chat-template`;
+//     min_new_tokens / max_new_tokens count generated tokens.
 //     onUpdate({level, step, max_length, partial}) per step; onUpdate({level, done, total}) per
 //     batch of windows.
 //   bartleby.cancel()   // stops a running summary (restarts the worker, reloads from cache)
-//   bartleby.status     // {loaded, backend, notice, manifest, source, error, load_ms (verify + build)}
+//   bartleby.status     // {loaded, backend, notice, manifest, source, error, load_ms (verify + build), prompting}
 //   bartleby.onStatus(fn)
 // `?backend=cpu` in the page URL forces the CPU path. `?backend=server` (or {backend: 'server'})
 // summarizes on the `bartleby serve` that served this page (or `?server=<url>`) through its
@@ -25,7 +29,7 @@
   let worker = null;
   let nextId = 1;
   let lastLoad = null;
-  const status = { loaded: false, loading: false, backend: null, notice: null, manifest: null, source: null, error: null, progress: null };
+  const status = { loaded: false, loading: false, backend: null, notice: null, manifest: null, source: null, error: null, progress: null, prompting: null };
 
   // The server backend: the API base URL while it is the backend, and the request to cancel.
   let serverBase = null;
@@ -71,11 +75,11 @@
     status.loading = true; status.error = null; status.loaded = false; emit();
     try {
       const r = await promise;
-      Object.assign(status, { loaded: true, loading: false, backend: r.backend, notice: r.notice, manifest: r.manifest, source: r.source, load_ms: r.load_ms, progress: null });
+      Object.assign(status, { loaded: true, loading: false, backend: r.backend, notice: r.notice, manifest: r.manifest, source: r.source, load_ms: r.load_ms, progress: null, prompting: r.prompting || null });
       emit();
       return r;
     } catch (e) {
-      Object.assign(status, { loaded: false, loading: false, error: e.message, progress: null });
+      Object.assign(status, { loaded: false, loading: false, error: e.message, progress: null, prompting: null });
       emit();
       throw e;
     }
@@ -100,6 +104,9 @@
 
   async function serverSummarize(text, options, onUpdate) {
     if (options.long && options.long !== 'truncate') throw new Error('long inputs: chunk runs in the browser backends; the server backend truncates');
+    for (const k of ['prompt', 'system', 'chat_template']) {
+      if (options[k] !== undefined && options[k] !== null) throw new Error(`options.${k}: the server backend prompts as \`bartleby serve\` was started (--prompt, --system)`);
+    }
     const parameters = {};
     for (const k of ['num_beams', 'max_length', 'min_length', 'max_new_tokens', 'length_penalty', 'no_repeat_ngram_size', 'early_stopping', 'max_input_tokens']) {
       if (options[k] !== undefined && options[k] !== null) parameters[k] = options[k];

@@ -2,7 +2,7 @@
 // caches them in Cache Storage keyed by sha256, picks WebGPU or the CPU, and hands everything to
 // the wasm module built from app-web/src/bin/worker.rs (bartleby-core). No user text is sent
 // anywhere: the only network requests are for the bundle's own files.
-import init, { load_bundle, summarize } from './bartleby-worker.js';
+import init, { load_bundle, prompting, summarize } from './bartleby-worker.js';
 
 const ready = init();
 const CACHE = 'bartleby-bundles-v1';
@@ -149,7 +149,9 @@ async function load(id, files, manifest, requested, source, cached, maxBufferByt
   const t0 = performance.now();
   const checked = await checkSha256(manifest, files);
   await load_bundle(files, backend, limit, checked, !!software);
-  return { backend, notice, manifest, source, cached, load_ms: performance.now() - t0, software_adapter: !!software };
+  // Decoder-only models: their prompt template, system message and chat template (the page's form).
+  const prompt = JSON.parse(prompting() ?? 'null');
+  return { backend, notice, manifest, source, cached, load_ms: performance.now() - t0, software_adapter: !!software, prompting: prompt };
 }
 
 self.onmessage = async (event) => {

@@ -139,6 +139,13 @@ for (const backend of ['webgpu', 'cpu']) {
     const uiIds = JSON.parse((await page.textContent('#token-ids')) || 'null');
     check(JSON.stringify(uiIds) === JSON.stringify(native[`${want}/greedy`][0]), `${tag}: UI token ids == native (first dialogue)`);
     check(((await page.textContent('#stats')) || '').includes('tokens/s'), `${tag}: UI shows time and tokens/s`);
+    if (backend === 'cpu' && quant === 'f32') {
+      // An encoder-decoder has no prompt: the form hides it, the API refuses one in a line.
+      check(!(await page.isVisible('#prompting')), `${tag}: no prompt form for an encoder-decoder`);
+      const refused = await page.evaluate((t) => window.bartleby.summarize(t, { prompt: 'Sum up: {dialogue}' })
+        .then(() => 'summarized', (e) => String(e && e.message || e)), dialogues[0].dialogue);
+      check(/^options\.prompt: bart is an encoder-decoder model/.test(refused), `${tag}: a prompt for an encoder-decoder is refused (${refused})`);
+    }
     // Long inputs through the UI: chunk, window 64; level progress, then the windows and levels.
     await page.selectOption('#long', 'chunk');
     await page.fill('#max-input', '64');
@@ -199,9 +206,14 @@ for (const backend of ['webgpu', 'cpu']) {
 // for the page's memory is refused with the figures.
 {
   const LLAMA = path.join(ROOT, 'tests/fixtures/models/llama-gqa-llama3-tied');
+  const PROMPT = 'Write one short line about who said what in this chat:\n{dialogue}';
+  const SYSTEM = 'You are a terse note-taker.';
   const LLAMA_SETTINGS = {
     greedy: { options: { max_new_tokens: 12 }, flags: ['--max-new-tokens', '12'] },
     beam: { options: { num_beams: 3, max_new_tokens: 8 }, flags: ['--num-beams', '3', '--max-new-tokens', '8'] },
+    // The prompt options (as the page's form sends them) against the CLI's flags.
+    prompted: { options: { prompt: PROMPT, system: SYSTEM, max_new_tokens: 10 }, flags: ['--prompt', PROMPT, '--system', SYSTEM, '--max-new-tokens', '10'] },
+    plain: { options: { prompt: PROMPT, chat_template: false, max_new_tokens: 10 }, flags: ['--prompt', PROMPT, '--no-chat-template', '--max-new-tokens', '10'] },
   };
   const llamaNative = {};
   for (const quant of ['f32', 'q8']) {
@@ -217,6 +229,8 @@ for (const backend of ['webgpu', 'cpu']) {
   }
   check(JSON.stringify(llamaNative['f32/greedy']) !== JSON.stringify(llamaNative['f32/beam']),
     'decoder-only: greedy and beam settings give different native outputs');
+  check(new Set(['greedy', 'prompted', 'plain'].map((n) => JSON.stringify(llamaNative[`f32/${n}`]))).size === 3,
+    'decoder-only: the default prompt, another prompt + system message, and plain text give different native outputs');
   for (const backend of ['webgpu', 'cpu']) {
     for (const quant of ['f32', 'q8']) {
       const tag = `decoder-only ${backend}/${quant}`;
@@ -232,6 +246,36 @@ for (const backend of ['webgpu', 'cpu']) {
         if (!same) console.log('  browser', JSON.stringify(ids), '\n  native ', JSON.stringify(llamaNative[`${want}/${name}`]));
       }
       if (backend === 'cpu' && quant === 'f32') {
+        // The page's form for a decoder-only model: the model's prompt template (with {dialogue}), a system
+        // message, the chat-template switch, max new tokens — the ids of the CLI's --prompt / --system /
+        // --no-chat-template runs.
+        check(await page.isVisible('#prompting'), `${tag}: the page shows the prompt form`);
+        const template = await page.inputValue('#prompt');
+        check(template.includes('{dialogue}') && await page.isChecked('#chat-template'),
+          `${tag}: the form starts from the model's prompt template and its chat template (${JSON.stringify(template)})`);
+        check(/max new tokens/.test(await page.textContent('#prompting + fieldset')), `${tag}: lengths are counted in new tokens`);
+        const ui = async () => {
+          await page.click('#summarize');
+          await page.waitForFunction(() => document.querySelector('#token-ids').textContent.length > 0 || document.querySelector('#error').textContent.length > 0, null, { timeout: 120000 });
+          return JSON.parse((await page.textContent('#token-ids')) || 'null');
+        };
+        await page.fill('#input', dialogues[0].dialogue);
+        await page.fill('#max-length', '10');
+        await page.fill('#prompt', PROMPT);
+        await page.fill('#system', SYSTEM);
+        const prompted = await ui();
+        check(JSON.stringify(prompted) === JSON.stringify(llamaNative['f32/prompted'][0]),
+          `${tag}: UI prompt + system message token ids == native --prompt --system (first dialogue)`);
+        await page.fill('#system', '');
+        await page.uncheck('#chat-template');
+        const plain = await ui();
+        check(JSON.stringify(plain) === JSON.stringify(llamaNative['f32/plain'][0]),
+          `${tag}: UI without the chat template token ids == native --no-chat-template (first dialogue)`);
+        await page.fill('#prompt', 'no placeholder here');
+        await page.click('#summarize');
+        await page.waitForFunction(() => document.querySelector('#error').textContent.length > 0, null, { timeout: 60000 });
+        check(/prompt template must contain \{dialogue\}/.test(await page.textContent('#error')), `${tag}: a prompt without {dialogue} is refused in a line`);
+        await page.screenshot({ path: path.join(SHOTS, 'summarize-decoder-only.png'), fullPage: true });
         const refused = await page.evaluate(() => window.bartleby.load('/bundles/llama-f32/', { backend: 'cpu', maxMemoryBytes: 100000 })
           .then(() => 'loaded', (e) => String(e && e.message || e)));
         check(/too big for the browser/.test(refused) && /about (?!0(\.0)? MiB)[0-9.]+ MiB/.test(refused), `${tag}: a model over the page's memory is refused with the figures (${refused.slice(0, 120)})`);

@@ -11,8 +11,17 @@ mod engine {
     use std::rc::Rc;
     use wasm_bindgen::prelude::*;
 
+    /// The loaded model, its backend, and (decoder-only models) the bundle's own prompting:
+    /// template, system message, whether the chat template is used.
+    #[derive(Clone)]
+    struct Loaded {
+        summarizer: Rc<Summarizer>,
+        backend: &'static str,
+        prompting: Option<(String, Option<String>, bool)>,
+    }
+
     thread_local! {
-        static MODEL: RefCell<Option<(Rc<Summarizer>, &'static str)>> = const { RefCell::new(None) };
+        static MODEL: RefCell<Option<Loaded>> = const { RefCell::new(None) };
         /// The WebGPU device, created once per worker (burn registers one server per device:
         /// a second `init_async` fails), reused by every later load.
         static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
@@ -86,14 +95,108 @@ mod engine {
             prompting.now_unix_seconds = Some((js_sys::Date::now() / 1000.0).floor() as i64);
         }
         drop(map);
-        MODEL.with(|m| *m.borrow_mut() = Some((Rc::new(summarizer), name)));
+        let prompting = summarizer
+            .prompting
+            .as_ref()
+            .map(|p| (p.template.clone(), p.system.clone(), p.use_chat));
+        MODEL.with(|m| {
+            *m.borrow_mut() = Some(Loaded {
+                summarizer: Rc::new(summarizer),
+                backend: name,
+                prompting,
+            })
+        });
         Ok(String::from_utf8(manifest.to_json()).map_err(err)?)
+    }
+
+    /// How the loaded model is prompted, as JSON: `{"model_type", "template", "system",
+    /// "chat_template"}` (`chat_template`: whether the model has one, and so uses it by
+    /// default) for a decoder-only model; null for an encoder-decoder or when none is loaded.
+    #[wasm_bindgen]
+    pub fn prompting() -> Option<String> {
+        MODEL.with(|m| {
+            let m = m.borrow();
+            let loaded = m.as_ref()?;
+            let (template, system, chat) = loaded.prompting.as_ref()?;
+            Some(
+                serde_json::json!({
+                    "model_type": loaded.summarizer.config.model_type(),
+                    "template": template,
+                    "system": system,
+                    "chat_template": chat,
+                })
+                .to_string(),
+            )
+        })
+    }
+
+    /// The prompting `options` ask for (`prompt`, `system`, `chat_template`; absent: the
+    /// bundle's own), removed from `options`; refused for an encoder-decoder.
+    fn wanted_prompting(
+        loaded: &Loaded,
+        options: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Option<(String, Option<String>, bool)>, JsError> {
+        use serde_json::Value;
+        let given: Vec<(&str, Value)> = ["prompt", "system", "chat_template"]
+            .into_iter()
+            .filter_map(|k| options.remove(k).map(|v| (k, v)))
+            .collect();
+        let Some((template, system, chat)) = loaded.prompting.clone() else {
+            if let Some((key, _)) = given.iter().find(|(_, v)| !v.is_null()) {
+                return Err(JsError::new(&format!(
+                    "options.{key}: {} is an encoder-decoder model; prompts are for decoder-only models",
+                    loaded.summarizer.config.model_type()
+                )));
+            }
+            return Ok(None);
+        };
+        let has_chat = loaded
+            .summarizer
+            .prompting
+            .as_ref()
+            .is_some_and(|p| p.chat.is_some());
+        let (mut template, mut system, mut chat) = (template, system, chat);
+        for (key, value) in given {
+            match (key, value) {
+                (_, Value::Null) => {
+                    if key == "system" {
+                        system = None;
+                    }
+                }
+                ("prompt", Value::String(t)) => {
+                    bartleby_core::pipeline::Prompting::check_template(&t).map_err(|e| {
+                        err(format!(
+                            "options.prompt: {}",
+                            e.to_string().trim_start_matches("input: ")
+                        ))
+                    })?;
+                    template = t;
+                }
+                ("system", Value::String(t)) => system = (!t.is_empty()).then_some(t),
+                ("chat_template", Value::Bool(b)) => {
+                    if b && !has_chat {
+                        return Err(JsError::new(
+                            "options.chat_template: the model has no chat template",
+                        ));
+                    }
+                    chat = b;
+                }
+                ("chat_template", _) => {
+                    return Err(JsError::new("options.chat_template: expected true or false"))
+                }
+                (key, _) => return Err(JsError::new(&format!("options.{key}: expected a string"))),
+            }
+        }
+        Ok(Some((template, system, chat)))
     }
 
     /// Summarizes `text` with the bundle's generation settings overridden by `options` (a JSON
     /// object with generation_config.json's key names, plus `max_input_tokens` and the long-input
     /// keys `long` ("truncate" | "chunk"), `chunk_overlap`, `partial_max_new_tokens`, as the CLI's
-    /// flags). `on_update` is called with a JSON object after every generation step: `{"level",
+    /// flags; decoder-only models also `prompt` (a template with `{dialogue}`), `system` (a
+    /// system message; null or "" for none) and `chat_template` (false: the filled prompt as
+    /// plain text), as `--prompt`, `--system`, `--no-chat-template`; absent keys mean the
+    /// bundle's own). `on_update` is called with a JSON object after every generation step: `{"level",
     /// "step", "max_length", "partial"}` (partial text for greedy search; null for beam search),
     /// and after every batch of windows: `{"level", "done", "total"}`. Returns `{"summary",
     /// "token_ids", "input_tokens", "truncated", "chunks", "levels"}` as JSON.
@@ -103,9 +206,6 @@ mod engine {
         options: String,
         on_update: js_sys::Function,
     ) -> Result<String, JsError> {
-        let (summarizer, _) = MODEL
-            .with(|m| m.borrow().clone())
-            .ok_or_else(|| JsError::new("no model loaded"))?;
         let mut options: serde_json::Value = if options.trim().is_empty() {
             serde_json::json!({})
         } else {
@@ -114,6 +214,27 @@ mod engine {
         let obj = options
             .as_object_mut()
             .ok_or_else(|| JsError::new("options: expected a JSON object"))?;
+        // The prompting this call asks for, set on the model when it differs from what the model
+        // holds — only while no other summary runs on it (each run holds the model).
+        let summarizer = MODEL.with(|m| -> Result<Rc<Summarizer>, JsError> {
+            let mut m = m.borrow_mut();
+            let loaded = m.as_mut().ok_or_else(|| JsError::new("no model loaded"))?;
+            if let Some((template, system, chat)) = wanted_prompting(loaded, obj)? {
+                let held = loaded.summarizer.prompting.as_ref();
+                if held.is_some_and(|p| {
+                    p.template != template || p.system != system || p.use_chat != chat
+                }) {
+                    let summarizer = Rc::get_mut(&mut loaded.summarizer).ok_or_else(|| {
+                        JsError::new(
+                            "another summary is running with another prompt; wait for it to finish",
+                        )
+                    })?;
+                    let p = summarizer.prompting.as_mut().expect("decoder-only");
+                    (p.template, p.system, p.use_chat) = (template, system, chat);
+                }
+            }
+            Ok(loaded.summarizer.clone())
+        })?;
         let whole = |v: Option<serde_json::Value>, key: &str| -> Result<Option<usize>, JsError> {
             match v {
                 None | Some(serde_json::Value::Null) => Ok(None),
@@ -198,7 +319,7 @@ mod engine {
     /// The backend of the loaded model ("webgpu" / "cpu"), or null.
     #[wasm_bindgen]
     pub fn backend() -> Option<String> {
-        MODEL.with(|m| m.borrow().as_ref().map(|(_, b)| b.to_string()))
+        MODEL.with(|m| m.borrow().as_ref().map(|l| l.backend.to_string()))
     }
 }
 

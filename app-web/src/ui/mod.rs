@@ -105,6 +105,8 @@ struct Status {
     error: Option<String>,
     progress: Option<String>,
     model: Option<String>,
+    /// Decoder-only models: `{model_type, template, system, chat_template}` (see bartleby.js).
+    prompting: Option<Value>,
 }
 
 fn status_from(v: &Value) -> Status {
@@ -144,6 +146,7 @@ fn status_from(v: &Value) -> Status {
         error: s("error"),
         progress,
         model,
+        prompting: v.get("prompting").filter(|p| p.is_object()).cloned(),
     }
 }
 
@@ -159,6 +162,11 @@ fn Summarize() -> impl IntoView {
     let (no_repeat, set_no_repeat) = signal(String::new());
     let (max_input, set_max_input) = signal(String::new());
     let (long, set_long) = signal("truncate".to_string());
+    // Decoder-only models: the prompt template, system message and chat-template switch, reset
+    // to the model's own whenever a model loads.
+    let (prompt, set_prompt) = signal(String::new());
+    let (system, set_system) = signal(String::new());
+    let (use_chat, set_use_chat) = signal(true);
     let (output, set_output) = signal(String::new());
     let (token_ids, set_token_ids) = signal(String::new());
     let (stats, set_stats) = signal(String::new());
@@ -177,6 +185,17 @@ fn Summarize() -> impl IntoView {
         }
         cb.forget();
     }
+
+    let prompting = Memo::new(move |_| status.get().prompting);
+    let decoder_only = move || prompting.get().is_some();
+    Effect::new(move |_| {
+        if let Some(p) = prompting.get() {
+            let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            set_prompt.set(s("template"));
+            set_system.set(s("system"));
+            set_use_chat.set(p.get("chat_template").and_then(Value::as_bool).unwrap_or(false));
+        }
+    });
 
     // The model: ?model=<url>, else the bundle shipped under the site (model/).
     spawn_local(async move {
@@ -248,14 +267,31 @@ fn Summarize() -> impl IntoView {
             }
         };
         int("num_beams", num_beams.get());
-        int("min_length", min_length.get());
-        int("max_length", max_length.get());
+        // Decoder-only models count generated tokens (transformers' *_new_tokens).
+        let new_tokens = prompting.get_untracked().is_some();
+        int(
+            if new_tokens { "min_new_tokens" } else { "min_length" },
+            min_length.get(),
+        );
+        int(
+            if new_tokens { "max_new_tokens" } else { "max_length" },
+            max_length.get(),
+        );
         int("no_repeat_ngram_size", no_repeat.get());
         int("max_input_tokens", max_input.get());
         if let Ok(x) = length_penalty.get().trim().parse::<f64>() {
             o.insert("length_penalty".into(), json!(x));
         }
         o.insert("long".into(), json!(long.get()));
+        if prompting.get_untracked().is_some() {
+            o.insert("prompt".into(), json!(prompt.get()));
+            let system = system.get();
+            o.insert(
+                "system".into(),
+                if system.trim().is_empty() { Value::Null } else { json!(system) },
+            );
+            o.insert("chat_template".into(), json!(use_chat.get()));
+        }
         Value::Object(o)
     };
 
@@ -400,11 +436,27 @@ fn Summarize() -> impl IntoView {
                 <textarea id="input" rows="14" placeholder="Paste a dialogue…"
                     prop:value=move || text.get()
                     on:input=move |ev| set_text.set(event_target_value(&ev))></textarea>
+                <fieldset id="prompting" class="settings" style=move || if decoder_only() { "" } else { "display:none" }>
+                    <legend>{move || format!(
+                        "Prompt ({} is decoder-only: the dialogue goes where {{dialogue}} is)",
+                        prompting.get().and_then(|p| p.get("model_type").and_then(Value::as_str).map(String::from)).unwrap_or_default()
+                    )}</legend>
+                    <textarea id="prompt" rows="3" prop:value=move || prompt.get()
+                        on:input=move |ev| set_prompt.set(event_target_value(&ev))></textarea>
+                    <label>"system message "<input id="system" type="text" placeholder="none"
+                        prop:value=move || system.get() on:input=move |ev| set_system.set(event_target_value(&ev))/></label>
+                    <label title="Render the prompt with the model's chat template (as apply_chat_template), or tokenize it as plain text">
+                        <input id="chat-template" type="checkbox" prop:checked=move || use_chat.get()
+                            disabled=move || !prompting.get().and_then(|p| p.get("chat_template").and_then(Value::as_bool)).unwrap_or(false)
+                            on:change=move |ev| set_use_chat.set(event_target_checked(&ev))/>
+                        " chat template"
+                    </label>
+                </fieldset>
                 <fieldset class="settings">
                     <legend>"Generation (empty = the model's generation_config.json)"</legend>
                     <label>"beams "<input id="num-beams" type="number" min="1" prop:value=move || num_beams.get() on:input=move |ev| set_num_beams.set(event_target_value(&ev))/></label>
-                    <label>"min length "<input id="min-length" type="number" min="0" prop:value=move || min_length.get() on:input=move |ev| set_min_length.set(event_target_value(&ev))/></label>
-                    <label>"max length "<input id="max-length" type="number" min="1" prop:value=move || max_length.get() on:input=move |ev| set_max_length.set(event_target_value(&ev))/></label>
+                    <label>{move || if decoder_only() { "min new tokens " } else { "min length " }}<input id="min-length" type="number" min="0" prop:value=move || min_length.get() on:input=move |ev| set_min_length.set(event_target_value(&ev))/></label>
+                    <label>{move || if decoder_only() { "max new tokens " } else { "max length " }}<input id="max-length" type="number" min="1" prop:value=move || max_length.get() on:input=move |ev| set_max_length.set(event_target_value(&ev))/></label>
                     <label>"length penalty "<input id="length-penalty" type="number" step="0.1" prop:value=move || length_penalty.get() on:input=move |ev| set_length_penalty.set(event_target_value(&ev))/></label>
                     <label>"no-repeat n-gram "<input id="no-repeat" type="number" min="0" prop:value=move || no_repeat.get() on:input=move |ev| set_no_repeat.set(event_target_value(&ev))/></label>
                     <label>"max input tokens "<input id="max-input" type="number" min="2" prop:value=move || max_input.get() on:input=move |ev| set_max_input.set(event_target_value(&ev))/></label>
