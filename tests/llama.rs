@@ -1082,6 +1082,7 @@ fn gguf_q4_0_export_is_ggmls_quantization() {
                 q4 += 1;
             }
             GgmlType::F16 => assert!(t.dims[0] % 32 != 0, "{}: f16 though blocks fit", t.name),
+            other => panic!("{}: {other:?} in a q4_0 file", t.name),
         }
     }
     assert!(q4 >= 7, "{q4} Q4_0 tensors");
@@ -1115,6 +1116,13 @@ fn gguf_export_equals_convert_hf_to_gguf() {
         ("phi3-longrope-f16", "q8", "q8_0"),
         ("qwen2-bias-tied", "f16", "f16"),
         ("qwen2-bias-tied", "q8", "q8_0"),
+        // llama-quantize's Q4_K_M on convert's f32 file: K-quant blocks (rows of 256), and the
+        // 32-wide fixtures' fallbacks and per-layer choices.
+        ("llama-k-quants", "q4_k_m", "q4_k_m"),
+        ("llama-q8-untied", "q4_k_m", "q4_k_m"),
+        ("llama-gqa-llama3-tied", "q4_k_m", "q4_k_m"),
+        ("phi3-longrope-f16", "q4_k_m", "q4_k_m"),
+        ("qwen2-bias-tied", "q4_k_m", "q4_k_m"),
     ] {
         let out = tmp.path().join(format!("{model}-{kind}.gguf"));
         let run = bartleby(&[
@@ -1185,6 +1193,19 @@ fn gguf_export_equals_convert_hf_to_gguf() {
     ])
     .into();
     assert_clear_error(&run, &out, &["gguf", "bart", "llama.cpp"]);
+    // q4_k_m is a GGUF type: a bundle export refuses it in one line and writes nothing.
+    let out = tmp.path().join("bundle-q4_k_m");
+    let run: Run = bartleby(&[
+        "export",
+        "--quant",
+        "q4_k_m",
+        "--model",
+        model_dir("llama-q8-untied").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ])
+    .into();
+    assert_clear_error(&run, &out, &["q4_k_m", "--format gguf"]);
     // A Phi-3 without its SentencePiece tokenizer.model, and a Qwen2 with its sliding window on
     // (llama.cpp's qwen2 has none): one line.
     let phi3 = tmp.path().join("phi3-no-spm");

@@ -51,7 +51,7 @@ for model in ["llama-q8-untied", "llama-gqa-llama3-tied", "qwen2-bias-tied", "ph
                     "--chat-template-kwargs", json.dumps({"date_string": fx["date_string"]})], check=True,
                    stderr=subprocess.DEVNULL)
     ours = [json.loads(l)["token_ids"] for l in res.read_text().splitlines()]
-    for quant in ["f32", "f16", "q8", "q4"]:
+    for quant in ["f32", "f16", "q8", "q4", "q4_k_m"]:
         gguf = out / f"{model}-{quant}.gguf"
         subprocess.run([bin_, "export", "--format", "gguf", "--quant", quant, "--model", str(model_dir),
                         "--output", str(gguf), "--force"], check=True, stdout=subprocess.DEVNULL)

@@ -6,10 +6,12 @@ its pre-tokenizer hash is not in convert's table (it is Llama 3's layout, so `ll
 the real one; `qwen2` for the Qwen2 fixture, as for Qwen2.5), and convert's first attempt — a SentencePiece tokenizer.model — is skipped without needing the
 sentencepiece module (Llama 3 has no tokenizer.model: convert then takes the byte-level BPE path, as here).
 
-  tools/reference/.venv/bin/python tools/reference/make_gguf_fixtures.py [--sdist-dir DIR]
+  tools/reference/.venv/bin/python tools/reference/make_gguf_fixtures.py [--sdist-dir DIR] [--k-quants-only]
+  (the q4_k_m files need llama-cpp-python built: bash tests/extra/gguf-llamacpp once)
 """
 import argparse
 import glob
+import json
 import runpy
 import subprocess
 import sys
@@ -49,14 +51,72 @@ def phi3_tokenizer_model(model_dir):
     (model_dir / "tokenizer.model").write_bytes(m.SerializeToString())
 
 
+# llama-quantize's Q4_K_M (tests/fixtures/gguf/<model>-q4_k_m.gguf): llama.cpp's own quantizer (llama_model_quantize, no
+# importance matrix, from the llama-cpp-python build tests/extra/gguf-llamacpp makes) on convert's f32 file. The 32-wide
+# fixtures take its fallbacks (Q5_0 / Q8_0 / F16) and its per-layer choices; llama-k-quants (made here: rows of 256, so
+# Q4_K and Q6_K blocks) its K-quant bytes.
+K_QUANT_MODELS = ["llama-k-quants", "llama-q8-untied", "llama-gqa-llama3-tied", "phi3-longrope-f16", "qwen2-bias-tied"]
+LLAMA_FTYPE_MOSTLY_Q4_K_M = 15
+
+
+def k_quants_model(out_dir):
+    """A one-layer Llama whose every matrix has rows of 256 values (K-quant super-blocks), bf16 weights, untied head;
+    the llama3 fixture tokenizer (llama-q8-untied's files)."""
+    import shutil
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    src = FIX / "models" / "llama-q8-untied"
+    torch.manual_seed(20261207)
+    base = json.load(open(src / "config.json"))
+    cfg = LlamaConfig(vocab_size=base["vocab_size"], hidden_size=256, intermediate_size=256, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, rope_theta=500000.0,
+                      rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=base["bos_token_id"],
+                      eos_token_id=base["eos_token_id"], pad_token_id=base.get("pad_token_id"))
+    model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # a spread closer to trained weights than the 0.02 init: varied block scales
+            p.mul_(torch.exp(torch.randn(p.shape[0], *[1] * (p.dim() - 1)).to(p.dtype)))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+              "generation_config.json"]:
+        shutil.copy(src / f, out_dir / f)
+
+
+def k_quants(sdist, lcpp_python):
+    import tempfile
+    k_quants_model(FIX / "models" / "llama-k-quants")
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in K_QUANT_MODELS:
+            f32 = Path(tmp) / f"{model}-f32.gguf"
+            subprocess.run([sys.executable, __file__, "--sdist-dir", str(sdist), "--convert-one",
+                            str(FIX / "models" / model), str(f32), "f32"], check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            out = FIX / "gguf" / f"{model}-q4_k_m.gguf"
+            code = ("import ctypes, sys, llama_cpp\n"
+                    "p = llama_cpp.llama_model_quantize_default_params()\n"
+                    f"p.ftype = {LLAMA_FTYPE_MOSTLY_Q4_K_M}\n"
+                    "p.nthread = 2\n"
+                    "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))")
+            subprocess.run([lcpp_python, "-c", code, str(f32), str(out)], check=True)
+            print(f"wrote {out.relative_to(ROOT)} ({out.stat().st_size} bytes)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sdist-dir", default=str(ROOT / "bench" / "out" / "llama-cpp-sdist"))
     ap.add_argument("--q4-0-only", action="store_true", help="only rewrite tests/fixtures/gguf/q4_0-blocks.json and special-vocab.json")
     ap.add_argument("--convert-one", nargs=3, metavar=("SRC", "OUT", "TYPE"), help=argparse.SUPPRESS)
+    ap.add_argument("--k-quants-only", action="store_true", help="only rewrite the q4_k_m files (and llama-k-quants)")
+    ap.add_argument("--llama-cpp-python", default=str(ROOT / "target" / "lcpp-venv" / "bin" / "python"),
+                    help="a Python with llama-cpp-python 0.3.36 built (bash tests/extra/gguf-llamacpp makes it)")
     args = ap.parse_args()
     sdist = Path(args.sdist_dir)
     src = next(iter(sdist.glob("llama_cpp_python-*/vendor/llama.cpp")), None)
+    if args.k_quants_only:
+        k_quants(sdist, args.llama_cpp_python)
+        return
     if args.q4_0_only:
         q4_0_blocks(src, FIX / "gguf" / "q4_0-blocks.json")
         special_vocab_cases(src, FIX / "gguf" / "special-vocab.json")
@@ -97,6 +157,7 @@ def main():
         print(f"wrote {out.relative_to(ROOT)} ({out.stat().st_size} bytes)")
     q4_0_blocks(src, out_dir / "q4_0-blocks.json")
     special_vocab_cases(src, out_dir / "special-vocab.json")
+    k_quants(sdist, args.llama_cpp_python)
 
 
 def special_vocab_cases(src, path):

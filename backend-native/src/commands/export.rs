@@ -52,7 +52,8 @@ pub struct ExportArgs {
     pub force: bool,
     /// `bundle` (a directory: transformers files + manifest, for the web app and `summarize`) or
     /// `gguf` (one file for llama.cpp / Ollama / LM Studio, as llama.cpp's convert_hf_to_gguf.py
-    /// writes it; `--quant f32|f16|q8` = GGUF f32 / f16 / q8_0; Llama models).
+    /// writes it; `--quant f32|f16|q8|q4|q4_k_m` = GGUF f32 / f16 / q8_0 / q4_0 / llama-quantize's
+    /// Q4_K_M; Llama, Phi-3 and Qwen2 models).
     #[arg(long, value_enum, default_value_t = FormatArg::Bundle)]
     pub format: FormatArg,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
@@ -71,16 +72,22 @@ pub enum QuantArg {
     F16,
     Q8,
     Q4,
+    /// GGUF only: llama-quantize's Q4_K_M mix.
+    #[value(name = "q4_k_m")]
+    Q4KM,
 }
 
 impl QuantArg {
-    fn quant(self) -> Quant {
-        match self {
+    fn quant(self) -> Result<Quant> {
+        Ok(match self {
             Self::F32 => Quant::F32,
             Self::F16 => Quant::F16,
             Self::Q8 => Quant::Q8,
             Self::Q4 => Quant::Q4,
-        }
+            Self::Q4KM => bail!(
+                "--quant q4_k_m is a GGUF type (llama-quantize's Q4_K_M): use it with --format gguf; bundles take f32, f16, q8 or q4"
+            ),
+        })
     }
 }
 
@@ -88,8 +95,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if args.format == FormatArg::Gguf {
         return run_gguf(&args);
     }
+    let quant = args.quant.quant()?;
     output::check_out_dir(&args.output, args.force)?;
-    let quant = args.quant.quant();
     let target = device::init(args.device)?;
     let device = target.device.clone();
     let files = model_files::resolve(&args.model)?;
@@ -299,6 +306,7 @@ fn run_gguf(args: &ExportArgs) -> Result<()> {
         QuantArg::F16 => GgufQuant::F16,
         QuantArg::Q8 => GgufQuant::Q8_0,
         QuantArg::Q4 => GgufQuant::Q4_0,
+        QuantArg::Q4KM => GgufQuant::Q4_K_M,
     };
     let files = model_files::resolve(&args.model)?;
     let device = device::init(args.device)?.device;
@@ -421,6 +429,7 @@ fn run_gguf(args: &ExportArgs) -> Result<()> {
             GgufQuant::F16 => "f16",
             GgufQuant::Q8_0 => "q8_0",
             GgufQuant::Q4_0 => "q4_0 (tables q8_0)",
+            GgufQuant::Q4_K_M => "q4_k_m",
         },
         bytes.len() as f64 / 1e6
     );

@@ -1,5 +1,5 @@
 //! GGUF (llama.cpp's file format, version 3): the writer, a reader (for checks), `Q8_0` / `Q4_0` blocks
-//! bit-exact with ggml's reference quantizer, and the tokenizer metadata llama.cpp's
+//! bit-exact with ggml's reference quantizer (the K-quants are in `kquants`), and the tokenizer metadata llama.cpp's
 //! `convert_hf_to_gguf.py` writes for a byte-level BPE (`tokenizer.ggml.*`). Which tensors and
 //! hyperparameters an architecture has is its own business (`models/<family>/gguf.rs`).
 
@@ -20,13 +20,17 @@ pub enum GgufValue {
     F32Array(Vec<f32>),
 }
 
-/// ggml tensor types written here.
+/// ggml tensor types written here (ggml's names).
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgmlType {
     F32 = 0,
     F16 = 1,
     Q4_0 = 2,
+    Q5_0 = 6,
     Q8_0 = 8,
+    Q4_K = 12,
+    Q6_K = 14,
 }
 
 impl GgmlType {
@@ -35,9 +39,26 @@ impl GgmlType {
             0 => Self::F32,
             1 => Self::F16,
             2 => Self::Q4_0,
+            6 => Self::Q5_0,
             8 => Self::Q8_0,
+            12 => Self::Q4_K,
+            14 => Self::Q6_K,
             _ => return None,
         })
+    }
+
+    /// Values per block and bytes per block.
+    pub fn block(self) -> (usize, usize) {
+        use super::kquants::{Q4_K_BYTES, Q5_0_BYTES, Q6_K_BYTES, QK_K};
+        match self {
+            Self::F32 => (1, 4),
+            Self::F16 => (1, 2),
+            Self::Q4_0 => (32, 18),
+            Self::Q5_0 => (32, Q5_0_BYTES),
+            Self::Q8_0 => (32, 34),
+            Self::Q4_K => (QK_K, Q4_K_BYTES),
+            Self::Q6_K => (QK_K, Q6_K_BYTES),
+        }
     }
 }
 
@@ -219,12 +240,8 @@ pub fn read(bytes: &[u8]) -> Result<(Vec<(String, GgufValue)>, Vec<GgufTensor>)>
         .into_iter()
         .map(|(name, dims, kind, offset)| {
             let n: u64 = dims.iter().product();
-            let size = match kind {
-                GgmlType::F32 => 4 * n as usize,
-                GgmlType::F16 => 2 * n as usize,
-                GgmlType::Q4_0 => (n as usize / 32) * 18,
-                GgmlType::Q8_0 => (n as usize / 32) * 34,
-            };
+            let (values, bytes_per_block) = kind.block();
+            let size = (n as usize / values) * bytes_per_block;
             let start = data_start + offset;
             let data = bytes
                 .get(start..start + size)

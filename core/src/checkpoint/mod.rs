@@ -7,6 +7,7 @@
 pub mod adapter;
 pub mod bundle;
 pub mod gguf;
+pub mod kquants;
 pub mod load;
 pub mod quantized;
 mod safetensors;

@@ -11,19 +11,27 @@ use super::model::Llama;
 use crate::checkpoint::gguf::{
     encode_f16, encode_f32, quantize_q4_0, quantize_q8_0, GgmlType, GgufTensor, GgufValue,
 };
+use crate::checkpoint::kquants::{quantize_q4_k, quantize_q5_0, quantize_q6_k};
 use crate::checkpoint::{read_f32, save_safetensors, Checkpoint, SaveDtype};
 use crate::ops::rope::RopeScaling;
 use crate::{Error, Result};
 
-/// The GGUF file types Bartleby writes.
+/// The GGUF file types Bartleby writes (llama.cpp's names).
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgufQuant {
     F32,
     F16,
     Q8_0,
     /// Projections in `Q4_0`; the embedding table and output projection in `Q8_0` (llama.cpp's
-    /// `llama-quantize` puts the output in `Q6_K`, which Bartleby does not write).
+    /// `llama-quantize` puts the output in `Q6_K`; `Q4_K_M` does).
     Q4_0,
+    /// llama-quantize's `Q4_K_M` mix (no importance matrix), type for type and byte for byte:
+    /// `Q4_K`, with `Q6_K` for the output (and a tied embedding table), and for the `attn_v` /
+    /// `attn_qkv` and `ffn_down` of the layers `use_more_bits` picks; rows that are not whole
+    /// 256-value super-blocks fall back as llama-quantize does (`Q4_K` → `Q5_0`, `Q6_K` → `Q8_0`,
+    /// then `F16`). Tensors in llama-quantize's order (by name).
+    Q4_K_M,
 }
 
 impl GgufQuant {
@@ -34,6 +42,7 @@ impl GgufQuant {
             GgufQuant::F16 => 1,
             GgufQuant::Q8_0 => 7,
             GgufQuant::Q4_0 => 2,
+            GgufQuant::Q4_K_M => 15,
         }
     }
 }
@@ -449,19 +458,91 @@ pub fn to_gguf(
             GgufQuant::Q4_0 if cols % 32 == 0 && table => GgmlType::Q8_0,
             GgufQuant::Q4_0 if cols % 32 == 0 => GgmlType::Q4_0,
             GgufQuant::Q8_0 | GgufQuant::Q4_0 => GgmlType::F16,
-        };
-        let data = match kind {
-            GgmlType::F32 => encode_f32(&values),
-            GgmlType::F16 => encode_f16(&values),
-            GgmlType::Q8_0 => quantize_q8_0(&values),
-            GgmlType::Q4_0 => quantize_q4_0(&values),
+            // Chosen below, in llama-quantize's order.
+            GgufQuant::Q4_K_M => GgmlType::F32,
         };
         tensors.push(GgufTensor {
             name,
             dims: shape.iter().rev().map(|&d| d as u64).collect(),
             kind,
-            data,
+            data: encode(kind, &values),
         });
     }
+    if quant == GgufQuant::Q4_K_M {
+        q4_k_m(&mut tensors, config.num_hidden_layers)?;
+    }
     Ok(crate::checkpoint::gguf::write(&meta, &tensors))
+}
+
+fn encode(kind: GgmlType, values: &[f32]) -> Vec<u8> {
+    match kind {
+        GgmlType::F32 => encode_f32(values),
+        GgmlType::F16 => encode_f16(values),
+        GgmlType::Q8_0 => quantize_q8_0(values),
+        GgmlType::Q4_0 => quantize_q4_0(values),
+        GgmlType::Q5_0 => quantize_q5_0(values),
+        GgmlType::Q4_K => quantize_q4_k(values),
+        GgmlType::Q6_K => quantize_q6_k(values),
+    }
+}
+
+/// llama-quantize's `LLAMA_FTYPE_MOSTLY_Q4_K_M` on f32 tensors (`llama_tensor_get_type` without
+/// an importance matrix, user overrides or experts): the tensors sorted by name (its
+/// `weights_map` order, which its `attn_v` / `ffn_down` counters follow), each matrix (2-D,
+/// named `*weight`, not a norm) re-encoded in its type.
+fn q4_k_m(tensors: &mut [GgufTensor], n_layer: usize) -> Result<()> {
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let use_more_bits = |i: i64, n: i64| i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+    let attn_v = |name: &str| name.contains("attn_qkv.weight") || name.contains("attn_v.weight");
+    let n_attention_wv = tensors.iter().filter(|t| attn_v(&t.name)).count() as i64;
+    let tied = !tensors.iter().any(|t| t.name == "output.weight");
+    let (mut i_attention_wv, mut i_ffn_down) = (0i64, 0i64);
+    for t in tensors.iter_mut() {
+        let name = t.name.as_str();
+        if t.dims.len() < 2 || !name.ends_with("weight") || name.contains("_norm.weight") {
+            continue; // copied as they are (f32)
+        }
+        let cols = t.dims[0] as usize;
+        let mut kind = GgmlType::Q4_K;
+        if name == "output.weight" || (tied && name == "token_embd.weight") {
+            kind = if cols % 256 != 0 {
+                GgmlType::Q8_0
+            } else {
+                GgmlType::Q6_K
+            };
+        } else if name == "token_embd.weight" {
+        } else if attn_v(name) {
+            if use_more_bits(i_attention_wv, n_attention_wv) {
+                kind = GgmlType::Q6_K;
+            }
+            i_attention_wv += 1;
+        } else if name.contains("ffn_down") {
+            if use_more_bits(i_ffn_down, n_layer as i64) {
+                kind = GgmlType::Q6_K;
+            }
+            i_ffn_down += 1;
+        }
+        // tensor_type_fallback: rows that are not whole blocks of the chosen type.
+        if cols % kind.block().0 != 0 {
+            kind = match kind {
+                GgmlType::Q4_K => GgmlType::Q5_0,
+                GgmlType::Q6_K => GgmlType::Q8_0,
+                other => other,
+            };
+            if cols % kind.block().0 != 0 {
+                kind = GgmlType::F16;
+            }
+        }
+        let values: Vec<f32> = t
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if values.len() % cols != 0 {
+            return Err(Error::Weights(format!("{name}: not a whole number of rows")));
+        }
+        t.kind = kind;
+        t.data = encode(kind, &values);
+    }
+    Ok(())
 }
