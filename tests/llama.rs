@@ -954,6 +954,39 @@ fn export_bundle_summarizes_like_the_cli() {
             .map(|v| v[0].token_ids.clone())
             .collect();
         assert_eq!(ours, cli, "{quant}: load_bundle vs the CLI");
+        if quant == "q8" {
+            // As the CLI loads it (host weights): the int8 head serves the output projection;
+            // the tied table, only looked up, stays in the bundle's f16 (half the memory of an
+            // f32 copy) — the same ids — and goes back to f32 when it is the projection again.
+            let options = LoadOptions {
+                int8_matmul: true,
+                host_weights: true,
+                ..LoadOptions::default()
+            };
+            let (_, mut s) =
+                bartleby_core::pipeline::load_bundle(&files, &cpu(), options, false).unwrap();
+            let llama = s.model.as_llama().unwrap();
+            assert!(matches!(
+                llama.lm_head_host.as_deref(),
+                Some(bartleby_core::ops::HostWeight::Int8(_))
+            ));
+            assert_eq!(llama.shared.val().dtype(), burn::tensor::DType::F16);
+            let mut plain = llama.clone();
+            plain.materialize();
+            assert_eq!(plain.shared.val().dtype(), burn::tensor::DType::F32);
+            s.prompting
+                .as_mut()
+                .unwrap()
+                .chat_kwargs
+                .insert("date_string".into(), fx["date_string"].clone());
+            let held: Vec<Vec<u32>> = s
+                .summarize(&dialogues, &gen, 512, &mut |_, _| {})
+                .unwrap()
+                .into_iter()
+                .map(|v| v[0].token_ids.clone())
+                .collect();
+            assert_eq!(held, cli, "q8 with host weights: load_bundle vs the CLI");
+        }
     }
 }
 

@@ -210,9 +210,12 @@ pub fn fill<M: Params>(
     })?;
     // Tables are held in half only beside half projections (whose head then is a host weight
     // too); otherwise (an f32 or int8 checkpoint with a half table) they go back to f32, so that
-    // no product rounds to half.
+    // no product rounds to half — except an int8 bundle's embedding table, which stays in half
+    // for its lookups when its output projection is held in int8 ([`attach_host_with_head`],
+    // [`widen_unless_head_held`]): half the memory of an f32 copy, the same values.
     if options.host_weights && !host.values().any(|w| matches!(w, HostWeight::Half(_))) {
-        super::widen_held_tables(model);
+        let int8 = host.values().any(|w| matches!(w, HostWeight::Int8(_)));
+        super::widen_held_tables(model, !int8);
     }
     let mut unused: Vec<String> = checkpoint
         .names()
@@ -295,8 +298,18 @@ pub fn attach_host_with_head<M: Params>(
         Some((name, table)) => host_table(name, table, None, like)?.map(std::sync::Arc::new),
         None => None,
     };
+    widen_unless_head_held(model, like, head.is_some());
     attach_host(model, host)?;
     Ok(head)
+}
+
+/// An int8 bundle's embedding table left in half precision by [`fill`] goes to f32 when the
+/// output projection is not held on the host after all (row blocks, a block size that does not
+/// divide the width): then the table is that projection.
+pub fn widen_unless_head_held<M: Params>(model: &mut M, like: &HostWeight, held: bool) {
+    if matches!(like, HostWeight::Int8(_)) && !held {
+        super::widen_held_tables(model, true);
+    }
 }
 
 /// Which of the kept host weights the output projection is held like: int8 when the bundle has
@@ -320,6 +333,53 @@ fn f32_table(t: Tensor<2>) -> Tensor<2> {
     }
 }
 
+/// [`Int8Weight::quantize`] of a half-precision table held by burn's CPU backend, read in place
+/// and widened ~16 MB of rows at a time (no f32 copy of the whole table: 1 GB for Llama 3.2 1B's).
+/// `None` when the table is not such a tensor.
+fn int8_from_half_table(
+    table: &Tensor<2>,
+    vocab: usize,
+    d_model: usize,
+    block: usize,
+) -> Option<Option<Int8Weight>> {
+    if block == 0 || d_model == 0 || d_model % block != 0 {
+        return Some(None);
+    }
+    let dtype = table.dtype();
+    if !matches!(dtype, DType::F16 | DType::BF16) {
+        return None;
+    }
+    let t = table.clone().try_into_primitive::<burn_flex::Flex>().ok()?;
+    let slab = ((1usize << 22) / d_model).max(1) * d_model;
+    let mut values = Vec::with_capacity(vocab * d_model);
+    let mut scales = Vec::with_capacity(vocab * d_model / block);
+    let mut buf = vec![0f32; slab];
+    let mut push = |wide: &[f32]| {
+        let (q, s) = crate::ops::int8::quantize_blocks(wide, block);
+        values.extend_from_slice(&q);
+        scales.extend_from_slice(&s);
+    };
+    match dtype {
+        DType::F16 => {
+            for chunk in t.as_slice::<half::f16>()?.chunks(slab) {
+                for (b, h) in buf.iter_mut().zip(chunk) {
+                    *b = h.to_f32();
+                }
+                push(&buf[..chunk.len()]);
+            }
+        }
+        _ => {
+            for chunk in t.as_slice::<half::bf16>()?.chunks(slab) {
+                for (b, h) in buf.iter_mut().zip(chunk) {
+                    *b = h.to_f32();
+                }
+                push(&buf[..chunk.len()]);
+            }
+        }
+    }
+    Some(Int8Weight::new(values, scales, vocab, d_model))
+}
+
 /// An output projection table `[vocab, d]` (+ bias) held for the CPU's own products as the
 /// projections are (`like`), since it is most of a decoding step's bytes: int8 with their block
 /// size, its halves when the table itself is held in half precision, or f32 (a copy). `None` when it
@@ -334,11 +394,14 @@ pub fn host_table(
     let [vocab, d_model] = table.dims();
     let weight = match like {
         HostWeight::Int8(w) => {
-            // (A table held in half precision is read as its exact f32 values; an f32 one in
-            // place, without a copy.)
-            crate::ops::linear::with_host_values(f32_table(table), |values| {
-                Int8Weight::quantize(values, vocab, d_model, w.block())
-            })
+            // (A table held in half precision is read as its exact f32 values, a slab of rows
+            // at a time; an f32 one in place, without a copy.)
+            match int8_from_half_table(&table, vocab, d_model, w.block()) {
+                Some(weight) => weight,
+                None => crate::ops::linear::with_host_values(f32_table(table), |values| {
+                    Int8Weight::quantize(values, vocab, d_model, w.block())
+                }),
+            }
             .map(HostWeight::Int8)
         }
         HostWeight::Half(_) => {

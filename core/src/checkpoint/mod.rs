@@ -77,18 +77,28 @@ pub fn release_host<M: Params>(
     model: &mut M,
     head: Option<std::sync::Arc<crate::ops::HostWeight>>,
 ) {
-    let held_half = matches!(head.as_deref(), Some(crate::ops::HostWeight::Half(_)));
+    // A head held in halves or int8 leaves its table in half precision (lookups only); as the
+    // output projection again, it is widened.
+    let held = matches!(
+        head.as_deref(),
+        Some(crate::ops::HostWeight::Half(_) | crate::ops::HostWeight::Int8(_))
+    );
     expand_host(model);
-    if held_half {
-        widen_held_tables(model);
+    if held {
+        widen_held_tables(model, true);
     }
 }
 
 /// Puts an embedding table and an untied `lm_head.weight` held in their stored half precision
 /// ([`LoadOptions::host_weights`] of a half checkpoint) back into f32 (the same values). Only for models loaded for
 /// the CPU's host products: training's mixed precision holds its matrices in half on purpose.
-pub fn widen_held_tables<M: Params>(model: &mut M) {
-    let table = model.embedding_table();
+/// `with_table: false` leaves the embedding table as it is.
+pub fn widen_held_tables<M: Params>(model: &mut M, with_table: bool) {
+    let table = if with_table {
+        model.embedding_table()
+    } else {
+        "\0"
+    };
     let _ = model.visit(&mut |name, slot| {
         if let Slot::Matrix(p) = slot {
             let t = p.val();

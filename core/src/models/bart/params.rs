@@ -4,7 +4,9 @@
 
 use super::config::BartConfig;
 use super::model::Bart;
-use crate::checkpoint::load::{attach_host, fill, head_like, host_table, Names};
+use crate::checkpoint::load::{
+    attach_host, fill, head_like, host_table, widen_unless_head_held, Names,
+};
 use crate::checkpoint::{Checkpoint, LoadOptions, LoadReport, Node, Params, Slot, Walker};
 use crate::ops::attention::Attention;
 use crate::ops::Proj;
@@ -174,6 +176,8 @@ pub fn load_bart_opts(
             )?
             .map(std::sync::Arc::new);
         }
+        let held = model.lm_head_host.is_some();
+        widen_unless_head_held(&mut model, like, held);
         attach_host(&mut model, filled.host)?;
     }
     Ok((model, filled.report))
