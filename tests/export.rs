@@ -262,6 +262,13 @@ fn bad_bundles_are_clear_errors() {
     let out = tmp.path().join("out.jsonl");
     let run = summarize(&dir, &input, &out);
     assert_clear_error(&run.into(), &out, &["model.safetensors", "sha256"]);
+    // Its header changed (the loader, which reads the file while it is checked, cannot parse
+    // it): the check's verdict is the error.
+    bytes[last] ^= 1;
+    bytes[12] ^= 0x20;
+    std::fs::write(&w, &bytes).unwrap();
+    let run = summarize(&dir, &input, &out);
+    assert_clear_error(&run.into(), &out, &["model.safetensors", "sha256"]);
 
     // A truncated file: its size is named.
     bytes.truncate(100);

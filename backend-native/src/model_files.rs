@@ -338,9 +338,22 @@ fn read(p: &Path) -> Result<Vec<u8>> {
 /// Loads config, weights (memory-mapped), tokenizer and generation defaults: the files are
 /// read (weights mapped) and handed to the core's one assembler, [`Summarizer::assemble`].
 pub fn load(files: &ModelFiles, device: &Device, options: LoadOptions) -> Result<Summarizer> {
-    if let Some(manifest) = &files.manifest {
-        verify_bundle(manifest)?;
+    // A bundle's files are checked against its manifest (sha256) on a thread of their own while
+    // the model is built from them; its verdict comes first: a file that does not match is the
+    // error, whatever building made of it (nothing is written while loading).
+    let Some(manifest) = files.manifest.clone() else {
+        return load_files(files, device, options);
+    };
+    let check = std::thread::spawn(move || verify_bundle(&manifest).map(|_| ()));
+    let loaded = load_files(files, device, options);
+    match check.join() {
+        Ok(Ok(())) => loaded,
+        Ok(Err(e)) => Err(e),
+        Err(_) => bail!("{}: the bundle check stopped unexpectedly", files.source),
     }
+}
+
+fn load_files(files: &ModelFiles, device: &Device, options: LoadOptions) -> Result<Summarizer> {
     let name = |p: &Path| p.display().to_string();
     let config = (name(&files.config), read(&files.config)?);
     let generation_config = match &files.generation_config {
@@ -406,8 +419,9 @@ pub fn verify_bundle(manifest_path: &Path) -> Result<bartleby_core::checkpoint::
     for entry in &manifest.files {
         let path = dir.join(&entry.path);
         let maps = map_files(std::slice::from_ref(&path))?;
+        // The pages behind the hash are dropped as it goes (the loader reads the same file).
         manifest
-            .verify(&entry.path, &maps[0].1)
+            .verify_with(&entry.path, &maps[0].1, &mut |part| release_pages(&maps, part))
             .with_context(|| format!("bundle {}", dir.display()))?;
     }
     Ok(manifest)

@@ -143,8 +143,28 @@ impl Manifest {
 
     /// Checks one downloaded/read file against its entry (size, then sha256).
     pub fn verify(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.verify_with(path, bytes, &mut |_| {})
+    }
+
+    /// [`Self::verify`], hashing 16 MiB at a time and calling `hashed` with each part once it
+    /// is hashed (a caller reading a mapped file drops the pages behind it).
+    pub fn verify_with(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        hashed: &mut dyn FnMut(&[u8]),
+    ) -> Result<()> {
         let entry = self.sized_entry(path, bytes)?;
-        let sha = sha256_hex(bytes);
+        let mut hasher = Sha256::new();
+        for part in bytes.chunks(16 << 20) {
+            hasher.update(part);
+            hashed(part);
+        }
+        let sha: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         if sha != entry.sha256 {
             return Err(Error::Weights(format!(
                 "{path}: sha256 {sha} does not match the manifest's {}",
