@@ -6,6 +6,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 model_dir, out, data = sys.argv[1:4]
+# bench/phi3 runs it too: its own file names, pad id, and greedy only (BEAMS="1").
+NAME = os.environ.get("NAME", "llama")
+PAD = int(os.environ.get("PAD", "361"))
+BEAMS = [int(k) for k in os.environ.get("BEAMS", "1 4").split()]
 PROMPT = "Summarize the following dialogue in one or two sentences.\n\n{dialogue}"
 DATE = "26 Jul 2024"
 torch.set_num_threads(2)
@@ -38,18 +42,18 @@ batches = [1, 8] if os.environ.get("BATCH8") else [1]
 for b in batches:
     dialogues = [exactly(512, 10 * i) for i in range(b)]
     assert len(set(dialogues)) == b
-    with open(os.path.join(out, f"llama_batch{b}.jsonl"), "w") as f:
+    with open(os.path.join(out, f"{NAME}_batch{b}.jsonl"), "w") as f:
         for i, d in enumerate(dialogues):
             f.write(json.dumps({"id": i, "dialogue": d}) + "\n")
     ids = torch.tensor([prompt_ids(d) for d in dialogues])
-    json.dump(ids[0].tolist(), open(os.path.join(out, f"llama_prompt_b{b}.json"), "w"))  # for llama.cpp
-    for beams in (1, 4):
+    json.dump(ids[0].tolist(), open(os.path.join(out, f"{NAME}_prompt_b{b}.json"), "w"))  # for llama.cpp
+    for beams in BEAMS:
         with torch.no_grad():
             t0 = time.time()
             seqs = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=beams,
-                                  max_new_tokens=64, min_new_tokens=64, pad_token_id=361)
+                                  max_new_tokens=64, min_new_tokens=64, pad_token_id=PAD)
             dt = time.time() - t0
         result[f"batch{b}_beams{beams}"] = {"s": dt, "token_ids": seqs[:, 512:].tolist()}
         print(f"transformers batch {b}, {beams} beams: {dt:.2f} s", flush=True)
 result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-json.dump(result, open(os.path.join(out, "llama_reference.json"), "w"))
+json.dump(result, open(os.path.join(out, f"{NAME}_reference.json"), "w"))

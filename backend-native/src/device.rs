@@ -30,18 +30,27 @@ pub struct Target {
 }
 
 pub fn init(arg: DeviceArg) -> Result<Target> {
-    init_with(arg, false)
+    init_with(arg, false, false)
 }
 
 /// [`init`] for generating: on the CPU, q8/q4 bundles are computed in int8
 /// ([`LoadOptions::int8_matmul`]) and f32/f16/bf16 checkpoints held on the host for the CPU's
 /// own products ([`LoadOptions::host_weights`]) unless `f32_matmul` (burn's f32 matrix product).
 pub fn init_inference(arg: DeviceArg, f32_matmul: bool) -> Result<Target> {
-    init_with(arg, arg == DeviceArg::Cpu && !f32_matmul)
+    let host = arg == DeviceArg::Cpu && !f32_matmul;
+    init_with(arg, host, host)
 }
 
-fn init_with(arg: DeviceArg, int8_matmul: bool) -> Result<Target> {
-    if int8_matmul {
+/// [`init`] for reading a model to write it out (`export`): on the CPU its weights are held as
+/// stored ([`LoadOptions::host_weights`]: a bf16 checkpoint stays bf16 — 7.6 GB for Phi-3-mini,
+/// not 15 GB of f32) and written out one tensor at a time; a q8/q4 source is read as its f32
+/// values, as before.
+pub fn init_export(arg: DeviceArg) -> Result<Target> {
+    init_with(arg, false, arg == DeviceArg::Cpu)
+}
+
+fn init_with(arg: DeviceArg, int8_matmul: bool, host_weights: bool) -> Result<Target> {
+    if host_weights {
         // The host products (q8/q4 bundles, f32/f16/bf16 checkpoints on the CPU) split their
         // outputs over rayon's threads; the bits do not depend on the split
         // (bartleby_core::ops::int8, bartleby_core::ops::dense).
@@ -62,7 +71,7 @@ fn init_with(arg: DeviceArg, int8_matmul: bool) -> Result<Target> {
     let options = LoadOptions {
         max_tensor_bytes,
         int8_matmul,
-        host_weights: int8_matmul,
+        host_weights,
     };
     Ok(Target { device, options })
 }

@@ -199,8 +199,8 @@ impl Manifest {
 /// Parameter count and what a device needs to hold the model once loaded from a bundle: every
 /// weight is held in f32 once loaded, whatever the bundle stores.
 pub fn model_stats<M: Params>(model: &M) -> Result<(u64, Requirements)> {
-    let mut model = model.clone();
-    model.materialize();
+    // Shapes only: host-held projections keep their placeholders.
+    let (mut model, _) = super::materialized_but_projections(model)?;
     let table = model.embedding_table();
     let (mut params, mut largest, mut total, mut largest_other) = (0u64, 0u64, 0u64, 0u64);
     model.visit(&mut |name, slot| {

@@ -13,7 +13,7 @@ pub mod quantized;
 mod safetensors;
 
 pub use self::safetensors::{
-    encode_safetensors, read_f32, save_safetensors, Checkpoint, SaveDtype,
+    encode_safetensors, read_f32, save_safetensors, visit_f32, Checkpoint, SaveDtype,
 };
 
 use crate::ops::Proj;
@@ -68,6 +68,48 @@ pub fn expand_host<M: Params>(model: &mut M) {
         proj.expand_host(&device);
         Ok(())
     });
+}
+
+/// A copy of `model` materialized ([`Params::materialize`]) except its host-held projections,
+/// which keep their zero-memory placeholders (right shapes) and are returned by weight name.
+pub fn materialized_but_projections<M: Params>(
+    model: &M,
+) -> Result<(
+    M,
+    std::collections::HashMap<String, std::sync::Arc<crate::ops::HostWeight>>,
+)> {
+    let mut model = model.clone();
+    let mut host = std::collections::HashMap::new();
+    model.visit_projections(&mut |name, proj| {
+        if let Some(w) = proj.host.take() {
+            host.insert(format!("{name}.weight"), w);
+        }
+        Ok(())
+    })?;
+    model.materialize();
+    Ok((model, host))
+}
+
+/// [`Params::visit`] of `model` with every weight as [`Params::materialize`] gives it, except
+/// that each projection held for the CPU's host products is widened to f32 only for its own call
+/// (one matrix at a time: a 3.8 B-parameter model held in bf16 is never copied whole into f32 —
+/// 15 GB — to be saved or quantized).
+pub fn visit_materialized<M: Params>(
+    model: &M,
+    f: &mut dyn FnMut(String, Slot<'_>) -> Result<()>,
+) -> Result<()> {
+    let (mut model, mut host) = materialized_but_projections(model)?;
+    let device = model.device();
+    model.visit(&mut |name, slot| match (slot, host.remove(&name)) {
+        (Slot::LinearWeight(_), Some(w)) => {
+            let (d_out, d_in) = (w.d_out(), w.d_in());
+            let values = burn::tensor::TensorData::new(w.dequantize(), [d_out, d_in]);
+            let t = burn::tensor::Tensor::<2>::from_data(values, &device);
+            let mut p = Param::from_tensor(t.transpose());
+            f(name, Slot::LinearWeight(&mut p))
+        }
+        (slot, _) => f(name, slot),
+    })
 }
 
 /// Puts every weight a model held for the CPU's host products back into plain tensors: the

@@ -118,8 +118,6 @@ pub fn encode_weights<M: Params>(model: &M, quant: Quant, block_size: usize) -> 
             ))
         })?;
     let qscheme = scheme(bits, block);
-    let mut model = model.clone();
-    model.materialize();
     let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
     let read = |t: Tensor<2>| -> Result<Vec<f32>> {
         t.into_data()
@@ -127,7 +125,7 @@ pub fn encode_weights<M: Params>(model: &M, quant: Quant, block_size: usize) -> 
             .map_err(|e| Error::Device(format!("{e:?}")))
     };
     let vector_shape = model.vector_shapes();
-    model.visit(&mut |name, slot| {
+    super::visit_materialized(model, &mut |name, slot| {
         match slot {
             Slot::Matrix(p) => {
                 let dims = p.val().dims();

@@ -182,7 +182,7 @@ pub fn encode_safetensors(
 /// a `HashMap`, whose order changes from run to run — a bundle must be byte-for-byte
 /// reproducible (its sha256 is in the manifest). Offsets are relative to the data, so only the
 /// header (re-padded to 8 bytes) and its length change.
-fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+fn sorted_header(mut bytes: Vec<u8>) -> Vec<u8> {
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
     let Ok(header) = serde_json::from_slice::<serde_json::Value>(&bytes[8..8 + n]) else {
         return bytes;
@@ -191,6 +191,12 @@ fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
     let mut text = serde_json::to_string(&header).expect("a JSON value serializes");
     while text.len() % 8 != 0 {
         text.push(' ');
+    }
+    if text.len() == n {
+        // The same keys and values in another order: rewritten in place (no second copy of
+        // gigabytes of weights).
+        bytes[8..8 + n].copy_from_slice(text.as_bytes());
+        return bytes;
     }
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&(text.len() as u64).to_le_bytes());
@@ -202,16 +208,30 @@ fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
 /// Serializes a model as transformers' `save_pretrained` writes `model.safetensors` (its own
 /// names and layouts, `[out, in]` linear weights, tied copies omitted), floats as `dtype`.
 pub fn save_safetensors<M: Params>(model: &M, dtype: SaveDtype) -> Result<Vec<u8>> {
-    let mut model = model.clone();
-    model.materialize();
-    let vector_shape = model.vector_shapes();
     let mut tensors = BTreeMap::new();
+    visit_f32(model, &mut |name, shape, data| {
+        let (st_dtype, bytes) = dtype.encode(&data);
+        tensors.insert(name, (st_dtype, shape, bytes));
+        Ok(())
+    })?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    encode_safetensors(&tensors, metadata)
+}
+
+/// Every parameter of `model` in transformers' names, shapes and layouts (`[out, in]` linear
+/// weights, tied copies omitted) as f32 values, one tensor at a time
+/// ([`super::visit_materialized`]: host-held weights widened only for their own call).
+pub fn visit_f32<M: Params>(
+    model: &M,
+    f: &mut dyn FnMut(String, Vec<usize>, Vec<f32>) -> Result<()>,
+) -> Result<()> {
+    let vector_shape = model.vector_shapes();
     let read = |t: Tensor<2>| -> Result<Vec<f32>> {
         t.into_data()
             .try_to_vec::<f32>()
             .map_err(|e| Error::Device(format!("{e:?}")))
     };
-    model.visit(&mut |name, slot| {
+    super::visit_materialized(model, &mut |name, slot| {
         let (data, shape) = match slot {
             Slot::Matrix(p) => {
                 let dims = p.val().dims();
@@ -226,10 +246,6 @@ pub fn save_safetensors<M: Params>(model: &M, dtype: SaveDtype) -> Result<Vec<u8
                 (read(p.val().unsqueeze::<2>())?, vector_shape(&name, n))
             }
         };
-        let (st_dtype, bytes) = dtype.encode(&data);
-        tensors.insert(name, (st_dtype, shape, bytes));
-        Ok(())
-    })?;
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    encode_safetensors(&tensors, metadata)
+        f(name, shape, data)
+    })
 }

@@ -179,6 +179,16 @@ impl ModelConfig {
             .map(str::to_string)
     }
 
+    /// The model's structure with zero-memory placeholder weights (nothing to compute with:
+    /// what a caller puts in place of a model it is done with before loading the next).
+    pub fn placeholder(&self, device: &Device) -> Model {
+        match self {
+            Self::Bart(c) => Model::Bart(c.init(device)),
+            Self::T5(c) => Model::T5(c.init(device)),
+            Self::Llama(c) => Model::Llama(c.init(device)),
+        }
+    }
+
     /// Builds the model on `device` from a checkpoint (see [`crate::checkpoint::load`]).
     pub fn load(
         &self,

@@ -12,7 +12,7 @@ use crate::checkpoint::gguf::{
     encode_f16, encode_f32, quantize_q4_0, quantize_q8_0, GgmlType, GgufTensor, GgufValue,
 };
 use crate::checkpoint::kquants::{quantize_q4_k, quantize_q5_0, quantize_q6_k};
-use crate::checkpoint::{read_f32, save_safetensors, Checkpoint, SaveDtype};
+use crate::checkpoint::{Params, Slot};
 use crate::ops::rope::RopeScaling;
 use crate::{Error, Result};
 
@@ -426,18 +426,35 @@ pub fn to_gguf(
             });
         }
     }
-    // The weights in transformers' names and layout, f32.
-    let bytes = save_safetensors(model, SaveDtype::F32)?;
-    let checkpoint = Checkpoint::from_shards(&[("model.safetensors", &bytes[..])])?;
-    let mut names: Vec<String> = checkpoint.names().map(str::to_string).collect();
-    names.sort();
-    for hf in names {
+    // Q4_K_M picks each matrix's type from the names and shapes of them all.
+    let q4_k_m_types = if quant == GgufQuant::Q4_K_M {
+        let mut shapes: Vec<(String, Vec<u64>)> = tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.dims.clone()))
+            .collect();
+        model.clone().visit(&mut |hf, slot| {
+            let dims: Vec<u64> = match slot {
+                // ggml order: the input width first.
+                Slot::LinearWeight(p) => p.val().dims().iter().map(|&d| d as u64).collect(),
+                Slot::Matrix(p) => p.val().dims().iter().rev().map(|&d| d as u64).collect(),
+                Slot::Vector(p) => vec![p.val().dims()[0] as u64],
+            };
+            let name = gguf_name(&hf).ok_or_else(|| Error::Weights(format!("{hf}: no GGUF name")))?;
+            shapes.push((name, dims));
+            Ok(())
+        })?;
+        q4_k_m_types(shapes, config.num_hidden_layers)
+    } else {
+        Default::default()
+    };
+    // The weights in transformers' names and layout, f32, one at a time (the model may hold them
+    // in half precision: no f32 copy of it all), in the order of their names.
+    let mut encoded = std::collections::BTreeMap::new();
+    crate::checkpoint::visit_f32(model, &mut |hf, shape, values| {
         let Some(name) = gguf_name(&hf) else {
             return Err(Error::Weights(format!("{hf}: no GGUF name")));
         };
-        let (_, view) = checkpoint.get(&hf).expect("listed");
-        let shape = view.shape().to_vec();
-        let mut values = read_f32("model.safetensors", &hf, view)?;
+        let mut values = values;
         let rows = shape[0];
         let cols = shape.get(1).copied().unwrap_or(1);
         // Llama's q/k rows from rotate-half to ggml's pairs (Phi-3 and Qwen2 run NEOX-style rope
@@ -458,18 +475,23 @@ pub fn to_gguf(
             GgufQuant::Q4_0 if cols % 32 == 0 && table => GgmlType::Q8_0,
             GgufQuant::Q4_0 if cols % 32 == 0 => GgmlType::Q4_0,
             GgufQuant::Q8_0 | GgufQuant::Q4_0 => GgmlType::F16,
-            // Chosen below, in llama-quantize's order.
-            GgufQuant::Q4_K_M => GgmlType::F32,
+            GgufQuant::Q4_K_M => q4_k_m_types.get(&name).copied().unwrap_or(GgmlType::F32),
         };
-        tensors.push(GgufTensor {
-            name,
-            dims: shape.iter().rev().map(|&d| d as u64).collect(),
-            kind,
-            data: encode(kind, &values),
-        });
-    }
+        encoded.insert(
+            hf,
+            GgufTensor {
+                name,
+                dims: shape.iter().rev().map(|&d| d as u64).collect(),
+                kind,
+                data: encode(kind, &values),
+            },
+        );
+        Ok(())
+    })?;
+    tensors.extend(encoded.into_values());
     if quant == GgufQuant::Q4_K_M {
-        q4_k_m(&mut tensors, config.num_hidden_layers)?;
+        // llama-quantize writes its tensors in the order of their names.
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
     }
     Ok(crate::checkpoint::gguf::write(&meta, &tensors))
 }
@@ -486,23 +508,26 @@ fn encode(kind: GgmlType, values: &[f32]) -> Vec<u8> {
     }
 }
 
-/// llama-quantize's `LLAMA_FTYPE_MOSTLY_Q4_K_M` on f32 tensors (`llama_tensor_get_type` without
-/// an importance matrix, user overrides or experts): the tensors sorted by name (its
-/// `weights_map` order, which its `attn_v` / `ffn_down` counters follow), each matrix (2-D,
-/// named `*weight`, not a norm) re-encoded in its type.
-fn q4_k_m(tensors: &mut [GgufTensor], n_layer: usize) -> Result<()> {
-    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+/// llama-quantize's `LLAMA_FTYPE_MOSTLY_Q4_K_M` type for each matrix (`llama_tensor_get_type`
+/// without an importance matrix, user overrides or experts), from every tensor's GGUF name and
+/// ggml dims: in the order of their names (its `weights_map` order, which its `attn_v` /
+/// `ffn_down` counters follow); a matrix is 2-D, named `*weight`, not a norm (others stay f32).
+fn q4_k_m_types(
+    mut shapes: Vec<(String, Vec<u64>)>,
+    n_layer: usize,
+) -> std::collections::HashMap<String, GgmlType> {
+    shapes.sort_by(|a, b| a.0.cmp(&b.0));
     let use_more_bits = |i: i64, n: i64| i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
     let attn_v = |name: &str| name.contains("attn_qkv.weight") || name.contains("attn_v.weight");
-    let n_attention_wv = tensors.iter().filter(|t| attn_v(&t.name)).count() as i64;
-    let tied = !tensors.iter().any(|t| t.name == "output.weight");
+    let n_attention_wv = shapes.iter().filter(|(n, _)| attn_v(n)).count() as i64;
+    let tied = !shapes.iter().any(|(n, _)| n == "output.weight");
     let (mut i_attention_wv, mut i_ffn_down) = (0i64, 0i64);
-    for t in tensors.iter_mut() {
-        let name = t.name.as_str();
-        if t.dims.len() < 2 || !name.ends_with("weight") || name.contains("_norm.weight") {
-            continue; // copied as they are (f32)
+    let mut types = std::collections::HashMap::new();
+    for (name, dims) in shapes {
+        if dims.len() < 2 || !name.ends_with("weight") || name.contains("_norm.weight") {
+            continue;
         }
-        let cols = t.dims[0] as usize;
+        let cols = dims[0] as usize;
         let mut kind = GgmlType::Q4_K;
         if name == "output.weight" || (tied && name == "token_embd.weight") {
             kind = if cols % 256 != 0 {
@@ -511,7 +536,7 @@ fn q4_k_m(tensors: &mut [GgufTensor], n_layer: usize) -> Result<()> {
                 GgmlType::Q6_K
             };
         } else if name == "token_embd.weight" {
-        } else if attn_v(name) {
+        } else if attn_v(&name) {
             if use_more_bits(i_attention_wv, n_attention_wv) {
                 kind = GgmlType::Q6_K;
             }
@@ -533,16 +558,7 @@ fn q4_k_m(tensors: &mut [GgufTensor], n_layer: usize) -> Result<()> {
                 kind = GgmlType::F16;
             }
         }
-        let values: Vec<f32> = t
-            .data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if values.len() % cols != 0 {
-            return Err(Error::Weights(format!("{name}: not a whole number of rows")));
-        }
-        t.kind = kind;
-        t.data = encode(kind, &values);
+        types.insert(name, kind);
     }
-    Ok(())
+    types
 }
