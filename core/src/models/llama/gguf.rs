@@ -131,21 +131,26 @@ fn llama3_rope_factors(config: &LlamaConfig) -> Option<Vec<f32>> {
     )
 }
 
-/// `general.architecture` … `general.quantization_version` for a Llama, as convert writes them.
+/// `general.architecture` … `general.quantization_version` for a Llama (`arch` "llama": with
+/// `LlamaModel`'s own vocab size and rope dimensions, llama3 scaling as a tensor), or for a
+/// model whose convert class writes just `TextModel`'s keys under `arch`, as convert writes them.
 fn llama_metadata(
+    arch: &str,
     config: &LlamaConfig,
     quant: GgufQuant,
     general: Vec<(String, GgufValue)>,
 ) -> Result<Vec<(String, GgufValue)>> {
+    let llama = arch == "llama";
     let rope_meta = match &config.rope.scaling {
-        RopeScaling::Default | RopeScaling::Llama3 { .. } => Vec::new(),
+        RopeScaling::Default => Vec::new(),
+        RopeScaling::Llama3 { .. } if llama => Vec::new(),
         RopeScaling::Linear { factor } => vec![
             (
-                "llama.rope.scaling.type".to_string(),
+                format!("{arch}.rope.scaling.type"),
                 GgufValue::Str("linear".into()),
             ),
             (
-                "llama.rope.scaling.factor".to_string(),
+                format!("{arch}.rope.scaling.factor"),
                 GgufValue::F32(*factor),
             ),
         ],
@@ -159,12 +164,12 @@ fn llama_metadata(
     let mut meta = vec![
         (
             "general.architecture".to_string(),
-            GgufValue::Str("llama".into()),
+            GgufValue::Str(arch.into()),
         ),
         ("general.type".to_string(), GgufValue::Str("model".into())),
     ];
     meta.extend(general);
-    let u = |k: &str, v: usize| (format!("llama.{k}"), GgufValue::U32(v as u32));
+    let u = |k: &str, v: usize| (format!("{arch}.{k}"), GgufValue::U32(v as u32));
     meta.extend([
         u("block_count", config.num_hidden_layers),
         u("context_length", config.max_position_embeddings),
@@ -173,11 +178,11 @@ fn llama_metadata(
         u("attention.head_count", config.num_attention_heads),
         u("attention.head_count_kv", config.num_key_value_heads),
         (
-            "llama.rope.freq_base".to_string(),
+            format!("{arch}.rope.freq_base"),
             GgufValue::F32(config.rope.base),
         ),
         (
-            "llama.attention.layer_norm_rms_epsilon".to_string(),
+            format!("{arch}.attention.layer_norm_rms_epsilon"),
             GgufValue::F32(config.rms_norm_eps as f32),
         ),
     ]);
@@ -189,14 +194,40 @@ fn llama_metadata(
         "general.file_type".to_string(),
         GgufValue::U32(quant.file_type()),
     ));
-    meta.push(u("vocab_size", config.vocab_size));
-    meta.push(u("rope.dimension_count", config.head_dim));
+    if llama {
+        // LlamaModel.set_gguf_parameters' own keys.
+        meta.push(u("vocab_size", config.vocab_size));
+        meta.push(u("rope.dimension_count", config.head_dim));
+    }
     meta.extend(rope_meta);
     meta.push((
         "general.quantization_version".to_string(),
         GgufValue::U32(2),
     ));
     Ok(meta)
+}
+
+/// Qwen2 (`Qwen2Model`: `TextModel.set_gguf_parameters`, the generic keys under `qwen2.*`).
+/// llama.cpp's `qwen2` has no sliding window: a config that turns it on is refused rather than
+/// written as a model llama.cpp would run differently.
+fn qwen2_metadata(
+    config: &LlamaConfig,
+    quant: GgufQuant,
+    general: Vec<(String, GgufValue)>,
+) -> Result<Vec<(String, GgufValue)>> {
+    if config
+        .raw
+        .get("use_sliding_window")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
+    {
+        return Err(Error::Config {
+            file: "config.json".into(),
+            message: "use_sliding_window: llama.cpp's qwen2 has no sliding window; no GGUF form"
+                .into(),
+        });
+    }
+    llama_metadata("qwen2", config, quant, general)
 }
 
 /// The same for Phi-3 (`Phi3MiniModel.set_gguf_parameters`): longrope's attention factor
@@ -295,91 +326,6 @@ fn phi3_metadata(
     Ok(meta)
 }
 
-/// The same for Qwen2 (`Qwen2Model`: `TextModel.set_gguf_parameters`, the generic hyperparameters
-/// under `qwen2.*`; linear rope scaling as its type and factor; `head_dim` as key/value lengths
-/// when the config gives one). llama.cpp's `qwen2` has no sliding window: a config that turns it
-/// on is refused rather than written as a model llama.cpp would run differently.
-fn qwen2_metadata(
-    config: &LlamaConfig,
-    quant: GgufQuant,
-    general: Vec<(String, GgufValue)>,
-) -> Result<Vec<(String, GgufValue)>> {
-    if config
-        .raw
-        .get("use_sliding_window")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false)
-    {
-        return Err(Error::Config {
-            file: "config.json".into(),
-            message: "use_sliding_window: llama.cpp's qwen2 has no sliding window; no GGUF form"
-                .into(),
-        });
-    }
-    let rope_meta = match &config.rope.scaling {
-        RopeScaling::Default => Vec::new(),
-        RopeScaling::Linear { factor } => vec![
-            (
-                "qwen2.rope.scaling.type".to_string(),
-                GgufValue::Str("linear".into()),
-            ),
-            (
-                "qwen2.rope.scaling.factor".to_string(),
-                GgufValue::F32(*factor),
-            ),
-        ],
-        other => {
-            return Err(Error::Config {
-                file: "config.json".into(),
-                message: format!("rope_scaling {other:?} has no GGUF form in Bartleby yet"),
-            })
-        }
-    };
-    let mut meta = vec![
-        (
-            "general.architecture".to_string(),
-            GgufValue::Str("qwen2".into()),
-        ),
-        ("general.type".to_string(), GgufValue::Str("model".into())),
-    ];
-    meta.extend(general);
-    let u = |k: &str, v: usize| (format!("qwen2.{k}"), GgufValue::U32(v as u32));
-    meta.extend([
-        u("block_count", config.num_hidden_layers),
-        u("context_length", config.max_position_embeddings),
-        u("embedding_length", config.hidden_size),
-        u("feed_forward_length", config.intermediate_size),
-        u("attention.head_count", config.num_attention_heads),
-        u("attention.head_count_kv", config.num_key_value_heads),
-    ]);
-    meta.extend(rope_meta);
-    meta.extend([
-        (
-            "qwen2.rope.freq_base".to_string(),
-            GgufValue::F32(config.rope.base),
-        ),
-        (
-            "qwen2.attention.layer_norm_rms_epsilon".to_string(),
-            GgufValue::F32(config.rms_norm_eps as f32),
-        ),
-    ]);
-    if config.raw.get("head_dim").is_some_and(|v| !v.is_null()) {
-        meta.push(u("attention.key_length", config.head_dim));
-        meta.push(u("attention.value_length", config.head_dim));
-    }
-    meta.extend([
-        (
-            "general.file_type".to_string(),
-            GgufValue::U32(quant.file_type()),
-        ),
-        (
-            "general.quantization_version".to_string(),
-            GgufValue::U32(2),
-        ),
-    ]);
-    Ok(meta)
-}
-
 /// The metadata and tensors of `model` (a Llama; materialized here), `extra` (general.name,
 /// sampling, tokenizer: the caller's) placed where convert puts them.
 pub fn to_gguf(
@@ -391,7 +337,7 @@ pub fn to_gguf(
 ) -> Result<Vec<u8>> {
     let mut meta =
         match config.family {
-            Family::Llama => llama_metadata(config, quant, general)?,
+            Family::Llama => llama_metadata("llama", config, quant, general)?,
             Family::Phi3 => phi3_metadata(config, quant, general)?,
             Family::Qwen2 => qwen2_metadata(config, quant, general)?,
         };
