@@ -342,7 +342,7 @@ fn int8_from_half_table(
     d_model: usize,
     block: usize,
 ) -> Option<Option<Int8Weight>> {
-    if block == 0 || d_model == 0 || d_model % block != 0 {
+    if block == 0 || d_model == 0 || !d_model.is_multiple_of(block) {
         return Some(None);
     }
     let dtype = table.dtype();

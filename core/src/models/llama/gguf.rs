@@ -476,7 +476,7 @@ fn q4_k_m_types(
         let cols = dims[0] as usize;
         let mut kind = GgmlType::Q4_K;
         if name == "output.weight" || (tied && name == "token_embd.weight") {
-            kind = if cols % 256 != 0 {
+            kind = if !cols.is_multiple_of(256) {
                 GgmlType::Q8_0
             } else {
                 GgmlType::Q6_K
@@ -494,13 +494,13 @@ fn q4_k_m_types(
             i_ffn_down += 1;
         }
         // tensor_type_fallback: rows that are not whole blocks of the chosen type.
-        if cols % kind.block().0 != 0 {
+        if !cols.is_multiple_of(kind.block().0) {
             kind = match kind {
                 GgmlType::Q4_K => GgmlType::Q5_0,
                 GgmlType::Q6_K => GgmlType::Q8_0,
                 other => other,
             };
-            if cols % kind.block().0 != 0 {
+            if !cols.is_multiple_of(kind.block().0) {
                 kind = GgmlType::F16;
             }
         }
