@@ -421,7 +421,9 @@ pub fn verify_bundle(manifest_path: &Path) -> Result<bartleby_core::checkpoint::
         let maps = map_files(std::slice::from_ref(&path))?;
         // The pages behind the hash are dropped as it goes (the loader reads the same file).
         manifest
-            .verify_with(&entry.path, &maps[0].1, &mut |part| release_pages(&maps, part))
+            .verify_with(&entry.path, &maps[0].1, &mut |part| {
+                release_pages(&maps, part)
+            })
             .with_context(|| format!("bundle {}", dir.display()))?;
     }
     Ok(manifest)

@@ -182,7 +182,9 @@ mod engine {
                     chat = b;
                 }
                 ("chat_template", _) => {
-                    return Err(JsError::new("options.chat_template: expected true or false"))
+                    return Err(JsError::new(
+                        "options.chat_template: expected true or false",
+                    ))
                 }
                 (key, _) => return Err(JsError::new(&format!("options.{key}: expected a string"))),
             }

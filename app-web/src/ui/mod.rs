@@ -193,7 +193,11 @@ fn Summarize() -> impl IntoView {
             let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             set_prompt.set(s("template"));
             set_system.set(s("system"));
-            set_use_chat.set(p.get("chat_template").and_then(Value::as_bool).unwrap_or(false));
+            set_use_chat.set(
+                p.get("chat_template")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            );
         }
     });
 
@@ -270,11 +274,19 @@ fn Summarize() -> impl IntoView {
         // Decoder-only models count generated tokens (transformers' *_new_tokens).
         let new_tokens = prompting.get_untracked().is_some();
         int(
-            if new_tokens { "min_new_tokens" } else { "min_length" },
+            if new_tokens {
+                "min_new_tokens"
+            } else {
+                "min_length"
+            },
             min_length.get(),
         );
         int(
-            if new_tokens { "max_new_tokens" } else { "max_length" },
+            if new_tokens {
+                "max_new_tokens"
+            } else {
+                "max_length"
+            },
             max_length.get(),
         );
         int("no_repeat_ngram_size", no_repeat.get());
@@ -288,7 +300,11 @@ fn Summarize() -> impl IntoView {
             let system = system.get();
             o.insert(
                 "system".into(),
-                if system.trim().is_empty() { Value::Null } else { json!(system) },
+                if system.trim().is_empty() {
+                    Value::Null
+                } else {
+                    json!(system)
+                },
             );
             o.insert("chat_template".into(), json!(use_chat.get()));
         }

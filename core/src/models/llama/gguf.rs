@@ -335,12 +335,11 @@ pub fn to_gguf(
     general: Vec<(String, GgufValue)>,
     tokenizer: Vec<(String, GgufValue)>,
 ) -> Result<Vec<u8>> {
-    let mut meta =
-        match config.family {
-            Family::Llama => llama_metadata("llama", config, quant, general)?,
-            Family::Phi3 => phi3_metadata(config, quant, general)?,
-            Family::Qwen2 => qwen2_metadata(config, quant, general)?,
-        };
+    let mut meta = match config.family {
+        Family::Llama => llama_metadata("llama", config, quant, general)?,
+        Family::Phi3 => phi3_metadata(config, quant, general)?,
+        Family::Qwen2 => qwen2_metadata(config, quant, general)?,
+    };
     meta.extend(tokenizer);
     let mut tensors = Vec::new();
     if let Some(factors) = llama3_rope_factors(config) {
@@ -385,7 +384,8 @@ pub fn to_gguf(
                 Slot::Matrix(p) => p.val().dims().iter().rev().map(|&d| d as u64).collect(),
                 Slot::Vector(p) => vec![p.val().dims()[0] as u64],
             };
-            let name = gguf_name(&hf).ok_or_else(|| Error::Weights(format!("{hf}: no GGUF name")))?;
+            let name =
+                gguf_name(&hf).ok_or_else(|| Error::Weights(format!("{hf}: no GGUF name")))?;
             shapes.push((name, dims));
             Ok(())
         })?;
