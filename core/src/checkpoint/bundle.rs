@@ -95,7 +95,10 @@ pub struct Manifest {
 
 /// Hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -160,11 +163,7 @@ impl Manifest {
             hasher.update(part);
             hashed(part);
         }
-        let sha: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha = hex(&hasher.finalize());
         if sha != entry.sha256 {
             return Err(Error::Weights(format!(
                 "{path}: sha256 {sha} does not match the manifest's {}",

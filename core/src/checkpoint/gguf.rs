@@ -290,14 +290,7 @@ pub fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
 pub fn quantize_q4_0(values: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len() / 32 * 18);
     for block in values.chunks_exact(32) {
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &x in block {
-            if amax < x.abs() {
-                amax = x.abs();
-                max = x;
-            }
-        }
-        let d = max / -8.0;
+        let d = largest_magnitude(block) / -8.0;
         let id = if d == 0.0 { 0.0 } else { 1.0 / d };
         out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
         let q = |x: f32| ((x * id + 8.5) as i32).clamp(0, 15) as u8;
@@ -306,6 +299,19 @@ pub fn quantize_q4_0(values: &[f32]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The value of largest magnitude in `block` (the first one on ties; 0 for none), as ggml's
+/// `q4_0` / `q5_0` reference quantizers pick their scale's sign and size.
+pub(crate) fn largest_magnitude(block: &[f32]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &x in block {
+        if amax < x.abs() {
+            amax = x.abs();
+            max = x;
+        }
+    }
+    max
 }
 
 /// f32 values as ggml F16 (round to nearest even).

@@ -331,14 +331,7 @@ pub fn quantize_q6_k(values: &[f32]) -> Vec<u8> {
 pub fn quantize_q5_0(values: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len() / 32 * Q5_0_BYTES);
     for x in values.chunks_exact(32) {
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        let d = max / -16.0;
+        let d = super::gguf::largest_magnitude(x) / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut qh = 0u32;
         let mut qs = [0u8; 16];

@@ -354,27 +354,30 @@ fn int8_from_half_table(
     let mut values = Vec::with_capacity(vocab * d_model);
     let mut scales = Vec::with_capacity(vocab * d_model / block);
     let mut buf = vec![0f32; slab];
-    let mut push = |wide: &[f32]| {
-        let (q, s) = crate::ops::int8::quantize_blocks(wide, block);
-        values.extend_from_slice(&q);
-        scales.extend_from_slice(&s);
+    // Each slab widened into `buf`, then quantized.
+    let mut slabs = |widen: &mut dyn FnMut(usize, &mut [f32]) -> usize| {
+        for start in (0..vocab * d_model).step_by(slab) {
+            let n = widen(start, &mut buf);
+            let (q, s) = crate::ops::int8::quantize_blocks(&buf[..n], block);
+            values.extend_from_slice(&q);
+            scales.extend_from_slice(&s);
+        }
     };
+    fn widen<H: Copy>(halves: &[H], to_f32: fn(H) -> f32, start: usize, buf: &mut [f32]) -> usize {
+        let part = &halves[start..(start + buf.len()).min(halves.len())];
+        for (b, &h) in buf.iter_mut().zip(part) {
+            *b = to_f32(h);
+        }
+        part.len()
+    }
     match dtype {
         DType::F16 => {
-            for chunk in t.as_slice::<half::f16>()?.chunks(slab) {
-                for (b, h) in buf.iter_mut().zip(chunk) {
-                    *b = h.to_f32();
-                }
-                push(&buf[..chunk.len()]);
-            }
+            let halves = t.as_slice::<half::f16>()?;
+            slabs(&mut |start, buf| widen(halves, half::f16::to_f32, start, buf));
         }
         _ => {
-            for chunk in t.as_slice::<half::bf16>()?.chunks(slab) {
-                for (b, h) in buf.iter_mut().zip(chunk) {
-                    *b = h.to_f32();
-                }
-                push(&buf[..chunk.len()]);
-            }
+            let halves = t.as_slice::<half::bf16>()?;
+            slabs(&mut |start, buf| widen(halves, half::bf16::to_f32, start, buf));
         }
     }
     Some(Int8Weight::new(values, scales, vocab, d_model))

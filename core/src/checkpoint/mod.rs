@@ -102,10 +102,7 @@ pub fn visit_materialized<M: Params>(
     let device = model.device();
     model.visit(&mut |name, slot| match (slot, host.remove(&name)) {
         (Slot::LinearWeight(_), Some(w)) => {
-            let (d_out, d_in) = (w.d_out(), w.d_in());
-            let values = burn::tensor::TensorData::new(w.dequantize(), [d_out, d_in]);
-            let t = burn::tensor::Tensor::<2>::from_data(values, &device);
-            let mut p = Param::from_tensor(t.transpose());
+            let mut p = Param::from_tensor(w.burn_weight(&device));
             f(name, Slot::LinearWeight(&mut p))
         }
         (slot, _) => f(name, slot),
@@ -136,11 +133,7 @@ pub fn release_host<M: Params>(
 /// the CPU's host products: training's mixed precision holds its matrices in half on purpose.
 /// `with_table: false` leaves the embedding table as it is.
 pub fn widen_held_tables<M: Params>(model: &mut M, with_table: bool) {
-    let table = if with_table {
-        model.embedding_table()
-    } else {
-        "\0"
-    };
+    let table = with_table.then(|| model.embedding_table());
     let _ = model.visit(&mut |name, slot| {
         if let Slot::Matrix(p) = slot {
             let t = p.val();
@@ -148,7 +141,7 @@ pub fn widen_held_tables<M: Params>(model: &mut M, with_table: bool) {
                 t.dtype(),
                 burn::tensor::DType::F16 | burn::tensor::DType::BF16
             );
-            if half && (name == table || name == "lm_head.weight") {
+            if half && (Some(name.as_str()) == table || name == "lm_head.weight") {
                 *p = Param::from_tensor(t.cast(burn::tensor::DType::F32));
             }
         }

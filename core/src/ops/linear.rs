@@ -100,6 +100,13 @@ impl HostWeight {
         }
     }
 
+    /// The weight as a plain f32 tensor in burn's `[d_in, d_out]` layout (a transposed view of
+    /// the `[d_out, d_in]` values).
+    pub fn burn_weight(&self, device: &Device) -> Tensor<2> {
+        let data = TensorData::new(self.dequantize(), [self.d_out(), self.d_in()]);
+        Tensor::<2>::from_data(data, device).transpose()
+    }
+
     /// Adds `bias` `[d_out]` to every output. `None` when its length is not `d_out`.
     pub fn with_bias(self, bias: Vec<f32>) -> Option<Self> {
         match self {
@@ -173,10 +180,7 @@ impl Proj {
     /// widened exactly; f32 as held).
     pub fn expand_host(&mut self, device: &Device) {
         if let Some(w) = self.host.take() {
-            let (d_out, d_in) = (w.d_out(), w.d_in());
-            let stored =
-                Tensor::<2>::from_data(TensorData::new(w.dequantize(), [d_out, d_in]), device);
-            self.linear.weight = Param::from_tensor(stored.transpose());
+            self.linear.weight = Param::from_tensor(w.burn_weight(device));
         }
     }
 
